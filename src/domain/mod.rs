@@ -1,0 +1,21 @@
+//! Pure card-data types: PANs, tokens, tenants, expiry dates, brands and the
+//! Luhn check. Every type here is built only by parsing outside input, and no
+//! error ever carries the input it rejected. No I/O.
+
+pub mod brand;
+pub mod expiry;
+pub mod luhn;
+pub mod pan;
+pub mod tenant;
+pub mod token;
+
+pub use brand::Brand;
+pub use expiry::{Expiry, ExpiryError};
+pub use pan::{Bin, Last4, Pan, PanError};
+pub use tenant::{TenantError, TenantId};
+pub use token::{Token, TokenError};
+
+/// Shortest PAN (and token) accepted, in digits.
+pub const MIN_DIGITS: usize = 12;
+/// Longest PAN (and token) accepted, in digits.
+pub const MAX_DIGITS: usize = 19;

@@ -1,0 +1,78 @@
+//! Tenant identifiers: every key, token and fingerprint belongs to exactly one
+//! tenant, and a tenant's data is never readable under another tenant's name.
+
+use std::fmt;
+
+/// Longest tenant identifier, in bytes.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// Why a tenant identifier was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    /// Empty, or longer than 64 bytes.
+    #[error("tenant id must be 1 to {MAX_TENANT_LEN} characters")]
+    WrongLength,
+    /// A character outside `a-z 0-9 . _ -`, or not starting with a letter or digit.
+    #[error("tenant id may hold only a-z, 0-9, '.', '_' and '-', starting with a letter or digit")]
+    InvalidCharacter,
+}
+
+/// A tenant identifier: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Parses a tenant identifier.
+    pub fn parse(input: &str) -> Result<TenantId, TenantError> {
+        if input.is_empty() || input.len() > MAX_TENANT_LEN {
+            return Err(TenantError::WrongLength);
+        }
+        let bytes = input.as_bytes();
+        let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b);
+        if !bytes.iter().all(allowed) || !bytes[0].is_ascii_alphanumeric() {
+            return Err(TenantError::InvalidCharacter);
+        }
+        Ok(TenantId(input.to_owned()))
+    }
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({})", self.0)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules() {
+        for ok in ["default", "shop-1", "a", "eu.west_2", &"x".repeat(64)] {
+            assert_eq!(TenantId::parse(ok).unwrap().as_str(), ok);
+        }
+        assert_eq!(TenantId::parse("").unwrap_err(), TenantError::WrongLength);
+        assert_eq!(
+            TenantId::parse(&"x".repeat(65)).unwrap_err(),
+            TenantError::WrongLength
+        );
+        for bad in ["Default", "-a", ".a", "a b", "a/b", "ä", "a\0"] {
+            assert_eq!(
+                TenantId::parse(bad).unwrap_err(),
+                TenantError::InvalidCharacter,
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Entry points shared by the cargo-fuzz targets in `fuzz/` and by the test
+//! that replays their seed corpora on stable Rust (`tests/fuzz_corpus.rs`).
+//! Each takes arbitrary bytes, must never panic, and asserts the invariants
+//! that parsing promises.
+
+use crate::codec::{self, KeyRecord, TokenEntry};
+use crate::crypto::{DataKey, RecordView, SecretKey};
+use crate::domain::{MAX_DIGITS, MIN_DIGITS, Pan, TenantId, Token, luhn};
+
+/// Fixed key under which the record seed corpus was sealed.
+pub const FUZZ_RECORD_KEY: [u8; 32] = [0x5a; 32];
+/// Tenant of the record seed corpus.
+pub const FUZZ_TENANT: &str = "fuzz";
+/// Token of the record seed corpus.
+pub const FUZZ_TOKEN: &str = "4111111111111112";
+
+/// `Pan::parse_bytes` on arbitrary input.
+pub fn pan_parse(data: &[u8]) {
+    if let Ok(pan) = Pan::parse_bytes(data) {
+        let digits = pan.expose_digits();
+        assert!((MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()));
+        assert!(digits.iter().all(u8::is_ascii_digit));
+        assert!(luhn::passes(digits));
+        let shown = format!("{pan:?}{pan}");
+        assert!(!shown.contains(pan.expose_str()));
+    }
+}
+
+/// `Token::parse_bytes` on arbitrary input.
+pub fn token_parse(data: &[u8]) {
+    if let Ok(token) = Token::parse_bytes(data) {
+        assert_eq!(token.as_bytes(), data);
+        assert!(!luhn::passes(token.as_bytes()));
+    }
+}
+
+/// Record decoding and opening under the fixed fuzz key, plus every stored
+/// structure's decoder, on arbitrary input.
+pub fn record_open(data: &[u8]) {
+    let (Some(secret), Ok(tenant), Ok(token)) = (
+        SecretKey::from_slice(&FUZZ_RECORD_KEY),
+        TenantId::parse(FUZZ_TENANT),
+        Token::parse(FUZZ_TOKEN),
+    ) else {
+        return;
+    };
+    if let Ok(view) = RecordView::decode(data) {
+        let key = DataKey::new(view.dek_version(), &secret, 0);
+        if let Ok(pan) = view.open(&key, &tenant, &token) {
+            assert!(luhn::passes(pan.expose_digits()));
+        }
+    }
+    if let Ok(entry) = TokenEntry::decode(data) {
+        assert_eq!(entry.encode(), data);
+    }
+    if let Ok(record) = KeyRecord::decode(data) {
+        assert_eq!(record.encode(), data);
+    }
+    let _ = codec::decode_keys_key(data);
+}

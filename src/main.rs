@@ -1,0 +1,5 @@
+//! The `cardvault` binary: everything lives in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    cardvault::cli::main()
+}

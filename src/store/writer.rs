@@ -1,0 +1,319 @@
+//! The single writer thread. It takes every command queued since its last
+//! commit, applies them in order to one `WriteBatch` — checking each against
+//! the database and against earlier commands of the same group (an overlay)
+//! — commits the batch with a synced WAL write, and only then answers each
+//! sender. One thread means check-then-insert needs no locks; one write per
+//! group means concurrent callers share an fsync.
+
+use std::collections::HashMap;
+
+use rocksdb::{DB, WriteBatch};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf, synced,
+};
+use crate::codec::{self, KeyRecord, TokenEntry};
+use crate::crypto::{Fingerprint, KeyLabel};
+use crate::domain::{Expiry, TenantId, Token};
+
+/// One token to insert.
+#[derive(Debug)]
+pub struct Insert {
+    /// Owner.
+    pub tenant: TenantId,
+    /// The new token.
+    pub token: Token,
+    /// Fingerprint of the PAN, for deterministic tenants.
+    pub fingerprint: Option<Fingerprint>,
+    /// Metadata and sealed record.
+    pub entry: TokenEntry,
+    /// The data key used and its encryption count after this seal, persisted
+    /// with the same write.
+    pub counter: Option<(KeyLabel, u64)>,
+}
+
+/// What became of one [`Insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored and synced.
+    Inserted,
+    /// The PAN already has this token in the tenant; nothing was written.
+    Existing(Token),
+    /// The token is taken by another PAN; nothing was written. Draw again.
+    TokenCollision,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A request to the writer.
+pub(super) enum Command {
+    Insert {
+        items: Vec<Insert>,
+        reply: Reply<Vec<InsertOutcome>>,
+    },
+    UpdateExpiry {
+        tenant: TenantId,
+        token: Token,
+        expiry: Expiry,
+        reply: Reply<bool>,
+    },
+    Delete {
+        tenant: TenantId,
+        token: Token,
+        reply: Reply<bool>,
+    },
+    PutKeys {
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        counters: Vec<(KeyLabel, u64)>,
+        reply: Reply<()>,
+    },
+    Close {
+        counters: Vec<(KeyLabel, u64)>,
+        reply: Reply<()>,
+    },
+}
+
+/// An answer held back until the group's write is synced.
+enum Pending {
+    Inserted(Reply<Vec<InsertOutcome>>, Vec<InsertOutcome>),
+    Flag(Reply<bool>, bool),
+    Done(Reply<()>),
+}
+
+/// Writes of the current group not yet in the database; `None` is a delete.
+#[derive(Default)]
+struct Overlay {
+    tokens: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    fingerprints: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    counters: HashMap<Vec<u8>, u64>,
+}
+
+struct Group<'a> {
+    db: &'a DB,
+    batch: WriteBatch,
+    overlay: Overlay,
+}
+
+impl Group<'_> {
+    fn read(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let overlay = if cf_name == CF_TOKENS {
+            &self.overlay.tokens
+        } else {
+            &self.overlay.fingerprints
+        };
+        if let Some(value) = overlay.get(key) {
+            return Ok(value.clone());
+        }
+        Ok(self.db.get_cf(cf(self.db, cf_name)?, key)?)
+    }
+
+    fn put(
+        &mut self,
+        cf_name: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.batch.put_cf(cf(self.db, cf_name)?, &key, &value);
+        match cf_name {
+            CF_TOKENS => self.overlay.tokens.insert(key, Some(value)),
+            CF_FINGERPRINTS => self.overlay.fingerprints.insert(key, Some(value)),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    fn delete(&mut self, cf_name: &'static str, key: Vec<u8>) -> Result<(), StoreError> {
+        self.batch.delete_cf(cf(self.db, cf_name)?, &key);
+        match cf_name {
+            CF_TOKENS => self.overlay.tokens.insert(key, None),
+            CF_FINGERPRINTS => self.overlay.fingerprints.insert(key, None),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    fn count(&mut self, label: &KeyLabel, sealed: u64) {
+        let slot = self
+            .overlay
+            .counters
+            .entry(codec::counter_key(label))
+            .or_insert(0);
+        *slot = (*slot).max(sealed);
+    }
+
+    fn insert(&mut self, items: Vec<Insert>) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let fp_key = item
+                .fingerprint
+                .map(|fp| codec::fingerprint_key(&item.tenant, &fp));
+            if let Some((label, sealed)) = &item.counter {
+                // The seal happened whatever the outcome: count it.
+                self.count(label, *sealed);
+            }
+            if let Some(fp_key) = &fp_key
+                && let Some(existing) = self.read(CF_FINGERPRINTS, fp_key)?
+            {
+                let token = Token::parse_bytes(&existing).map_err(|_| {
+                    StoreError::Corrupt(codec::CodecError::InvalidField {
+                        what: "fingerprint entry",
+                        field: "token",
+                    })
+                })?;
+                outcomes.push(InsertOutcome::Existing(token));
+                continue;
+            }
+            let token_key = codec::token_key(&item.tenant, &item.token);
+            if self.read(CF_TOKENS, &token_key)?.is_some() {
+                outcomes.push(InsertOutcome::TokenCollision);
+                continue;
+            }
+            self.put(CF_TOKENS, token_key, item.entry.encode())?;
+            if let Some(fp_key) = fp_key {
+                self.put(CF_FINGERPRINTS, fp_key, item.token.as_bytes().to_vec())?;
+            }
+            outcomes.push(InsertOutcome::Inserted);
+        }
+        Ok(outcomes)
+    }
+
+    fn update_expiry(
+        &mut self,
+        tenant: &TenantId,
+        token: &Token,
+        expiry: Expiry,
+    ) -> Result<bool, StoreError> {
+        let key = codec::token_key(tenant, token);
+        let Some(bytes) = self.read(CF_TOKENS, &key)? else {
+            return Ok(false);
+        };
+        let mut entry = TokenEntry::decode(&bytes)?;
+        entry.meta.expiry = Some(expiry);
+        self.put(CF_TOKENS, key, entry.encode())?;
+        Ok(true)
+    }
+
+    fn delete_token(&mut self, tenant: &TenantId, token: &Token) -> Result<bool, StoreError> {
+        let key = codec::token_key(tenant, token);
+        let Some(bytes) = self.read(CF_TOKENS, &key)? else {
+            return Ok(false);
+        };
+        let entry = TokenEntry::decode(&bytes)?;
+        self.delete(CF_TOKENS, key)?;
+        if let Some(fp) = entry.fingerprint {
+            let fp_key = codec::fingerprint_key(tenant, &fp);
+            // Remove the index entry only if it still points at this token.
+            if self.read(CF_FINGERPRINTS, &fp_key)?.as_deref() == Some(token.as_bytes()) {
+                self.delete(CF_FINGERPRINTS, fp_key)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn put_keys(
+        &mut self,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        counters: Vec<(KeyLabel, u64)>,
+    ) -> Result<(), StoreError> {
+        for (label, record) in keys {
+            self.put(CF_KEYS, codec::wrapped_key_key(&label), record.encode())?;
+        }
+        for (label, sealed) in counters {
+            self.count(&label, sealed);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        let keys_cf = cf(self.db, CF_KEYS)?;
+        for (key, sealed) in self.overlay.counters.drain() {
+            self.batch.put_cf(keys_cf, key, sealed.to_be_bytes());
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.db.write_opt(self.batch, &synced())?;
+        Ok(())
+    }
+}
+
+/// The writer loop: runs until every sender is gone or a `Close` arrives.
+pub(super) fn run(db: &DB, mut commands: mpsc::Receiver<Command>, max_group: usize) {
+    let mut queued = Vec::with_capacity(max_group);
+    while let Some(first) = commands.blocking_recv() {
+        queued.push(first);
+        while queued.len() < max_group {
+            match commands.try_recv() {
+                Ok(command) => queued.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut group = Group {
+            db,
+            batch: WriteBatch::default(),
+            overlay: Overlay::default(),
+        };
+        let mut pending = Vec::with_capacity(queued.len());
+        let mut closing = false;
+        for command in queued.drain(..) {
+            match command {
+                Command::Insert { items, reply } => match group.insert(items) {
+                    Ok(outcomes) => pending.push(Pending::Inserted(reply, outcomes)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Command::UpdateExpiry {
+                    tenant,
+                    token,
+                    expiry,
+                    reply,
+                } => match group.update_expiry(&tenant, &token, expiry) {
+                    Ok(found) => pending.push(Pending::Flag(reply, found)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Command::Delete {
+                    tenant,
+                    token,
+                    reply,
+                } => match group.delete_token(&tenant, &token) {
+                    Ok(found) => pending.push(Pending::Flag(reply, found)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Command::PutKeys {
+                    keys,
+                    counters,
+                    reply,
+                } => match group.put_keys(keys, counters) {
+                    Ok(()) => pending.push(Pending::Done(reply)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Command::Close { counters, reply } => {
+                    let marked = group.put_keys(Vec::new(), counters).and_then(|()| {
+                        let meta = cf(db, CF_META)?;
+                        group.batch.put_cf(meta, META_CLEAN_SHUTDOWN, [1u8]);
+                        Ok(())
+                    });
+                    match marked {
+                        Ok(()) => pending.push(Pending::Done(reply)),
+                        Err(e) => drop(reply.send(Err(e))),
+                    }
+                    closing = true;
+                }
+            }
+        }
+        let written = group.finish();
+        for answer in pending {
+            // A sender that gave up waiting is no error of ours.
+            let _ = match answer {
+                Pending::Inserted(reply, outcomes) => {
+                    reply.send(written.clone().map(|()| outcomes)).is_ok()
+                }
+                Pending::Flag(reply, flag) => reply.send(written.clone().map(|()| flag)).is_ok(),
+                Pending::Done(reply) => reply.send(written.clone()).is_ok(),
+            };
+        }
+        if closing {
+            break;
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The vault core on a real RocksDB in a temp dir with a real key file:
+//! durability across reopen, determinism under racing threads, collision
+//! handling in a full BIN + last-4 bucket, rotation, deletion, tenant
+//! isolation, format-version refusal, and a canary scan of every file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cardvault::crypto::{KeyError, KeyFileProvider};
+use cardvault::domain::luhn;
+use cardvault::store::StoreError;
+use cardvault::{Expiry, Pan, TenantId, Token, TokenMode, Vault, VaultError, VaultOptions};
+use common::{TestVaultDir, files_containing, luhn_complete, synthetic_pan};
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_survive_reopen_after_close_and_after_drop() {
+    let dir = TestVaultDir::new();
+    let t = tenant("default");
+    let mut issued = Vec::new();
+    {
+        let vault = dir.open();
+        for i in 0..200 {
+            let pan = synthetic_pan(i);
+            let info = vault.tokenize(&t, &pan, None).await.unwrap();
+            issued.push((i, info.token));
+        }
+        vault.close().await.unwrap();
+    }
+    {
+        // Reopen, add more, then drop without close (like a crash of the
+        // process after acknowledgement).
+        let vault = dir.open();
+        for (i, token) in &issued {
+            assert_eq!(
+                vault.detokenize(&t, token).await.unwrap().pan,
+                synthetic_pan(*i)
+            );
+        }
+        for i in 200..300 {
+            let info = vault.tokenize(&t, &synthetic_pan(i), None).await.unwrap();
+            issued.push((i, info.token));
+        }
+        drop(vault);
+    }
+    let vault = dir.open();
+    for (i, token) in &issued {
+        assert_eq!(
+            vault.detokenize(&t, token).await.unwrap().pan,
+            synthetic_pan(*i)
+        );
+        // Deterministic: the same PAN still maps to the same token.
+        assert_eq!(
+            vault
+                .tokenize(&t, &synthetic_pan(*i), None)
+                .await
+                .unwrap()
+                .token,
+            *token
+        );
+    }
+    // After a drop without close the encryption counter is bumped by the
+    // safety margin, never lowered.
+    let (_, version, sealed) = vault.key_status()[0].clone();
+    assert_eq!(version, 1);
+    assert!(
+        sealed >= cardvault::vault::UNCLEAN_SHUTDOWN_COUNTER_MARGIN + 300,
+        "{sealed}"
+    );
+    vault.close().await.unwrap();
+}
+
+#[test]
+fn sixteen_threads_racing_on_the_same_pans_get_one_token_per_pan() {
+    let dir = TestVaultDir::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let vault = Arc::new(dir.open());
+    let t = tenant("race");
+    let threads: Vec<_> = (0..16u64)
+        .map(|thread| {
+            let vault = Arc::clone(&vault);
+            let handle = runtime.handle().clone();
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let mut seen = HashMap::new();
+                for k in 0..1000u64 {
+                    // Each thread walks the PANs in its own order.
+                    let i = (k * 7 + thread * 131) % 1000;
+                    let info = handle
+                        .block_on(vault.tokenize(&t, &synthetic_pan(i), None))
+                        .unwrap();
+                    seen.insert(i, info.token);
+                }
+                seen
+            })
+        })
+        .collect();
+    let results: Vec<HashMap<u64, Token>> =
+        threads.into_iter().map(|h| h.join().unwrap()).collect();
+    for i in 0..1000 {
+        let first = results[0][&i];
+        assert!(
+            results.iter().all(|r| r[&i] == first),
+            "PAN {i} got several tokens"
+        );
+    }
+    let distinct: HashSet<Token> = results[0].values().copied().collect();
+    assert_eq!(distinct.len(), 1000);
+    for (i, token) in &results[0] {
+        let revealed = runtime.block_on(vault.detokenize(&t, token)).unwrap();
+        assert_eq!(revealed.pan, synthetic_pan(*i));
+    }
+    let vault = Arc::into_inner(vault).unwrap();
+    runtime.block_on(vault.close()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bin_and_last4_bucket_gets_distinct_tokens() {
+    // 411111 xxxxxx 1111: exactly 100,000 of the 10^6 middles pass Luhn, and
+    // every token of the bucket has 900,000 Luhn-failing candidates, so late
+    // draws collide often and must be retried, never overwritten.
+    let dir = TestVaultDir::new();
+    let vault = dir.open();
+    let t = tenant("bucket");
+    let pans: Vec<String> = (0..1_000_000u32)
+        .map(|m| format!("411111{m:06}1111"))
+        .filter(|s| luhn::passes(s.as_bytes()))
+        .collect();
+    assert_eq!(pans.len(), 100_000);
+    let mut tokens = HashSet::new();
+    for chunk in pans.chunks(2_000) {
+        let items: Vec<(Pan, Option<Expiry>)> = chunk
+            .iter()
+            .map(|s| (Pan::parse(s).unwrap(), None))
+            .collect();
+        for result in vault.tokenize_batch(&t, &items).await {
+            let info = result.unwrap();
+            assert!(
+                info.token.as_str().starts_with("411111") && info.token.as_str().ends_with("1111")
+            );
+            assert!(tokens.insert(info.token), "duplicate token {}", info.token);
+        }
+    }
+    assert_eq!(tokens.len(), 100_000);
+    // Spot-check that collisions did not cross records.
+    for s in pans.iter().step_by(997) {
+        let pan = Pan::parse(s).unwrap();
+        let token = vault.tokenize(&t, &pan, None).await.unwrap().token;
+        assert_eq!(vault.detokenize(&t, &token).await.unwrap().pan, pan);
+    }
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_pan_appears_in_no_file_of_the_data_directory() {
+    let dir = TestVaultDir::new();
+    let canary = luhn_complete("493817602954318");
+    let vault = dir.open();
+    let t = tenant("default");
+    let pan = Pan::parse(&canary).unwrap();
+    let info = vault
+        .tokenize(&t, &pan, Some(Expiry::parse("07/31").unwrap()))
+        .await
+        .unwrap();
+    let formatted = format!("{pan:?} {pan} {info:?}");
+    assert!(!formatted.contains(&canary), "{formatted}");
+    // In the WAL and memtable only...
+    assert!(files_containing(dir.dir.path(), canary.as_bytes()).is_empty());
+    // ...then flushed to SST files, then after close.
+    vault.flush().unwrap();
+    assert!(files_containing(dir.dir.path(), canary.as_bytes()).is_empty());
+    vault.close().await.unwrap();
+    assert!(files_containing(dir.dir.path(), canary.as_bytes()).is_empty());
+    // The scan does find what is there: the token itself is stored in clear.
+    assert!(!files_containing(dir.dir.path(), info.token.as_bytes()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_public_test_card_round_trips() {
+    let shared =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/test-pans.tsv");
+    let vendored =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test-pans.tsv");
+    let dir = TestVaultDir::new();
+    let vault = dir.open();
+    let t = tenant("default");
+    let mut checked = 0;
+    for file in [shared, vendored].iter().filter(|p| p.exists()) {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (brand, digits, len) = (fields[0], fields[1], fields[2]);
+            let pan = Pan::parse(digits).unwrap();
+            assert_eq!(pan.brand().as_str(), brand, "brand of {}", pan);
+            let info = vault.tokenize(&t, &pan, None).await.unwrap();
+            assert_eq!(info.token.len().to_string(), len);
+            assert_eq!(info.brand.as_str(), brand);
+            assert_eq!(info.last4.as_str(), &digits[digits.len() - 4..]);
+            assert_eq!(vault.detokenize(&t, &info.token).await.unwrap().pan, pan);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 19, "only {checked} cards checked");
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_old_records_readable_and_survives_reopen() {
+    let dir = TestVaultDir::new();
+    let t = tenant("rot");
+    let mut issued = Vec::new();
+    {
+        let vault = dir.open();
+        for i in 0..10 {
+            issued.push((
+                i,
+                vault
+                    .tokenize(&t, &synthetic_pan(i), None)
+                    .await
+                    .unwrap()
+                    .token,
+            ));
+        }
+        assert_eq!(vault.rotate_keys(&t).await.unwrap(), 2);
+        for i in 10..20 {
+            issued.push((
+                i,
+                vault
+                    .tokenize(&t, &synthetic_pan(i), None)
+                    .await
+                    .unwrap()
+                    .token,
+            ));
+        }
+        assert_eq!(vault.key_status(), vec![(t.clone(), 2, 10)]);
+        assert!(matches!(
+            vault.rotate_keys(&tenant("nobody")).await,
+            Err(VaultError::UnknownTenant(_))
+        ));
+        vault.close().await.unwrap();
+    }
+    let vault = dir.open();
+    assert_eq!(vault.key_status(), vec![(t.clone(), 2, 10)]);
+    for (i, token) in &issued {
+        assert_eq!(
+            vault.detokenize(&t, token).await.unwrap().pan,
+            synthetic_pan(*i)
+        );
+    }
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_automatically_before_their_limit() {
+    let dir = TestVaultDir::new();
+    let options = VaultOptions {
+        dek_rotate_after: 5,
+        dek_hard_limit: 8,
+        ..VaultOptions::default()
+    };
+    let vault = dir.open_with(options);
+    let t = tenant("auto");
+    let mut issued = Vec::new();
+    for i in 0..23 {
+        issued.push((
+            i,
+            vault
+                .tokenize(&t, &synthetic_pan(i), None)
+                .await
+                .unwrap()
+                .token,
+        ));
+    }
+    let items: Vec<_> = (100..130).map(|i| (synthetic_pan(i), None)).collect();
+    for (k, result) in vault
+        .tokenize_batch(&t, &items)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        issued.push((100 + k as u64, result.unwrap().token));
+    }
+    let (_, version, sealed) = vault.key_status()[0].clone();
+    assert!(version >= 5, "only rotated to v{version}");
+    assert!(sealed <= 8);
+    for (i, token) in &issued {
+        assert_eq!(
+            vault.detokenize(&t, token).await.unwrap().pan,
+            synthetic_pan(*i)
+        );
+    }
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_mode_issues_a_new_token_per_call() {
+    let dir = TestVaultDir::new();
+    let t = tenant("rnd");
+    let mut options = VaultOptions::default();
+    options.tenant_modes.insert(t.clone(), TokenMode::Random);
+    let vault = dir.open_with(options);
+    let pan = synthetic_pan(1);
+    let a = vault.tokenize(&t, &pan, None).await.unwrap().token;
+    let b = vault.tokenize(&t, &pan, None).await.unwrap().token;
+    assert_ne!(a, b);
+    assert_eq!(vault.detokenize(&t, &a).await.unwrap().pan, pan);
+    assert_eq!(vault.detokenize(&t, &b).await.unwrap().pan, pan);
+    // Another tenant on the same vault stays deterministic.
+    let d = tenant("det");
+    let c1 = vault.tokenize(&d, &pan, None).await.unwrap().token;
+    assert_eq!(vault.tokenize(&d, &pan, None).await.unwrap().token, c1);
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retokenizing_with_a_new_expiry_updates_it() {
+    let dir = TestVaultDir::new();
+    let vault = dir.open();
+    let t = tenant("exp");
+    let pan = synthetic_pan(5);
+    let first = vault
+        .tokenize(&t, &pan, Some(Expiry::parse("12/29").unwrap()))
+        .await
+        .unwrap();
+    let none = vault.tokenize(&t, &pan, None).await.unwrap();
+    assert_eq!(none.token, first.token);
+    assert_eq!(none.expiry.unwrap().to_string(), "12/29");
+    let second = vault
+        .tokenize(&t, &pan, Some(Expiry::parse("01/31").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(second.token, first.token);
+    assert_eq!(second.expiry.unwrap().to_string(), "01/31");
+    let meta = vault.metadata(&t, &first.token).await.unwrap();
+    assert_eq!(meta.expiry.unwrap().to_string(), "01/31");
+    assert_eq!(meta.created_ms, first.created_ms);
+    let revealed = vault.detokenize(&t, &first.token).await.unwrap();
+    assert_eq!(revealed.expiry.unwrap().to_string(), "01/31");
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_the_token_and_its_fingerprint() {
+    let dir = TestVaultDir::new();
+    let vault = dir.open();
+    let t = tenant("del");
+    let pan = synthetic_pan(9);
+    let token = vault.tokenize(&t, &pan, None).await.unwrap().token;
+    vault.delete(&t, &token).await.unwrap();
+    assert!(matches!(
+        vault.detokenize(&t, &token).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    assert!(matches!(
+        vault.metadata(&t, &token).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    assert!(matches!(
+        vault.delete(&t, &token).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    let again = vault.tokenize(&t, &pan, None).await.unwrap().token;
+    assert_eq!(vault.detokenize(&t, &again).await.unwrap().pan, pan);
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_read_each_other() {
+    let dir = TestVaultDir::new();
+    let vault = dir.open();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let pan = synthetic_pan(3);
+    let ta = vault.tokenize(&a, &pan, None).await.unwrap().token;
+    vault.tokenize(&b, &synthetic_pan(4), None).await.unwrap();
+    assert!(matches!(
+        vault.detokenize(&b, &ta).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    assert!(matches!(
+        vault.metadata(&b, &ta).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    assert!(matches!(
+        vault.delete(&b, &ta).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    assert!(matches!(
+        vault.detokenize(&tenant("c"), &ta).await,
+        Err(VaultError::TokenNotFound)
+    ));
+    assert_eq!(vault.detokenize(&a, &ta).await.unwrap().pan, pan);
+    vault.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_kek_cannot_open_the_keys() {
+    let dir = TestVaultDir::new();
+    let vault = dir.open();
+    vault
+        .tokenize(&tenant("k"), &synthetic_pan(1), None)
+        .await
+        .unwrap();
+    vault.close().await.unwrap();
+    let other = dir.dir.path().join("other.key");
+    KeyFileProvider::create(&other).unwrap();
+    let provider = KeyFileProvider::open(&other).unwrap();
+    let err = Vault::open(&dir.db_path(), Arc::new(provider), VaultOptions::default()).unwrap_err();
+    assert!(matches!(err, VaultError::Key(KeyError::Unwrap(_))), "{err}");
+    assert!(err.to_string().contains("wrong KEK"), "{err}");
+}
+
+fn raw_db(path: &std::path::Path) -> rocksdb::DB {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(false);
+    rocksdb::DB::open_cf(&opts, path, ["tokens", "fingerprints", "keys", "meta"]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_on_disk_format_is_refused_with_a_clear_message() {
+    let dir = TestVaultDir::new();
+    dir.open().close().await.unwrap();
+    {
+        let db = raw_db(&dir.db_path());
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format_version", 2u64.to_be_bytes())
+            .unwrap();
+    }
+    let provider = KeyFileProvider::open(&dir.dir.path().join("kek.key")).unwrap();
+    let err = Vault::open(&dir.db_path(), Arc::new(provider), VaultOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Store(StoreError::NewerFormat {
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("newer than this build supports"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_record_fails_to_open_without_panicking() {
+    let dir = TestVaultDir::new();
+    let t = tenant("tamper");
+    let (token, other) = {
+        let vault = dir.open();
+        let token = vault
+            .tokenize(&t, &synthetic_pan(1), None)
+            .await
+            .unwrap()
+            .token;
+        let other = vault
+            .tokenize(&t, &synthetic_pan(2), None)
+            .await
+            .unwrap()
+            .token;
+        vault.close().await.unwrap();
+        (token, other)
+    };
+    {
+        // Copy the other token's value over this one: a record moved between tokens.
+        let db = raw_db(&dir.db_path());
+        let tokens = db.cf_handle("tokens").unwrap();
+        let key = |tok: &Token| {
+            [
+                &[t.as_str().len() as u8][..],
+                t.as_str().as_bytes(),
+                tok.as_bytes(),
+            ]
+            .concat()
+        };
+        let value = db.get_cf(tokens, key(&other)).unwrap().unwrap();
+        db.put_cf(tokens, key(&token), value).unwrap();
+    }
+    let vault = dir.open();
+    let err = vault.detokenize(&t, &token).await.unwrap_err();
+    assert!(matches!(err, VaultError::Record(_)), "{err}");
+    assert_eq!(
+        vault.detokenize(&t, &other).await.unwrap().pan,
+        synthetic_pan(2)
+    );
+    vault.close().await.unwrap();
+}
