@@ -584,7 +584,10 @@ impl Vault {
             let outcome = self.store.insert(vec![insert]).await?;
             self.rotate_if_due(&keys, &dek, count).await;
             match outcome.first() {
-                Some(InsertOutcome::Inserted) => return Ok(info),
+                Some(InsertOutcome::Inserted) => {
+                    metrics::counter!("cardvault_tokens_created_total").increment(1);
+                    return Ok(info);
+                }
                 Some(InsertOutcome::Existing(token)) => {
                     if let Some(info) = self.existing(tenant, *token, expiry).await? {
                         return Ok(info);
@@ -665,7 +668,10 @@ impl Vault {
                 Ok(outcomes) => {
                     for ((i, info), outcome) in inserted_for.into_iter().zip(infos).zip(outcomes) {
                         match outcome {
-                            InsertOutcome::Inserted => results[i] = Some(Ok(info)),
+                            InsertOutcome::Inserted => {
+                                metrics::counter!("cardvault_tokens_created_total").increment(1);
+                                results[i] = Some(Ok(info));
+                            }
                             InsertOutcome::Existing(token) => existing.push((i, token)),
                             InsertOutcome::TokenCollision => retry.push(i),
                         }

@@ -12,6 +12,8 @@ use crate::crypto::KeyFileProvider;
 use crate::domain::{Pan, TenantId};
 use crate::vault::{Vault, VaultOptions};
 
+mod serve;
+
 /// Exit status for command-line usage errors (sysexits.h `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
 
@@ -25,6 +27,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the vault: the mTLS API and the ops listener.
+    Serve(serve::ServeArgs),
+    /// Development / test PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -36,6 +45,26 @@ enum Command {
         /// Directory for the dev KEK and the database.
         #[arg(long, default_value = "./cardvault-dev")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a CA, a server certificate (localhost, 127.0.0.1, ::1) and
+    /// client certificates for cart, payments and admin in DIR.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a client certificate NAME.pem / NAME-key.pem (principal = NAME)
+    /// signed by the CA in DIR.
+    Issue {
+        /// Client (principal) name.
+        name: String,
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "./cardvault-dev/pki")]
+        dir: PathBuf,
     },
 }
 
@@ -95,7 +124,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -112,6 +145,19 @@ fn init_logging() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Pki { command } => match command {
+            PkiCommand::Init { out } => {
+                crate::pki::init(&out)?;
+                println!("created dev PKI in {}", out.display());
+                Ok(())
+            }
+            PkiCommand::Issue { name, dir } => {
+                crate::pki::issue(&dir, &name)?;
+                println!("issued {}/{name}.pem and {name}-key.pem", dir.display());
+                Ok(())
+            }
+        },
         Command::Keys { command } => match command {
             KeysCommand::Init { out } => {
                 KeyFileProvider::create(&out)?;

@@ -1,0 +1,183 @@
+//! `cardvault serve`: with `--config FILE`, or `--dev` which creates (once)
+//! and reuses a self-contained development setup — PKI, KEK, config and
+//! database under one directory — and prints curl commands that work as
+//! printed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::config::Config;
+use crate::crypto::KeyFileProvider;
+use crate::vault::{Vault, VaultOptions};
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Overrides: CARDVAULT_<SECTION>__<FIELD>.
+    #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Development mode: create and reuse DATA_DIR/{pki, kek.key, cardvault.toml, db}.
+    #[arg(long)]
+    dev: bool,
+    /// Directory of the development setup.
+    #[arg(long, default_value = "./cardvault-dev", requires = "dev")]
+    data_dir: PathBuf,
+    /// Override `api.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override `ops.listen`.
+    #[arg(long)]
+    ops_listen: Option<SocketAddr>,
+}
+
+/// The development config, written once to `DIR/cardvault.toml`.
+const DEV_CONFIG: &str = r#"# cardvault development configuration (created by `cardvault serve --dev`).
+# Paths are relative to this file. Not for production: the KEK sits beside the data.
+
+[api]
+listen = "127.0.0.1:8443"
+cert = "pki/server.pem"
+key = "pki/server-key.pem"
+client_ca = "pki/ca.pem"
+
+[ops]
+listen = "127.0.0.1:9090"
+
+[storage]
+data_dir = "db"
+key_file = "kek.key"
+
+[principals.cart]
+tenant = "default"
+roles = ["tokenize", "read"]
+
+[principals.payments]
+tenant = "default"
+roles = ["tokenize", "detokenize", "read"]
+
+[principals.admin]
+tenant = "default"
+roles = ["read", "delete", "admin"]
+"#;
+
+/// Creates whatever of the dev setup is missing; returns the config path.
+pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pki = dir.join("pki");
+    if !pki.join("ca.pem").exists() {
+        crate::pki::init(&pki)?;
+        tracing::info!(dir = %pki.display(), "created development PKI");
+    }
+    let kek = dir.join("kek.key");
+    if !kek.exists() {
+        KeyFileProvider::create(&kek)?;
+        tracing::info!(path = %kek.display(), "created development KEK");
+    }
+    let config = dir.join("cardvault.toml");
+    if !config.exists() {
+        std::fs::write(&config, DEV_CONFIG)
+            .with_context(|| format!("writing {}", config.display()))?;
+    }
+    Ok(config)
+}
+
+/// Copy-paste curl commands for a dev setup in `dir` listening on `api`.
+pub fn curl_commands(dir: &Path, api: SocketAddr) -> String {
+    let pki = dir.join("pki");
+    let host = if api.ip().is_loopback() || api.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        api.ip().to_string()
+    };
+    let base = format!("https://{host}:{}", api.port());
+    let client = |name: &str| {
+        format!(
+            "curl -sS --cacert {ca} --cert {cert} --key {key} -H 'content-type: application/json'",
+            ca = pki.join("ca.pem").display(),
+            cert = pki.join(format!("{name}.pem")).display(),
+            key = pki.join(format!("{name}-key.pem")).display(),
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "# tokenize (as cart):");
+    let _ = writeln!(
+        out,
+        "{} -d '{{\"pan\":\"4111111111111111\"}}' {base}/v1/tokenize",
+        client("cart")
+    );
+    let _ = writeln!(out, "# tokenize, then detokenize the token (as payments):");
+    let _ = writeln!(
+        out,
+        "TOKEN=$({} -d '{{\"pan\":\"4111111111111111\"}}' {base}/v1/tokenize | sed -E 's/.*\"token\":\"([0-9]+)\".*/\\1/') && {} -d \"{{\\\"token\\\":\\\"$TOKEN\\\"}}\" {base}/v1/detokenize",
+        client("payments"),
+        client("payments"),
+    );
+    out
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains and closes.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let (config_path, dev_dir) = match (&args.config, args.dev) {
+        (Some(path), _) => (path.clone(), None),
+        (None, _) => {
+            let dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
+            (prepare_dev(&dir)?, Some(dir))
+        }
+    };
+    let mut config = Config::load(&config_path)?;
+    if let Some(listen) = args.listen {
+        config.api.listen = listen;
+    }
+    if let Some(listen) = args.ops_listen {
+        config.ops.listen = listen;
+    }
+    let provider = KeyFileProvider::open(&config.storage.key_file)?;
+    let options = VaultOptions {
+        tenant_modes: config.tenant_modes(),
+        ..VaultOptions::default()
+    };
+    let vault = Arc::new(Vault::open(
+        &config.storage.data_dir,
+        Arc::new(provider),
+        options,
+    )?);
+    let running = crate::server::start(&config, Arc::clone(&vault)).await?;
+    println!(
+        "cardvault is serving: API https://{} (mTLS), ops http://{}",
+        running.api_addr, running.ops_addr
+    );
+    if let Some(dir) = dev_dir {
+        println!("\n{}", curl_commands(&dir, running.api_addr));
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining requests");
+    running.shutdown().await;
+    match Arc::try_unwrap(vault) {
+        Ok(vault) => vault.close().await?,
+        Err(_) => {
+            tracing::warn!("vault still referenced at shutdown; closing without final counters")
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,332 @@
+//! The typed configuration of `cardvault serve`: one TOML file, overridable
+//! by environment variables of the form `CARDVAULT_<SECTION>__<FIELD>` (for
+//! example `CARDVAULT_API__LISTEN=0.0.0.0:8443`). Relative paths are resolved
+//! against the config file's directory. Validation errors name the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::TenantId;
+use crate::vault::TokenMode;
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {field}: {problem}")]
+pub struct ConfigError {
+    /// Dotted path of the field (`api.cert`), or the file.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `POST /v1/tokenize`, `POST /v1/tokenize/batch`.
+    Tokenize,
+    /// `POST /v1/detokenize`, `POST /v1/detokenize/batch`.
+    Detokenize,
+    /// `GET /v1/tokens/{token}`.
+    Read,
+    /// `DELETE /v1/tokens/{token}`.
+    Delete,
+    /// Administrative operations (key rotation, alert clearing).
+    Admin,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Tokenize => "tokenize",
+            Role::Detokenize => "detokenize",
+            Role::Read => "read",
+            Role::Delete => "delete",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The mTLS API listener.
+    pub api: ApiConfig,
+    /// The plain-HTTP ops listener.
+    #[serde(default)]
+    pub ops: OpsConfig,
+    /// Database and KEK.
+    pub storage: StorageConfig,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Client principals (certificate identity) → tenant and roles.
+    #[serde(default)]
+    pub principals: BTreeMap<String, PrincipalConfig>,
+    /// Per-tenant settings.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// The API listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM (must not be readable by group/others).
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to, PEM.
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists, PEM.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    #[serde(default)]
+    pub allow_tls12: bool,
+}
+
+/// The ops listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address to listen on (keep it on loopback or a management network).
+    #[serde(default = "default_ops_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for OpsConfig {
+    fn default() -> OpsConfig {
+        OpsConfig {
+            listen: default_ops_listen(),
+        }
+    }
+}
+
+/// Storage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// KEK file (32 bytes, mode 0600).
+    pub key_file: PathBuf,
+}
+
+/// Limits and timeouts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent connections accepted on the API listener.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// Time allowed for reading request headers.
+    pub header_timeout_ms: u64,
+    /// Time allowed for a whole request.
+    pub request_timeout_ms: u64,
+    /// Largest body of a single-item request.
+    pub body_limit_bytes: usize,
+    /// Largest body of a batch request.
+    pub batch_body_limit_bytes: usize,
+    /// Most items in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_connections: 1024,
+            handshake_timeout_ms: 5_000,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            body_limit_bytes: 1 << 20,
+            batch_body_limit_bytes: 8 << 20,
+            max_batch: 10_000,
+        }
+    }
+}
+
+/// One principal's access.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The tenant it acts in.
+    pub tenant: String,
+    /// What it may do.
+    pub roles: Vec<Role>,
+}
+
+/// One tenant's settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// `deterministic` (default) or `random`.
+    #[serde(default)]
+    pub token_mode: TokenModeConfig,
+}
+
+/// Token mode as written in the config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenModeConfig {
+    /// Same PAN, same token.
+    #[default]
+    Deterministic,
+    /// New token per call.
+    Random,
+}
+
+impl From<TokenModeConfig> for TokenMode {
+    fn from(mode: TokenModeConfig) -> TokenMode {
+        match mode {
+            TokenModeConfig::Deterministic => TokenMode::Deterministic,
+            TokenModeConfig::Random => TokenMode::Random,
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+impl Config {
+    /// Reads `path`, applies `CARDVAULT_<SECTION>__<FIELD>` overrides,
+    /// resolves relative paths and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                path.display().to_string(),
+                "no such config file",
+            ));
+        }
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("CARDVAULT_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        let mut config: Config = figment.extract().map_err(|e| {
+            let field = e.path.join(".");
+            let field = if field.is_empty() {
+                path.display().to_string()
+            } else {
+                field
+            };
+            ConfigError::new(field, e.kind.to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.api.cert);
+        fix(&mut self.api.key);
+        fix(&mut self.api.client_ca);
+        self.api.crls.iter_mut().for_each(fix);
+        fix(&mut self.storage.data_dir);
+        fix(&mut self.storage.key_file);
+    }
+
+    /// Checks what types cannot: files exist, names parse, limits are sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let file = |field: &str, p: &Path| {
+            if p.is_file() {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    field,
+                    format!("file not found: {}", p.display()),
+                ))
+            }
+        };
+        file("api.cert", &self.api.cert)?;
+        file("api.key", &self.api.key)?;
+        file("api.client_ca", &self.api.client_ca)?;
+        for (i, crl) in self.api.crls.iter().enumerate() {
+            file(&format!("api.crls[{i}]"), crl)?;
+        }
+        file("storage.key_file", &self.storage.key_file)?;
+        if self.principals.is_empty() {
+            return Err(ConfigError::new(
+                "principals",
+                "no principals configured; every request would be refused",
+            ));
+        }
+        for (name, p) in &self.principals {
+            if name.is_empty() {
+                return Err(ConfigError::new("principals", "empty principal name"));
+            }
+            TenantId::parse(&p.tenant).map_err(|e| {
+                ConfigError::new(format!("principals.{name}.tenant"), e.to_string())
+            })?;
+            if p.roles.is_empty() {
+                return Err(ConfigError::new(
+                    format!("principals.{name}.roles"),
+                    "no roles",
+                ));
+            }
+        }
+        for name in self.tenants.keys() {
+            TenantId::parse(name)
+                .map_err(|e| ConfigError::new(format!("tenants.{name}"), e.to_string()))?;
+        }
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.header_timeout_ms", l.header_timeout_ms),
+            ("limits.request_timeout_ms", l.request_timeout_ms),
+            ("limits.body_limit_bytes", l.body_limit_bytes as u64),
+            (
+                "limits.batch_body_limit_bytes",
+                l.batch_body_limit_bytes as u64,
+            ),
+            ("limits.max_batch", l.max_batch as u64),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Token modes per tenant, for the vault.
+    pub fn tenant_modes(&self) -> std::collections::HashMap<TenantId, TokenMode> {
+        self.tenants
+            .iter()
+            .filter_map(|(name, t)| Some((TenantId::parse(name).ok()?, t.token_mode.into())))
+            .collect()
+    }
+}

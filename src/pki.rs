@@ -1,0 +1,280 @@
+//! The development and test PKI (`cardvault pki`): a CA, a server certificate
+//! for `localhost`/`127.0.0.1`/`::1`, client certificates whose subject CN is
+//! the principal, and CRLs. Certificates carry keyUsage and extendedKeyUsage
+//! as a public CA's would, so TLS scanners judge the server, not the PKI.
+//! Private keys are written with mode 0600.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Client principals that `pki init` issues certificates for.
+pub const DEV_CLIENTS: [&str; 3] = ["cart", "payments", "admin"];
+
+/// Why a PKI operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Certificate generation or parsing failed.
+    #[error("certificate error: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// `pki init` would overwrite an existing CA.
+    #[error("{0} exists already; refusing to overwrite a CA")]
+    Exists(PathBuf),
+    /// A client name that cannot be a principal or a file name.
+    #[error("client name must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")]
+    BadName,
+    /// The random source failed.
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A loaded CA: its certificate (PEM) and an issuer that can sign with it.
+pub struct Ca {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// Generates a new self-signed CA named `name`, valid for ten years.
+    pub fn generate(name: &str) -> Result<Ca, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "cardvault");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.serial_number = Some(random_serial()?);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(3650);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads `ca.pem` and `ca-key.pem` from `dir`.
+    pub fn load(dir: &Path) -> Result<Ca, PkiError> {
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca-key.pem");
+        let cert_pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(Ca { cert_pem, issuer })
+    }
+
+    /// The CA's private key, PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a server certificate for `localhost`, `127.0.0.1` and `::1`.
+    pub fn issue_server(&self) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params, Validity::days(825))
+    }
+
+    /// Issues a client certificate whose subject CN (the principal) is `name`.
+    pub fn issue_client(&self, name: &str, validity: Validity) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "cardvault clients");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, validity)
+    }
+
+    fn sign(&self, mut params: CertificateParams, validity: Validity) -> Result<Issued, PkiError> {
+        let serial = random_serial()?;
+        params.serial_number = Some(serial.clone());
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// A CRL revoking the certificates with these serial numbers.
+    pub fn crl(&self, revoked_serials: &[Vec<u8>]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(30),
+            crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial.clone()),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+}
+
+/// A certificate's validity window.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    /// Not valid before.
+    pub not_before: OffsetDateTime,
+    /// Not valid after.
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From an hour ago to `days` days from now.
+    pub fn days(days: i64) -> Validity {
+        let now = OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(days),
+        }
+    }
+
+    /// A window that ended a day ago (for tests of expired certificates).
+    pub fn expired() -> Validity {
+        let now = OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - Duration::days(30),
+            not_after: now - Duration::days(1),
+        }
+    }
+}
+
+/// A freshly issued certificate and its private key.
+pub struct Issued {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (write it with mode 0600).
+    pub key_pem: String,
+    /// Serial number bytes.
+    pub serial: Vec<u8>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut bytes = [0u8; 16];
+    crate::random::fill(&mut bytes)?;
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x01; // no leading zero byte to strip
+    Ok(SerialNumber::from(bytes.to_vec()))
+}
+
+/// Writes `contents` to `path`, with mode 0600 for private keys.
+pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io(path))?;
+    file.write_all(contents.as_bytes()).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+fn check_name(name: &str) -> Result<(), PkiError> {
+    crate::domain::TenantId::parse(name)
+        .map(|_| ())
+        .map_err(|_| PkiError::BadName)
+}
+
+/// `pki init`: creates `ca.pem`/`ca-key.pem`, `server.pem`/`server-key.pem`
+/// and a client pair for each of [`DEV_CLIENTS`] in `dir`.
+pub fn init(dir: &Path) -> Result<(), PkiError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+    let ca_path = dir.join("ca.pem");
+    if ca_path.exists() {
+        return Err(PkiError::Exists(ca_path));
+    }
+    let ca = Ca::generate("cardvault dev CA")?;
+    write_file(&dir.join("ca-key.pem"), &ca.key_pem(), true)?;
+    write_file(&ca_path, &ca.cert_pem, false)?;
+    let server = ca.issue_server()?;
+    write_file(&dir.join("server-key.pem"), &server.key_pem, true)?;
+    write_file(&dir.join("server.pem"), &server.cert_pem, false)?;
+    for name in DEV_CLIENTS {
+        write_client(dir, name, &ca.issue_client(name, Validity::days(825))?)?;
+    }
+    Ok(())
+}
+
+/// `pki issue NAME`: adds `NAME.pem`/`NAME-key.pem` signed by the CA in `dir`.
+pub fn issue(dir: &Path, name: &str) -> Result<(), PkiError> {
+    check_name(name)?;
+    let ca = Ca::load(dir)?;
+    write_client(dir, name, &ca.issue_client(name, Validity::days(825))?)
+}
+
+fn write_client(dir: &Path, name: &str, issued: &Issued) -> Result<(), PkiError> {
+    write_file(&dir.join(format!("{name}-key.pem")), &issued.key_pem, true)?;
+    write_file(&dir.join(format!("{name}.pem")), &issued.cert_pem, false)
+}

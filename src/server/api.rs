@@ -1,0 +1,469 @@
+//! The HTTP/JSON API of DESIGN.md §6: routes, request parsing and response
+//! shapes. Bodies are read by [`read_json`] (JSON only, size-limited, unknown
+//! fields refused, card security codes / track data / PINs refused) and PANs
+//! are held in types that wipe themselves; nothing here logs a body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::error::{ApiError, ErrorObject};
+use super::identity::Caller;
+use crate::config::{LimitsConfig, Role};
+use crate::domain::{Expiry, Pan, TenantId, Token, TokenError};
+use crate::vault::{Revealed, TokenInfo, Vault};
+
+/// What every handler shares.
+pub struct AppState {
+    /// The vault core.
+    pub vault: Arc<Vault>,
+    /// Body and batch limits.
+    pub limits: LimitsConfig,
+}
+
+/// The API routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/tokenize", post(tokenize))
+        .route("/v1/tokenize/batch", post(tokenize_batch))
+        .route("/v1/detokenize", post(detokenize))
+        .route("/v1/detokenize/batch", post(detokenize_batch))
+        .route("/v1/tokens/{token}", get(metadata).delete(delete_token))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// Field names that announce sensitive authentication data, which PCI DSS
+/// 3.3.1 forbids storing: refused outright.
+const SENSITIVE_FIELDS: [&str; 12] = [
+    "cvv",
+    "cvc",
+    "cid",
+    "csc",
+    "cav",
+    "security_code",
+    "securitycode",
+    "track",
+    "magstripe",
+    "pin",
+    "pinblock",
+    "pin_block",
+];
+
+fn names_sensitive_data(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SENSITIVE_FIELDS
+        .iter()
+        .any(|s| key == *s || (s.len() > 3 && key.contains(s)) || key.starts_with(s))
+}
+
+/// A string from the request that may hold card data: wiped on drop, never printed.
+pub struct SecretString(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        String::deserialize(d).map(|s| SecretString(Zeroizing::new(s)))
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// Reads a JSON body: `application/json` only (415), at most `limit` bytes
+/// (413), no sensitive authentication data, no unknown fields (400). Error
+/// messages are fixed; the body is wiped after parsing.
+pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let collected = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidRequest("could not read the request body")
+            }
+        })?;
+    let bytes = Zeroizing::new(Vec::from(collected.to_bytes()));
+    if let Ok(fields) = serde_json::from_slice::<HashMap<String, IgnoredAny>>(&bytes)
+        && fields.keys().any(|k| names_sensitive_data(k))
+    {
+        return Err(ApiError::InvalidRequest(
+            "card security codes, track data and PINs are never accepted (PCI DSS 3.3.1)",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError::InvalidRequest(
+            "body is not valid JSON of the expected shape (see docs/openapi.yaml)",
+        )
+    })
+}
+
+fn authorize(caller: &Caller, role: Role) -> Result<TenantId, ApiError> {
+    caller.authorize(role).cloned().ok_or(ApiError::Forbidden)
+}
+
+fn parse_pan(input: &SecretString) -> Result<Pan, ApiError> {
+    use crate::domain::PanError::*;
+    Pan::parse(&input.0).map_err(|e| {
+        ApiError::InvalidPan(match e {
+            Empty => "card number is empty",
+            InputTooLong => "card number input is too long",
+            InvalidCharacter { .. } => {
+                "card number may contain only digits, with single spaces or dashes between groups"
+            }
+            MisplacedSeparator { .. } => "card number has a misplaced space or dash",
+            WrongLength { .. } => "card number must have 12 to 19 digits",
+            LuhnCheckFailed => "card number fails the Luhn check",
+        })
+    })
+}
+
+fn parse_token(input: &str) -> Result<Token, ApiError> {
+    Token::parse(input).map_err(|e| {
+        ApiError::InvalidRequest(match e {
+            TokenError::LooksLikePan => {
+                "value passes the Luhn check, so it is not a token (was a card number sent?)"
+            }
+            _ => "token must be 12 to 19 digits",
+        })
+    })
+}
+
+fn parse_expiry(input: Option<&str>) -> Result<Option<Expiry>, ApiError> {
+    input
+        .map(Expiry::parse)
+        .transpose()
+        .map_err(|_| ApiError::InvalidRequest("expiry must be MM/YY or MM/YYYY"))
+}
+
+fn vault_error(e: &crate::vault::VaultError) -> ApiError {
+    let api = ApiError::from_vault(e);
+    if api == ApiError::Internal {
+        tracing::error!(error = %e, "vault operation failed");
+    }
+    api
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenizeRequest {
+    pan: SecretString,
+    #[serde(default)]
+    expiry: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenizeBatchRequest {
+    pans: Vec<SecretString>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetokenizeRequest {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetokenizeBatchRequest {
+    tokens: Vec<String>,
+}
+
+/// `{"token", "bin", "last4", "brand"}`.
+#[derive(Serialize)]
+struct TokenView {
+    token: String,
+    bin: Option<String>,
+    last4: String,
+    brand: &'static str,
+}
+
+impl From<&TokenInfo> for TokenView {
+    fn from(info: &TokenInfo) -> TokenView {
+        TokenView {
+            token: info.token.to_string(),
+            bin: info.bin.map(|b| b.to_string()),
+            last4: info.last4.to_string(),
+            brand: info.brand.as_str(),
+        }
+    }
+}
+
+/// `{"token", "bin", "last4", "brand", "expiry"?, "created_at"}`.
+#[derive(Serialize)]
+struct MetadataView {
+    #[serde(flatten)]
+    token: TokenView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<String>,
+    created_at: String,
+}
+
+/// The PAN of a detokenize response, serialized straight from the `Pan`.
+struct RevealedPan(Pan);
+
+impl Serialize for RevealedPan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose_str())
+    }
+}
+
+/// `{"pan", "expiry"?}`.
+#[derive(Serialize)]
+struct RevealView {
+    pan: RevealedPan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<String>,
+}
+
+impl From<Revealed> for RevealView {
+    fn from(r: Revealed) -> RevealView {
+        RevealView {
+            expiry: r.expiry.map(|e| e.to_string()),
+            pan: RevealedPan(r.pan),
+        }
+    }
+}
+
+/// One result of a batch: the value or `{"error": {...}}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Item<T> {
+    Ok(T),
+    Err { error: ErrorObject },
+}
+
+#[derive(Serialize)]
+struct Results<T> {
+    results: Vec<Item<T>>,
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from(body),
+        )
+            .into_response(),
+        Err(_) => ApiError::Internal.into_response(),
+    }
+}
+
+fn created_at(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(&caller, Role::Tokenize)?;
+    let body: TokenizeRequest = read_json(req, state.limits.body_limit_bytes).await?;
+    let pan = parse_pan(&body.pan)?;
+    let expiry = parse_expiry(body.expiry.as_deref())?;
+    let info = state
+        .vault
+        .tokenize(&tenant, &pan, expiry)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(json(StatusCode::OK, &TokenView::from(&info)))
+}
+
+async fn tokenize_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(&caller, Role::Tokenize)?;
+    let body: TokenizeBatchRequest = read_json(req, state.limits.batch_body_limit_bytes).await?;
+    if body.pans.len() > state.limits.max_batch {
+        return Err(ApiError::BatchTooLarge);
+    }
+    let parsed: Vec<Result<Pan, ApiError>> = body.pans.iter().map(parse_pan).collect();
+    drop(body);
+    let mut valid = Vec::with_capacity(parsed.len());
+    let mut slots = Vec::with_capacity(parsed.len());
+    for result in parsed {
+        match result {
+            Ok(pan) => {
+                slots.push(Ok(valid.len()));
+                valid.push((pan, None));
+            }
+            Err(e) => slots.push(Err(e)),
+        }
+    }
+    let mut outcomes: Vec<Option<Result<TokenInfo, ApiError>>> = state
+        .vault
+        .tokenize_batch(&tenant, &valid)
+        .await
+        .into_iter()
+        .map(|r| Some(r.map_err(|e| vault_error(&e))))
+        .collect();
+    let results = slots
+        .into_iter()
+        .map(|slot| {
+            match slot.and_then(|i| outcomes[i].take().unwrap_or(Err(ApiError::Internal))) {
+                Ok(info) => Item::Ok(TokenView::from(&info)),
+                Err(e) => Item::Err { error: e.object() },
+            }
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &Results { results }))
+}
+
+async fn detokenize(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(&caller, Role::Detokenize)?;
+    let body: DetokenizeRequest = read_json(req, state.limits.body_limit_bytes).await?;
+    let token = parse_token(&body.token)?;
+    let revealed = state
+        .vault
+        .detokenize(&tenant, &token)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
+        .increment(1);
+    Ok(json(StatusCode::OK, &RevealView::from(revealed)))
+}
+
+async fn detokenize_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(&caller, Role::Detokenize)?;
+    let body: DetokenizeBatchRequest = read_json(req, state.limits.batch_body_limit_bytes).await?;
+    if body.tokens.len() > state.limits.max_batch {
+        return Err(ApiError::BatchTooLarge);
+    }
+    let mut results = Vec::with_capacity(body.tokens.len());
+    let mut revealed = 0u64;
+    for raw in &body.tokens {
+        let item = match parse_token(raw) {
+            Ok(token) => state
+                .vault
+                .detokenize(&tenant, &token)
+                .await
+                .map_err(|e| vault_error(&e)),
+            Err(e) => Err(e),
+        };
+        results.push(match item {
+            Ok(r) => {
+                revealed += 1;
+                Item::Ok(RevealView::from(r))
+            }
+            Err(e) => Item::Err { error: e.object() },
+        });
+    }
+    metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
+        .increment(revealed);
+    Ok(json(StatusCode::OK, &Results { results }))
+}
+
+async fn metadata(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    token: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(&caller, Role::Read)?;
+    let Path(raw) = token.map_err(|_| ApiError::InvalidRequest("token must be 12 to 19 digits"))?;
+    let token = parse_token(&raw)?;
+    let info = state
+        .vault
+        .metadata(&tenant, &token)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    let view = MetadataView {
+        token: TokenView::from(&info),
+        expiry: info.expiry.map(|e| e.to_string()),
+        created_at: created_at(info.created_ms),
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn delete_token(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    token: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(&caller, Role::Delete)?;
+    let Path(raw) = token.map_err(|_| ApiError::InvalidRequest("token must be 12 to 19 digits"))?;
+    let token = parse_token(&raw)?;
+    state
+        .vault
+        .delete(&tenant, &token)
+        .await
+        .map_err(|e| vault_error(&e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_field_names() {
+        for k in [
+            "cvv",
+            "CVV2",
+            "cvc",
+            "cid",
+            "csc",
+            "track2",
+            "track_data",
+            "pin",
+            "pin_block",
+            "security_code",
+        ] {
+            assert!(names_sensitive_data(k), "{k}");
+        }
+        for k in ["pan", "pans", "expiry", "token", "tokens", "spinner"] {
+            assert!(!names_sensitive_data(k), "{k}");
+        }
+    }
+}

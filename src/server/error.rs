@@ -1,0 +1,142 @@
+//! API errors: always `{"error": {"code", "message"}}` with a fixed message
+//! per code. Nothing from the request body — and so no PAN — ever reaches a
+//! message; parser errors (which quote their input) are never passed through.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::vault::VaultError;
+
+/// Everything an API call can fail with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: malformed JSON, missing or unknown fields, bad token syntax.
+    InvalidRequest(&'static str),
+    /// 400: the card number is not a valid PAN (message from [`crate::domain::PanError`], which never holds input).
+    InvalidPan(&'static str),
+    /// 400: more items than the batch limit.
+    BatchTooLarge,
+    /// 403: the caller lacks the role, or is not configured.
+    Forbidden,
+    /// 404: no such token in the caller's tenant.
+    TokenNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists with another method.
+    MethodNotAllowed,
+    /// 413: body larger than the limit.
+    PayloadTooLarge,
+    /// 415: not `application/json`.
+    UnsupportedMediaType,
+    /// 503: storage or a dependency is failing, or the request timed out.
+    Unavailable(&'static str),
+    /// 500: a bug or corrupted data; details are in the log, not the response.
+    Internal,
+}
+
+#[derive(Serialize)]
+struct Body {
+    error: ErrorObject,
+}
+
+/// The `{"code", "message"}` object, also used for per-item batch errors.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorObject {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Fixed human-readable message.
+    pub message: &'static str,
+}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) | ApiError::InvalidPan(_) | ApiError::BatchTooLarge => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::TokenNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidPan(_) => "invalid_pan",
+            ApiError::BatchTooLarge => "batch_too_large",
+            ApiError::Forbidden => "forbidden",
+            ApiError::TokenNotFound => "token_not_found",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// Fixed message.
+    pub fn message(self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(m) | ApiError::InvalidPan(m) | ApiError::Unavailable(m) => m,
+            ApiError::BatchTooLarge => "too many items in one batch",
+            ApiError::Forbidden => "the client certificate is not authorized for this operation",
+            ApiError::TokenNotFound => "no such token",
+            ApiError::NotFound => "no such endpoint",
+            ApiError::MethodNotAllowed => "method not allowed on this endpoint",
+            ApiError::PayloadTooLarge => "request body is larger than the limit",
+            ApiError::UnsupportedMediaType => "request body must be application/json",
+            ApiError::Internal => "internal error; see the vault's log by request id",
+        }
+    }
+
+    /// The `{"code", "message"}` object.
+    pub fn object(self) -> ErrorObject {
+        ErrorObject {
+            code: self.code(),
+            message: self.message(),
+        }
+    }
+
+    /// Maps a vault error. Storage trouble is 503 (retryable); crypto and
+    /// key-state failures are 500 and logged by the caller.
+    pub fn from_vault(e: &VaultError) -> ApiError {
+        match e {
+            VaultError::TokenNotFound | VaultError::UnknownTenant(_) => ApiError::TokenNotFound,
+            VaultError::Store(_) => ApiError::Unavailable("storage is unavailable; retry later"),
+            VaultError::TokenSpaceExhausted => {
+                ApiError::Unavailable("no free token for this card's BIN and last 4; retry later")
+            }
+            VaultError::KeyExhausted { .. } | VaultError::Random(_) => {
+                ApiError::Unavailable("encryption is temporarily unavailable; retry later")
+            }
+            VaultError::Key(_)
+            | VaultError::Record(_)
+            | VaultError::KeyState(..)
+            | VaultError::MissingKeyVersion { .. } => ApiError::Internal,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            Json(Body {
+                error: self.object(),
+            }),
+        )
+            .into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}

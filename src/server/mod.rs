@@ -1,0 +1,338 @@
+//! The mTLS service: the API listener (rustls, client certificate required,
+//! own accept loop with a handshake timeout and a connection cap, HTTP/1.1
+//! and HTTP/2 via hyper, graceful drain on shutdown) and the plain-HTTP ops
+//! listener (`/healthz`, `/readyz`, `/metrics`). Thin: all card logic is in
+//! [`crate::vault`].
+
+pub mod api;
+pub mod error;
+pub mod identity;
+pub mod metrics;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::config::{Config, LimitsConfig};
+use crate::vault::Vault;
+use error::ApiError;
+use identity::{Caller, Policy};
+
+/// How long shutdown waits for in-flight requests before closing anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Binding a listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A running server: its bound addresses and a handle to stop it.
+pub struct Running {
+    /// Where the API listens (the real port when the config said 0).
+    pub api_addr: SocketAddr,
+    /// Where the ops listener listens.
+    pub ops_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    api: JoinHandle<()>,
+    ops: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to [`DRAIN_TIMEOUT`])
+    /// and returns when both listeners are closed.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let _ = self.api.await;
+        let _ = self.ops.await;
+    }
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(config: &Config, vault: Arc<Vault>) -> Result<Running, ServerError> {
+    let tls = tls::server_config(&config.api)?;
+    let metrics = metrics::handle();
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let ops_listener = TcpListener::bind(config.ops.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.ops.listen,
+            source,
+        })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let ops_addr = ops_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.ops.listen,
+            source,
+        })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = Arc::new(api::AppState {
+        vault,
+        limits: config.limits.clone(),
+    });
+    let router = api::router(state).layer(middleware::from_fn(observe));
+    let listener = ApiListener {
+        acceptor: TlsAcceptor::from(tls),
+        policy: Arc::new(Policy::from_config(config)),
+        limits: config.limits.clone(),
+        router,
+    };
+    let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
+    let ops_router = ops_router(Arc::clone(&ready), metrics);
+    let mut ops_shutdown = shutdown_rx;
+    let ops = tokio::spawn(async move {
+        let stop = async move {
+            let _ = ops_shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(ops_listener, ops_router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "ops listener failed");
+        }
+    });
+    tracing::info!(api = %api_addr, ops = %ops_addr, "cardvault listening");
+    Ok(Running {
+        api_addr,
+        ops_addr,
+        shutdown,
+        ready,
+        api,
+        ops,
+    })
+}
+
+fn ops_router(
+    ready: Arc<AtomicBool>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::SeqCst);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+}
+
+struct ApiListener {
+    acceptor: TlsAcceptor,
+    policy: Arc<Policy>,
+    limits: LimitsConfig,
+    router: Router,
+}
+
+impl ApiListener {
+    async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        let this = Arc::new(self);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                ::metrics::counter!("cardvault_connections_refused_total", "reason" => "limit")
+                    .increment(1);
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let watcher = graceful.watcher();
+            let this = Arc::clone(&this);
+            tokio::spawn(async move {
+                let _permit = permit;
+                this.serve_connection(stream, peer, watcher).await;
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("drained in-flight requests"),
+            _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
+        }
+    }
+
+    async fn serve_connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let handshake = Duration::from_millis(self.limits.handshake_timeout_ms);
+        let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = tls::handshake_failure_reason(&e);
+                ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => reason)
+                    .increment(1);
+                tracing::warn!(%peer, reason, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => "timeout").increment(1);
+                tracing::warn!(%peer, reason = "timeout", "TLS handshake failed");
+                return;
+            }
+        };
+        let caller = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| Caller::from_certificate(leaf, peer, &self.policy));
+        let Some(caller) = caller else {
+            ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => "no_principal").increment(1);
+            tracing::warn!(%peer, "client certificate names no principal");
+            return;
+        };
+        if caller.access.is_none() {
+            tracing::warn!(%peer, principal = %caller.principal, "certificate is valid but its principal is not configured");
+        }
+        let router = self.router.clone();
+        let request_timeout = Duration::from_millis(self.limits.request_timeout_ms);
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            let router = router.clone();
+            let caller = caller.clone();
+            async move {
+                if caller.access.is_none() {
+                    return Ok::<_, std::convert::Infallible>(ApiError::Forbidden.into_response());
+                }
+                req.extensions_mut().insert(caller);
+                let response = match tokio::time::timeout(
+                    request_timeout,
+                    router.oneshot(req.map(axum::body::Body::new)),
+                )
+                .await
+                {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::Unavailable("request timed out").into_response(),
+                };
+                Ok(response)
+            }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.limits.header_timeout_ms))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256);
+        let conn = builder
+            .serve_connection(TokioIo::new(tls), service)
+            .into_owned();
+        ::metrics::gauge!("cardvault_connections_active").increment(1.0);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        ::metrics::gauge!("cardvault_connections_active").decrement(1.0);
+    }
+}
+
+/// Per-request observation: request id header, metrics by route template
+/// and outcome, and one log line for a failed request (never the body, never
+/// the raw path, which may hold a token or a mistaken PAN).
+async fn observe(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let principal = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.principal.as_str().to_owned())
+        .unwrap_or_default();
+    let request_id = request_id();
+    let mut response = next.run(req).await;
+    let status = response.status();
+    let outcome = if status.is_success() {
+        "ok"
+    } else if status.is_client_error() {
+        "client_error"
+    } else {
+        "server_error"
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    ::metrics::counter!("cardvault_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.as_u16().to_string()).increment(1);
+    ::metrics::histogram!("cardvault_request_duration_seconds", "route" => route.clone(), "outcome" => outcome).record(elapsed);
+    if let Some(error) = response.extensions().get::<ApiError>() {
+        tracing::warn!(%request_id, %route, %method, %principal, status = status.as_u16(), code = error.code(), "request failed");
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn request_id() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = crate::random::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,736 @@
+//! The mTLS service end to end: a real server on 127.0.0.1 port 0 with a PKI
+//! generated in a temp dir, real RocksDB, real rustls on both sides.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cardvault::client::{ClientTls, Connection};
+use cardvault::config::{
+    ApiConfig, Config, LimitsConfig, OpsConfig, PrincipalConfig, Role, StorageConfig,
+};
+use cardvault::crypto::KeyFileProvider;
+use cardvault::pki::{self, Ca, Validity};
+use cardvault::server::{self, Running};
+use cardvault::{Vault, VaultOptions};
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PAN: &str = "4111111111111111";
+const CANARY: &str = "4929123456781236";
+
+struct Harness {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(|_| {})
+    }
+
+    fn with(adjust: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir).unwrap();
+        pki::issue(&pki_dir, "stranger").unwrap();
+        KeyFileProvider::create(&dir.path().join("kek.key")).unwrap();
+        let principal = |roles: &[Role]| PrincipalConfig {
+            tenant: "default".into(),
+            roles: roles.to_vec(),
+        };
+        let mut principals = BTreeMap::new();
+        principals.insert("cart".to_string(), principal(&[Role::Tokenize, Role::Read]));
+        principals.insert(
+            "payments".to_string(),
+            principal(&[Role::Tokenize, Role::Detokenize, Role::Read]),
+        );
+        principals.insert(
+            "admin".to_string(),
+            principal(&[Role::Read, Role::Delete, Role::Admin]),
+        );
+        let mut config = Config {
+            api: ApiConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                cert: pki_dir.join("server.pem"),
+                key: pki_dir.join("server-key.pem"),
+                client_ca: pki_dir.join("ca.pem"),
+                crls: Vec::new(),
+                allow_tls12: false,
+            },
+            ops: OpsConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            },
+            storage: StorageConfig {
+                data_dir: dir.path().join("db"),
+                key_file: dir.path().join("kek.key"),
+            },
+            limits: LimitsConfig::default(),
+            principals,
+            tenants: BTreeMap::new(),
+        };
+        adjust(&mut config);
+        config.validate().unwrap();
+        Harness { dir, config }
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    async fn start(&self) -> (Running, Arc<Vault>) {
+        let provider = KeyFileProvider::open(&self.config.storage.key_file).unwrap();
+        let vault = Arc::new(
+            Vault::open(
+                &self.config.storage.data_dir,
+                Arc::new(provider),
+                VaultOptions::default(),
+            )
+            .unwrap(),
+        );
+        let running = server::start(&self.config, Arc::clone(&vault))
+            .await
+            .unwrap();
+        (running, vault)
+    }
+
+    fn tls(&self, name: &str) -> ClientTls {
+        let pki = self.pki();
+        ClientTls::from_files(
+            &pki.join("ca.pem"),
+            Some((
+                &pki.join(format!("{name}.pem")),
+                &pki.join(format!("{name}-key.pem")),
+            )),
+            false,
+        )
+        .unwrap()
+    }
+
+    async fn connect(&self, name: &str, addr: SocketAddr) -> Connection {
+        self.tls(name).connect(addr).await.unwrap()
+    }
+}
+
+async fn stop(running: Running, vault: Arc<Vault>) {
+    running.shutdown().await;
+    if let Ok(vault) = Arc::try_unwrap(vault) {
+        vault.close().await.unwrap();
+    }
+}
+
+/// Sends one request over a fresh connection; `Err` if TLS or HTTP failed.
+async fn try_request(tls: &ClientTls, addr: SocketAddr) -> Result<StatusCode, String> {
+    let mut conn = tls.connect(addr).await.map_err(|e| e.to_string())?;
+    let reply = conn
+        .post_json("/v1/tokenize", &json!({ "pan": PAN }))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reply.status)
+}
+
+async fn ops_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text)
+}
+
+fn write_pair(dir: &Path, name: &str, issued: &pki::Issued) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    pki::write_file(&cert, &issued.cert_pem, false).unwrap();
+    pki::write_file(&key, &issued.key_pem, true).unwrap();
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_without_a_valid_client_certificate_are_refused() {
+    let revoked_dir = tempfile::tempdir().unwrap();
+    // A CRL revoking one client of the test CA, configured on the server.
+    let pending = Harness::new();
+    let ca = Ca::load(&pending.pki()).unwrap();
+    let revoked = ca.issue_client("payments", Validity::days(30)).unwrap();
+    let (revoked_cert, revoked_key) = write_pair(revoked_dir.path(), "revoked", &revoked);
+    let expired = ca.issue_client("payments", Validity::expired()).unwrap();
+    let (expired_cert, expired_key) = write_pair(revoked_dir.path(), "expired", &expired);
+    let crl_path = pending.pki().join("crl.pem");
+    std::fs::write(
+        &crl_path,
+        ca.crl(std::slice::from_ref(&revoked.serial)).unwrap(),
+    )
+    .unwrap();
+    let mut config = pending.config.clone();
+    config.api.crls = vec![crl_path];
+    let harness = Harness {
+        dir: pending.dir,
+        config,
+    };
+    let (running, vault) = harness.start().await;
+    let addr = running.api_addr;
+    let ca_pem = harness.pki().join("ca.pem");
+
+    // The good one works.
+    assert_eq!(
+        try_request(&harness.tls("payments"), addr).await,
+        Ok(StatusCode::OK)
+    );
+    // No client certificate.
+    let anonymous = ClientTls::from_files(&ca_pem, None, false).unwrap();
+    assert!(try_request(&anonymous, addr).await.is_err());
+    // A certificate from another CA.
+    let other = Ca::generate("other CA").unwrap();
+    let foreign = other.issue_client("payments", Validity::days(30)).unwrap();
+    let (fc, fk) = write_pair(revoked_dir.path(), "foreign", &foreign);
+    let foreign = ClientTls::from_files(&ca_pem, Some((&fc, &fk)), false).unwrap();
+    assert!(try_request(&foreign, addr).await.is_err());
+    // Expired.
+    let expired =
+        ClientTls::from_files(&ca_pem, Some((&expired_cert, &expired_key)), false).unwrap();
+    assert!(try_request(&expired, addr).await.is_err());
+    // Revoked by the CRL.
+    let revoked =
+        ClientTls::from_files(&ca_pem, Some((&revoked_cert, &revoked_key)), false).unwrap();
+    assert!(try_request(&revoked, addr).await.is_err());
+    // TLS 1.2 is refused by default.
+    let pki = harness.pki();
+    let tls12 = ClientTls::from_files(
+        &ca_pem,
+        Some((&pki.join("payments.pem"), &pki.join("payments-key.pem"))),
+        true,
+    )
+    .unwrap();
+    assert!(try_request(&tls12, addr).await.is_err());
+    // ...and the good one still works: the acceptor was not disturbed.
+    assert_eq!(
+        try_request(&harness.tls("payments"), addr).await,
+        Ok(StatusCode::OK)
+    );
+
+    let (_, metrics) = ops_get(running.ops_addr, "/metrics").await;
+    for reason in [
+        "no_client_certificate",
+        "unknown_issuer",
+        "expired",
+        "revoked",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "no handshake failure metric for {reason}:\n{metrics}"
+        );
+    }
+    stop(running, vault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_does_not_hold_the_acceptor() {
+    let harness = Harness::with(|c| c.limits.handshake_timeout_ms = 300);
+    let (running, vault) = harness.start().await;
+    // Open connections that never speak TLS.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(
+            tokio::net::TcpStream::connect(running.api_addr)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        try_request(&harness.tls("cart"), running.api_addr).await,
+        Ok(StatusCode::OK)
+    );
+    // After the handshake timeout the server has closed them.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let mut buf = [0u8; 1];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(2), silent[0].read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "silent connection still open: {read:?}"
+    );
+    drop(silent);
+    stop(running, vault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_who_may_do_what() {
+    let harness = Harness::new();
+    let (running, vault) = harness.start().await;
+    let addr = running.api_addr;
+    let mut cart = harness.connect("cart", addr).await;
+    let mut payments = harness.connect("payments", addr).await;
+    let mut admin = harness.connect("admin", addr).await;
+    let mut stranger = harness.connect("stranger", addr).await;
+
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": PAN, "expiry": "12/29" }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    let token = body["token"].as_str().unwrap().to_string();
+    assert_eq!(body["bin"], "411111");
+    assert_eq!(body["last4"], "1111");
+    assert_eq!(body["brand"], "visa");
+    assert_eq!(token.len(), 16);
+    assert!(reply.request_id.is_some());
+
+    let reply = cart
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["error"]["code"], "forbidden");
+
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({ "pan": PAN, "expiry": "12/29" }));
+
+    let reply = cart.get(&format!("/v1/tokens/{token}")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let meta = reply.json();
+    assert_eq!(meta["token"], token.as_str());
+    assert_eq!(meta["expiry"], "12/29");
+    assert!(meta["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let reply = cart
+        .send(Method::DELETE, &format!("/v1/tokens/{token}"), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    // A principal the config does not know: 403 on everything, even unknown paths.
+    for path in ["/v1/tokenize", "/nowhere"] {
+        let reply = stranger
+            .post_json(path, &json!({ "pan": PAN }))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(reply.json()["error"]["code"], "forbidden");
+    }
+
+    let reply = admin
+        .send(Method::DELETE, &format!("/v1/tokens/{token}"), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.json()["error"]["code"], "token_not_found");
+    drop((cart, payments, admin, stranger));
+    stop(running, vault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_code_is_produced_and_no_error_echoes_the_pan() {
+    // A small body limit, so the oversized body below fits in the socket
+    // buffers and the client finishes writing before the 413 arrives.
+    let harness = Harness::with(|c| {
+        c.limits.max_batch = 100;
+        c.limits.body_limit_bytes = 4096;
+    });
+    let (running, vault) = harness.start().await;
+    let addr = running.api_addr;
+    let mut payments = harness.connect("payments", addr).await;
+    let mut cart = harness.connect("cart", addr).await;
+    let bad_luhn = "4929123456781232"; // the canary with a wrong check digit
+    let mut replies = Vec::new();
+
+    let mut check = |reply: cardvault::client::Reply, status: StatusCode, code: &str| {
+        assert_eq!(
+            reply.status,
+            status,
+            "{code}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.json()["error"]["code"], code);
+        assert!(
+            reply.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        replies.push(reply);
+    };
+    // invalid_request: broken JSON around a PAN (serde would quote it).
+    let broken = format!("{{\"pan\": \"{CANARY}\",,}}").into_bytes();
+    check(
+        payments
+            .send(
+                Method::POST,
+                "/v1/tokenize",
+                Some(("application/json", broken)),
+            )
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    // invalid_request: unknown field, and a wrong type holding the PAN.
+    check(
+        payments
+            .post_json("/v1/tokenize", &json!({ "pan": CANARY, "name": "x" }))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    check(
+        payments
+            .post_json(
+                "/v1/tokenize",
+                &json!({ "pan": CANARY.parse::<u64>().unwrap() }),
+            )
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    // invalid_request: sensitive authentication data is refused, not stored.
+    for field in ["cvv", "cvc", "track2", "pin"] {
+        let reply = payments
+            .post_json("/v1/tokenize", &json!({ "pan": CANARY, field: "123" }))
+            .await
+            .unwrap();
+        assert!(
+            reply.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("never accepted")
+        );
+        check(reply, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // invalid_pan.
+    check(
+        payments
+            .post_json("/v1/tokenize", &json!({ "pan": bad_luhn }))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_pan",
+    );
+    check(
+        payments
+            .post_json("/v1/tokenize", &json!({ "pan": format!("{CANARY}x") }))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_pan",
+    );
+    // A PAN where a token belongs, in a body and in a path.
+    check(
+        payments
+            .post_json("/v1/detokenize", &json!({ "token": CANARY }))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    check(
+        payments.get(&format!("/v1/tokens/{CANARY}")).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    // forbidden.
+    check(
+        cart.post_json("/v1/detokenize", &json!({ "token": "4111111111111112" }))
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // token_not_found.
+    check(
+        payments
+            .post_json("/v1/detokenize", &json!({ "token": "4111111111111112" }))
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+    );
+    check(
+        payments.get("/v1/tokens/4111111111111112").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+    );
+    // payload_too_large (8 KiB body with the canary inside).
+    let huge = format!(
+        "{{\"pan\": \"{CANARY}\", \"pad\": \"{}\"}}",
+        "0".repeat(8 << 10)
+    )
+    .into_bytes();
+    check(
+        payments
+            .send(
+                Method::POST,
+                "/v1/tokenize",
+                Some(("application/json", huge)),
+            )
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    // unsupported_media_type.
+    let body = format!("{{\"pan\": \"{CANARY}\"}}").into_bytes();
+    check(
+        payments
+            .send(Method::POST, "/v1/tokenize", Some(("text/plain", body)))
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    // batch_too_large.
+    let pans: Vec<&str> = std::iter::repeat_n(CANARY, 101).collect();
+    check(
+        payments
+            .post_json("/v1/tokenize/batch", &json!({ "pans": pans }))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "batch_too_large",
+    );
+    // not_found and method_not_allowed (extensions of the contract).
+    check(
+        payments.get("/v1/nothing").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    check(
+        payments.get("/v1/tokenize").await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+
+    for reply in &replies {
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(
+            !text.contains(CANARY) && !text.contains(bad_luhn),
+            "error echoes the PAN: {text}"
+        );
+        assert!(
+            !text.contains("49291234"),
+            "error echoes part of the PAN: {text}"
+        );
+    }
+    drop((payments, cart));
+    stop(running, vault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_when_a_request_outlives_its_timeout() {
+    let harness = Harness::with(|c| c.limits.request_timeout_ms = 1);
+    let (running, vault) = harness.start().await;
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let pans: Vec<String> = (0..10_000u64)
+        .map(|i| common::synthetic_pan(i).expose_str().to_string())
+        .collect();
+    let reply = payments
+        .post_json("/v1/tokenize/batch", &json!({ "pans": pans }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"]["code"], "unavailable");
+    drop(payments);
+    stop(running, vault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_keep_order_and_isolate_bad_items() {
+    let harness = Harness::new();
+    let (running, vault) = harness.start().await;
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let reply = payments
+        .post_json(
+            "/v1/tokenize/batch",
+            &json!({ "pans": [PAN, "4111111111111112", "378282246310005", PAN] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let results = reply.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[1]["error"]["code"], "invalid_pan");
+    assert_eq!(results[0]["token"], results[3]["token"]);
+    assert_eq!(results[2]["brand"], "amex");
+    assert_eq!(results[2]["bin"], Value::Null);
+    let tokens = json!([
+        results[0]["token"],
+        "4111111111111112",
+        results[2]["token"],
+        "12"
+    ]);
+    let reply = payments
+        .post_json("/v1/detokenize/batch", &json!({ "tokens": tokens }))
+        .await
+        .unwrap();
+    let results = reply.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["pan"], PAN);
+    assert_eq!(results[1]["error"]["code"], "token_not_found");
+    assert_eq!(results[2]["pan"], "378282246310005");
+    assert_eq!(results[3]["error"]["code"], "invalid_request");
+    drop(payments);
+    stop(running, vault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
+    let harness = Harness::new();
+    let (running, vault) = harness.start().await;
+    let (status, _) = ops_get(running.ops_addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let (status, _) = ops_get(running.ops_addr, "/readyz").await;
+    assert_eq!(status, 200);
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let token = payments
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    let (status, metrics) = ops_get(running.ops_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("cardvault_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/v1/tokenize\""), "{metrics}");
+    assert!(
+        metrics.contains("cardvault_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cardvault_detokenizations_total{principal=\"payments\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cardvault_tokens_created_total"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(CANARY) && !metrics.contains(&token),
+        "metrics hold card data"
+    );
+    drop(payments);
+    stop(running, vault).await;
+
+    let (running, vault) = harness.start().await;
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["pan"], CANARY);
+    drop(payments);
+    stop(running, vault).await;
+    assert!(common::files_containing(harness.dir.path(), CANARY.as_bytes()).is_empty());
+}
+
+/// docs/openapi.json describes exactly the routes the server has, every
+/// error code it can return, and the fields its responses carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_server() {
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let harness = Harness::new();
+    let (running, vault) = harness.start().await;
+    let mut admin = harness.connect("admin", running.api_addr).await;
+    let mut documented = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let concrete = path.replace("{token}", "4111111111111112");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let reply = admin
+                .send(
+                    method,
+                    &concrete,
+                    Some(("application/json", b"{}".to_vec())),
+                )
+                .await
+                .unwrap();
+            let code = reply.json()["error"]["code"].clone();
+            assert!(
+                code != "not_found" && code != "method_not_allowed",
+                "{path} is documented but not served"
+            );
+        }
+    }
+    documented.sort();
+    let served = [
+        "DELETE /v1/tokens/{token}",
+        "GET /v1/tokens/{token}",
+        "POST /v1/detokenize",
+        "POST /v1/detokenize/batch",
+        "POST /v1/tokenize",
+        "POST /v1/tokenize/batch",
+    ];
+    assert_eq!(documented, served);
+    let codes: Vec<&str> = spec["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    use cardvault::server::error::ApiError::*;
+    for e in [
+        InvalidRequest(""),
+        InvalidPan(""),
+        BatchTooLarge,
+        Forbidden,
+        TokenNotFound,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable(""),
+        Internal,
+    ] {
+        assert!(codes.contains(&e.code()), "{} is not documented", e.code());
+    }
+    assert_eq!(codes.len(), 11);
+    // Response fields: what the server sends is what the schema names.
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let info = payments
+        .post_json("/v1/tokenize", &json!({ "pan": PAN }))
+        .await
+        .unwrap()
+        .json();
+    let mut sent: Vec<&String> = info.as_object().unwrap().keys().collect();
+    sent.sort();
+    let mut schema: Vec<&String> = spec["components"]["schemas"]["TokenInfo"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    schema.sort();
+    assert_eq!(sent, schema);
+    drop((admin, payments));
+    stop(running, vault).await;
+}
