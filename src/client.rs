@@ -33,7 +33,7 @@ pub enum ClientError {
     #[error("TLS: {0}")]
     Tls(String),
     /// Connecting or the handshake failed.
-    #[error("connection to {addr} failed: {source}")]
+    #[error("connection to {addr} failed")]
     Connect {
         /// Target.
         addr: SocketAddr,

@@ -21,6 +21,8 @@ pub mod domain;
 pub mod fuzzing;
 pub mod hardening;
 #[cfg(feature = "vault")]
+pub mod load;
+#[cfg(feature = "vault")]
 pub mod pki;
 pub mod random;
 #[cfg(feature = "vault")]

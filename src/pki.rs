@@ -24,7 +24,7 @@ pub const DEV_CLIENTS: [&str; 3] = ["cart", "payments", "admin"];
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
 
 fn cardvault() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardvault"));
@@ -52,32 +52,13 @@ fn config_errors_name_the_field_and_exit_64() {
 fn dev_mode_prints_curl_commands_that_work_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
-    let mut child = cardvault()
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--ops-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut commands = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while commands.len() < 2 && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if line.starts_with("curl ") || line.starts_with("TOKEN=") {
-            commands.push(line);
-        }
-    }
-    assert_eq!(commands.len(), 2, "dev mode printed {commands:?}");
+    let server = common::DevServer::start(&data);
+    let commands: Vec<&String> = server
+        .printed
+        .iter()
+        .filter(|l| l.starts_with("curl ") || l.starts_with("TOKEN="))
+        .collect();
+    assert_eq!(commands.len(), 2, "dev mode printed {:?}", server.printed);
     for file in [
         "pki/ca.pem",
         "pki/cart.pem",
@@ -88,11 +69,10 @@ fn dev_mode_prints_curl_commands_that_work_and_stops_on_sigterm() {
     ] {
         assert!(data.join(file).exists(), "{file} missing");
     }
-    let has_curl = Command::new("curl").arg("--version").output().is_ok();
-    if has_curl {
+    if Command::new("curl").arg("--version").output().is_ok() {
         let tokenize = Command::new("bash")
             .arg("-c")
-            .arg(&commands[0])
+            .arg(commands[0])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&tokenize.stdout);
@@ -102,7 +82,7 @@ fn dev_mode_prints_curl_commands_that_work_and_stops_on_sigterm() {
         );
         let detokenize = Command::new("bash")
             .arg("-c")
-            .arg(&commands[1])
+            .arg(commands[1])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&detokenize.stdout);
@@ -113,18 +93,6 @@ fn dev_mode_prints_curl_commands_that_work_and_stops_on_sigterm() {
     } else {
         eprintln!("curl not installed: printed commands not executed");
     }
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.stop();
     assert!(status.success(), "serve exited with {status}");
 }

@@ -20,6 +20,17 @@ fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).unwrap()
 }
 
+/// Every `(i, token)` detokenizes to `synthetic_pan(i)`.
+async fn assert_all_reveal(vault: &Vault, t: &TenantId, issued: &[(u64, Token)]) {
+    for (i, token) in issued {
+        assert_eq!(
+            vault.detokenize(t, token).await.unwrap().pan,
+            synthetic_pan(*i),
+            "token {token}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_survive_reopen_after_close_and_after_drop() {
     let dir = TestVaultDir::new();
@@ -38,12 +49,7 @@ async fn tokens_survive_reopen_after_close_and_after_drop() {
         // Reopen, add more, then drop without close (like a crash of the
         // process after acknowledgement).
         let vault = dir.open();
-        for (i, token) in &issued {
-            assert_eq!(
-                vault.detokenize(&t, token).await.unwrap().pan,
-                synthetic_pan(*i)
-            );
-        }
+        assert_all_reveal(&vault, &t, &issued).await;
         for i in 200..300 {
             let info = vault.tokenize(&t, &synthetic_pan(i), None).await.unwrap();
             issued.push((i, info.token));
@@ -254,12 +260,7 @@ async fn rotation_keeps_old_records_readable_and_survives_reopen() {
     }
     let vault = dir.open();
     assert_eq!(vault.key_status(), vec![(t.clone(), 2, 10)]);
-    for (i, token) in &issued {
-        assert_eq!(
-            vault.detokenize(&t, token).await.unwrap().pan,
-            synthetic_pan(*i)
-        );
-    }
+    assert_all_reveal(&vault, &t, &issued).await;
     vault.close().await.unwrap();
 }
 
@@ -296,12 +297,7 @@ async fn keys_rotate_automatically_before_their_limit() {
     let (_, version, sealed) = vault.key_status()[0].clone();
     assert!(version >= 5, "only rotated to v{version}");
     assert!(sealed <= 8);
-    for (i, token) in &issued {
-        assert_eq!(
-            vault.detokenize(&t, token).await.unwrap().pan,
-            synthetic_pan(*i)
-        );
-    }
+    assert_all_reveal(&vault, &t, &issued).await;
     vault.close().await.unwrap();
 }
 

@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the vault: the mTLS API and the ops listener.
     Serve(serve::ServeArgs),
+    /// Drive a running vault over mTLS and report latency (or `load verify`).
+    Load(Box<crate::load::LoadArgs>),
     /// Development / test PKI.
     Pki {
         #[command(subcommand)]
@@ -124,7 +126,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+            if e.downcast_ref::<crate::config::ConfigError>().is_some()
+                || e.downcast_ref::<crate::load::UsageError>().is_some()
+            {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::FAILURE
@@ -146,6 +150,7 @@ fn init_logging() {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Load(args) => load(*args).await,
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
                 crate::pki::init(&out)?;
@@ -186,6 +191,44 @@ async fn run(cli: Cli) -> Result<()> {
         },
         Command::Demo { data_dir } => demo(&data_dir).await,
     }
+}
+
+async fn load(args: crate::load::LoadArgs) -> Result<()> {
+    if let Some(crate::load::LoadCommand::Verify {
+        target,
+        ack_log,
+        json,
+    }) = &args.command
+    {
+        let report = crate::load::verify(target, ack_log).await?;
+        if *json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "ack log {}: {} entries, {} verified, {} lost, {} mismatched, {} unreadable",
+                ack_log.display(),
+                report.entries,
+                report.verified,
+                report.lost,
+                report.mismatched,
+                report.errors
+            );
+        }
+        anyhow::ensure!(
+            report.lost == 0 && report.mismatched == 0 && report.errors == 0,
+            "acknowledged tokens were lost or changed"
+        );
+        return Ok(());
+    }
+    let json = args.json;
+    let report = crate::load::run(args).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    anyhow::ensure!(report.ops > 0, "no request succeeded");
+    Ok(())
 }
 
 /// Opens the vault in `DIR/db` with the KEK `DIR/kek.key`, creating both on

@@ -73,3 +73,91 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
     assert!(scanned > 0, "nothing scanned under {}", root.display());
     hits
 }
+
+/// A `cardvault serve --dev` child process on ports chosen by the OS, with
+/// the lines it printed up to and including the curl commands.
+pub struct DevServer {
+    pub child: std::process::Child,
+    pub data_dir: PathBuf,
+    pub api: String,
+    pub printed: Vec<String>,
+}
+
+impl DevServer {
+    pub fn start(data_dir: &Path) -> DevServer {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cardvault"))
+            .env("RUST_LOG", "warn")
+            .args([
+                "serve",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn cardvault serve --dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
+        let mut api = String::new();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(rest) = line.strip_prefix("cardvault is serving: API ") {
+                api = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            let last = line.starts_with("TOKEN=");
+            printed.push(line);
+            if last {
+                break;
+            }
+        }
+        assert!(
+            api.starts_with("https://"),
+            "serve --dev printed {printed:?}"
+        );
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        DevServer {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            api,
+            printed,
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,452 @@
+//! The load engine: workers with one keep-alive connection each, driven
+//! closed-loop (back to back until the deadline) or open-loop (a dispatcher
+//! hands out scheduled send times at a fixed rate; latency counts from the
+//! scheduled time).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::pans::PanGenerator;
+use super::report::Report;
+use super::{LoadArgs, Operation};
+use crate::client::{ClientTls, Connection};
+
+/// Tokens and PANs kept for detokenize and repeat traffic.
+const POOL_LIMIT: usize = 100_000;
+
+struct Shared {
+    tls: ClientTls,
+    addr: SocketAddr,
+    args: LoadArgs,
+    measure_from: Instant,
+    histogram: Mutex<Histogram<u64>>,
+    ops: AtomicU64,
+    items: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+    tokens: Mutex<Vec<String>>,
+    seen: Mutex<Vec<String>>,
+    acks: Option<mpsc::UnboundedSender<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn error(&self, key: String) {
+        *lock(&self.errors).entry(key).or_insert(0) += 1;
+    }
+
+    fn remember(&self, pan: &str, token: &str) {
+        {
+            let mut tokens = lock(&self.tokens);
+            if tokens.len() < POOL_LIMIT {
+                tokens.push(token.to_owned());
+            }
+        }
+        if self.args.repeat_ratio > 0.0 {
+            let mut seen = lock(&self.seen);
+            if seen.len() < POOL_LIMIT {
+                seen.push(pan.to_owned());
+            }
+        }
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(json!({ "pan": pan, "token": token }).to_string());
+        }
+    }
+
+    fn pick_token(&self, generator: &mut PanGenerator) -> Option<String> {
+        let tokens = lock(&self.tokens);
+        (!tokens.is_empty()).then(|| tokens[generator.below(tokens.len())].clone())
+    }
+
+    fn pick_pan(&self, generator: &mut PanGenerator) -> String {
+        if self.args.repeat_ratio > 0.0 && generator.chance(self.args.repeat_ratio) {
+            let seen = lock(&self.seen);
+            if !seen.is_empty() {
+                return seen[generator.below(seen.len())].clone();
+            }
+        }
+        generator.next_pan()
+    }
+}
+
+/// What one request achieved.
+enum Outcome {
+    /// Succeeded; this many items.
+    Done(u64),
+    /// The vault answered with an error (connection still usable).
+    Refused(String),
+    /// The connection failed.
+    Broken(String),
+}
+
+fn error_key(status: hyper::StatusCode, body: &Value) -> String {
+    let code = body["error"]["code"].as_str().unwrap_or("no_code");
+    format!("http_{}_{code}", status.as_u16())
+}
+
+async fn one_request(
+    shared: &Shared,
+    conn: &mut Connection,
+    generator: &mut PanGenerator,
+    op: Operation,
+) -> Outcome {
+    let (path, body, pans) = match op {
+        Operation::Tokenize => {
+            let pan = shared.pick_pan(generator);
+            ("/v1/tokenize", json!({ "pan": pan }), vec![pan])
+        }
+        Operation::TokenizeBatch => {
+            let pans: Vec<String> = (0..shared.args.batch)
+                .map(|_| shared.pick_pan(generator))
+                .collect();
+            ("/v1/tokenize/batch", json!({ "pans": pans }), pans)
+        }
+        // `Mixed` is resolved to Tokenize or Detokenize by the caller.
+        Operation::Detokenize | Operation::Mixed => match shared.pick_token(generator) {
+            Some(token) => ("/v1/detokenize", json!({ "token": token }), Vec::new()),
+            None => return Outcome::Refused("no_tokens_to_detokenize".into()),
+        },
+        Operation::DetokenizeBatch => {
+            let tokens: Vec<String> = (0..shared.args.batch)
+                .filter_map(|_| shared.pick_token(generator))
+                .collect();
+            (
+                "/v1/detokenize/batch",
+                json!({ "tokens": tokens }),
+                Vec::new(),
+            )
+        }
+    };
+    let reply = match conn.post_json(path, &body).await {
+        Ok(reply) => reply,
+        Err(e) => return Outcome::Broken(format!("connection: {}", short(&e.to_string()))),
+    };
+    let value = reply.json();
+    if reply.status != hyper::StatusCode::OK {
+        return Outcome::Refused(error_key(reply.status, &value));
+    }
+    match op {
+        Operation::Tokenize => {
+            if let (Some(token), Some(pan)) = (value["token"].as_str(), pans.first()) {
+                shared.remember(pan, token);
+            }
+            Outcome::Done(1)
+        }
+        Operation::TokenizeBatch | Operation::DetokenizeBatch => {
+            let results = value["results"].as_array().cloned().unwrap_or_default();
+            let mut ok = 0;
+            for (i, result) in results.iter().enumerate() {
+                if let Some(code) = result["error"]["code"].as_str() {
+                    shared.error(format!("item_{code}"));
+                    continue;
+                }
+                ok += 1;
+                if let (Some(token), Some(pan)) = (result["token"].as_str(), pans.get(i)) {
+                    shared.remember(pan, token);
+                }
+            }
+            Outcome::Done(ok)
+        }
+        _ => Outcome::Done(1),
+    }
+}
+
+fn short(text: &str) -> String {
+    text.split(':').next().unwrap_or(text).trim().to_owned()
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    id: u64,
+    seed: u64,
+    schedule: Option<Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>>>,
+) {
+    let mut generator =
+        PanGenerator::new(seed.wrapping_add(id.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let mut conn: Option<Connection> = None;
+    let deadline = shared.measure_from + shared.args.duration;
+    loop {
+        let scheduled = match &schedule {
+            None => {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                now
+            }
+            Some(rx) => match rx.lock().await.recv().await {
+                Some(at) => at,
+                None => break,
+            },
+        };
+        let connection = match conn.as_mut() {
+            Some(c) => c,
+            None => match shared.tls.connect(shared.addr).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    if scheduled >= shared.measure_from {
+                        shared.error(format!("connect: {}", short(&e.to_string())));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let op = match shared.args.op {
+            Operation::Mixed if generator.chance(shared.args.mix) => Operation::Tokenize,
+            Operation::Mixed => Operation::Detokenize,
+            op => op,
+        };
+        let outcome = one_request(&shared, connection, &mut generator, op).await;
+        let finished = Instant::now();
+        let measured = scheduled >= shared.measure_from;
+        match outcome {
+            Outcome::Done(items) if measured => {
+                let micros = finished.duration_since(scheduled).as_micros().max(1) as u64;
+                let _ = lock(&shared.histogram).record(micros.min(3_600_000_000));
+                shared.ops.fetch_add(1, Ordering::Relaxed);
+                shared.items.fetch_add(items, Ordering::Relaxed);
+            }
+            Outcome::Done(_) => {}
+            Outcome::Refused(key) => {
+                if measured {
+                    shared.error(key);
+                }
+            }
+            Outcome::Broken(key) => {
+                if measured {
+                    shared.error(key);
+                }
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Tokenizes a first set of PANs so detokenize traffic has tokens.
+async fn prefill(shared: &Shared, generator: &mut PanGenerator) -> Result<()> {
+    let mut conn = shared
+        .tls
+        .connect(shared.addr)
+        .await
+        .with_context(|| format!("cannot reach the vault at {}", shared.args.target.target))?;
+    for _ in 0..2 {
+        let pans: Vec<String> = (0..1000).map(|_| generator.next_pan()).collect();
+        let reply = conn
+            .post_json("/v1/tokenize/batch", &json!({ "pans": pans }))
+            .await
+            .with_context(|| {
+                format!(
+                    "the vault at {} refused the connection or certificate",
+                    shared.args.target.target
+                )
+            })?;
+        if reply.status != hyper::StatusCode::OK {
+            bail!(
+                "preparing tokens failed: {} (does the certificate hold the tokenize role?)",
+                error_key(reply.status, &reply.json())
+            );
+        }
+        for (pan, result) in pans.iter().zip(
+            reply.json()["results"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        ) {
+            if let Some(token) = result["token"].as_str() {
+                shared.remember(pan, token);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let total = (shared.args.warmup + shared.args.duration).as_secs().max(1);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let shared = Arc::clone(shared);
+    Some(tokio::spawn(async move {
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let elapsed = start.elapsed();
+            bar.set_position(elapsed.as_secs().min(total));
+            let ops = shared.ops.load(Ordering::Relaxed);
+            let measuring = Instant::now()
+                .saturating_duration_since(shared.measure_from)
+                .as_secs_f64();
+            let rate = if measuring > 0.0 {
+                ops as f64 / measuring
+            } else {
+                0.0
+            };
+            let p99 = lock(&shared.histogram).value_at_quantile(0.99) as f64 / 1000.0;
+            let phase = if measuring > 0.0 {
+                "measuring"
+            } else {
+                "warming up"
+            };
+            bar.set_message(format!("{phase}: {ops} ops, {rate:.0}/s, p99 {p99:.2} ms"));
+            if elapsed.as_secs() >= total {
+                bar.finish_and_clear();
+                break;
+            }
+        }
+    }))
+}
+
+/// Runs the load described by `args` and returns the report.
+pub async fn run(args: LoadArgs) -> Result<Report> {
+    args.validate()?;
+    let (tls, addr) = args.target.connect_info().await?;
+    let seed = match args.seed {
+        Some(seed) => seed,
+        None => {
+            let mut bytes = [0u8; 8];
+            crate::random::fill(&mut bytes)?;
+            u64::from_le_bytes(bytes)
+        }
+    };
+    let (acks, ack_writer) = match &args.ack_log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open ack log {}", path.display()))?;
+            let (tx, rx) = mpsc::unbounded_channel::<String>();
+            (
+                Some(tx),
+                Some(tokio::task::spawn_blocking(move || write_acks(file, rx))),
+            )
+        }
+        None => (None, None),
+    };
+    let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?;
+    let mut shared = Shared {
+        tls,
+        addr,
+        measure_from: Instant::now(),
+        histogram: Mutex::new(histogram),
+        ops: AtomicU64::new(0),
+        items: AtomicU64::new(0),
+        errors: Mutex::new(BTreeMap::new()),
+        tokens: Mutex::new(Vec::new()),
+        seen: Mutex::new(Vec::new()),
+        acks,
+        args,
+    };
+    if matches!(
+        shared.args.op,
+        Operation::Detokenize | Operation::DetokenizeBatch | Operation::Mixed
+    ) {
+        prefill(&shared, &mut PanGenerator::new(seed ^ 0xA5A5)).await?;
+    } else {
+        // Fail fast with a clear message when the vault is down or refuses us.
+        let mut conn =
+            shared.tls.connect(shared.addr).await.with_context(|| {
+                format!("cannot reach the vault at {}", shared.args.target.target)
+            })?;
+        conn.get("/v1/tokens/4111111111111112")
+            .await
+            .with_context(|| {
+                format!(
+                    "the vault at {} refused the connection or certificate",
+                    shared.args.target.target
+                )
+            })?;
+    }
+    let start = Instant::now();
+    shared.measure_from = start + shared.args.warmup;
+    let shared = Arc::new(shared);
+    let progress = progress(&shared);
+    let workers = shared.args.concurrency as u64;
+    let mut handles = Vec::new();
+    match shared.args.rate {
+        None => {
+            for id in 0..workers {
+                handles.push(tokio::spawn(worker(Arc::clone(&shared), id, seed, None)));
+            }
+        }
+        Some(rate) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            for id in 0..workers {
+                handles.push(tokio::spawn(worker(
+                    Arc::clone(&shared),
+                    id,
+                    seed,
+                    Some(Arc::clone(&rx)),
+                )));
+            }
+            let end = shared.measure_from + shared.args.duration;
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let mut k: u32 = 0;
+            loop {
+                let at = start + interval.mul_f64(f64::from(k));
+                if at >= end {
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
+                if tx.send(at).is_err() {
+                    break;
+                }
+                k = k.saturating_add(1);
+            }
+        }
+    }
+    for handle in handles {
+        let _ = handle.await;
+    }
+    let elapsed = Instant::now().saturating_duration_since(shared.measure_from);
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let report = Report::new(
+        &shared.args,
+        &lock(&shared.histogram),
+        shared.ops.load(Ordering::Relaxed),
+        shared.items.load(Ordering::Relaxed),
+        lock(&shared.errors).clone(),
+        elapsed,
+    );
+    drop(shared);
+    if let Some(writer) = ack_writer {
+        writer.await.context("ack log writer")??;
+    }
+    Ok(report)
+}
+
+fn write_acks(file: std::fs::File, mut rx: mpsc::UnboundedReceiver<String>) -> Result<()> {
+    let mut out = std::io::BufWriter::new(file);
+    while let Some(line) = rx.blocking_recv() {
+        writeln!(out, "{line}")?;
+        // Keep what is acknowledged on disk promptly: flush when idle.
+        if rx.is_empty() {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! `cardvault load` against a real `serve --dev` on port 0: short closed- and
+//! open-loop runs report non-zero ops and zero errors, the JSON report
+//! parses, the ack log verifies with nothing lost, and a vault that is down
+//! or bad arguments give clear failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn load(server: &common::DevServer, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .env("RUST_LOG", "warn")
+        .arg("load")
+        .arg("--dev")
+        .arg(&server.data_dir)
+        .args(["--target", &server.api])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn report(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn closed_and_open_loop_runs_report_and_acks_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::DevServer::start(&dir.path().join("dev"));
+    let acks = dir.path().join("acks.jsonl");
+    let acks_arg = acks.to_str().unwrap();
+
+    let closed = report(&load(
+        &server,
+        &[
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--json",
+            "--ack-log",
+            acks_arg,
+            "--repeat-ratio",
+            "0.2",
+        ],
+    ));
+    assert!(closed["ops"].as_u64().unwrap() > 0, "{closed}");
+    assert_eq!(closed["errors"], serde_json::json!({}));
+    assert!(closed["throughput_per_s"].as_f64().unwrap() > 0.0);
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            closed["latency_ms"][field].as_f64().unwrap() > 0.0,
+            "{field}: {closed}"
+        );
+    }
+
+    let open = report(&load(
+        &server,
+        &[
+            "--rate",
+            "200",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--json",
+            "--ack-log",
+            acks_arg,
+        ],
+    ));
+    assert_eq!(open["mode"], "open");
+    let ops = open["ops"].as_u64().unwrap();
+    assert!(
+        (150..=260).contains(&ops),
+        "open loop at 200/s for 1 s made {ops} ops"
+    );
+    assert_eq!(open["errors"], serde_json::json!({}));
+
+    let batch = report(&load(
+        &server,
+        &[
+            "--op",
+            "tokenize-batch",
+            "--batch",
+            "100",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        batch["items"].as_u64().unwrap(),
+        100 * batch["ops"].as_u64().unwrap()
+    );
+    let mixed = report(&load(
+        &server,
+        &[
+            "--op",
+            "mixed",
+            "--concurrency",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--json",
+        ],
+    ));
+    assert!(mixed["ops"].as_u64().unwrap() > 0);
+    assert_eq!(mixed["errors"], serde_json::json!({}));
+
+    let lines = std::fs::read_to_string(&acks).unwrap().lines().count();
+    assert!(lines > 0);
+    let verify = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .args(["load", "verify", "--json", "--dev"])
+        .arg(&server.data_dir)
+        .args(["--target", &server.api, "--ack-log", acks_arg])
+        .output()
+        .unwrap();
+    let verified = report(&verify);
+    assert_eq!(verified["entries"].as_u64().unwrap() as usize, lines);
+    assert_eq!(verified["verified"].as_u64().unwrap() as usize, lines);
+    assert_eq!(verified["lost"], 0);
+    assert_eq!(verified["mismatched"], 0);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn bad_arguments_exit_64_and_a_down_vault_is_a_clear_error() {
+    let bin = env!("CARGO_BIN_EXE_cardvault");
+    for args in [
+        vec!["load", "--mix", "2", "--dev", "x"],
+        vec!["load", "--op", "nonsense"],
+        vec!["load", "--concurrency", "0", "--dev", "x"],
+        vec!["load", "--duration", "soon"],
+    ] {
+        let out = Command::new(bin).args(&args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start(&data);
+    assert!(server.stop().success());
+    let out = Command::new(bin)
+        .args([
+            "load",
+            "--duration",
+            "1s",
+            "--target",
+            "https://127.0.0.1:1",
+            "--dev",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach the vault"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
