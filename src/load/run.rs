@@ -237,23 +237,30 @@ async fn worker(
 }
 
 /// Tokenizes a first set of PANs so detokenize traffic has tokens.
-async fn prefill(shared: &Shared, generator: &mut PanGenerator) -> Result<()> {
-    let mut conn = shared
+/// Opens a connection, failing with a message that names the target.
+async fn open(shared: &Shared) -> Result<Connection> {
+    shared
         .tls
         .connect(shared.addr)
         .await
-        .with_context(|| format!("cannot reach the vault at {}", shared.args.target.target))?;
+        .with_context(|| format!("cannot reach the vault at {}", shared.args.target.target))
+}
+
+fn refused(shared: &Shared) -> String {
+    format!(
+        "the vault at {} refused the connection or certificate",
+        shared.args.target.target
+    )
+}
+
+async fn prefill(shared: &Shared, generator: &mut PanGenerator) -> Result<()> {
+    let mut conn = open(shared).await?;
     for _ in 0..2 {
         let pans: Vec<String> = (0..1000).map(|_| generator.next_pan()).collect();
         let reply = conn
             .post_json("/v1/tokenize/batch", &json!({ "pans": pans }))
             .await
-            .with_context(|| {
-                format!(
-                    "the vault at {} refused the connection or certificate",
-                    shared.args.target.target
-                )
-            })?;
+            .with_context(|| refused(shared))?;
         if reply.status != hyper::StatusCode::OK {
             bail!(
                 "preparing tokens failed: {} (does the certificate hold the tokenize role?)",
@@ -363,18 +370,10 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         prefill(&shared, &mut PanGenerator::new(seed ^ 0xA5A5)).await?;
     } else {
         // Fail fast with a clear message when the vault is down or refuses us.
-        let mut conn =
-            shared.tls.connect(shared.addr).await.with_context(|| {
-                format!("cannot reach the vault at {}", shared.args.target.target)
-            })?;
+        let mut conn = open(&shared).await?;
         conn.get("/v1/tokens/4111111111111112")
             .await
-            .with_context(|| {
-                format!(
-                    "the vault at {} refused the connection or certificate",
-                    shared.args.target.target
-                )
-            })?;
+            .with_context(|| refused(&shared))?;
     }
     let start = Instant::now();
     shared.measure_from = start + shared.args.warmup;
