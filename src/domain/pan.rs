@@ -98,6 +98,15 @@ pub fn kept_prefix_len(pan_len: usize) -> usize {
 }
 
 /// A parsed, Luhn-valid primary account number of 12 to 19 digits.
+///
+/// ```
+/// use cardvault::Pan;
+///
+/// let pan = Pan::parse("4111 1111 1111 1111").unwrap();
+/// assert_eq!(pan.to_string(), "411111******1111");
+/// assert_eq!(format!("{pan:?}"), "Pan(411111******1111)");
+/// assert!(Pan::parse("4111 1111 1111 1112").is_err()); // fails Luhn
+/// ```
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Pan {
     digits: [u8; MAX_DIGITS],
