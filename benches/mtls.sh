@@ -41,6 +41,8 @@ PY
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); duration $duration warmup $warmup"
+# The storage ceiling in the same run (server idle): synced batches of 1, 64, 1024 puts.
+"$bin" load ceiling --dir "$work/ceiling" --duration 5s | while read -r line; do echo "ceiling $line"; done
 for c in 1 16 64 256; do run "tokenize closed c=$c" --op tokenize --concurrency "$c"; done
 max="$("$bin" load --dev "$work/dev" --target "$api" --duration "$duration" --warmup "$warmup" --json --op tokenize --concurrency 64 | python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput_per_s"])')"
 for pct in 25 50 75; do

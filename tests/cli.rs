@@ -96,3 +96,29 @@ fn dev_mode_prints_curl_commands_that_work_and_stops_on_sigterm() {
     let status = server.stop();
     assert!(status.success(), "serve exited with {status}");
 }
+
+#[test]
+fn environment_overrides_apply_and_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    // A complete dev setup, then a config override that breaks one field.
+    let server = common::DevServer::start(&data);
+    assert!(server.stop().success());
+    let out = cardvault()
+        .env("CARDVAULT_LIMITS__MAX_BATCH", "0")
+        .args(["serve", "--config"])
+        .arg(data.join("cardvault.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("limits.max_batch"), "{stderr}");
+    let out = cardvault()
+        .env("CARDVAULT_API__LISTEN", "nowhere")
+        .args(["serve", "--config"])
+        .arg(data.join("cardvault.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api.listen"));
+}

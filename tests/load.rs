@@ -180,3 +180,35 @@ fn bad_arguments_exit_64_and_a_down_vault_is_a_clear_error() {
     assert!(stderr.contains("cannot reach the vault"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn ceiling_reports_synced_batch_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .args([
+            "load",
+            "ceiling",
+            "--group",
+            "1",
+            "--group",
+            "16",
+            "--duration",
+            "200ms",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["group"], 16);
+    assert!(lines[1]["puts_per_s"].as_f64().unwrap() > 0.0);
+}

@@ -220,6 +220,25 @@ async fn load(args: crate::load::LoadArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(crate::load::LoadCommand::Ceiling {
+        dir,
+        groups,
+        duration,
+    }) = &args.command
+    {
+        for (i, group) in groups.iter().enumerate() {
+            let scratch = dir.join(format!("ceiling-{i}-{group}"));
+            std::fs::create_dir_all(&scratch)?;
+            let (scratch2, group, duration) = (scratch.clone(), *group, *duration);
+            let ceiling = tokio::task::spawn_blocking(move || {
+                crate::store::ceiling::measure(&scratch2, group, duration)
+            })
+            .await??;
+            std::fs::remove_dir_all(&scratch)?;
+            println!("{}", serde_json::to_string(&ceiling)?);
+        }
+        return Ok(());
+    }
     let json = args.json;
     let report = crate::load::run(args).await?;
     if json {

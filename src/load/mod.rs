@@ -158,6 +158,19 @@ pub enum LoadCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the storage ceiling: synced RocksDB WriteBatches of each
+    /// `--group` size in a scratch database, nothing of the vault around it.
+    Ceiling {
+        /// Scratch directory (created; a fresh database per group size).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Puts per synced batch; repeat for several sizes.
+        #[arg(long = "group", default_values_t = [1usize, 64, 1024])]
+        groups: Vec<usize>,
+        /// Time per group size.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
 }
 
 impl LoadArgs {

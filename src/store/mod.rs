@@ -9,6 +9,7 @@
 //! while the previous sync ran as one synced `WriteBatch` (group commit). A
 //! write is acknowledged only after its batch is in a synced WAL.
 
+pub mod ceiling;
 mod writer;
 
 use std::path::{Path, PathBuf};
