@@ -51,6 +51,21 @@ pub struct ErrorObject {
 }
 
 impl ApiError {
+    /// One of each kind (messages left empty), for documentation checks.
+    pub const EVERY_KIND: [ApiError; 11] = [
+        ApiError::InvalidRequest(""),
+        ApiError::InvalidPan(""),
+        ApiError::BatchTooLarge,
+        ApiError::Forbidden,
+        ApiError::TokenNotFound,
+        ApiError::NotFound,
+        ApiError::MethodNotAllowed,
+        ApiError::PayloadTooLarge,
+        ApiError::UnsupportedMediaType,
+        ApiError::Unavailable(""),
+        ApiError::Internal,
+    ];
+
     /// HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
