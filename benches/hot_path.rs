@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use cardvault::crypto::record::{self, RecordView};
 use cardvault::crypto::{DataKey, Fingerprinter, KeyFileProvider, SecretKey};
 use cardvault::domain::luhn;
+use cardvault::store::ceiling::CeilingDb;
 use cardvault::{Pan, TenantId, Token, Vault, VaultOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -199,32 +200,19 @@ fn synced_vault(c: &mut Criterion) {
 }
 
 /// The ceiling: what RocksDB itself does with synced WriteBatches of `group`
-/// puts (values the size of a token entry), with no vault around it.
+/// puts (the same writes `cardvault load ceiling` makes), with no vault
+/// around it.
 fn raw_rocksdb(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = rocksdb::Options::default();
-    opts.create_if_missing(true);
-    opts.set_compression_type(rocksdb::DBCompressionType::None);
-    let db = rocksdb::DB::open(&opts, dir.path()).unwrap();
-    let mut sync = rocksdb::WriteOptions::default();
-    sync.set_sync(true);
-    let value = vec![0xA5u8; 96];
-    let mut counter = 0u64;
+    let mut db = CeilingDb::open(dir.path()).unwrap();
 
     let mut g = c.benchmark_group("raw_rocksdb_synced");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(8));
-    for group in [1u64, 64] {
-        g.throughput(Throughput::Elements(group));
+    for group in [1usize, 64] {
+        g.throughput(Throughput::Elements(group as u64));
         g.bench_function(format!("batch/{group}"), |b| {
-            b.iter(|| {
-                let mut batch = rocksdb::WriteBatch::default();
-                for _ in 0..group {
-                    counter += 1;
-                    batch.put(counter.to_be_bytes(), &value);
-                }
-                db.write_opt(batch, &sync).unwrap();
-            })
+            b.iter(|| db.commit(group).unwrap())
         });
     }
     g.finish();

@@ -1,7 +1,8 @@
 //! The storage ceiling: how fast this machine's RocksDB commits synced
 //! WriteBatches of a given size, with nothing of the vault around it. The
 //! vault's throughput is reported as a ratio to this (`cardvault load
-//! ceiling`, criterion's `raw_rocksdb_synced`).
+//! ceiling`, criterion's `raw_rocksdb_synced`), and both use
+//! [`CeilingDb`] so they measure the same writes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,36 +26,62 @@ pub struct Ceiling {
     pub mean_batch_us: f64,
 }
 
-/// Commits synced batches of `group` puts (24-byte keys, 96-byte values, the
-/// size of a token entry) into a fresh database in `dir` for `duration`.
+/// A scratch database that commits synced batches of token-entry-sized puts
+/// (24-byte keys, 96-byte values).
+pub struct CeilingDb {
+    db: DB,
+    sync: WriteOptions,
+    key: [u8; 24],
+    counter: u64,
+}
+
+impl CeilingDb {
+    /// Opens (creating) a scratch database in `dir`.
+    pub fn open(dir: &Path) -> Result<CeilingDb, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(DBCompressionType::None);
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        Ok(CeilingDb {
+            db: DB::open(&opts, dir)?,
+            sync,
+            key: [0u8; 24],
+            counter: 0,
+        })
+    }
+
+    /// Commits one synced batch of `group` new puts.
+    pub fn commit(&mut self, group: usize) -> Result<(), StoreError> {
+        const VALUE: [u8; 96] = [0xA5; 96];
+        let mut batch = WriteBatch::default();
+        for _ in 0..group {
+            self.counter += 1;
+            self.key[..8].copy_from_slice(&self.counter.to_be_bytes());
+            batch.put(self.key, VALUE);
+        }
+        self.db.write_opt(batch, &self.sync)?;
+        Ok(())
+    }
+}
+
+/// Commits synced batches of `group` puts into a fresh database in `dir`
+/// for `duration`.
 pub fn measure(dir: &Path, group: usize, duration: Duration) -> Result<Ceiling, StoreError> {
-    let mut opts = Options::default();
-    opts.create_if_missing(true);
-    opts.set_compression_type(DBCompressionType::None);
-    let db = DB::open(&opts, dir)?;
-    let mut sync = WriteOptions::default();
-    sync.set_sync(true);
-    let value = [0xA5u8; 96];
-    let mut key = [0u8; 24];
-    let mut counter = 0u64;
+    let group = group.max(1);
+    let mut db = CeilingDb::open(dir)?;
     let mut batches = 0u64;
     let start = Instant::now();
     while start.elapsed() < duration {
-        let mut batch = WriteBatch::default();
-        for _ in 0..group.max(1) {
-            counter += 1;
-            key[..8].copy_from_slice(&counter.to_be_bytes());
-            batch.put(key, value);
-        }
-        db.write_opt(batch, &sync)?;
+        db.commit(group)?;
         batches += 1;
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(Ceiling {
-        group: group.max(1),
+        group,
         batches,
         batches_per_s: batches as f64 / seconds,
-        puts_per_s: (batches * group.max(1) as u64) as f64 / seconds,
+        puts_per_s: (batches * group as u64) as f64 / seconds,
         mean_batch_us: seconds * 1e6 / batches.max(1) as f64,
     })
 }
