@@ -172,8 +172,8 @@ fn parse_expiry(input: Option<&str>) -> Result<Option<Expiry>, ApiError> {
         .map_err(|_| ApiError::InvalidRequest("expiry must be MM/YY or MM/YYYY"))
 }
 
-fn vault_error(e: &crate::vault::VaultError) -> ApiError {
-    let api = ApiError::from_vault(e);
+fn vault_error(e: crate::vault::VaultError) -> ApiError {
+    let api = ApiError::from_vault(&e);
     if api == ApiError::Internal {
         tracing::error!(error = %e, "vault operation failed");
     }
@@ -311,7 +311,7 @@ async fn tokenize(
         .vault
         .tokenize(&tenant, &pan, expiry)
         .await
-        .map_err(|e| vault_error(&e))?;
+        .map_err(vault_error)?;
     Ok(json(StatusCode::OK, &TokenView::from(&info)))
 }
 
@@ -327,28 +327,34 @@ async fn tokenize_batch(
     }
     let parsed: Vec<Result<Pan, ApiError>> = body.pans.iter().map(parse_pan).collect();
     drop(body);
-    let mut valid = Vec::with_capacity(parsed.len());
+    // The valid PANs go to the vault in one call; its results come back in
+    // the same order, so they fill the valid slots one after another.
     let mut slots = Vec::with_capacity(parsed.len());
+    let mut valid = Vec::with_capacity(parsed.len());
     for result in parsed {
         match result {
             Ok(pan) => {
-                slots.push(Ok(valid.len()));
+                slots.push(None);
                 valid.push((pan, None));
             }
-            Err(e) => slots.push(Err(e)),
+            Err(e) => slots.push(Some(e)),
         }
     }
-    let mut outcomes: Vec<Option<Result<TokenInfo, ApiError>>> = state
+    let mut outcomes = state
         .vault
         .tokenize_batch(&tenant, &valid)
         .await
-        .into_iter()
-        .map(|r| Some(r.map_err(|e| vault_error(&e))))
-        .collect();
+        .into_iter();
     let results = slots
         .into_iter()
-        .map(|slot| {
-            match slot.and_then(|i| outcomes[i].take().unwrap_or(Err(ApiError::Internal))) {
+        .map(|invalid| {
+            let outcome = match invalid {
+                Some(e) => Err(e),
+                None => outcomes
+                    .next()
+                    .map_or(Err(ApiError::Internal), |r| r.map_err(vault_error)),
+            };
+            match outcome {
                 Ok(info) => Item::Ok(TokenView::from(&info)),
                 Err(e) => Item::Err { error: e.object() },
             }
@@ -369,7 +375,7 @@ async fn detokenize(
         .vault
         .detokenize(&tenant, &token)
         .await
-        .map_err(|e| vault_error(&e))?;
+        .map_err(vault_error)?;
     metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
         .increment(1);
     Ok(json(StatusCode::OK, &RevealView::from(revealed)))
@@ -393,7 +399,7 @@ async fn detokenize_batch(
                 .vault
                 .detokenize(&tenant, &token)
                 .await
-                .map_err(|e| vault_error(&e)),
+                .map_err(vault_error),
             Err(e) => Err(e),
         };
         results.push(match item {
@@ -421,7 +427,7 @@ async fn metadata(
         .vault
         .metadata(&tenant, &token)
         .await
-        .map_err(|e| vault_error(&e))?;
+        .map_err(vault_error)?;
     let view = MetadataView {
         token: TokenView::from(&info),
         expiry: info.expiry.map(|e| e.to_string()),
@@ -442,7 +448,7 @@ async fn delete_token(
         .vault
         .delete(&tenant, &token)
         .await
-        .map_err(|e| vault_error(&e))?;
+        .map_err(vault_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -44,7 +44,7 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// Binding a listener.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -80,30 +80,8 @@ impl Running {
 pub async fn start(config: &Config, vault: Arc<Vault>) -> Result<Running, ServerError> {
     let tls = tls::server_config(&config.api)?;
     let metrics = metrics::handle();
-    let api_listener = TcpListener::bind(config.api.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.api.listen,
-            source,
-        })?;
-    let ops_listener = TcpListener::bind(config.ops.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.ops.listen,
-            source,
-        })?;
-    let api_addr = api_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.api.listen,
-            source,
-        })?;
-    let ops_addr = ops_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.ops.listen,
-            source,
-        })?;
+    let (api_listener, api_addr) = bind(config.api.listen).await?;
+    let (ops_listener, ops_addr) = bind(config.ops.listen).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(true));
     let state = Arc::new(api::AppState {
@@ -140,6 +118,19 @@ pub async fn start(config: &Config, vault: Arc<Vault>) -> Result<Running, Server
         api,
         ops,
     })
+}
+
+/// Binds `addr`; returns the listener and the address it really got (the
+/// port when `addr` asked for 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let bound = async {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn ops_router(
