@@ -236,7 +236,6 @@ async fn worker(
     }
 }
 
-/// Tokenizes a first set of PANs so detokenize traffic has tokens.
 /// Opens a connection, failing with a message that names the target.
 async fn open(shared: &Shared) -> Result<Connection> {
     shared
@@ -253,6 +252,7 @@ fn refused(shared: &Shared) -> String {
     )
 }
 
+/// Tokenizes a first set of PANs so detokenize traffic has tokens.
 async fn prefill(shared: &Shared, generator: &mut PanGenerator) -> Result<()> {
     let mut conn = open(shared).await?;
     for _ in 0..2 {
@@ -380,38 +380,31 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
     let shared = Arc::new(shared);
     let progress = progress(&shared);
     let workers = shared.args.concurrency as u64;
-    let mut handles = Vec::new();
-    match shared.args.rate {
-        None => {
-            for id in 0..workers {
-                handles.push(tokio::spawn(worker(Arc::clone(&shared), id, seed, None)));
+    // Open loop: workers take scheduled send times from one queue.
+    let schedule = shared.args.rate.map(|rate| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (rate, tx, Arc::new(tokio::sync::Mutex::new(rx)))
+    });
+    let handles: Vec<_> = (0..workers)
+        .map(|id| {
+            let queue = schedule.as_ref().map(|(_, _, rx)| Arc::clone(rx));
+            tokio::spawn(worker(Arc::clone(&shared), id, seed, queue))
+        })
+        .collect();
+    if let Some((rate, tx, _)) = schedule {
+        let end = shared.measure_from + shared.args.duration;
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let mut k: u32 = 0;
+        loop {
+            let at = start + interval.mul_f64(f64::from(k));
+            if at >= end {
+                break;
             }
-        }
-        Some(rate) => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            for id in 0..workers {
-                handles.push(tokio::spawn(worker(
-                    Arc::clone(&shared),
-                    id,
-                    seed,
-                    Some(Arc::clone(&rx)),
-                )));
+            tokio::time::sleep_until(at).await;
+            if tx.send(at).is_err() {
+                break;
             }
-            let end = shared.measure_from + shared.args.duration;
-            let interval = Duration::from_secs_f64(1.0 / rate);
-            let mut k: u32 = 0;
-            loop {
-                let at = start + interval.mul_f64(f64::from(k));
-                if at >= end {
-                    break;
-                }
-                tokio::time::sleep_until(at).await;
-                if tx.send(at).is_err() {
-                    break;
-                }
-                k = k.saturating_add(1);
-            }
+            k = k.saturating_add(1);
         }
     }
     for handle in handles {
