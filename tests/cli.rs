@@ -15,6 +15,20 @@ fn cardvault() -> Command {
     cmd
 }
 
+/// Runs `serve --config CONFIG` with `env`, asserts it is refused with
+/// status 64 and that the message names `field`.
+fn assert_config_refused(config: &std::path::Path, env: &[(&str, &str)], field: &str) {
+    let out = cardvault()
+        .envs(env.iter().copied())
+        .args(["serve", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(field), "{stderr}");
+}
+
 #[test]
 fn usage_errors_exit_64() {
     let out = cardvault().arg("no-such-command").output().unwrap();
@@ -28,24 +42,9 @@ fn config_errors_name_the_field_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[api]\nlisten = \"not an address\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n[storage]\ndata_dir = \"db\"\nkey_file = \"kek\"\n").unwrap();
-    let out = cardvault()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("api.listen"), "{stderr}");
-
+    assert_config_refused(&config, &[], "api.listen");
     std::fs::write(&config, "[api]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n[storage]\ndata_dir = \"db\"\nkey_file = \"kek\"\n").unwrap();
-    let out = cardvault()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("api.cert"), "{stderr}");
+    assert_config_refused(&config, &[], "api.cert");
 }
 
 #[test]
@@ -104,21 +103,15 @@ fn environment_overrides_apply_and_are_validated() {
     // A complete dev setup, then a config override that breaks one field.
     let server = common::DevServer::start(&data);
     assert!(server.stop().success());
-    let out = cardvault()
-        .env("CARDVAULT_LIMITS__MAX_BATCH", "0")
-        .args(["serve", "--config"])
-        .arg(data.join("cardvault.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("limits.max_batch"), "{stderr}");
-    let out = cardvault()
-        .env("CARDVAULT_API__LISTEN", "nowhere")
-        .args(["serve", "--config"])
-        .arg(data.join("cardvault.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("api.listen"));
+    let config = data.join("cardvault.toml");
+    assert_config_refused(
+        &config,
+        &[("CARDVAULT_LIMITS__MAX_BATCH", "0")],
+        "limits.max_batch",
+    );
+    assert_config_refused(
+        &config,
+        &[("CARDVAULT_API__LISTEN", "nowhere")],
+        "api.listen",
+    );
 }

@@ -122,9 +122,10 @@ pub fn curl_commands(dir: &Path, api: SocketAddr) -> String {
 
 /// Runs the server until SIGTERM or SIGINT, then drains and closes.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let (config_path, dev_dir) = match (&args.config, args.dev) {
-        (Some(path), _) => (path.clone(), None),
-        (None, _) => {
+    // clap requires exactly one of --config and --dev.
+    let (config_path, dev_dir) = match &args.config {
+        Some(path) => (path.clone(), None),
+        None => {
             let dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
             (prepare_dev(&dir)?, Some(dir))
         }
