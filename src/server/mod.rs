@@ -325,5 +325,5 @@ async fn observe(req: Request, next: Next) -> Response {
 fn request_id() -> String {
     let mut bytes = [0u8; 8];
     let _ = crate::random::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:016x}", u64::from_be_bytes(bytes))
 }
