@@ -82,6 +82,106 @@ pub struct Config {
     /// Per-tenant settings.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Monitoring rules.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Directory of the trail (segments and the wrapped audit key).
+    pub dir: PathBuf,
+    /// Start a new segment at this size.
+    pub max_file_bytes: u64,
+    /// Start a new segment at this age.
+    pub rotate_secs: u64,
+    /// Longest wait before a non-durable entry is synced.
+    pub sync_interval_ms: u64,
+    /// Mirror each entry to syslog (RFC 5424) over TCP: `host:port`.
+    pub syslog_tcp: Option<String>,
+    /// Mirror each entry to a Unix datagram syslog socket (`/dev/log`).
+    pub syslog_unix: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            dir: PathBuf::from("audit"),
+            max_file_bytes: 64 << 20,
+            rotate_secs: 86_400,
+            sync_interval_ms: 200,
+            syslog_tcp: None,
+            syslog_unix: None,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The writer's settings.
+    pub fn settings(&self) -> crate::audit::AuditSettings {
+        use crate::audit::syslog::SyslogTarget;
+        let mut settings = crate::audit::AuditSettings::new(self.dir.clone());
+        settings.max_file_bytes = self.max_file_bytes;
+        settings.rotate_after = std::time::Duration::from_secs(self.rotate_secs);
+        settings.sync_interval = std::time::Duration::from_millis(self.sync_interval_ms);
+        settings.syslog = match (&self.syslog_tcp, &self.syslog_unix) {
+            (Some(addr), _) => Some(SyslogTarget::Tcp(addr.clone())),
+            (None, Some(path)) => Some(SyslogTarget::Unix(path.clone())),
+            (None, None) => None,
+        };
+        settings
+    }
+}
+
+/// Monitoring rules. A rule that fires logs a `warn` line with an `alert`
+/// field, counts `cardvault_alerts_total{rule}` and writes an `alert`
+/// audit event.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// More than `max` detokenized items by one principal within `window_secs`.
+    pub detokenize_burst: BurstRule,
+    /// More than `max` failed TLS handshakes from one IP address within `window_secs`.
+    pub handshake_failure_burst: BurstRule,
+    /// After a detokenize alert (burst or outside hours), refuse that
+    /// principal's detokenizations until an admin clears it.
+    pub block_detokenize_on_alert: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> AlertsConfig {
+        AlertsConfig {
+            detokenize_burst: BurstRule {
+                max: 10_000,
+                window_secs: 60,
+            },
+            handshake_failure_burst: BurstRule {
+                max: 50,
+                window_secs: 60,
+            },
+            block_detokenize_on_alert: false,
+        }
+    }
+}
+
+/// "More than `max` within `window_secs`".
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurstRule {
+    /// Most events allowed in the window.
+    pub max: u64,
+    /// Window length (default 60).
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u64,
+}
+
+fn default_window_secs() -> u64 {
+    60
 }
 
 /// The API listener.
@@ -174,6 +274,40 @@ pub struct PrincipalConfig {
     pub tenant: String,
     /// What it may do.
     pub roles: Vec<Role>,
+    /// UTC hours in which it is expected to detokenize, `"HH:MM-HH:MM"`
+    /// (may wrap midnight); a detokenization outside them raises an alert.
+    #[serde(default)]
+    pub detokenize_hours_utc: Option<String>,
+}
+
+/// A daily window of UTC minutes, `[start, end)`, possibly wrapping midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoursUtc {
+    start: u16,
+    end: u16,
+}
+
+impl HoursUtc {
+    /// Parses `"HH:MM-HH:MM"`.
+    pub fn parse(text: &str) -> Option<HoursUtc> {
+        let minutes = |hm: &str| {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
+            (h < 24 && m < 60 && hm.trim().len() == 5).then_some(h * 60 + m)
+        };
+        let (start, end) = text.split_once('-')?;
+        let (start, end) = (minutes(start)?, minutes(end)?);
+        (start != end).then_some(HoursUtc { start, end })
+    }
+
+    /// Whether `minute_of_day` (0..1440, UTC) falls inside.
+    pub fn contains(&self, minute_of_day: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start || minute_of_day < self.end
+        }
+    }
 }
 
 /// One tenant's settings.
@@ -256,6 +390,7 @@ impl Config {
         self.api.crls.iter_mut().for_each(fix);
         fix(&mut self.storage.data_dir);
         fix(&mut self.storage.key_file);
+        fix(&mut self.audit.dir);
     }
 
     /// Checks what types cannot: files exist, names parse, limits are sane.
@@ -296,6 +431,14 @@ impl Config {
                     "no roles",
                 ));
             }
+            if let Some(hours) = &p.detokenize_hours_utc
+                && HoursUtc::parse(hours).is_none()
+            {
+                return Err(ConfigError::new(
+                    format!("principals.{name}.detokenize_hours_utc"),
+                    "must be \"HH:MM-HH:MM\" (UTC, start and end differ)",
+                ));
+            }
         }
         for name in self.tenants.keys() {
             TenantId::parse(name)
@@ -313,6 +456,25 @@ impl Config {
                 l.batch_body_limit_bytes as u64,
             ),
             ("limits.max_batch", l.max_batch as u64),
+            ("audit.max_file_bytes", self.audit.max_file_bytes),
+            ("audit.rotate_secs", self.audit.rotate_secs),
+            ("audit.sync_interval_ms", self.audit.sync_interval_ms),
+            (
+                "alerts.detokenize_burst.max",
+                self.alerts.detokenize_burst.max,
+            ),
+            (
+                "alerts.detokenize_burst.window_secs",
+                self.alerts.detokenize_burst.window_secs,
+            ),
+            (
+                "alerts.handshake_failure_burst.max",
+                self.alerts.handshake_failure_burst.max,
+            ),
+            (
+                "alerts.handshake_failure_burst.window_secs",
+                self.alerts.handshake_failure_burst.window_secs,
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {

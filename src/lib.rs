@@ -3,12 +3,14 @@
 //! Layers, inside out (DESIGN.md §2): [`domain`] (PANs, tokens, Luhn,
 //! brands; pure), [`crypto`] (key hierarchy, sealed records, fingerprints),
 //! [`codec`] (byte layouts of stored data; pure), [`store`] (RocksDB, the
-//! only module that touches it), [`vault`] (the service core), `server`
+//! only module that touches it), [`vault`] (the service core), [`audit`] (the tamper-evident trail), `server`
 //! (mTLS HTTP API and ops listener), `cli`. `config`, `pki` and `client`
 //! (the mTLS client used by tests and the load tool) support them. The first
 //! three build without RocksDB or tokio (`--no-default-features`), which is
 //! how the fuzz targets build.
 
+#[cfg(feature = "vault")]
+pub mod audit;
 #[cfg(feature = "vault")]
 pub mod cli;
 #[cfg(feature = "vault")]

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::audit::{AuditLog, Event, EventKind};
 use crate::codec::{KeyRecord, KeyState, TokenEntry, TokenMeta};
 use crate::crypto::record::{self, RecordError};
 use crate::crypto::{
@@ -56,6 +57,9 @@ pub struct VaultOptions {
     pub dek_hard_limit: u64,
     /// Store tuning.
     pub store: StoreOptions,
+    /// Where key creation and rotation are recorded (none: not audited,
+    /// for tools and tests that run without a trail).
+    pub audit: Option<AuditLog>,
 }
 
 impl Default for VaultOptions {
@@ -66,6 +70,7 @@ impl Default for VaultOptions {
             dek_rotate_after: crate::crypto::keys::DEK_HARD_LIMIT - (1 << 24),
             dek_hard_limit: crate::crypto::keys::DEK_HARD_LIMIT,
             store: StoreOptions::default(),
+            audit: None,
         }
     }
 }
@@ -330,6 +335,12 @@ impl Vault {
         self.tenants.read().ok()?.get(tenant).cloned()
     }
 
+    fn audit(&self, event: Event) {
+        if let Some(audit) = &self.options.audit {
+            audit.record(event);
+        }
+    }
+
     /// The tenant's keys, creating (and durably storing) them on first use.
     async fn tenant_keys_or_create(
         &self,
@@ -393,6 +404,11 @@ impl Vault {
             tenants.insert(tenant.clone(), Arc::clone(&keys));
         }
         tracing::info!(tenant = %tenant, "created data and fingerprint keys for new tenant");
+        self.audit(
+            Event::new(EventKind::KeyCreated)
+                .with_tenant(tenant.as_str())
+                .with_detail("pan-encryption v1, fingerprint v1"),
+        );
         Ok(keys)
     }
 
@@ -473,6 +489,11 @@ impl Vault {
         }
         set.active = new_version;
         tracing::info!(tenant = %keys.tenant, from = old_version, to = new_version, "rotated data key");
+        self.audit(
+            Event::new(EventKind::KeyRotated)
+                .with_tenant(keys.tenant.as_str())
+                .with_detail(format!("pan-encryption v{old_version} -> v{new_version}")),
+        );
         Ok(new_version)
     }
 

@@ -115,3 +115,65 @@ fn environment_overrides_apply_and_are_validated() {
         "api.listen",
     );
 }
+
+/// The alert rules through the real binary: a detokenize burst above the
+/// configured limit logs a `warn` line with a stable `alert` field, and the
+/// audit trail the server wrote verifies with `audit verify --dev`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detokenize_burst_is_logged_and_the_trail_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server =
+        common::DevServer::start_with(&data, &[("CARDVAULT_ALERTS__DETOKENIZE_BURST__MAX", "2")]);
+    let addr = server.api.trim_start_matches("https://").parse().unwrap();
+    let pki = data.join("pki");
+    let tls = cardvault::client::ClientTls::from_files(
+        &pki.join("ca.pem"),
+        Some((&pki.join("payments.pem"), &pki.join("payments-key.pem"))),
+        false,
+    )
+    .unwrap();
+    let mut conn = tls.connect(addr).await.unwrap();
+    let reply = conn
+        .post_json(
+            "/v1/tokenize",
+            &serde_json::json!({ "pan": "4929123456781236" }),
+        )
+        .await
+        .unwrap();
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let reply = conn
+            .post_json("/v1/detokenize", &serde_json::json!({ "token": token }))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "blocking is off by default");
+    }
+    drop(conn);
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(data.join("serve.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("alert") && l.contains("detokenize_burst"))
+        .unwrap_or_else(|| panic!("no alert line in {log}"));
+    assert!(
+        line.contains("WARN") && line.contains("principal"),
+        "{line}"
+    );
+    assert!(!log.contains("4929123456781236"), "the log holds the PAN");
+    let out = cardvault()
+        .args(["audit", "verify"])
+        .arg(data.join("audit"))
+        .arg("--dev")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("last event audit_stop"), "{stdout}");
+    assert!(common::files_containing(&data, b"4929123456781236").is_empty());
+}

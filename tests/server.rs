@@ -5,127 +5,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use common::harness::{Harness, ops_get};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use cardvault::client::{ClientTls, Connection};
-use cardvault::config::{
-    ApiConfig, Config, LimitsConfig, OpsConfig, PrincipalConfig, Role, StorageConfig,
-};
-use cardvault::crypto::KeyFileProvider;
+use cardvault::client::ClientTls;
 use cardvault::pki::{self, Ca, Validity};
-use cardvault::server::{self, Running};
-use cardvault::{Vault, VaultOptions};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 const PAN: &str = "4111111111111111";
 const CANARY: &str = "4929123456781236";
 
-struct Harness {
-    dir: tempfile::TempDir,
-    config: Config,
-}
-
-impl Harness {
-    fn new() -> Harness {
-        Harness::with(|_| {})
-    }
-
-    fn with(adjust: impl FnOnce(&mut Config)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let pki_dir = dir.path().join("pki");
-        pki::init(&pki_dir).unwrap();
-        pki::issue(&pki_dir, "stranger").unwrap();
-        KeyFileProvider::create(&dir.path().join("kek.key")).unwrap();
-        let principal = |roles: &[Role]| PrincipalConfig {
-            tenant: "default".into(),
-            roles: roles.to_vec(),
-        };
-        let mut principals = BTreeMap::new();
-        principals.insert("cart".to_string(), principal(&[Role::Tokenize, Role::Read]));
-        principals.insert(
-            "payments".to_string(),
-            principal(&[Role::Tokenize, Role::Detokenize, Role::Read]),
-        );
-        principals.insert(
-            "admin".to_string(),
-            principal(&[Role::Read, Role::Delete, Role::Admin]),
-        );
-        let mut config = Config {
-            api: ApiConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                cert: pki_dir.join("server.pem"),
-                key: pki_dir.join("server-key.pem"),
-                client_ca: pki_dir.join("ca.pem"),
-                crls: Vec::new(),
-                allow_tls12: false,
-            },
-            ops: OpsConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-            },
-            storage: StorageConfig {
-                data_dir: dir.path().join("db"),
-                key_file: dir.path().join("kek.key"),
-            },
-            limits: LimitsConfig::default(),
-            principals,
-            tenants: BTreeMap::new(),
-        };
-        adjust(&mut config);
-        config.validate().unwrap();
-        Harness { dir, config }
-    }
-
-    fn pki(&self) -> PathBuf {
-        self.dir.path().join("pki")
-    }
-
-    async fn start(&self) -> (Running, Arc<Vault>) {
-        let provider = KeyFileProvider::open(&self.config.storage.key_file).unwrap();
-        let vault = Arc::new(
-            Vault::open(
-                &self.config.storage.data_dir,
-                Arc::new(provider),
-                VaultOptions::default(),
-            )
-            .unwrap(),
-        );
-        let running = server::start(&self.config, Arc::clone(&vault))
-            .await
-            .unwrap();
-        (running, vault)
-    }
-
-    fn tls(&self, name: &str) -> ClientTls {
-        let pki = self.pki();
-        ClientTls::from_files(
-            &pki.join("ca.pem"),
-            Some((
-                &pki.join(format!("{name}.pem")),
-                &pki.join(format!("{name}-key.pem")),
-            )),
-            false,
-        )
-        .unwrap()
-    }
-
-    async fn connect(&self, name: &str, addr: SocketAddr) -> Connection {
-        self.tls(name).connect(addr).await.unwrap()
-    }
-}
-
-async fn stop(running: Running, vault: Arc<Vault>) {
-    running.shutdown().await;
-    if let Ok(vault) = Arc::try_unwrap(vault) {
-        vault.close().await.unwrap();
-    }
-}
-
-/// Sends one request over a fresh connection; `Err` if TLS or HTTP failed.
 async fn try_request(tls: &ClientTls, addr: SocketAddr) -> Result<StatusCode, String> {
     let mut conn = tls.connect(addr).await.map_err(|e| e.to_string())?;
     let reply = conn
@@ -133,21 +25,6 @@ async fn try_request(tls: &ClientTls, addr: SocketAddr) -> Result<StatusCode, St
         .await
         .map_err(|e| e.to_string())?;
     Ok(reply.status)
-}
-
-async fn ops_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, text)
 }
 
 fn write_pair(dir: &Path, name: &str, issued: &pki::Issued) -> (PathBuf, PathBuf) {
@@ -180,7 +57,7 @@ async fn handshakes_without_a_valid_client_certificate_are_refused() {
         dir: pending.dir,
         config,
     };
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let addr = running.api_addr;
     let ca_pem = harness.pki().join("ca.pem");
 
@@ -233,13 +110,13 @@ async fn handshakes_without_a_valid_client_certificate_are_refused() {
             "no handshake failure metric for {reason}:\n{metrics}"
         );
     }
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_does_not_hold_the_acceptor() {
     let harness = Harness::with(|c| c.limits.handshake_timeout_ms = 300);
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     // Open connections that never speak TLS.
     let mut silent = Vec::new();
     for _ in 0..8 {
@@ -263,13 +140,13 @@ async fn a_silent_client_does_not_hold_the_acceptor() {
         "silent connection still open: {read:?}"
     );
     drop(silent);
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_decide_who_may_do_what() {
     let harness = Harness::new();
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let addr = running.api_addr;
     let mut cart = harness.connect("cart", addr).await;
     let mut payments = harness.connect("payments", addr).await;
@@ -338,7 +215,7 @@ async fn roles_decide_who_may_do_what() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.json()["error"]["code"], "token_not_found");
     drop((cart, payments, admin, stranger));
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +226,7 @@ async fn every_error_code_is_produced_and_no_error_echoes_the_pan() {
         c.limits.max_batch = 100;
         c.limits.body_limit_bytes = 4096;
     });
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let addr = running.api_addr;
     let mut payments = harness.connect("payments", addr).await;
     let mut cart = harness.connect("cart", addr).await;
@@ -534,13 +411,13 @@ async fn every_error_code_is_produced_and_no_error_echoes_the_pan() {
         );
     }
     drop((payments, cart));
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_when_a_request_outlives_its_timeout() {
     let harness = Harness::with(|c| c.limits.request_timeout_ms = 1);
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let mut payments = harness.connect("payments", running.api_addr).await;
     let pans: Vec<String> = (0..10_000u64)
         .map(|i| common::synthetic_pan(i).expose_str().to_string())
@@ -552,13 +429,13 @@ async fn unavailable_when_a_request_outlives_its_timeout() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json()["error"]["code"], "unavailable");
     drop(payments);
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_keep_order_and_isolate_bad_items() {
     let harness = Harness::new();
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let mut payments = harness.connect("payments", running.api_addr).await;
     let reply = payments
         .post_json(
@@ -590,13 +467,13 @@ async fn batches_keep_order_and_isolate_bad_items() {
     assert_eq!(results[2]["pan"], "378282246310005");
     assert_eq!(results[3]["error"]["code"], "invalid_request");
     drop(payments);
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
     let harness = Harness::new();
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let (status, _) = ops_get(running.ops_addr, "/healthz").await;
     assert_eq!(status, 200);
     let (status, _) = ops_get(running.ops_addr, "/readyz").await;
@@ -635,9 +512,9 @@ async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
         "metrics hold card data"
     );
     drop(payments);
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let mut payments = harness.connect("payments", running.api_addr).await;
     let reply = payments
         .post_json("/v1/detokenize", &json!({ "token": token }))
@@ -645,7 +522,7 @@ async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
         .unwrap();
     assert_eq!(reply.json()["pan"], CANARY);
     drop(payments);
-    stop(running, vault).await;
+    running.stop().await.unwrap();
     assert!(common::files_containing(harness.dir.path(), CANARY.as_bytes()).is_empty());
 }
 
@@ -659,7 +536,7 @@ async fn openapi_document_matches_the_server() {
     )
     .unwrap();
     let harness = Harness::new();
-    let (running, vault) = harness.start().await;
+    let running = harness.start().await;
     let mut admin = harness.connect("admin", running.api_addr).await;
     let mut documented = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
@@ -722,5 +599,5 @@ async fn openapi_document_matches_the_server() {
     schema.sort();
     assert_eq!(sent, schema);
     drop((admin, payments));
-    stop(running, vault).await;
+    running.stop().await.unwrap();
 }

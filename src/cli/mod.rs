@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::audit::{AuditLog, AuditSettings};
 use crate::crypto::KeyFileProvider;
 use crate::domain::{Pan, TenantId};
 use crate::vault::{Vault, VaultOptions};
@@ -41,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Tokenize and detokenize the public test cards on a local vault
     /// (embedded RocksDB, a dev KEK created on first run).
     Demo {
@@ -67,6 +73,33 @@ enum PkiCommand {
         /// Directory holding ca.pem and ca-key.pem.
         #[arg(long, default_value = "./cardvault-dev/pki")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the HMAC chain of a trail (a segment file or the audit
+    /// directory). Exits 0 if intact, 1 naming the first bad sequence
+    /// number otherwise. Needs the KEK, not the running vault.
+    Verify {
+        /// A segment (`audit-NNNNNNNN.jsonl`) or the audit directory.
+        path: PathBuf,
+        /// Take the KEK path from this config file (`storage.key_file`).
+        #[arg(long, conflicts_with_all = ["dev", "key_file"])]
+        config: Option<PathBuf>,
+        /// Take the KEK from a `serve --dev` directory (`DIR/kek.key`).
+        #[arg(long, conflicts_with = "key_file")]
+        dev: Option<PathBuf>,
+        /// The KEK file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Accept a trail whose earlier segments were archived: its first
+        /// entry is trusted instead of chained from seq 1.
+        #[arg(long)]
+        anchored: bool,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -171,9 +204,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             KeysCommand::Rotate { data_dir, tenant } => {
                 let tenant = TenantId::parse(&tenant).context("--tenant")?;
-                let vault = open_dev_vault(&data_dir)?;
+                let (vault, audit) = open_dev_vault(&data_dir)?;
                 let version = vault.rotate_keys(&tenant).await;
                 vault.close().await?;
+                audit.close().await?;
                 println!(
                     "tenant {tenant}: data key version {} is now active",
                     version?
@@ -181,15 +215,90 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
             KeysCommand::Status { data_dir } => {
-                let vault = open_dev_vault(&data_dir)?;
+                let (vault, audit) = open_dev_vault(&data_dir)?;
                 for (tenant, version, sealed) in vault.key_status() {
                     println!("tenant {tenant}: active data key v{version}, {sealed} encryptions");
                 }
                 vault.close().await?;
+                audit.close().await?;
                 Ok(())
             }
         },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify {
+                path,
+                config,
+                dev,
+                key_file,
+                anchored,
+                json,
+            } => audit_verify(&path, config, dev, key_file, anchored, json),
+        },
         Command::Demo { data_dir } => demo(&data_dir).await,
+    }
+}
+
+/// Why `audit verify` found the trail broken (exit status 1, not 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TrailBroken(crate::audit::VerifyFailure);
+
+fn audit_verify(
+    path: &Path,
+    config: Option<PathBuf>,
+    dev: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    anchored: bool,
+    json: bool,
+) -> Result<()> {
+    let kek = match (key_file, config, dev) {
+        (Some(file), _, _) => file,
+        (None, Some(config), _) => crate::config::Config::load(&config)?.storage.key_file,
+        (None, None, Some(dir)) => dir.join("kek.key"),
+        (None, None, None) => {
+            return Err(crate::load::UsageError(
+                "audit verify needs the KEK: --config FILE, --dev DIR or --key-file FILE".into(),
+            )
+            .into());
+        }
+    };
+    let provider = KeyFileProvider::open(&kek)?;
+    match crate::audit::verify(path, &provider, anchored)? {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::json!({"intact": true, "report": report}));
+            } else {
+                println!(
+                    "audit trail intact: {} entries (seq {}..{}) in {} file(s); last event {}{}",
+                    report.entries,
+                    report.first_seq,
+                    report.last_seq,
+                    report.files,
+                    report.last_event.as_deref().unwrap_or("-"),
+                    if report.anchored {
+                        "; first entry trusted as anchor (--anchored)"
+                    } else {
+                        ""
+                    }
+                );
+                if report.last_event.as_deref() != Some("audit_stop") {
+                    println!(
+                        "note: the trail does not end with audit_stop: the vault is running, or stopped without closing it (crash). \
+                         Entries cut from the very end leave no trace in the chain; compare with the syslog mirror."
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(failure) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"intact": false, "failure": failure})
+                );
+            }
+            Err(TrailBroken(failure).into())
+        }
     }
 }
 
@@ -250,9 +359,10 @@ async fn load(args: crate::load::LoadArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the vault in `DIR/db` with the KEK `DIR/kek.key`, creating both on
-/// first use.
-fn open_dev_vault(data_dir: &Path) -> Result<Vault> {
+/// Opens the vault in `DIR/db` with the KEK `DIR/kek.key` and the audit
+/// trail `DIR/audit` (the `serve --dev` layout), creating them on first use.
+/// Key operations made through it are audited like the server's.
+fn open_dev_vault(data_dir: &Path) -> Result<(Vault, AuditLog)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let kek_path = data_dir.join("kek.key");
@@ -260,13 +370,17 @@ fn open_dev_vault(data_dir: &Path) -> Result<Vault> {
         KeyFileProvider::create(&kek_path)?;
         tracing::info!(path = %kek_path.display(), "created development KEK");
     }
-    let provider = KeyFileProvider::open(&kek_path)?;
-    let vault = Vault::open(
-        &data_dir.join("db"),
-        Arc::new(provider),
-        VaultOptions::default(),
+    let provider = Arc::new(KeyFileProvider::open(&kek_path)?);
+    let audit = AuditLog::open(
+        AuditSettings::new(data_dir.join("audit")),
+        provider.as_ref(),
     )?;
-    Ok(vault)
+    let options = VaultOptions {
+        audit: Some(audit.clone()),
+        ..VaultOptions::default()
+    };
+    let vault = Vault::open(&data_dir.join("db"), provider, options)?;
+    Ok((vault, audit))
 }
 
 /// Public test card numbers (they pass Luhn; none is a real account).
@@ -282,7 +396,7 @@ const DEMO_CARDS: [&str; 8] = [
 ];
 
 async fn demo(data_dir: &Path) -> Result<()> {
-    let vault = open_dev_vault(data_dir)?;
+    let (vault, audit) = open_dev_vault(data_dir)?;
     let tenant = TenantId::parse("default")?;
     println!("cardvault demo — data in {}", data_dir.display());
     println!(
@@ -312,6 +426,7 @@ async fn demo(data_dir: &Path) -> Result<()> {
         println!("tenant {tenant}: data key v{version}, {sealed} encryptions");
     }
     vault.close().await?;
+    audit.close().await?;
     anyhow::ensure!(all_ok, "a card did not round-trip");
     println!("every card tokenized, re-tokenized to the same token, and detokenized to itself");
     Ok(())

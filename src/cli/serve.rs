@@ -6,14 +6,12 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::config::Config;
 use crate::crypto::KeyFileProvider;
-use crate::vault::{Vault, VaultOptions};
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -51,6 +49,9 @@ listen = "127.0.0.1:9090"
 [storage]
 data_dir = "db"
 key_file = "kek.key"
+
+[audit]
+dir = "audit"
 
 [principals.cart]
 tenant = "default"
@@ -137,33 +138,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(listen) = args.ops_listen {
         config.ops.listen = listen;
     }
-    let provider = KeyFileProvider::open(&config.storage.key_file)?;
-    let options = VaultOptions {
-        tenant_modes: config.tenant_modes(),
-        ..VaultOptions::default()
-    };
-    let vault = Arc::new(Vault::open(
-        &config.storage.data_dir,
-        Arc::new(provider),
-        options,
-    )?);
-    let running = crate::server::start(&config, Arc::clone(&vault)).await?;
+    let service = crate::server::Service::launch(&config).await?;
     println!(
         "cardvault is serving: API https://{} (mTLS), ops http://{}",
-        running.api_addr, running.ops_addr
+        service.api_addr, service.ops_addr
     );
     if let Some(dir) = dev_dir {
-        println!("\n{}", curl_commands(&dir, running.api_addr));
+        println!("\n{}", curl_commands(&dir, service.api_addr));
     }
     wait_for_signal().await;
     tracing::info!("shutting down: draining requests");
-    running.shutdown().await;
-    match Arc::try_unwrap(vault) {
-        Ok(vault) => vault.close().await?,
-        Err(_) => {
-            tracing::warn!("vault still referenced at shutdown; closing without final counters")
-        }
-    }
+    service.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }

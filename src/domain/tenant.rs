@@ -35,6 +35,13 @@ impl TenantId {
         Ok(TenantId(input.to_owned()))
     }
 
+    /// The vault's own pseudo-tenant, owner of keys that belong to no
+    /// tenant (the audit MAC key). Its name cannot be parsed, so no
+    /// configured tenant can ever collide with it.
+    pub fn system() -> TenantId {
+        TenantId("_system".to_owned())
+    }
+
     /// The identifier as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -67,6 +74,7 @@ mod tests {
             TenantId::parse(&"x".repeat(65)).unwrap_err(),
             TenantError::WrongLength
         );
+        assert!(TenantId::parse(TenantId::system().as_str()).is_err());
         for bad in ["Default", "-a", ".a", "a b", "a/b", "ä", "a\0"] {
             assert_eq!(
                 TenantId::parse(bad).unwrap_err(),

@@ -20,6 +20,8 @@ use zeroize::Zeroizing;
 
 use super::error::{ApiError, ErrorObject};
 use super::identity::Caller;
+use super::monitor::Monitor;
+use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::{LimitsConfig, Role};
 use crate::domain::{Expiry, Pan, TenantId, Token, TokenError};
 use crate::vault::{Revealed, TokenInfo, Vault};
@@ -30,6 +32,63 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     /// Body and batch limits.
     pub limits: LimitsConfig,
+    /// The audit trail.
+    pub audit: AuditLog,
+    /// Alert rules and blocks.
+    pub monitor: Arc<Monitor>,
+}
+
+/// The request id the observing middleware gave this request.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An audit event about `caller`'s request: who, from where, which tenant.
+pub fn caller_event(kind: EventKind, caller: &Caller, request_id: &str) -> Event {
+    let mut event = Event::new(kind);
+    event.principal = Some(caller.principal.to_string());
+    event.cert_serial = Some(caller.serial.clone());
+    event.peer = Some(caller.peer.to_string());
+    event.tenant = caller.access.as_ref().map(|a| a.tenant.to_string());
+    event.request_id = Some(request_id.to_owned());
+    event
+}
+
+/// Records how a request ended: success as is; 403 as `access_denied`
+/// naming what was attempted; any other error with its code.
+fn finish(audit: &AuditLog, event: Option<Event>, result: &Result<Response, ApiError>) {
+    let Some(mut event) = event else { return };
+    if let Err(error) = result {
+        event.code = Some(error.code().to_owned());
+        if *error == ApiError::Forbidden {
+            let attempted = event.event.as_str();
+            event.detail = Some(match event.detail.take() {
+                Some(why) => format!("{attempted}: {why}"),
+                None => attempted.to_owned(),
+            });
+            event.event = EventKind::AccessDenied;
+            event.outcome = Outcome::Denied;
+        } else {
+            event.outcome = Outcome::Error;
+        }
+    }
+    audit.record(event);
+}
+
+/// Writes the event of a reveal and waits until it is on disk. If the
+/// trail cannot be written, nothing may be revealed: 503.
+async fn record_reveal(audit: &AuditLog, event: &mut Option<Event>) -> Result<(), ApiError> {
+    let Some(pending) = event.take() else {
+        return Ok(());
+    };
+    if let Err(e) = audit.record_durable(pending.clone()).await {
+        metrics::counter!("cardvault_detokenize_refused_audit_total").increment(1);
+        tracing::error!(error = %e, "detokenization refused: the audit trail cannot be written");
+        *event = Some(pending);
+        return Err(ApiError::Unavailable(
+            "the audit trail cannot be written; nothing was revealed",
+        ));
+    }
+    Ok(())
 }
 
 /// The API routes.
@@ -40,6 +99,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/detokenize", post(detokenize))
         .route("/v1/detokenize/batch", post(detokenize_batch))
         .route("/v1/tokens/{token}", get(metadata).delete(delete_token))
+        .route("/v1/admin/alerts", get(list_blocks))
+        .route("/v1/admin/alerts/clear", post(clear_block))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -301,9 +362,22 @@ fn created_at(ms: u64) -> String {
 async fn tokenize(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let tenant = authorize(&caller, Role::Tokenize)?;
+    let mut event = caller_event(EventKind::Tokenize, &caller, &rid);
+    let result = tokenize_one(&state, &caller, req, &mut event).await;
+    finish(&state.audit, Some(event), &result);
+    result
+}
+
+async fn tokenize_one(
+    state: &AppState,
+    caller: &Caller,
+    req: Request,
+    event: &mut Event,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(caller, Role::Tokenize)?;
     let body: TokenizeRequest = read_json(req, state.limits.body_limit_bytes).await?;
     let pan = parse_pan(&body.pan)?;
     let expiry = parse_expiry(body.expiry.as_deref())?;
@@ -312,15 +386,29 @@ async fn tokenize(
         .tokenize(&tenant, &pan, expiry)
         .await
         .map_err(vault_error)?;
+    event.token = Some(info.token.to_string());
     Ok(json(StatusCode::OK, &TokenView::from(&info)))
 }
 
 async fn tokenize_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let tenant = authorize(&caller, Role::Tokenize)?;
+    let mut event = caller_event(EventKind::TokenizeBatch, &caller, &rid);
+    let result = tokenize_many(&state, &caller, req, &mut event).await;
+    finish(&state.audit, Some(event), &result);
+    result
+}
+
+async fn tokenize_many(
+    state: &AppState,
+    caller: &Caller,
+    req: Request,
+    event: &mut Event,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(caller, Role::Tokenize)?;
     let body: TokenizeBatchRequest = read_json(req, state.limits.batch_body_limit_bytes).await?;
     if body.pans.len() > state.limits.max_batch {
         return Err(ApiError::BatchTooLarge);
@@ -345,7 +433,8 @@ async fn tokenize_batch(
         .tokenize_batch(&tenant, &valid)
         .await
         .into_iter();
-    let results = slots
+    let mut tokens = Vec::with_capacity(slots.len());
+    let results: Vec<Item<TokenView>> = slots
         .into_iter()
         .map(|invalid| {
             let outcome = match invalid {
@@ -355,27 +444,67 @@ async fn tokenize_batch(
                     .map_or(Err(ApiError::Internal), |r| r.map_err(vault_error)),
             };
             match outcome {
-                Ok(info) => Item::Ok(TokenView::from(&info)),
+                Ok(info) => {
+                    tokens.push(info.token.to_string());
+                    Item::Ok(TokenView::from(&info))
+                }
                 Err(e) => Item::Err { error: e.object() },
             }
         })
         .collect();
+    event.count = Some(results.len() as u64);
+    event.failed = Some((results.len() - tokens.len()) as u64);
+    event.tokens = Some(tokens);
     Ok(json(StatusCode::OK, &Results { results }))
 }
 
 async fn detokenize(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let tenant = authorize(&caller, Role::Detokenize)?;
+    let mut event = Some(caller_event(EventKind::Detokenize, &caller, &rid));
+    let result = detokenize_one(&state, &caller, req, &mut event).await;
+    finish(&state.audit, event, &result);
+    result
+}
+
+/// Refuses a principal that an alert has blocked (the reason goes to the
+/// audit event, not to the caller).
+fn check_monitor(
+    state: &AppState,
+    caller: &Caller,
+    items: u64,
+    event: &mut Option<Event>,
+) -> Result<(), ApiError> {
+    state.monitor.check_detokenize(caller, items).map_err(|_| {
+        if let Some(event) = event.as_mut() {
+            event.detail = Some("blocked by an alert until an admin clears it".into());
+        }
+        ApiError::Forbidden
+    })
+}
+
+async fn detokenize_one(
+    state: &AppState,
+    caller: &Caller,
+    req: Request,
+    event: &mut Option<Event>,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(caller, Role::Detokenize)?;
     let body: DetokenizeRequest = read_json(req, state.limits.body_limit_bytes).await?;
     let token = parse_token(&body.token)?;
+    if let Some(event) = event.as_mut() {
+        event.token = Some(token.to_string());
+    }
+    check_monitor(state, caller, 1, event)?;
     let revealed = state
         .vault
         .detokenize(&tenant, &token)
         .await
         .map_err(vault_error)?;
+    record_reveal(&state.audit, event).await?;
     metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
         .increment(1);
     Ok(json(StatusCode::OK, &RevealView::from(revealed)))
@@ -384,31 +513,55 @@ async fn detokenize(
 async fn detokenize_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let tenant = authorize(&caller, Role::Detokenize)?;
+    let mut event = Some(caller_event(EventKind::DetokenizeBatch, &caller, &rid));
+    let result = detokenize_many(&state, &caller, req, &mut event).await;
+    finish(&state.audit, event, &result);
+    result
+}
+
+async fn detokenize_many(
+    state: &AppState,
+    caller: &Caller,
+    req: Request,
+    event: &mut Option<Event>,
+) -> Result<Response, ApiError> {
+    let tenant = authorize(caller, Role::Detokenize)?;
     let body: DetokenizeBatchRequest = read_json(req, state.limits.batch_body_limit_bytes).await?;
     if body.tokens.len() > state.limits.max_batch {
         return Err(ApiError::BatchTooLarge);
     }
+    check_monitor(state, caller, body.tokens.len() as u64, event)?;
     let mut results = Vec::with_capacity(body.tokens.len());
-    let mut revealed = 0u64;
+    let mut tokens = Vec::with_capacity(body.tokens.len());
     for raw in &body.tokens {
         let item = match parse_token(raw) {
             Ok(token) => state
                 .vault
                 .detokenize(&tenant, &token)
                 .await
+                .map(|r| (token, r))
                 .map_err(vault_error),
             Err(e) => Err(e),
         };
         results.push(match item {
-            Ok(r) => {
-                revealed += 1;
+            Ok((token, r)) => {
+                tokens.push(token.to_string());
                 Item::Ok(RevealView::from(r))
             }
             Err(e) => Item::Err { error: e.object() },
         });
+    }
+    let revealed = tokens.len() as u64;
+    if let Some(event) = event.as_mut() {
+        event.count = Some(results.len() as u64);
+        event.failed = Some(results.len() as u64 - revealed);
+        event.tokens = Some(tokens);
+    }
+    if revealed > 0 {
+        record_reveal(&state.audit, event).await?;
     }
     metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
         .increment(revealed);
@@ -418,38 +571,129 @@ async fn detokenize_batch(
 async fn metadata(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authorize(&caller, Role::Read)?;
-    let Path(raw) = token.map_err(|_| ApiError::InvalidRequest("token must be 12 to 19 digits"))?;
-    let token = parse_token(&raw)?;
-    let info = state
-        .vault
-        .metadata(&tenant, &token)
-        .await
-        .map_err(vault_error)?;
-    let view = MetadataView {
-        token: TokenView::from(&info),
-        expiry: info.expiry.map(|e| e.to_string()),
-        created_at: created_at(info.created_ms),
-    };
-    Ok(json(StatusCode::OK, &view))
+    let mut event = caller_event(EventKind::MetadataRead, &caller, &rid);
+    let result = async {
+        let tenant = authorize(&caller, Role::Read)?;
+        let token = path_token(token)?;
+        event.token = Some(token.to_string());
+        let info = state
+            .vault
+            .metadata(&tenant, &token)
+            .await
+            .map_err(vault_error)?;
+        let view = MetadataView {
+            token: TokenView::from(&info),
+            expiry: info.expiry.map(|e| e.to_string()),
+            created_at: created_at(info.created_ms),
+        };
+        Ok(json(StatusCode::OK, &view))
+    }
+    .await;
+    finish(&state.audit, Some(event), &result);
+    result
 }
 
 async fn delete_token(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authorize(&caller, Role::Delete)?;
+    let mut event = caller_event(EventKind::Delete, &caller, &rid);
+    let result = async {
+        let tenant = authorize(&caller, Role::Delete)?;
+        let token = path_token(token)?;
+        event.token = Some(token.to_string());
+        state
+            .vault
+            .delete(&tenant, &token)
+            .await
+            .map_err(vault_error)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    finish(&state.audit, Some(event), &result);
+    result
+}
+
+/// The token in the path. A syntactically invalid one is never echoed, not
+/// even into the audit trail: it could be a mistaken PAN.
+fn path_token(token: Result<Path<String>, PathRejection>) -> Result<Token, ApiError> {
     let Path(raw) = token.map_err(|_| ApiError::InvalidRequest("token must be 12 to 19 digits"))?;
-    let token = parse_token(&raw)?;
-    state
-        .vault
-        .delete(&tenant, &token)
-        .await
-        .map_err(vault_error)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    parse_token(&raw)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearRequest {
+    principal: String,
+}
+
+#[derive(Serialize)]
+struct BlockList {
+    blocked: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Cleared {
+    principal: String,
+    was_blocked: bool,
+}
+
+/// `GET /v1/admin/alerts` (admin): principals whose detokenizations an
+/// alert has blocked.
+async fn list_blocks(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+) -> Result<Response, ApiError> {
+    let result = authorize(&caller, Role::Admin).map(|_| {
+        json(
+            StatusCode::OK,
+            &BlockList {
+                blocked: state.monitor.blocked(),
+            },
+        )
+    });
+    if result.is_err() {
+        let event = caller_event(EventKind::AlertCleared, &caller, &rid).with_detail("list alerts");
+        finish(&state.audit, Some(event), &result);
+    }
+    result
+}
+
+/// `POST /v1/admin/alerts/clear` (admin) `{"principal": "..."}`: lifts a
+/// block. Audited as `alert_cleared`.
+async fn clear_block(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let result = async {
+        authorize(&caller, Role::Admin)?;
+        let body: ClearRequest = read_json(req, state.limits.body_limit_bytes).await?;
+        if !state.monitor.knows(&body.principal) {
+            return Err(ApiError::InvalidRequest("no such principal in the config"));
+        }
+        let was_blocked = state.monitor.clear(&body.principal, &caller, &rid);
+        Ok(json(
+            StatusCode::OK,
+            &Cleared {
+                principal: body.principal,
+                was_blocked,
+            },
+        ))
+    }
+    .await;
+    if result.is_err() {
+        let event = caller_event(EventKind::AlertCleared, &caller, &rid);
+        finish(&state.audit, Some(event), &result);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod api;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod monitor;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -29,10 +30,14 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::{Config, LimitsConfig};
-use crate::vault::Vault;
+use crate::crypto::KeyFileProvider;
+use crate::vault::{Vault, VaultOptions};
+use api::RequestId;
 use error::ApiError;
 use identity::{Caller, Policy};
+use monitor::Monitor;
 
 /// How long shutdown waits for in-flight requests before closing anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,17 +81,84 @@ impl Running {
     }
 }
 
+/// The whole vault as `serve` runs it: KEK provider, audit trail, vault
+/// core and both listeners, started and stopped in the right order.
+pub struct Service {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the ops listener listens.
+    pub ops_addr: SocketAddr,
+    running: Running,
+    vault: Arc<Vault>,
+    audit: AuditLog,
+}
+
+impl Service {
+    /// Opens the KEK, the audit trail (which must be writable: a vault that
+    /// cannot account for reveals does not start) and the vault, then
+    /// starts serving and records `vault_start`.
+    pub async fn launch(config: &Config) -> anyhow::Result<Service> {
+        let provider = Arc::new(KeyFileProvider::open(&config.storage.key_file)?);
+        let audit = AuditLog::open(config.audit.settings(), provider.as_ref())?;
+        let options = VaultOptions {
+            tenant_modes: config.tenant_modes(),
+            audit: Some(audit.clone()),
+            ..VaultOptions::default()
+        };
+        let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
+        let running = start(config, Arc::clone(&vault), audit.clone()).await?;
+        audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
+            "api {} ops {} version {}",
+            running.api_addr,
+            running.ops_addr,
+            env!("CARGO_PKG_VERSION")
+        )));
+        Ok(Service {
+            api_addr: running.api_addr,
+            ops_addr: running.ops_addr,
+            running,
+            vault,
+            audit,
+        })
+    }
+
+    /// Drains and stops the listeners, closes the vault (exact counters),
+    /// records `vault_stop` and closes the audit trail.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.running.shutdown().await;
+        let closed = match Arc::try_unwrap(self.vault) {
+            Ok(vault) => vault.close().await.map_err(anyhow::Error::from),
+            Err(_) => {
+                tracing::warn!(
+                    "vault still referenced at shutdown; closing without final counters"
+                );
+                Ok(())
+            }
+        };
+        self.audit.record(Event::new(EventKind::VaultStop));
+        self.audit.close().await?;
+        closed
+    }
+}
+
 /// Binds both listeners and starts serving.
-pub async fn start(config: &Config, vault: Arc<Vault>) -> Result<Running, ServerError> {
+pub async fn start(
+    config: &Config,
+    vault: Arc<Vault>,
+    audit: AuditLog,
+) -> Result<Running, ServerError> {
     let tls = tls::server_config(&config.api)?;
     let metrics = metrics::handle();
     let (api_listener, api_addr) = bind(config.api.listen).await?;
     let (ops_listener, ops_addr) = bind(config.ops.listen).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(true));
+    let monitor = Arc::new(Monitor::new(config, audit.clone()));
     let state = Arc::new(api::AppState {
         vault,
         limits: config.limits.clone(),
+        audit: audit.clone(),
+        monitor: Arc::clone(&monitor),
     });
     let router = api::router(state).layer(middleware::from_fn(observe));
     let listener = ApiListener {
@@ -94,6 +166,8 @@ pub async fn start(config: &Config, vault: Arc<Vault>) -> Result<Running, Server
         policy: Arc::new(Policy::from_config(config)),
         limits: config.limits.clone(),
         router,
+        audit,
+        monitor,
     };
     let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
     let ops_router = ops_router(Arc::clone(&ready), metrics);
@@ -163,9 +237,23 @@ struct ApiListener {
     policy: Arc<Policy>,
     limits: LimitsConfig,
     router: Router,
+    audit: AuditLog,
+    monitor: Arc<Monitor>,
 }
 
 impl ApiListener {
+    /// Counts, logs and audits a failed handshake and feeds the burst rule.
+    fn handshake_failed(&self, peer: SocketAddr, reason: &'static str) {
+        ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => reason)
+            .increment(1);
+        tracing::warn!(%peer, reason, "TLS handshake failed");
+        let mut event = Event::new(EventKind::TlsHandshakeFailed).with_detail(reason);
+        event.outcome = Outcome::Denied;
+        event.peer = Some(peer.to_string());
+        self.audit.record(event);
+        self.monitor.handshake_failed(peer.ip());
+    }
+
     async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         let graceful = GracefulShutdown::new();
@@ -214,15 +302,11 @@ impl ApiListener {
         let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                let reason = tls::handshake_failure_reason(&e);
-                ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => reason)
-                    .increment(1);
-                tracing::warn!(%peer, reason, "TLS handshake failed");
+                self.handshake_failed(peer, tls::handshake_failure_reason(&e));
                 return;
             }
             Err(_) => {
-                ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => "timeout").increment(1);
-                tracing::warn!(%peer, reason = "timeout", "TLS handshake failed");
+                self.handshake_failed(peer, "timeout");
                 return;
             }
         };
@@ -233,21 +317,33 @@ impl ApiListener {
             .and_then(|certs| certs.first())
             .and_then(|leaf| Caller::from_certificate(leaf, peer, &self.policy));
         let Some(caller) = caller else {
-            ::metrics::counter!("cardvault_tls_handshake_failures_total", "reason" => "no_principal").increment(1);
-            tracing::warn!(%peer, "client certificate names no principal");
+            self.handshake_failed(peer, "no_principal");
             return;
         };
         if caller.access.is_none() {
             tracing::warn!(%peer, principal = %caller.principal, "certificate is valid but its principal is not configured");
         }
         let router = self.router.clone();
+        let audit = self.audit.clone();
         let request_timeout = Duration::from_millis(self.limits.request_timeout_ms);
         let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
             let router = router.clone();
             let caller = caller.clone();
+            let audit = audit.clone();
             async move {
                 if caller.access.is_none() {
-                    return Ok::<_, std::convert::Infallible>(ApiError::Forbidden.into_response());
+                    let request_id = request_id();
+                    let mut event =
+                        api::caller_event(EventKind::AccessDenied, &caller, &request_id)
+                            .with_detail("principal not configured");
+                    event.outcome = Outcome::Denied;
+                    event.code = Some(ApiError::Forbidden.code().to_owned());
+                    audit.record(event);
+                    let mut response = ApiError::Forbidden.into_response();
+                    if let Ok(value) = HeaderValue::from_str(&request_id) {
+                        response.headers_mut().insert("x-request-id", value);
+                    }
+                    return Ok::<_, std::convert::Infallible>(response);
                 }
                 req.extensions_mut().insert(caller);
                 let response = match tokio::time::timeout(
@@ -287,7 +383,7 @@ impl ApiListener {
 /// Per-request observation: request id header, metrics by route template
 /// and outcome, and one log line for a failed request (never the body, never
 /// the raw path, which may hold a token or a mistaken PAN).
-async fn observe(req: Request, next: Next) -> Response {
+async fn observe(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -301,6 +397,7 @@ async fn observe(req: Request, next: Next) -> Response {
         .map(|c| c.principal.as_str().to_owned())
         .unwrap_or_default();
     let request_id = request_id();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut response = next.run(req).await;
     let status = response.status();
     let outcome = if status.is_success() {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod harness;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,9 +87,18 @@ pub struct DevServer {
 
 impl DevServer {
     pub fn start(data_dir: &Path) -> DevServer {
+        DevServer::start_with(data_dir, &[])
+    }
+
+    /// Like [`DevServer::start`] with extra environment (config overrides);
+    /// the server's log goes to `DATA_DIR/serve.log`.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> DevServer {
         use std::io::{BufRead, BufReader};
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let log = std::fs::File::create(data_dir.join("serve.log")).expect("create serve.log");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cardvault"))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--dev",
@@ -99,7 +110,7 @@ impl DevServer {
             ])
             .arg(data_dir)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn cardvault serve --dev");
         let stdout = child.stdout.take().expect("stdout");

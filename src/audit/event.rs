@@ -1,0 +1,162 @@
+//! What one audit event says (DESIGN.md §7, PCI DSS 10.2.2): what happened,
+//! with what outcome, who (principal and certificate serial), from where,
+//! on which tenant and token. An event has no field that could hold a PAN:
+//! resources are named by token only.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `POST /v1/tokenize`.
+    Tokenize,
+    /// `POST /v1/tokenize/batch` (one event per call, listing the tokens).
+    TokenizeBatch,
+    /// `POST /v1/detokenize`.
+    Detokenize,
+    /// `POST /v1/detokenize/batch` (one event per call, listing the tokens).
+    DetokenizeBatch,
+    /// `GET /v1/tokens/{token}`.
+    MetadataRead,
+    /// `DELETE /v1/tokens/{token}`.
+    Delete,
+    /// A tenant's data and fingerprint keys were created.
+    KeyCreated,
+    /// A tenant's data key was rotated.
+    KeyRotated,
+    /// A request refused with 403 (role missing, principal unknown or blocked);
+    /// `detail` names what was attempted.
+    AccessDenied,
+    /// A TLS handshake failed; `detail` gives the reason.
+    TlsHandshakeFailed,
+    /// The vault started serving.
+    VaultStart,
+    /// The vault stopped serving.
+    VaultStop,
+    /// The audit trail was opened (new chain or continued).
+    AuditStart,
+    /// The audit trail was closed.
+    AuditStop,
+    /// The audit trail could be written again after failures; `count` is
+    /// the number of events lost meanwhile.
+    AuditResumed,
+    /// A monitoring rule fired; `detail` names the rule.
+    Alert,
+    /// An administrator lifted an alert's block on a principal.
+    AlertCleared,
+}
+
+impl EventKind {
+    /// The name written in the trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Tokenize => "tokenize",
+            EventKind::TokenizeBatch => "tokenize_batch",
+            EventKind::Detokenize => "detokenize",
+            EventKind::DetokenizeBatch => "detokenize_batch",
+            EventKind::MetadataRead => "metadata_read",
+            EventKind::Delete => "delete",
+            EventKind::KeyCreated => "key_created",
+            EventKind::KeyRotated => "key_rotated",
+            EventKind::AccessDenied => "access_denied",
+            EventKind::TlsHandshakeFailed => "tls_handshake_failed",
+            EventKind::VaultStart => "vault_start",
+            EventKind::VaultStop => "vault_stop",
+            EventKind::AuditStart => "audit_start",
+            EventKind::AuditStop => "audit_stop",
+            EventKind::AuditResumed => "audit_resumed",
+            EventKind::Alert => "alert",
+            EventKind::AlertCleared => "alert_cleared",
+        }
+    }
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done as asked.
+    Success,
+    /// Refused for lack of authority.
+    Denied,
+    /// Failed; `code` says why.
+    Error,
+}
+
+/// One audit event. The writer adds the sequence number, the UTC time and
+/// the chain MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub event: EventKind,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Error code of the API contract when `outcome` is not success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Principal from the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Client certificate serial number, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_serial: Option<String>,
+    /// Peer address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Tenant acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The token acted on (single-item calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The tokens acted on successfully (batch calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<String>>,
+    /// Items in a batch, or events lost (`audit_resumed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Items of a batch that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+    /// Request id (the `x-request-id` response header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Free detail from the vault itself (never from a request): a
+    /// handshake failure reason, an alert rule, a key version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind` with outcome success and nothing else filled in.
+    pub fn new(kind: EventKind) -> Event {
+        Event {
+            event: kind,
+            outcome: Outcome::Success,
+            code: None,
+            principal: None,
+            cert_serial: None,
+            peer: None,
+            tenant: None,
+            token: None,
+            tokens: None,
+            count: None,
+            failed: None,
+            request_id: None,
+            detail: None,
+        }
+    }
+
+    /// Sets `detail`.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Event {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Sets `tenant`.
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Event {
+        self.tenant = Some(tenant.into());
+        self
+    }
+}

@@ -1,0 +1,475 @@
+//! The audit writer: one thread owns the current segment file and the chain
+//! state (sequence number, last MAC). It takes events from a channel in
+//! groups, seals them into one buffer, writes it with one `write`, and
+//! syncs when an event in the group must be durable (detokenization) or the
+//! sync interval has passed — so many concurrent detokenizations share one
+//! `fdatasync`, and tokenizations never wait for one.
+//!
+//! Failure handling: if a write fails (disk full, directory removed), the
+//! file is cut back to its last complete entry, the chain state is rolled
+//! back, the group's durable callers get an error (and refuse to reveal),
+//! and the lost events are counted; the next successful write starts with
+//! an `audit_resumed` event carrying that count. Segments rotate by size or
+//! age; each new segment continues the chain of the previous one.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::chain::{self, Chain, GENESIS, MAC_LEN};
+use super::event::{Event, EventKind};
+use super::syslog::{Mirror, SyslogTarget};
+use super::{AuditError, key, segment_name, segments};
+use crate::crypto::KeyProvider;
+
+/// Where and how the trail is written.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Directory of the segments and `audit.key` (created 0700 if missing).
+    pub dir: PathBuf,
+    /// Start a new segment once the current one reaches this size.
+    pub max_file_bytes: u64,
+    /// Start a new segment once the current one is this old.
+    pub rotate_after: Duration,
+    /// Longest time a non-durable event waits for `fdatasync`.
+    pub sync_interval: Duration,
+    /// Optional off-host mirror (RFC 5424 syslog).
+    pub syslog: Option<SyslogTarget>,
+}
+
+impl AuditSettings {
+    /// Defaults for `dir`: 64 MiB or one day per segment, 200 ms sync interval.
+    pub fn new(dir: PathBuf) -> AuditSettings {
+        AuditSettings {
+            dir,
+            max_file_bytes: 64 << 20,
+            rotate_after: Duration::from_secs(86_400),
+            sync_interval: Duration::from_millis(200),
+            syslog: None,
+        }
+    }
+}
+
+enum Message {
+    Record(Event),
+    Durable(Event, oneshot::Sender<Result<u64, AuditError>>),
+    Close(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// A handle to the audit trail; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Message>,
+}
+
+impl AuditLog {
+    /// Opens (or starts) the trail in `settings.dir`: loads or creates the
+    /// audit key, finds the end of the chain (cutting off a torn last line
+    /// left by a crash), starts a new segment and writes `audit_start`.
+    pub fn open(
+        settings: AuditSettings,
+        provider: &dyn KeyProvider,
+    ) -> Result<AuditLog, AuditError> {
+        let dir = &settings.dir;
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| AuditError::io(dir, e))?;
+        }
+        let existing = segments(dir)?;
+        let audit_key = match key::load(dir, provider)? {
+            Some(k) => k,
+            None if existing.is_empty() => key::create(dir, provider)?,
+            None => {
+                return Err(AuditError::Key(format!(
+                    "{} holds audit segments but no {}; the chain can be neither continued nor verified",
+                    dir.display(),
+                    key::KEY_FILE
+                )));
+            }
+        };
+        let tail = find_tail(&existing)?;
+        let mut detail = match tail.seq {
+            0 => "new chain".to_owned(),
+            n => format!("continuing the chain after seq {n}"),
+        };
+        if tail.torn_bytes > 0 {
+            detail.push_str(&format!(
+                "; cut {} bytes of an incomplete last entry (crash during a write)",
+                tail.torn_bytes
+            ));
+            tracing::warn!(
+                bytes = tail.torn_bytes,
+                "audit trail ended in an incomplete entry; cut it off"
+            );
+        }
+        let mirror = settings.syslog.clone().map(Mirror::start);
+        let mut writer = Writer {
+            chain: Chain::new(&audit_key.key),
+            key_file: audit_key.file_bytes,
+            segment: None,
+            next_index: existing.last().map_or(1, |(i, _)| i + 1),
+            seq: tail.seq,
+            last_mac: tail.mac,
+            lost: 0,
+            dirty: false,
+            last_sync: Instant::now(),
+            buf: Vec::with_capacity(64 << 10),
+            mirror,
+            settings,
+        };
+        writer.append(&Event::new(EventKind::AuditStart).with_detail(detail));
+        writer.commit(true)?;
+        tracing::info!(dir = %writer.settings.dir.display(), seq = writer.seq, "audit trail open");
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("cardvault-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::io(Path::new("audit writer thread"), e))?;
+        Ok(AuditLog { tx })
+    }
+
+    /// Queues `event`; it reaches the disk within the sync interval. Never
+    /// waits. A failure to write it is logged and counted by the writer.
+    pub fn record(&self, event: Event) {
+        if self.tx.send(Message::Record(event)).is_err() {
+            metrics::counter!("cardvault_audit_events_lost_total").increment(1);
+        }
+    }
+
+    /// Appends `event` and returns once it is synced to disk; its sequence
+    /// number on success.
+    pub async fn record_durable(&self, event: Event) -> Result<u64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Message::Durable(event, done))
+            .map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Writes `audit_stop`, syncs and stops the writer. Later events are lost.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Message::Close(done))
+            .map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+struct Tail {
+    seq: u64,
+    mac: [u8; MAC_LEN],
+    torn_bytes: u64,
+}
+
+/// The last complete entry of the trail. A last segment that ends without a
+/// newline (a write cut by a crash) is cut back to its last complete line.
+fn find_tail(existing: &[(u64, PathBuf)]) -> Result<Tail, AuditError> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    let mut torn_bytes = 0;
+    for (position, (_, path)) in existing.iter().enumerate().rev() {
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| AuditError::io(path, e))?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() && position == existing.len() - 1 {
+            torn_bytes = (bytes.len() - complete) as u64;
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| {
+                    f.set_len(complete as u64)?;
+                    f.sync_all()
+                })
+                .map_err(|e| AuditError::io(path, e))?;
+        }
+        let Some(line) = bytes[..complete].split(|b| *b == b'\n').rev().nth(1) else {
+            continue;
+        };
+        let unreadable = || AuditError::Io {
+            path: path.display().to_string(),
+            message: "last entry is not a sealed audit entry; run `cardvault audit verify`".into(),
+        };
+        let (body, mac) = chain::split(line).map_err(|_| unreadable())?;
+        let seq: Seq = serde_json::from_slice(&body).map_err(|_| unreadable())?;
+        return Ok(Tail {
+            seq: seq.seq,
+            mac,
+            torn_bytes,
+        });
+    }
+    Ok(Tail {
+        seq: 0,
+        mac: GENESIS,
+        torn_bytes,
+    })
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    opened: Instant,
+    identity: (u64, u64),
+}
+
+struct Writer {
+    settings: AuditSettings,
+    chain: Chain,
+    key_file: Vec<u8>,
+    segment: Option<Segment>,
+    next_index: u64,
+    seq: u64,
+    last_mac: [u8; MAC_LEN],
+    /// Events lost to write failures since the last successful write.
+    lost: u64,
+    /// Written but not yet synced.
+    dirty: bool,
+    last_sync: Instant,
+    buf: Vec<u8>,
+    mirror: Option<Mirror>,
+}
+
+/// The fields the writer adds around an event.
+#[derive(Serialize)]
+struct Entry<'a> {
+    seq: u64,
+    ts: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+fn now_utc() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Message>) {
+        let mut batch = Vec::new();
+        loop {
+            let wait = if self.dirty {
+                self.settings
+                    .sync_interval
+                    .saturating_sub(self.last_sync.elapsed())
+            } else {
+                Duration::from_secs(1)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(message) => batch.push(message),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = self.commit(true);
+                    return;
+                }
+            }
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            if self.process(&mut batch) {
+                return;
+            }
+        }
+    }
+
+    /// Seals and writes one group; returns true when the log was closed.
+    fn process(&mut self, batch: &mut Vec<Message>) -> bool {
+        let (seq_before, mac_before) = (self.seq, self.last_mac);
+        self.buf.clear();
+        let lost_before = self.lost;
+        if lost_before > 0 {
+            let mut resumed = Event::new(EventKind::AuditResumed)
+                .with_detail("events were lost while the trail could not be written");
+            resumed.count = Some(lost_before);
+            self.append(&resumed);
+        }
+        let mut durable = Vec::new();
+        let mut closing = None;
+        let mut events = 0u64;
+        for message in batch.drain(..) {
+            match message {
+                Message::Record(event) => {
+                    self.append(&event);
+                    events += 1;
+                }
+                Message::Durable(event, done) => {
+                    durable.push((self.append(&event), done));
+                    events += 1;
+                }
+                Message::Close(done) => {
+                    self.append(&Event::new(EventKind::AuditStop));
+                    closing = Some(done);
+                }
+            }
+        }
+        let must_sync = !durable.is_empty()
+            || closing.is_some()
+            || (self.dirty || !self.buf.is_empty())
+                && self.last_sync.elapsed() >= self.settings.sync_interval;
+        match self.commit(must_sync) {
+            Ok(()) => {
+                if lost_before > 0 {
+                    tracing::warn!(lost = lost_before, "audit trail writable again");
+                    self.lost = 0;
+                }
+                metrics::counter!("cardvault_audit_events_total").increment(events);
+                for (seq, done) in durable {
+                    let _ = done.send(Ok(seq));
+                }
+                if let Some(done) = closing {
+                    let _ = done.send(Ok(()));
+                    return true;
+                }
+            }
+            Err(e) => {
+                self.seq = seq_before;
+                self.last_mac = mac_before;
+                if lost_before == 0 {
+                    tracing::error!(error = %e, "audit trail cannot be written; detokenization is refused until it can");
+                }
+                self.lost += events;
+                metrics::counter!("cardvault_audit_write_failures_total").increment(1);
+                metrics::counter!("cardvault_audit_events_lost_total").increment(events);
+                for (_, done) in durable {
+                    let _ = done.send(Err(e.clone()));
+                }
+                if let Some(done) = closing {
+                    let _ = done.send(Err(e));
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Seals `event` as the next entry into the buffer; returns its seq.
+    fn append(&mut self, event: &Event) -> u64 {
+        self.seq += 1;
+        let entry = Entry {
+            seq: self.seq,
+            ts: now_utc(),
+            event,
+        };
+        // Serializing plain strings and numbers cannot fail.
+        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        self.last_mac = self.chain.seal_into(&self.last_mac, &body, &mut self.buf);
+        self.seq
+    }
+
+    /// Writes the buffer to the current segment (opening or rotating one as
+    /// needed) and syncs if asked or due. On a failed write the segment is
+    /// cut back to where it was, so no partial entry stays behind.
+    fn commit(&mut self, sync: bool) -> Result<(), AuditError> {
+        if self.buf.is_empty() && !(sync && self.dirty) {
+            return Ok(());
+        }
+        self.ensure_segment()?;
+        let Writer {
+            segment: slot,
+            buf,
+            dirty,
+            last_sync,
+            settings,
+            mirror,
+            ..
+        } = self;
+        let Some(segment) = slot.as_mut() else {
+            return Err(AuditError::Io {
+                path: settings.dir.display().to_string(),
+                message: "no open segment".into(),
+            });
+        };
+        if !buf.is_empty() {
+            if let Err(e) = segment.file.write_all(buf) {
+                let path = segment.path.clone();
+                let _ = segment.file.set_len(segment.len);
+                let _ = segment.file.seek(SeekFrom::Start(segment.len));
+                *slot = None;
+                return Err(AuditError::io(&path, e));
+            }
+            segment.len += buf.len() as u64;
+            *dirty = true;
+            if let Some(mirror) = mirror {
+                mirror.send(buf);
+            }
+        }
+        if sync || last_sync.elapsed() >= settings.sync_interval {
+            if let Err(e) = segment.file.sync_data() {
+                let path = segment.path.clone();
+                *slot = None;
+                return Err(AuditError::io(&path, e));
+            }
+            *dirty = false;
+            *last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The segment to write to: the open one unless it was removed or
+    /// replaced, is full or is too old; otherwise a new one.
+    fn ensure_segment(&mut self) -> Result<(), AuditError> {
+        if let Some(segment) = &mut self.segment {
+            let same_file =
+                fs::metadata(&segment.path).is_ok_and(|m| (m.dev(), m.ino()) == segment.identity);
+            let full = segment.len >= self.settings.max_file_bytes
+                || segment.opened.elapsed() >= self.settings.rotate_after;
+            if !same_file {
+                tracing::error!(path = %segment.path.display(), "audit segment was removed or replaced; starting a new one");
+                self.segment = None;
+            } else if full {
+                if self.dirty {
+                    segment
+                        .file
+                        .sync_data()
+                        .map_err(|e| AuditError::io(&segment.path, e))?;
+                    self.dirty = false;
+                }
+                self.segment = None;
+            }
+        }
+        if self.segment.is_none() {
+            let dir = &self.settings.dir;
+            if !dir.join(key::KEY_FILE).exists() {
+                key::write_key_file(dir, &self.key_file)?;
+            }
+            let path = dir.join(segment_name(self.next_index));
+            let file = fs::OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&path)
+                .map_err(|e| AuditError::io(&path, e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| AuditError::io(dir, e))?;
+            let meta = file.metadata().map_err(|e| AuditError::io(&path, e))?;
+            self.next_index += 1;
+            self.dirty = false;
+            self.segment = Some(Segment {
+                file,
+                path,
+                len: 0,
+                opened: Instant::now(),
+                identity: (meta.dev(), meta.ino()),
+            });
+        }
+        Ok(())
+    }
+}

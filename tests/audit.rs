@@ -1,0 +1,616 @@
+//! The audit trail end to end: events written by a real server over real
+//! mTLS, the chain checked by the real `cardvault audit verify` binary,
+//! fail-closed detokenization when the trail cannot be written, and the
+//! alert rules.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use cardvault::audit::{AuditLog, AuditSettings, Event, EventKind};
+use cardvault::client::ClientTls;
+use cardvault::config::{BurstRule, Config};
+use cardvault::crypto::KeyFileProvider;
+use cardvault::{TenantId, Vault, VaultOptions};
+use common::harness::{Harness, ops_get};
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const CANARY: &str = "4929123456781236";
+
+/// Every entry of the trail in `dir`, oldest first.
+fn entries(dir: &Path) -> Vec<Value> {
+    cardvault::audit::segments(dir)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, path)| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn of_kind<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    entries.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Runs `cardvault audit verify PATH --key-file KEK`: (exit code, stdout + stderr).
+fn verify(path: &Path, kek: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .arg("--key-file")
+        .arg(kek)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_recorded_with_its_fields_and_no_pan() {
+    let harness = Harness::with(|c| {
+        c.alerts.handshake_failure_burst = BurstRule {
+            max: 2,
+            window_secs: 600,
+        };
+    });
+    let audit_dir = harness.config.audit.dir.clone();
+    let kek = harness.config.storage.key_file.clone();
+    let service = harness.start().await;
+    let addr = service.api_addr;
+    let mut cart = harness.connect("cart", addr).await;
+    let mut payments = harness.connect("payments", addr).await;
+    let mut admin = harness.connect("admin", addr).await;
+    let mut stranger = harness.connect("stranger", addr).await;
+
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    let tokenize_id = reply.request_id.clone().unwrap();
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let reply = cart
+        .post_json(
+            "/v1/tokenize/batch",
+            &json!({ "pans": ["4111111111111111", "123"] }),
+        )
+        .await
+        .unwrap();
+    let batch_token = reply.json()["results"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["pan"], CANARY);
+    let detokenize_id = reply.request_id.clone().unwrap();
+    payments
+        .post_json(
+            "/v1/detokenize/batch",
+            &json!({ "tokens": [token, batch_token, "4929000000000000"] }),
+        )
+        .await
+        .unwrap();
+    cart.get(&format!("/v1/tokens/{token}")).await.unwrap();
+    // A PAN where a token belongs, in a path and in a body: refused, and
+    // never written anywhere.
+    let reply = cart.get(&format!("/v1/tokens/{CANARY}")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    payments
+        .post_json("/v1/detokenize", &json!({ "token": CANARY }))
+        .await
+        .unwrap();
+    let reply = cart
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = stranger
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = admin
+        .send(Method::DELETE, &format!("/v1/tokens/{batch_token}"), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    // Three handshakes without a client certificate: the third crosses the
+    // burst rule (more than 2).
+    let anonymous = ClientTls::from_files(&harness.pki().join("ca.pem"), None, false).unwrap();
+    for _ in 0..3 {
+        if let Ok(mut conn) = anonymous.connect(addr).await {
+            let _ = conn.get("/v1/tokens/x").await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert!(
+        metrics.contains("cardvault_alerts_total{rule=\"handshake_failure_burst\"} 1"),
+        "{metrics}"
+    );
+    drop((cart, payments, admin, stranger));
+    service.stop().await.unwrap();
+
+    // A key rotation, as `cardvault keys rotate` does it (offline).
+    let provider = Arc::new(KeyFileProvider::open(&kek).unwrap());
+    let audit = AuditLog::open(AuditSettings::new(audit_dir.clone()), provider.as_ref()).unwrap();
+    let vault = Vault::open(
+        &harness.config.storage.data_dir,
+        provider,
+        VaultOptions {
+            audit: Some(audit.clone()),
+            ..VaultOptions::default()
+        },
+    )
+    .unwrap();
+    vault
+        .rotate_keys(&TenantId::parse("default").unwrap())
+        .await
+        .unwrap();
+    vault.close().await.unwrap();
+    audit.close().await.unwrap();
+
+    let all = entries(&audit_dir);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64 + 1, "{e}");
+        assert!(e["ts"].as_str().unwrap().ends_with('Z'), "{e}");
+        assert!(e["outcome"].is_string() && e["mac"].is_string(), "{e}");
+    }
+    let request_fields = ["principal", "cert_serial", "peer", "tenant", "request_id"];
+    let one = |kind: &str| -> Value {
+        let found = of_kind(&all, kind);
+        assert!(!found.is_empty(), "no {kind} event in {all:#?}");
+        found[0].clone()
+    };
+    let tokenize = one("tokenize");
+    for field in request_fields {
+        assert!(
+            tokenize[field].is_string(),
+            "tokenize lacks {field}: {tokenize}"
+        );
+    }
+    assert_eq!(tokenize["principal"], "cart");
+    assert_eq!(tokenize["token"], token.as_str());
+    assert_eq!(tokenize["request_id"], tokenize_id.as_str());
+    assert_eq!(tokenize["outcome"], "success");
+    let batch = one("tokenize_batch");
+    assert_eq!(batch["count"], 2);
+    assert_eq!(batch["failed"], 1);
+    assert_eq!(batch["tokens"], json!([batch_token]));
+    let detokenize = one("detokenize");
+    assert_eq!(detokenize["principal"], "payments");
+    assert_eq!(detokenize["token"], token.as_str());
+    assert_eq!(detokenize["request_id"], detokenize_id.as_str());
+    assert_eq!(detokenize["outcome"], "success");
+    for field in request_fields {
+        assert!(detokenize[field].is_string(), "detokenize lacks {field}");
+    }
+    let refused = &of_kind(&all, "detokenize")[1];
+    assert_eq!(refused["outcome"], "error");
+    assert_eq!(refused["code"], "invalid_request");
+    assert!(refused.get("token").is_none(), "{refused}");
+    let dbatch = one("detokenize_batch");
+    assert_eq!(dbatch["tokens"], json!([token, batch_token]));
+    assert_eq!(dbatch["failed"], 1);
+    let meta = one("metadata_read");
+    assert_eq!(meta["token"], token.as_str());
+    assert_eq!(of_kind(&all, "metadata_read")[1]["code"], "invalid_request");
+    let delete = one("delete");
+    assert_eq!(delete["principal"], "admin");
+    assert_eq!(delete["token"], batch_token.as_str());
+    let denied = of_kind(&all, "access_denied");
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["principal"] == "cart" && e["detail"] == "detokenize"),
+        "{denied:?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["principal"] == "stranger" && e["detail"] == "principal not configured"),
+        "{denied:?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["outcome"] == "denied" && e["code"] == "forbidden")
+    );
+    let handshake = one("tls_handshake_failed");
+    assert!(
+        handshake["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(handshake["detail"].is_string());
+    let alert = one("alert");
+    assert_eq!(alert["detail"], "handshake_failure_burst");
+    assert_eq!(alert["count"], 3);
+    assert_eq!(one("key_created")["tenant"], "default");
+    assert_eq!(
+        one("key_rotated")["detail"],
+        "pan-encryption v1 -> v2",
+        "{all:#?}"
+    );
+    for kind in ["vault_start", "vault_stop", "audit_start", "audit_stop"] {
+        one(kind);
+    }
+    assert_eq!(of_kind(&all, "audit_start").len(), 2);
+    assert_eq!(all.last().unwrap()["event"], "audit_stop");
+
+    // No PAN anywhere in the trail: not the canary, not the batch PAN.
+    assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
+    assert!(common::files_containing(&audit_dir, b"4111111111111111").is_empty());
+
+    let (code, text) = verify(&audit_dir, &kek);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("audit trail intact"), "{text}");
+}
+
+/// Writes a trail of `n` events (plus audit_start/audit_stop) split over
+/// several small segments; returns the KEK path.
+async fn small_trail(dir: &Path, n: usize, max_file_bytes: u64) -> PathBuf {
+    let kek = dir.join("kek.key");
+    KeyFileProvider::create(&kek).unwrap();
+    let provider = KeyFileProvider::open(&kek).unwrap();
+    let mut settings = AuditSettings::new(dir.join("audit"));
+    settings.max_file_bytes = max_file_bytes;
+    let audit = AuditLog::open(settings, &provider).unwrap();
+    for i in 0..n {
+        let mut event = Event::new(EventKind::MetadataRead).with_tenant("default");
+        event.principal = Some(format!("p{i}"));
+        event.token = Some(format!("49291234567812{:02}", i % 100));
+        audit.record(event);
+        if i % 3 == 0 {
+            audit
+                .record_durable(Event::new(EventKind::Tokenize))
+                .await
+                .unwrap();
+        }
+    }
+    audit.close().await.unwrap();
+    kek
+}
+
+fn rewrite_lines(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    edit(&mut lines);
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_first_bad_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kek = small_trail(tmp.path(), 10, 1 << 20).await;
+    let pristine = tmp.path().join("audit");
+    let segment = cardvault::audit::segments(&pristine).unwrap()[0].1.clone();
+    let name = segment.file_name().unwrap().to_owned();
+    let (code, text) = verify(&pristine, &kek);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = verify(&segment, &kek);
+    assert_eq!(code, 0, "a single segment verifies too: {text}");
+
+    type Edit = Box<dyn FnOnce(&mut Vec<String>)>;
+    let cases: Vec<(&str, Edit, u64)> = vec![
+        (
+            "edit one field",
+            Box::new(|l| l[4] = l[4].replace("\"p", "\"q")),
+            5,
+        ),
+        ("delete a line", Box::new(|l| drop(l.remove(6))), 7),
+        ("swap two lines", Box::new(|l| l.swap(2, 3)), 3),
+        (
+            "insert a copied line",
+            Box::new(|l| {
+                let copy = l[1].clone();
+                l.insert(4, copy);
+            }),
+            5,
+        ),
+    ];
+    for (i, (what, edit, bad_seq)) in cases.into_iter().enumerate() {
+        let copy = tmp.path().join(format!("case-{i}"));
+        copy_dir(&pristine, &copy);
+        rewrite_lines(&copy.join(&name), edit);
+        let (code, text) = verify(&copy, &kek);
+        assert_eq!(code, 1, "{what}: {text}");
+        assert!(
+            text.contains(&format!("broken at seq {bad_seq} ")),
+            "{what}: {text}"
+        );
+    }
+    // Truncated in the middle of the last line.
+    let copy = tmp.path().join("truncated");
+    copy_dir(&pristine, &copy);
+    let bytes = std::fs::read(copy.join(&name)).unwrap();
+    let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+    std::fs::write(copy.join(&name), &bytes[..bytes.len() - 30]).unwrap();
+    let (code, text) = verify(&copy, &kek);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("broken at seq {lines} ")), "{text}");
+    // Another KEK cannot vouch for the trail.
+    let other = tmp.path().join("other.key");
+    KeyFileProvider::create(&other).unwrap();
+    let (code, text) = verify(&pristine, &other);
+    assert_ne!(code, 0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_rotate_and_keep_one_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kek = small_trail(tmp.path(), 60, 2_000).await;
+    let dir = tmp.path().join("audit");
+    let segments = cardvault::audit::segments(&dir).unwrap();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let (code, text) = verify(&dir, &kek);
+    assert_eq!(code, 0, "{text}");
+    // Reopening continues the chain in a new segment.
+    let provider = KeyFileProvider::open(&kek).unwrap();
+    let audit = AuditLog::open(AuditSettings::new(dir.clone()), &provider).unwrap();
+    audit.close().await.unwrap();
+    let (code, text) = verify(&dir, &kek);
+    assert_eq!(code, 0, "{text}");
+    // A crash mid-write leaves a torn last line: the next start cuts it off
+    // and says so in its audit_start event.
+    let last = cardvault::audit::segments(&dir)
+        .unwrap()
+        .last()
+        .unwrap()
+        .1
+        .clone();
+    let mut torn = std::fs::read(&last).unwrap();
+    torn.extend_from_slice(b"{\"seq\":99,\"ts\"");
+    std::fs::write(&last, &torn).unwrap();
+    let audit = AuditLog::open(AuditSettings::new(dir.clone()), &provider).unwrap();
+    audit.close().await.unwrap();
+    let (code, text) = verify(&dir, &kek);
+    assert_eq!(code, 0, "{text}");
+    let starts = of_kind(&entries(&dir), "audit_start")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert!(
+        starts.last().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cut 14 bytes"),
+        "{starts:?}"
+    );
+    // A removed middle segment breaks the chain.
+    std::fs::remove_file(&segments[1].1).unwrap();
+    let (code, text) = verify(&dir, &kek);
+    assert_eq!(code, 1, "{text}");
+    // A trail with segments but no audit key refuses to continue.
+    std::fs::remove_file(dir.join("audit.key")).unwrap();
+    let err = AuditLog::open(AuditSettings::new(dir.clone()), &provider).unwrap_err();
+    assert!(err.to_string().contains("audit.key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detokenize_fails_closed_when_the_trail_cannot_be_written() {
+    let harness = Harness::new();
+    let audit_dir = harness.config.audit.dir.clone();
+    let service = harness.start().await;
+    let mut payments = harness.connect("payments", service.api_addr).await;
+    let reply = payments
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let reveal = json!({ "token": token });
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // The audit directory disappears and a file takes its place: nothing
+    // can be written there any more.
+    let moved = audit_dir.with_extension("moved");
+    std::fs::rename(&audit_dir, &moved).unwrap();
+    std::fs::write(&audit_dir, b"not a directory").unwrap();
+    for path in ["/v1/detokenize", "/v1/detokenize/batch"] {
+        let body = if path.ends_with("batch") {
+            json!({ "tokens": [token] })
+        } else {
+            reveal.clone()
+        };
+        let reply = payments.post_json(path, &body).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(reply.json()["error"]["code"], "unavailable");
+        assert!(!String::from_utf8_lossy(&reply.body).contains(CANARY));
+    }
+    // Tokenization reveals nothing and keeps working.
+    let reply = payments
+        .post_json("/v1/tokenize", &json!({ "pan": "4111111111111111" }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert!(
+        metrics.contains("cardvault_detokenize_refused_audit_total 2"),
+        "{metrics}"
+    );
+
+    // The directory comes back (empty): the writer starts a new segment
+    // there, with the wrapped key, and says how many events were lost.
+    std::fs::remove_file(&audit_dir).unwrap();
+    std::fs::create_dir(&audit_dir).unwrap();
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(payments);
+    service.stop().await.unwrap();
+    let resumed = entries(&audit_dir);
+    let resumed = of_kind(&resumed, "audit_resumed");
+    assert_eq!(resumed.len(), 1);
+    assert!(resumed[0]["count"].as_u64().unwrap() >= 3, "{resumed:?}");
+    assert!(audit_dir.join("audit.key").exists());
+    assert!(common::files_containing(&moved, CANARY.as_bytes()).is_empty());
+    assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
+}
+
+fn burst_config(c: &mut Config) {
+    c.alerts.detokenize_burst = BurstRule {
+        max: 3,
+        window_secs: 600,
+    };
+    c.alerts.block_detokenize_on_alert = true;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detokenize_burst_raises_an_alert_and_blocks_until_cleared() {
+    let harness = Harness::with(burst_config);
+    let audit_dir = harness.config.audit.dir.clone();
+    let service = harness.start().await;
+    let mut payments = harness.connect("payments", service.api_addr).await;
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    let token = payments
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reveal = json!({ "token": token });
+    for _ in 0..3 {
+        let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // The fourth crosses the rule; with blocking on it is refused, and so
+    // is everything after it.
+    for _ in 0..2 {
+        let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    }
+    let reply = admin.get("/v1/admin/alerts").await.unwrap();
+    assert_eq!(reply.json(), json!({ "blocked": ["payments"] }));
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert!(
+        metrics.contains("cardvault_alerts_total{rule=\"detokenize_burst\"} 1"),
+        "{metrics}"
+    );
+    // Only an admin may clear it, and only for a configured principal.
+    let clear = json!({ "principal": "payments" });
+    let reply = payments
+        .post_json("/v1/admin/alerts/clear", &clear)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = admin
+        .post_json("/v1/admin/alerts/clear", &json!({ "principal": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = admin
+        .post_json("/v1/admin/alerts/clear", &clear)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.json(),
+        json!({ "principal": "payments", "was_blocked": true })
+    );
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop((payments, admin));
+    service.stop().await.unwrap();
+
+    let all = entries(&audit_dir);
+    let alert = of_kind(&all, "alert");
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(alert[0]["principal"], "payments");
+    assert_eq!(alert[0]["count"], 4);
+    assert!(
+        alert[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("detokenize_burst; detokenization blocked")
+    );
+    let blocked: Vec<_> = of_kind(&all, "access_denied")
+        .into_iter()
+        .filter(|e| e["principal"] == "payments")
+        .collect();
+    assert_eq!(
+        blocked.len(),
+        3,
+        "two blocked reveals and one clear: {blocked:?}"
+    );
+    assert!(
+        blocked[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("blocked by an alert")
+    );
+    let cleared: Vec<_> = of_kind(&all, "alert_cleared")
+        .into_iter()
+        .filter(|e| e["outcome"] == "success")
+        .collect();
+    assert_eq!(
+        cleared.len(),
+        1,
+        "the refused attempts are recorded as errors"
+    );
+    assert_eq!(cleared[0]["principal"], "admin");
+    assert_eq!(cleared[0]["detail"], "principal payments");
+    assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detokenization_outside_configured_hours_raises_an_alert() {
+    // A two-hour window starting an hour from now: now is outside it.
+    let now = time::OffsetDateTime::now_utc();
+    let start = (u32::from(now.hour()) + 1) % 24;
+    let hours = format!("{start:02}:00-{:02}:00", (start + 2) % 24);
+    let harness = Harness::with(|c| {
+        c.principals
+            .get_mut("payments")
+            .unwrap()
+            .detokenize_hours_utc = Some(hours);
+    });
+    let audit_dir = harness.config.audit.dir.clone();
+    let service = harness.start().await;
+    let mut payments = harness.connect("payments", service.api_addr).await;
+    let token = payments
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Blocking is off by default: the reveal is served, and flagged.
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(payments);
+    service.stop().await.unwrap();
+    let all = entries(&audit_dir);
+    let alert = of_kind(&all, "alert");
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(alert[0]["detail"], "detokenize_outside_hours");
+    assert_eq!(alert[0]["principal"], "payments");
+}

@@ -1,0 +1,123 @@
+//! The in-process server harness shared by the service and audit tests.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cardvault::client::{ClientTls, Connection};
+use cardvault::config::{
+    AlertsConfig, ApiConfig, AuditConfig, Config, LimitsConfig, OpsConfig, PrincipalConfig, Role,
+    StorageConfig,
+};
+use cardvault::crypto::KeyFileProvider;
+use cardvault::pki;
+use cardvault::server::Service;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A server config over a fresh temp dir: dev PKI (plus a `stranger`
+/// client the config does not know), KEK, database and audit trail; the
+/// principals cart, payments and admin as in `serve --dev`.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with(|_| {})
+    }
+
+    pub fn with(adjust: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        pki::init(&pki_dir).unwrap();
+        pki::issue(&pki_dir, "stranger").unwrap();
+        KeyFileProvider::create(&dir.path().join("kek.key")).unwrap();
+        let principal = |roles: &[Role]| PrincipalConfig {
+            tenant: "default".into(),
+            roles: roles.to_vec(),
+            detokenize_hours_utc: None,
+        };
+        let mut principals = BTreeMap::new();
+        principals.insert("cart".to_string(), principal(&[Role::Tokenize, Role::Read]));
+        principals.insert(
+            "payments".to_string(),
+            principal(&[Role::Tokenize, Role::Detokenize, Role::Read]),
+        );
+        principals.insert(
+            "admin".to_string(),
+            principal(&[Role::Read, Role::Delete, Role::Admin]),
+        );
+        let mut config = Config {
+            api: ApiConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                cert: pki_dir.join("server.pem"),
+                key: pki_dir.join("server-key.pem"),
+                client_ca: pki_dir.join("ca.pem"),
+                crls: Vec::new(),
+                allow_tls12: false,
+            },
+            ops: OpsConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            },
+            storage: StorageConfig {
+                data_dir: dir.path().join("db"),
+                key_file: dir.path().join("kek.key"),
+            },
+            limits: LimitsConfig::default(),
+            principals,
+            tenants: BTreeMap::new(),
+            audit: AuditConfig {
+                dir: dir.path().join("audit"),
+                ..AuditConfig::default()
+            },
+            alerts: AlertsConfig::default(),
+        };
+        adjust(&mut config);
+        config.validate().unwrap();
+        Harness { dir, config }
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    pub async fn start(&self) -> Service {
+        Service::launch(&self.config).await.unwrap()
+    }
+
+    pub fn tls(&self, name: &str) -> ClientTls {
+        let pki = self.pki();
+        ClientTls::from_files(
+            &pki.join("ca.pem"),
+            Some((
+                &pki.join(format!("{name}.pem")),
+                &pki.join(format!("{name}-key.pem")),
+            )),
+            false,
+        )
+        .unwrap()
+    }
+
+    pub async fn connect(&self, name: &str, addr: SocketAddr) -> Connection {
+        self.tls(name).connect(addr).await.unwrap()
+    }
+}
+
+/// GET over plain HTTP from the ops listener: status and body.
+pub async fn ops_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text)
+}
