@@ -614,3 +614,51 @@ async fn a_detokenization_outside_configured_hours_raises_an_alert() {
     assert_eq!(alert[0]["detail"], "detokenize_outside_hours");
     assert_eq!(alert[0]["principal"], "payments");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_mirrored_to_syslog_over_tcp() {
+    use std::io::Read;
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector_addr = collector.local_addr().unwrap();
+    let received = std::thread::spawn(move || {
+        let (mut stream, _) = collector.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        bytes
+    });
+    let harness = Harness::with(|c| c.audit.syslog_tcp = Some(collector_addr.to_string()));
+    let service = harness.start().await;
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(cart);
+    service.stop().await.unwrap();
+    // The mirror thread ends when the trail closes, closing the stream.
+    let bytes = received.join().unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    // Octet-counted frames: "LEN <85>1 TS HOST cardvault PID audit - {entry}".
+    let mut rest = text.as_str();
+    let mut frames = Vec::new();
+    while let Some((len, tail)) = rest.split_once(' ') {
+        let len: usize = len.parse().unwrap();
+        frames.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    assert!(frames.len() >= 4, "{text}");
+    for frame in &frames {
+        assert!(frame.starts_with("<85>1 "), "{frame}");
+        assert!(frame.contains(" cardvault "), "{frame}");
+        let entry = &frame[frame.find('{').unwrap()..];
+        let entry: Value = serde_json::from_str(entry).unwrap();
+        assert!(entry["mac"].is_string());
+    }
+    assert!(frames.iter().any(|f| f.contains("\"event\":\"tokenize\"")));
+    assert!(frames.last().unwrap().contains("\"event\":\"audit_stop\""));
+    assert!(!text.contains(CANARY));
+}

@@ -562,7 +562,9 @@ async fn openapi_document_matches_the_server() {
     documented.sort();
     let served = [
         "DELETE /v1/tokens/{token}",
+        "GET /v1/admin/alerts",
         "GET /v1/tokens/{token}",
+        "POST /v1/admin/alerts/clear",
         "POST /v1/detokenize",
         "POST /v1/detokenize/batch",
         "POST /v1/tokenize",

@@ -76,7 +76,10 @@ impl Chain {
         let mac = self.mac(previous, body);
         out.extend_from_slice(&body[..body.len() - 1]);
         out.extend_from_slice(MAC_FIELD);
-        out.extend_from_slice(hex::encode(mac).as_bytes());
+        let mut digits = [0u8; 2 * MAC_LEN];
+        // The output is exactly twice the input's length, so this cannot fail.
+        let _ = hex::encode_to_slice(mac, &mut digits);
+        out.extend_from_slice(&digits);
         out.extend_from_slice(b"\"}\n");
         mac
     }

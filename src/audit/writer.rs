@@ -123,6 +123,7 @@ impl AuditLog {
             dirty: false,
             last_sync: Instant::now(),
             buf: Vec::with_capacity(64 << 10),
+            scratch: Vec::with_capacity(1 << 10),
             mirror,
             settings,
         };
@@ -240,6 +241,8 @@ struct Writer {
     dirty: bool,
     last_sync: Instant,
     buf: Vec<u8>,
+    /// One entry's body, reused.
+    scratch: Vec<u8>,
     mirror: Option<Mirror>,
 }
 
@@ -367,9 +370,12 @@ impl Writer {
             ts: now_utc(),
             event,
         };
-        // Serializing plain strings and numbers cannot fail.
-        let body = serde_json::to_vec(&entry).unwrap_or_default();
-        self.last_mac = self.chain.seal_into(&self.last_mac, &body, &mut self.buf);
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        self.scratch.clear();
+        let _ = serde_json::to_writer(&mut self.scratch, &entry);
+        self.last_mac = self
+            .chain
+            .seal_into(&self.last_mac, &self.scratch, &mut self.buf);
         self.seq
     }
 
