@@ -133,6 +133,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// `x-request-id` header, if any.
     pub request_id: Option<String>,
+    /// `Retry-After` header in seconds, if any (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
@@ -184,6 +186,11 @@ impl Connection {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let retry_after = response
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = response
             .into_body()
             .collect()
@@ -195,6 +202,7 @@ impl Connection {
             status,
             body,
             request_id,
+            retry_after,
         })
     }
 

@@ -250,6 +250,21 @@ pub struct LimitsConfig {
     pub batch_body_limit_bytes: usize,
     /// Most items in one batch.
     pub max_batch: usize,
+    /// Per-principal token bucket for tokenization, in items (a batch of N
+    /// costs N).
+    pub tokenize_rate: RateLimit,
+    /// Per-principal token bucket for detokenization, in items.
+    pub detokenize_rate: RateLimit,
+}
+
+/// A token bucket: `per_second` sustained, up to `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained items per second.
+    pub per_second: u32,
+    /// Bucket size (at least the largest batch).
+    pub burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -262,6 +277,14 @@ impl Default for LimitsConfig {
             body_limit_bytes: 1 << 20,
             batch_body_limit_bytes: 8 << 20,
             max_batch: 10_000,
+            tokenize_rate: RateLimit {
+                per_second: 100_000,
+                burst: 200_000,
+            },
+            detokenize_rate: RateLimit {
+                per_second: 50_000,
+                burst: 100_000,
+            },
         }
     }
 }
@@ -456,6 +479,19 @@ impl Config {
                 l.batch_body_limit_bytes as u64,
             ),
             ("limits.max_batch", l.max_batch as u64),
+            (
+                "limits.tokenize_rate.per_second",
+                u64::from(l.tokenize_rate.per_second),
+            ),
+            ("limits.tokenize_rate.burst", u64::from(l.tokenize_rate.burst)),
+            (
+                "limits.detokenize_rate.per_second",
+                u64::from(l.detokenize_rate.per_second),
+            ),
+            (
+                "limits.detokenize_rate.burst",
+                u64::from(l.detokenize_rate.burst),
+            ),
             ("audit.max_file_bytes", self.audit.max_file_bytes),
             ("audit.rotate_secs", self.audit.rotate_secs),
             ("audit.sync_interval_ms", self.audit.sync_interval_ms),
@@ -479,6 +515,17 @@ impl Config {
         for (field, value) in positive {
             if value == 0 {
                 return Err(ConfigError::new(field, "must be greater than 0"));
+            }
+        }
+        for (field, rate) in [
+            ("limits.tokenize_rate.burst", l.tokenize_rate),
+            ("limits.detokenize_rate.burst", l.detokenize_rate),
+        ] {
+            if (rate.burst as usize) < l.max_batch {
+                return Err(ConfigError::new(
+                    field,
+                    "must be at least limits.max_batch, or a full batch could never pass",
+                ));
             }
         }
         Ok(())

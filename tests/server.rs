@@ -603,3 +603,48 @@ async fn openapi_document_matches_the_server() {
     drop((admin, payments));
     running.stop().await.unwrap();
 }
+
+/// Per-principal token buckets: a spent bucket answers 429 `rate_limited`
+/// with `Retry-After`, batches cost their item count, and one principal's
+/// bucket does not drain another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_per_principal_and_answer_429() {
+    let harness = Harness::with(|c| {
+        c.limits.max_batch = 3;
+        c.limits.tokenize_rate = cardvault::config::RateLimit {
+            per_second: 1,
+            burst: 3,
+        };
+    });
+    let running = harness.start().await;
+    let mut cart = harness.connect("cart", running.api_addr).await;
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let reply = cart
+        .post_json("/v1/tokenize/batch", &json!({ "pans": [PAN, PAN] }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": PAN }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.json()["error"]["code"], "rate_limited");
+    assert!(reply.retry_after.is_some_and(|s| (1..=2).contains(&s)), "{reply:?}");
+    assert!(!String::from_utf8_lossy(&reply.body).contains(CANARY));
+    let (_, metrics) = ops_get(running.ops_addr, "/metrics").await;
+    assert!(metrics.contains("cardvault_rate_limited_total 1"), "{metrics}");
+    // Another principal has its own bucket.
+    let reply = payments
+        .post_json("/v1/tokenize", &json!({ "pan": PAN }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop((cart, payments));
+    running.stop().await.unwrap();
+}

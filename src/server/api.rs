@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use super::error::{ApiError, ErrorObject};
 use super::identity::Caller;
 use super::monitor::Monitor;
+use super::ratelimit::RateLimits;
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::{LimitsConfig, Role};
 use crate::domain::{Expiry, Pan, TenantId, Token, TokenError};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// Alert rules and blocks.
     pub monitor: Arc<Monitor>,
+    /// Per-principal rate limits.
+    pub rates: RateLimits,
 }
 
 /// The request id the observing middleware gave this request.
@@ -378,6 +381,7 @@ async fn tokenize_one(
     event: &mut Event,
 ) -> Result<Response, ApiError> {
     let tenant = authorize(caller, Role::Tokenize)?;
+    state.rates.tokenize(caller.principal.as_str(), 1)?;
     let body: TokenizeRequest = read_json(req, state.limits.body_limit_bytes).await?;
     let pan = parse_pan(&body.pan)?;
     let expiry = parse_expiry(body.expiry.as_deref())?;
@@ -413,6 +417,9 @@ async fn tokenize_many(
     if body.pans.len() > state.limits.max_batch {
         return Err(ApiError::BatchTooLarge);
     }
+    state
+        .rates
+        .tokenize(caller.principal.as_str(), body.pans.len())?;
     let parsed: Vec<Result<Pan, ApiError>> = body.pans.iter().map(parse_pan).collect();
     drop(body);
     // The valid PANs go to the vault in one call; its results come back in
@@ -498,6 +505,7 @@ async fn detokenize_one(
     if let Some(event) = event.as_mut() {
         event.token = Some(token.to_string());
     }
+    state.rates.detokenize(caller.principal.as_str(), 1)?;
     check_monitor(state, caller, 1, event)?;
     let revealed = state
         .vault
@@ -533,6 +541,9 @@ async fn detokenize_many(
     if body.tokens.len() > state.limits.max_batch {
         return Err(ApiError::BatchTooLarge);
     }
+    state
+        .rates
+        .detokenize(caller.principal.as_str(), body.tokens.len())?;
     check_monitor(state, caller, body.tokens.len() as u64, event)?;
     let mut results = Vec::with_capacity(body.tokens.len());
     let mut tokens = Vec::with_capacity(body.tokens.len());

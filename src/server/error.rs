@@ -30,6 +30,8 @@ pub enum ApiError {
     PayloadTooLarge,
     /// 415: not `application/json`.
     UnsupportedMediaType,
+    /// 429: the principal's rate limit is spent; retry after this many seconds.
+    RateLimited(u32),
     /// 503: storage or a dependency is failing, or the request timed out.
     Unavailable(&'static str),
     /// 500: a bug or corrupted data; details are in the log, not the response.
@@ -52,7 +54,7 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 11] = [
+    pub const EVERY_KIND: [ApiError; 12] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
@@ -62,6 +64,7 @@ impl ApiError {
         ApiError::MethodNotAllowed,
         ApiError::PayloadTooLarge,
         ApiError::UnsupportedMediaType,
+        ApiError::RateLimited(1),
         ApiError::Unavailable(""),
         ApiError::Internal,
     ];
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -110,6 +115,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method not allowed on this endpoint",
             ApiError::PayloadTooLarge => "request body is larger than the limit",
             ApiError::UnsupportedMediaType => "request body must be application/json",
+            ApiError::RateLimited(_) => {
+                "rate limit for this client certificate reached; retry after the Retry-After seconds"
+            }
             ApiError::Internal => "internal error; see the vault's log by request id",
         }
     }
@@ -151,6 +159,11 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let ApiError::RateLimited(seconds) = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        }
         response.extensions_mut().insert(self);
         response
     }

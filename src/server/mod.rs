@@ -9,6 +9,7 @@ pub mod error;
 pub mod identity;
 pub mod metrics;
 pub mod monitor;
+pub mod ratelimit;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -159,6 +160,7 @@ pub async fn start(
         limits: config.limits.clone(),
         audit: audit.clone(),
         monitor: Arc::clone(&monitor),
+        rates: ratelimit::RateLimits::new(&config.limits),
     });
     let router = api::router(state).layer(middleware::from_fn(observe));
     let listener = ApiListener {
