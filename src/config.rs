@@ -483,7 +483,10 @@ impl Config {
                 "limits.tokenize_rate.per_second",
                 u64::from(l.tokenize_rate.per_second),
             ),
-            ("limits.tokenize_rate.burst", u64::from(l.tokenize_rate.burst)),
+            (
+                "limits.tokenize_rate.burst",
+                u64::from(l.tokenize_rate.burst),
+            ),
             (
                 "limits.detokenize_rate.per_second",
                 u64::from(l.detokenize_rate.per_second),

@@ -1,6 +1,11 @@
-//! Process hardening that every entry point installs. For now: a panic hook
-//! that logs where a panic happened with a fixed message and never the
-//! payload (a payload could quote a request, and so a PAN).
+//! Process hardening (DESIGN.md §8). Every entry point installs the panic
+//! hook, which logs where a panic happened with a fixed message and never
+//! the payload (a payload could quote a request, and so a PAN). `serve`
+//! also turns core dumps off, makes the process non-dumpable (no ptrace
+//! attach or /proc/PID/mem by other same-uid processes), locks memory
+//! where the limit allows, and refuses to start on files an attacker could
+//! read or plant: private keys readable by group/others, data or audit
+//! directories owned by another user.
 
 /// Replaces the default panic hook (which prints the payload).
 pub fn install_panic_hook() {
@@ -12,4 +17,165 @@ pub fn install_panic_hook() {
         tracing::error!(%location, "internal error (panic); payload withheld");
         eprintln!("cardvault: internal error at {location}; payload withheld");
     }));
+}
+
+#[cfg(feature = "vault")]
+pub use process::{MemoryLock, ProcessHardening, harden_process, refuse_unsafe_files};
+
+#[cfg(feature = "vault")]
+mod process {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use rustix::mm::{MlockAllFlags, mlockall};
+    use rustix::process::{
+        DumpableBehavior, Resource, Rlimit, geteuid, getrlimit, set_dumpable_behavior, setrlimit,
+    };
+
+    /// Whether memory is locked against swapping.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum MemoryLock {
+        /// `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` is in force:
+        /// key material (like every page) never reaches swap.
+        Locked,
+        /// Not locked, and why.
+        NotLocked(String),
+    }
+
+    /// What [`harden_process`] achieved.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ProcessHardening {
+        /// `RLIMIT_CORE` is 0 (soft and hard).
+        pub core_dumps_off: bool,
+        /// `PR_SET_DUMPABLE` is 0.
+        pub non_dumpable: bool,
+        /// Memory locking.
+        pub memory: MemoryLock,
+    }
+
+    /// Core dumps off, non-dumpable, memory locked when `RLIMIT_MEMLOCK`'s
+    /// hard limit is unlimited (raising the soft limit to it). Locking with
+    /// a finite limit is refused on purpose: with `MCL_FUTURE` every later
+    /// allocation beyond the limit would fail, so the vault would crash
+    /// under load instead of warning now. Logs what it did.
+    pub fn harden_process() -> ProcessHardening {
+        let core_dumps_off = setrlimit(
+            Resource::Core,
+            Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            },
+        )
+        .is_ok();
+        let non_dumpable = set_dumpable_behavior(DumpableBehavior::NotDumpable).is_ok();
+        let memory = lock_memory();
+        match &memory {
+            MemoryLock::Locked => tracing::info!(
+                core_dumps_off,
+                non_dumpable,
+                "process hardened; memory locked (no key page reaches swap)"
+            ),
+            MemoryLock::NotLocked(why) => tracing::warn!(
+                core_dumps_off,
+                non_dumpable,
+                reason = %why,
+                "memory NOT locked: key material could be swapped out; run with LimitMEMLOCK=infinity (systemd) or ulimit -l unlimited"
+            ),
+        }
+        ProcessHardening {
+            core_dumps_off,
+            non_dumpable,
+            memory,
+        }
+    }
+
+    fn lock_memory() -> MemoryLock {
+        let limit = getrlimit(Resource::Memlock);
+        if limit.maximum.is_some() {
+            return MemoryLock::NotLocked(format!(
+                "RLIMIT_MEMLOCK hard limit is {} bytes, not unlimited",
+                limit.maximum.unwrap_or_default()
+            ));
+        }
+        if limit.current.is_some() {
+            let raised = setrlimit(
+                Resource::Memlock,
+                Rlimit {
+                    current: None,
+                    maximum: None,
+                },
+            );
+            if let Err(e) = raised {
+                return MemoryLock::NotLocked(format!("cannot raise RLIMIT_MEMLOCK: {e}"));
+            }
+        }
+        match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
+            Ok(()) => MemoryLock::Locked,
+            Err(e) => MemoryLock::NotLocked(format!("mlockall failed: {e}")),
+        }
+    }
+
+    /// Why the vault refuses to start on a file or directory.
+    #[derive(Debug, thiserror::Error)]
+    #[error("refusing to start: {what} {path}: {problem}")]
+    pub struct UnsafeFile {
+        what: &'static str,
+        path: String,
+        problem: String,
+    }
+
+    /// Checks what the vault is about to trust: each private key must not be
+    /// readable or writable by group/others; each directory, if it exists,
+    /// must be owned by the user the vault runs as and not writable by
+    /// group/others.
+    pub fn refuse_unsafe_files(
+        private_keys: &[(&'static str, &Path)],
+        directories: &[(&'static str, &Path)],
+    ) -> Result<(), UnsafeFile> {
+        let me = geteuid().as_raw();
+        let fail = |what, path: &Path, problem: String| UnsafeFile {
+            what,
+            path: path.display().to_string(),
+            problem,
+        };
+        for &(what, path) in private_keys {
+            let meta = std::fs::metadata(path).map_err(|e| fail(what, path, e.to_string()))?;
+            let mode = meta.mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(fail(
+                    what,
+                    path,
+                    format!("mode {mode:o} lets group/others read it; chmod 600"),
+                ));
+            }
+            if meta.uid() != me {
+                return Err(fail(
+                    what,
+                    path,
+                    format!("owned by uid {}, not by the vault's uid {me}", meta.uid()),
+                ));
+            }
+        }
+        for &(what, path) in directories {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            if meta.uid() != me {
+                return Err(fail(
+                    what,
+                    path,
+                    format!("owned by uid {}, not by the vault's uid {me}", meta.uid()),
+                ));
+            }
+            let mode = meta.mode() & 0o777;
+            if mode & 0o022 != 0 {
+                return Err(fail(
+                    what,
+                    path,
+                    format!("mode {mode:o} lets group/others write to it; chmod 700"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -177,3 +177,32 @@ async fn a_detokenize_burst_is_logged_and_the_trail_verifies() {
     assert!(stdout.contains("last event audit_stop"), "{stdout}");
     assert!(common::files_containing(&data, b"4929123456781236").is_empty());
 }
+
+/// `serve` turns core dumps off and says whether memory is locked.
+#[test]
+fn serve_turns_core_dumps_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start(&data);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let locked_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(data.join("serve.log")).unwrap();
+    // Either memory is locked, or the log says loudly that it is not.
+    assert!(
+        locked_kb > 0 || log.contains("memory NOT locked"),
+        "VmLck {locked_kb} kB; log: {log}"
+    );
+}

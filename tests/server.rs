@@ -635,10 +635,16 @@ async fn rate_limits_are_per_principal_and_answer_429() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(reply.json()["error"]["code"], "rate_limited");
-    assert!(reply.retry_after.is_some_and(|s| (1..=2).contains(&s)), "{reply:?}");
+    assert!(
+        reply.retry_after.is_some_and(|s| (1..=2).contains(&s)),
+        "{reply:?}"
+    );
     assert!(!String::from_utf8_lossy(&reply.body).contains(CANARY));
     let (_, metrics) = ops_get(running.ops_addr, "/metrics").await;
-    assert!(metrics.contains("cardvault_rate_limited_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("cardvault_rate_limited_total 1"),
+        "{metrics}"
+    );
     // Another principal has its own bucket.
     let reply = payments
         .post_json("/v1/tokenize", &json!({ "pan": PAN }))
@@ -646,5 +652,52 @@ async fn rate_limits_are_per_principal_and_answer_429() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     drop((cart, payments));
+    running.stop().await.unwrap();
+}
+
+/// The vault refuses to start on a TLS private key others can read and on a
+/// data directory owned by another user, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_on_unsafe_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let harness = Harness::new();
+    let key = harness.config.api.key.clone();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = cardvault::server::Service::launch(&harness.config)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("TLS private key") && err.contains("644"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let data = harness.config.storage.data_dir.clone();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = cardvault::server::Service::launch(&harness.config)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("data directory") && err.contains("777"),
+        "{err}"
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Owned by someone else (needs root to arrange).
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+        let err = cardvault::server::Service::launch(&harness.config)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&data, Some(0), Some(0)).unwrap();
+    }
+    let running = harness.start().await;
     running.stop().await.unwrap();
 }

@@ -138,6 +138,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(listen) = args.ops_listen {
         config.ops.listen = listen;
     }
+    crate::hardening::harden_process();
     let service = crate::server::Service::launch(&config).await?;
     println!(
         "cardvault is serving: API https://{} (mTLS), ops http://{}",

@@ -95,10 +95,24 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the KEK, the audit trail (which must be writable: a vault that
-    /// cannot account for reveals does not start) and the vault, then
-    /// starts serving and records `vault_start`.
+    /// Refuses private keys readable by others and directories owned by
+    /// another user, opens the KEK, the audit trail (which must be writable:
+    /// a vault that cannot account for reveals does not start) and the
+    /// vault, then starts serving and records `vault_start`.
     pub async fn launch(config: &Config) -> anyhow::Result<Service> {
+        crate::hardening::refuse_unsafe_files(
+            &[
+                ("TLS private key (api.key)", &config.api.key),
+                ("KEK file (storage.key_file)", &config.storage.key_file),
+            ],
+            &[
+                (
+                    "data directory (storage.data_dir)",
+                    &config.storage.data_dir,
+                ),
+                ("audit directory (audit.dir)", &config.audit.dir),
+            ],
+        )?;
         let provider = Arc::new(KeyFileProvider::open(&config.storage.key_file)?);
         let audit = AuditLog::open(config.audit.settings(), provider.as_ref())?;
         let options = VaultOptions {
