@@ -139,6 +139,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config.ops.listen = listen;
     }
     crate::hardening::harden_process();
+    let signals = StopSignals::install();
     let service = crate::server::Service::launch(&config).await?;
     println!(
         "cardvault is serving: API https://{} (mTLS), ops http://{}",
@@ -147,24 +148,57 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = dev_dir {
         println!("\n{}", curl_commands(&dir, service.api_addr));
     }
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: draining requests");
     service.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Watches SIGTERM and SIGINT from before the vault reports that it is
+/// serving, so a supervisor that stops it right after that line is never
+/// met by the default action (an abrupt exit without draining).
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, signal = name, "cannot watch signal");
+                None
+            }
+        };
+        StopSignals {
+            term: watch(SignalKind::terminate(), "SIGTERM"),
+            int: watch(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+
+    async fn wait(mut self) {
+        let term = async {
+            match self.term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let int = async {
+            match self.int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = int => {}
+        }
     }
 }
