@@ -230,6 +230,14 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// KEK file (32 bytes, mode 0600).
     pub key_file: PathBuf,
+    /// Refuse writes (503) while the data directory's filesystem has less
+    /// free space than this, so RocksDB never meets a full disk.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+fn default_min_free_bytes() -> u64 {
+    128 << 20
 }
 
 /// Limits and timeouts.

@@ -12,7 +12,9 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 
 fn deploy(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
 }
 
 #[test]

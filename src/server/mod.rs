@@ -115,11 +115,12 @@ impl Service {
         )?;
         let provider = Arc::new(KeyFileProvider::open(&config.storage.key_file)?);
         let audit = AuditLog::open(config.audit.settings(), provider.as_ref())?;
-        let options = VaultOptions {
+        let mut options = VaultOptions {
             tenant_modes: config.tenant_modes(),
             audit: Some(audit.clone()),
             ..VaultOptions::default()
         };
+        options.store.min_free_bytes = config.storage.min_free_bytes;
         let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
         let running = start(config, Arc::clone(&vault), audit.clone()).await?;
         audit.record(Event::new(EventKind::VaultStart).with_detail(format!(

@@ -67,6 +67,17 @@ pub enum StoreError {
     /// The writer thread is gone (the store is closing or crashed).
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// Free space on the database's filesystem is below the reserve; the
+    /// write was refused before RocksDB saw it.
+    #[error(
+        "disk nearly full: {free} bytes free, {reserve} reserved; writes refused until space is freed"
+    )]
+    DiskFull {
+        /// Bytes available.
+        free: u64,
+        /// The configured reserve.
+        reserve: u64,
+    },
 }
 
 impl From<rocksdb::Error> for StoreError {
@@ -84,6 +95,11 @@ pub struct StoreOptions {
     pub queue_depth: usize,
     /// Block cache shared by all column families.
     pub block_cache_bytes: usize,
+    /// Refuse writes while the database's filesystem has less free space
+    /// than this. RocksDB does not recover from a WAL write that hit a full
+    /// disk without a reopen, so the vault stops writing before that; the
+    /// reserve also leaves room for memtable flushes and compaction.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +108,7 @@ impl Default for StoreOptions {
             max_group: 1024,
             queue_depth: 4096,
             block_cache_bytes: 64 << 20,
+            min_free_bytes: 128 << 20,
         }
     }
 }
@@ -183,9 +200,13 @@ impl Store {
         let (commands, receiver) = mpsc::channel(options.queue_depth.max(1));
         let writer_db = Arc::clone(&db);
         let max_group = options.max_group.max(1);
+        let space = writer::SpaceGuard {
+            path: path.to_path_buf(),
+            reserve: options.min_free_bytes,
+        };
         let writer = std::thread::Builder::new()
             .name("cardvault-writer".into())
-            .spawn(move || writer::run(&writer_db, receiver, max_group))
+            .spawn(move || writer::run(&writer_db, receiver, max_group, &space))
             .map_err(|e| StoreError::Rocks(format!("cannot start writer thread: {e}")))?;
         Ok(Store {
             db,

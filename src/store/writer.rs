@@ -238,8 +238,40 @@ impl Group<'_> {
     }
 }
 
+/// Keeps writes away from a full disk: a group is refused while the
+/// database's filesystem has less than `reserve` bytes available.
+pub(super) struct SpaceGuard {
+    pub(super) path: std::path::PathBuf,
+    pub(super) reserve: u64,
+}
+
+impl SpaceGuard {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let stat = rustix::fs::statvfs(&self.path)
+            .map_err(|e| StoreError::Rocks(format!("cannot stat the database filesystem: {e}")))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < self.reserve {
+            metrics::counter!("cardvault_writes_refused_disk_full_total").increment(1);
+            return Err(StoreError::DiskFull {
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The writer loop: runs until every sender is gone or a `Close` arrives.
-pub(super) fn run(db: &DB, mut commands: mpsc::Receiver<Command>, max_group: usize) {
+pub(super) fn run(
+    db: &DB,
+    mut commands: mpsc::Receiver<Command>,
+    max_group: usize,
+    space: &SpaceGuard,
+) {
+    let mut warned_full = false;
     let mut queued = Vec::with_capacity(max_group);
     while let Some(first) = commands.blocking_recv() {
         queued.push(first);
@@ -301,7 +333,23 @@ pub(super) fn run(db: &DB, mut commands: mpsc::Receiver<Command>, max_group: usi
                 }
             }
         }
-        let written = group.finish();
+        // The clean-shutdown marker is tiny and worth writing even then.
+        let written = match space.check() {
+            Err(e) if !closing => {
+                if !warned_full {
+                    tracing::error!(error = %e, "refusing writes: the database disk is nearly full");
+                    warned_full = true;
+                }
+                Err(e)
+            }
+            _ => {
+                if warned_full {
+                    tracing::warn!("database disk has room again; writes resume");
+                    warned_full = false;
+                }
+                group.finish()
+            }
+        };
         for answer in pending {
             // A sender that gave up waiting is no error of ours.
             let _ = match answer {

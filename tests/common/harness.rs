@@ -65,6 +65,7 @@ impl Harness {
             storage: StorageConfig {
                 data_dir: dir.path().join("db"),
                 key_file: dir.path().join("kek.key"),
+                min_free_bytes: 1 << 20,
             },
             limits: LimitsConfig::default(),
             principals,
