@@ -1,0 +1,96 @@
+//! Leak scan: tokenize and detokenize canary PANs on a real `serve --dev`
+//! process, then look for the canary digits in the data directory, the
+//! server's log, the audit trail and — where `gcore` exists — a core image of
+//! the live process. Files and logs must hold none; the memory figure is
+//! printed (the goal is to shrink it; see docs/guarantees.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+
+use cardvault::client::ClientTls;
+use serde_json::json;
+
+const CANARIES: [&str; 3] = ["4929123456781236", "5105105105105100", "4012888888881881"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_pans_are_absent_from_files_logs_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start_with(&data, &[("RUST_LOG", "debug")]);
+    let addr = server.api.trim_start_matches("https://").parse().unwrap();
+    let pki = data.join("pki");
+    let tls = ClientTls::from_files(
+        &pki.join("ca.pem"),
+        Some((&pki.join("payments.pem"), &pki.join("payments-key.pem"))),
+        false,
+    )
+    .unwrap();
+    let mut conn = tls.connect(addr).await.unwrap();
+    for _ in 0..50 {
+        for pan in CANARIES {
+            let reply = conn
+                .post_json("/v1/tokenize", &json!({ "pan": pan }))
+                .await
+                .unwrap();
+            let token = reply.json()["token"].as_str().unwrap().to_owned();
+            let reply = conn
+                .post_json("/v1/detokenize", &json!({ "token": token }))
+                .await
+                .unwrap();
+            assert_eq!(reply.json()["pan"], pan);
+            // And the mistakes a caller makes: a PAN where a token belongs.
+            conn.get(&format!("/v1/tokens/{pan}")).await.unwrap();
+            conn.post_json("/v1/detokenize", &json!({ "token": pan }))
+                .await
+                .unwrap();
+            conn.post_json("/v1/tokenize", &json!({ "pan": pan, "cvv": "123" }))
+                .await
+                .unwrap();
+        }
+    }
+    drop(conn);
+    // The live process's memory, where gcore is installed.
+    let core = dir.path().join("core");
+    let dumped = Command::new("gcore")
+        .arg("-o")
+        .arg(&core)
+        .arg(server.child.id().to_string())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(server.stop().success());
+    let files: Vec<_> = CANARIES
+        .iter()
+        .flat_map(|pan| common::files_containing(&data, pan.as_bytes()))
+        .collect();
+    assert!(files.is_empty(), "canary PAN digits found in {files:?}");
+    if dumped {
+        let core_file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("core."))
+            .unwrap();
+        let size = std::fs::metadata(&core_file).unwrap().len();
+        for pan in CANARIES {
+            // grep -c counts lines; -o prints each match on its own line.
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("grep -a -o {pan} '{}' | wc -l", core_file.display()))
+                .output()
+                .unwrap();
+            let hits = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            eprintln!(
+                "leak scan: canary {}…{} appears {hits} times in a {} MiB core of the live server",
+                &pan[..4],
+                &pan[12..],
+                size >> 20
+            );
+        }
+    } else {
+        eprintln!("leak scan: gcore not available; memory not scanned");
+    }
+}
