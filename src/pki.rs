@@ -116,7 +116,7 @@ impl Ca {
             .push(DnType::CommonName, "localhost");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params, Validity::days(825))
+        self.sign(params, Validity::days(SERVER_CERT_DAYS))
     }
 
     /// Issues a client certificate whose subject CN (the principal) is `name`.
@@ -244,6 +244,35 @@ fn check_name(name: &str) -> Result<(), PkiError> {
     crate::domain::TenantId::parse(name)
         .map(|_| ())
         .map_err(|_| PkiError::BadName)
+}
+
+/// Lifetime of server certificates: under the 90 days of Mozilla's
+/// "modern" TLS profile, which TLS scanners check.
+pub const SERVER_CERT_DAYS: i64 = 89;
+
+/// Days before expiry at which [`renew_server_if_due`] issues a new one.
+pub const SERVER_RENEW_DAYS: i64 = 30;
+
+/// Re-issues `server.pem`/`server-key.pem` in `dir` from its CA when the
+/// current certificate expires within [`SERVER_RENEW_DAYS`] (or cannot be
+/// read). Returns whether it did.
+pub fn renew_server_if_due(dir: &Path) -> Result<bool, PkiError> {
+    let path = dir.join("server.pem");
+    let due = fs::read(&path)
+        .ok()
+        .and_then(|pem| {
+            let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+            let cert = pem.parse_x509().ok()?;
+            let left = cert.validity().time_to_expiration()?;
+            Some(left.whole_days() < SERVER_RENEW_DAYS)
+        })
+        .unwrap_or(true);
+    if due {
+        let server = Ca::load(dir)?.issue_server()?;
+        write_file(&dir.join("server-key.pem"), &server.key_pem, true)?;
+        write_file(&path, &server.cert_pem, false)?;
+    }
+    Ok(due)
 }
 
 /// `pki init`: creates `ca.pem`/`ca-key.pem`, `server.pem`/`server-key.pem`

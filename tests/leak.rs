@@ -79,7 +79,10 @@ async fn canary_pans_are_absent_from_files_logs_and_audit() {
             // grep -c counts lines; -o prints each match on its own line.
             let out = Command::new("sh")
                 .arg("-c")
-                .arg(format!("grep -a -o {pan} '{}' | wc -l", core_file.display()))
+                .arg(format!(
+                    "grep -a -o {pan} '{}' | wc -l",
+                    core_file.display()
+                ))
                 .output()
                 .unwrap();
             let hits = String::from_utf8_lossy(&out.stdout).trim().to_owned();

@@ -701,3 +701,23 @@ async fn refuses_to_start_on_unsafe_files() {
     let running = harness.start().await;
     running.stop().await.unwrap();
 }
+
+/// Dev server certificates live under Mozilla "modern"'s 90 days and are
+/// renewed from the dev CA when due (or missing); a fresh one is left alone.
+#[test]
+fn dev_server_certificates_are_short_lived_and_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    pki::init(dir.path()).unwrap();
+    let days_left = |path: &Path| {
+        let pem = std::fs::read(path).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        cert.validity().time_to_expiration().unwrap().whole_days()
+    };
+    let server = dir.path().join("server.pem");
+    assert!((88..=89).contains(&days_left(&server)));
+    assert!(!pki::renew_server_if_due(dir.path()).unwrap());
+    std::fs::remove_file(&server).unwrap();
+    assert!(pki::renew_server_if_due(dir.path()).unwrap());
+    assert!((88..=89).contains(&days_left(&server)));
+}

@@ -73,6 +73,8 @@ pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
     if !pki.join("ca.pem").exists() {
         crate::pki::init(&pki)?;
         tracing::info!(dir = %pki.display(), "created development PKI");
+    } else if crate::pki::renew_server_if_due(&pki)? {
+        tracing::info!(dir = %pki.display(), "renewed the development server certificate");
     }
     let kek = dir.join("kek.key");
     if !kek.exists() {
