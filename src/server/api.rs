@@ -261,13 +261,14 @@ struct TokenizeBatchRequest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DetokenizeRequest {
-    token: String,
+    /// A caller may send a PAN here by mistake: wiped on drop too.
+    token: SecretString,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DetokenizeBatchRequest {
-    tokens: Vec<String>,
+    tokens: Vec<SecretString>,
 }
 
 /// `{"token", "bin", "last4", "brand"}`.
@@ -339,12 +340,15 @@ struct Results<T> {
     results: Vec<Item<T>>,
 }
 
+/// A JSON response whose body bytes are wiped when hyper drops them, so a
+/// revealed PAN does not linger in freed memory (hyper's own write buffer
+/// may still hold a copy until the connection reuses it).
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
             status,
             [(header::CONTENT_TYPE, "application/json")],
-            Body::from(body),
+            Body::from(bytes::Bytes::from_owner(Zeroizing::new(body))),
         )
             .into_response(),
         Err(_) => ApiError::Internal.into_response(),
@@ -501,7 +505,7 @@ async fn detokenize_one(
 ) -> Result<Response, ApiError> {
     let tenant = authorize(caller, Role::Detokenize)?;
     let body: DetokenizeRequest = read_json(req, state.limits.body_limit_bytes).await?;
-    let token = parse_token(&body.token)?;
+    let token = parse_token(&body.token.0)?;
     if let Some(event) = event.as_mut() {
         event.token = Some(token.to_string());
     }
@@ -548,7 +552,7 @@ async fn detokenize_many(
     let mut results = Vec::with_capacity(body.tokens.len());
     let mut tokens = Vec::with_capacity(body.tokens.len());
     for raw in &body.tokens {
-        let item = match parse_token(raw) {
+        let item = match parse_token(&raw.0) {
             Ok(token) => state
                 .vault
                 .detokenize(&tenant, &token)
@@ -634,7 +638,7 @@ async fn delete_token(
 /// even into the audit trail: it could be a mistaken PAN.
 fn path_token(token: Result<Path<String>, PathRejection>) -> Result<Token, ApiError> {
     let Path(raw) = token.map_err(|_| ApiError::InvalidRequest("token must be 12 to 19 digits"))?;
-    parse_token(&raw)
+    parse_token(&Zeroizing::new(raw))
 }
 
 #[derive(Deserialize)]
