@@ -8,7 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::crypto::SecretKey;
+use crate::crypto::{Guarded, SecretKey};
 
 /// Length of a chain MAC.
 pub const MAC_LEN: usize = 32;
@@ -21,9 +21,8 @@ const MAC_FIELD: &[u8] = b",\"mac\":\"";
 const SUFFIX_LEN: usize = MAC_FIELD.len() + 2 * MAC_LEN + 2;
 
 /// Computes entry MACs under one audit key.
-#[derive(Clone)]
 pub struct Chain {
-    keyed: Hmac<Sha256>,
+    keyed: Guarded<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -54,7 +53,9 @@ impl Chain {
         // HMAC accepts keys of any length, so this cannot fail.
         let keyed = <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        Chain { keyed }
+        Chain {
+            keyed: Guarded::new(keyed),
+        }
     }
 
     fn mac(&self, previous: &[u8; MAC_LEN], body: &[u8]) -> [u8; MAC_LEN] {

@@ -7,6 +7,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::Guarded;
 use super::keys::{KeyError, SecretKey};
 use crate::domain::Pan;
 
@@ -39,7 +40,7 @@ impl fmt::Debug for Fingerprint {
 /// is keyed once and cloned per PAN.
 pub struct Fingerprinter {
     version: u32,
-    keyed: Hmac<Sha256>,
+    keyed: Guarded<Hmac<Sha256>>,
 }
 
 impl Fingerprinter {
@@ -48,7 +49,10 @@ impl Fingerprinter {
     pub fn new(version: u32, key: &SecretKey) -> Result<Fingerprinter, KeyError> {
         let keyed = <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
             .map_err(|_| KeyError::Provider("HMAC key rejected".into()))?;
-        Ok(Fingerprinter { version, keyed })
+        Ok(Fingerprinter {
+            version,
+            keyed: Guarded::new(keyed),
+        })
     }
 
     /// The fingerprint key's version.

@@ -11,6 +11,7 @@ use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use zeroize::Zeroizing;
 
+use super::Guarded;
 use super::keys::{KEY_LEN, KeyError, KeyLabel, KeyProvider, SecretKey};
 use crate::random;
 
@@ -70,7 +71,7 @@ pub enum KeyFileError {
 /// A KEK read from a file, expanded into AES-256-GCM.
 pub struct KeyFileProvider {
     path: PathBuf,
-    kek: Aes256Gcm,
+    kek: Guarded<Aes256Gcm>,
 }
 
 impl KeyFileProvider {
@@ -123,7 +124,7 @@ impl KeyFileProvider {
             })?;
         Ok(KeyFileProvider {
             path: path.to_owned(),
-            kek,
+            kek: Guarded::new(kek),
         })
     }
 

@@ -10,21 +10,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::push_length_prefixed;
+use super::{Guarded, push_length_prefixed};
 use crate::domain::TenantId;
 use crate::random::{self, RandomError};
 
 /// Length of every key in the hierarchy (AES-256, HMAC-SHA-256).
 pub const KEY_LEN: usize = 32;
 
-/// 32 bytes of key material. Wiped on drop, never printed, not `Clone`.
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub struct SecretKey(Box<[u8; KEY_LEN]>);
+/// 32 bytes of key material on pages left out of core dumps. Wiped on
+/// drop, never printed, not `Clone`.
+pub struct SecretKey(Guarded<[u8; KEY_LEN]>);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
 
 impl SecretKey {
     /// A fresh key from the OS CSPRNG.
     pub fn generate() -> Result<SecretKey, RandomError> {
-        let mut key = SecretKey(Box::new([0u8; KEY_LEN]));
+        let mut key = SecretKey(Guarded::new([0u8; KEY_LEN]));
         random::fill(&mut key.0[..])?;
         Ok(key)
     }
@@ -34,7 +42,7 @@ impl SecretKey {
         if bytes.len() != KEY_LEN {
             return None;
         }
-        let mut key = SecretKey(Box::new([0u8; KEY_LEN]));
+        let mut key = SecretKey(Guarded::new([0u8; KEY_LEN]));
         key.0.copy_from_slice(bytes);
         Some(key)
     }
@@ -152,7 +160,7 @@ pub const DEK_HARD_LIMIT: u64 = 1 << 31;
 /// version and the number of encryptions made with it.
 pub struct DataKey {
     version: u32,
-    cipher: Aes256Gcm,
+    cipher: Guarded<Aes256Gcm>,
     sealed: AtomicU64,
 }
 
@@ -161,7 +169,7 @@ impl DataKey {
     pub fn new(version: u32, key: &SecretKey, sealed_so_far: u64) -> DataKey {
         DataKey {
             version,
-            cipher: Aes256Gcm::new(key.expose().into()),
+            cipher: Guarded::new(Aes256Gcm::new(key.expose().into())),
             sealed: AtomicU64::new(sealed_so_far),
         }
     }

@@ -4,11 +4,13 @@
 //! key provider's own (reading the key file).
 
 pub mod fingerprint;
+pub mod guarded;
 pub mod keyfile;
 pub mod keys;
 pub mod record;
 
 pub use fingerprint::{Fingerprint, Fingerprinter};
+pub use guarded::Guarded;
 pub use keyfile::{KeyFileError, KeyFileProvider};
 pub use keys::{DataKey, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 pub use record::{RecordError, RecordView};
