@@ -9,7 +9,6 @@
 //! three build without RocksDB or tokio (`--no-default-features`), which is
 //! how the fuzz targets build.
 
-#[cfg(feature = "vault")]
 pub mod audit;
 #[cfg(feature = "vault")]
 pub mod cli;

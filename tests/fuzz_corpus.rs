@@ -3,7 +3,8 @@
 //! decoder on them. Every seed is also fed to every other target.
 //!
 //! `cargo test --test fuzz_corpus -- --ignored write_record_seeds` rewrites
-//! the sealed-record seeds (records under the fixed fuzz key).
+//! the sealed-record seeds (records under the fixed fuzz key), and
+//! `write_audit_seeds` the audit-line seeds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,10 +19,11 @@ use cardvault::{Brand, Pan, TenantId, Token};
 /// A fuzz target: its name and its entry point.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
     ("pan_parse", fuzzing::pan_parse),
     ("token_parse", fuzzing::token_parse),
     ("record_open", fuzzing::record_open),
+    ("audit_line", fuzzing::audit_line),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -115,4 +117,44 @@ fn write_record_seeds() {
     };
     std::fs::write(dir.join("keyrecord"), key.encode()).unwrap();
     std::fs::write(dir.join("empty"), b"").unwrap();
+}
+
+/// Sealed audit lines under the fixed fuzz key (each chained from genesis),
+/// plus damaged variants.
+#[test]
+#[ignore = "writes fuzz/corpus/audit_line; run by hand when the line format changes"]
+fn write_audit_seeds() {
+    use cardvault::audit::chain::{Chain, GENESIS};
+    let chain = Chain::new(&SecretKey::from_slice(&fuzzing::FUZZ_AUDIT_KEY).unwrap());
+    let bodies: [&[u8]; 5] = [
+        br#"{"seq":1,"ts":"2026-11-22T05:00:00Z","event":"audit_start","outcome":"success","detail":"new chain"}"#,
+        br#"{"seq":2,"ts":"2026-11-22T05:00:01Z","event":"tokenize","outcome":"success","principal":"cart","token":"4111118014801112"}"#,
+        br#"{"seq":3,"ts":"2026-11-22T05:00:02Z","event":"access_denied","outcome":"denied","code":"forbidden","detail":"detokenize"}"#,
+        br#"{}"#,
+        br#"{"seq":4,"event":"detokenize_batch","tokens":["4111118014801112","5555559311424445"],"count":2}"#,
+    ];
+    let dir = corpus_dir("audit_line");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut line = Vec::new();
+        chain.seal_into(&GENESIS, body, &mut line);
+        line.pop();
+        std::fs::write(dir.join(format!("sealed-{i}")), &line).unwrap();
+        let mut edited = line.clone();
+        edited[3] ^= 1;
+        std::fs::write(dir.join(format!("edited-{i}")), &edited).unwrap();
+        std::fs::write(dir.join(format!("cut-{i}")), &line[..line.len() / 2]).unwrap();
+    }
+    std::fs::write(dir.join("no-mac"), bodies[1]).unwrap();
+}
+
+#[test]
+fn audit_seeds_include_sealed_lines() {
+    use cardvault::audit::chain::{Chain, GENESIS};
+    let chain = Chain::new(&SecretKey::from_slice(&fuzzing::FUZZ_AUDIT_KEY).unwrap());
+    let opened = seeds("audit_line")
+        .iter()
+        .filter(|seed| chain.open(&GENESIS, seed).is_ok())
+        .count();
+    assert!(opened >= 5, "only {opened} audit seeds open");
 }

@@ -111,6 +111,14 @@ pub fn split(line: &[u8]) -> Result<(Vec<u8>, [u8; MAC_LEN]), LineError> {
         return Err(LineError::NoMac);
     }
     let hex_digits = &line[start + MAC_FIELD.len()..line.len() - 2];
+    // Lower case only, as written: otherwise "AB" and "ab" would both verify
+    // and the line could be edited undetected (found by the audit_line fuzzer).
+    if !hex_digits
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Err(LineError::BadMacSyntax);
+    }
     let mut mac = [0u8; MAC_LEN];
     hex::decode_to_slice(hex_digits, &mut mac).map_err(|_| LineError::BadMacSyntax)?;
     let mut body = Vec::with_capacity(start + 1);
@@ -150,6 +158,26 @@ mod tests {
         assert_eq!(
             c.open(&GENESIS, &lines[0][..lines[0].len() - 5]),
             Err(LineError::NoMac)
+        );
+    }
+
+    #[test]
+    fn upper_case_mac_digits_are_refused() {
+        let c = chain();
+        let mut out = Vec::new();
+        c.seal_into(&GENESIS, br#"{"seq":1}"#, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        let upper = line.trim_end();
+        let mac_start = upper.len() - 66;
+        let shouted = format!(
+            "{}{}",
+            &upper[..mac_start],
+            upper[mac_start..].to_uppercase()
+        );
+        assert_ne!(shouted, upper);
+        assert_eq!(
+            c.open(&GENESIS, shouted.as_bytes()),
+            Err(LineError::BadMacSyntax)
         );
     }
 

@@ -24,13 +24,23 @@ impl<T> Guarded<T> {
     /// held; only the exclusion is missing.
     pub fn new(value: T) -> Guarded<T> {
         let page = Box::new(Page(value));
-        exclude_from_dumps(&page);
+        advise(&page, rustix::mm::Advice::LinuxDontDump);
         Guarded { page }
     }
 }
 
+impl<T> Drop for Guarded<T> {
+    /// Gives the pages back to dumps before the allocator reuses them, so
+    /// freed key pages do not leave the heap split into ever more mappings
+    /// (a fuzzer hit `vm.max_map_count` before this). `T`'s own drop (which
+    /// wipes key material) runs right after, on the same memory.
+    fn drop(&mut self) {
+        advise(&self.page, rustix::mm::Advice::LinuxDoDump);
+    }
+}
+
 #[allow(unsafe_code)]
-fn exclude_from_dumps<T>(page: &Page<T>) {
+fn advise<T>(page: &Page<T>, advice: rustix::mm::Advice) {
     let len = std::mem::size_of::<Page<T>>();
     debug_assert!(len.is_multiple_of(PAGE));
     let start = std::ptr::from_ref(page)
@@ -38,13 +48,14 @@ fn exclude_from_dumps<T>(page: &Page<T>) {
         .cast_mut();
     // SAFETY: `start` is the page-aligned start of a live heap allocation
     // of exactly `len` bytes (a multiple of the page size, by `Page`'s
-    // alignment), owned by the caller's `Box`. MADV_DONTDUMP only sets a
-    // flag on the mappings covering that range: it neither frees, moves
-    // nor changes the memory or its protection, so no reference into it
-    // is invalidated and no other allocation's contents change.
-    let result = unsafe { rustix::mm::madvise(start, len, rustix::mm::Advice::LinuxDontDump) };
+    // alignment), owned by the caller's `Box`. MADV_DONTDUMP and
+    // MADV_DODUMP only set or clear a flag on the mappings covering that
+    // range: they neither free, move nor change the memory or its
+    // protection, so no reference into it is invalidated and no other
+    // allocation's contents change.
+    let result = unsafe { rustix::mm::madvise(start, len, advice) };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "MADV_DONTDUMP refused; key page stays in dumps");
+        tracing::debug!(error = %e, "madvise on a key page refused; it stays in dumps");
     }
 }
 
