@@ -32,6 +32,7 @@ pub mod server;
 pub mod store;
 #[cfg(feature = "vault")]
 pub mod vault;
+pub mod zero_on_free;
 
 pub use domain::{Brand, Expiry, Pan, TenantId, Token};
 #[cfg(feature = "vault")]

@@ -109,7 +109,9 @@ pub fn kept_prefix_len(pan_len: usize) -> usize {
 /// ```
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Pan {
-    digits: [u8; MAX_DIGITS],
+    /// On the heap, so moving a `Pan` moves a pointer and leaves no copy of
+    /// the digits behind on the stack (a gcore showed such residue).
+    digits: Box<[u8; MAX_DIGITS]>,
     len: u8,
 }
 
@@ -129,7 +131,7 @@ impl Pan {
             return Err(PanError::InputTooLong);
         }
         let mut pan = Pan {
-            digits: [0; MAX_DIGITS],
+            digits: Box::new([0; MAX_DIGITS]),
             len: 0,
         };
         let mut count = 0usize;
@@ -236,7 +238,7 @@ impl PartialEq for Pan {
     /// Constant-time comparison of the digits.
     fn eq(&self, other: &Pan) -> bool {
         use subtle::ConstantTimeEq;
-        self.len == other.len && bool::from(self.digits.ct_eq(&other.digits))
+        self.len == other.len && bool::from(self.digits[..].ct_eq(&other.digits[..]))
     }
 }
 
