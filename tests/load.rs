@@ -125,6 +125,22 @@ fn closed_and_open_loop_runs_report_and_acks_verify() {
     ));
     assert!(mixed["ops"].as_u64().unwrap() > 0);
     assert_eq!(mixed["errors"], serde_json::json!({}));
+    let metadata = report(&load(
+        &server,
+        &[
+            "--op",
+            "metadata",
+            "--concurrency",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--json",
+        ],
+    ));
+    assert!(metadata["ops"].as_u64().unwrap() > 0);
+    assert_eq!(metadata["errors"], serde_json::json!({}));
 
     let lines = std::fs::read_to_string(&acks).unwrap().lines().count();
     assert!(lines > 0);

@@ -39,6 +39,10 @@ pub enum Operation {
     TokenizeBatch,
     /// `POST /v1/detokenize/batch` of `--batch` tokens.
     DetokenizeBatch,
+    /// `GET /v1/tokens/{token}` of tokens created before the run: the
+    /// lightest authenticated request (a read, no sync), so it measures
+    /// what mTLS + HTTP + JSON alone cost on the machine.
+    Metadata,
 }
 
 /// Where to connect and with which certificate.

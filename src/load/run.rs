@@ -103,6 +103,16 @@ async fn one_request(
     generator: &mut PanGenerator,
     op: Operation,
 ) -> Outcome {
+    if op == Operation::Metadata {
+        let Some(token) = shared.pick_token(generator) else {
+            return Outcome::Refused("no_tokens_to_read".into());
+        };
+        return match conn.get(&format!("/v1/tokens/{token}")).await {
+            Ok(reply) if reply.status == hyper::StatusCode::OK => Outcome::Done(1),
+            Ok(reply) => Outcome::Refused(error_key(reply.status, &reply.json())),
+            Err(e) => Outcome::Broken(format!("connection: {}", short(&e.to_string()))),
+        };
+    }
     let (path, body, pans) = match op {
         Operation::Tokenize => {
             let pan = shared.pick_pan(generator);
@@ -114,11 +124,14 @@ async fn one_request(
                 .collect();
             ("/v1/tokenize/batch", json!({ "pans": pans }), pans)
         }
-        // `Mixed` is resolved to Tokenize or Detokenize by the caller.
-        Operation::Detokenize | Operation::Mixed => match shared.pick_token(generator) {
-            Some(token) => ("/v1/detokenize", json!({ "token": token }), Vec::new()),
-            None => return Outcome::Refused("no_tokens_to_detokenize".into()),
-        },
+        // `Mixed` is resolved to Tokenize or Detokenize by the caller;
+        // `Metadata` was answered above.
+        Operation::Detokenize | Operation::Mixed | Operation::Metadata => {
+            match shared.pick_token(generator) {
+                Some(token) => ("/v1/detokenize", json!({ "token": token }), Vec::new()),
+                None => return Outcome::Refused("no_tokens_to_detokenize".into()),
+            }
+        }
         Operation::DetokenizeBatch => {
             let tokens: Vec<String> = (0..shared.args.batch)
                 .filter_map(|_| shared.pick_token(generator))
@@ -365,7 +378,7 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
     };
     if matches!(
         shared.args.op,
-        Operation::Detokenize | Operation::DetokenizeBatch | Operation::Mixed
+        Operation::Detokenize | Operation::DetokenizeBatch | Operation::Mixed | Operation::Metadata
     ) {
         prefill(&shared, &mut PanGenerator::new(seed ^ 0xA5A5)).await?;
     } else {
