@@ -13,6 +13,23 @@ use crate::crypto::KeyFileProvider;
 use crate::domain::{Pan, TenantId};
 use crate::vault::{Vault, VaultOptions};
 
+/// `println!` that never panics: a reader that went away (`| head`) must
+/// not turn into an "internal error" report.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` counterpart of [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod serve;
 
 /// Exit status for command-line usage errors (sysexits.h `EX_USAGE`).
@@ -187,19 +204,19 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pki { command } => match command {
             PkiCommand::Init { out } => {
                 crate::pki::init(&out)?;
-                println!("created dev PKI in {}", out.display());
+                say!("created dev PKI in {}", out.display());
                 Ok(())
             }
             PkiCommand::Issue { name, dir } => {
                 crate::pki::issue(&dir, &name)?;
-                println!("issued {}/{name}.pem and {name}-key.pem", dir.display());
+                say!("issued {}/{name}.pem and {name}-key.pem", dir.display());
                 Ok(())
             }
         },
         Command::Keys { command } => match command {
             KeysCommand::Init { out } => {
                 KeyFileProvider::create(&out)?;
-                println!("created KEK {} (mode 0600)", out.display());
+                say!("created KEK {} (mode 0600)", out.display());
                 Ok(())
             }
             KeysCommand::Rotate { data_dir, tenant } => {
@@ -208,7 +225,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let version = vault.rotate_keys(&tenant).await;
                 vault.close().await?;
                 audit.close().await?;
-                println!(
+                say!(
                     "tenant {tenant}: data key version {} is now active",
                     version?
                 );
@@ -217,7 +234,7 @@ async fn run(cli: Cli) -> Result<()> {
             KeysCommand::Status { data_dir } => {
                 let (vault, audit) = open_dev_vault(&data_dir)?;
                 for (tenant, version, sealed) in vault.key_status() {
-                    println!("tenant {tenant}: active data key v{version}, {sealed} encryptions");
+                    say!("tenant {tenant}: active data key v{version}, {sealed} encryptions");
                 }
                 vault.close().await?;
                 audit.close().await?;
@@ -266,9 +283,9 @@ fn audit_verify(
     match crate::audit::verify(path, &provider, anchored)? {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::json!({"intact": true, "report": report}));
+                say!("{}", serde_json::json!({"intact": true, "report": report}));
             } else {
-                println!(
+                say!(
                     "audit trail intact: {} entries (seq {}..{}) in {} file(s); last event {}{}",
                     report.entries,
                     report.first_seq,
@@ -282,7 +299,7 @@ fn audit_verify(
                     }
                 );
                 if report.last_event.as_deref() != Some("audit_stop") {
-                    println!(
+                    say!(
                         "note: the trail does not end with audit_stop: the vault is running, or stopped without closing it (crash). \
                          Entries cut from the very end leave no trace in the chain; compare with the syslog mirror."
                     );
@@ -292,7 +309,7 @@ fn audit_verify(
         }
         Err(failure) => {
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"intact": false, "failure": failure})
                 );
@@ -311,9 +328,9 @@ async fn load(args: crate::load::LoadArgs) -> Result<()> {
     {
         let report = crate::load::verify(target, ack_log).await?;
         if *json {
-            println!("{}", serde_json::to_string(&report)?);
+            say!("{}", serde_json::to_string(&report)?);
         } else {
-            println!(
+            say!(
                 "ack log {}: {} entries, {} verified, {} lost, {} mismatched, {} unreadable",
                 ack_log.display(),
                 report.entries,
@@ -344,16 +361,16 @@ async fn load(args: crate::load::LoadArgs) -> Result<()> {
             })
             .await??;
             std::fs::remove_dir_all(&scratch)?;
-            println!("{}", serde_json::to_string(&ceiling)?);
+            say!("{}", serde_json::to_string(&ceiling)?);
         }
         return Ok(());
     }
     let json = args.json;
     let report = crate::load::run(args).await?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{report}");
+        say_raw!("{report}");
     }
     anyhow::ensure!(report.ops > 0, "no request succeeded");
     Ok(())
@@ -398,10 +415,13 @@ const DEMO_CARDS: [&str; 8] = [
 async fn demo(data_dir: &Path) -> Result<()> {
     let (vault, audit) = open_dev_vault(data_dir)?;
     let tenant = TenantId::parse("default")?;
-    println!("cardvault demo — data in {}", data_dir.display());
-    println!(
+    say!("cardvault demo — data in {}", data_dir.display());
+    say!(
         "{:<11} {:<20} {:<20} {:<7} detokenized",
-        "brand", "card (masked)", "token", "bin"
+        "brand",
+        "card (masked)",
+        "token",
+        "bin"
     );
     let mut all_ok = true;
     for card in DEMO_CARDS {
@@ -411,7 +431,7 @@ async fn demo(data_dir: &Path) -> Result<()> {
         let revealed = vault.detokenize(&tenant, &info.token).await?;
         let ok = revealed.pan == pan && again.token == info.token;
         all_ok &= ok;
-        println!(
+        say!(
             "{:<11} {:<20} {:<20} {:<7} {}",
             info.brand.as_str(),
             pan.to_string(),
@@ -423,11 +443,11 @@ async fn demo(data_dir: &Path) -> Result<()> {
         );
     }
     for (tenant, version, sealed) in vault.key_status() {
-        println!("tenant {tenant}: data key v{version}, {sealed} encryptions");
+        say!("tenant {tenant}: data key v{version}, {sealed} encryptions");
     }
     vault.close().await?;
     audit.close().await?;
     anyhow::ensure!(all_ok, "a card did not round-trip");
-    println!("every card tokenized, re-tokenized to the same token, and detokenized to itself");
+    say!("every card tokenized, re-tokenized to the same token, and detokenized to itself");
     Ok(())
 }

@@ -143,12 +143,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     crate::hardening::harden_process();
     let signals = StopSignals::install();
     let service = crate::server::Service::launch(&config).await?;
-    println!(
+    say!(
         "cardvault is serving: API https://{} (mTLS), ops http://{}",
-        service.api_addr, service.ops_addr
+        service.api_addr,
+        service.ops_addr
     );
     if let Some(dir) = dev_dir {
-        println!("\n{}", curl_commands(&dir, service.api_addr));
+        say!("\n{}", curl_commands(&dir, service.api_addr));
     }
     signals.wait().await;
     tracing::info!("shutting down: draining requests");
