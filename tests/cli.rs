@@ -206,3 +206,18 @@ fn serve_turns_core_dumps_off() {
         "VmLck {locked_kb} kB; log: {log}"
     );
 }
+
+/// A reader that goes away (`| head`) is not an internal error.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -o pipefail; '{}' load ceiling --dir '{}' --duration 200ms | head -c 1 >/dev/null",
+        env!("CARGO_BIN_EXE_cardvault"),
+        dir.path().display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+}
