@@ -15,6 +15,10 @@ iterations="${1:-3}"
 load_seconds="${2:-3}"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cardvault}"
 if [ "$(id -u)" -ne 0 ]; then echo "power-loss: SKIPPED (needs root for loop mounts and sysctl)"; exit 0; fi
+command -v mkfs.ext4 >/dev/null 2>&1 || { echo "power-loss: SKIPPED (no mkfs.ext4)"; exit 0; }
+if ! (cat /proc/sys/vm/dirty_writeback_centisecs >/proc/sys/vm/dirty_writeback_centisecs) 2>/dev/null; then
+  echo "power-loss: SKIPPED (cannot set vm.dirty_writeback_centisecs here)"; exit 0
+fi
 work="$(mktemp -d)"
 server=""
 writeback="$(cat /proc/sys/vm/dirty_writeback_centisecs)"
