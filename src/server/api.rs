@@ -674,8 +674,12 @@ async fn list_blocks(
         )
     });
     if result.is_err() {
-        let event = caller_event(EventKind::AlertCleared, &caller, &rid).with_detail("list alerts");
-        finish(&state.audit, Some(event), &result);
+        // Only a missing admin role fails here: recorded as access_denied.
+        let mut event =
+            caller_event(EventKind::AccessDenied, &caller, &rid).with_detail("list alert blocks");
+        event.outcome = Outcome::Denied;
+        event.code = Some(ApiError::Forbidden.code().to_owned());
+        state.audit.record(event);
     }
     result
 }
