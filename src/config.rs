@@ -109,12 +109,14 @@ pub struct AuditConfig {
 }
 
 impl Default for AuditConfig {
+    /// The writer's own defaults, so there is one place that sets them.
     fn default() -> AuditConfig {
+        let writer = crate::audit::AuditSettings::new(PathBuf::from("audit"));
         AuditConfig {
-            dir: PathBuf::from("audit"),
-            max_file_bytes: 64 << 20,
-            rotate_secs: 86_400,
-            sync_interval_ms: 200,
+            dir: writer.dir,
+            max_file_bytes: writer.max_file_bytes,
+            rotate_secs: writer.rotate_after.as_secs(),
+            sync_interval_ms: u64::try_from(writer.sync_interval.as_millis()).unwrap_or(u64::MAX),
             syslog_tcp: None,
             syslog_unix: None,
         }
@@ -237,7 +239,7 @@ pub struct StorageConfig {
 }
 
 fn default_min_free_bytes() -> u64 {
-    128 << 20
+    crate::store::StoreOptions::default().min_free_bytes
 }
 
 /// Limits and timeouts.
