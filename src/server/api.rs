@@ -45,14 +45,19 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// An audit event about `caller`'s request: who, from where, which tenant.
+/// An audit event about `caller`'s request: who, from where, which tenant,
+/// which request.
 pub fn caller_event(kind: EventKind, caller: &Caller, request_id: &str) -> Event {
-    let mut event = Event::new(kind);
-    event.principal = Some(caller.principal.to_string());
-    event.cert_serial = Some(caller.serial.clone());
-    event.peer = Some(caller.peer.to_string());
-    event.tenant = caller.access.as_ref().map(|a| a.tenant.to_string());
+    let mut event = caller.event(kind);
     event.request_id = Some(request_id.to_owned());
+    event
+}
+
+/// The `access_denied` event of a 403 that no handler's [`finish`] records.
+pub fn access_denied(caller: &Caller, request_id: &str, detail: &str) -> Event {
+    let mut event = caller_event(EventKind::AccessDenied, caller, request_id).with_detail(detail);
+    event.outcome = Outcome::Denied;
+    event.code = Some(ApiError::Forbidden.code().to_owned());
     event
 }
 
@@ -674,12 +679,10 @@ async fn list_blocks(
         )
     });
     if result.is_err() {
-        // Only a missing admin role fails here: recorded as access_denied.
-        let mut event =
-            caller_event(EventKind::AccessDenied, &caller, &rid).with_detail("list alert blocks");
-        event.outcome = Outcome::Denied;
-        event.code = Some(ApiError::Forbidden.code().to_owned());
-        state.audit.record(event);
+        // Only a missing admin role fails here.
+        state
+            .audit
+            .record(access_denied(&caller, &rid, "list alert blocks"));
     }
     result
 }

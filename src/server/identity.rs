@@ -11,6 +11,7 @@ use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::audit::{Event, EventKind};
 use crate::config::{Config, Role};
 use crate::domain::TenantId;
 
@@ -114,6 +115,17 @@ impl Caller {
     pub fn authorize(&self, role: Role) -> Option<&TenantId> {
         let access = self.access.as_ref()?;
         access.roles.contains(&role).then_some(&access.tenant)
+    }
+
+    /// An audit event about this caller: principal, certificate serial,
+    /// peer and (for a configured principal) tenant.
+    pub fn event(&self, kind: EventKind) -> Event {
+        let mut event = Event::new(kind);
+        event.principal = Some(self.principal.to_string());
+        event.cert_serial = Some(self.serial.clone());
+        event.peer = Some(self.peer.to_string());
+        event.tenant = self.access.as_ref().map(|a| a.tenant.to_string());
+        event
     }
 
     /// A bounded label for metrics: the principal if configured, else `unknown`.

@@ -350,12 +350,11 @@ impl ApiListener {
             async move {
                 if caller.access.is_none() {
                     let request_id = request_id();
-                    let mut event =
-                        api::caller_event(EventKind::AccessDenied, &caller, &request_id)
-                            .with_detail("principal not configured");
-                    event.outcome = Outcome::Denied;
-                    event.code = Some(ApiError::Forbidden.code().to_owned());
-                    audit.record(event);
+                    audit.record(api::access_denied(
+                        &caller,
+                        &request_id,
+                        "principal not configured",
+                    ));
                     let mut response = ApiError::Forbidden.into_response();
                     if let Ok(value) = HeaderValue::from_str(&request_id) {
                         response.headers_mut().insert("x-request-id", value);

@@ -186,14 +186,11 @@ impl Monitor {
         for (name, count) in fired {
             tracing::warn!(alert = name, principal, peer = %caller.peer, count, blocked = block, "alert: detokenization rule fired");
             metrics::counter!("cardvault_alerts_total", "rule" => name).increment(1);
-            let mut event = Event::new(EventKind::Alert).with_detail(if block {
+            let mut event = caller.event(EventKind::Alert).with_detail(if block {
                 format!("{name}; detokenization blocked until an admin clears it")
             } else {
                 name.to_owned()
             });
-            event.principal = Some(principal.to_owned());
-            event.cert_serial = Some(caller.serial.clone());
-            event.peer = Some(caller.peer.to_string());
             event.count = Some(count);
             self.audit.record(event);
         }
@@ -250,18 +247,15 @@ impl Monitor {
             t.reset(&principal.to_owned());
         }
         tracing::warn!(principal, admin = %admin.principal, was_blocked, "alert block cleared");
-        let mut event = Event::new(EventKind::AlertCleared).with_detail(format!(
-            "principal {principal}{}",
-            if was_blocked {
-                ""
-            } else {
-                " (was not blocked)"
-            }
-        ));
-        event.principal = Some(admin.principal.to_string());
-        event.cert_serial = Some(admin.serial.clone());
-        event.peer = Some(admin.peer.to_string());
-        event.request_id = Some(request_id.to_owned());
+        let event = super::api::caller_event(EventKind::AlertCleared, admin, request_id)
+            .with_detail(format!(
+                "principal {principal}{}",
+                if was_blocked {
+                    ""
+                } else {
+                    " (was not blocked)"
+                }
+            ));
         self.audit.record(event);
         was_blocked
     }
