@@ -6,6 +6,7 @@
 #
 #   benches/ab.sh BIN_A BIN_B [ROUNDS] [DURATION]
 set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
 bin_a="$1"; bin_b="$2"; rounds="${3:-3}"; duration="${4:-10s}"
 load="$bin_b"
 work="$(mktemp -d)"
@@ -16,9 +17,8 @@ side() { # label, binary
   local label="$1" bin="$2" dir="$work/$1-$RANDOM"
   RUST_LOG=warn "$bin" serve --dev --data-dir "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$dir.out" 2>"$dir.err" &
   server=$!
-  for _ in $(seq 100); do grep -q '^cardvault is serving' "$dir.out" 2>/dev/null && break; sleep 0.1; done
   local api
-  api="$(sed -n 's/^cardvault is serving: API \(https:[^ ]*\).*/\1/p' "$dir.out")"
+  api="$(await_api "$dir.out")"
   for op in ${AB_OPS:-tokenize detokenize}; do
     "$load" load --dev "$dir" --target "$api" --duration "$duration" --warmup 2s --json --op "$op" --concurrency 64 |
       python3 -c "import json,sys; r=json.load(sys.stdin); l=r['latency_ms']; print(f\"$label $op c=64 {r['throughput_per_s']:9.0f} req/s p50 {l['p50']:6.2f} p99 {l['p99']:6.2f} ms errors {sum(r['errors'].values())}\")"

@@ -6,6 +6,7 @@
 #
 #   cargo build --release && benches/mtls.sh [DURATION] [WARMUP]
 set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
 duration="${1:-10s}"
 warmup="${2:-2s}"
@@ -17,8 +18,7 @@ export CARDVAULT_LIMITS__TOKENIZE_RATE__PER_SECOND=10000000 CARDVAULT_LIMITS__TO
 export CARDVAULT_LIMITS__DETOKENIZE_RATE__PER_SECOND=10000000 CARDVAULT_LIMITS__DETOKENIZE_RATE__BURST=20000000
 RUST_LOG=warn "$bin" serve --dev --data-dir "$work/dev" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
-for _ in $(seq 100); do grep -q '^cardvault is serving' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-api="$(sed -n 's/^cardvault is serving: API \(https:[^ ]*\).*/\1/p' "$work/serve.out")"
+api="$(await_api "$work/serve.out")"
 tick="$(getconf CLK_TCK)"
 cpu() { awk -v t="$tick" '{print ($14 + $15) / t}' "/proc/$server/stat"; }
 

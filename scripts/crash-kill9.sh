@@ -9,6 +9,7 @@
 #   scripts/crash-kill9.sh [ITERATIONS] [LOAD_SECONDS]      (CI: 5 3; deep runs: 200 5)
 #   CARDVAULT_BIN=target/release/cardvault scripts/crash-kill9.sh 50
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 iterations="${1:-5}"
 load_seconds="${2:-3}"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cardvault}"
@@ -23,9 +24,7 @@ start_server() { # sets server, api, ready_ms
   t0="$(now_ms)"
   RUST_LOG=warn "$bin" serve --dev --data-dir "$work/dev" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$out" 2>>"$work/serve.log" &
   server=$!
-  for _ in $(seq 600); do grep -q '^cardvault is serving' "$out" 2>/dev/null && break; sleep 0.05; done
-  api="$(sed -n 's/^cardvault is serving: API \(https:[^ ]*\).*/\1/p' "$out")"
-  [ -n "$api" ] || { echo "server did not start:"; cat "$work/serve.log"; exit 1; }
+  api="$(await_api "$out" 30)" || { cat "$work/serve.log"; exit 1; }
   ready_ms=$(( $(now_ms) - t0 ))
 }
 

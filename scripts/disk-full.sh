@@ -10,6 +10,7 @@
 #
 #   scripts/disk-full.sh
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cardvault}"
 if [ "$(id -u)" -ne 0 ]; then echo "disk-full: SKIPPED (needs root to mount a tmpfs)"; exit 0; fi
 work="$(mktemp -d)"
@@ -24,8 +25,7 @@ mount -t tmpfs -o size=48m,mode=0700 tmpfs "$mnt" || { echo "disk-full: SKIPPED 
 RUST_LOG=warn CARDVAULT_AUDIT__DIR="$work/audit" CARDVAULT_STORAGE__MIN_FREE_BYTES=8388608 "$bin" serve --dev --data-dir "$mnt/dev" \
   --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.log" &
 server=$!
-for _ in $(seq 200); do grep -q '^cardvault is serving' "$work/serve.out" 2>/dev/null && break; sleep 0.05; done
-api="$(sed -n 's/^cardvault is serving: API \(https:[^ ]*\).*/\1/p' "$work/serve.out")"
+api="$(await_api "$work/serve.out")"
 load() { "$bin" load --dev "$mnt/dev" --target "$api" --warmup 0s --json "$@" 2>/dev/null || true; }
 errors() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["ops"], json.dumps(r["errors"], sort_keys=True))'; }
 

@@ -6,11 +6,11 @@
 #
 #   scripts/leak-core.sh target/release/cardvault
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 bin=$1; work=$(mktemp -d)
 RUST_LOG=error $bin serve --dev --data-dir $work/dev --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 > $work/out 2>&1 &
 pid=$!
-for _ in $(seq 100); do grep -q '^cardvault is serving' $work/out 2>/dev/null && break; sleep 0.1; done
-api=$(sed -n 's/^cardvault is serving: API \(https:[^ ]*\).*/\1/p' $work/out | sed 's/127.0.0.1/localhost/')
+api=$(await_api $work/out | sed 's/127.0.0.1/localhost/')
 c="curl -sS --cacert $work/dev/pki/ca.pem --cert $work/dev/pki/payments.pem --key $work/dev/pki/payments-key.pem -H content-type:application/json"
 for i in $(seq 30); do
   for pan in 4929123456781236 5105105105105100; do

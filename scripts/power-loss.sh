@@ -11,6 +11,7 @@
 #
 #   scripts/power-loss.sh [ITERATIONS] [LOAD_SECONDS]
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 iterations="${1:-3}"
 load_seconds="${2:-3}"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cardvault}"
@@ -44,9 +45,7 @@ start_on() { # mountpoint -> sets server, api
   RUST_LOG=warn CARDVAULT_STORAGE__DATA_DIR="$1/db" CARDVAULT_AUDIT__DIR="$1/audit" CARDVAULT_STORAGE__MIN_FREE_BYTES=1048576 \
     "$bin" serve --config "$work/dev/cardvault.toml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$out" 2>>"$work/serve.log" &
   server=$!
-  for _ in $(seq 400); do grep -q '^cardvault is serving' "$out" 2>/dev/null && break; sleep 0.05; done
-  api="$(sed -n 's/^cardvault is serving: API \(https:[^ ]*\).*/\1/p' "$out")"
-  [ -n "$api" ] || { echo "vault did not start on $1:"; tail -5 "$work/serve.log"; exit 1; }
+  api="$(await_api "$out")" || { echo "vault did not start on $1:"; tail -5 "$work/serve.log"; exit 1; }
 }
 
 echo 0 >/proc/sys/vm/dirty_writeback_centisecs

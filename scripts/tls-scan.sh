@@ -6,6 +6,7 @@
 #   python3 -m venv /tmp/sslyze && /tmp/sslyze/bin/pip install sslyze
 #   SSLYZE=/tmp/sslyze/bin/sslyze scripts/tls-scan.sh
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cardvault}"
 sslyze="${SSLYZE:-sslyze}"
 command -v "$sslyze" >/dev/null 2>&1 || { echo "tls-scan: SKIPPED (sslyze not installed; see the header)"; exit 0; }
@@ -14,8 +15,8 @@ server=""
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 RUST_LOG=error "$bin" serve --dev --data-dir "$work/dev" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/serve.out" 2>&1 &
 server=$!
-for _ in $(seq 200); do grep -q '^cardvault is serving' "$work/serve.out" 2>/dev/null && break; sleep 0.05; done
-port="$(sed -n 's/^cardvault is serving: API https:\/\/[^:]*:\([0-9]*\).*/\1/p' "$work/serve.out")"
+api="$(await_api "$work/serve.out")"
+port="${api##*:}"
 pki="$work/dev/pki"
 "$sslyze" --cert "$pki/payments.pem" --key "$pki/payments-key.pem" \
   --certinfo_ca_file "$pki/ca.pem" --mozilla_config=modern "localhost:$port{127.0.0.1}"
