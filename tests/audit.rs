@@ -417,11 +417,7 @@ async fn detokenize_fails_closed_when_the_trail_cannot_be_written() {
     let audit_dir = harness.config.audit.dir.clone();
     let service = harness.start().await;
     let mut payments = harness.connect("payments", service.api_addr).await;
-    let reply = payments
-        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
-        .await
-        .unwrap();
-    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let token = common::tokenize(&mut payments, CANARY).await;
     let reveal = json!({ "token": token });
     let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
@@ -486,14 +482,7 @@ async fn a_detokenize_burst_raises_an_alert_and_blocks_until_cleared() {
     let service = harness.start().await;
     let mut payments = harness.connect("payments", service.api_addr).await;
     let mut admin = harness.connect("admin", service.api_addr).await;
-    let token = payments
-        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
-        .await
-        .unwrap()
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = common::tokenize(&mut payments, CANARY).await;
     let reveal = json!({ "token": token });
     for _ in 0..3 {
         let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
@@ -592,14 +581,7 @@ async fn a_detokenization_outside_configured_hours_raises_an_alert() {
     let audit_dir = harness.config.audit.dir.clone();
     let service = harness.start().await;
     let mut payments = harness.connect("payments", service.api_addr).await;
-    let token = payments
-        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
-        .await
-        .unwrap()
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = common::tokenize(&mut payments, CANARY).await;
     // Blocking is off by default: the reveal is served, and flagged.
     let reply = payments
         .post_json("/v1/detokenize", &json!({ "token": token }))

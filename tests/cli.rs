@@ -125,23 +125,8 @@ async fn a_detokenize_burst_is_logged_and_the_trail_verifies() {
     let data = dir.path().join("dev");
     let server =
         common::DevServer::start_with(&data, &[("CARDVAULT_ALERTS__DETOKENIZE_BURST__MAX", "2")]);
-    let addr = server.api.trim_start_matches("https://").parse().unwrap();
-    let pki = data.join("pki");
-    let tls = cardvault::client::ClientTls::from_files(
-        &pki.join("ca.pem"),
-        Some((&pki.join("payments.pem"), &pki.join("payments-key.pem"))),
-        false,
-    )
-    .unwrap();
-    let mut conn = tls.connect(addr).await.unwrap();
-    let reply = conn
-        .post_json(
-            "/v1/tokenize",
-            &serde_json::json!({ "pan": "4929123456781236" }),
-        )
-        .await
-        .unwrap();
-    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let mut conn = server.connect("payments").await;
+    let token = common::tokenize(&mut conn, "4929123456781236").await;
     for _ in 0..3 {
         let reply = conn
             .post_json("/v1/detokenize", &serde_json::json!({ "token": token }))

@@ -10,7 +10,6 @@ mod common;
 
 use std::process::Command;
 
-use cardvault::client::ClientTls;
 use serde_json::json;
 
 const CANARIES: [&str; 3] = ["4929123456781236", "5105105105105100", "4012888888881881"];
@@ -20,22 +19,10 @@ async fn canary_pans_are_absent_from_files_logs_and_audit() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let server = common::DevServer::start_with(&data, &[("RUST_LOG", "debug")]);
-    let addr = server.api.trim_start_matches("https://").parse().unwrap();
-    let pki = data.join("pki");
-    let tls = ClientTls::from_files(
-        &pki.join("ca.pem"),
-        Some((&pki.join("payments.pem"), &pki.join("payments-key.pem"))),
-        false,
-    )
-    .unwrap();
-    let mut conn = tls.connect(addr).await.unwrap();
+    let mut conn = server.connect("payments").await;
     for _ in 0..50 {
         for pan in CANARIES {
-            let reply = conn
-                .post_json("/v1/tokenize", &json!({ "pan": pan }))
-                .await
-                .unwrap();
-            let token = reply.json()["token"].as_str().unwrap().to_owned();
+            let token = common::tokenize(&mut conn, pan).await;
             let reply = conn
                 .post_json("/v1/detokenize", &json!({ "token": token }))
                 .await

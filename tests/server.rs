@@ -655,6 +655,15 @@ async fn rate_limits_are_per_principal_and_answer_429() {
     running.stop().await.unwrap();
 }
 
+/// Why the harness's service refuses to start (panics if it starts).
+async fn launch_error(harness: &Harness) -> String {
+    cardvault::server::Service::launch(&harness.config)
+        .await
+        .err()
+        .expect("the service refused to start")
+        .to_string()
+}
+
 /// The vault refuses to start on a TLS private key others can read and on a
 /// data directory owned by another user, naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,11 +672,7 @@ async fn refuses_to_start_on_unsafe_files() {
     let harness = Harness::new();
     let key = harness.config.api.key.clone();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = cardvault::server::Service::launch(&harness.config)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = launch_error(&harness).await;
     assert!(
         err.contains("TLS private key") && err.contains("644"),
         "{err}"
@@ -677,11 +682,7 @@ async fn refuses_to_start_on_unsafe_files() {
     let data = harness.config.storage.data_dir.clone();
     std::fs::create_dir_all(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let err = cardvault::server::Service::launch(&harness.config)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = launch_error(&harness).await;
     assert!(
         err.contains("data directory") && err.contains("777"),
         "{err}"
@@ -690,11 +691,7 @@ async fn refuses_to_start_on_unsafe_files() {
     // Owned by someone else (needs root to arrange).
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
-        let err = cardvault::server::Service::launch(&harness.config)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let err = launch_error(&harness).await;
         assert!(err.contains("owned by uid 65534"), "{err}");
         std::os::unix::fs::chown(&data, Some(0), Some(0)).unwrap();
     }

@@ -145,6 +145,26 @@ impl DevServer {
         }
     }
 
+    /// An mTLS connection to the server as client `name` of its dev PKI.
+    pub async fn connect(&self, name: &str) -> cardvault::client::Connection {
+        let pki = self.data_dir.join("pki");
+        let tls = cardvault::client::ClientTls::from_files(
+            &pki.join("ca.pem"),
+            Some((
+                &pki.join(format!("{name}.pem")),
+                &pki.join(format!("{name}-key.pem")),
+            )),
+            false,
+        )
+        .expect("dev PKI");
+        let addr = self
+            .api
+            .trim_start_matches("https://")
+            .parse()
+            .expect("API address");
+        tls.connect(addr).await.expect("connect")
+    }
+
     /// Sends SIGTERM and waits (at most 20 s) for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         std::process::Command::new("kill")
@@ -171,4 +191,22 @@ impl Drop for DevServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Tokenizes `pan` over `conn`; the token (panics on any failure).
+pub async fn tokenize(conn: &mut cardvault::client::Connection, pan: &str) -> String {
+    let reply = conn
+        .post_json("/v1/tokenize", &serde_json::json!({ "pan": pan }))
+        .await
+        .expect("tokenize request");
+    assert_eq!(
+        reply.status,
+        200,
+        "tokenize: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["token"]
+        .as_str()
+        .expect("token in the reply")
+        .to_owned()
 }
