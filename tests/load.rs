@@ -109,38 +109,24 @@ fn closed_and_open_loop_runs_report_and_acks_verify() {
         batch["items"].as_u64().unwrap(),
         100 * batch["ops"].as_u64().unwrap()
     );
-    let mixed = report(&load(
-        &server,
-        &[
-            "--op",
-            "mixed",
-            "--concurrency",
-            "2",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--json",
-        ],
-    ));
-    assert!(mixed["ops"].as_u64().unwrap() > 0);
-    assert_eq!(mixed["errors"], serde_json::json!({}));
-    let metadata = report(&load(
-        &server,
-        &[
-            "--op",
-            "metadata",
-            "--concurrency",
-            "2",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--json",
-        ],
-    ));
-    assert!(metadata["ops"].as_u64().unwrap() > 0);
-    assert_eq!(metadata["errors"], serde_json::json!({}));
+    for op in ["mixed", "metadata"] {
+        let run = report(&load(
+            &server,
+            &[
+                "--op",
+                op,
+                "--concurrency",
+                "2",
+                "--duration",
+                "500ms",
+                "--warmup",
+                "0s",
+                "--json",
+            ],
+        ));
+        assert!(run["ops"].as_u64().unwrap() > 0, "{op}");
+        assert_eq!(run["errors"], serde_json::json!({}), "{op}");
+    }
 
     let lines = std::fs::read_to_string(&acks).unwrap().lines().count();
     assert!(lines > 0);
