@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use cardvault::crypto::record::{self, RecordView};
 use cardvault::crypto::{DataKey, Fingerprinter, KeyFileProvider, SecretKey};
 use cardvault::domain::luhn;
-use cardvault::store::ceiling::CeilingDb;
+use cardvault::store::rocksdb::ceiling::CeilingDb;
 use cardvault::{Pan, TenantId, Token, Vault, VaultOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

@@ -3,9 +3,9 @@
 //! Each takes arbitrary bytes, must never panic, and asserts the invariants
 //! that parsing promises.
 
-use crate::codec::{self, KeyRecord, TokenEntry};
 use crate::crypto::{DataKey, RecordView, SecretKey};
 use crate::domain::{MAX_DIGITS, MIN_DIGITS, Pan, TenantId, Token, luhn};
+use crate::store::codec::{self, KeyRecord, TokenEntry};
 
 /// Fixed key under which the record seed corpus was sealed.
 pub const FUZZ_RECORD_KEY: [u8; 32] = [0x5a; 32];

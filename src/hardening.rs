@@ -1,4 +1,4 @@
-//! Process hardening (DESIGN.md §8). Every entry point installs the panic
+//! Process hardening (docs/guarantees.md). Every entry point installs the panic
 //! hook, which logs where a panic happened with a fixed message and never
 //! the payload (a payload could quote a request, and so a PAN). `serve`
 //! also turns core dumps off, makes the process non-dumpable (no ptrace

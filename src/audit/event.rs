@@ -1,4 +1,4 @@
-//! What one audit event says (DESIGN.md §7, PCI DSS 10.2.2): what happened,
+//! What one audit event says (docs/audit.md, PCI DSS 10.2.2): what happened,
 //! with what outcome, who (principal and certificate serial), from where,
 //! on which tenant and token. An event has no field that could hold a PAN:
 //! resources are named by token only.
@@ -45,6 +45,8 @@ pub enum EventKind {
     Alert,
     /// An administrator lifted an alert's block on a principal.
     AlertCleared,
+    /// An admin listed the alert blocks.
+    AlertsListed,
 }
 
 impl EventKind {
@@ -68,6 +70,7 @@ impl EventKind {
             EventKind::AuditResumed => "audit_resumed",
             EventKind::Alert => "alert",
             EventKind::AlertCleared => "alert_cleared",
+            EventKind::AlertsListed => "alerts_listed",
         }
     }
 }

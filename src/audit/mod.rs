@@ -1,4 +1,4 @@
-//! The audit trail (DESIGN.md §7, PCI DSS 10.2–10.3): every security-relevant
+//! The audit trail (docs/audit.md, PCI DSS 10.2–10.3): every security-relevant
 //! event becomes one JSON line in `DIR/audit-NNNNNNNN.jsonl`, numbered and
 //! chained by HMAC-SHA-256 under the audit key ([`key`]), so
 //! `cardvault audit verify` ([`verify`]) finds any edit, deletion, insertion

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use super::error::CliResult;
 use clap::Args;
 
 use crate::config::Config;
@@ -33,39 +35,6 @@ pub struct ServeArgs {
     ops_listen: Option<SocketAddr>,
 }
 
-/// The development config, written once to `DIR/cardvault.toml`.
-const DEV_CONFIG: &str = r#"# cardvault development configuration (created by `cardvault serve --dev`).
-# Paths are relative to this file. Not for production: the KEK sits beside the data.
-
-[api]
-listen = "127.0.0.1:8443"
-cert = "pki/server.pem"
-key = "pki/server-key.pem"
-client_ca = "pki/ca.pem"
-
-[ops]
-listen = "127.0.0.1:9090"
-
-[storage]
-data_dir = "db"
-key_file = "kek.key"
-
-[audit]
-dir = "audit"
-
-[principals.cart]
-tenant = "default"
-roles = ["tokenize", "read"]
-
-[principals.payments]
-tenant = "default"
-roles = ["tokenize", "detokenize", "read"]
-
-[principals.admin]
-tenant = "default"
-roles = ["read", "delete", "admin"]
-"#;
-
 /// Creates whatever of the dev setup is missing; returns the config path.
 pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -83,7 +52,7 @@ pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
     }
     let config = dir.join("cardvault.toml");
     if !config.exists() {
-        std::fs::write(&config, DEV_CONFIG)
+        std::fs::write(&config, crate::config::dev::DEV_CONFIG)
             .with_context(|| format!("writing {}", config.display()))?;
     }
     Ok(config)
@@ -124,7 +93,7 @@ pub fn curl_commands(dir: &Path, api: SocketAddr) -> String {
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and closes.
-pub async fn run(args: ServeArgs) -> Result<()> {
+pub async fn run(args: ServeArgs) -> CliResult {
     // clap requires exactly one of --config and --dev.
     let (config_path, dev_dir) = match &args.config {
         Some(path) => (path.clone(), None),

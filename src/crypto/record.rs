@@ -1,4 +1,4 @@
-//! Sealed PAN records (DESIGN.md §3):
+//! Sealed PAN records (docs/vault-core.md):
 //! `format version | DEK version (u32 BE) | 96-bit random nonce | AES-256-GCM(PAN digits) + tag`,
 //! with associated data = format version ‖ tenant ‖ token ‖ DEK version, each
 //! length-prefixed. A record moved to another token, tenant or key version

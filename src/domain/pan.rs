@@ -45,6 +45,23 @@ pub enum PanError {
     LuhnCheckFailed,
 }
 
+impl PanError {
+    /// The fixed message an API client gets for this error: no positions,
+    /// counts or input, so it can never help reconstruct what was sent.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            PanError::Empty => "card number is empty",
+            PanError::InputTooLong => "card number input is too long",
+            PanError::InvalidCharacter { .. } => {
+                "card number may contain only digits, with single spaces or dashes between groups"
+            }
+            PanError::MisplacedSeparator { .. } => "card number has a misplaced space or dash",
+            PanError::WrongLength { .. } => "card number must have 12 to 19 digits",
+            PanError::LuhnCheckFailed => "card number fails the Luhn check",
+        }
+    }
+}
+
 /// The first six digits of a PAN of 16 digits or more.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Bin([u8; 6]);

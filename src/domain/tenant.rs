@@ -17,9 +17,24 @@ pub enum TenantError {
     InvalidCharacter,
 }
 
-/// A tenant identifier: 1–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A tenant identifier: 1–64 of `a-z 0-9 . _ -`, starting with a letter or
+/// digit. Deserializing parses (a bad value is an error naming its field).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
+
+impl TryFrom<String> for TenantId {
+    type Error = TenantError;
+    fn try_from(text: String) -> Result<TenantId, TenantError> {
+        TenantId::parse(&text)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(tenant: TenantId) -> String {
+        tenant.0
+    }
+}
 
 impl TenantId {
     /// Parses a tenant identifier.

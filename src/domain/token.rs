@@ -1,4 +1,4 @@
-//! Tokens of the default profile (DESIGN.md §4): as long as the PAN, digits
+//! Tokens of the default profile (docs/vault-core.md): as long as the PAN, digits
 //! only, keeping BIN6 + last 4 when at least six digits stay random (else only
 //! the last 4), random digits from the OS CSPRNG, and always failing the Luhn
 //! check so a token can never be a valid card number.
@@ -38,6 +38,20 @@ pub enum TokenError {
 pub struct Token {
     digits: [u8; MAX_DIGITS],
     len: u8,
+}
+
+impl TokenError {
+    /// The fixed message an API client gets for this error (never the input).
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            TokenError::LooksLikePan => {
+                "value passes the Luhn check, so it is not a token (was a card number sent?)"
+            }
+            TokenError::Empty
+            | TokenError::InvalidCharacter { .. }
+            | TokenError::WrongLength { .. } => "token must be 12 to 19 digits",
+        }
+    }
 }
 
 impl Token {

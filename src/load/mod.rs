@@ -66,6 +66,19 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
+    /// Checks the shape of the arguments (before anything connects).
+    pub fn validate(&self) -> Result<(), UsageError> {
+        let files =
+            self.dev.is_some() || (self.ca.is_some() && self.cert.is_some() && self.key.is_some());
+        if !files {
+            return Err(usage("give --dev DIR, or --ca, --cert and --key"));
+        }
+        if !self.target.starts_with("https://") {
+            return Err(usage("--target must look like https://HOST:PORT"));
+        }
+        Ok(())
+    }
+
     /// The TLS client and the resolved address.
     pub async fn connect_info(&self) -> Result<(ClientTls, SocketAddr)> {
         let (ca, cert, key) = match (&self.dev, &self.ca, &self.cert, &self.key) {
@@ -142,6 +155,14 @@ pub struct LoadArgs {
     /// Append `{"pan","token"}` per acknowledged tokenization (synthetic PANs only).
     #[arg(long)]
     pub ack_log: Option<PathBuf>,
+    /// Write only every N-th acknowledged tokenization to the ack log (a
+    /// sample spread over a long prefill).
+    #[arg(long, default_value_t = 1, requires = "ack_log")]
+    pub ack_every: u64,
+    /// Detokenize / read the tokens of this ack log (spread over the whole
+    /// store) instead of tokens made just before the run.
+    #[arg(long)]
+    pub tokens_from: Option<PathBuf>,
     /// Seed for the synthetic PAN generator (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -178,8 +199,9 @@ pub enum LoadCommand {
 }
 
 impl LoadArgs {
-    /// Checks ranges clap cannot.
+    /// Checks ranges clap cannot, and the target arguments.
     pub fn validate(&self) -> Result<(), UsageError> {
+        self.target.validate()?;
         if !(0.0..=1.0).contains(&self.mix) {
             return Err(usage("--mix must be between 0 and 1"));
         }
@@ -197,6 +219,9 @@ impl LoadArgs {
         }
         if self.duration.is_zero() {
             return Err(usage("--duration must be positive"));
+        }
+        if self.ack_every == 0 {
+            return Err(usage("--ack-every must be at least 1"));
         }
         Ok(())
     }

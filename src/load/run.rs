@@ -37,6 +37,7 @@ struct Shared {
     tokens: Mutex<Vec<String>>,
     seen: Mutex<Vec<String>>,
     acks: Option<mpsc::UnboundedSender<String>>,
+    acknowledged: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -62,7 +63,10 @@ impl Shared {
             }
         }
         if let Some(acks) = &self.acks {
-            let _ = acks.send(json!({ "pan": pan, "token": token }).to_string());
+            let n = self.acknowledged.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(self.args.ack_every) {
+                let _ = acks.send(json!({ "pan": pan, "token": token }).to_string());
+            }
         }
     }
 
@@ -265,6 +269,24 @@ fn refused(shared: &Shared) -> String {
     )
 }
 
+/// The tokens of an ack log, at most [`POOL_LIMIT`] of them, evenly spaced.
+fn tokens_from(path: &std::path::Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let all: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            value["token"].as_str().map(str::to_owned)
+        })
+        .collect();
+    if all.is_empty() {
+        bail!("{} holds no tokens", path.display());
+    }
+    let stride = all.len().div_ceil(POOL_LIMIT);
+    Ok(all.into_iter().step_by(stride).collect())
+}
+
 /// Tokenizes a first set of PANs so detokenize traffic has tokens.
 async fn prefill(shared: &Shared, generator: &mut PanGenerator) -> Result<()> {
     let mut conn = open(shared).await?;
@@ -374,9 +396,12 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         tokens: Mutex::new(Vec::new()),
         seen: Mutex::new(Vec::new()),
         acks,
+        acknowledged: AtomicU64::new(0),
         args,
     };
-    if matches!(
+    if let Some(path) = shared.args.tokens_from.clone() {
+        *lock(&shared.tokens) = tokens_from(&path)?;
+    } else if matches!(
         shared.args.op,
         Operation::Detokenize | Operation::DetokenizeBatch | Operation::Mixed | Operation::Metadata
     ) {

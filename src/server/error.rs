@@ -135,9 +135,7 @@ impl ApiError {
     pub fn from_vault(e: &VaultError) -> ApiError {
         match e {
             VaultError::TokenNotFound | VaultError::UnknownTenant(_) => ApiError::TokenNotFound,
-            VaultError::Store(crate::store::StoreError::DiskFull { .. }) => {
-                ApiError::Unavailable("storage is full; retry later")
-            }
+            VaultError::StorageFull { .. } => ApiError::Unavailable("storage is full; retry later"),
             VaultError::Store(_) => ApiError::Unavailable("storage is unavailable; retry later"),
             VaultError::TokenSpaceExhausted => {
                 ApiError::Unavailable("no free token for this card's BIN and last 4; retry later")

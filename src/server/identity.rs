@@ -11,6 +11,7 @@ use std::sync::Arc;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::error::ApiError;
 use crate::audit::{Event, EventKind};
 use crate::config::{Config, Role};
 use crate::domain::TenantId;
@@ -60,15 +61,12 @@ impl Policy {
         let principals = config
             .principals
             .iter()
-            .filter_map(|(name, p)| {
-                let tenant = TenantId::parse(&p.tenant).ok()?;
-                Some((
-                    name.clone(),
-                    Access {
-                        tenant,
-                        roles: p.roles.iter().copied().collect(),
-                    },
-                ))
+            .map(|(name, p)| {
+                let access = Access {
+                    tenant: p.tenant.clone(),
+                    roles: p.roles.iter().copied().collect(),
+                };
+                (name.clone(), access)
             })
             .collect();
         Policy { principals }
@@ -115,6 +113,11 @@ impl Caller {
     pub fn authorize(&self, role: Role) -> Option<&TenantId> {
         let access = self.access.as_ref()?;
         access.roles.contains(&role).then_some(&access.tenant)
+    }
+
+    /// The caller's tenant if it holds `role`, else 403 `forbidden`.
+    pub fn require(&self, role: Role) -> Result<TenantId, ApiError> {
+        self.authorize(role).cloned().ok_or(ApiError::Forbidden)
     }
 
     /// An audit event about this caller: principal, certificate serial,

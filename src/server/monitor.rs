@@ -1,5 +1,5 @@
-//! Monitoring rules that make an attack visible when it starts (DESIGN.md
-//! §7): detokenization bursts per principal, detokenization outside a
+//! Monitoring rules that make an attack visible when it starts (docs/audit.md,
+//! "Monitoring and alerts"): detokenization bursts per principal, detokenization outside a
 //! principal's configured UTC hours, and bursts of failed TLS handshakes
 //! from one address. A rule that fires logs a `warn` line with a stable
 //! `alert` field, counts `cardvault_alerts_total{rule}` and writes an
@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::audit::{AuditLog, Event, EventKind};
 use crate::config::{AlertsConfig, BurstRule, Config, HoursUtc};
 
-use super::identity::Caller;
+use super::identity::{Caller, Principal};
 
 /// Rule names, as they appear in logs, metrics and audit events.
 pub mod rule {
@@ -81,7 +81,7 @@ impl<K: Eq + Hash + Clone> BurstTracker<K> {
 
     /// Adds `n` for `key`; returns the window's total if this crossed the limit.
     fn add(&mut self, key: &K, now: u64, n: u64) -> Option<u64> {
-        let span = self.rule.window_secs;
+        let span = self.rule.window_secs.get();
         if !self.windows.contains_key(key) && self.windows.len() >= MAX_TRACKED_ADDRESSES {
             self.windows.retain(|_, w| !w.idle(now, span));
             if self.windows.len() >= MAX_TRACKED_ADDRESSES {
@@ -90,7 +90,7 @@ impl<K: Eq + Hash + Clone> BurstTracker<K> {
         }
         let window = self.windows.entry(key.clone()).or_default();
         let total = window.add(now, span, n);
-        if total > self.rule.max {
+        if total > self.rule.max.get() {
             let first = !window.alerting;
             window.alerting = true;
             first.then_some(total)
@@ -127,10 +127,7 @@ impl Monitor {
         let hours = config
             .principals
             .iter()
-            .filter_map(|(name, p)| {
-                let hours = HoursUtc::parse(p.detokenize_hours_utc.as_deref()?)?;
-                Some((name.clone(), hours))
-            })
+            .filter_map(|(name, p)| Some((name.clone(), p.detokenize_hours_utc?)))
             .collect();
         Monitor {
             config: config.alerts.clone(),
@@ -236,8 +233,9 @@ impl Monitor {
     }
 
     /// Lifts the block on `principal` (and restarts its burst window);
-    /// returns whether it was blocked. Recorded as `alert_cleared` by `admin`.
-    pub fn clear(&self, principal: &str, admin: &Caller, request_id: &str) -> bool {
+    /// returns whether it was blocked. The admin's request records
+    /// `alert_cleared`.
+    pub fn clear(&self, principal: &str, admin: &Principal) -> bool {
         let was_blocked = self
             .blocked
             .lock()
@@ -246,17 +244,7 @@ impl Monitor {
         if let Ok(mut t) = self.detokenize.lock() {
             t.reset(&principal.to_owned());
         }
-        tracing::warn!(principal, admin = %admin.principal, was_blocked, "alert block cleared");
-        let event = super::api::caller_event(EventKind::AlertCleared, admin, request_id)
-            .with_detail(format!(
-                "principal {principal}{}",
-                if was_blocked {
-                    ""
-                } else {
-                    " (was not blocked)"
-                }
-            ));
-        self.audit.record(event);
+        tracing::warn!(principal, admin = %admin, was_blocked, "alert block cleared");
         was_blocked
     }
 }
@@ -277,10 +265,7 @@ mod tests {
 
     #[test]
     fn burst_fires_once_until_it_subsides() {
-        let mut t = BurstTracker::new(BurstRule {
-            max: 3,
-            window_secs: 10,
-        });
+        let mut t = BurstTracker::new(BurstRule::new(3, 10));
         let key = "p".to_owned();
         assert_eq!(t.add(&key, 0, 3), None);
         assert_eq!(t.add(&key, 1, 1), Some(4));

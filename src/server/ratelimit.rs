@@ -1,4 +1,4 @@
-//! Per-principal rate limits (DESIGN.md §8): one token bucket per principal
+//! Per-principal rate limits (docs/guarantees.md): one token bucket per principal
 //! for tokenization and one for detokenization, counted in items (a batch of
 //! N costs N), via `governor`'s GCRA. A spent bucket answers 429
 //! `rate_limited` with `Retry-After`.
@@ -22,13 +22,11 @@ pub struct RateLimits {
 }
 
 fn buckets(rate: RateLimit) -> Buckets {
-    let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::hashmap(Quota::per_second(per_second).allow_burst(burst))
+    RateLimiter::hashmap(Quota::per_second(rate.per_second).allow_burst(rate.burst))
 }
 
 impl RateLimits {
-    /// Buckets as configured (validated: rates and bursts are positive).
+    /// Buckets as configured.
     pub fn new(limits: &LimitsConfig) -> RateLimits {
         RateLimits {
             tokenize: buckets(limits.tokenize_rate),

@@ -1,60 +1,54 @@
-//! The RocksDB store: the only module that touches RocksDB (DESIGN.md §5).
+//! Storage: the one interface the vault core talks to ([`Store`]), the byte
+//! layouts of everything stored ([`codec`], pure and fuzzed) and the
+//! backends (today [`rocksdb`], the embedded default). This is the only
+//! module that touches a database; nothing it stores is plaintext card data
+//! (keys are tokens and HMACs, values are ciphertext).
 //!
-//! Column families: `tokens` (tenant ‖ token → [`TokenEntry`]), `fingerprints`
-//! (tenant ‖ HMAC(PAN) → token), `keys` (wrapped data keys and their
-//! encryption counters) and `meta` (on-disk format version, clean-shutdown
-//! marker). Reads go straight to RocksDB from any thread. Every write goes
-//! through one writer thread fed by a channel ([`writer`]): it makes
-//! check-then-insert atomic without locks, and it commits whatever queued up
-//! while the previous sync ran as one synced `WriteBatch` (group commit). A
-//! write is acknowledged only after its batch is in a synced WAL.
+//! # The contract every backend keeps
+//!
+//! - **Atomic insert-if-absent** on (tenant, fingerprint) and (tenant,
+//!   token): [`Store::insert`] never overwrites. An item whose fingerprint
+//!   already has a token answers [`InsertOutcome::Existing`] with it; an item
+//!   whose token is taken answers [`InsertOutcome::TokenCollision`]; both
+//!   hold also against earlier items of the same call and of concurrent
+//!   calls.
+//! - **Acknowledged means durable**: a write method returns `Ok` only after
+//!   its effect survives a crash of the process and of the machine (synced
+//!   WAL for RocksDB).
+//! - **One commit per call**: every item of one [`Store::insert`] (and every
+//!   key and counter of one [`Store::put_keys`]) is committed together;
+//!   concurrent callers may share a commit (group commit).
+//! - **Encryption counters only grow**: a counter written with a lower value
+//!   than the stored one keeps the stored one.
+//! - Point reads ([`Store::get_entry`], [`Store::get_token_for`]) see every
+//!   acknowledged write.
+//!
+//! `tests/it/store_suite.rs` checks this contract once, generically; every
+//! backend runs it.
 
-pub mod ceiling;
-mod writer;
+pub mod codec;
+#[cfg(feature = "vault")]
+pub mod rocksdb;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::path::PathBuf;
 
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options,
-    WriteBatch, WriteOptions,
-};
-use tokio::sync::{mpsc, oneshot};
-
-use crate::codec::{self, CodecError, KeyRecord, KeysEntry, TokenEntry};
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
-
-use writer::Command;
-pub use writer::{Insert, InsertOutcome};
-
-/// The on-disk format this build writes. A database with a newer one is
-/// refused; older ones would be migrated here.
-pub const FORMAT_VERSION: u32 = 1;
-
-const CF_TOKENS: &str = "tokens";
-const CF_FINGERPRINTS: &str = "fingerprints";
-const CF_KEYS: &str = "keys";
-const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 4] = [CF_TOKENS, CF_FINGERPRINTS, CF_KEYS, CF_META];
-
-const META_FORMAT_VERSION: &[u8] = b"format_version";
-const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
+use codec::{CodecError, KeyRecord, TokenEntry};
 
 /// Why a store operation failed. Messages name the problem, never a PAN
 /// (nothing the store holds is a PAN in the clear).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// RocksDB reported an error.
+    /// The database reported an error.
     #[error("storage error: {0}")]
-    Rocks(String),
+    Backend(String),
     /// The database was written by a newer cardvault.
     #[error(
         "database at {path} has on-disk format version {found}, newer than this build supports ({supported}); run a newer cardvault"
     )]
     NewerFormat {
-        /// Database directory.
+        /// Database location.
         path: PathBuf,
         /// Version found.
         found: u32,
@@ -64,11 +58,11 @@ pub enum StoreError {
     /// Stored bytes did not decode.
     #[error("corrupt data in store: {0}")]
     Corrupt(#[from] CodecError),
-    /// The writer thread is gone (the store is closing or crashed).
+    /// The writer is gone (the store is closing or crashed).
     #[error("the store's writer has stopped")]
     WriterGone,
-    /// Free space on the database's filesystem is below the reserve; the
-    /// write was refused before RocksDB saw it.
+    /// Free space for the database is below the reserve; the write was
+    /// refused before the database saw it.
     #[error(
         "disk nearly full: {free} bytes free, {reserve} reserved; writes refused until space is freed"
     )]
@@ -80,40 +74,34 @@ pub enum StoreError {
     },
 }
 
-impl From<rocksdb::Error> for StoreError {
-    fn from(e: rocksdb::Error) -> StoreError {
-        StoreError::Rocks(e.into_string())
-    }
+/// One token to insert.
+#[derive(Debug)]
+pub struct Insert {
+    /// Owner.
+    pub tenant: TenantId,
+    /// The new token.
+    pub token: Token,
+    /// Fingerprint of the PAN, for deterministic tenants.
+    pub fingerprint: Option<Fingerprint>,
+    /// Metadata and sealed record.
+    pub entry: TokenEntry,
+    /// The data key used and its encryption count after this seal, persisted
+    /// with the same commit whatever the outcome (the seal happened).
+    pub counter: Option<(KeyLabel, u64)>,
 }
 
-/// Tuning for the store.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Most commands committed in one group (one synced write).
-    pub max_group: usize,
-    /// Commands that may wait for the writer before senders wait too.
-    pub queue_depth: usize,
-    /// Block cache shared by all column families.
-    pub block_cache_bytes: usize,
-    /// Refuse writes while the database's filesystem has less free space
-    /// than this. RocksDB does not recover from a WAL write that hit a full
-    /// disk without a reopen, so the vault stops writing before that; the
-    /// reserve also leaves room for memtable flushes and compaction.
-    pub min_free_bytes: u64,
+/// What became of one [`Insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored and durable.
+    Inserted,
+    /// The PAN already has this token in the tenant; nothing was written.
+    Existing(Token),
+    /// The token is taken by another PAN; nothing was written. Draw again.
+    TokenCollision,
 }
 
-impl Default for StoreOptions {
-    fn default() -> StoreOptions {
-        StoreOptions {
-            max_group: 1024,
-            queue_depth: 4096,
-            block_cache_bytes: 64 << 20,
-            min_free_bytes: 128 << 20,
-        }
-    }
-}
-
-/// Everything read from the `keys` column family at open.
+/// Everything the key store holds, read at open.
 #[derive(Debug, Default)]
 pub struct StoredKeys {
     /// Wrapped data keys by label.
@@ -122,260 +110,62 @@ pub struct StoredKeys {
     pub counters: Vec<(KeyLabel, u64)>,
 }
 
-/// An open RocksDB store with its writer thread.
-pub struct Store {
-    db: Arc<DB>,
-    commands: mpsc::Sender<Command>,
-    writer: Option<JoinHandle<()>>,
-    was_clean: bool,
-}
+/// The storage interface of the vault core; the module docs state the
+/// contract. Implementations are shared by every request task.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Where the data lives, for logs (never a secret: no password).
+    fn describe(&self) -> String;
 
-impl Store {
-    /// Opens (creating if needed) the database in `path` and starts the writer.
-    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_compression_type(DBCompressionType::None);
-        db_opts.set_paranoid_checks(true);
-        // Point lookups dominate (fingerprint and token existence checks,
-        // most of them for keys that do not exist): bloom filters let a
-        // negative lookup skip SST files, and a shared block cache keeps
-        // index and filter blocks hot.
-        let cache = Cache::new_lru_cache(options.block_cache_bytes);
-        let descriptors = COLUMN_FAMILIES.map(|name| {
-            let mut table = BlockBasedOptions::default();
-            table.set_bloom_filter(10.0, false);
-            table.set_block_cache(&cache);
-            table.set_cache_index_and_filter_blocks(true);
-            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-            let mut cf_opts = Options::default();
-            cf_opts.set_block_based_table_factory(&table);
-            // The same for the memtable: profiling showed tokenize spending
-            // ~40% of its time walking the memtable skiplist for keys that
-            // are not there.
-            cf_opts.set_memtable_whole_key_filtering(true);
-            cf_opts.set_memtable_prefix_bloom_ratio(0.1);
-            // Values are ciphertext and HMACs: compression gains nothing, and
-            // uncompressed files keep the leak scans meaningful.
-            cf_opts.set_compression_type(DBCompressionType::None);
-            ColumnFamilyDescriptor::new(name, cf_opts)
-        });
-        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, descriptors)?);
-        let meta = cf(&db, CF_META)?;
-        let sync = synced();
-        match db.get_cf(meta, META_FORMAT_VERSION)? {
-            Some(bytes) => {
-                let found = codec::decode_counter(&bytes)
-                    .ok()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or(CodecError::InvalidField {
-                        what: "meta",
-                        field: "format version",
-                    })?;
-                if found > FORMAT_VERSION {
-                    return Err(StoreError::NewerFormat {
-                        path: path.to_owned(),
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-            }
-            None => {
-                let mut batch = WriteBatch::default();
-                batch.put_cf(
-                    meta,
-                    META_FORMAT_VERSION,
-                    u64::from(FORMAT_VERSION).to_be_bytes(),
-                );
-                db.write_opt(batch, &sync)?;
-            }
-        }
-        let was_clean = db.get_cf(meta, META_CLEAN_SHUTDOWN)?.is_some();
-        if was_clean {
-            let mut batch = WriteBatch::default();
-            batch.delete_cf(meta, META_CLEAN_SHUTDOWN);
-            db.write_opt(batch, &sync)?;
-        }
-        let (commands, receiver) = mpsc::channel(options.queue_depth.max(1));
-        let writer_db = Arc::clone(&db);
-        let max_group = options.max_group.max(1);
-        let space = writer::SpaceGuard {
-            path: path.to_path_buf(),
-            reserve: options.min_free_bytes,
-        };
-        let writer = std::thread::Builder::new()
-            .name("cardvault-writer".into())
-            .spawn(move || writer::run(&writer_db, receiver, max_group, &space))
-            .map_err(|e| StoreError::Rocks(format!("cannot start writer thread: {e}")))?;
-        Ok(Store {
-            db,
-            commands,
-            writer: Some(writer),
-            was_clean,
-        })
-    }
-
-    /// Whether the previous process closed this database cleanly (so the
+    /// Whether the previous process closed this store cleanly (so the
     /// persisted encryption counters are exact).
-    pub fn was_clean_shutdown(&self) -> bool {
-        self.was_clean
-    }
+    fn was_clean_shutdown(&self) -> bool;
 
-    /// Reads the entry of `token` in `tenant`.
-    pub fn get_entry(
+    /// The entry of `token` in `tenant`.
+    async fn get_entry(
         &self,
         tenant: &TenantId,
         token: &Token,
-    ) -> Result<Option<TokenEntry>, StoreError> {
-        let key = codec::token_key(tenant, token);
-        match self.db.get_pinned_cf(cf(&self.db, CF_TOKENS)?, key)? {
-            Some(bytes) => Ok(Some(TokenEntry::decode(&bytes)?)),
-            None => Ok(None),
-        }
-    }
+    ) -> Result<Option<TokenEntry>, StoreError>;
 
-    /// Finds the token already issued for a PAN fingerprint in `tenant`.
-    pub fn get_token_for(
+    /// The token already issued for a PAN fingerprint in `tenant`.
+    async fn get_token_for(
         &self,
         tenant: &TenantId,
         fingerprint: &Fingerprint,
-    ) -> Result<Option<Token>, StoreError> {
-        let key = codec::fingerprint_key(tenant, fingerprint);
-        match self.db.get_pinned_cf(cf(&self.db, CF_FINGERPRINTS)?, key)? {
-            Some(bytes) => Token::parse_bytes(&bytes).map(Some).map_err(|_| {
-                StoreError::Corrupt(CodecError::InvalidField {
-                    what: "fingerprint entry",
-                    field: "token",
-                })
-            }),
-            None => Ok(None),
-        }
-    }
+    ) -> Result<Option<Token>, StoreError>;
 
-    /// Reads every wrapped data key and counter.
-    pub fn load_keys(&self) -> Result<StoredKeys, StoreError> {
-        let mut stored = StoredKeys::default();
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, CF_KEYS)?, IteratorMode::Start)
-        {
-            let (key, value) = item?;
-            match codec::decode_keys_key(&key)? {
-                KeysEntry::Wrapped(label) => stored.keys.push((label, KeyRecord::decode(&value)?)),
-                KeysEntry::Counter(label) => stored
-                    .counters
-                    .push((label, codec::decode_counter(&value)?)),
-            }
-        }
-        Ok(stored)
-    }
+    /// Every wrapped data key and encryption counter.
+    async fn load_keys(&self) -> Result<StoredKeys, StoreError>;
 
     /// Inserts token entries (with their fingerprint index entries) in one
-    /// synced write, checking each against what is stored and what came
-    /// before it in the same group: an existing fingerprint returns the
-    /// token already issued, a taken token is reported as a collision and
-    /// nothing is overwritten.
-    pub async fn insert(&self, items: Vec<Insert>) -> Result<Vec<InsertOutcome>, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.send(Command::Insert { items, reply }).await?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
-    }
+    /// durable commit, insert-if-absent as the module docs say. Outcomes
+    /// come back in input order.
+    async fn insert(&self, items: Vec<Insert>) -> Result<Vec<InsertOutcome>, StoreError>;
 
     /// Sets the expiry stored with `token`. Returns false if the token is gone.
-    pub async fn update_expiry(
+    async fn update_expiry(
         &self,
         tenant: &TenantId,
         token: &Token,
         expiry: Expiry,
-    ) -> Result<bool, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        let command = Command::UpdateExpiry {
-            tenant: tenant.clone(),
-            token: *token,
-            expiry,
-            reply,
-        };
-        self.send(command).await?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
-    }
+    ) -> Result<bool, StoreError>;
 
-    /// Deletes `token` and its fingerprint index entry. Returns false if it
-    /// did not exist.
-    pub async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<bool, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        let command = Command::Delete {
-            tenant: tenant.clone(),
-            token: *token,
-            reply,
-        };
-        self.send(command).await?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
-    }
+    /// Deletes `token` and its fingerprint index entry (if that still
+    /// points at it). Returns false if the token did not exist.
+    async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<bool, StoreError>;
 
-    /// Writes data-key records and counters in one synced write.
-    pub async fn put_keys(
+    /// Writes data-key records and counters in one durable commit.
+    async fn put_keys(
         &self,
         keys: Vec<(KeyLabel, KeyRecord)>,
         counters: Vec<(KeyLabel, u64)>,
-    ) -> Result<(), StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.send(Command::PutKeys {
-            keys,
-            counters,
-            reply,
-        })
-        .await?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
-    }
+    ) -> Result<(), StoreError>;
 
-    /// Writes the final counters and the clean-shutdown marker, then stops
-    /// the writer and waits for it.
-    pub async fn close(mut self, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.send(Command::Close { counters, reply }).await?;
-        let result = outcome.await.map_err(|_| StoreError::WriterGone)?;
-        if let Some(writer) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
-        result
-    }
+    /// Writes the final counters and the clean-shutdown marker, then closes.
+    async fn close(self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError>;
 
-    /// Flushes memtables to SST files (tests and tools).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        for name in COLUMN_FAMILIES {
-            self.db.flush_cf(cf(&self.db, name)?)?;
-        }
-        Ok(())
-    }
-
-    async fn send(&self, command: Command) -> Result<(), StoreError> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| StoreError::WriterGone)
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once it has committed
-        // what is queued; wait for it so the database closes after it.
-        let (closed, _) = mpsc::channel(1);
-        self.commands = closed;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
-    db.cf_handle(name)
-        .ok_or_else(|| StoreError::Rocks(format!("column family {name} is missing")))
-}
-
-fn synced() -> WriteOptions {
-    let mut opts = WriteOptions::default();
-    opts.set_sync(true);
-    opts
+    /// Moves buffered writes into the database's files (tests and tools;
+    /// durability never depends on it).
+    async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -24,7 +24,7 @@ fn example_config_parses_with_every_section() {
         .unwrap();
     assert_eq!(config.principals.len(), 3);
     assert!(config.alerts.block_detokenize_on_alert);
-    assert_eq!(config.limits.detokenize_rate.per_second, 50_000);
+    assert_eq!(config.limits.detokenize_rate.per_second.get(), 50_000);
     assert!(config.audit.syslog_unix.is_some());
     // A setting that would turn client-certificate checks off does not exist.
     let text = std::fs::read_to_string(deploy("config/cardvault.example.toml")).unwrap();

@@ -5,16 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::common::{TestVaultDir, files_containing, luhn_complete, synthetic_pan};
 use cardvault::crypto::{KeyError, KeyFileProvider};
 use cardvault::domain::luhn;
 use cardvault::store::StoreError;
 use cardvault::{Expiry, Pan, TenantId, Token, TokenMode, Vault, VaultError, VaultOptions};
-use common::{TestVaultDir, files_containing, luhn_complete, synthetic_pan};
 
 fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).unwrap()
@@ -184,7 +182,7 @@ async fn canary_pan_appears_in_no_file_of_the_data_directory() {
     // In the WAL and memtable only...
     assert!(files_containing(dir.dir.path(), canary.as_bytes()).is_empty());
     // ...then flushed to SST files, then after close.
-    vault.flush().unwrap();
+    vault.flush().await.unwrap();
     assert!(files_containing(dir.dir.path(), canary.as_bytes()).is_empty());
     vault.close().await.unwrap();
     assert!(files_containing(dir.dir.path(), canary.as_bytes()).is_empty());

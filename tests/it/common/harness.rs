@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use cardvault::client::{ClientTls, Connection};
 use cardvault::config::{
-    AlertsConfig, ApiConfig, AuditConfig, Config, LimitsConfig, OpsConfig, PrincipalConfig, Role,
-    StorageConfig,
+    AlertsConfig, ApiConfig, AuditConfig, Config, LimitsConfig, OpsConfig, StorageConfig,
 };
 use cardvault::crypto::KeyFileProvider;
 use cardvault::pki;
@@ -35,21 +34,7 @@ impl Harness {
         pki::init(&pki_dir).unwrap();
         pki::issue(&pki_dir, "stranger").unwrap();
         KeyFileProvider::create(&dir.path().join("kek.key")).unwrap();
-        let principal = |roles: &[Role]| PrincipalConfig {
-            tenant: "default".into(),
-            roles: roles.to_vec(),
-            detokenize_hours_utc: None,
-        };
-        let mut principals = BTreeMap::new();
-        principals.insert("cart".to_string(), principal(&[Role::Tokenize, Role::Read]));
-        principals.insert(
-            "payments".to_string(),
-            principal(&[Role::Tokenize, Role::Detokenize, Role::Read]),
-        );
-        principals.insert(
-            "admin".to_string(),
-            principal(&[Role::Read, Role::Delete, Role::Admin]),
-        );
+        let principals = cardvault::config::dev::dev_principals();
         let mut config = Config {
             api: ApiConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -114,6 +114,41 @@ fn environment_overrides_apply_and_are_validated() {
         &[("CARDVAULT_API__LISTEN", "nowhere")],
         "api.listen",
     );
+    // Typed values are parsed once, at load: a bad one names its field.
+    for (key, value, field) in [
+        (
+            "CARDVAULT_PRINCIPALS__CART__TENANT",
+            "Not A Tenant",
+            "principals.cart.tenant",
+        ),
+        (
+            "CARDVAULT_PRINCIPALS__CART__ROLES",
+            "[\"superuser\"]",
+            "principals.cart.roles",
+        ),
+        (
+            "CARDVAULT_PRINCIPALS__PAYMENTS__DETOKENIZE_HOURS_UTC",
+            "25:00-26:00",
+            "principals.payments.detokenize_hours_utc",
+        ),
+        (
+            "CARDVAULT_TENANTS__DEFAULT__TOKEN_MODE",
+            "sometimes",
+            "tenants.default.token_mode",
+        ),
+        (
+            "CARDVAULT_AUDIT__SYNC_INTERVAL_MS",
+            "0",
+            "audit.sync_interval_ms",
+        ),
+        (
+            "CARDVAULT_ALERTS__DETOKENIZE_BURST__MAX",
+            "0",
+            "alerts.detokenize_burst.max",
+        ),
+    ] {
+        assert_config_refused(&config, &[(key, value)], field);
+    }
 }
 
 /// The alert rules through the real binary: a detokenize burst above the
@@ -205,4 +240,40 @@ fn a_closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("internal error"), "{stderr}");
+}
+
+#[test]
+fn offline_key_commands_never_create_a_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let mistyped = dir.path().join("cardvault-dve");
+    for args in [vec!["keys", "status"], vec!["keys", "rotate"]] {
+        let out = cardvault()
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&mistyped)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no kek.key"), "{args:?}: {stderr}");
+        assert!(
+            !mistyped.exists(),
+            "{args:?} created {}",
+            mistyped.display()
+        );
+    }
+    // With --config, the KEK comes from the config; a missing file is named.
+    let config = dir.path().join("cardvault.toml");
+    std::fs::write(
+        &config,
+        "[api]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n[storage]\ndata_dir = \"db\"\nkey_file = \"kek\"\n",
+    )
+    .unwrap();
+    let out = cardvault()
+        .args(["keys", "status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(!dir.path().join("kek").exists());
 }

@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
-use common::harness::{Harness, ops_get};
+use crate::common::harness::{Harness, ops_get};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -115,7 +115,8 @@ async fn handshakes_without_a_valid_client_certificate_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_does_not_hold_the_acceptor() {
-    let harness = Harness::with(|c| c.limits.handshake_timeout_ms = 300);
+    let harness =
+        Harness::with(|c| c.limits.handshake_timeout_ms = std::num::NonZeroU64::new(300).unwrap());
     let running = harness.start().await;
     // Open connections that never speak TLS.
     let mut silent = Vec::new();
@@ -170,8 +171,7 @@ async fn roles_decide_who_may_do_what() {
         .post_json("/v1/detokenize", &json!({ "token": token }))
         .await
         .unwrap();
-    assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(reply.json()["error"]["code"], "forbidden");
+    common::assert_api_error(&reply, StatusCode::FORBIDDEN, "forbidden", "forbidden");
 
     let reply = payments
         .post_json("/v1/detokenize", &json!({ "token": token }))
@@ -199,8 +199,7 @@ async fn roles_decide_who_may_do_what() {
             .post_json(path, &json!({ "pan": PAN }))
             .await
             .unwrap();
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
-        assert_eq!(reply.json()["error"]["code"], "forbidden");
+        common::assert_api_error(&reply, StatusCode::FORBIDDEN, "forbidden", path);
     }
 
     let reply = admin
@@ -212,192 +211,220 @@ async fn roles_decide_who_may_do_what() {
         .post_json("/v1/detokenize", &json!({ "token": token }))
         .await
         .unwrap();
-    assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(reply.json()["error"]["code"], "token_not_found");
+    common::assert_api_error(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+        "token_not_found",
+    );
     drop((cart, payments, admin, stranger));
     running.stop().await.unwrap();
 }
+
+/// One row of the error-code table: (what, as whom, method, path, body,
+/// expected status, expected code).
+type ErrorCase = (
+    &'static str,
+    &'static str,
+    Method,
+    String,
+    Option<(&'static str, Vec<u8>)>,
+    StatusCode,
+    &'static str,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code_is_produced_and_no_error_echoes_the_pan() {
     // A small body limit, so the oversized body below fits in the socket
     // buffers and the client finishes writing before the 413 arrives.
     let harness = Harness::with(|c| {
-        c.limits.max_batch = 100;
-        c.limits.body_limit_bytes = 4096;
+        c.limits.max_batch = std::num::NonZeroUsize::new(100).unwrap();
+        c.limits.body_limit_bytes = std::num::NonZeroUsize::new(4096).unwrap();
     });
     let running = harness.start().await;
     let addr = running.api_addr;
     let mut payments = harness.connect("payments", addr).await;
     let mut cart = harness.connect("cart", addr).await;
     let bad_luhn = "4929123456781232"; // the canary with a wrong check digit
-    let mut replies = Vec::new();
-
-    let mut check = |reply: cardvault::client::Reply, status: StatusCode, code: &str| {
-        assert_eq!(
-            reply.status,
-            status,
-            "{code}: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        assert_eq!(reply.json()["error"]["code"], code);
-        assert!(
-            reply.json()["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
-        replies.push(reply);
-    };
-    // invalid_request: broken JSON around a PAN (serde would quote it).
-    let broken = format!("{{\"pan\": \"{CANARY}\",,}}").into_bytes();
-    check(
-        payments
-            .send(
-                Method::POST,
-                "/v1/tokenize",
-                Some(("application/json", broken)),
-            )
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    );
-    // invalid_request: unknown field, and a wrong type holding the PAN.
-    check(
-        payments
-            .post_json("/v1/tokenize", &json!({ "pan": CANARY, "name": "x" }))
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    );
-    check(
-        payments
-            .post_json(
-                "/v1/tokenize",
-                &json!({ "pan": CANARY.parse::<u64>().unwrap() }),
-            )
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    );
-    // invalid_request: sensitive authentication data is refused, not stored.
-    for field in ["cvv", "cvc", "track2", "pin"] {
-        let reply = payments
-            .post_json("/v1/tokenize", &json!({ "pan": CANARY, field: "123" }))
-            .await
-            .unwrap();
-        assert!(
-            reply.json()["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("never accepted")
-        );
-        check(reply, StatusCode::BAD_REQUEST, "invalid_request");
-    }
-    // invalid_pan.
-    check(
-        payments
-            .post_json("/v1/tokenize", &json!({ "pan": bad_luhn }))
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_pan",
-    );
-    check(
-        payments
-            .post_json("/v1/tokenize", &json!({ "pan": format!("{CANARY}x") }))
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_pan",
-    );
-    // A PAN where a token belongs, in a body and in a path.
-    check(
-        payments
-            .post_json("/v1/detokenize", &json!({ "token": CANARY }))
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    );
-    check(
-        payments.get(&format!("/v1/tokens/{CANARY}")).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    );
-    // forbidden.
-    check(
-        cart.post_json("/v1/detokenize", &json!({ "token": "4111111111111112" }))
-            .await
-            .unwrap(),
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    // token_not_found.
-    check(
-        payments
-            .post_json("/v1/detokenize", &json!({ "token": "4111111111111112" }))
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "token_not_found",
-    );
-    check(
-        payments.get("/v1/tokens/4111111111111112").await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "token_not_found",
-    );
-    // payload_too_large (8 KiB body with the canary inside).
+    let json_body = |value: Value| Some(("application/json", serde_json::to_vec(&value).unwrap()));
     let huge = format!(
         "{{\"pan\": \"{CANARY}\", \"pad\": \"{}\"}}",
         "0".repeat(8 << 10)
-    )
-    .into_bytes();
-    check(
-        payments
-            .send(
-                Method::POST,
-                "/v1/tokenize",
-                Some(("application/json", huge)),
-            )
-            .await
-            .unwrap(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
     );
-    // unsupported_media_type.
-    let body = format!("{{\"pan\": \"{CANARY}\"}}").into_bytes();
-    check(
-        payments
-            .send(Method::POST, "/v1/tokenize", Some(("text/plain", body)))
-            .await
-            .unwrap(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
-    // batch_too_large.
     let pans: Vec<&str> = std::iter::repeat_n(CANARY, 101).collect();
-    check(
-        payments
-            .post_json("/v1/tokenize/batch", &json!({ "pans": pans }))
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "batch_too_large",
-    );
-    // not_found and method_not_allowed (extensions of the contract).
-    check(
-        payments.get("/v1/nothing").await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    check(
-        payments.get("/v1/tokenize").await.unwrap(),
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    );
+    let mut cases: Vec<ErrorCase> = vec![
+        (
+            "broken JSON around a PAN (serde would quote it)",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            Some((
+                "application/json",
+                format!("{{\"pan\": \"{CANARY}\",,}}").into_bytes(),
+            )),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            json_body(json!({ "pan": CANARY, "name": "x" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "wrong type holding the PAN",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            json_body(json!({ "pan": CANARY.parse::<u64>().unwrap() })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "Luhn failure",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            json_body(json!({ "pan": bad_luhn })),
+            StatusCode::BAD_REQUEST,
+            "invalid_pan",
+        ),
+        (
+            "stray character",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            json_body(json!({ "pan": format!("{CANARY}x") })),
+            StatusCode::BAD_REQUEST,
+            "invalid_pan",
+        ),
+        (
+            "a PAN where a token belongs, in a body",
+            "payments",
+            Method::POST,
+            "/v1/detokenize".into(),
+            json_body(json!({ "token": CANARY })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "a PAN where a token belongs, in a path",
+            "payments",
+            Method::GET,
+            format!("/v1/tokens/{CANARY}"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "role missing",
+            "cart",
+            Method::POST,
+            "/v1/detokenize".into(),
+            json_body(json!({ "token": "4111111111111112" })),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "unknown token, detokenize",
+            "payments",
+            Method::POST,
+            "/v1/detokenize".into(),
+            json_body(json!({ "token": "4111111111111112" })),
+            StatusCode::NOT_FOUND,
+            "token_not_found",
+        ),
+        (
+            "unknown token, metadata",
+            "payments",
+            Method::GET,
+            "/v1/tokens/4111111111111112".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "token_not_found",
+        ),
+        (
+            "8 KiB body with the canary inside",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            Some(("application/json", huge.into_bytes())),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "not JSON",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            Some((
+                "text/plain",
+                format!("{{\"pan\": \"{CANARY}\"}}").into_bytes(),
+            )),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "batch over the limit",
+            "payments",
+            Method::POST,
+            "/v1/tokenize/batch".into(),
+            json_body(json!({ "pans": pans })),
+            StatusCode::BAD_REQUEST,
+            "batch_too_large",
+        ),
+        (
+            "no such route",
+            "payments",
+            Method::GET,
+            "/v1/nothing".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            "payments",
+            Method::GET,
+            "/v1/tokenize".into(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    // Sensitive authentication data is refused, not stored.
+    for field in ["cvv", "cvc", "track2", "pin"] {
+        cases.push((
+            "sensitive authentication data",
+            "payments",
+            Method::POST,
+            "/v1/tokenize".into(),
+            json_body(json!({ "pan": CANARY, field: "123" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ));
+    }
+    let mut replies = Vec::new();
+    for (what, who, method, path, body, status, code) in cases {
+        let conn = if who == "cart" {
+            &mut cart
+        } else {
+            &mut payments
+        };
+        let reply = conn.send(method, &path, body).await.unwrap();
+        common::assert_api_error(&reply, status, code, what);
+        if what == "sensitive authentication data" {
+            let message = reply.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(message.contains("never accepted"), "{message}");
+        }
+        replies.push(reply);
+    }
 
     for reply in &replies {
         let text = String::from_utf8_lossy(&reply.body);
@@ -416,7 +443,8 @@ async fn every_error_code_is_produced_and_no_error_echoes_the_pan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_when_a_request_outlives_its_timeout() {
-    let harness = Harness::with(|c| c.limits.request_timeout_ms = 1);
+    let harness =
+        Harness::with(|c| c.limits.request_timeout_ms = std::num::NonZeroU64::new(1).unwrap());
     let running = harness.start().await;
     let mut payments = harness.connect("payments", running.api_addr).await;
     let pans: Vec<String> = (0..10_000u64)
@@ -426,8 +454,12 @@ async fn unavailable_when_a_request_outlives_its_timeout() {
         .post_json("/v1/tokenize/batch", &json!({ "pans": pans }))
         .await
         .unwrap();
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json()["error"]["code"], "unavailable");
+    common::assert_api_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "unavailable",
+    );
     drop(payments);
     running.stop().await.unwrap();
 }
@@ -610,11 +642,8 @@ async fn openapi_document_matches_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_per_principal_and_answer_429() {
     let harness = Harness::with(|c| {
-        c.limits.max_batch = 3;
-        c.limits.tokenize_rate = cardvault::config::RateLimit {
-            per_second: 1,
-            burst: 3,
-        };
+        c.limits.max_batch = std::num::NonZeroUsize::new(3).unwrap();
+        c.limits.tokenize_rate = cardvault::config::RateLimit::new(1, 3);
     });
     let running = harness.start().await;
     let mut cart = harness.connect("cart", running.api_addr).await;
@@ -633,8 +662,12 @@ async fn rate_limits_are_per_principal_and_answer_429() {
         .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
         .await
         .unwrap();
-    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(reply.json()["error"]["code"], "rate_limited");
+    common::assert_api_error(
+        &reply,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "rate_limited",
+    );
     assert!(
         reply.retry_after.is_some_and(|s| (1..=2).contains(&s)),
         "{reply:?}"

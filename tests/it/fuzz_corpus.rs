@@ -10,10 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use cardvault::codec::{KeyRecord, KeyState, TokenEntry, TokenMeta};
 use cardvault::crypto::record;
 use cardvault::crypto::{DataKey, SecretKey};
 use cardvault::fuzzing::{self, FUZZ_RECORD_KEY, FUZZ_TENANT, FUZZ_TOKEN};
+use cardvault::store::codec::{KeyRecord, KeyState, TokenEntry, TokenMeta};
 use cardvault::{Brand, Pan, TenantId, Token};
 
 /// A fuzz target: its name and its entry point.

@@ -210,3 +210,27 @@ pub async fn tokenize(conn: &mut cardvault::client::Connection, pan: &str) -> St
         .expect("token in the reply")
         .to_owned()
 }
+
+/// Asserts that `reply` is the documented error: `status`, `{"error":
+/// {"code": code, "message": <non-empty>}}`. `what` names the case.
+pub fn assert_api_error(
+    reply: &cardvault::client::Reply,
+    status: hyper::StatusCode,
+    code: &str,
+    what: &str,
+) {
+    assert_eq!(
+        reply.status,
+        status,
+        "{what}: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: no message in {body}"
+    );
+}

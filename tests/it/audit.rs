@@ -5,18 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::common::harness::{Harness, ops_get};
 use cardvault::audit::{AuditLog, AuditSettings, Event, EventKind};
 use cardvault::client::ClientTls;
 use cardvault::config::{BurstRule, Config};
 use cardvault::crypto::KeyFileProvider;
 use cardvault::{TenantId, Vault, VaultOptions};
-use common::harness::{Harness, ops_get};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -61,10 +61,7 @@ fn verify(path: &Path, kek: &Path) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_recorded_with_its_fields_and_no_pan() {
     let harness = Harness::with(|c| {
-        c.alerts.handshake_failure_burst = BurstRule {
-            max: 2,
-            window_secs: 600,
-        };
+        c.alerts.handshake_failure_burst = BurstRule::new(2, 600);
     });
     let audit_dir = harness.config.audit.dir.clone();
     let kek = harness.config.storage.key_file.clone();
@@ -468,10 +465,7 @@ async fn detokenize_fails_closed_when_the_trail_cannot_be_written() {
 }
 
 fn burst_config(c: &mut Config) {
-    c.alerts.detokenize_burst = BurstRule {
-        max: 3,
-        window_secs: 600,
-    };
+    c.alerts.detokenize_burst = BurstRule::new(3, 600);
     c.alerts.block_detokenize_on_alert = true;
 }
 
@@ -576,7 +570,7 @@ async fn a_detokenization_outside_configured_hours_raises_an_alert() {
         c.principals
             .get_mut("payments")
             .unwrap()
-            .detokenize_hours_utc = Some(hours);
+            .detokenize_hours_utc = Some(cardvault::config::HoursUtc::parse(&hours).unwrap());
     });
     let audit_dir = harness.config.audit.dir.clone();
     let service = harness.start().await;

@@ -13,38 +13,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf, synced,
 };
-use crate::codec::{self, KeyRecord, TokenEntry};
-use crate::crypto::{Fingerprint, KeyLabel};
+use crate::crypto::KeyLabel;
 use crate::domain::{Expiry, TenantId, Token};
+use crate::store::codec::{self, KeyRecord, TokenEntry};
+use crate::store::{Insert, InsertOutcome};
 
-/// One token to insert.
-#[derive(Debug)]
-pub struct Insert {
-    /// Owner.
-    pub tenant: TenantId,
-    /// The new token.
-    pub token: Token,
-    /// Fingerprint of the PAN, for deterministic tenants.
-    pub fingerprint: Option<Fingerprint>,
-    /// Metadata and sealed record.
-    pub entry: TokenEntry,
-    /// The data key used and its encryption count after this seal, persisted
-    /// with the same write.
-    pub counter: Option<(KeyLabel, u64)>,
-}
-
-/// What became of one [`Insert`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertOutcome {
-    /// Stored and synced.
-    Inserted,
-    /// The PAN already has this token in the tenant; nothing was written.
-    Existing(Token),
-    /// The token is taken by another PAN; nothing was written. Draw again.
-    TokenCollision,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// Where the writer sends one command's answer.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A request to the writer.
 pub(super) enum Command {
@@ -225,15 +200,29 @@ impl Group<'_> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), StoreError> {
+    /// Commits the group with one synced write. Counters are written as
+    /// the highest value ever committed, so a group whose claims were
+    /// overtaken by a later group's never lowers a counter.
+    fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<(), StoreError> {
         let keys_cf = cf(self.db, CF_KEYS)?;
+        let mut raised = Vec::with_capacity(self.overlay.counters.len());
         for (key, sealed) in self.overlay.counters.drain() {
-            self.batch.put_cf(keys_cf, key, sealed.to_be_bytes());
+            let floor = match committed.get(&key) {
+                Some(floor) => *floor,
+                None => match self.db.get_cf(keys_cf, &key)? {
+                    Some(bytes) => codec::decode_counter(&bytes)?,
+                    None => 0,
+                },
+            };
+            let value = sealed.max(floor);
+            self.batch.put_cf(keys_cf, &key, value.to_be_bytes());
+            raised.push((key, value));
         }
         if self.batch.is_empty() {
             return Ok(());
         }
         self.db.write_opt(self.batch, &synced())?;
+        committed.extend(raised);
         Ok(())
     }
 }
@@ -250,8 +239,9 @@ impl SpaceGuard {
         if self.reserve == 0 {
             return Ok(());
         }
-        let stat = rustix::fs::statvfs(&self.path)
-            .map_err(|e| StoreError::Rocks(format!("cannot stat the database filesystem: {e}")))?;
+        let stat = rustix::fs::statvfs(&self.path).map_err(|e| {
+            StoreError::Backend(format!("cannot stat the database filesystem: {e}"))
+        })?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         if free < self.reserve {
             metrics::counter!("cardvault_writes_refused_disk_full_total").increment(1);
@@ -272,6 +262,9 @@ pub(super) fn run(
     space: &SpaceGuard,
 ) {
     let mut warned_full = false;
+    // The highest counter values committed so far (this thread is the only
+    // writer, so this map is the truth once a key has been written).
+    let mut committed_counters = HashMap::new();
     let mut queued = Vec::with_capacity(max_group);
     while let Some(first) = commands.blocking_recv() {
         queued.push(first);
@@ -347,7 +340,7 @@ pub(super) fn run(
                     tracing::warn!("database disk has room again; writes resume");
                     warned_full = false;
                 }
-                group.finish()
+                group.finish(&mut committed_counters)
             }
         };
         for answer in pending {

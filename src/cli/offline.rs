@@ -1,0 +1,96 @@
+//! Opening the vault in-process for the offline commands (`keys`, `demo`):
+//! from a config file (production layout) or a `serve --dev` directory.
+//! Only `demo` may create a development KEK; every other command refuses a
+//! directory without one, so a mistyped `--data-dir` never mints a key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::error::CliError;
+use crate::audit::{AuditLog, AuditSettings};
+use crate::config::Config;
+use crate::crypto::KeyFileProvider;
+use crate::vault::{Vault, VaultOptions};
+
+/// Where an offline command finds the vault.
+#[derive(Debug, Args)]
+pub struct VaultLocation {
+    /// The vault's config file: `storage.key_file`, `storage.data_dir` and
+    /// `audit.dir` are taken from it.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub config: Option<PathBuf>,
+    /// A `serve --dev` directory holding `kek.key`, `db/` and `audit/`.
+    #[arg(long, default_value = "./cardvault-dev")]
+    pub data_dir: PathBuf,
+}
+
+/// The paths of one vault.
+struct Layout {
+    key_file: PathBuf,
+    db: PathBuf,
+    audit: AuditSettings,
+}
+
+impl Layout {
+    fn dev(dir: &Path) -> Layout {
+        Layout {
+            key_file: dir.join("kek.key"),
+            db: dir.join("db"),
+            audit: AuditSettings::new(dir.join("audit")),
+        }
+    }
+}
+
+impl VaultLocation {
+    /// Opens the existing vault (the KEK must exist). Key operations made
+    /// through it are audited like the server's.
+    pub fn open(&self) -> Result<(Vault, AuditLog), CliError> {
+        let layout = match &self.config {
+            Some(path) => {
+                let config = Config::load(path)?;
+                Layout {
+                    key_file: config.storage.key_file.clone(),
+                    db: config.storage.data_dir.clone(),
+                    audit: config.audit.settings(),
+                }
+            }
+            None => {
+                let layout = Layout::dev(&self.data_dir);
+                if !layout.key_file.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "no vault in {}: it holds no kek.key (check --data-dir, or give --config FILE; `cardvault serve --dev` creates a dev vault)",
+                        self.data_dir.display()
+                    )));
+                }
+                layout
+            }
+        };
+        Ok(open(&layout)?)
+    }
+}
+
+/// Opens the dev vault in `dir`, creating the directory and a development
+/// KEK on first use (for `demo` only).
+pub fn open_or_create_dev(dir: &Path) -> anyhow::Result<(Vault, AuditLog)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let layout = Layout::dev(dir);
+    if !layout.key_file.exists() {
+        KeyFileProvider::create(&layout.key_file)?;
+        tracing::info!(path = %layout.key_file.display(), "created development KEK");
+    }
+    open(&layout)
+}
+
+fn open(layout: &Layout) -> anyhow::Result<(Vault, AuditLog)> {
+    let provider = Arc::new(KeyFileProvider::open(&layout.key_file)?);
+    let audit = AuditLog::open(layout.audit.clone(), provider.as_ref())?;
+    let options = VaultOptions {
+        audit: Some(audit.clone()),
+        ..VaultOptions::default()
+    };
+    let vault = Vault::open(&layout.db, provider, options)?;
+    Ok((vault, audit))
+}

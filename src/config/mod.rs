@@ -1,0 +1,297 @@
+//! The typed configuration of `cardvault serve`: one TOML file, overridable
+//! by environment variables of the form `CARDVAULT_<SECTION>__<FIELD>` (for
+//! example `CARDVAULT_API__LISTEN=0.0.0.0:8443`). Relative paths are resolved
+//! against the config file's directory. Validation errors name the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::TenantId;
+use crate::vault::TokenMode;
+
+mod access;
+mod alerts;
+pub mod dev;
+mod limits;
+
+pub use access::{HoursUtc, PrincipalConfig, Role, TenantConfig};
+pub use alerts::{AlertsConfig, BurstRule};
+pub use limits::{LimitsConfig, RateLimit};
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {field}: {problem}")]
+pub struct ConfigError {
+    /// Dotted path of the field (`api.cert`), or the file.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The mTLS API listener.
+    pub api: ApiConfig,
+    /// The plain-HTTP ops listener.
+    #[serde(default)]
+    pub ops: OpsConfig,
+    /// Database and KEK.
+    pub storage: StorageConfig,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Client principals (certificate identity) → tenant and roles.
+    #[serde(default)]
+    pub principals: BTreeMap<String, PrincipalConfig>,
+    /// Per-tenant settings.
+    #[serde(default)]
+    pub tenants: BTreeMap<TenantId, TenantConfig>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Monitoring rules.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Directory of the trail (segments and the wrapped audit key).
+    pub dir: PathBuf,
+    /// Start a new segment at this size.
+    pub max_file_bytes: NonZeroU64,
+    /// Start a new segment at this age.
+    pub rotate_secs: NonZeroU64,
+    /// Longest wait before a non-durable entry is synced.
+    pub sync_interval_ms: NonZeroU64,
+    /// Mirror each entry to syslog (RFC 5424) over TCP: `host:port`.
+    pub syslog_tcp: Option<String>,
+    /// Mirror each entry to a Unix datagram syslog socket (`/dev/log`).
+    pub syslog_unix: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    /// The writer's own defaults, so there is one place that sets them.
+    fn default() -> AuditConfig {
+        let writer = crate::audit::AuditSettings::new(PathBuf::from("audit"));
+        let nz = |n: u64| NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN);
+        AuditConfig {
+            dir: writer.dir,
+            max_file_bytes: nz(writer.max_file_bytes),
+            rotate_secs: nz(writer.rotate_after.as_secs()),
+            sync_interval_ms: nz(
+                u64::try_from(writer.sync_interval.as_millis()).unwrap_or(u64::MAX)
+            ),
+            syslog_tcp: None,
+            syslog_unix: None,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The writer's settings.
+    pub fn settings(&self) -> crate::audit::AuditSettings {
+        use crate::audit::syslog::SyslogTarget;
+        let mut settings = crate::audit::AuditSettings::new(self.dir.clone());
+        settings.max_file_bytes = self.max_file_bytes.get();
+        settings.rotate_after = std::time::Duration::from_secs(self.rotate_secs.get());
+        settings.sync_interval = std::time::Duration::from_millis(self.sync_interval_ms.get());
+        settings.syslog = match (&self.syslog_tcp, &self.syslog_unix) {
+            (Some(addr), _) => Some(SyslogTarget::Tcp(addr.clone())),
+            (None, Some(path)) => Some(SyslogTarget::Unix(path.clone())),
+            (None, None) => None,
+        };
+        settings
+    }
+}
+
+/// The API listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM (must not be readable by group/others).
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to, PEM.
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists, PEM.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    #[serde(default)]
+    pub allow_tls12: bool,
+}
+
+/// The ops listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address to listen on (keep it on loopback or a management network).
+    #[serde(default = "default_ops_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for OpsConfig {
+    fn default() -> OpsConfig {
+        OpsConfig {
+            listen: default_ops_listen(),
+        }
+    }
+}
+
+/// Storage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// KEK file (32 bytes, mode 0600).
+    pub key_file: PathBuf,
+    /// Refuse writes (503) while the data directory's filesystem has less
+    /// free space than this, so RocksDB never meets a full disk.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+fn default_min_free_bytes() -> u64 {
+    crate::store::rocksdb::StoreOptions::default().min_free_bytes
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+impl Config {
+    /// Reads `path`, applies `CARDVAULT_<SECTION>__<FIELD>` overrides,
+    /// resolves relative paths and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                path.display().to_string(),
+                "no such config file",
+            ));
+        }
+        let figment = Figment::new().merge(Toml::file(path)).merge(
+            Env::prefixed("CARDVAULT_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        let mut config: Config = figment.extract().map_err(|e| {
+            let field = e.path.join(".");
+            let field = if field.is_empty() {
+                path.display().to_string()
+            } else {
+                field
+            };
+            ConfigError::new(field, e.kind.to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.api.cert);
+        fix(&mut self.api.key);
+        fix(&mut self.api.client_ca);
+        self.api.crls.iter_mut().for_each(fix);
+        fix(&mut self.storage.data_dir);
+        fix(&mut self.storage.key_file);
+        fix(&mut self.audit.dir);
+    }
+
+    /// Checks what types cannot: files exist, principals have roles, rate
+    /// bursts fit a full batch. (Names, tenants, hours, modes and non-zero
+    /// numbers are typed: they were checked when the file was read.)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let file = |field: &str, p: &Path| {
+            if p.is_file() {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    field,
+                    format!("file not found: {}", p.display()),
+                ))
+            }
+        };
+        file("api.cert", &self.api.cert)?;
+        file("api.key", &self.api.key)?;
+        file("api.client_ca", &self.api.client_ca)?;
+        for (i, crl) in self.api.crls.iter().enumerate() {
+            file(&format!("api.crls[{i}]"), crl)?;
+        }
+        file("storage.key_file", &self.storage.key_file)?;
+        if self.principals.is_empty() {
+            return Err(ConfigError::new(
+                "principals",
+                "no principals configured; every request would be refused",
+            ));
+        }
+        for (name, p) in &self.principals {
+            if name.is_empty() {
+                return Err(ConfigError::new("principals", "empty principal name"));
+            }
+            if p.roles.is_empty() {
+                return Err(ConfigError::new(
+                    format!("principals.{name}.roles"),
+                    "no roles",
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (field, rate) in [
+            ("limits.tokenize_rate.burst", l.tokenize_rate),
+            ("limits.detokenize_rate.burst", l.detokenize_rate),
+        ] {
+            if (rate.burst.get() as usize) < l.max_batch.get() {
+                return Err(ConfigError::new(
+                    field,
+                    "must be at least limits.max_batch, or a full batch could never pass",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Token modes per tenant, for the vault.
+    pub fn tenant_modes(&self) -> std::collections::HashMap<TenantId, TokenMode> {
+        self.tenants
+            .iter()
+            .map(|(name, t)| (name.clone(), t.token_mode))
+            .collect()
+    }
+}

@@ -1,0 +1,97 @@
+//! The one way a request is audited. A handler opens an [`Audited`] scope
+//! when it starts (who, from where, which tenant, which request), fills in
+//! what it learns (tokens, counts, detail), calls [`Audited::reveal`] before
+//! a PAN leaves (the event must be on disk first; if it cannot be written,
+//! nothing is revealed: 503), and ends with [`Audited::close`], which
+//! records the outcome — success as is, a 403 as `access_denied` naming what
+//! was attempted, any other error with its code — unless the reveal already
+//! wrote the event.
+
+use axum::response::Response;
+
+use super::error::ApiError;
+use super::identity::Caller;
+use crate::audit::{AuditLog, Event, EventKind, Outcome};
+
+/// The audit event of one request, from open to close.
+pub struct Audited {
+    audit: AuditLog,
+    event: Event,
+    written: bool,
+}
+
+impl Audited {
+    /// Opens the event `kind` for `caller`'s request `request_id`.
+    pub fn open(audit: &AuditLog, kind: EventKind, caller: &Caller, request_id: &str) -> Audited {
+        Audited {
+            audit: audit.clone(),
+            event: request_event(kind, caller, request_id),
+            written: false,
+        }
+    }
+
+    /// The event, for the handler to fill in.
+    pub fn event(&mut self) -> &mut Event {
+        &mut self.event
+    }
+
+    /// Writes the event now and waits until it is on disk: a reveal is
+    /// accounted for before the PAN is sent. If the trail cannot be written,
+    /// 503, and [`Audited::close`] still tries to record the refusal.
+    pub async fn reveal(&mut self) -> Result<(), ApiError> {
+        match self.audit.record_durable(self.event.clone()).await {
+            Ok(_seq) => {
+                self.written = true;
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("cardvault_detokenize_refused_audit_total").increment(1);
+                tracing::error!(error = %e, "detokenization refused: the audit trail cannot be written");
+                Err(ApiError::Unavailable(
+                    "the audit trail cannot be written; nothing was revealed",
+                ))
+            }
+        }
+    }
+
+    /// Records how the request ended (unless [`Audited::reveal`] already
+    /// wrote it) and passes the result through.
+    pub fn close(mut self, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+        if self.written {
+            return result;
+        }
+        if let Err(error) = &result {
+            let event = &mut self.event;
+            event.code = Some(error.code().to_owned());
+            if *error == ApiError::Forbidden {
+                let attempted = event.event.as_str();
+                event.detail = Some(match event.detail.take() {
+                    Some(why) => format!("{attempted}: {why}"),
+                    None => attempted.to_owned(),
+                });
+                event.event = EventKind::AccessDenied;
+                event.outcome = Outcome::Denied;
+            } else {
+                event.outcome = Outcome::Error;
+            }
+        }
+        self.audit.record(self.event);
+        result
+    }
+}
+
+/// An event about `caller`'s request `request_id`.
+fn request_event(kind: EventKind, caller: &Caller, request_id: &str) -> Event {
+    let mut event = caller.event(kind);
+    event.request_id = Some(request_id.to_owned());
+    event
+}
+
+/// The `access_denied` event of a request refused before any handler ran
+/// (an unconfigured principal).
+pub fn access_denied(caller: &Caller, request_id: &str, detail: &str) -> Event {
+    let mut event = request_event(EventKind::AccessDenied, caller, request_id).with_detail(detail);
+    event.outcome = Outcome::Denied;
+    event.code = Some(ApiError::Forbidden.code().to_owned());
+    event
+}

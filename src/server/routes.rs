@@ -1,0 +1,29 @@
+//! The API's route table: every path and method, and the fallbacks for
+//! unknown paths (404 `not_found`) and wrong methods (405).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use super::error::ApiError;
+use super::state::AppState;
+use super::{admin, api};
+
+/// Every API route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/tokenize", post(api::tokenize))
+        .route("/v1/tokenize/batch", post(api::tokenize_batch))
+        .route("/v1/detokenize", post(api::detokenize))
+        .route("/v1/detokenize/batch", post(api::detokenize_batch))
+        .route(
+            "/v1/tokens/{token}",
+            get(api::metadata).delete(api::delete_token),
+        )
+        .route("/v1/admin/alerts", get(admin::list_blocks))
+        .route("/v1/admin/alerts/clear", post(admin::clear_block))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}

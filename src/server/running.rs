@@ -1,0 +1,128 @@
+//! Binding both listeners and starting them: the API listener over the
+//! route table with the observing middleware, and the ops listener; a
+//! [`Running`] handle stops them in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::middleware;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::identity::Policy;
+use super::listener::ApiListener;
+use super::monitor::Monitor;
+use super::state::AppState;
+use super::{metrics, observe, ops, ratelimit, routes, tls};
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::vault::Vault;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Binding a listener.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A running server: its bound addresses and a handle to stop it.
+pub struct Running {
+    /// Where the API listens (the real port when the config said 0).
+    pub api_addr: SocketAddr,
+    /// Where the ops listener listens.
+    pub ops_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    api: JoinHandle<()>,
+    ops: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to [`DRAIN_TIMEOUT`])
+    /// and returns when both listeners are closed.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let _ = self.api.await;
+        let _ = self.ops.await;
+    }
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(
+    config: &Config,
+    vault: Arc<Vault>,
+    audit: AuditLog,
+) -> Result<Running, ServerError> {
+    let tls = tls::server_config(&config.api)?;
+    let metrics = metrics::handle();
+    let (api_listener, api_addr) = bind(config.api.listen).await?;
+    let (ops_listener, ops_addr) = bind(config.ops.listen).await?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
+    let monitor = Arc::new(Monitor::new(config, audit.clone()));
+    let state = Arc::new(AppState {
+        vault,
+        limits: config.limits.clone(),
+        audit: audit.clone(),
+        monitor: Arc::clone(&monitor),
+        rates: ratelimit::RateLimits::new(&config.limits),
+    });
+    let router = routes::router(state).layer(middleware::from_fn(observe::observe));
+    let listener = ApiListener {
+        acceptor: TlsAcceptor::from(tls),
+        policy: Arc::new(Policy::from_config(config)),
+        limits: config.limits.clone(),
+        router,
+        audit,
+        monitor,
+    };
+    let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
+    let ops_router = ops::router(Arc::clone(&ready), metrics);
+    let mut ops_shutdown = shutdown_rx;
+    let ops = tokio::spawn(async move {
+        let stop = async move {
+            let _ = ops_shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(ops_listener, ops_router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "ops listener failed");
+        }
+    });
+    tracing::info!(api = %api_addr, ops = %ops_addr, "cardvault listening");
+    Ok(Running {
+        api_addr,
+        ops_addr,
+        shutdown,
+        ready,
+        api,
+        ops,
+    })
+}
+
+/// Binds `addr`; returns the listener and the address it really got (the
+/// port when `addr` asked for 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let bound = async {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}

@@ -1,0 +1,24 @@
+//! What every API handler shares: the vault core, the limits, the audit
+//! trail, the alert monitor and the rate limits.
+
+use std::sync::Arc;
+
+use super::monitor::Monitor;
+use super::ratelimit::RateLimits;
+use crate::audit::AuditLog;
+use crate::config::LimitsConfig;
+use crate::vault::Vault;
+
+/// The handlers' shared state.
+pub struct AppState {
+    /// The vault core.
+    pub vault: Arc<Vault>,
+    /// Body and batch limits.
+    pub limits: LimitsConfig,
+    /// The audit trail.
+    pub audit: AuditLog,
+    /// Alert rules and blocks.
+    pub monitor: Arc<Monitor>,
+    /// Per-principal rate limits.
+    pub rates: RateLimits,
+}

@@ -1,0 +1,330 @@
+//! The RocksDB backend of [`Store`], the embedded default: the only module
+//! that touches RocksDB (docs/ARCHITECTURE.md, "Storage").
+//!
+//! Column families: `tokens` (tenant ‖ token → [`TokenEntry`]), `fingerprints`
+//! (tenant ‖ HMAC(PAN) → token), `keys` (wrapped data keys and their
+//! encryption counters) and `meta` (on-disk format version, clean-shutdown
+//! marker). Reads go straight to RocksDB from any thread. Every write goes
+//! through one writer thread fed by a channel ([`writer`]): it makes
+//! check-then-insert atomic without locks, and it commits whatever queued up
+//! while the previous sync ran as one synced `WriteBatch` (group commit). A
+//! write is acknowledged only after its batch is in a synced WAL.
+
+pub mod ceiling;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{self, CodecError, KeyRecord, KeysEntry, TokenEntry};
+use super::{Insert, InsertOutcome, Store, StoreError, StoredKeys};
+use crate::crypto::{Fingerprint, KeyLabel};
+use crate::domain::{Expiry, TenantId, Token};
+
+use writer::Command;
+
+/// The on-disk format this build writes. A database with a newer one is
+/// refused; older ones would be migrated here.
+pub const FORMAT_VERSION: u32 = 1;
+
+const CF_TOKENS: &str = "tokens";
+const CF_FINGERPRINTS: &str = "fingerprints";
+const CF_KEYS: &str = "keys";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 4] = [CF_TOKENS, CF_FINGERPRINTS, CF_KEYS, CF_META];
+
+const META_FORMAT_VERSION: &[u8] = b"format_version";
+const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> StoreError {
+        StoreError::Backend(e.into_string())
+    }
+}
+
+/// Tuning for the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most commands committed in one group (one synced write).
+    pub max_group: usize,
+    /// Commands that may wait for the writer before senders wait too.
+    pub queue_depth: usize,
+    /// Block cache shared by all column families.
+    pub block_cache_bytes: usize,
+    /// Refuse writes while the database's filesystem has less free space
+    /// than this. RocksDB does not recover from a WAL write that hit a full
+    /// disk without a reopen, so the vault stops writing before that; the
+    /// reserve also leaves room for memtable flushes and compaction.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            max_group: 1024,
+            queue_depth: 4096,
+            block_cache_bytes: 64 << 20,
+            min_free_bytes: 128 << 20,
+        }
+    }
+}
+
+/// An open RocksDB store with its writer thread.
+pub struct RocksStore {
+    path: PathBuf,
+    db: Arc<DB>,
+    commands: mpsc::Sender<Command>,
+    writer: Option<JoinHandle<()>>,
+    was_clean: bool,
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database in `path` and starts the writer.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<RocksStore, StoreError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_compression_type(DBCompressionType::None);
+        db_opts.set_paranoid_checks(true);
+        // Point lookups dominate (fingerprint and token existence checks,
+        // most of them for keys that do not exist): bloom filters let a
+        // negative lookup skip SST files, and a shared block cache keeps
+        // index and filter blocks hot.
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let descriptors = COLUMN_FAMILIES.map(|name| {
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            table.set_block_cache(&cache);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut cf_opts = Options::default();
+            cf_opts.set_block_based_table_factory(&table);
+            // The same for the memtable: profiling showed tokenize spending
+            // ~40% of its time walking the memtable skiplist for keys that
+            // are not there.
+            cf_opts.set_memtable_whole_key_filtering(true);
+            cf_opts.set_memtable_prefix_bloom_ratio(0.1);
+            // Values are ciphertext and HMACs: compression gains nothing, and
+            // uncompressed files keep the leak scans meaningful.
+            cf_opts.set_compression_type(DBCompressionType::None);
+            ColumnFamilyDescriptor::new(name, cf_opts)
+        });
+        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, descriptors)?);
+        let meta = cf(&db, CF_META)?;
+        let sync = synced();
+        match db.get_cf(meta, META_FORMAT_VERSION)? {
+            Some(bytes) => {
+                let found = codec::decode_counter(&bytes)
+                    .ok()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or(CodecError::InvalidField {
+                        what: "meta",
+                        field: "format version",
+                    })?;
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat {
+                        path: path.to_owned(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(
+                    meta,
+                    META_FORMAT_VERSION,
+                    u64::from(FORMAT_VERSION).to_be_bytes(),
+                );
+                db.write_opt(batch, &sync)?;
+            }
+        }
+        let was_clean = db.get_cf(meta, META_CLEAN_SHUTDOWN)?.is_some();
+        if was_clean {
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(meta, META_CLEAN_SHUTDOWN);
+            db.write_opt(batch, &sync)?;
+        }
+        let (commands, receiver) = mpsc::channel(options.queue_depth.max(1));
+        let writer_db = Arc::clone(&db);
+        let max_group = options.max_group.max(1);
+        let space = writer::SpaceGuard {
+            path: path.to_path_buf(),
+            reserve: options.min_free_bytes,
+        };
+        let writer = std::thread::Builder::new()
+            .name("cardvault-writer".into())
+            .spawn(move || writer::run(&writer_db, receiver, max_group, &space))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        Ok(RocksStore {
+            path: path.to_path_buf(),
+            db,
+            commands,
+            writer: Some(writer),
+            was_clean,
+        })
+    }
+
+    /// Reads every wrapped data key and counter (synchronously, for
+    /// opening a vault outside an async context).
+    pub fn read_keys(&self) -> Result<StoredKeys, StoreError> {
+        let mut stored = StoredKeys::default();
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_KEYS)?, IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            match codec::decode_keys_key(&key)? {
+                KeysEntry::Wrapped(label) => stored.keys.push((label, KeyRecord::decode(&value)?)),
+                KeysEntry::Counter(label) => stored
+                    .counters
+                    .push((label, codec::decode_counter(&value)?)),
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Sends a command to the writer and waits for its answer, which comes
+    /// only after the group holding it is synced.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(writer::Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RocksStore {
+    fn describe(&self) -> String {
+        format!("rocksdb at {}", self.path.display())
+    }
+
+    fn was_clean_shutdown(&self) -> bool {
+        self.was_clean
+    }
+
+    async fn get_entry(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+    ) -> Result<Option<TokenEntry>, StoreError> {
+        let key = codec::token_key(tenant, token);
+        match self.db.get_pinned_cf(cf(&self.db, CF_TOKENS)?, key)? {
+            Some(bytes) => Ok(Some(TokenEntry::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_token_for(
+        &self,
+        tenant: &TenantId,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Token>, StoreError> {
+        let key = codec::fingerprint_key(tenant, fingerprint);
+        match self.db.get_pinned_cf(cf(&self.db, CF_FINGERPRINTS)?, key)? {
+            Some(bytes) => Token::parse_bytes(&bytes).map(Some).map_err(|_| {
+                StoreError::Corrupt(CodecError::InvalidField {
+                    what: "fingerprint entry",
+                    field: "token",
+                })
+            }),
+            None => Ok(None),
+        }
+    }
+
+    async fn load_keys(&self) -> Result<StoredKeys, StoreError> {
+        self.read_keys()
+    }
+
+    async fn insert(&self, items: Vec<Insert>) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.ask(|reply| Command::Insert { items, reply }).await
+    }
+
+    async fn update_expiry(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+        expiry: Expiry,
+    ) -> Result<bool, StoreError> {
+        self.ask(|reply| Command::UpdateExpiry {
+            tenant: tenant.clone(),
+            token: *token,
+            expiry,
+            reply,
+        })
+        .await
+    }
+
+    async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<bool, StoreError> {
+        self.ask(|reply| Command::Delete {
+            tenant: tenant.clone(),
+            token: *token,
+            reply,
+        })
+        .await
+    }
+
+    async fn put_keys(
+        &self,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        counters: Vec<(KeyLabel, u64)>,
+    ) -> Result<(), StoreError> {
+        self.ask(|reply| Command::PutKeys {
+            keys,
+            counters,
+            reply,
+        })
+        .await
+    }
+
+    async fn close(mut self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
+        let result = self.ask(|reply| Command::Close { counters, reply }).await;
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        result
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        for name in COLUMN_FAMILIES {
+            self.db.flush_cf(cf(&self.db, name)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RocksStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once it has committed
+        // what is queued; wait for it so the database closes after it.
+        let (closed, _) = mpsc::channel(1);
+        self.commands = closed;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Backend(format!("column family {name} is missing")))
+}
+
+fn synced() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}

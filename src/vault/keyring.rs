@@ -1,0 +1,420 @@
+//! The keyring: the KEK provider and every tenant's unwrapped keys. It loads
+//! and unwraps the stored keys at open, creates a tenant's data and
+//! fingerprint keys on first use, hands out encryption claims against the
+//! active data key (rotating at the threshold and at the hard limit), and
+//! reports counters and status. It writes only through the [`Store`] it is
+//! given; it never touches card data.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::{VaultError, now_ms};
+use crate::audit::{AuditLog, Event, EventKind};
+use crate::crypto::{DataKey, Fingerprinter, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
+use crate::domain::TenantId;
+use crate::store::codec::{KeyRecord, KeyState};
+use crate::store::{Store, StoredKeys};
+
+/// After an unclean shutdown, encryptions that were made but whose counter
+/// update never reached disk are unknown; assume this many.
+pub const UNCLEAN_SHUTDOWN_COUNTER_MARGIN: u64 = 1 << 20;
+
+/// When data keys rotate.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RotationPolicy {
+    /// Rotate once the active key has made this many encryptions.
+    pub(super) rotate_after: u64,
+    /// Never make more than this many encryptions with one key.
+    pub(super) hard_limit: u64,
+}
+
+/// One data-key version as held in memory.
+struct DekSlot {
+    key: Arc<DataKey>,
+    record: KeyRecord,
+}
+
+/// A tenant's data keys: the active one seals, all of them open.
+struct DekSet {
+    active: u32,
+    versions: HashMap<u32, DekSlot>,
+}
+
+/// A tenant's unwrapped keys.
+pub(super) struct TenantKeys {
+    pub(super) tenant: TenantId,
+    deks: RwLock<DekSet>,
+    pub(super) fingerprinter: Fingerprinter,
+}
+
+impl TenantKeys {
+    fn active(&self) -> Option<Arc<DataKey>> {
+        let set = self.deks.read().ok()?;
+        set.versions
+            .get(&set.active)
+            .map(|slot| Arc::clone(&slot.key))
+    }
+
+    /// The data key of `version`, if the tenant has it.
+    pub(super) fn version(&self, version: u32) -> Option<Arc<DataKey>> {
+        let set = self.deks.read().ok()?;
+        set.versions.get(&version).map(|slot| Arc::clone(&slot.key))
+    }
+
+    /// The label of this tenant's key of `purpose` and `version`.
+    pub(super) fn label(&self, purpose: KeyPurpose, version: u32) -> KeyLabel {
+        KeyLabel {
+            tenant: self.tenant.clone(),
+            purpose,
+            version,
+        }
+    }
+
+    fn poisoned(&self) -> VaultError {
+        VaultError::KeyState(self.tenant.clone(), "key set lock poisoned")
+    }
+}
+
+/// The KEK provider and every tenant's keys.
+pub(super) struct Keyring {
+    provider: Arc<dyn KeyProvider>,
+    tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
+    /// Serializes key creation and rotation (rare, and each writes to the store).
+    admin: tokio::sync::Mutex<()>,
+    policy: RotationPolicy,
+    audit: Option<AuditLog>,
+}
+
+impl Keyring {
+    /// Unwraps every stored key with the KEK (failing fast if the KEK is not
+    /// the one that wrapped them). After an unclean shutdown (`clean` false)
+    /// every counter is raised by [`UNCLEAN_SHUTDOWN_COUNTER_MARGIN`].
+    pub(super) fn load(
+        provider: Arc<dyn KeyProvider>,
+        stored: StoredKeys,
+        clean: bool,
+        policy: RotationPolicy,
+        audit: Option<AuditLog>,
+    ) -> Result<Keyring, VaultError> {
+        let margin = if clean {
+            0
+        } else {
+            UNCLEAN_SHUTDOWN_COUNTER_MARGIN
+        };
+        let counters: HashMap<KeyLabel, u64> = stored.counters.into_iter().collect();
+        let mut by_tenant: HashMap<TenantId, Vec<(KeyLabel, KeyRecord)>> = HashMap::new();
+        for (label, record) in stored.keys {
+            by_tenant
+                .entry(label.tenant.clone())
+                .or_default()
+                .push((label, record));
+        }
+        let mut tenants = HashMap::new();
+        for (tenant, keys) in by_tenant {
+            let mut versions = HashMap::new();
+            let mut active = None;
+            let mut fingerprinter = None;
+            for (label, record) in keys {
+                let secret = provider.unwrap(&label, &record.wrapped)?;
+                match label.purpose {
+                    KeyPurpose::PanEncryption => {
+                        let sealed = counters.get(&label).copied().unwrap_or(0);
+                        let sealed = if sealed > 0 || margin > 0 {
+                            sealed.saturating_add(margin)
+                        } else {
+                            sealed
+                        };
+                        if record.state == KeyState::Active
+                            && active.is_none_or(|v| v < label.version)
+                        {
+                            active = Some(label.version);
+                        }
+                        let key = Arc::new(DataKey::new(label.version, &secret, sealed));
+                        versions.insert(label.version, DekSlot { key, record });
+                    }
+                    KeyPurpose::Fingerprint => {
+                        if fingerprinter
+                            .as_ref()
+                            .is_none_or(|f: &Fingerprinter| f.version() < label.version)
+                        {
+                            fingerprinter = Some(Fingerprinter::new(label.version, &secret)?);
+                        }
+                    }
+                    KeyPurpose::AuditMac => {}
+                }
+            }
+            let active =
+                active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;
+            let fingerprinter =
+                fingerprinter.ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
+            tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
+            let keys = TenantKeys {
+                tenant: tenant.clone(),
+                deks: RwLock::new(DekSet { active, versions }),
+                fingerprinter,
+            };
+            tenants.insert(tenant, Arc::new(keys));
+        }
+        Ok(Keyring {
+            provider,
+            tenants: RwLock::new(tenants),
+            admin: tokio::sync::Mutex::new(()),
+            policy,
+            audit,
+        })
+    }
+
+    /// What the KEK provider calls itself (for logs).
+    pub(super) fn describe_provider(&self) -> String {
+        self.provider.describe()
+    }
+
+    /// The tenant's keys, if it has any.
+    pub(super) fn get(&self, tenant: &TenantId) -> Option<Arc<TenantKeys>> {
+        self.tenants.read().ok()?.get(tenant).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<TenantKeys>> {
+        match self.tenants.read() {
+            Ok(t) => t.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn audit(&self, event: Event) {
+        if let Some(audit) = &self.audit {
+            audit.record(event);
+        }
+    }
+
+    /// The tenant's keys, creating (and durably storing) them on first use.
+    pub(super) async fn get_or_create(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<Arc<TenantKeys>, VaultError> {
+        if let Some(keys) = self.get(tenant) {
+            return Ok(keys);
+        }
+        let _admin = self.admin.lock().await;
+        if let Some(keys) = self.get(tenant) {
+            return Ok(keys);
+        }
+        let now = now_ms();
+        let dek_label = KeyLabel {
+            tenant: tenant.clone(),
+            purpose: KeyPurpose::PanEncryption,
+            version: 1,
+        };
+        let fp_label = KeyLabel {
+            purpose: KeyPurpose::Fingerprint,
+            ..dek_label.clone()
+        };
+        let dek_secret = SecretKey::generate()?;
+        let fp_secret = SecretKey::generate()?;
+        let dek_record = KeyRecord {
+            state: KeyState::Active,
+            created_ms: now,
+            wrapped: self.provider.wrap(&dek_label, &dek_secret)?,
+        };
+        let fp_record = KeyRecord {
+            state: KeyState::Active,
+            created_ms: now,
+            wrapped: self.provider.wrap(&fp_label, &fp_secret)?,
+        };
+        store
+            .put_keys(
+                vec![
+                    (dek_label.clone(), dek_record.clone()),
+                    (fp_label, fp_record),
+                ],
+                vec![(dek_label, 0)],
+            )
+            .await?;
+        let mut versions = HashMap::new();
+        versions.insert(
+            1,
+            DekSlot {
+                key: Arc::new(DataKey::new(1, &dek_secret, 0)),
+                record: dek_record,
+            },
+        );
+        let keys = Arc::new(TenantKeys {
+            tenant: tenant.clone(),
+            deks: RwLock::new(DekSet {
+                active: 1,
+                versions,
+            }),
+            fingerprinter: Fingerprinter::new(1, &fp_secret)?,
+        });
+        if let Ok(mut tenants) = self.tenants.write() {
+            tenants.insert(tenant.clone(), Arc::clone(&keys));
+        }
+        tracing::info!(tenant = %tenant, "created data and fingerprint keys for new tenant");
+        self.audit(
+            Event::new(EventKind::KeyCreated)
+                .with_tenant(tenant.as_str())
+                .with_detail("pan-encryption v1, fingerprint v1"),
+        );
+        Ok(keys)
+    }
+
+    /// Makes a new data-key version active for `tenant`; older versions
+    /// stay to open existing records. Returns the new version.
+    pub(super) async fn rotate(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<u32, VaultError> {
+        let keys = self
+            .get(tenant)
+            .ok_or_else(|| VaultError::UnknownTenant(tenant.clone()))?;
+        let _admin = self.admin.lock().await;
+        self.rotate_locked(store, &keys).await
+    }
+
+    /// Rotates only if `version` is still the active key (several callers
+    /// may cross the threshold at once; one rotation is enough).
+    async fn rotate_if_active(
+        &self,
+        store: &dyn Store,
+        keys: &TenantKeys,
+        version: u32,
+    ) -> Result<(), VaultError> {
+        let _admin = self.admin.lock().await;
+        let still_active = keys
+            .deks
+            .read()
+            .map(|set| set.active == version)
+            .unwrap_or(false);
+        if still_active {
+            self.rotate_locked(store, keys).await?;
+        }
+        Ok(())
+    }
+
+    async fn rotate_locked(&self, store: &dyn Store, keys: &TenantKeys) -> Result<u32, VaultError> {
+        let (old_version, old_record, new_version) = {
+            let set = keys.deks.read().map_err(|_| keys.poisoned())?;
+            let old = set.versions.get(&set.active).ok_or(VaultError::KeyState(
+                keys.tenant.clone(),
+                "no active data key",
+            ))?;
+            let newest = set.versions.keys().copied().max().unwrap_or(set.active);
+            (set.active, old.record.clone(), newest + 1)
+        };
+        let new_label = keys.label(KeyPurpose::PanEncryption, new_version);
+        let secret = SecretKey::generate()?;
+        let new_record = KeyRecord {
+            state: KeyState::Active,
+            created_ms: now_ms(),
+            wrapped: self.provider.wrap(&new_label, &secret)?,
+        };
+        let retired = KeyRecord {
+            state: KeyState::DecryptOnly,
+            ..old_record
+        };
+        store
+            .put_keys(
+                vec![
+                    (new_label.clone(), new_record.clone()),
+                    (
+                        keys.label(KeyPurpose::PanEncryption, old_version),
+                        retired.clone(),
+                    ),
+                ],
+                vec![(new_label, 0)],
+            )
+            .await?;
+        let mut set = keys.deks.write().map_err(|_| keys.poisoned())?;
+        set.versions.insert(
+            new_version,
+            DekSlot {
+                key: Arc::new(DataKey::new(new_version, &secret, 0)),
+                record: new_record,
+            },
+        );
+        if let Some(old) = set.versions.get_mut(&old_version) {
+            old.record = retired;
+        }
+        set.active = new_version;
+        tracing::info!(tenant = %keys.tenant, from = old_version, to = new_version, "rotated data key");
+        self.audit(
+            Event::new(EventKind::KeyRotated)
+                .with_tenant(keys.tenant.as_str())
+                .with_detail(format!("pan-encryption v{old_version} -> v{new_version}")),
+        );
+        Ok(new_version)
+    }
+
+    /// Claims one encryption with the tenant's active key, rotating first if
+    /// the key is at its hard limit. Returns the key and its count after
+    /// this claim.
+    pub(super) async fn claim(
+        &self,
+        store: &dyn Store,
+        keys: &TenantKeys,
+    ) -> Result<(Arc<DataKey>, u64), VaultError> {
+        for _ in 0..2 {
+            let dek = keys.active().ok_or(VaultError::KeyState(
+                keys.tenant.clone(),
+                "no active data key",
+            ))?;
+            if let Some(count) = dek.claim_encryption(self.policy.hard_limit) {
+                return Ok((dek, count));
+            }
+            self.rotate_if_active(store, keys, dek.version()).await?;
+        }
+        let version = keys.active().map(|k| k.version()).unwrap_or(0);
+        Err(VaultError::KeyExhausted {
+            tenant: keys.tenant.clone(),
+            version,
+        })
+    }
+
+    /// Rotates once a claim's count has passed the rotation threshold; a
+    /// failure is logged (the hard limit still protects the key).
+    pub(super) async fn rotate_if_due(
+        &self,
+        store: &dyn Store,
+        keys: &TenantKeys,
+        dek: &DataKey,
+        count: u64,
+    ) {
+        if count >= self.policy.rotate_after
+            && let Err(e) = self.rotate_if_active(store, keys, dek.version()).await
+        {
+            tracing::warn!(tenant = %keys.tenant, error = %e, "scheduled data key rotation failed");
+        }
+    }
+
+    /// Every data key's encryption count, for persisting at close.
+    pub(super) fn counters(&self) -> Vec<(KeyLabel, u64)> {
+        let mut out = Vec::new();
+        for keys in self.all() {
+            if let Ok(set) = keys.deks.read() {
+                for (version, slot) in &set.versions {
+                    out.push((
+                        keys.label(KeyPurpose::PanEncryption, *version),
+                        slot.key.sealed_count(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Active data-key version and its encryption count, per tenant, sorted.
+    pub(super) fn status(&self) -> Vec<(TenantId, u32, u64)> {
+        let mut out: Vec<_> = self
+            .all()
+            .iter()
+            .filter_map(|keys| {
+                let dek = keys.active()?;
+                Some((keys.tenant.clone(), dek.version(), dek.sealed_count()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,467 @@
+//! The vault core: tokenize, detokenize, metadata, delete and key rotation
+//! over the store and the key hierarchy. No HTTP here; the server, the CLI,
+//! tests and benches call it directly.
+//!
+//! Tokenize computes the PAN's fingerprint, returns the existing token if the
+//! tenant already has one (deterministic mode), and otherwise draws a token,
+//! seals the PAN under the tenant's active data key and hands the entry to the
+//! store's writer, which inserts it unless a racing caller got there first
+//! (then the racer's token is returned) or the token is taken (then a new one
+//! is drawn). Crypto runs on the caller's task; only the check-and-write is
+//! serialized. A single tokenize is a batch of one: the draw, collision and
+//! race logic exists once. Keys live in the [`keyring`].
+
+mod error;
+mod keyring;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::audit::AuditLog;
+use crate::crypto::record;
+use crate::crypto::{DataKey, Fingerprint, KeyProvider, KeyPurpose, RecordView};
+use crate::domain::{Bin, Brand, Expiry, Last4, Pan, TenantId, Token};
+use crate::store::codec::{TokenEntry, TokenMeta};
+use crate::store::rocksdb::{RocksStore, StoreOptions};
+use crate::store::{Insert, InsertOutcome, Store, StoredKeys};
+pub use error::VaultError;
+pub use keyring::UNCLEAN_SHUTDOWN_COUNTER_MARGIN;
+use keyring::{Keyring, RotationPolicy, TenantKeys};
+
+/// How many tokens are drawn for one PAN before giving up. A draw collides
+/// only when its BIN + last-4 bucket is nearly full (≥ 6 random digits).
+pub const MAX_TOKEN_DRAWS: usize = 64;
+
+/// Whether a tenant gets the same token for the same PAN (config:
+/// `token_mode = "deterministic" | "random"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// Same PAN, same token (looked up by keyed fingerprint).
+    #[default]
+    Deterministic,
+    /// A new token on every call; no fingerprint is stored.
+    Random,
+}
+
+/// Settings of the vault core.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// Token mode of tenants not listed in `tenant_modes`.
+    pub default_mode: TokenMode,
+    /// Per-tenant token modes.
+    pub tenant_modes: HashMap<TenantId, TokenMode>,
+    /// Rotate a tenant's data key once it has made this many encryptions.
+    pub dek_rotate_after: u64,
+    /// Never make more than this many encryptions with one data key.
+    pub dek_hard_limit: u64,
+    /// Store tuning.
+    pub store: StoreOptions,
+    /// Where key creation and rotation are recorded (none: not audited,
+    /// for tools and tests that run without a trail).
+    pub audit: Option<AuditLog>,
+}
+
+impl Default for VaultOptions {
+    fn default() -> VaultOptions {
+        VaultOptions {
+            default_mode: TokenMode::Deterministic,
+            tenant_modes: HashMap::new(),
+            dek_rotate_after: crate::crypto::keys::DEK_HARD_LIMIT - (1 << 24),
+            dek_hard_limit: crate::crypto::keys::DEK_HARD_LIMIT,
+            store: StoreOptions::default(),
+            audit: None,
+        }
+    }
+}
+
+/// What the vault tells about a token (never the PAN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The token.
+    pub token: Token,
+    /// First six digits of the PAN (16+ digit PANs only).
+    pub bin: Option<Bin>,
+    /// Last four digits of the PAN.
+    pub last4: Last4,
+    /// Card brand.
+    pub brand: Brand,
+    /// Expiry, when one was given.
+    pub expiry: Option<Expiry>,
+    /// Creation time, milliseconds since the Unix epoch (UTC).
+    pub created_ms: u64,
+}
+
+impl TokenInfo {
+    fn from_meta(token: Token, meta: &TokenMeta) -> TokenInfo {
+        TokenInfo {
+            token,
+            bin: meta.bin,
+            last4: meta.last4,
+            brand: meta.brand,
+            expiry: meta.expiry,
+            created_ms: meta.created_ms,
+        }
+    }
+}
+
+/// A detokenized card: the PAN (masked when printed) and its expiry.
+#[derive(Debug)]
+pub struct Revealed {
+    /// The card number.
+    pub pan: Pan,
+    /// Its expiry, when one was stored.
+    pub expiry: Option<Expiry>,
+}
+
+/// The vault core. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Vault {
+    store: Box<dyn Store>,
+    keys: Keyring,
+    options: VaultOptions,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("store", &self.store.describe())
+            .field("provider", &self.keys.describe_provider())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Opens the embedded RocksDB store in `path` and the vault over it
+    /// (see [`Vault::with_store`]).
+    pub fn open(
+        path: &Path,
+        provider: Arc<dyn KeyProvider>,
+        options: VaultOptions,
+    ) -> Result<Vault, VaultError> {
+        let store = RocksStore::open(path, &options.store)?;
+        let stored = store.read_keys()?;
+        Vault::assemble(Box::new(store), stored, provider, options)
+    }
+
+    /// Opens the vault over any [`Store`]: reads and unwraps every stored
+    /// key with the KEK, failing fast if the KEK is not the one that
+    /// wrapped them.
+    pub async fn with_store(
+        store: Box<dyn Store>,
+        provider: Arc<dyn KeyProvider>,
+        options: VaultOptions,
+    ) -> Result<Vault, VaultError> {
+        let stored = store.load_keys().await?;
+        Vault::assemble(store, stored, provider, options)
+    }
+
+    fn assemble(
+        store: Box<dyn Store>,
+        stored: StoredKeys,
+        provider: Arc<dyn KeyProvider>,
+        options: VaultOptions,
+    ) -> Result<Vault, VaultError> {
+        let policy = RotationPolicy {
+            rotate_after: options.dek_rotate_after,
+            hard_limit: options.dek_hard_limit,
+        };
+        let keys = Keyring::load(
+            provider,
+            stored,
+            store.was_clean_shutdown(),
+            policy,
+            options.audit.clone(),
+        )?;
+        Ok(Vault {
+            store,
+            keys,
+            options,
+        })
+    }
+
+    /// Writes exact encryption counters and the clean-shutdown marker, then
+    /// closes the store.
+    pub async fn close(self) -> Result<(), VaultError> {
+        let counters = self.keys.counters();
+        self.store.close(counters).await?;
+        Ok(())
+    }
+
+    fn mode(&self, tenant: &TenantId) -> TokenMode {
+        self.options
+            .tenant_modes
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.options.default_mode)
+    }
+
+    /// Makes a new data-key version active for `tenant`; older versions stay
+    /// available for opening records. Returns the new version.
+    pub async fn rotate_keys(&self, tenant: &TenantId) -> Result<u32, VaultError> {
+        self.keys.rotate(self.store.as_ref(), tenant).await
+    }
+
+    /// Prepares the insert of a fresh token for `pan`.
+    async fn draft(
+        &self,
+        keys: &TenantKeys,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+        fingerprint: Option<Fingerprint>,
+    ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
+        let token = Token::generate(pan)?;
+        let (dek, count) = self.keys.claim(self.store.as_ref(), keys).await?;
+        let sealed = record::seal(&dek, &keys.tenant, &token, pan)?;
+        let entry = TokenEntry {
+            meta: TokenMeta {
+                pan_len: pan.len() as u8,
+                brand: pan.brand(),
+                bin: pan.bin(),
+                last4: pan.last4(),
+                expiry,
+                created_ms: now_ms(),
+            },
+            fingerprint,
+            record: sealed,
+        };
+        let insert = Insert {
+            tenant: keys.tenant.clone(),
+            token,
+            fingerprint,
+            entry,
+            counter: Some((keys.label(KeyPurpose::PanEncryption, dek.version()), count)),
+        };
+        Ok((insert, dek, count))
+    }
+
+    /// Answers for a token that already exists for the PAN, updating its
+    /// stored expiry if a new one was given. `None` if the token vanished
+    /// meanwhile (deleted concurrently): the caller draws again.
+    async fn existing(
+        &self,
+        tenant: &TenantId,
+        token: Token,
+        expiry: Option<Expiry>,
+    ) -> Result<Option<TokenInfo>, VaultError> {
+        let Some(entry) = self.store.get_entry(tenant, &token).await? else {
+            return Ok(None);
+        };
+        let mut info = TokenInfo::from_meta(token, &entry.meta);
+        if let Some(expiry) = expiry.filter(|e| entry.meta.expiry != Some(*e)) {
+            if !self.store.update_expiry(tenant, &token, expiry).await? {
+                return Ok(None);
+            }
+            info.expiry = Some(expiry);
+        }
+        Ok(Some(info))
+    }
+
+    /// Tokenizes one PAN for `tenant` (a batch of one).
+    pub async fn tokenize(
+        &self,
+        tenant: &TenantId,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+    ) -> Result<TokenInfo, VaultError> {
+        self.tokenize_items(tenant, &[(pan, expiry)])
+            .await
+            .pop()
+            .unwrap_or(Err(VaultError::TokenSpaceExhausted))
+    }
+
+    /// Tokenizes many PANs for `tenant` with one synced write per round (a
+    /// round is repeated only for the rare token collisions). Results come
+    /// back in input order; one failing item does not fail the others.
+    pub async fn tokenize_batch(
+        &self,
+        tenant: &TenantId,
+        items: &[(Pan, Option<Expiry>)],
+    ) -> Vec<Result<TokenInfo, VaultError>> {
+        let items: Vec<(&Pan, Option<Expiry>)> = items.iter().map(|(p, e)| (p, *e)).collect();
+        self.tokenize_items(tenant, &items).await
+    }
+
+    /// The one tokenize loop. Each round looks up the pending PANs'
+    /// fingerprints, drafts fresh tokens for the unknown ones and inserts
+    /// them in one store commit; a PAN that a racing caller tokenized first
+    /// gets that token, a drawn token that is taken is drawn again.
+    async fn tokenize_items(
+        &self,
+        tenant: &TenantId,
+        items: &[(&Pan, Option<Expiry>)],
+    ) -> Vec<Result<TokenInfo, VaultError>> {
+        let keys = match self.keys.get_or_create(self.store.as_ref(), tenant).await {
+            Ok(keys) => keys,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let deterministic = self.mode(tenant) == TokenMode::Deterministic;
+        let mut results: Vec<Option<Result<TokenInfo, VaultError>>> =
+            items.iter().map(|_| None).collect();
+        let fingerprints: Vec<Option<Fingerprint>> = items
+            .iter()
+            .map(|(pan, _)| deterministic.then(|| keys.fingerprinter.fingerprint(pan)))
+            .collect();
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        for _ in 0..MAX_TOKEN_DRAWS {
+            if pending.is_empty() {
+                break;
+            }
+            let mut inserts = Vec::with_capacity(pending.len());
+            let mut inserted_for = Vec::with_capacity(pending.len());
+            let mut existing = Vec::new();
+            let mut last_claim = None;
+            for &i in &pending {
+                let (pan, expiry) = &items[i];
+                if let Some(fp) = &fingerprints[i] {
+                    match self.store.get_token_for(tenant, fp).await {
+                        Ok(Some(token)) => {
+                            existing.push((i, token));
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            results[i] = Some(Err(e.into()));
+                            continue;
+                        }
+                    }
+                }
+                match self.draft(&keys, pan, *expiry, fingerprints[i]).await {
+                    Ok((insert, dek, count)) => {
+                        inserts.push(insert);
+                        inserted_for.push(i);
+                        last_claim = Some((dek, count));
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            let infos: Vec<TokenInfo> = inserts
+                .iter()
+                .map(|ins| TokenInfo::from_meta(ins.token, &ins.entry.meta))
+                .collect();
+            let outcomes = if inserts.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.store.insert(inserts).await
+            };
+            if let Some((dek, count)) = last_claim {
+                self.keys
+                    .rotate_if_due(self.store.as_ref(), &keys, &dek, count)
+                    .await;
+            }
+            let mut retry = Vec::new();
+            match outcomes {
+                Ok(outcomes) => {
+                    for ((i, info), outcome) in inserted_for.into_iter().zip(infos).zip(outcomes) {
+                        match outcome {
+                            InsertOutcome::Inserted => {
+                                metrics::counter!("cardvault_tokens_created_total").increment(1);
+                                results[i] = Some(Ok(info));
+                            }
+                            InsertOutcome::Existing(token) => existing.push((i, token)),
+                            InsertOutcome::TokenCollision => retry.push(i),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for i in inserted_for {
+                        results[i] = Some(Err(e.clone().into()));
+                    }
+                }
+            }
+            for (i, token) in existing {
+                match self.existing(tenant, token, items[i].1).await {
+                    Ok(Some(info)) => results[i] = Some(Ok(info)),
+                    Ok(None) => retry.push(i),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            retry.sort_unstable();
+            pending = retry;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(VaultError::TokenSpaceExhausted)))
+            .collect()
+    }
+
+    async fn entry(&self, tenant: &TenantId, token: &Token) -> Result<TokenEntry, VaultError> {
+        self.store
+            .get_entry(tenant, token)
+            .await?
+            .ok_or(VaultError::TokenNotFound)
+    }
+
+    /// Returns the PAN (and expiry) behind `token` in `tenant`.
+    pub async fn detokenize(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+    ) -> Result<Revealed, VaultError> {
+        let keys = self.keys.get(tenant).ok_or(VaultError::TokenNotFound)?;
+        let entry = self.entry(tenant, token).await?;
+        let view = RecordView::decode(&entry.record)?;
+        let dek =
+            keys.version(view.dek_version())
+                .ok_or_else(|| VaultError::MissingKeyVersion {
+                    tenant: tenant.clone(),
+                    version: view.dek_version(),
+                })?;
+        let pan = view.open(&dek, tenant, token)?;
+        Ok(Revealed {
+            pan,
+            expiry: entry.meta.expiry,
+        })
+    }
+
+    /// Detokenizes several tokens; results in input order.
+    pub async fn detokenize_batch(
+        &self,
+        tenant: &TenantId,
+        tokens: &[Token],
+    ) -> Vec<Result<Revealed, VaultError>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            out.push(self.detokenize(tenant, token).await);
+        }
+        out
+    }
+
+    /// Non-secret metadata of `token` in `tenant`.
+    pub async fn metadata(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+    ) -> Result<TokenInfo, VaultError> {
+        let entry = self.entry(tenant, token).await?;
+        Ok(TokenInfo::from_meta(*token, &entry.meta))
+    }
+
+    /// Deletes `token` (and its fingerprint index entry) from `tenant`.
+    pub async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<(), VaultError> {
+        if self.store.delete(tenant, token).await? {
+            Ok(())
+        } else {
+            Err(VaultError::TokenNotFound)
+        }
+    }
+
+    /// Active data-key version and its encryption count, per tenant.
+    pub fn key_status(&self) -> Vec<(TenantId, u32, u64)> {
+        self.keys.status()
+    }
+
+    /// Moves buffered writes into the store's files (tests and tools).
+    pub async fn flush(&self) -> Result<(), VaultError> {
+        Ok(self.store.flush().await?)
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch (UTC).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,16 @@
+//! The integration tests, one binary (so RocksDB links once): each module
+//! starts real components — RocksDB, key files, the mTLS server on
+//! 127.0.0.1:0, the `cardvault` binary — and talks to them as a client would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit;
+mod cli;
+mod common;
+mod deploy;
+mod fuzz_corpus;
+mod leak;
+mod load;
+mod server;
+mod store_suite;
+mod vault;

@@ -1,0 +1,367 @@
+//! The storage contract (src/store/mod.rs), written once against
+//! `dyn Store` and run on every backend: insert-if-absent on fingerprint and
+//! token (within one call, across calls and under concurrency), durability
+//! across a reopen, expiry updates, deletes, key records, counters that only
+//! grow, and the clean-shutdown marker. A new backend adds one line to the
+//! bottom of this file.
+
+use std::sync::Arc;
+
+use cardvault::crypto::record;
+use cardvault::crypto::{DataKey, Fingerprint, Fingerprinter, KeyLabel, KeyPurpose, SecretKey};
+use cardvault::store::codec::{KeyRecord, KeyState, TokenEntry, TokenMeta};
+use cardvault::store::{Insert, InsertOutcome, Store};
+use cardvault::{Expiry, Pan, TenantId, Token};
+
+use crate::common::synthetic_pan;
+
+/// Opens (and reopens) one backend's store at one location.
+pub trait Backend {
+    /// Opens the store; a second call after `close` or drop reopens the same data.
+    fn open(&self) -> Box<dyn Store>;
+}
+
+/// Real keys and records, so entries look exactly like the vault's.
+struct Cards {
+    tenant: TenantId,
+    dek: DataKey,
+    fingerprinter: Fingerprinter,
+}
+
+impl Cards {
+    fn new() -> Cards {
+        let secret = SecretKey::generate().unwrap();
+        Cards {
+            tenant: TenantId::parse("suite").unwrap(),
+            dek: DataKey::new(1, &secret, 0),
+            fingerprinter: Fingerprinter::new(1, &SecretKey::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn fingerprint(&self, i: u64) -> Fingerprint {
+        self.fingerprinter.fingerprint(&synthetic_pan(i))
+    }
+
+    /// An insert of PAN `i` under `token`, fingerprinted.
+    fn insert(&self, i: u64, token: Token) -> Insert {
+        let pan: Pan = synthetic_pan(i);
+        let fingerprint = Some(self.fingerprint(i));
+        Insert {
+            tenant: self.tenant.clone(),
+            token,
+            fingerprint,
+            entry: TokenEntry {
+                meta: TokenMeta {
+                    pan_len: pan.len() as u8,
+                    brand: pan.brand(),
+                    bin: pan.bin(),
+                    last4: pan.last4(),
+                    expiry: None,
+                    created_ms: 1_700_000_000_000 + i,
+                },
+                fingerprint,
+                record: record::seal(&self.dek, &self.tenant, &token, &pan).unwrap(),
+            },
+            counter: Some((self.label(), i + 1)),
+        }
+    }
+
+    fn token(&self, i: u64) -> Token {
+        Token::generate(&synthetic_pan(i)).unwrap()
+    }
+
+    fn label(&self) -> KeyLabel {
+        KeyLabel {
+            tenant: self.tenant.clone(),
+            purpose: KeyPurpose::PanEncryption,
+            version: 1,
+        }
+    }
+}
+
+/// Counter of `label` as the store has it.
+async fn counter(store: &dyn Store, label: &KeyLabel) -> Option<u64> {
+    let keys = store.load_keys().await.unwrap();
+    keys.counters
+        .into_iter()
+        .find(|(l, _)| l == label)
+        .map(|(_, n)| n)
+}
+
+pub async fn a_fingerprint_keeps_its_first_token(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let (first, second) = (cards.token(1), cards.token(1));
+    let out = store.insert(vec![cards.insert(1, first)]).await.unwrap();
+    assert_eq!(out, vec![InsertOutcome::Inserted]);
+    let out = store.insert(vec![cards.insert(1, second)]).await.unwrap();
+    assert_eq!(out, vec![InsertOutcome::Existing(first)]);
+    let fp = cards.fingerprint(1);
+    assert_eq!(
+        store.get_token_for(&cards.tenant, &fp).await.unwrap(),
+        Some(first)
+    );
+    if second != first {
+        assert!(
+            store
+                .get_entry(&cards.tenant, &second)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    store.close(Vec::new()).await.unwrap();
+}
+
+pub async fn a_taken_token_is_a_collision_and_nothing_is_overwritten(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let token = cards.token(1);
+    let original = cards.insert(1, token);
+    let stored_entry = original.entry.clone();
+    store.insert(vec![original]).await.unwrap();
+    // Another PAN drew the same token.
+    let out = store.insert(vec![cards.insert(2, token)]).await.unwrap();
+    assert_eq!(out, vec![InsertOutcome::TokenCollision]);
+    assert_eq!(
+        store.get_entry(&cards.tenant, &token).await.unwrap(),
+        Some(stored_entry)
+    );
+    assert_eq!(
+        store
+            .get_token_for(&cards.tenant, &cards.fingerprint(2))
+            .await
+            .unwrap(),
+        None
+    );
+    store.close(Vec::new()).await.unwrap();
+}
+
+pub async fn items_of_one_call_are_checked_against_each_other(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let (a, b) = (cards.token(1), cards.token(3));
+    let out = store
+        .insert(vec![
+            cards.insert(1, a),
+            cards.insert(1, cards.token(1)),
+            cards.insert(2, a),
+            cards.insert(3, b),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            InsertOutcome::Inserted,
+            InsertOutcome::Existing(a),
+            InsertOutcome::TokenCollision,
+            InsertOutcome::Inserted,
+        ]
+    );
+    store.close(Vec::new()).await.unwrap();
+}
+
+pub async fn concurrent_inserts_of_one_pan_yield_one_token(backend: &dyn Backend) {
+    let store: Arc<dyn Store> = Arc::from(backend.open());
+    let cards = Arc::new(Cards::new());
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (store, cards) = (Arc::clone(&store), Arc::clone(&cards));
+        tasks.push(tokio::spawn(async move {
+            let token = cards.token(7);
+            let out = store.insert(vec![cards.insert(7, token)]).await.unwrap();
+            match out[0] {
+                InsertOutcome::Inserted => token,
+                InsertOutcome::Existing(existing) => existing,
+                InsertOutcome::TokenCollision => panic!("a fresh token collided"),
+            }
+        }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.unwrap());
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "one PAN, several tokens: {tokens:?}");
+}
+
+pub async fn acknowledged_writes_survive_a_reopen(backend: &dyn Backend) {
+    let cards = Cards::new();
+    let tokens: Vec<Token> = (0..50).map(|i| cards.token(100 + i)).collect();
+    {
+        let store = backend.open();
+        let inserts = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| cards.insert(100 + i as u64, *t))
+            .collect();
+        store.insert(inserts).await.unwrap();
+        // Dropped without close: no clean-shutdown marker.
+    }
+    let store = backend.open();
+    assert!(!store.was_clean_shutdown());
+    for (i, token) in tokens.iter().enumerate() {
+        let entry = store.get_entry(&cards.tenant, token).await.unwrap();
+        assert!(entry.is_some(), "token {i} lost");
+        assert_eq!(
+            store
+                .get_token_for(&cards.tenant, &cards.fingerprint(100 + i as u64))
+                .await
+                .unwrap(),
+            Some(*token)
+        );
+    }
+    store.close(Vec::new()).await.unwrap();
+    let store = backend.open();
+    assert!(store.was_clean_shutdown());
+    store.close(Vec::new()).await.unwrap();
+}
+
+pub async fn expiry_updates_and_deletes(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let token = cards.token(1);
+    store.insert(vec![cards.insert(1, token)]).await.unwrap();
+    let expiry = Expiry::parse("12/29").unwrap();
+    assert!(
+        store
+            .update_expiry(&cards.tenant, &token, expiry)
+            .await
+            .unwrap()
+    );
+    let entry = store.get_entry(&cards.tenant, &token).await.unwrap();
+    assert_eq!(entry.unwrap().meta.expiry, Some(expiry));
+    let missing = cards.token(2);
+    assert!(
+        !store
+            .update_expiry(&cards.tenant, &missing, expiry)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete(&cards.tenant, &token).await.unwrap());
+    assert!(!store.delete(&cards.tenant, &token).await.unwrap());
+    assert!(
+        store
+            .get_entry(&cards.tenant, &token)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .get_token_for(&cards.tenant, &cards.fingerprint(1))
+            .await
+            .unwrap(),
+        None
+    );
+    // The PAN can be tokenized again after its delete.
+    let again = cards.token(1);
+    let out = store.insert(vec![cards.insert(1, again)]).await.unwrap();
+    assert_eq!(out, vec![InsertOutcome::Inserted]);
+    store.close(Vec::new()).await.unwrap();
+}
+
+pub async fn keys_and_counters(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let label = cards.label();
+    let record = KeyRecord {
+        state: KeyState::Active,
+        created_ms: 42,
+        wrapped: vec![7; 60],
+    };
+    store
+        .put_keys(
+            vec![(label.clone(), record.clone())],
+            vec![(label.clone(), 10)],
+        )
+        .await
+        .unwrap();
+    let keys = store.load_keys().await.unwrap();
+    assert_eq!(keys.keys, vec![(label.clone(), record)]);
+    assert_eq!(counter(store.as_ref(), &label).await, Some(10));
+    // A lower count (a commit that overtook an earlier claim) never wins.
+    store
+        .put_keys(Vec::new(), vec![(label.clone(), 5)])
+        .await
+        .unwrap();
+    assert_eq!(counter(store.as_ref(), &label).await, Some(10));
+    // Inserts carry their counter in the same commit.
+    store
+        .insert(vec![cards.insert(99, cards.token(99))])
+        .await
+        .unwrap();
+    assert_eq!(counter(store.as_ref(), &label).await, Some(100));
+    // Close writes final counters, again never lower.
+    store.close(vec![(label.clone(), 50)]).await.unwrap();
+    let store = backend.open();
+    assert_eq!(counter(store.as_ref(), &label).await, Some(100));
+    store.close(Vec::new()).await.unwrap();
+}
+
+/// Runs every contract test on one backend, each test on a fresh location.
+macro_rules! store_suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn a_fingerprint_keeps_its_first_token() {
+                super::a_fingerprint_keeps_its_first_token(&$make).await;
+            }
+            #[tokio::test]
+            async fn a_taken_token_is_a_collision_and_nothing_is_overwritten() {
+                super::a_taken_token_is_a_collision_and_nothing_is_overwritten(&$make).await;
+            }
+            #[tokio::test]
+            async fn items_of_one_call_are_checked_against_each_other() {
+                super::items_of_one_call_are_checked_against_each_other(&$make).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_inserts_of_one_pan_yield_one_token() {
+                super::concurrent_inserts_of_one_pan_yield_one_token(&$make).await;
+            }
+            #[tokio::test]
+            async fn acknowledged_writes_survive_a_reopen() {
+                super::acknowledged_writes_survive_a_reopen(&$make).await;
+            }
+            #[tokio::test]
+            async fn expiry_updates_and_deletes() {
+                super::expiry_updates_and_deletes(&$make).await;
+            }
+            #[tokio::test]
+            async fn keys_and_counters() {
+                super::keys_and_counters(&$make).await;
+            }
+        }
+    };
+}
+
+/// RocksDB in a temp dir.
+pub struct RocksBackend {
+    dir: tempfile::TempDir,
+}
+
+impl RocksBackend {
+    pub fn new() -> RocksBackend {
+        RocksBackend {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+impl Backend for RocksBackend {
+    fn open(&self) -> Box<dyn Store> {
+        let options = cardvault::store::rocksdb::StoreOptions {
+            min_free_bytes: 0,
+            ..Default::default()
+        };
+        Box::new(
+            cardvault::store::rocksdb::RocksStore::open(&self.dir.path().join("db"), &options)
+                .unwrap(),
+        )
+    }
+}
+
+store_suite!(rocksdb, RocksBackend::new());
