@@ -12,15 +12,10 @@ duration="${1:-10s}"
 warmup="${2:-2s}"
 work="$(mktemp -d)"
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-# The per-principal rate limits (default 50 k detokenized items/s) would cap
-# the batch runs; the benchmark measures the vault, so they are lifted here.
-export CARDVAULT_LIMITS__TOKENIZE_RATE__PER_SECOND=10000000 CARDVAULT_LIMITS__TOKENIZE_RATE__BURST=20000000
-export CARDVAULT_LIMITS__DETOKENIZE_RATE__PER_SECOND=10000000 CARDVAULT_LIMITS__DETOKENIZE_RATE__BURST=20000000
-RUST_LOG=warn "$bin" serve --dev --data-dir "$work/dev" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
-server=$!
-api="$(await_api "$work/serve.out")"
-tick="$(getconf CLK_TCK)"
-cpu() { awk -v t="$tick" '{print ($14 + $15) / t}' "/proc/$server/stat"; }
+server=""
+lift_rate_limits
+start_dev "$bin" "$work/dev"
+cpu() { server_cpu "$server"; }
 
 run() { # label, load args...
   local label="$1"; shift

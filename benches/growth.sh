@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The cost of a growing vault: tokenize and detokenize at 64 connections on
+# an empty vault, then after batch prefills to each checkpoint (default 1 M,
+# 5 M and 20 M stored tokens). Prints one line per run with the rate, p99,
+# server CPU per request and the on-disk bytes per stored token (SST files
+# and WAL apart). Detokenize at a checkpoint uses a sample of tokens spread
+# over the whole prefill (`load --ack-every`, `--tokens-from`), not just
+# recently made ones.
+#
+#   cargo build --release && benches/growth.sh [CHECKPOINTS] [DURATION]
+#   benches/growth.sh "1000000 5000000 20000000" 10s
+#
+# GROWTH_DIR picks the disk (default: a temp dir; 20 M tokens need ~10 GB).
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
+checkpoints="${1:-1000000 5000000 20000000}"
+duration="${2:-10s}"
+work="$(mktemp -d "${GROWTH_DIR:-${TMPDIR:-/tmp}}/growth.XXXXXX")"
+server=""
+trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+lift_rate_limits
+start_dev "$bin" "$work/dev"
+cpu() { server_cpu "$server"; }
+stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {print $2; exit}' | cut -d. -f1; }
+sample="$work/sample.jsonl"
+
+measure() { # label, load args...
+  local label="$1"; shift
+  local before after json count
+  count="$(stored)"; count="${count:-0}"
+  before="$(cpu)"
+  json="$("$bin" load --dev "$work/dev" --target "$api" --duration "$duration" --warmup 2s --json --concurrency 64 "$@")"
+  after="$(cpu)"
+  python3 - "$label" "$count" "$before" "$after" "$json" "$work/dev/db" <<'PY'
+import json, os, sys
+label, count, before, after, report, db = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6]
+sst = wal = other = 0
+for name in os.listdir(db):
+    size = os.path.getsize(os.path.join(db, name))
+    if name.endswith(".sst"): sst += size
+    elif name.endswith(".log"): wal += size
+    else: other += size
+# Requests over warmup + measurement ≈ rate × (duration + 2 s warmup).
+requests = max(report["throughput_per_s"] * (report["duration_s"] + 2.0), 1)
+cpu_us = (after - before) / requests * 1e6
+l = report["latency_ms"]
+per = lambda b: b / count if count else 0
+print(f"{label:<22} stored {count:>10,}  {report['throughput_per_s']:>8.0f} req/s  p99 {l['p99']:7.2f} ms  "
+      f"cpu {cpu_us:6.1f} µs/req  sst {per(sst):6.1f} B/token  wal {wal / 2**20:7.1f} MiB  "
+      f"errors {sum(report['errors'].values())}", flush=True)
+print(json.dumps({"label": label, "stored": count, "server_cpu_us_per_req": cpu_us, "sst_bytes": sst,
+                  "wal_bytes": wal, "other_bytes": other, **report}), file=sys.stderr)
+PY
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $bin; duration $duration"
+measure "empty tokenize" --op tokenize
+measure "empty detokenize" --op detokenize
+for target in $checkpoints; do
+  # Prefill through the batch path in rounds until the vault holds `target`.
+  while :; do
+    have="$(stored)"; have="${have:-0}"
+    [ "$have" -ge "$target" ] && break
+    # ~65 k tokens/s on this box; aim for the rest, at most 120 s a round.
+    secs=$(( (target - have) / 50000 + 1 )); [ "$secs" -gt 120 ] && secs=120
+    "$bin" load --dev "$work/dev" --target "$api" --op tokenize-batch --batch 1000 --concurrency 4 \
+      --duration "${secs}s" --warmup 0s --json --ack-log "$sample" --ack-every 1000 >/dev/null
+  done
+  measure "tokenize" --op tokenize
+  measure "detokenize" --op detokenize --tokens-from "$sample"
+done
