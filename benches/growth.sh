@@ -11,6 +11,9 @@
 #   benches/growth.sh "1000000 5000000 20000000" 10s
 #
 # GROWTH_DIR picks the disk (default: a temp dir; 20 M tokens need ~10 GB).
+# Before each checkpoint's runs the server is let settle (see `settle`).
+# GROWTH_PERF=DIR records `perf record -g` of the server for 8 s during each
+# measured run into DIR/perf-LABEL-STORED.data.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
@@ -22,7 +25,7 @@ trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wor
 lift_rate_limits
 start_dev "$bin" "$work/dev"
 cpu() { server_cpu "$server"; }
-stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {print $2; exit}' | cut -d. -f1; }
+stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {v = $2} END {print int(v)}'; }
 sample="$work/sample.jsonl"
 
 measure() { # label, load args...
@@ -30,8 +33,12 @@ measure() { # label, load args...
   local before after json count
   count="$(stored)"; count="${count:-0}"
   before="$(cpu)"
+  if [ -n "${GROWTH_PERF:-}" ]; then
+    (sleep 3; perf record -g -p "$server" -o "$GROWTH_PERF/perf-${label// /-}-$count.data" -- sleep 8 >/dev/null 2>&1) &
+  fi
   json="$("$bin" load --dev "$work/dev" --target "$api" --duration "$duration" --warmup 2s --json --concurrency 64 "$@")"
   after="$(cpu)"
+  [ -z "${GROWTH_PERF:-}" ] || wait "$!" 2>/dev/null || true
   python3 - "$label" "$count" "$before" "$after" "$json" "$work/dev/db" <<'PY'
 import json, os, sys
 label, count, before, after, report, db = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6]
@@ -54,6 +61,19 @@ print(json.dumps({"label": label, "stored": count, "server_cpu_us_per_req": cpu_
 PY
 }
 
+# settle: after a prefill RocksDB still compacts for a while; wait (at most
+# GROWTH_SETTLE_S, default 180 s; 0 measures at once) until the idle server
+# uses under 5% of a core, so a checkpoint measures the vault, not the
+# compaction debt of the bulk load. Prints how long it took.
+settle() {
+  local limit="${GROWTH_SETTLE_S:-180}" start=$SECONDS a b
+  while [ $((SECONDS - start)) -lt "$limit" ]; do
+    a="$(cpu)"; sleep 2; b="$(cpu)"
+    python3 -c "import sys; sys.exit(0 if $b - $a < 0.1 else 1)" && break
+  done
+  echo "# settled after $((SECONDS - start)) s"
+}
+
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $bin; duration $duration"
 measure "empty tokenize" --op tokenize
 measure "empty detokenize" --op detokenize
@@ -67,6 +87,7 @@ for target in $checkpoints; do
     "$bin" load --dev "$work/dev" --target "$api" --op tokenize-batch --batch 1000 --concurrency 4 \
       --duration "${secs}s" --warmup 0s --json --ack-log "$sample" --ack-every 1000 >/dev/null
   done
+  settle
   measure "tokenize" --op tokenize
   measure "detokenize" --op detokenize --tokens-from "$sample"
 done

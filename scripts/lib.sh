@@ -39,3 +39,64 @@ start_dev() {
 server_cpu() {
   awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"
 }
+
+# start_nginx_anchor DEV_DIR WORK_DIR: the TLS floor a request is measured
+# against — nginx (Debian's, installed if missing) on 127.0.0.1 with the dev
+# PKI, a required client certificate, TLS 1.3 only, one worker, answering
+# every request with a fixed token JSON. Sets $nginx (PID) and $nginx_api.
+start_nginx_anchor() {
+  local dev="$1" work="$2" port
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx >/dev/null
+    $sudo systemctl stop nginx 2>/dev/null || true
+  fi
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $dev/pki/server.pem;
+    ssl_certificate_key $dev/pki/server-key.pem;
+    ssl_client_certificate $dev/pki/ca.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.3;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    location / {
+      default_type application/json;
+      return 200 '{"token":"4111118014801111","bin":"411111","last4":"1111","brand":"visa"}';
+    }
+  }
+}
+CONF
+  "$(command -v nginx || echo /usr/sbin/nginx)" -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
+  nginx=$!
+  nginx_api="https://127.0.0.1:$port"
+  local deadline=$((SECONDS + 10))
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { cat "$work/nginx/error.log" >&2; return 1; }
+    sleep 0.1
+  done
+}
+
+# tree_cpu PID: CPU seconds of PID and its children (nginx master + worker).
+tree_cpu() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1"); do
+    total="$(python3 -c "print($total + $(server_cpu "$p"))")"
+  done
+  echo "$total"
+}

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -174,10 +174,19 @@ pub struct StorageConfig {
     /// free space than this, so RocksDB never meets a full disk.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// RocksDB block cache, shared by all column families: index and filter
+    /// partitions (about 6 bytes per stored token) and hot data blocks.
+    #[serde(default = "default_block_cache_bytes")]
+    pub block_cache_bytes: NonZeroUsize,
 }
 
 fn default_min_free_bytes() -> u64 {
     crate::store::rocksdb::StoreOptions::default().min_free_bytes
+}
+
+fn default_block_cache_bytes() -> NonZeroUsize {
+    NonZeroUsize::new(crate::store::rocksdb::StoreOptions::default().block_cache_bytes)
+        .unwrap_or(NonZeroUsize::MIN)
 }
 
 fn default_api_listen() -> SocketAddr {

@@ -50,6 +50,7 @@ impl Service {
             ..VaultOptions::default()
         };
         options.store.min_free_bytes = config.storage.min_free_bytes;
+        options.store.block_cache_bytes = config.storage.block_cache_bytes.get();
         let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
         let running = start(config, Arc::clone(&vault), audit.clone()).await?;
         audit.record(Event::new(EventKind::VaultStart).with_detail(format!(

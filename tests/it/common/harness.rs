@@ -51,6 +51,7 @@ impl Harness {
                 data_dir: dir.path().join("db"),
                 key_file: dir.path().join("kek.key"),
                 min_free_bytes: 1 << 20,
+                block_cache_bytes: std::num::NonZeroUsize::new(8 << 20).unwrap(),
             },
             limits: LimitsConfig::default(),
             principals,
