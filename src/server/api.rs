@@ -50,7 +50,7 @@ async fn tokenize_one(
     state: &AppState,
     caller: &Caller,
     req: Request,
-    audited: &mut Audited,
+    audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Tokenize)?;
     state.rates.tokenize(caller.principal.as_str(), 1)?;
@@ -82,7 +82,7 @@ async fn tokenize_many(
     state: &AppState,
     caller: &Caller,
     req: Request,
-    audited: &mut Audited,
+    audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Tokenize)?;
     let body: TokenizeBatchRequest =
@@ -157,7 +157,7 @@ fn check_monitor(
     state: &AppState,
     caller: &Caller,
     items: u64,
-    audited: &mut Audited,
+    audited: &mut Audited<'_>,
 ) -> Result<(), ApiError> {
     state.monitor.check_detokenize(caller, items).map_err(|_| {
         audited.event().detail = Some("blocked by an alert until an admin clears it".into());
@@ -169,7 +169,7 @@ async fn detokenize_one(
     state: &AppState,
     caller: &Caller,
     req: Request,
-    audited: &mut Audited,
+    audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Detokenize)?;
     let body: DetokenizeRequest = read_json(req, state.limits.body_limit_bytes.get()).await?;
@@ -204,7 +204,7 @@ async fn detokenize_many(
     state: &AppState,
     caller: &Caller,
     req: Request,
-    audited: &mut Audited,
+    audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Detokenize)?;
     let body: DetokenizeBatchRequest =

@@ -14,17 +14,22 @@ use super::identity::Caller;
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
 
 /// The audit event of one request, from open to close.
-pub struct Audited {
-    audit: AuditLog,
+pub struct Audited<'a> {
+    audit: &'a AuditLog,
     event: Event,
     written: bool,
 }
 
-impl Audited {
+impl<'a> Audited<'a> {
     /// Opens the event `kind` for `caller`'s request `request_id`.
-    pub fn open(audit: &AuditLog, kind: EventKind, caller: &Caller, request_id: &str) -> Audited {
+    pub fn open(
+        audit: &'a AuditLog,
+        kind: EventKind,
+        caller: &Caller,
+        request_id: &str,
+    ) -> Audited<'a> {
         Audited {
-            audit: audit.clone(),
+            audit,
             event: request_event(kind, caller, request_id),
             written: false,
         }
