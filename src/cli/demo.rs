@@ -65,8 +65,7 @@ pub async fn run(data_dir: &Path) -> CliResult {
     for (tenant, version, sealed) in vault.key_status() {
         say!("tenant {tenant}: data key v{version}, {sealed} encryptions");
     }
-    vault.close().await.context("closing the vault")?;
-    audit.close().await.context("closing the audit trail")?;
+    super::offline::close(vault, audit).await?;
     if !all_ok {
         return Err(anyhow::anyhow!("a card did not round-trip").into());
     }

@@ -49,8 +49,7 @@ pub async fn run(command: KeysCommand) -> CliResult {
                 TenantId::parse(&tenant).map_err(|e| CliError::Usage(format!("--tenant: {e}")))?;
             let (vault, audit) = vault.open()?;
             let version = vault.rotate_keys(&tenant).await;
-            vault.close().await.context("closing the vault")?;
-            audit.close().await.context("closing the audit trail")?;
+            super::offline::close(vault, audit).await?;
             let version = version.context("rotating the data key")?;
             say!("tenant {tenant}: data key version {version} is now active");
         }
@@ -59,8 +58,7 @@ pub async fn run(command: KeysCommand) -> CliResult {
             for (tenant, version, sealed) in vault.key_status() {
                 say!("tenant {tenant}: active data key v{version}, {sealed} encryptions");
             }
-            vault.close().await.context("closing the vault")?;
-            audit.close().await.context("closing the audit trail")?;
+            super::offline::close(vault, audit).await?;
         }
     }
     Ok(())

@@ -77,11 +77,26 @@ impl VaultLocation {
 pub fn open_or_create_dev(dir: &Path) -> anyhow::Result<(Vault, AuditLog)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let layout = Layout::dev(dir);
-    if !layout.key_file.exists() {
-        KeyFileProvider::create(&layout.key_file)?;
-        tracing::info!(path = %layout.key_file.display(), "created development KEK");
-    }
+    create_dev_kek_if_missing(&layout.key_file)?;
     open(&layout)
+}
+
+/// Creates a development KEK at `path` unless one is there (`demo` and
+/// `serve --dev` only).
+pub fn create_dev_kek_if_missing(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        KeyFileProvider::create(path)?;
+        tracing::info!(path = %path.display(), "created development KEK");
+    }
+    Ok(())
+}
+
+/// Closes an offline vault (exact counters, clean-shutdown marker), then its
+/// audit trail (`audit_stop`).
+pub async fn close(vault: Vault, audit: AuditLog) -> anyhow::Result<()> {
+    vault.close().await.context("closing the vault")?;
+    audit.close().await.context("closing the audit trail")?;
+    Ok(())
 }
 
 fn open(layout: &Layout) -> anyhow::Result<(Vault, AuditLog)> {

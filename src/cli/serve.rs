@@ -13,7 +13,6 @@ use super::error::CliResult;
 use clap::Args;
 
 use crate::config::Config;
-use crate::crypto::KeyFileProvider;
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -45,11 +44,7 @@ pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
     } else if crate::pki::renew_server_if_due(&pki)? {
         tracing::info!(dir = %pki.display(), "renewed the development server certificate");
     }
-    let kek = dir.join("kek.key");
-    if !kek.exists() {
-        KeyFileProvider::create(&kek)?;
-        tracing::info!(path = %kek.display(), "created development KEK");
-    }
+    super::offline::create_dev_kek_if_missing(&dir.join("kek.key"))?;
     let config = dir.join("cardvault.toml");
     if !config.exists() {
         std::fs::write(&config, crate::config::dev::DEV_CONFIG)
