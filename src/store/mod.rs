@@ -88,7 +88,18 @@ pub struct Insert {
     /// The data key used and its encryption count after this seal, persisted
     /// with the same commit whatever the outcome (the seal happened).
     pub counter: Option<(KeyLabel, u64)>,
+    /// The caller found no token for `fingerprint` in a read that started
+    /// after this mark ([`Store::read_mark`]). A backend may use it to skip
+    /// re-reading the fingerprint when it knows nothing wrote it since; it
+    /// must still never overwrite (the contract does not change).
+    pub fingerprint_absent_at: Option<ReadMark>,
 }
+
+/// A position in a store's history: every write acknowledged before the
+/// mark was taken is visible to reads that start after it. Opaque to the
+/// vault; only the backend that made it interprets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadMark(pub u64);
 
 /// What became of one [`Insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +138,13 @@ pub trait Store: Send + Sync {
         tenant: &TenantId,
         token: &Token,
     ) -> Result<Option<TokenEntry>, StoreError>;
+
+    /// The current position in the store's history, taken before a read
+    /// whose negative answer is handed back with an [`Insert`]. `None`
+    /// (the default): the backend re-checks every fingerprint itself.
+    fn read_mark(&self) -> Option<ReadMark> {
+        None
+    }
 
     /// The token already issued for a PAN fingerprint in `tenant`.
     async fn get_token_for(

@@ -25,7 +25,7 @@ use crate::crypto::{DataKey, Fingerprint, KeyProvider, KeyPurpose, RecordView};
 use crate::domain::{Bin, Brand, Expiry, Last4, Pan, TenantId, Token};
 use crate::store::codec::{TokenEntry, TokenMeta};
 use crate::store::rocksdb::{RocksStore, StoreOptions};
-use crate::store::{Insert, InsertOutcome, Store, StoredKeys};
+use crate::store::{Insert, InsertOutcome, ReadMark, Store, StoredKeys};
 pub use error::VaultError;
 pub use keyring::UNCLEAN_SHUTDOWN_COUNTER_MARGIN;
 use keyring::{Keyring, RotationPolicy, TenantKeys};
@@ -210,6 +210,7 @@ impl Vault {
         pan: &Pan,
         expiry: Option<Expiry>,
         fingerprint: Option<Fingerprint>,
+        absent_at: Option<ReadMark>,
     ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
         let token = Token::generate(pan)?;
         let (dek, count) = self.keys.claim(self.store.as_ref(), keys).await?;
@@ -232,6 +233,7 @@ impl Vault {
             fingerprint,
             entry,
             counter: Some((keys.label(KeyPurpose::PanEncryption, dek.version()), count)),
+            fingerprint_absent_at: fingerprint.and(absent_at),
         };
         Ok((insert, dek, count))
     }
@@ -312,6 +314,9 @@ impl Vault {
             let mut inserted_for = Vec::with_capacity(pending.len());
             let mut existing = Vec::new();
             let mut last_claim = None;
+            // Taken before the lookups: their "absent" answers hold as of
+            // this mark, which lets the store skip repeating them.
+            let mark = self.store.read_mark();
             for &i in &pending {
                 let (pan, expiry) = &items[i];
                 if let Some(fp) = &fingerprints[i] {
@@ -327,7 +332,7 @@ impl Vault {
                         }
                     }
                 }
-                match self.draft(&keys, pan, *expiry, fingerprints[i]).await {
+                match self.draft(&keys, pan, *expiry, fingerprints[i], mark).await {
                     Ok((insert, dek, count)) => {
                         inserts.push(insert);
                         inserted_for.push(i);

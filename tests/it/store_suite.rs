@@ -63,6 +63,7 @@ impl Cards {
                 record: record::seal(&self.dek, &self.tenant, &token, &pan).unwrap(),
             },
             counter: Some((self.label(), i + 1)),
+            fingerprint_absent_at: None,
         }
     }
 
@@ -110,6 +111,57 @@ pub async fn a_fingerprint_keeps_its_first_token(backend: &dyn Backend) {
                 .is_none()
         );
     }
+    store.close(Vec::new()).await.unwrap();
+}
+
+/// A caller's "I looked and it was absent" is a hint, never a licence to
+/// overwrite: with a mark taken before a racing insert of the same PAN
+/// (and with marks taken before and after a store-wide churn of other
+/// inserts), the second insert still answers `Existing`.
+pub async fn a_stale_absence_never_overwrites(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let mark = store.read_mark();
+    assert_eq!(
+        store
+            .get_token_for(&cards.tenant, &cards.fingerprint(1))
+            .await
+            .unwrap(),
+        None
+    );
+    let first = cards.token(1);
+    store.insert(vec![cards.insert(1, first)]).await.unwrap();
+    // Many other inserts in between, so a backend that tracks recent writes
+    // has to look beyond its most recent group.
+    for round in 0..20u64 {
+        let batch = (0..50)
+            .map(|i| {
+                let n = 1000 + round * 50 + i;
+                cards.insert(n, cards.token(n))
+            })
+            .collect();
+        store.insert(batch).await.unwrap();
+    }
+    let mut racer = cards.insert(1, cards.token(1));
+    racer.fingerprint_absent_at = mark;
+    let out = store.insert(vec![racer]).await.unwrap();
+    assert_eq!(out, vec![InsertOutcome::Existing(first)]);
+    // A fresh mark over a fingerprint nobody wrote: inserted once, and the
+    // same claim made again (now stale) is refused.
+    let mark = store.read_mark();
+    let mut fresh = cards.insert(2, cards.token(2));
+    fresh.fingerprint_absent_at = mark;
+    let token = fresh.token;
+    assert_eq!(
+        store.insert(vec![fresh]).await.unwrap(),
+        vec![InsertOutcome::Inserted]
+    );
+    let mut again = cards.insert(2, cards.token(2));
+    again.fingerprint_absent_at = mark;
+    assert_eq!(
+        store.insert(vec![again]).await.unwrap(),
+        vec![InsertOutcome::Existing(token)]
+    );
     store.close(Vec::new()).await.unwrap();
 }
 
@@ -327,6 +379,10 @@ macro_rules! store_suite {
                 super::acknowledged_writes_survive_a_reopen(&$make).await;
             }
             #[tokio::test]
+            async fn a_stale_absence_never_overwrites() {
+                super::a_stale_absence_never_overwrites(&$make).await;
+            }
+            #[tokio::test]
             async fn expiry_updates_and_deletes() {
                 super::expiry_updates_and_deletes(&$make).await;
             }
@@ -355,6 +411,9 @@ impl Backend for RocksBackend {
     fn open(&self) -> Box<dyn Store> {
         let options = cardvault::store::rocksdb::StoreOptions {
             min_free_bytes: 0,
+            // Small, so the suite's churn makes the writer forget and fall
+            // back to reading the database.
+            recent_fingerprints: 64,
             ..Default::default()
         };
         Box::new(

@@ -24,7 +24,7 @@ use rocksdb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, CodecError, KeyRecord, KeysEntry, TokenEntry};
-use super::{Insert, InsertOutcome, Store, StoreError, StoredKeys};
+use super::{Insert, InsertOutcome, ReadMark, Store, StoreError, StoredKeys};
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 
@@ -69,6 +69,10 @@ pub struct StoreOptions {
     /// disk without a reopen, so the vault stops writing before that; the
     /// reserve also leaves room for memtable flushes and compaction.
     pub min_free_bytes: u64,
+    /// How many recently written fingerprints the writer remembers, so an
+    /// insert the caller already checked needs no second lookup (see
+    /// `writer`). About 100 bytes each.
+    pub recent_fingerprints: usize,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +82,7 @@ impl Default for StoreOptions {
             queue_depth: 4096,
             block_cache_bytes: 256 << 20,
             min_free_bytes: 128 << 20,
+            recent_fingerprints: 1 << 18,
         }
     }
 }
@@ -179,13 +184,14 @@ impl RocksStore {
         let (commands, receiver) = mpsc::channel(options.queue_depth.max(1));
         let writer_db = Arc::clone(&db);
         let max_group = options.max_group.max(1);
+        let recent_capacity = options.recent_fingerprints;
         let space = writer::SpaceGuard {
             path: path.to_path_buf(),
             reserve: options.min_free_bytes,
         };
         let writer = std::thread::Builder::new()
             .name("cardvault-writer".into())
-            .spawn(move || writer::run(&writer_db, receiver, max_group, &space))
+            .spawn(move || writer::run(&writer_db, receiver, max_group, &space, recent_capacity))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(RocksStore {
             path: path.to_path_buf(),
@@ -250,6 +256,10 @@ impl Store for RocksStore {
             Some(bytes) => Ok(Some(TokenEntry::decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    fn read_mark(&self) -> Option<ReadMark> {
+        Some(ReadMark(self.db.latest_sequence_number()))
     }
 
     async fn get_token_for(

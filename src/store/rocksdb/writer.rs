@@ -4,6 +4,13 @@
 //! — commits the batch with a synced WAL write, and only then answers each
 //! sender. One thread means check-then-insert needs no locks; one write per
 //! group means concurrent callers share an fsync.
+//!
+//! Because it is the only writer, it also knows every fingerprint written
+//! lately ([`Recent`]): an insert whose caller already found its fingerprint
+//! absent (at a RocksDB sequence number, [`ReadMark`]) needs no second
+//! lookup unless a write since then touched that fingerprint. Each new PAN
+//! then costs two point lookups that miss (the caller's fingerprint, the
+//! writer's token) instead of three, which matters as the tree deepens.
 
 use std::collections::HashMap;
 
@@ -16,7 +23,7 @@ use super::{
 use crate::crypto::KeyLabel;
 use crate::domain::{Expiry, TenantId, Token};
 use crate::store::codec::{self, KeyRecord, TokenEntry};
-use crate::store::{Insert, InsertOutcome};
+use crate::store::{Insert, InsertOutcome, ReadMark};
 
 /// Where the writer sends one command's answer.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -64,10 +71,51 @@ struct Overlay {
     counters: HashMap<Vec<u8>, u64>,
 }
 
+/// Fingerprints written since `horizon` (a sequence number), with the
+/// sequence number that covers their write. Cleared, and the horizon moved
+/// to the present, when it holds `capacity` entries.
+pub(super) struct Recent {
+    written: HashMap<Vec<u8>, u64>,
+    horizon: u64,
+    capacity: usize,
+}
+
+impl Recent {
+    pub(super) fn new(now: u64, capacity: usize) -> Recent {
+        Recent {
+            written: HashMap::new(),
+            horizon: now,
+            capacity,
+        }
+    }
+
+    /// Whether `key`, found absent by a read that started at `mark`, is
+    /// certainly still absent: every write since `mark` is known, and none
+    /// of them wrote `key`.
+    fn still_absent(&self, key: &[u8], mark: ReadMark) -> bool {
+        mark.0 >= self.horizon && self.written.get(key).is_none_or(|seq| *seq <= mark.0)
+    }
+
+    /// Records fingerprints committed in a write that ended at `seq`.
+    fn record(&mut self, keys: Vec<Vec<u8>>, seq: u64) {
+        if self.written.len() + keys.len() > self.capacity {
+            self.written.clear();
+            self.horizon = seq;
+            return;
+        }
+        for key in keys {
+            self.written.insert(key, seq);
+        }
+    }
+}
+
 struct Group<'a> {
     db: &'a DB,
     batch: WriteBatch,
     overlay: Overlay,
+    recent: &'a Recent,
+    /// Fingerprint keys put by this group, for [`Recent::record`].
+    fingerprints_put: Vec<Vec<u8>>,
 }
 
 impl Group<'_> {
@@ -127,7 +175,14 @@ impl Group<'_> {
                 // The seal happened whatever the outcome: count it.
                 self.count(label, *sealed);
             }
+            let known_absent = |fp_key: &Vec<u8>| {
+                item.fingerprint_absent_at.is_some_and(|mark| {
+                    !self.overlay.fingerprints.contains_key(fp_key)
+                        && self.recent.still_absent(fp_key, mark)
+                })
+            };
             if let Some(fp_key) = &fp_key
+                && !known_absent(fp_key)
                 && let Some(existing) = self.read(CF_FINGERPRINTS, fp_key)?
             {
                 let token = Token::parse_bytes(&existing).map_err(|_| {
@@ -146,6 +201,7 @@ impl Group<'_> {
             }
             self.put(CF_TOKENS, token_key, item.entry.encode())?;
             if let Some(fp_key) = fp_key {
+                self.fingerprints_put.push(fp_key.clone());
                 self.put(CF_FINGERPRINTS, fp_key, item.token.as_bytes().to_vec())?;
             }
             outcomes.push(InsertOutcome::Inserted);
@@ -202,8 +258,9 @@ impl Group<'_> {
 
     /// Commits the group with one synced write. Counters are written as
     /// the highest value ever committed, so a group whose claims were
-    /// overtaken by a later group's never lowers a counter.
-    fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<(), StoreError> {
+    /// overtaken by a later group's never lowers a counter. Returns the
+    /// fingerprint keys the write put.
+    fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<Vec<Vec<u8>>, StoreError> {
         let keys_cf = cf(self.db, CF_KEYS)?;
         let mut raised = Vec::with_capacity(self.overlay.counters.len());
         for (key, sealed) in self.overlay.counters.drain() {
@@ -219,11 +276,11 @@ impl Group<'_> {
             raised.push((key, value));
         }
         if self.batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.db.write_opt(self.batch, &synced())?;
         committed.extend(raised);
-        Ok(())
+        Ok(self.fingerprints_put)
     }
 }
 
@@ -260,8 +317,10 @@ pub(super) fn run(
     mut commands: mpsc::Receiver<Command>,
     max_group: usize,
     space: &SpaceGuard,
+    recent_capacity: usize,
 ) {
     let mut warned_full = false;
+    let mut recent = Recent::new(db.latest_sequence_number(), recent_capacity);
     // The highest counter values committed so far (this thread is the only
     // writer, so this map is the truth once a key has been written).
     let mut committed_counters = HashMap::new();
@@ -278,6 +337,8 @@ pub(super) fn run(
             db,
             batch: WriteBatch::default(),
             overlay: Overlay::default(),
+            recent: &recent,
+            fingerprints_put: Vec::new(),
         };
         let mut pending = Vec::with_capacity(queued.len());
         let mut closing = false;
@@ -340,7 +401,9 @@ pub(super) fn run(
                     tracing::warn!("database disk has room again; writes resume");
                     warned_full = false;
                 }
-                group.finish(&mut committed_counters)
+                group
+                    .finish(&mut committed_counters)
+                    .map(|put| recent.record(put, db.latest_sequence_number()))
             }
         };
         for answer in pending {
