@@ -19,6 +19,7 @@ pub mod client;
 #[cfg(feature = "vault")]
 pub mod config;
 pub mod crypto;
+pub mod dirlock;
 pub mod domain;
 pub mod fuzzing;
 pub mod hardening;

@@ -50,6 +50,9 @@ pub enum AuditError {
     /// The trail has been closed.
     #[error("the audit trail is closed")]
     Closed,
+    /// Another process owns the audit directory.
+    #[error(transparent)]
+    Locked(#[from] crate::dirlock::LockError),
 }
 
 impl AuditError {

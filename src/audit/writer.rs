@@ -14,7 +14,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use super::event::{Event, EventKind};
 use super::syslog::{Mirror, SyslogTarget};
 use super::{AuditError, key, segment_name, segments};
 use crate::crypto::KeyProvider;
+use crate::dirlock::DirLock;
 
 /// Where and how the trail is written.
 #[derive(Debug, Clone)]
@@ -77,13 +78,10 @@ impl AuditLog {
         provider: &dyn KeyProvider,
     ) -> Result<AuditLog, AuditError> {
         let dir = &settings.dir;
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| AuditError::io(dir, e))?;
-        }
+        // Before anything is read or written: a second process (an offline
+        // command, a second server) must not append to a running vault's
+        // chain. Creates the directory (0700) if missing.
+        let lock = DirLock::acquire(dir, "audit directory")?;
         let existing = segments(dir)?;
         let audit_key = match key::load(dir, provider)? {
             Some(k) => k,
@@ -126,6 +124,7 @@ impl AuditLog {
             scratch: Vec::with_capacity(1 << 10),
             mirror,
             settings,
+            lock: Some(lock),
         };
         writer.append(&Event::new(EventKind::AuditStart).with_detail(detail));
         writer.commit(true)?;
@@ -244,6 +243,8 @@ struct Writer {
     /// One entry's body, reused.
     scratch: Vec<u8>,
     mirror: Option<Mirror>,
+    /// Held until the trail is closed: this process owns the directory.
+    lock: Option<DirLock>,
 }
 
 /// The fields the writer adds around an event.
@@ -337,6 +338,9 @@ impl Writer {
                     let _ = done.send(Ok(seq));
                 }
                 if let Some(done) = closing {
+                    // Released before the answer, so a caller that closes
+                    // and reopens the trail finds the directory free.
+                    self.lock = None;
                     let _ = done.send(Ok(()));
                     return true;
                 }
@@ -354,6 +358,7 @@ impl Writer {
                     let _ = done.send(Err(e.clone()));
                 }
                 if let Some(done) = closing {
+                    self.lock = None;
                     let _ = done.send(Err(e));
                     return true;
                 }

@@ -24,7 +24,8 @@ const DEMO_CARDS: [&str; 8] = [
 
 /// Runs the demo on the dev vault in `data_dir`.
 pub async fn run(data_dir: &Path) -> CliResult {
-    let (vault, audit) = open_or_create_dev(data_dir)?;
+    let offline = open_or_create_dev(data_dir)?;
+    let vault = &offline.vault;
     let tenant = TenantId::parse("default").context("demo tenant")?;
     say!("cardvault demo — data in {}", data_dir.display());
     say!(
@@ -65,7 +66,7 @@ pub async fn run(data_dir: &Path) -> CliResult {
     for (tenant, version, sealed) in vault.key_status() {
         say!("tenant {tenant}: data key v{version}, {sealed} encryptions");
     }
-    super::offline::close(vault, audit).await?;
+    offline.close().await?;
     if !all_ok {
         return Err(anyhow::anyhow!("a card did not round-trip").into());
     }

@@ -1,9 +1,16 @@
 //! The command line's one error type and its exit statuses: usage and
-//! config errors exit 64 (`EX_USAGE`), a broken audit trail and every other
-//! failure exit 1.
+//! config errors exit 64 (`EX_USAGE`), a vault directory locked by a
+//! running vault exits 75 (`EX_TEMPFAIL`: stop it and try again), a broken
+//! audit trail and every other failure exit 1.
+
+use crate::audit::AuditError;
+use crate::dirlock::LockError;
 
 /// Exit status for command-line usage errors (sysexits.h `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit status when another process holds the vault's directories
+/// (sysexits.h `EX_TEMPFAIL`).
+pub const EXIT_LOCKED: u8 = 75;
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +24,31 @@ pub enum CliError {
     /// `audit verify` found the chain broken (exit 1).
     #[error("{0}")]
     TrailBroken(crate::audit::VerifyFailure),
+    /// A running vault holds the data or audit directory (exit 75).
+    #[error(transparent)]
+    Locked(LockError),
     /// Anything else (exit 1).
     #[error(transparent)]
-    Failed(#[from] anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CliError {
+    /// Finds a directory lock held by another process anywhere in the
+    /// error's chain (it may come from the store or the audit trail).
+    fn from(e: anyhow::Error) -> CliError {
+        let locked = e.chain().find_map(|cause| {
+            cause.downcast_ref::<LockError>().cloned().or_else(|| {
+                match cause.downcast_ref::<AuditError>() {
+                    Some(AuditError::Locked(lock)) => Some(lock.clone()),
+                    _ => None,
+                }
+            })
+        });
+        match locked {
+            Some(lock @ LockError::Held { .. }) => CliError::Locked(lock),
+            _ => CliError::Failed(e),
+        }
+    }
 }
 
 impl CliError {
@@ -27,6 +56,7 @@ impl CliError {
     pub fn exit_status(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
+            CliError::Locked(_) => EXIT_LOCKED,
             CliError::TrailBroken(_) | CliError::Failed(_) => 1,
         }
     }

@@ -47,18 +47,18 @@ pub async fn run(command: KeysCommand) -> CliResult {
         KeysCommand::Rotate { vault, tenant } => {
             let tenant =
                 TenantId::parse(&tenant).map_err(|e| CliError::Usage(format!("--tenant: {e}")))?;
-            let (vault, audit) = vault.open()?;
-            let version = vault.rotate_keys(&tenant).await;
-            super::offline::close(vault, audit).await?;
+            let offline = vault.open()?;
+            let version = offline.vault.rotate_keys(&tenant).await;
+            offline.close().await?;
             let version = version.context("rotating the data key")?;
             say!("tenant {tenant}: data key version {version} is now active");
         }
         KeysCommand::Status { vault } => {
-            let (vault, audit) = vault.open()?;
-            for (tenant, version, sealed) in vault.key_status() {
+            let offline = vault.open()?;
+            for (tenant, version, sealed) in offline.vault.key_status() {
                 say!("tenant {tenant}: active data key v{version}, {sealed} encryptions");
             }
-            super::offline::close(vault, audit).await?;
+            offline.close().await?;
         }
     }
     Ok(())

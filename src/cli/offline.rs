@@ -13,6 +13,7 @@ use super::error::CliError;
 use crate::audit::{AuditLog, AuditSettings};
 use crate::config::Config;
 use crate::crypto::KeyFileProvider;
+use crate::dirlock::DirLock;
 use crate::vault::{Vault, VaultOptions};
 
 /// Where an offline command finds the vault.
@@ -44,10 +45,32 @@ impl Layout {
     }
 }
 
+/// A vault opened in-process: its data and audit directories are locked
+/// until [`OfflineVault::close`].
+pub struct OfflineVault {
+    /// The vault core.
+    pub vault: Vault,
+    audit: AuditLog,
+    _lock: DirLock,
+}
+
+impl OfflineVault {
+    /// Closes the vault (exact counters, clean-shutdown marker), then its
+    /// audit trail (`audit_stop`), then releases the directories.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.vault.close().await.context("closing the vault")?;
+        self.audit
+            .close()
+            .await
+            .context("closing the audit trail")?;
+        Ok(())
+    }
+}
+
 impl VaultLocation {
     /// Opens the existing vault (the KEK must exist). Key operations made
     /// through it are audited like the server's.
-    pub fn open(&self) -> Result<(Vault, AuditLog), CliError> {
+    pub fn open(&self) -> Result<OfflineVault, CliError> {
         let layout = match &self.config {
             Some(path) => {
                 let config = Config::load(path)?;
@@ -74,7 +97,7 @@ impl VaultLocation {
 
 /// Opens the dev vault in `dir`, creating the directory and a development
 /// KEK on first use (for `demo` only).
-pub fn open_or_create_dev(dir: &Path) -> anyhow::Result<(Vault, AuditLog)> {
+pub fn open_or_create_dev(dir: &Path) -> anyhow::Result<OfflineVault> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let layout = Layout::dev(dir);
     create_dev_kek_if_missing(&layout.key_file)?;
@@ -91,15 +114,10 @@ pub fn create_dev_kek_if_missing(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Closes an offline vault (exact counters, clean-shutdown marker), then its
-/// audit trail (`audit_stop`).
-pub async fn close(vault: Vault, audit: AuditLog) -> anyhow::Result<()> {
-    vault.close().await.context("closing the vault")?;
-    audit.close().await.context("closing the audit trail")?;
-    Ok(())
-}
-
-fn open(layout: &Layout) -> anyhow::Result<(Vault, AuditLog)> {
+fn open(layout: &Layout) -> anyhow::Result<OfflineVault> {
+    // Before the trail or the database is touched: a running vault holds
+    // this lock, and this command must then write nothing at all.
+    let lock = DirLock::acquire(&layout.db, "data directory")?;
     let provider = Arc::new(KeyFileProvider::open(&layout.key_file)?);
     let audit = AuditLog::open(layout.audit.clone(), provider.as_ref())?;
     let options = VaultOptions {
@@ -107,5 +125,9 @@ fn open(layout: &Layout) -> anyhow::Result<(Vault, AuditLog)> {
         ..VaultOptions::default()
     };
     let vault = Vault::open(&layout.db, provider, options)?;
-    Ok((vault, audit))
+    Ok(OfflineVault {
+        vault,
+        audit,
+        _lock: lock,
+    })
 }

@@ -9,6 +9,7 @@ use super::running::{Running, start};
 use crate::audit::{AuditLog, Event, EventKind};
 use crate::config::Config;
 use crate::crypto::KeyFileProvider;
+use crate::dirlock::DirLock;
 use crate::vault::{Vault, VaultOptions};
 
 /// The whole vault as `serve` runs it: KEK provider, audit trail, vault
@@ -21,6 +22,8 @@ pub struct Service {
     running: Running,
     vault: Arc<Vault>,
     audit: AuditLog,
+    /// Held until the service is dropped.
+    _data_lock: DirLock,
 }
 
 impl Service {
@@ -42,6 +45,9 @@ impl Service {
                 ("audit directory (audit.dir)", &config.audit.dir),
             ],
         )?;
+        // First of all: one vault per data directory. A second process stops
+        // here, before it touches the KEK, the trail or the database.
+        let data_lock = DirLock::acquire(&config.storage.data_dir, "data directory")?;
         let provider = Arc::new(KeyFileProvider::open(&config.storage.key_file)?);
         let audit = AuditLog::open(config.audit.settings(), provider.as_ref())?;
         let mut options = VaultOptions {
@@ -65,6 +71,7 @@ impl Service {
             running,
             vault,
             audit,
+            _data_lock: data_lock,
         })
     }
 

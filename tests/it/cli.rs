@@ -277,3 +277,73 @@ fn offline_key_commands_never_create_a_kek() {
     assert_eq!(out.status.code(), Some(64));
     assert!(!dir.path().join("kek").exists());
 }
+
+/// A second process never touches a running vault's trail: every offline
+/// command and a second `serve` exit 75 naming the lock, write nothing, and
+/// the running vault's chain still verifies afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_leaves_a_running_vaults_trail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start(&data);
+    let mut conn = server.connect("cart").await;
+    common::tokenize(&mut conn, "4929123456781236").await;
+    let segments_before = std::fs::read_dir(data.join("audit")).unwrap().count();
+    let second_serve: Vec<&str> = vec![
+        "serve",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ];
+    for args in [
+        vec!["keys", "status", "--data-dir"],
+        vec!["keys", "rotate", "--data-dir"],
+        vec!["demo", "--data-dir"],
+        second_serve,
+    ] {
+        let out = cardvault().args(&args).arg(&data).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("the vault is running")
+                && stderr.contains(&format!("PID {}", server.child.id())),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(data.join("audit")).unwrap().count(),
+        segments_before,
+        "a refused command wrote an audit segment"
+    );
+    // The running vault goes on, and its chain is whole.
+    common::tokenize(&mut conn, "4929123456781244").await;
+    drop(conn);
+    assert!(server.stop().success());
+    let out = cardvault()
+        .args(["audit", "verify"])
+        .arg(data.join("audit"))
+        .arg("--dev")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Once it has stopped, the same commands work.
+    let out = cardvault()
+        .args(["keys", "status", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
