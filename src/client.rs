@@ -104,16 +104,25 @@ impl ClientTls {
         })
     }
 
-    /// Opens a keep-alive connection to `addr`.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<Connection, ClientError> {
+    /// Completes a TLS handshake with `addr` and hands back the raw stream
+    /// (tests that play a misbehaving peer speak HTTP on it by hand).
+    pub async fn connect_raw(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let tls = TlsConnector::from(Arc::clone(&self.config))
+        TlsConnector::from(Arc::clone(&self.config))
             .connect(self.server_name.clone(), tcp)
             .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
+            .map_err(|source| ClientError::Connect { addr, source })
+    }
+
+    /// Opens a keep-alive connection to `addr`.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Connection, ClientError> {
+        let tls = self.connect_raw(addr).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;

@@ -80,3 +80,39 @@ pub fn audit_line(data: &[u8]) {
         }
     }
 }
+
+/// Most items the `request_body` target lets a batch hold.
+pub const FUZZ_MAX_BATCH: usize = 16;
+
+/// Request bodies as a peer sends them: every route's shape, and both batch
+/// shapes with a small limit. Never panics; a batch never comes back with
+/// more items than the limit, and one refused as too large really had more.
+pub fn request_body(data: &[u8]) {
+    use crate::peer::body::{self, BodyError, ClearRequest, DetokenizeRequest, TokenizeRequest};
+    let _ = body::parse::<TokenizeRequest>(data);
+    let _ = body::parse::<DetokenizeRequest>(data);
+    let _ = body::parse::<ClearRequest>(data);
+    for field in ["pans", "tokens"] {
+        match body::parse_batch(data, field, FUZZ_MAX_BATCH) {
+            Ok(items) => assert!(items.len() <= FUZZ_MAX_BATCH),
+            Err(BodyError::TooMany) => {
+                // The same body with a larger limit parses, with more items
+                // than the small one allowed (or fails later in the body).
+                if let Ok(items) = body::parse_batch(data, field, usize::MAX) {
+                    assert!(items.len() > FUZZ_MAX_BATCH);
+                }
+            }
+            Err(BodyError::Invalid(message)) => assert!(!message.is_empty()),
+        }
+    }
+}
+
+/// The name a client certificate (DER) gives its holder: never panics; a
+/// name that comes back is non-empty and holds no control character.
+pub fn certificate_name(data: &[u8]) {
+    if let Ok(name) = crate::peer::names::certificate_name(data) {
+        assert!(!name.name.is_empty());
+        assert!(!name.name.chars().any(char::is_control));
+        assert!(name.serial.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

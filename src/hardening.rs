@@ -20,7 +20,9 @@ pub fn install_panic_hook() {
 }
 
 #[cfg(feature = "vault")]
-pub use process::{MemoryLock, ProcessHardening, harden_process, refuse_unsafe_files};
+pub use process::{
+    MemoryLock, ProcessHardening, harden_process, raise_open_files_limit, refuse_unsafe_files,
+};
 
 #[cfg(feature = "vault")]
 mod process {
@@ -87,6 +89,34 @@ mod process {
             non_dumpable,
             memory,
         }
+    }
+
+    /// Raises the soft `RLIMIT_NOFILE` to the hard limit, so the connection
+    /// caps, not the descriptor limit, bound the listeners; warns when even
+    /// the hard limit is below `needed` (both listeners' caps plus a
+    /// reserve for the database, the trail and the PKI files). Returns the
+    /// soft limit in force.
+    pub fn raise_open_files_limit(needed: u64) -> u64 {
+        let limit = getrlimit(Resource::Nofile);
+        let hard = limit.maximum;
+        if limit.current != hard {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: hard,
+                    maximum: hard,
+                },
+            );
+        }
+        let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        if now < needed {
+            tracing::warn!(
+                open_files_limit = now,
+                needed,
+                "the open-files limit is below the connection caps plus a reserve: a connection flood could exhaust descriptors before the caps refuse it; raise LimitNOFILE (systemd) or ulimit -n, or lower limits.max_connections"
+            );
+        }
+        now
     }
 
     fn lock_memory() -> MemoryLock {

@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod hardening;
 #[cfg(feature = "vault")]
 pub mod load;
+pub mod peer;
 #[cfg(feature = "vault")]
 pub mod pki;
 pub mod random;

@@ -47,6 +47,13 @@ pub enum EventKind {
     AlertCleared,
     /// An admin listed the alert blocks.
     AlertsListed,
+    /// A request did not finish within `limits.request_timeout_ms` (a body
+    /// shorter than announced, a chunked body that never ends); `detail`
+    /// names the route template, never the raw path.
+    RequestTimeout,
+    /// A connection was refused after the handshake because its
+    /// principal's connection share was used up; `detail` says which share.
+    ConnectionRefused,
 }
 
 impl EventKind {
@@ -71,6 +78,8 @@ impl EventKind {
             EventKind::Alert => "alert",
             EventKind::AlertCleared => "alert_cleared",
             EventKind::AlertsListed => "alerts_listed",
+            EventKind::RequestTimeout => "request_timeout",
+            EventKind::ConnectionRefused => "connection_refused",
         }
     }
 }

@@ -14,6 +14,10 @@ use clap::Args;
 
 use crate::config::Config;
 
+/// Descriptors kept beyond the connection caps for RocksDB's files, the
+/// audit segments and everything else the process opens.
+const OPEN_FILES_RESERVE: u64 = 512;
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -105,6 +109,12 @@ pub async fn run(args: ServeArgs) -> CliResult {
         config.ops.listen = listen;
     }
     crate::hardening::harden_process();
+    // Descriptors for both listeners' caps, plus a reserve for the
+    // database's files, the audit trail and the PKI.
+    crate::hardening::raise_open_files_limit(
+        (config.limits.max_connections.get() + config.ops.max_connections.get()) as u64
+            + OPEN_FILES_RESERVE,
+    );
     let signals = StopSignals::install();
     let service = crate::server::Service::launch(&config).await?;
     say!(

@@ -51,6 +51,21 @@ pub struct PrincipalConfig {
     /// (may wrap midnight); a detokenization outside them raises an alert.
     #[serde(default)]
     pub detokenize_hours_utc: Option<HoursUtc>,
+    /// Where its `admin` role reaches: its own tenant (default) or every
+    /// tenant (`"global"`, for the vault's operators).
+    #[serde(default)]
+    pub scope: AdminScope,
+}
+
+/// The reach of a principal's admin role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminScope {
+    /// Only principals and keys of its own tenant.
+    #[default]
+    Tenant,
+    /// Every tenant.
+    Global,
 }
 
 /// A daily window of UTC minutes, `[start, end)`, possibly wrapping

@@ -14,6 +14,9 @@ pub struct AlertsConfig {
     pub detokenize_burst: BurstRule,
     /// More than `max` failed TLS handshakes from one IP address within `window_secs`.
     pub handshake_failure_burst: BurstRule,
+    /// More than `max` metadata reads and deletes by one principal within
+    /// `window_secs` (a `read` principal walking a BIN + last-4 bucket).
+    pub metadata_burst: BurstRule,
     /// After a detokenize alert (burst or outside hours), refuse that
     /// principal's detokenizations until an admin clears it.
     pub block_detokenize_on_alert: bool,
@@ -24,6 +27,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             detokenize_burst: BurstRule::new(10_000, 60),
             handshake_failure_burst: BurstRule::new(50, 60),
+            metadata_burst: BurstRule::new(20_000, 60),
             block_detokenize_on_alert: false,
         }
     }

@@ -20,7 +20,7 @@ mod alerts;
 pub mod dev;
 mod limits;
 
-pub use access::{HoursUtc, PrincipalConfig, Role, TenantConfig};
+pub use access::{AdminScope, HoursUtc, PrincipalConfig, Role, TenantConfig};
 pub use alerts::{AlertsConfig, BurstRule};
 pub use limits::{LimitsConfig, RateLimit};
 
@@ -152,12 +152,22 @@ pub struct OpsConfig {
     /// Address to listen on (keep it on loopback or a management network).
     #[serde(default = "default_ops_listen")]
     pub listen: SocketAddr,
+    /// Concurrent connections on the ops listener (its own cap: a flood of
+    /// scrapers or idle sockets cannot take the API's slots or file
+    /// descriptors).
+    #[serde(default = "default_ops_max_connections")]
+    pub max_connections: std::num::NonZeroUsize,
+}
+
+fn default_ops_max_connections() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(32).unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 impl Default for OpsConfig {
     fn default() -> OpsConfig {
         OpsConfig {
             listen: default_ops_listen(),
+            max_connections: default_ops_max_connections(),
         }
     }
 }
@@ -292,6 +302,18 @@ impl Config {
                     "must be at least limits.max_batch, or a full batch could never pass",
                 ));
             }
+        }
+        if l.body_budget_bytes < l.batch_body_limit_bytes {
+            return Err(ConfigError::new(
+                "limits.body_budget_bytes",
+                "must be at least limits.batch_body_limit_bytes, or a full batch could never be read",
+            ));
+        }
+        if l.max_connections_per_principal > l.max_connections {
+            return Err(ConfigError::new(
+                "limits.max_connections_per_principal",
+                "must not exceed limits.max_connections",
+            ));
         }
         Ok(())
     }

@@ -1,5 +1,8 @@
 //! Admin routes under `/v1/admin/`: the alert blocks (list and clear). Each
-//! needs the `admin` role and is audited like every request.
+//! needs the `admin` role and is audited like every request. An admin acts
+//! on its own tenant's principals only, unless its principal is configured
+//! with `scope = "global"`; a principal outside the admin's reach is
+//! answered exactly like one that does not exist (no name oracle).
 
 use std::sync::Arc;
 
@@ -29,7 +32,7 @@ pub async fn list_blocks(
         json(
             StatusCode::OK,
             &BlockList {
-                blocked: state.monitor.blocked(),
+                blocked: state.monitor.blocked(|tenant| caller.admin_reaches(tenant)),
             },
         )
     });
@@ -47,9 +50,16 @@ pub async fn clear_block(
     let mut audited = Audited::open(&state.audit, EventKind::AlertCleared, &caller, &rid);
     let result = async {
         caller.require(Role::Admin)?;
-        let body: ClearRequest = read_json(req, state.limits.body_limit_bytes.get()).await?;
-        if !state.monitor.knows(&body.principal) {
-            return Err(ApiError::InvalidRequest("no such principal in the config"));
+        let body: ClearRequest =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        let reachable = state
+            .monitor
+            .tenant_of(&body.principal)
+            .is_some_and(|tenant| caller.admin_reaches(tenant));
+        if !reachable {
+            return Err(ApiError::InvalidRequest(
+                "no such principal in the config for your tenant",
+            ));
         }
         let was_blocked = state.monitor.clear(&body.principal, &caller.principal);
         audited.event().detail = Some(format!(

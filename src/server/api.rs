@@ -16,8 +16,8 @@ use super::error::ApiError;
 use super::identity::Caller;
 use super::observe::RequestId;
 use super::request::{
-    DetokenizeBatchRequest, DetokenizeRequest, TokenizeBatchRequest, TokenizeRequest, parse_expiry,
-    parse_pan, parse_token, path_token, read_json,
+    DetokenizeRequest, TokenizeRequest, parse_expiry, parse_pan, parse_token, path_token,
+    read_batch, read_json,
 };
 use super::response::{Item, MetadataView, Results, RevealView, TokenView, json};
 use super::state::AppState;
@@ -54,7 +54,8 @@ async fn tokenize_one(
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Tokenize)?;
     state.rates.tokenize(caller.principal.as_str(), 1)?;
-    let body: TokenizeRequest = read_json(req, state.limits.body_limit_bytes.get()).await?;
+    let body: TokenizeRequest =
+        read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
     let pan = parse_pan(&body.pan)?;
     let expiry = parse_expiry(body.expiry.as_deref())?;
     let info = state
@@ -85,16 +86,19 @@ async fn tokenize_many(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Tokenize)?;
-    let body: TokenizeBatchRequest =
-        read_json(req, state.limits.batch_body_limit_bytes.get()).await?;
-    if body.pans.len() > state.limits.max_batch.get() {
-        return Err(ApiError::BatchTooLarge);
-    }
+    let pans = read_batch(
+        req,
+        state.limits.batch_body_limit_bytes.get(),
+        &state.bodies,
+        "pans",
+        state.limits.max_batch.get(),
+    )
+    .await?;
     state
         .rates
-        .tokenize(caller.principal.as_str(), body.pans.len())?;
-    let parsed: Vec<Result<Pan, ApiError>> = body.pans.iter().map(parse_pan).collect();
-    drop(body);
+        .tokenize(caller.principal.as_str(), pans.len())?;
+    let parsed: Vec<Result<Pan, ApiError>> = pans.iter().map(parse_pan).collect();
+    drop(pans);
     // The valid PANs go to the vault in one call; its results come back in
     // the same order, so they fill the valid slots one after another.
     let mut slots = Vec::with_capacity(parsed.len());
@@ -172,7 +176,8 @@ async fn detokenize_one(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Detokenize)?;
-    let body: DetokenizeRequest = read_json(req, state.limits.body_limit_bytes.get()).await?;
+    let body: DetokenizeRequest =
+        read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
     let token = parse_token(&body.token)?;
     audited.event().token = Some(token.to_string());
     state.rates.detokenize(caller.principal.as_str(), 1)?;
@@ -207,18 +212,21 @@ async fn detokenize_many(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Detokenize)?;
-    let body: DetokenizeBatchRequest =
-        read_json(req, state.limits.batch_body_limit_bytes.get()).await?;
-    if body.tokens.len() > state.limits.max_batch.get() {
-        return Err(ApiError::BatchTooLarge);
-    }
+    let raw_tokens = read_batch(
+        req,
+        state.limits.batch_body_limit_bytes.get(),
+        &state.bodies,
+        "tokens",
+        state.limits.max_batch.get(),
+    )
+    .await?;
     state
         .rates
-        .detokenize(caller.principal.as_str(), body.tokens.len())?;
-    check_monitor(state, caller, body.tokens.len() as u64, audited)?;
-    let mut results = Vec::with_capacity(body.tokens.len());
-    let mut tokens = Vec::with_capacity(body.tokens.len());
-    for raw in &body.tokens {
+        .detokenize(caller.principal.as_str(), raw_tokens.len())?;
+    check_monitor(state, caller, raw_tokens.len() as u64, audited)?;
+    let mut results = Vec::with_capacity(raw_tokens.len());
+    let mut tokens = Vec::with_capacity(raw_tokens.len());
+    for raw in &raw_tokens {
         let item = match parse_token(raw) {
             Ok(token) => state
                 .vault
@@ -259,6 +267,8 @@ pub async fn metadata(
     let mut audited = Audited::open(&state.audit, EventKind::MetadataRead, &caller, &rid);
     let result = async {
         let tenant = caller.require(Role::Read)?;
+        state.rates.metadata(caller.principal.as_str())?;
+        state.monitor.metadata_access(&caller);
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
         let info = state
@@ -282,6 +292,8 @@ pub async fn delete_token(
     let mut audited = Audited::open(&state.audit, EventKind::Delete, &caller, &rid);
     let result = async {
         let tenant = caller.require(Role::Delete)?;
+        state.rates.metadata(caller.principal.as_str())?;
+        state.monitor.metadata_access(&caller);
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
         state

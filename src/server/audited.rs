@@ -100,3 +100,12 @@ pub fn access_denied(caller: &Caller, request_id: &str, detail: &str) -> Event {
     event.code = Some(ApiError::Forbidden.code().to_owned());
     event
 }
+
+/// The `request_timeout` event of a request cut off by the request
+/// timeout: the handler was dropped, so this is its only record.
+pub fn timed_out(caller: &Caller, request_id: &str, route: &str) -> Event {
+    let mut event = request_event(EventKind::RequestTimeout, caller, request_id).with_detail(route);
+    event.outcome = Outcome::Error;
+    event.code = Some(ApiError::Unavailable("").code().to_owned());
+    event
+}

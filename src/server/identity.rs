@@ -1,6 +1,8 @@
 //! Who is calling: the principal named by the verified client certificate
 //! (first URI SAN, else first DNS SAN, else subject CN) and the tenant and
-//! roles the config grants it. A [`Caller`] is built only here, from a
+//! roles the config grants it. A config key may name the kind of name it
+//! accepts (`uri:…`, `dns:…`, `cn:…`); a plain key accepts any kind. A
+//! name holding control or invisible formatting characters is refused. A [`Caller`] is built only here, from a
 //! certificate rustls has already verified, and handed to every request.
 
 use std::collections::{BTreeSet, HashMap};
@@ -8,13 +10,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
-
 use super::error::ApiError;
 use crate::audit::{Event, EventKind};
-use crate::config::{Config, Role};
+use crate::config::{AdminScope, Config, Role};
 use crate::domain::TenantId;
+pub use crate::peer::names::{CertificateName, IdentityRefused, NameKind, certificate_name};
 
 /// A principal name taken from a verified certificate. Only this module can
 /// make one.
@@ -47,6 +47,8 @@ pub struct Access {
     pub tenant: TenantId,
     /// Its roles.
     pub roles: BTreeSet<Role>,
+    /// Where its admin role reaches.
+    pub scope: AdminScope,
 }
 
 /// The access policy: configured principals only; everyone else is denied.
@@ -65,6 +67,7 @@ impl Policy {
                 let access = Access {
                     tenant: p.tenant.clone(),
                     roles: p.roles.iter().copied().collect(),
+                    scope: p.scope,
                 };
                 (name.clone(), access)
             })
@@ -72,8 +75,17 @@ impl Policy {
         Policy { principals }
     }
 
-    fn access(&self, principal: &Principal) -> Option<Access> {
-        self.principals.get(principal.as_str()).cloned()
+    /// The config entry for a name of type `kind`: a typed key
+    /// (`uri:NAME`, `dns:NAME`, `cn:NAME`) first, which matches only that
+    /// type of name, then the plain key `NAME`, which matches any. The
+    /// principal is the key that matched (or the plain name).
+    fn resolve(&self, kind: NameKind, name: String) -> (Principal, Option<Access>) {
+        let typed = format!("{}:{name}", kind.prefix());
+        if let Some(access) = self.principals.get(&typed) {
+            return (Principal(typed), Some(access.clone()));
+        }
+        let access = self.principals.get(&name).cloned();
+        (Principal(name), access)
     }
 }
 
@@ -92,16 +104,15 @@ pub struct Caller {
 
 impl Caller {
     /// Identifies the caller from its verified leaf certificate (DER).
-    /// `None` if the certificate names no principal at all.
     pub(super) fn from_certificate(
         der: &[u8],
         peer: SocketAddr,
         policy: &Policy,
-    ) -> Option<Caller> {
-        let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let (principal, serial) = principal_of(&cert)?;
-        let access = policy.access(&principal).map(Arc::new);
-        Some(Caller {
+    ) -> Result<Caller, IdentityRefused> {
+        let CertificateName { kind, name, serial } = certificate_name(der)?;
+        let (principal, access) = policy.resolve(kind, name);
+        let access = access.map(Arc::new);
+        Ok(Caller {
             principal,
             serial,
             peer,
@@ -113,6 +124,14 @@ impl Caller {
     pub fn authorize(&self, role: Role) -> Option<&TenantId> {
         let access = self.access.as_ref()?;
         access.roles.contains(&role).then_some(&access.tenant)
+    }
+
+    /// Whether the caller's admin role reaches `tenant`: its own tenant,
+    /// or any with `scope = "global"`.
+    pub fn admin_reaches(&self, tenant: &TenantId) -> bool {
+        self.access.as_ref().is_some_and(|a| {
+            a.roles.contains(&Role::Admin) && (a.scope == AdminScope::Global || a.tenant == *tenant)
+        })
     }
 
     /// The caller's tenant if it holds `role`, else 403 `forbidden`.
@@ -139,28 +158,4 @@ impl Caller {
             "unknown".to_owned()
         }
     }
-}
-
-fn principal_of(cert: &X509Certificate<'_>) -> Option<(Principal, String)> {
-    let serial = cert.raw_serial_as_string().replace(':', "");
-    let mut uri = None;
-    let mut dns = None;
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::URI(u) if uri.is_none() => uri = Some(u.to_string()),
-                GeneralName::DNSName(d) if dns.is_none() => dns = Some(d.to_string()),
-                _ => {}
-            }
-        }
-    }
-    let cn = || {
-        cert.subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned)
-    };
-    let name = uri.or(dns).or_else(cn).filter(|n| !n.is_empty())?;
-    Some((Principal(name), serial))
 }

@@ -1,33 +1,37 @@
-//! The API listener: its own accept loop over TCP with a connection cap, a
-//! TLS handshake timeout (rustls, client certificate required), the caller's
-//! identity from the verified certificate, HTTP/1.1 and HTTP/2 via hyper
-//! with header and request timeouts, and a graceful drain on shutdown.
+//! The API listener: the shared accept loop (connection cap, drain), a TLS
+//! handshake timeout (rustls, client certificate required), the caller's
+//! identity from the verified certificate, the principal's connection
+//! share, HTTP/1.1 and HTTP/2 via hyper with header, idle and request
+//! timeouts and HTTP/2 keep-alive pings.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use axum::Router;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::audited::access_denied;
+use super::accept;
+pub use super::accept::DRAIN_TIMEOUT;
+use super::audited::{access_denied, timed_out};
+use super::connection::{self, Activity, Ended};
 use super::error::ApiError;
-use super::identity::{Caller, Policy};
+use super::identity::{Caller, IdentityRefused, Policy};
 use super::monitor::Monitor;
-use super::observe::{new_request_id, set_request_id};
+use super::observe::{RequestId, RouteSlot, new_request_id, set_request_id};
+use super::shares::Shares;
 use super::tls;
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::LimitsConfig;
-
-/// How long shutdown waits for in-flight requests before closing anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The API listener's parts.
 pub struct ApiListener {
@@ -59,49 +63,38 @@ impl ApiListener {
     }
 
     /// Accepts until `shutdown`, then drains (up to [`DRAIN_TIMEOUT`]).
-    pub async fn run(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections.get()));
-        let graceful = GracefulShutdown::new();
+    pub async fn run(self, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+        let max = self.limits.max_connections.get();
+        let shares = Shares::new(
+            self.limits.max_connections_per_principal.get(),
+            self.limits.max_connections_roleless.get(),
+        );
         let this = Arc::new(self);
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                metrics::counter!("cardvault_connections_refused_total", "reason" => "limit")
-                    .increment(1);
-                drop(stream);
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let watcher = graceful.watcher();
-            let this = Arc::clone(&this);
-            tokio::spawn(async move {
-                let _permit = permit;
-                this.serve_connection(stream, peer, watcher).await;
-            });
-        }
-        drop(listener);
-        tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("drained in-flight requests"),
-            _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
-        }
+        let stop = shutdown.clone();
+        accept::run(
+            listener,
+            "api",
+            max,
+            shutdown,
+            move |stream, peer, permit| {
+                let this = Arc::clone(&this);
+                let shares = Arc::clone(&shares);
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    this.serve_connection(stream, peer, &shares, stop).await;
+                });
+            },
+        )
+        .await;
     }
 
     async fn serve_connection(
         &self,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
-        watcher: hyper_util::server::graceful::Watcher,
+        shares: &Arc<Shares>,
+        shutdown: watch::Receiver<bool>,
     ) {
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms.get());
         let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
@@ -115,29 +108,81 @@ impl ApiListener {
                 return;
             }
         };
-        let caller = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|certs| certs.first())
-            .and_then(|leaf| Caller::from_certificate(leaf, peer, &self.policy));
-        let Some(caller) = caller else {
-            self.handshake_failed(peer, "no_principal");
+        let identified = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            Some(leaf) => Caller::from_certificate(leaf, peer, &self.policy),
+            None => Err(IdentityRefused::NoPrincipal),
+        };
+        let caller = match identified {
+            Ok(caller) => caller,
+            Err(refused) => {
+                self.handshake_failed(peer, refused.reason());
+                return;
+            }
+        };
+        let has_roles = caller.access.as_ref().is_some_and(|a| !a.roles.is_empty());
+        let Some(_share) = shares.take(caller.principal.as_str(), has_roles) else {
+            metrics::counter!("cardvault_connections_refused_total", "listener" => "api", "reason" => "principal_share")
+                .increment(1);
+            tracing::warn!(%peer, principal = %caller.principal, has_roles, "connection refused: the principal's connection share is used up");
+            let share = if has_roles {
+                "per-principal connection share used up"
+            } else {
+                "connection share of principals without roles used up"
+            };
+            let mut event = caller
+                .event(EventKind::ConnectionRefused)
+                .with_detail(share);
+            event.outcome = Outcome::Denied;
+            self.audit.record(event);
             return;
         };
         if caller.access.is_none() {
             tracing::warn!(%peer, principal = %caller.principal, "certificate is valid but its principal is not configured");
         }
+        let activity = Activity::new();
+        let service = self.service(caller, Arc::clone(&activity));
+        let conn = http_builder(&self.limits)
+            .serve_connection(TokioIo::new(tls), service)
+            .into_owned();
+        metrics::gauge!("cardvault_connections_active").increment(1.0);
+        let idle = Duration::from_millis(self.limits.idle_timeout_ms.get());
+        let ended = connection::serve(conn, &activity, idle, shutdown).await;
+        if ended == Ended::Idle {
+            tracing::debug!(%peer, "closed an idle connection");
+        }
+        metrics::gauge!("cardvault_connections_active").decrement(1.0);
+    }
+
+    /// The per-connection service: refuses an unconfigured principal (403,
+    /// audited), else hands the request to the router under the request
+    /// timeout. A request the timeout cuts off is answered 503 with its
+    /// request id, logged and audited as `request_timeout`.
+    fn service(
+        &self,
+        caller: Caller,
+        activity: Arc<Activity>,
+    ) -> impl hyper::service::Service<
+        Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+                 + Send
+                 + 'static,
+    > + Clone
+    + Send
+    + 'static {
         let router = self.router.clone();
         let audit = self.audit.clone();
         let request_timeout = Duration::from_millis(self.limits.request_timeout_ms.get());
-        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            let in_flight = activity.request();
             let router = router.clone();
             let caller = caller.clone();
             let audit = audit.clone();
             async move {
+                let _in_flight = in_flight;
+                let request_id = new_request_id();
                 if caller.access.is_none() {
-                    let request_id = new_request_id();
                     audit.record(access_denied(
                         &caller,
                         &request_id,
@@ -147,7 +192,10 @@ impl ApiListener {
                     set_request_id(&mut response, &request_id);
                     return Ok::<_, std::convert::Infallible>(response);
                 }
-                req.extensions_mut().insert(caller);
+                let slot = Arc::new(RouteSlot::default());
+                req.extensions_mut().insert(caller.clone());
+                req.extensions_mut().insert(RequestId(request_id.clone()));
+                req.extensions_mut().insert(Arc::clone(&slot));
                 let response = match tokio::time::timeout(
                     request_timeout,
                     router.oneshot(req.map(axum::body::Body::new)),
@@ -156,28 +204,49 @@ impl ApiListener {
                 {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
-                    Err(_) => ApiError::Unavailable("request timed out").into_response(),
+                    Err(_) => {
+                        let route = slot.route();
+                        metrics::counter!("cardvault_requests_timed_out_total", "route" => route.to_owned())
+                            .increment(1);
+                        tracing::warn!(%request_id, %route, principal = %caller.principal, "request timed out");
+                        audit.record(timed_out(&caller, &request_id, route));
+                        let mut response =
+                            ApiError::Unavailable("request timed out").into_response();
+                        set_request_id(&mut response, &request_id);
+                        response
+                    }
                 };
                 Ok(response)
             }
-        });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(self.limits.header_timeout_ms.get()))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256);
-        let conn = builder
-            .serve_connection(TokioIo::new(tls), service)
-            .into_owned();
-        metrics::gauge!("cardvault_connections_active").increment(1.0);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
-        metrics::gauge!("cardvault_connections_active").decrement(1.0);
+        })
     }
 }
+
+/// HTTP/1.1 and HTTP/2 settings of an API connection: header timeout,
+/// HTTP/2 keep-alive pings, and HTTP/2 flow-control windows that bound how
+/// many unread body bytes one connection can make the vault buffer.
+fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let keepalive = Duration::from_millis(limits.http2_keepalive_ms.get());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.get()))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .keep_alive_interval(Some(keepalive))
+        .keep_alive_timeout(keepalive);
+    builder
+}
+
+/// Concurrent HTTP/2 streams on one connection.
+const HTTP2_MAX_STREAMS: u32 = 64;
+/// Unread bytes one HTTP/2 stream may send ahead.
+const HTTP2_STREAM_WINDOW: u32 = 256 << 10;
+/// Unread bytes one HTTP/2 connection may send ahead, all streams together.
+const HTTP2_CONNECTION_WINDOW: u32 = 1 << 20;

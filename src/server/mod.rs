@@ -8,10 +8,14 @@
 //! rules, rate limits, TLS and metrics; [`running`] binds and starts the
 //! listeners over the route table ([`routes`]); [`service`] wires the whole
 //! vault.
+//! Request bodies and certificate names are parsed in [`crate::peer`].
 
+pub mod accept;
 pub mod admin;
 pub mod api;
 pub mod audited;
+pub mod budget;
+pub mod connection;
 pub mod error;
 pub mod identity;
 pub mod listener;
@@ -25,6 +29,7 @@ pub mod response;
 pub mod routes;
 pub mod running;
 pub mod service;
+pub mod shares;
 pub mod state;
 pub mod tls;
 

@@ -1,12 +1,12 @@
 //! Monitoring rules that make an attack visible when it starts (docs/audit.md,
 //! "Monitoring and alerts"): detokenization bursts per principal, detokenization outside a
-//! principal's configured UTC hours, and bursts of failed TLS handshakes
-//! from one address. A rule that fires logs a `warn` line with a stable
+//! principal's configured UTC hours, bursts of metadata reads and deletes
+//! per principal, and bursts of failed TLS handshakes from one address. A rule that fires logs a `warn` line with a stable
 //! `alert` field, counts `cardvault_alerts_total{rule}` and writes an
 //! `alert` audit event; with `block_detokenize_on_alert`, the principal's
 //! detokenizations are refused until an admin clears the block.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::audit::{AuditLog, Event, EventKind};
 use crate::config::{AlertsConfig, BurstRule, Config, HoursUtc};
+use crate::domain::TenantId;
 
 use super::identity::{Caller, Principal};
 
@@ -25,6 +26,8 @@ pub mod rule {
     pub const DETOKENIZE_OUTSIDE_HOURS: &str = "detokenize_outside_hours";
     /// Too many failed handshakes from one address in the window.
     pub const HANDSHAKE_FAILURE_BURST: &str = "handshake_failure_burst";
+    /// Too many metadata reads and deletes by one principal in the window.
+    pub const METADATA_BURST: &str = "metadata_burst";
 }
 
 /// Most distinct addresses tracked for handshake failures; beyond this,
@@ -108,12 +111,13 @@ impl<K: Eq + Hash + Clone> BurstTracker<K> {
 /// The rules and their state.
 pub struct Monitor {
     config: AlertsConfig,
-    known: BTreeSet<String>,
+    known: BTreeMap<String, TenantId>,
     hours: HashMap<String, HoursUtc>,
     audit: AuditLog,
     started: Instant,
     detokenize: Mutex<BurstTracker<String>>,
     handshakes: Mutex<BurstTracker<IpAddr>>,
+    metadata: Mutex<BurstTracker<String>>,
     blocked: Mutex<BTreeSet<String>>,
 }
 
@@ -131,12 +135,17 @@ impl Monitor {
             .collect();
         Monitor {
             config: config.alerts.clone(),
-            known: config.principals.keys().cloned().collect(),
+            known: config
+                .principals
+                .iter()
+                .map(|(name, p)| (name.clone(), p.tenant.clone()))
+                .collect(),
             hours,
             audit,
             started: Instant::now(),
             detokenize: Mutex::new(BurstTracker::new(config.alerts.detokenize_burst)),
             handshakes: Mutex::new(BurstTracker::new(config.alerts.handshake_failure_burst)),
+            metadata: Mutex::new(BurstTracker::new(config.alerts.metadata_burst)),
             blocked: Mutex::new(BTreeSet::new()),
         }
     }
@@ -200,6 +209,25 @@ impl Monitor {
         Ok(())
     }
 
+    /// Called for every metadata read and delete: fires the metadata burst
+    /// rule (an alert; reads are not blocked).
+    pub fn metadata_access(&self, caller: &Caller) {
+        let principal = caller.principal.as_str();
+        let crossed = self
+            .metadata
+            .lock()
+            .ok()
+            .and_then(|mut t| t.add(&principal.to_owned(), self.second(), 1));
+        if let Some(total) = crossed {
+            let name = rule::METADATA_BURST;
+            tracing::warn!(alert = name, principal, peer = %caller.peer, count = total, "alert: burst of metadata reads and deletes");
+            metrics::counter!("cardvault_alerts_total", "rule" => name).increment(1);
+            let mut event = caller.event(EventKind::Alert).with_detail(name);
+            event.count = Some(total);
+            self.audit.record(event);
+        }
+    }
+
     /// Called for every failed TLS handshake.
     pub fn handshake_failed(&self, peer: IpAddr) {
         let crossed = self
@@ -218,18 +246,20 @@ impl Monitor {
         }
     }
 
-    /// Whether `principal` is configured (only those can be cleared, so a
-    /// request cannot get arbitrary text into logs).
-    pub fn knows(&self, principal: &str) -> bool {
-        self.known.contains(principal)
+    /// The tenant of a configured `principal` (only those can be cleared,
+    /// so a request cannot get arbitrary text into logs).
+    pub fn tenant_of(&self, principal: &str) -> Option<&TenantId> {
+        self.known.get(principal)
     }
 
-    /// Principals whose detokenizations are blocked.
-    pub fn blocked(&self) -> Vec<String> {
-        self.blocked
-            .lock()
-            .map(|b| b.iter().cloned().collect())
-            .unwrap_or_default()
+    /// Principals whose detokenizations are blocked, among those `visible`
+    /// accepts (given the principal's tenant).
+    pub fn blocked(&self, visible: impl Fn(&TenantId) -> bool) -> Vec<String> {
+        let blocked = self.blocked.lock().map(|b| b.clone()).unwrap_or_default();
+        blocked
+            .into_iter()
+            .filter(|p| self.known.get(p).is_some_and(&visible))
+            .collect()
     }
 
     /// Lifts the block on `principal` (and restarts its burst window);

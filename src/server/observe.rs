@@ -13,9 +13,23 @@ use axum::response::Response;
 use super::error::ApiError;
 use super::identity::Caller;
 
-/// The request id the observing middleware gave this request.
+/// The request id of this request (given by the listener, which needs it
+/// to answer a timed-out request; else by the observing middleware).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// Where the observing middleware leaves the matched route template, for
+/// the listener to name in its record of a request that timed out after
+/// routing (the handler and middleware are dropped by then).
+#[derive(Debug, Default)]
+pub struct RouteSlot(std::sync::OnceLock<String>);
+
+impl RouteSlot {
+    /// The route template, if the request got as far as routing.
+    pub fn route(&self) -> &str {
+        self.0.get().map_or("unmatched", String::as_str)
+    }
+}
 
 /// The middleware: wraps one request.
 pub async fn observe(mut req: Request, next: Next) -> Response {
@@ -31,8 +45,17 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .get::<Caller>()
         .map(|c| c.principal.as_str().to_owned())
         .unwrap_or_default();
-    let request_id = new_request_id();
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    if let Some(slot) = req.extensions().get::<std::sync::Arc<RouteSlot>>() {
+        let _ = slot.0.set(route.clone());
+    }
+    let request_id = match req.extensions().get::<RequestId>() {
+        Some(RequestId(id)) => id.clone(),
+        None => {
+            let id = new_request_id();
+            req.extensions_mut().insert(RequestId(id.clone()));
+            id
+        }
+    };
     let mut response = next.run(req).await;
     let status = response.status();
     let outcome = if status.is_success() {

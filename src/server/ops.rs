@@ -1,14 +1,29 @@
-//! The plain-HTTP ops listener's routes: `/healthz` (the process answers),
-//! `/readyz` (503 once shutdown has begun) and `/metrics` (Prometheus text).
-//! Keep it on loopback or a management network.
+//! The plain-HTTP ops listener: `/healthz` (the process answers),
+//! `/readyz` (503 once shutdown has begun) and `/metrics` (Prometheus
+//! text). Keep it on loopback or a management network. It has its own
+//! small connection cap and the API's header, request and idle timeouts, so
+//! idle or half-sent connections to it can neither pile up nor take the
+//! file descriptors the API listener needs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::accept;
+use super::connection::{self, Activity};
+use crate::config::LimitsConfig;
 
 /// The ops routes; `ready` turns false when shutdown begins.
 pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle) -> Router {
@@ -31,4 +46,64 @@ pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle) -> Router {
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
+}
+
+/// Serves `router` on `listener` (plain HTTP/1.1) with at most `max`
+/// connections and the timeouts of `limits`, until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    max: usize,
+    limits: LimitsConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let stop = shutdown.clone();
+    accept::run(
+        listener,
+        "ops",
+        max,
+        shutdown,
+        move |stream, _peer, permit| {
+            let router = router.clone();
+            let stop = stop.clone();
+            let limits = limits.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let activity = Activity::new();
+                let in_flight = std::sync::Arc::clone(&activity);
+                let request_timeout = Duration::from_millis(limits.request_timeout_ms.get());
+                let service = hyper::service::service_fn(
+                    move |req: axum::extract::Request<hyper::body::Incoming>| {
+                        let _busy = in_flight.request();
+                        let router = router.clone();
+                        async move {
+                            let _busy = _busy;
+                            let response = match tokio::time::timeout(
+                                request_timeout,
+                                router.oneshot(req.map(axum::body::Body::new)),
+                            )
+                            .await
+                            {
+                                Ok(Ok(response)) => response,
+                                Ok(Err(never)) => match never {},
+                                Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.get()));
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let idle = Duration::from_millis(limits.idle_timeout_ms.get());
+                connection::serve(conn, &activity, idle, stop).await;
+            });
+        },
+    )
+    .await;
 }

@@ -1,7 +1,7 @@
 //! Per-principal rate limits (docs/guarantees.md): one token bucket per principal
-//! for tokenization and one for detokenization, counted in items (a batch of
-//! N costs N), via `governor`'s GCRA. A spent bucket answers 429
-//! `rate_limited` with `Retry-After`.
+//! for tokenization, one for detokenization and one for metadata reads and
+//! deletes, counted in items (a batch of N costs N), via `governor`'s GCRA.
+//! A spent bucket answers 429 `rate_limited` with `Retry-After`.
 
 use std::num::NonZeroU32;
 
@@ -14,10 +14,11 @@ use crate::config::{LimitsConfig, RateLimit};
 
 type Buckets = RateLimiter<String, HashMapStateStore<String>, DefaultClock>;
 
-/// The two per-principal buckets.
+/// The per-principal buckets.
 pub struct RateLimits {
     tokenize: Buckets,
     detokenize: Buckets,
+    metadata: Buckets,
     clock: DefaultClock,
 }
 
@@ -31,6 +32,7 @@ impl RateLimits {
         RateLimits {
             tokenize: buckets(limits.tokenize_rate),
             detokenize: buckets(limits.detokenize_rate),
+            metadata: buckets(limits.metadata_rate),
             clock: DefaultClock::default(),
         }
     }
@@ -57,6 +59,11 @@ impl RateLimits {
     /// Takes `items` from `principal`'s tokenization bucket.
     pub fn tokenize(&self, principal: &str, items: usize) -> Result<(), ApiError> {
         self.take(&self.tokenize, principal, items)
+    }
+
+    /// Takes one from `principal`'s metadata bucket (reads and deletes).
+    pub fn metadata(&self, principal: &str) -> Result<(), ApiError> {
+        self.take(&self.metadata, principal, 1)
     }
 
     /// Takes `items` from `principal`'s detokenization bucket.

@@ -1,51 +1,66 @@
-//! Reading requests: JSON bodies (JSON only, size-limited, unknown fields
-//! refused, card security codes / track data / PINs refused), the request
-//! types of every route, and parsing their fields into domain types with
-//! fixed client-facing messages. Values that may hold card data are
-//! [`SecretString`]s (wiped on drop, never printed); nothing here logs.
-
-use std::collections::HashMap;
+//! Reading requests over HTTP: JSON only (415), size-limited (413), room
+//! in the body budget (503), then the wire shapes of [`super::body`]; and
+//! parsing fields into domain types with fixed client-facing messages.
+//! Nothing here logs.
 
 use axum::extract::Request;
 use axum::extract::rejection::PathRejection;
 use axum::http::header;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
+use super::budget::{BodyBudget, Reserved};
 use super::error::ApiError;
 use crate::domain::{Expiry, Pan, Token};
+use crate::peer::body::{self, BodyError};
 
-/// Field names that announce sensitive authentication data, which PCI DSS
-/// 3.3.1 forbids storing: refused outright.
-const SENSITIVE_FIELDS: [&str; 12] = [
-    "cvv",
-    "cvc",
-    "cid",
-    "csc",
-    "cav",
-    "security_code",
-    "securitycode",
-    "track",
-    "magstripe",
-    "pin",
-    "pinblock",
-    "pin_block",
-];
+pub use crate::peer::body::{ClearRequest, DetokenizeRequest, TokenizeRequest};
 
-fn names_sensitive_data(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SENSITIVE_FIELDS
-        .iter()
-        .any(|s| key == *s || (s.len() > 3 && key.contains(s)) || key.starts_with(s))
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::Invalid(message) => ApiError::InvalidRequest(message),
+            BodyError::TooMany => ApiError::BatchTooLarge,
+        }
+    }
 }
 
 /// Reads a JSON body: `application/json` only (415), at most `limit` bytes
-/// (413), no sensitive authentication data, no unknown fields (400). Error
-/// messages are fixed; the body is wiped after parsing.
-pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+/// (413), room for it in the body budget (else 503 after a short wait), no
+/// sensitive authentication data, no unknown fields (400). Error messages
+/// are fixed; the body is wiped after parsing.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<T, ApiError> {
+    let (bytes, _reserved) = read_body(req, limit, budget).await?;
+    Ok(body::parse(&bytes)?)
+}
+
+/// Reads a batch body `{"FIELD": [string, ...]}` like [`read_json`], but
+/// stops parsing at the `max`-th item plus one (400 `batch_too_large`), so
+/// a body of millions of empty strings is never expanded into memory.
+pub async fn read_batch(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+    field: &'static str,
+    max: usize,
+) -> Result<Vec<SecretString>, ApiError> {
+    let (bytes, _reserved) = read_body(req, limit, budget).await?;
+    Ok(body::parse_batch(&bytes, field, max)?)
+}
+
+/// Reads the body into a buffer that is wiped on drop, with its budget
+/// reservation (held while the caller parses).
+async fn read_body(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Zeroizing<Vec<u8>>, Reserved), ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -63,6 +78,9 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
+    let reserved = budget
+        .reserve(declared.map_or(limit, |n| n as usize))
+        .await?;
     let collected = Limited::new(req.into_body(), limit)
         .collect()
         .await
@@ -73,66 +91,7 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
                 ApiError::InvalidRequest("could not read the request body")
             }
         })?;
-    let bytes = Zeroizing::new(Vec::from(collected.to_bytes()));
-    // Every request type refuses unknown fields, so a body naming card
-    // security codes, track data or PINs never parses; only then is it worth
-    // a second look to choose the message.
-    serde_json::from_slice(&bytes).map_err(|_| {
-        let sensitive = serde_json::from_slice::<HashMap<String, IgnoredAny>>(&bytes)
-            .is_ok_and(|fields| fields.keys().any(|k| names_sensitive_data(k)));
-        if sensitive {
-            ApiError::InvalidRequest(
-                "card security codes, track data and PINs are never accepted (PCI DSS 3.3.1)",
-            )
-        } else {
-            ApiError::InvalidRequest(
-                "body is not valid JSON of the expected shape (see docs/openapi.json)",
-            )
-        }
-    })
-}
-
-/// `POST /v1/tokenize`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenizeRequest {
-    /// The card number.
-    pub pan: SecretString,
-    /// `MM/YY` or `MM/YYYY`.
-    #[serde(default)]
-    pub expiry: Option<String>,
-}
-
-/// `POST /v1/tokenize/batch`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenizeBatchRequest {
-    /// The card numbers.
-    pub pans: Vec<SecretString>,
-}
-
-/// `POST /v1/detokenize`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetokenizeRequest {
-    /// A caller may send a PAN here by mistake: wiped on drop too.
-    pub token: SecretString,
-}
-
-/// `POST /v1/detokenize/batch`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetokenizeBatchRequest {
-    /// The tokens (or mistaken PANs).
-    pub tokens: Vec<SecretString>,
-}
-
-/// `POST /v1/admin/alerts/clear`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClearRequest {
-    /// Whose block to lift.
-    pub principal: String,
+    Ok((Zeroizing::new(Vec::from(collected.to_bytes())), reserved))
 }
 
 /// A PAN from the request, or `invalid_pan` with the error's fixed message.
@@ -161,38 +120,4 @@ pub fn path_token(
     let axum::extract::Path(raw) =
         token.map_err(|_| ApiError::InvalidRequest("token must be 12 to 19 digits"))?;
     parse_token(&SecretString::from(raw))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sensitive_field_names() {
-        for k in [
-            "cvv",
-            "CVV2",
-            "cvc",
-            "cid",
-            "csc",
-            "track2",
-            "track_data",
-            "pin",
-            "pin_block",
-            "security_code",
-        ] {
-            assert!(names_sensitive_data(k), "{k}");
-        }
-        for k in ["pan", "pans", "expiry", "token", "tokens", "spinner"] {
-            assert!(!names_sensitive_data(k), "{k}");
-        }
-    }
-
-    #[test]
-    fn request_secrets_print_redacted() {
-        let body: TokenizeRequest =
-            serde_json::from_str(r#"{"pan":"4111111111111111"}"#).expect("parses");
-        let printed = format!("{:?}", body.pan);
-        assert!(!printed.contains("4111"), "{printed}");
-    }
 }

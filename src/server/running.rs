@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::budget::BodyBudget;
 use super::identity::Policy;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
@@ -20,6 +21,9 @@ use super::{metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::vault::Vault;
+
+/// How long a request waits for room in the body budget before 503.
+const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,7 @@ pub async fn start(
         audit: audit.clone(),
         monitor: Arc::clone(&monitor),
         rates: ratelimit::RateLimits::new(&config.limits),
+        bodies: BodyBudget::new(config.limits.body_budget_bytes.get(), BODY_BUDGET_WAIT),
     });
     let router = routes::router(state).layer(middleware::from_fn(observe::observe));
     let listener = ApiListener {
@@ -91,18 +96,13 @@ pub async fn start(
     };
     let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
     let ops_router = ops::router(Arc::clone(&ready), metrics);
-    let mut ops_shutdown = shutdown_rx;
-    let ops = tokio::spawn(async move {
-        let stop = async move {
-            let _ = ops_shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = axum::serve(ops_listener, ops_router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "ops listener failed");
-        }
-    });
+    let ops = tokio::spawn(ops::run(
+        ops_listener,
+        ops_router,
+        config.ops.max_connections.get(),
+        config.limits.clone(),
+        shutdown_rx,
+    ));
     tracing::info!(api = %api_addr, ops = %ops_addr, "cardvault listening");
     Ok(Running {
         api_addr,

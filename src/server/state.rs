@@ -1,8 +1,9 @@
 //! What every API handler shares: the vault core, the limits, the audit
-//! trail, the alert monitor and the rate limits.
+//! trail, the alert monitor, the rate limits and the body budget.
 
 use std::sync::Arc;
 
+use super::budget::BodyBudget;
 use super::monitor::Monitor;
 use super::ratelimit::RateLimits;
 use crate::audit::AuditLog;
@@ -21,4 +22,6 @@ pub struct AppState {
     pub monitor: Arc<Monitor>,
     /// Per-principal rate limits.
     pub rates: RateLimits,
+    /// Request bodies held in memory, all requests together.
+    pub bodies: BodyBudget,
 }

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use crate::common::harness::{Harness, ops_get};
+use crate::common::{entries, of_kind};
 use cardvault::audit::{AuditLog, AuditSettings, Event, EventKind};
 use cardvault::client::ClientTls;
 use cardvault::config::{BurstRule, Config};
@@ -21,25 +22,6 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const CANARY: &str = "4929123456781236";
-
-/// Every entry of the trail in `dir`, oldest first.
-fn entries(dir: &Path) -> Vec<Value> {
-    cardvault::audit::segments(dir)
-        .unwrap()
-        .into_iter()
-        .flat_map(|(_, path)| {
-            std::fs::read_to_string(path)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn of_kind<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    entries.iter().filter(|e| e["event"] == kind).collect()
-}
 
 /// Runs `cardvault audit verify PATH --key-file KEK`: (exit code, stdout + stderr).
 fn verify(path: &Path, kek: &Path) -> (i32, String) {

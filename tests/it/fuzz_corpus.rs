@@ -3,8 +3,9 @@
 //! decoder on them. Every seed is also fed to every other target.
 //!
 //! `cargo test --test fuzz_corpus -- --ignored write_record_seeds` rewrites
-//! the sealed-record seeds (records under the fixed fuzz key), and
-//! `write_audit_seeds` the audit-line seeds.
+//! the sealed-record seeds (records under the fixed fuzz key),
+//! `write_audit_seeds` the audit-line seeds and `write_certificate_seeds`
+//! the client-certificate seeds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,15 +16,19 @@ use cardvault::crypto::{DataKey, SecretKey};
 use cardvault::fuzzing::{self, FUZZ_RECORD_KEY, FUZZ_TENANT, FUZZ_TOKEN};
 use cardvault::store::codec::{KeyRecord, KeyState, TokenEntry, TokenMeta};
 use cardvault::{Brand, Pan, TenantId, Token};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 /// A fuzz target: its name and its entry point.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 6] = [
     ("pan_parse", fuzzing::pan_parse),
     ("token_parse", fuzzing::token_parse),
     ("record_open", fuzzing::record_open),
     ("audit_line", fuzzing::audit_line),
+    ("request_body", fuzzing::request_body),
+    ("certificate_name", fuzzing::certificate_name),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -157,4 +162,44 @@ fn audit_seeds_include_sealed_lines() {
         .filter(|seed| chain.open(&GENESIS, seed).is_ok())
         .count();
     assert!(opened >= 5, "only {opened} audit seeds open");
+}
+
+/// Client certificates (DER) from a throwaway CA: a CN, a URI SAN, a DNS
+/// SAN, a CN with a newline, plus cut and flipped copies.
+#[test]
+#[ignore = "writes fuzz/corpus/certificate_name; run by hand when the names change"]
+fn write_certificate_seeds() {
+    use cardvault::pki::{Ca, Validity};
+    let ca = Ca::generate("fuzz CA").unwrap();
+    let dir = corpus_dir("certificate_name");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = [
+        "cart",
+        "payments\nINJECTED",
+        "spiffe://shop.example/cart",
+        "",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let issued = ca.issue_client(name, Validity::days(30)).unwrap();
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        std::fs::write(dir.join(format!("cert-{i}")), der.as_ref()).unwrap();
+        std::fs::write(dir.join(format!("cut-{i}")), &der[..der.len() / 2]).unwrap();
+        let mut flipped = der.to_vec();
+        flipped[der.len() / 3] ^= 0x40;
+        std::fs::write(dir.join(format!("flipped-{i}")), &flipped).unwrap();
+    }
+    let server = ca.issue_server().unwrap();
+    let der = CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).unwrap();
+    std::fs::write(dir.join("server-dns-san"), der.as_ref()).unwrap();
+}
+
+#[test]
+fn certificate_seeds_name_their_holders() {
+    let named = seeds("certificate_name")
+        .iter()
+        .filter_map(|seed| cardvault::peer::names::certificate_name(seed).ok())
+        .map(|n| n.name)
+        .collect::<Vec<_>>();
+    assert!(named.contains(&"cart".to_owned()), "{named:?}");
+    assert!(named.contains(&"localhost".to_owned()), "{named:?}");
 }

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod deploy;
 mod fuzz_corpus;
+mod hostile;
 mod leak;
 mod load;
 mod server;

@@ -46,6 +46,7 @@ impl Harness {
             },
             ops: OpsConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
+                ..OpsConfig::default()
             },
             storage: StorageConfig {
                 data_dir: dir.path().join("db"),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use cardvault::crypto::KeyFileProvider;
 use cardvault::domain::luhn;
 use cardvault::{Pan, Vault, VaultOptions};
+use serde_json::Value;
 
 /// Appends the Luhn check digit to `body`.
 pub fn luhn_complete(body: &str) -> String {
@@ -233,4 +234,23 @@ pub fn assert_api_error(
             .is_some_and(|m| !m.is_empty()),
         "{what}: no message in {body}"
     );
+}
+
+/// Every entry of the trail in `dir`, oldest first.
+pub fn entries(dir: &Path) -> Vec<Value> {
+    cardvault::audit::segments(dir)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, path)| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+pub fn of_kind<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    entries.iter().filter(|e| e["event"] == kind).collect()
 }

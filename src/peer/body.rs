@@ -1,0 +1,262 @@
+//! Request bodies as they arrive on the wire, with no HTTP types: the
+//! request shapes of every route, the refusal of bodies that carry card
+//! security codes, track data or PINs (PCI DSS 3.3.1), and the bounded
+//! parse of batch bodies, which stops counting at the limit instead of
+//! expanding millions of items into memory. Builds without the `vault`
+//! feature, so the fuzz targets reach it. Error messages are fixed and
+//! never quote the input; values that may hold card data are
+//! [`SecretString`]s (wiped on drop, never printed).
+
+use std::collections::HashMap;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+/// Why a body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON of the route's shape, or it names sensitive data; the
+    /// message is fixed.
+    Invalid(&'static str),
+    /// A batch with more items than the limit.
+    TooMany,
+}
+
+/// Field names that announce sensitive authentication data, which PCI DSS
+/// 3.3.1 forbids storing: refused outright.
+const SENSITIVE_FIELDS: [&str; 12] = [
+    "cvv",
+    "cvc",
+    "cid",
+    "csc",
+    "cav",
+    "security_code",
+    "securitycode",
+    "track",
+    "magstripe",
+    "pin",
+    "pinblock",
+    "pin_block",
+];
+
+fn names_sensitive_data(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SENSITIVE_FIELDS
+        .iter()
+        .any(|s| key == *s || (s.len() > 3 && key.contains(s)) || key.starts_with(s))
+}
+
+/// Parses a single-item body: unknown fields refused.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    serde_json::from_slice(bytes).map_err(|_| refusal(bytes))
+}
+
+/// Parses a batch body `{"FIELD": [string, ...]}`, stopping at the
+/// `max`-th item plus one ([`BodyError::TooMany`]).
+pub fn parse_batch(
+    bytes: &[u8],
+    field: &'static str,
+    max: usize,
+) -> Result<Vec<SecretString>, BodyError> {
+    let too_many = std::cell::Cell::new(false);
+    let seed = batch::Body {
+        field,
+        max,
+        too_many: &too_many,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde::de::DeserializeSeed::deserialize(seed, &mut de).and_then(|items| {
+        de.end()?;
+        Ok(items)
+    });
+    match parsed {
+        Ok(items) => Ok(items),
+        Err(_) if too_many.get() => Err(BodyError::TooMany),
+        Err(_) => Err(refusal(bytes)),
+    }
+}
+
+/// The refusal of a body that did not parse. Every request type refuses
+/// unknown fields, so a body naming card security codes, track data or
+/// PINs never parses; only then is it worth a second look to choose the
+/// message.
+fn refusal(bytes: &[u8]) -> BodyError {
+    let sensitive = serde_json::from_slice::<HashMap<String, IgnoredAny>>(bytes)
+        .is_ok_and(|fields| fields.keys().any(|k| names_sensitive_data(k)));
+    if sensitive {
+        BodyError::Invalid(
+            "card security codes, track data and PINs are never accepted (PCI DSS 3.3.1)",
+        )
+    } else {
+        BodyError::Invalid("body is not valid JSON of the expected shape (see docs/openapi.json)")
+    }
+}
+
+/// The bounded parse of a batch body: a map with exactly one field, an
+/// array of strings, counted as it is read.
+mod batch {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use secrecy::SecretString;
+    use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
+
+    pub(super) struct Body<'a> {
+        pub(super) field: &'static str,
+        pub(super) max: usize,
+        pub(super) too_many: &'a Cell<bool>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Body<'_> {
+        type Value = Vec<SecretString>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Body<'_> {
+        type Value = Vec<SecretString>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an object with one field, {}", self.field)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut items = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key != self.field || items.is_some() {
+                    return Err(A::Error::custom("unexpected field"));
+                }
+                items = Some(map.next_value_seed(Items {
+                    max: self.max,
+                    too_many: self.too_many,
+                })?);
+            }
+            items.ok_or_else(|| A::Error::missing_field(self.field))
+        }
+    }
+
+    struct Items<'a> {
+        max: usize,
+        too_many: &'a Cell<bool>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Items<'_> {
+        type Value = Vec<SecretString>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = Vec<SecretString>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an array of at most {} strings", self.max)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+            while let Some(item) = seq.next_element::<SecretString>()? {
+                if items.len() == self.max {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many items"));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+}
+
+/// `POST /v1/tokenize`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    /// The card number.
+    pub pan: SecretString,
+    /// `MM/YY` or `MM/YYYY`.
+    #[serde(default)]
+    pub expiry: Option<String>,
+}
+
+/// `POST /v1/detokenize`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetokenizeRequest {
+    /// A caller may send a PAN here by mistake: wiped on drop too.
+    pub token: SecretString,
+}
+
+/// `POST /v1/admin/alerts/clear`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRequest {
+    /// Whose block to lift.
+    pub principal: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_field_names() {
+        for k in [
+            "cvv",
+            "CVV2",
+            "cvc",
+            "cid",
+            "csc",
+            "track2",
+            "track_data",
+            "pin",
+            "pin_block",
+            "security_code",
+        ] {
+            assert!(names_sensitive_data(k), "{k}");
+        }
+        for k in ["pan", "pans", "expiry", "token", "tokens", "spinner"] {
+            assert!(!names_sensitive_data(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn request_secrets_print_redacted() {
+        let body: TokenizeRequest =
+            serde_json::from_str(r#"{"pan":"4111111111111111"}"#).expect("parses");
+        let printed = format!("{:?}", body.pan);
+        assert!(!printed.contains("4111"), "{printed}");
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_stop_at_the_limit_and_keep_their_shape() {
+        let ok = parse_batch(br#"{"pans": ["1", "2"]}"#, "pans", 2).map(|v| v.len());
+        assert_eq!(ok, Ok(2));
+        assert_eq!(
+            parse_batch(br#"{"pans": ["1", "2", "3"]}"#, "pans", 2).map(|v| v.len()),
+            Err(BodyError::TooMany)
+        );
+        for bad in [
+            &br#"{"tokens": ["1"]}"#[..],
+            br#"{"pans": ["1"], "pans": ["2"]}"#,
+            br#"{"pans": [1]}"#,
+            br#"{"pans": ["1"]} trailing"#,
+            br#"["1"]"#,
+        ] {
+            assert!(
+                matches!(parse_batch(bad, "pans", 5), Err(BodyError::Invalid(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_batch(br#"{"pans": ["1"], "cvv": "123"}"#, "pans", 5).map(|v| v.len()),
+            Err(BodyError::Invalid(
+                "card security codes, track data and PINs are never accepted (PCI DSS 3.3.1)"
+            ))
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! What a peer sends, parsed with no HTTP, TLS or database types: request
+//! bodies ([`body`]) and the name a client certificate gives its holder
+//! ([`names`]). Pure, so the fuzz targets reach them; the server reads the
+//! bytes and calls these.
+
+pub mod body;
+pub mod names;
