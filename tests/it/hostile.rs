@@ -434,3 +434,91 @@ async fn a_typed_principal_key_matches_only_its_kind_of_name() {
     drop((cn, uri));
     service.stop().await.unwrap();
 }
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// 24 connections each push an 8 MiB batch body minus its last byte at a
+/// real `serve --dev` (default limits: 8 MiB batch bodies, a 32 MiB
+/// budget). Without the budget the server held connections × body limit;
+/// with it, what it holds stays near the budget. Prints RSS before, at the
+/// peak and after (the figures in docs/guarantees.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_half_sent_bodies_stays_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start(&data);
+    let pid = server.child.id();
+    let mut warm = server.connect("cart").await;
+    common::tokenize(&mut warm, "4929123456781236").await;
+    let before = rss_mib(pid);
+    let body_len = 8usize << 20;
+    let mut body = b"{\"pans\": [".to_vec();
+    while body.len() < body_len - 1 {
+        body.extend_from_slice(b"\"\",");
+    }
+    body.truncate(body_len - 1);
+    let body = std::sync::Arc::new(body);
+    let pki = data.join("pki");
+    let tls = cardvault::client::ClientTls::from_files(
+        &pki.join("ca.pem"),
+        Some((&pki.join("cart.pem"), &pki.join("cart-key.pem"))),
+        false,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = server.api.trim_start_matches("https://").parse().unwrap();
+    let mut senders = Vec::new();
+    for _ in 0..24 {
+        let (tls, body) = (tls.clone(), std::sync::Arc::clone(&body));
+        senders.push(tokio::spawn(async move {
+            let Ok(mut raw) = tls.connect_raw(addr).await else { return };
+            let head = format!(
+                "POST /v1/tokenize/batch HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
+            );
+            let send = async {
+                raw.write_all(head.as_bytes()).await?;
+                raw.write_all(&body).await?;
+                raw.flush().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(30), send).await;
+            // Hold the half-sent request open a while, as an attacker would.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(raw);
+        }));
+    }
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while senders.iter().any(|s| !s.is_finished()) && Instant::now() < deadline {
+        peak = peak.max(rss_mib(pid));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in senders {
+        s.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_mib(pid);
+    // The vault still serves.
+    let mut conn = server.connect("cart").await;
+    common::tokenize(&mut conn, "4929123456781244").await;
+    eprintln!(
+        "RSS MiB: before {before:.0}, peak {peak:.0} (+{:.0}), after {after:.0} (+{:.0}); 24 × 8 MiB half-sent bodies, budget 32 MiB",
+        peak - before,
+        after - before
+    );
+    assert!(
+        peak - before < 96.0,
+        "RSS grew by {:.0} MiB under 24 × 8 MiB bodies with a 32 MiB budget",
+        peak - before
+    );
+    drop((warm, conn));
+    assert!(server.stop().success());
+}
