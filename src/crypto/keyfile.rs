@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::AeadInPlace;
@@ -136,6 +136,18 @@ impl KeyFileProvider {
             source,
         };
         let key = SecretKey::generate()?;
+        // A missing directory (`keys init --out /etc/cardvault/kek.key` on
+        // a fresh host) is created, readable by the owner only.
+        if let Some(dir) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
         let mut file = match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -264,6 +276,19 @@ mod tests {
         KeyFileProvider::create(&other).unwrap();
         let other = KeyFileProvider::open(&other).unwrap();
         assert!(other.unwrap(&label("a", 1), &wrapped).is_err());
+    }
+
+    #[test]
+    fn create_makes_a_missing_directory_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/cardvault/kek.key");
+        KeyFileProvider::create(&path).unwrap();
+        let mode = fs::metadata(dir.path().join("etc/cardvault"))
+            .unwrap()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(KeyFileProvider::open(&path).is_ok());
     }
 
     #[test]

@@ -30,7 +30,96 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Every counter with its HELP text. Those without labels are registered
+/// at 0 when the recorder is installed, so a dashboard sees every series
+/// from the start.
+const COUNTERS: [(&str, &str); 16] = [
+    ("cardvault_tokens_created_total", "New tokens issued"),
+    (
+        "cardvault_rate_limited_total",
+        "Requests refused by a per-principal rate limit (429)",
+    ),
+    (
+        "cardvault_audit_events_total",
+        "Events written to the audit trail",
+    ),
+    (
+        "cardvault_audit_write_failures_total",
+        "Failed writes of the audit trail",
+    ),
+    (
+        "cardvault_audit_events_lost_total",
+        "Audit events lost while the trail could not be written",
+    ),
+    (
+        "cardvault_detokenize_refused_audit_total",
+        "Detokenizations refused because the audit trail could not be written",
+    ),
+    (
+        "cardvault_audit_syslog_sent_total",
+        "Audit entries mirrored to syslog",
+    ),
+    (
+        "cardvault_audit_syslog_dropped_total",
+        "Audit entries the syslog mirror dropped",
+    ),
+    (
+        "cardvault_writes_refused_disk_full_total",
+        "Write groups refused because the database disk is below its reserve",
+    ),
+    (
+        "cardvault_connections_idle_closed_total",
+        "Connections closed after the idle timeout",
+    ),
+    (
+        "cardvault_body_budget_refused_total",
+        "Requests refused because the request-body budget stayed spent (503)",
+    ),
+    (
+        "cardvault_requests_timed_out_total",
+        "Requests cut off by the request timeout, by route template",
+    ),
+    (
+        "cardvault_connections_refused_total",
+        "Connections closed at once: over a listener's cap or a principal's share",
+    ),
+    (
+        "cardvault_accept_errors_total",
+        "Failed accepts (file descriptors exhausted), by listener",
+    ),
+    (
+        "cardvault_tls_handshake_failures_total",
+        "Failed TLS handshakes by reason",
+    ),
+    (
+        "cardvault_detokenizations_total",
+        "PANs revealed, by principal",
+    ),
+];
+
+/// How many of [`COUNTERS`], at its end, carry labels.
+const LABELLED: usize = 5;
+
+/// Alert rules, registered at 0 per rule.
+const ALERT_RULES: [&str; 4] = [
+    "detokenize_burst",
+    "detokenize_outside_hours",
+    "handshake_failure_burst",
+    "metadata_burst",
+];
+
 fn describe() {
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(name, help);
+    }
+    // The last five carry labels; their series appear with their first event.
+    for (name, _) in &COUNTERS[..COUNTERS.len() - LABELLED] {
+        metrics::counter!(*name).increment(0);
+    }
+    metrics::describe_counter!("cardvault_alerts_total", "Alert rules fired, by rule");
+    for rule in ALERT_RULES {
+        metrics::counter!("cardvault_alerts_total", "rule" => rule).increment(0);
+    }
     metrics::describe_counter!(
         "cardvault_requests_total",
         "API requests by route template, method and status"
@@ -40,14 +129,6 @@ fn describe() {
         metrics::Unit::Seconds,
         "API request latency by route template and outcome"
     );
-    metrics::describe_counter!("cardvault_tokens_created_total", "New tokens issued");
-    metrics::describe_counter!(
-        "cardvault_detokenizations_total",
-        "PANs revealed, by principal"
-    );
-    metrics::describe_counter!(
-        "cardvault_tls_handshake_failures_total",
-        "Failed TLS handshakes by reason"
-    );
     metrics::describe_gauge!("cardvault_connections_active", "Open API connections");
+    metrics::gauge!("cardvault_connections_active").set(0.0);
 }

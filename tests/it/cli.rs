@@ -347,3 +347,22 @@ async fn a_second_process_leaves_a_running_vaults_trail_alone() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The binary's `malloc` is jemalloc (linked unprefixed), for RocksDB's C++
+/// allocations as much as Rust's: asked through `MALLOC_CONF`, it prints
+/// its statistics at exit, which glibc's malloc would never do.
+#[test]
+fn the_binary_allocates_with_jemalloc() {
+    let out = cardvault()
+        .env("MALLOC_CONF", "stats_print:true")
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("jemalloc statistics"), "{text}");
+}

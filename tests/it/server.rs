@@ -558,6 +558,75 @@ async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
     assert!(common::files_containing(harness.dir.path(), CANARY.as_bytes()).is_empty());
 }
 
+/// Metrics follow Prometheus' conventions: every series has HELP and TYPE,
+/// the counters without labels exist before their first event, and
+/// `promtool check metrics` accepts the page (promtool from Debian's
+/// `prometheus`, which `.ci/run` installs; elsewhere that part is skipped
+/// with a note).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_prometheus_conventions() {
+    let harness = Harness::new();
+    let running = harness.start().await;
+    let (status, metrics) = ops_get(running.ops_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let body = metrics
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    for name in [
+        "cardvault_rate_limited_total",
+        "cardvault_writes_refused_disk_full_total",
+        "cardvault_body_budget_refused_total",
+        "cardvault_audit_write_failures_total",
+        "cardvault_connections_active",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing before its first event: {body}"
+        );
+    }
+    let typed: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(typed.len() >= 10, "{body}");
+    for name in typed {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "{name} has no HELP"
+        );
+    }
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => eprintln!("promtool not installed: `promtool check metrics` skipped"),
+    }
+    running.stop().await.unwrap();
+}
+
 /// docs/openapi.json describes exactly the routes the server has, every
 /// error code it can return, and the fields its responses carry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

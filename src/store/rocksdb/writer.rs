@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf, synced,
 };
-use crate::crypto::KeyLabel;
+use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 use crate::store::codec::{self, KeyRecord, TokenEntry};
 use crate::store::{Insert, InsertOutcome, ReadMark};
@@ -72,39 +72,53 @@ struct Overlay {
 }
 
 /// Fingerprints written since `horizon` (a sequence number), with the
-/// sequence number that covers their write. Cleared, and the horizon moved
-/// to the present, when it holds `capacity` entries.
+/// sequence number that covers their write, keyed by the first 8 bytes of
+/// the fingerprint (an HMAC, so uniformly spread): no allocation per entry,
+/// and two fingerprints sharing a prefix only cost a real lookup. Cleared,
+/// and the horizon moved to the present, when it holds `capacity` entries.
 pub(super) struct Recent {
-    written: HashMap<Vec<u8>, u64>,
+    written: HashMap<u64, u64>,
     horizon: u64,
     capacity: usize,
+}
+
+/// The map key of a fingerprint.
+fn prefix(fingerprint: &Fingerprint) -> u64 {
+    let bytes = fingerprint.as_bytes();
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
 }
 
 impl Recent {
     pub(super) fn new(now: u64, capacity: usize) -> Recent {
         Recent {
-            written: HashMap::new(),
+            written: HashMap::with_capacity(capacity.min(1 << 16)),
             horizon: now,
             capacity,
         }
     }
 
-    /// Whether `key`, found absent by a read that started at `mark`, is
-    /// certainly still absent: every write since `mark` is known, and none
-    /// of them wrote `key`.
-    fn still_absent(&self, key: &[u8], mark: ReadMark) -> bool {
-        mark.0 >= self.horizon && self.written.get(key).is_none_or(|seq| *seq <= mark.0)
+    /// Whether a fingerprint found absent by a read that started at `mark`
+    /// is certainly still absent: every write since `mark` is known, and
+    /// none of them wrote a fingerprint with its prefix.
+    fn still_absent(&self, fingerprint: &Fingerprint, mark: ReadMark) -> bool {
+        mark.0 >= self.horizon
+            && self
+                .written
+                .get(&prefix(fingerprint))
+                .is_none_or(|seq| *seq <= mark.0)
     }
 
     /// Records fingerprints committed in a write that ended at `seq`.
-    fn record(&mut self, keys: Vec<Vec<u8>>, seq: u64) {
-        if self.written.len() + keys.len() > self.capacity {
+    fn record(&mut self, written: &[u64], seq: u64) {
+        if self.written.len() + written.len() > self.capacity {
             self.written.clear();
             self.horizon = seq;
             return;
         }
-        for key in keys {
-            self.written.insert(key, seq);
+        for key in written {
+            self.written.insert(*key, seq);
         }
     }
 }
@@ -114,8 +128,8 @@ struct Group<'a> {
     batch: WriteBatch,
     overlay: Overlay,
     recent: &'a Recent,
-    /// Fingerprint keys put by this group, for [`Recent::record`].
-    fingerprints_put: Vec<Vec<u8>>,
+    /// Prefixes of the fingerprints put by this group, for [`Recent::record`].
+    fingerprints_put: Vec<u64>,
 }
 
 impl Group<'_> {
@@ -175,12 +189,14 @@ impl Group<'_> {
                 // The seal happened whatever the outcome: count it.
                 self.count(label, *sealed);
             }
-            let known_absent = |fp_key: &Vec<u8>| {
-                item.fingerprint_absent_at.is_some_and(|mark| {
-                    !self.overlay.fingerprints.contains_key(fp_key)
-                        && self.recent.still_absent(fp_key, mark)
-                })
-            };
+            let known_absent =
+                |fp_key: &Vec<u8>| match (item.fingerprint_absent_at, &item.fingerprint) {
+                    (Some(mark), Some(fingerprint)) => {
+                        !self.overlay.fingerprints.contains_key(fp_key)
+                            && self.recent.still_absent(fingerprint, mark)
+                    }
+                    _ => false,
+                };
             if let Some(fp_key) = &fp_key
                 && !known_absent(fp_key)
                 && let Some(existing) = self.read(CF_FINGERPRINTS, fp_key)?
@@ -200,8 +216,8 @@ impl Group<'_> {
                 continue;
             }
             self.put(CF_TOKENS, token_key, item.entry.encode())?;
-            if let Some(fp_key) = fp_key {
-                self.fingerprints_put.push(fp_key.clone());
+            if let (Some(fp_key), Some(fingerprint)) = (fp_key, &item.fingerprint) {
+                self.fingerprints_put.push(prefix(fingerprint));
                 self.put(CF_FINGERPRINTS, fp_key, item.token.as_bytes().to_vec())?;
             }
             outcomes.push(InsertOutcome::Inserted);
@@ -260,7 +276,7 @@ impl Group<'_> {
     /// the highest value ever committed, so a group whose claims were
     /// overtaken by a later group's never lowers a counter. Returns the
     /// fingerprint keys the write put.
-    fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<Vec<Vec<u8>>, StoreError> {
+    fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<Vec<u64>, StoreError> {
         let keys_cf = cf(self.db, CF_KEYS)?;
         let mut raised = Vec::with_capacity(self.overlay.counters.len());
         for (key, sealed) in self.overlay.counters.drain() {
@@ -403,7 +419,7 @@ pub(super) fn run(
                 }
                 group
                     .finish(&mut committed_counters)
-                    .map(|put| recent.record(put, db.latest_sequence_number()))
+                    .map(|put| recent.record(&put, db.latest_sequence_number()))
             }
         };
         for answer in pending {
