@@ -67,6 +67,18 @@ pub async fn run(args: LoadArgs) -> CliResult {
             if report.ops == 0 {
                 return Err(anyhow::anyhow!("no request succeeded").into());
             }
+            let broken: u64 = report
+                .errors
+                .iter()
+                .filter(|(key, _)| key.starts_with("connect"))
+                .map(|(_, n)| n)
+                .sum();
+            if broken > 0 {
+                return Err(anyhow::anyhow!(
+                    "{broken} exchanges failed on the connection (did the vault go away?); see the errors in the report"
+                )
+                .into());
+            }
             Ok(())
         }
     }

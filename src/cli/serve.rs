@@ -126,6 +126,14 @@ pub async fn run(args: ServeArgs) -> CliResult {
         say!("\n{}", curl_commands(&dir, service.api_addr));
     }
     signals.wait().await;
+    service.begin_drain();
+    if !config.ops.drain_delay.is_zero() {
+        tracing::info!(
+            delay_ms = config.ops.drain_delay.as_millis() as u64,
+            "shutting down: /readyz answers 503 while load balancers stop sending"
+        );
+        tokio::time::sleep(config.ops.drain_delay).await;
+    }
     tracing::info!("shutting down: draining requests");
     service.stop().await?;
     tracing::info!("stopped");

@@ -157,6 +157,25 @@ pub struct OpsConfig {
     /// descriptors).
     #[serde(default = "default_ops_max_connections")]
     pub max_connections: std::num::NonZeroUsize,
+    /// On SIGTERM, how long `/readyz` answers 503 while the API keeps
+    /// serving, before the listeners close (`drain_delay_ms`; 0 closes at
+    /// once). Give load balancers their health-check interval or more.
+    #[serde(default, rename = "drain_delay_ms", with = "millis")]
+    pub drain_delay: std::time::Duration,
+}
+
+/// A duration written as whole milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 fn default_ops_max_connections() -> std::num::NonZeroUsize {
@@ -168,6 +187,7 @@ impl Default for OpsConfig {
         OpsConfig {
             listen: default_ops_listen(),
             max_connections: default_ops_max_connections(),
+            drain_delay: std::time::Duration::ZERO,
         }
     }
 }

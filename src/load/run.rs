@@ -114,7 +114,7 @@ async fn one_request(
         return match conn.get(&format!("/v1/tokens/{token}")).await {
             Ok(reply) if reply.status == hyper::StatusCode::OK => Outcome::Done(1),
             Ok(reply) => Outcome::Refused(error_key(reply.status, &reply.json())),
-            Err(e) => Outcome::Broken(format!("connection: {}", short(&e.to_string()))),
+            Err(e) => Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
         };
     }
     let (path, body, pans) = match op {
@@ -149,7 +149,7 @@ async fn one_request(
     };
     let reply = match conn.post_json(path, &body).await {
         Ok(reply) => reply,
-        Err(e) => return Outcome::Broken(format!("connection: {}", short(&e.to_string()))),
+        Err(e) => return Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
     };
     let value = reply.json();
     if reply.status != hyper::StatusCode::OK {
@@ -181,8 +181,24 @@ async fn one_request(
     }
 }
 
-fn short(text: &str) -> String {
-    text.split(':').next().unwrap_or(text).trim().to_owned()
+/// A complete, stable label for a failed exchange: the error's whole text
+/// (our client's and the OS's words, never a request body), lower-case,
+/// other characters as `_`, at most 80 characters. Labels used to keep only
+/// the text before the first colon, which cut every one to `HTTP`.
+fn label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(80));
+    for c in text.chars() {
+        if out.len() >= 80 {
+            break;
+        }
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_owned()
 }
 
 async fn worker(
@@ -215,7 +231,7 @@ async fn worker(
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     if scheduled >= shared.measure_from {
-                        shared.error(format!("connect: {}", short(&e.to_string())));
+                        shared.error(format!("connect: {}", label(&e.to_string())));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -479,4 +495,22 @@ fn write_acks(file: std::fs::File, mut rx: mpsc::UnboundedReceiver<String>) -> R
     out.flush()?;
     out.get_ref().sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn error_labels_keep_the_whole_cause() {
+        assert_eq!(
+            label("HTTP: connection closed before message completed"),
+            "http_connection_closed_before_message_completed"
+        );
+        assert_eq!(
+            label("cannot connect to 127.0.0.1:1: Connection refused (os error 111)"),
+            "cannot_connect_to_127_0_0_1_1_connection_refused_os_error_111"
+        );
+        assert!(label(&"x".repeat(500)).len() <= 80);
+    }
 }

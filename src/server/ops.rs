@@ -1,5 +1,6 @@
 //! The plain-HTTP ops listener: `/healthz` (the process answers),
-//! `/readyz` (503 once shutdown has begun) and `/metrics` (Prometheus
+//! `/readyz` (503 once shutdown has begun, through the drain delay), both
+//! with a small JSON body, and `/metrics` (Prometheus
 //! text). Keep it on loopback or a management network. It has its own
 //! small connection cap and the API's header, request and idle timeouts, so
 //! idle or half-sent connections to it can neither pile up nor take the
@@ -25,21 +26,36 @@ use super::accept;
 use super::connection::{self, Activity};
 use crate::config::LimitsConfig;
 
-/// The ops routes; `ready` turns false when shutdown begins.
+/// What `/healthz` and `/readyz` answer: `{"state": "serving" |
+/// "draining", "sealed": false, "version": "…"}` (the vault has no sealed
+/// state yet; the field is there for the key-custody work).
+fn status(ready: bool) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "state": if ready { "serving" } else { "draining" },
+        "sealed": false,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// The ops routes; `ready` turns false when shutdown begins (then
+/// `/readyz` answers 503, `/healthz` still 200).
 pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle) -> Router {
+    let live = Arc::clone(&ready);
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || std::future::ready(status(live.load(Ordering::SeqCst)))),
+        )
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.load(Ordering::SeqCst);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
-                }
+                let code = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                std::future::ready((code, status(ready)))
             }),
         )
         .route(

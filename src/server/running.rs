@@ -54,6 +54,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts draining: `/readyz` answers 503 from now on, while both
+    /// listeners keep serving (a load balancer stops sending first).
+    pub fn begin_drain(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
     /// Stops accepting, drains in-flight requests (up to [`DRAIN_TIMEOUT`])
     /// and returns when both listeners are closed.
     pub async fn shutdown(self) {

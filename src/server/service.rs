@@ -75,6 +75,12 @@ impl Service {
         })
     }
 
+    /// Turns `/readyz` to 503 while everything keeps serving; `stop`
+    /// follows after the drain delay.
+    pub fn begin_drain(&self) {
+        self.running.begin_drain();
+    }
+
     /// Drains and stops the listeners, closes the vault (exact counters),
     /// records `vault_stop` and closes the audit trail.
     pub async fn stop(self) -> anyhow::Result<()> {

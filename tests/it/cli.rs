@@ -366,3 +366,52 @@ fn the_binary_allocates_with_jemalloc() {
     );
     assert!(text.contains("jemalloc statistics"), "{text}");
 }
+
+/// On SIGTERM with a drain delay, `/readyz` answers 503 `draining` while
+/// the API still serves; then the vault stops cleanly. Both health routes
+/// answer a small JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_with_readyz_503_before_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start_with(&data, &[("CARDVAULT_OPS__DRAIN_DELAY_MS", "3000")]);
+    let ops: std::net::SocketAddr = server
+        .printed
+        .iter()
+        .find_map(|l| l.split("ops http://").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, body) = crate::common::harness::ops_get(ops, "/readyz").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"state\":\"serving\"") && body.contains("\"sealed\":false"),
+        "{body}"
+    );
+    let mut cart = server.connect("cart").await;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let body = loop {
+        let (status, body) = crate::common::harness::ops_get(ops, "/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz stayed 200 after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("\"state\":\"draining\""), "{body}");
+    let (status, _) = crate::common::harness::ops_get(ops, "/healthz").await;
+    assert_eq!(status, 200);
+    // Still serving during the delay.
+    common::tokenize(&mut cart, "4929123456781236").await;
+    drop(cart);
+    assert!(server.stop().success());
+}

@@ -214,3 +214,46 @@ fn ceiling_reports_synced_batch_throughput() {
     assert_eq!(lines[1]["group"], 16);
     assert!(lines[1]["puts_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// The vault dies mid-run: load still prints its report, names each error
+/// in full (not cut at the first colon), and exits non-zero.
+#[test]
+fn a_vault_that_goes_away_mid_run_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::DevServer::start(&dir.path().join("dev"));
+    let run = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .env("RUST_LOG", "warn")
+        .arg("load")
+        .arg("--dev")
+        .arg(&server.data_dir)
+        .args(["--target", &server.api])
+        .args([
+            "--concurrency",
+            "4",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "load exited 0 after the vault died");
+    assert!(stderr.contains("did the vault go away"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].as_object().unwrap();
+    assert!(!errors.is_empty());
+    for key in errors.keys() {
+        assert!(
+            key.starts_with("connect") && key.len() > "connection: http".len(),
+            "error label cut short: {key}"
+        );
+    }
+}
