@@ -284,7 +284,11 @@ pub fn init(dir: &Path) -> Result<(), PkiError> {
     if ca_path.exists() {
         return Err(PkiError::Exists(ca_path));
     }
-    let ca = Ca::generate("cardvault dev CA")?;
+    // Each dev CA has its own name, so a trust store or a TLS error names
+    // which dev setup a certificate came from.
+    let mut tag = [0u8; 4];
+    crate::random::fill(&mut tag)?;
+    let ca = Ca::generate(&format!("cardvault dev CA {}", hex::encode(tag)))?;
     write_file(&dir.join("ca-key.pem"), &ca.key_pem(), true)?;
     write_file(&ca_path, &ca.cert_pem, false)?;
     let server = ca.issue_server()?;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// `println!` that never panics: a reader that went away (`| head`) must
 /// not turn into an "internal error" report.
@@ -72,6 +72,13 @@ enum Command {
         #[arg(long, default_value = "./cardvault-dev")]
         data_dir: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `cardvault man > cardvault.1`.
+    Man,
 }
 
 /// Runs the command line; returns the process exit status.
@@ -127,5 +134,19 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Keys { command } => keys::run(command).await,
         Command::Audit { command } => audit::run(command),
         Command::Demo { data_dir } => demo::run(&data_dir).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cardvault", &mut out);
+            say_raw!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| CliError::Failed(e.into()))?;
+            say_raw!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
     }
 }

@@ -57,6 +57,31 @@ pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
     Ok(config)
 }
 
+/// What `serve --dev` says about itself: not for production, where its
+/// data, trail and KEK live, and who may do what.
+pub fn dev_banner(dir: &Path, config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "==> DEV MODE — not for production (cardvault {})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(out, "    data:   {}", config.storage.data_dir.display());
+    let _ = writeln!(out, "    audit:  {}", config.audit.dir.display());
+    let _ = writeln!(
+        out,
+        "    KEK:    {} (a key file beside the data: dev only)",
+        config.storage.key_file.display()
+    );
+    let _ = writeln!(out, "    PKI:    {}", dir.join("pki").display());
+    let _ = writeln!(out, "    principals (client certificate → tenant: roles):");
+    for (name, p) in &config.principals {
+        let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
+        let _ = writeln!(out, "      {name} → {}: {}", p.tenant, roles.join(", "));
+    }
+    out
+}
+
 /// Copy-paste curl commands for a dev setup in `dir` listening on `api`.
 pub fn curl_commands(dir: &Path, api: SocketAddr) -> String {
     let pki = dir.join("pki");
@@ -123,9 +148,15 @@ pub async fn run(args: ServeArgs) -> CliResult {
         service.ops_addr
     );
     if let Some(dir) = dev_dir {
-        say!("\n{}", curl_commands(&dir, service.api_addr));
+        say!("\n{}", dev_banner(&dir, &config));
+        say!("{}", curl_commands(&dir, service.api_addr));
+    }
+    // systemd Type=notify: ready now (a no-op without NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot notify systemd that the vault is ready");
     }
     signals.wait().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     service.begin_drain();
     if !config.ops.drain_delay.is_zero() {
         tracing::info!(

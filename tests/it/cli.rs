@@ -58,6 +58,32 @@ fn dev_mode_prints_curl_commands_that_work_and_stops_on_sigterm() {
         .filter(|l| l.starts_with("curl ") || l.starts_with("TOKEN="))
         .collect();
     assert_eq!(commands.len(), 2, "dev mode printed {:?}", server.printed);
+    let printed = server.printed.join("\n");
+    assert!(
+        printed.contains("DEV MODE — not for production")
+            && printed.contains("payments → default: tokenize, detokenize, read"),
+        "{printed}"
+    );
+    // The dev CA carries a name of its own.
+    let ca_pem = std::fs::read(data.join("pki/ca.pem")).unwrap();
+    let der = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap()
+    };
+    let (_, ca) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let cn = ca
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tag = cn.strip_prefix("cardvault dev CA ").unwrap_or_default();
+    assert!(
+        tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{cn}"
+    );
     for file in [
         "pki/ca.pem",
         "pki/cart.pem",
@@ -414,4 +440,43 @@ async fn sigterm_drains_with_readyz_503_before_closing() {
     common::tokenize(&mut cart, "4929123456781236").await;
     drop(cart);
     assert!(server.stop().success());
+}
+
+/// Shell completions and the manual page come from the command tree itself.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let out = cardvault().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cardvault") && text.contains("serve") && text.contains("complete"),
+        "{text}"
+    );
+    let out = cardvault().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(".ie") || text.starts_with(".TH"), "{text}");
+    assert!(text.contains("cardvault"), "{text}");
+}
+
+/// Under systemd's Type=notify the vault says READY=1 once it serves and
+/// STOPPING=1 when asked to stop (a datagram socket plays systemd).
+#[test]
+fn serve_notifies_systemd_when_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let server = common::DevServer::start_with(
+        &dir.path().join("dev"),
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(server.stop().success());
+    let n = socket.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
