@@ -69,6 +69,42 @@ pub struct Config {
     /// Monitoring rules.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line, same fields).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+impl LogFormat {
+    /// The format named by `CARDVAULT_LOG__FORMAT`, if set and valid (the
+    /// logger starts before the config is read; a bad value is refused
+    /// when the config is loaded, naming `log.format`).
+    pub fn from_env() -> Option<LogFormat> {
+        match std::env::var("CARDVAULT_LOG__FORMAT").ok()?.as_str() {
+            "json" => Some(LogFormat::Json),
+            "text" => Some(LogFormat::Text),
+            _ => None,
+        }
+    }
 }
 
 /// The audit trail.

@@ -41,6 +41,8 @@ fn status(ready: bool) -> axum::Json<serde_json::Value> {
 /// `/readyz` answers 503, `/healthz` still 200).
 pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle) -> Router {
     let live = Arc::clone(&ready);
+    let process = metrics_process::Collector::default();
+    process.describe();
     Router::new()
         .route(
             "/healthz",
@@ -60,7 +62,11 @@ pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle) -> Router {
         )
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || {
+                // CPU, memory and descriptors of the process, read now.
+                process.collect();
+                std::future::ready(metrics.render())
+            }),
         )
 }
 

@@ -480,3 +480,33 @@ fn serve_notifies_systemd_when_ready_and_stopping() {
     let n = socket.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
+
+/// `[log] format = "json"` (here through `CARDVAULT_LOG__FORMAT`): every log
+/// line is one JSON object with the same fields; a bad value names the field.
+#[test]
+fn json_logs_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start_with(
+        &data,
+        &[("CARDVAULT_LOG__FORMAT", "json"), ("RUST_LOG", "info")],
+    );
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(data.join("serve.log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("cardvault listening"), "{log}");
+    assert_config_refused(
+        &data.join("cardvault.toml"),
+        &[("CARDVAULT_LOG__FORMAT", "yaml")],
+        "log.format",
+    );
+}

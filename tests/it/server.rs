@@ -575,6 +575,9 @@ async fn metrics_follow_the_prometheus_conventions() {
         .unwrap_or_default()
         .to_owned();
     for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
         "cardvault_rate_limited_total",
         "cardvault_writes_refused_disk_full_total",
         "cardvault_body_budget_refused_total",

@@ -62,6 +62,7 @@ impl Harness {
                 ..AuditConfig::default()
             },
             alerts: AlertsConfig::default(),
+            log: Default::default(),
         };
         adjust(&mut config);
         config.validate().unwrap();
