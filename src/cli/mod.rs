@@ -68,8 +68,9 @@ enum Command {
     /// Tokenize and detokenize the public test cards on a local vault
     /// (embedded RocksDB, a dev KEK created on first run).
     Demo {
-        /// Directory for the dev KEK and the database.
-        #[arg(long, default_value = "./cardvault-dev")]
+        /// Directory for the dev KEK and the database (`--dev DIR`, as for
+        /// every subcommand; `--data-dir DIR` too).
+        #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = serve::DEV_DIR)]
         data_dir: PathBuf,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

@@ -23,8 +23,9 @@ pub struct VaultLocation {
     /// `audit.dir` are taken from it.
     #[arg(long, conflicts_with = "data_dir")]
     pub config: Option<PathBuf>,
-    /// A `serve --dev` directory holding `kek.key`, `db/` and `audit/`.
-    #[arg(long, default_value = "./cardvault-dev")]
+    /// A `serve --dev` directory holding `kek.key`, `db/` and `audit/`
+    /// (`--dev DIR`, as for every subcommand; `--data-dir DIR` too).
+    #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = super::serve::DEV_DIR)]
     pub data_dir: PathBuf,
 }
 

@@ -14,6 +14,9 @@ use clap::Args;
 
 use crate::config::Config;
 
+/// Where `--dev` puts the development setup unless told otherwise.
+pub const DEV_DIR: &str = "./cardvault-dev";
+
 /// Descriptors kept beyond the connection caps for RocksDB's files, the
 /// audit segments and everything else the process opens.
 const OPEN_FILES_RESERVE: u64 = 512;
@@ -24,12 +27,18 @@ pub struct ServeArgs {
     /// Config file (TOML). Overrides: CARDVAULT_<SECTION>__<FIELD>.
     #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
     config: Option<PathBuf>,
-    /// Development mode: create and reuse DATA_DIR/{pki, kek.key, cardvault.toml, db}.
-    #[arg(long)]
-    dev: bool,
-    /// Directory of the development setup.
-    #[arg(long, default_value = "./cardvault-dev", requires = "dev")]
-    data_dir: PathBuf,
+    /// Development mode: create and reuse DIR/{pki, kek.key, cardvault.toml,
+    /// db, audit} (default ./cardvault-dev), as every subcommand's `--dev DIR`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 0..=1,
+        default_missing_value = DEV_DIR
+    )]
+    dev: Option<PathBuf>,
+    /// The dev directory, the older spelling (`--dev --data-dir DIR`).
+    #[arg(long, requires = "dev")]
+    data_dir: Option<PathBuf>,
     /// Override `api.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -119,10 +128,11 @@ pub fn curl_commands(dir: &Path, api: SocketAddr) -> String {
 /// Runs the server until SIGTERM or SIGINT, then drains and closes.
 pub async fn run(args: ServeArgs) -> CliResult {
     // clap requires exactly one of --config and --dev.
-    let (config_path, dev_dir) = match &args.config {
-        Some(path) => (path.clone(), None),
-        None => {
-            let dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
+    let (config_path, dev_dir) = match (&args.config, args.data_dir.or(args.dev)) {
+        (Some(path), _) => (path.clone(), None),
+        (None, dir) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(DEV_DIR));
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
             (prepare_dev(&dir)?, Some(dir))
         }
     };

@@ -315,19 +315,19 @@ async fn a_second_process_leaves_a_running_vaults_trail_alone() {
     let mut conn = server.connect("cart").await;
     common::tokenize(&mut conn, "4929123456781236").await;
     let segments_before = std::fs::read_dir(data.join("audit")).unwrap().count();
+    // `--dev DIR` is the one spelling every subcommand takes.
     let second_serve: Vec<&str> = vec![
         "serve",
-        "--dev",
         "--listen",
         "127.0.0.1:0",
         "--ops-listen",
         "127.0.0.1:0",
-        "--data-dir",
+        "--dev",
     ];
     for args in [
         vec!["keys", "status", "--data-dir"],
-        vec!["keys", "rotate", "--data-dir"],
-        vec!["demo", "--data-dir"],
+        vec!["keys", "rotate", "--dev"],
+        vec!["demo", "--dev"],
         second_serve,
     ] {
         let out = cardvault().args(&args).arg(&data).output().unwrap();
@@ -363,7 +363,7 @@ async fn a_second_process_leaves_a_running_vaults_trail_alone() {
     );
     // Once it has stopped, the same commands work.
     let out = cardvault()
-        .args(["keys", "status", "--data-dir"])
+        .args(["keys", "status", "--dev"])
         .arg(&data)
         .output()
         .unwrap();
