@@ -54,3 +54,34 @@ fn systemd_unit_scores_two_or_lower() {
         .unwrap_or_else(|| panic!("no score in {text}"));
     assert!(score <= 2.0, "exposure {score}:\n{text}");
 }
+
+/// The Kubernetes manifest defines what it references (the ConfigMap and
+/// Secret it mounts), carries a scrape annotation, lets DNS out, and its
+/// embedded config parses into the real config type.
+#[test]
+fn kubernetes_manifest_defines_what_it_mounts() {
+    let text = std::fs::read_to_string(deploy("kubernetes/cardvault.yaml")).unwrap();
+    for needle in [
+        "kind: ConfigMap\nmetadata:\n  name: cardvault-config",
+        "kind: Secret\nmetadata:\n  name: cardvault-secrets",
+        "configMap: { name: cardvault-config }",
+        "secretName: cardvault-secrets",
+        "prometheus.io/scrape: \"true\"",
+        "port: 53, protocol: UDP",
+    ] {
+        assert!(text.contains(needle), "manifest lacks {needle:?}");
+    }
+    // The config block: the lines indented under `cardvault.toml: |`.
+    let block: String = text
+        .split("cardvault.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let config: Config = Figment::from(Toml::string(&block)).extract().unwrap();
+    assert_eq!(config.principals.len(), 2);
+    assert_eq!(config.log.format, cardvault::config::LogFormat::Json);
+    assert_eq!(config.ops.drain_delay.as_millis(), 5000);
+}
