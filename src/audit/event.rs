@@ -51,6 +51,9 @@ pub enum EventKind {
     /// shorter than announced, a chunked body that never ends); `detail`
     /// names the route template, never the raw path.
     RequestTimeout,
+    /// The TLS configuration and principals were reloaded (SIGHUP); on
+    /// failure `detail` says why and the old configuration stays.
+    ConfigReloaded,
     /// A connection was refused after the handshake because its
     /// principal's connection share was used up; `detail` says which share.
     ConnectionRefused,
@@ -80,6 +83,7 @@ impl EventKind {
             EventKind::AlertsListed => "alerts_listed",
             EventKind::RequestTimeout => "request_timeout",
             EventKind::ConnectionRefused => "connection_refused",
+            EventKind::ConfigReloaded => "config_reloaded",
         }
     }
 }

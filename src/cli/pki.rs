@@ -21,9 +21,23 @@ pub enum PkiCommand {
     /// Issue a client certificate NAME.pem / NAME-key.pem (principal = NAME)
     /// signed by the CA in DIR.
     Issue {
-        /// Client (principal) name.
+        /// Client name: the file names and the CN (the principal unless
+        /// `--uri` is given).
         name: String,
+        /// A URI SAN, such as a SPIFFE ID (`spiffe://shop.example/cart`):
+        /// the vault takes it as the principal.
+        #[arg(long)]
+        uri: Option<String>,
         /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long, default_value = "./cardvault-dev/pki")]
+        dir: PathBuf,
+    },
+    /// Revoke client certificate NAME.pem: (re)write DIR/crl.pem with every
+    /// certificate revoked so far. Point `api.crls` at it; SIGHUP applies it.
+    Revoke {
+        /// Client name (NAME.pem in DIR).
+        name: String,
+        /// Directory holding ca.pem, ca-key.pem and NAME.pem.
         #[arg(long, default_value = "./cardvault-dev/pki")]
         dir: PathBuf,
     },
@@ -36,9 +50,17 @@ pub fn run(command: PkiCommand) -> CliResult {
             crate::pki::init(&out).context("creating the dev PKI")?;
             say!("created dev PKI in {}", out.display());
         }
-        PkiCommand::Issue { name, dir } => {
-            crate::pki::issue(&dir, &name).context("issuing the certificate")?;
+        PkiCommand::Issue { name, uri, dir } => {
+            crate::pki::issue_with_uri(&dir, &name, uri.as_deref())
+                .context("issuing the certificate")?;
             say!("issued {}/{name}.pem and {name}-key.pem", dir.display());
+        }
+        PkiCommand::Revoke { name, dir } => {
+            let serial = crate::pki::revoke(&dir, &name).context("revoking the certificate")?;
+            say!(
+                "revoked {name} (serial {serial}); CRL: {}",
+                dir.join(crate::pki::CRL_FILE).display()
+            );
         }
     }
     Ok(())

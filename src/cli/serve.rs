@@ -151,7 +151,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
         (config.limits.max_connections.get() + config.ops.max_connections.get()) as u64
             + OPEN_FILES_RESERVE,
     );
-    let signals = StopSignals::install();
+    let mut signals = StopSignals::install();
     let service = crate::server::Service::launch(&config).await?;
     say!(
         "cardvault is serving: API https://{} (mTLS), ops http://{}",
@@ -166,7 +166,17 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot notify systemd that the vault is ready");
     }
-    signals.wait().await;
+    // SIGHUP reloads certificates, CRLs and principals; SIGTERM/SIGINT stop.
+    while signals.wait().await == Signal::Reload {
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+        }
+        match Config::load(&config_path) {
+            Ok(new) => service.reload(Ok(&new)),
+            Err(e) => service.reload(Err(&e)),
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     service.begin_drain();
     if !config.ops.drain_delay.is_zero() {
@@ -182,12 +192,22 @@ pub async fn run(args: ServeArgs) -> CliResult {
     Ok(())
 }
 
-/// Watches SIGTERM and SIGINT from before the vault reports that it is
-/// serving, so a supervisor that stops it right after that line is never
-/// met by the default action (an abrupt exit without draining).
+/// Watches SIGTERM, SIGINT and SIGHUP from before the vault reports that
+/// it is serving, so a supervisor that stops it right after that line is
+/// never met by the default action (an abrupt exit without draining).
 struct StopSignals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP.
+    Reload,
 }
 
 impl StopSignals {
@@ -203,10 +223,11 @@ impl StopSignals {
         StopSignals {
             term: watch(SignalKind::terminate(), "SIGTERM"),
             int: watch(SignalKind::interrupt(), "SIGINT"),
+            hup: watch(SignalKind::hangup(), "SIGHUP"),
         }
     }
 
-    async fn wait(mut self) {
+    async fn wait(&mut self) -> Signal {
         let term = async {
             match self.term.as_mut() {
                 Some(s) => {
@@ -223,9 +244,18 @@ impl StopSignals {
                 None => std::future::pending().await,
             }
         };
+        let hup = async {
+            match self.hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = term => {}
-            _ = int => {}
+            _ = term => Signal::Stop,
+            _ = int => Signal::Stop,
+            _ = hup => Signal::Reload,
         }
     }
 }

@@ -54,7 +54,7 @@ pub struct Access {
 /// The access policy: configured principals only; everyone else is denied.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    principals: HashMap<String, Access>,
+    principals: HashMap<String, Arc<Access>>,
 }
 
 impl Policy {
@@ -69,7 +69,7 @@ impl Policy {
                     roles: p.roles.iter().copied().collect(),
                     scope: p.scope,
                 };
-                (name.clone(), access)
+                (name.clone(), Arc::new(access))
             })
             .collect();
         Policy { principals }
@@ -79,13 +79,19 @@ impl Policy {
     /// (`uri:NAME`, `dns:NAME`, `cn:NAME`) first, which matches only that
     /// type of name, then the plain key `NAME`, which matches any. The
     /// principal is the key that matched (or the plain name).
-    fn resolve(&self, kind: NameKind, name: String) -> (Principal, Option<Access>) {
+    fn resolve(&self, kind: NameKind, name: String) -> (Principal, Option<Arc<Access>>) {
         let typed = format!("{}:{name}", kind.prefix());
         if let Some(access) = self.principals.get(&typed) {
-            return (Principal(typed), Some(access.clone()));
+            return (Principal(typed), Some(Arc::clone(access)));
         }
         let access = self.principals.get(&name).cloned();
         (Principal(name), access)
+    }
+
+    /// The access of an already identified principal under this table
+    /// (after a reload it may have changed, or be gone).
+    pub fn access_of(&self, principal: &Principal) -> Option<Arc<Access>> {
+        self.principals.get(principal.as_str()).cloned()
     }
 }
 
@@ -111,7 +117,6 @@ impl Caller {
     ) -> Result<Caller, IdentityRefused> {
         let CertificateName { kind, name, serial } = certificate_name(der)?;
         let (principal, access) = policy.resolve(kind, name);
-        let access = access.map(Arc::new);
         Ok(Caller {
             principal,
             serial,

@@ -17,7 +17,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::accept;
@@ -25,9 +24,10 @@ pub use super::accept::DRAIN_TIMEOUT;
 use super::audited::{access_denied, timed_out};
 use super::connection::{self, Activity, Ended};
 use super::error::ApiError;
-use super::identity::{Caller, IdentityRefused, Policy};
+use super::identity::{Caller, IdentityRefused};
 use super::monitor::Monitor;
 use super::observe::{RequestId, RouteSlot, new_request_id, set_request_id};
+use super::reload::Reloadable;
 use super::shares::Shares;
 use super::tls;
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
@@ -35,10 +35,9 @@ use crate::config::LimitsConfig;
 
 /// The API listener's parts.
 pub struct ApiListener {
-    /// TLS acceptor (client certificate required).
-    pub acceptor: TlsAcceptor,
-    /// Principal → tenant and roles.
-    pub policy: Arc<Policy>,
+    /// TLS acceptor (client certificate required) and principal → tenant
+    /// and roles, both replaced by a reload.
+    pub reloadable: Arc<Reloadable>,
     /// Connection, timeout and body limits.
     pub limits: LimitsConfig,
     /// The API routes, wrapped in the observing middleware.
@@ -97,7 +96,8 @@ impl ApiListener {
         shutdown: watch::Receiver<bool>,
     ) {
         let handshake = Duration::from_millis(self.limits.handshake_timeout_ms.get());
-        let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+        let acceptor = self.reloadable.acceptor();
+        let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 self.handshake_failed(peer, tls::handshake_failure_reason(&e));
@@ -109,7 +109,7 @@ impl ApiListener {
             }
         };
         let identified = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-            Some(leaf) => Caller::from_certificate(leaf, peer, &self.policy),
+            Some(leaf) => Caller::from_certificate(leaf, peer, &self.reloadable.policy()),
             None => Err(IdentityRefused::NoPrincipal),
         };
         let caller = match identified {
@@ -173,11 +173,15 @@ impl ApiListener {
     + 'static {
         let router = self.router.clone();
         let audit = self.audit.clone();
+        let reloadable = Arc::clone(&self.reloadable);
         let request_timeout = Duration::from_millis(self.limits.request_timeout_ms.get());
         hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
             let in_flight = activity.request();
             let router = router.clone();
-            let caller = caller.clone();
+            let mut caller = caller.clone();
+            // The principals table in force now (a reload may have changed
+            // or removed this principal since the handshake).
+            caller.access = reloadable.policy().access_of(&caller.principal);
             let audit = audit.clone();
             async move {
                 let _in_flight = in_flight;

@@ -24,6 +24,7 @@ pub mod monitor;
 pub mod observe;
 pub mod ops;
 pub mod ratelimit;
+pub mod reload;
 pub mod request;
 pub mod response;
 pub mod routes;

@@ -10,12 +10,11 @@ use axum::middleware;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use super::budget::BodyBudget;
-use super::identity::Policy;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
+use super::reload::Reloadable;
 use super::state::AppState;
 use super::{metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
@@ -51,9 +50,16 @@ pub struct Running {
     ready: Arc<AtomicBool>,
     api: JoinHandle<()>,
     ops: JoinHandle<()>,
+    reloadable: Arc<Reloadable>,
 }
 
 impl Running {
+    /// Replaces the TLS configuration and the principals table from
+    /// `config` (a bad file changes nothing).
+    pub fn reload(&self, config: &Config) -> Result<(), tls::TlsError> {
+        self.reloadable.reload(config)
+    }
+
     /// Starts draining: `/readyz` answers 503 from now on, while both
     /// listeners keep serving (a load balancer stops sending first).
     pub fn begin_drain(&self) {
@@ -76,7 +82,7 @@ pub async fn start(
     vault: Arc<Vault>,
     audit: AuditLog,
 ) -> Result<Running, ServerError> {
-    let tls = tls::server_config(&config.api)?;
+    let reloadable = Reloadable::new(config)?;
     let metrics = metrics::handle();
     let (api_listener, api_addr) = bind(config.api.listen).await?;
     let (ops_listener, ops_addr) = bind(config.ops.listen).await?;
@@ -93,8 +99,7 @@ pub async fn start(
     });
     let router = routes::router(state).layer(middleware::from_fn(observe::observe));
     let listener = ApiListener {
-        acceptor: TlsAcceptor::from(tls),
-        policy: Arc::new(Policy::from_config(config)),
+        reloadable: Arc::clone(&reloadable),
         limits: config.limits.clone(),
         router,
         audit,
@@ -117,6 +122,7 @@ pub async fn start(
         ready,
         api,
         ops,
+        reloadable,
     })
 }
 

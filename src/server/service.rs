@@ -75,6 +75,36 @@ impl Service {
         })
     }
 
+    /// Reloads the TLS configuration (server certificate and key, client
+    /// CA, CRLs) and the principals table from `config`, or keeps the old
+    /// ones when `config` is `Err` or a file in it is bad. Logged, counted
+    /// (`cardvault_reloads_total{outcome}`) and audited
+    /// (`config_reloaded`). Other settings need a restart.
+    pub fn reload(&self, config: Result<&Config, &dyn std::fmt::Display>) -> bool {
+        let result = match config {
+            Ok(config) => self.running.reload(config).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut event = Event::new(EventKind::ConfigReloaded);
+        let ok = match result {
+            Ok(()) => {
+                tracing::info!("reloaded the TLS configuration and the principals");
+                metrics::counter!("cardvault_reloads_total", "outcome" => "ok").increment(1);
+                event.detail = Some("tls and principals".to_owned());
+                true
+            }
+            Err(why) => {
+                tracing::error!(error = %why, "reload failed; the previous configuration stays in force");
+                metrics::counter!("cardvault_reloads_total", "outcome" => "failed").increment(1);
+                event.outcome = crate::audit::Outcome::Error;
+                event.detail = Some(why);
+                false
+            }
+        };
+        self.audit.record(event);
+        ok
+    }
+
     /// Turns `/readyz` to 503 while everything keeps serving; `stop`
     /// follows after the drain delay.
     pub fn begin_drain(&self) {

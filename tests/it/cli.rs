@@ -510,3 +510,153 @@ fn json_logs_when_asked() {
         "log.format",
     );
 }
+
+/// SIGHUP under load: a bad file keeps the old configuration; a new server
+/// certificate, a new SPIFFE principal, a principal's removal and a CRL
+/// take effect without a restart and without one failed request of the
+/// running load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_crls_and_principals_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let server = common::DevServer::start(&data);
+    let pki = data.join("pki");
+    let config_path = data.join("cardvault.toml");
+    let hup = || {
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(server.child.id().to_string())
+            .status()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+    };
+    let run = |args: &[&str]| {
+        let out = cardvault().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let pki_dir = pki.to_str().unwrap();
+    run(&[
+        "pki",
+        "issue",
+        "spiffe-cart",
+        "--uri",
+        "spiffe://shop.example/cart",
+        "--dir",
+        pki_dir,
+    ]);
+    run(&["pki", "issue", "leaver", "--dir", pki_dir]);
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let with_new = format!(
+        "{original}\n[principals.\"uri:spiffe://shop.example/cart\"]\ntenant = \"default\"\nroles = [\"tokenize\"]\n\n[principals.leaver]\ntenant = \"default\"\nroles = [\"tokenize\"]\n"
+    );
+    std::fs::write(&config_path, &with_new).unwrap();
+    hup();
+    let tls = |name: &str| {
+        cardvault::client::ClientTls::from_files(
+            &pki.join("ca.pem"),
+            Some((
+                &pki.join(format!("{name}.pem")),
+                &pki.join(format!("{name}-key.pem")),
+            )),
+            false,
+        )
+        .unwrap()
+    };
+    let addr: std::net::SocketAddr = server.api.trim_start_matches("https://").parse().unwrap();
+    let pan = serde_json::json!({ "pan": "4929123456781236" });
+    let mut spiffe = tls("spiffe-cart").connect(addr).await.unwrap();
+    assert_eq!(
+        spiffe.post_json("/v1/tokenize", &pan).await.unwrap().status,
+        200
+    );
+    let mut leaver = tls("leaver").connect(addr).await.unwrap();
+    assert_eq!(
+        leaver.post_json("/v1/tokenize", &pan).await.unwrap().status,
+        200
+    );
+
+    // Load runs through everything below.
+    let load = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .env("RUST_LOG", "warn")
+        .args(["load", "--dev"])
+        .arg(&data)
+        .args(["--target", &server.api])
+        .args([
+            "--concurrency",
+            "4",
+            "--duration",
+            "4s",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // A config naming a CRL that does not exist: refused, the old one stays.
+    let with_crl = with_new.replacen(
+        "client_ca = \"pki/ca.pem\"\n",
+        "client_ca = \"pki/ca.pem\"\ncrls = [\"pki/crl.pem\"]\n",
+        1,
+    );
+    assert_ne!(with_crl, with_new, "the dev config's [api] section moved");
+    std::fs::write(&config_path, &with_crl).unwrap();
+    hup();
+    assert_eq!(
+        leaver.post_json("/v1/tokenize", &pan).await.unwrap().status,
+        200
+    );
+    // Now: a new server certificate, leaver removed, spiffe-cart revoked.
+    let ca = cardvault::pki::Ca::load(&pki).unwrap();
+    let server_cert = ca.issue_server().unwrap();
+    cardvault::pki::write_file(&pki.join("server-key.pem"), &server_cert.key_pem, true).unwrap();
+    cardvault::pki::write_file(&pki.join("server.pem"), &server_cert.cert_pem, false).unwrap();
+    run(&["pki", "revoke", "spiffe-cart", "--dir", pki_dir]);
+    let without_leaver = with_crl.replace(
+        "[principals.leaver]\ntenant = \"default\"\nroles = [\"tokenize\"]\n",
+        "",
+    );
+    std::fs::write(&config_path, &without_leaver).unwrap();
+    hup();
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(report["ops"].as_u64().unwrap() > 0);
+    // The removed principal's open connection is refused on its next request.
+    let reply = leaver.post_json("/v1/tokenize", &pan).await.unwrap();
+    assert_eq!(reply.status, 403);
+    // The revoked certificate no longer gets a response.
+    let revoked = match tls("spiffe-cart").connect(addr).await {
+        Ok(mut conn) => conn.post_json("/v1/tokenize", &pan).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(revoked, "a revoked certificate was served");
+    // New handshakes present the new server certificate.
+    let raw = tls("payments").connect_raw(addr).await.unwrap();
+    let presented = raw.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let expected = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(server_cert.cert_pem.as_bytes()).unwrap()
+    };
+    assert_eq!(presented, expected.to_vec());
+    drop((raw, spiffe, leaver));
+    assert!(server.stop().success());
+    let entries = common::entries(&data.join("audit"));
+    let reloads = common::of_kind(&entries, "config_reloaded");
+    let outcomes: Vec<&str> = reloads
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["success", "error", "success"], "{reloads:?}");
+}
