@@ -26,6 +26,7 @@ macro_rules! say_raw {
 }
 
 mod audit;
+mod client;
 mod demo;
 mod error;
 mod keys;
@@ -73,6 +74,10 @@ enum Command {
         #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = serve::DEV_DIR)]
         data_dir: PathBuf,
     },
+    /// Client: tokenize PANs read from standard input (mTLS; CARDVAULT_ADDR,
+    /// CARDVAULT_CACERT, CARDVAULT_CERT, CARDVAULT_KEY, or --dev DIR).
+    #[command(flatten)]
+    Client(client::ClientCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -170,6 +175,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Keys { command } => keys::run(command).await,
         Command::Audit { command } => audit::run(command),
         Command::Demo { data_dir } => demo::run(&data_dir).await,
+        Command::Client(command) => client::run(command).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cardvault", &mut out);

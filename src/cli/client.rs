@@ -1,0 +1,240 @@
+//! `cardvault tokenize | detokenize | metadata | delete`: a small mTLS
+//! client for scripts and operators, printing each answer as one line of
+//! JSON. PANs are read from standard input only — never from arguments,
+//! which every user of the machine can read in `/proc` — and the vault is
+//! reached through `CARDVAULT_ADDR`, `CARDVAULT_CACERT`, `CARDVAULT_CERT`
+//! and `CARDVAULT_KEY` (or flags of the same names), or `--dev DIR`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use hyper::Method;
+use zeroize::Zeroizing;
+
+use super::error::{CliError, CliResult};
+use crate::client::{ClientTls, Connection, Reply};
+
+/// Where the vault is and who calls it.
+#[derive(Debug, Args)]
+pub struct Endpoint {
+    /// The vault, `https://HOST:PORT`.
+    #[arg(long, env = "CARDVAULT_ADDR", default_value = "https://127.0.0.1:8443")]
+    addr: String,
+    /// CA bundle that signed the vault's certificate.
+    #[arg(long, env = "CARDVAULT_CACERT")]
+    cacert: Option<PathBuf>,
+    /// Client certificate, PEM.
+    #[arg(long, env = "CARDVAULT_CERT")]
+    cert: Option<PathBuf>,
+    /// Client private key, PEM.
+    #[arg(long, env = "CARDVAULT_KEY")]
+    key: Option<PathBuf>,
+    /// A `serve --dev` directory: its CA and the client certificate `--as`.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["cacert", "cert", "key"])]
+    dev: Option<PathBuf>,
+    /// With `--dev`: which dev client to be (cart, payments, admin).
+    #[arg(
+        long = "as",
+        value_name = "NAME",
+        default_value = "payments",
+        requires = "dev"
+    )]
+    as_client: String,
+}
+
+/// The client subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Tokenize each PAN read from standard input (one per line).
+    Tokenize {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Expiry stored with every PAN, `MM/YY`.
+        #[arg(long)]
+        expiry: Option<String>,
+    },
+    /// Reveal the PAN behind each token (arguments, or standard input).
+    Detokenize {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Tokens; read from standard input when none are given.
+        tokens: Vec<String>,
+    },
+    /// Show each token's metadata (never the PAN).
+    Metadata {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Tokens; read from standard input when none are given.
+        tokens: Vec<String>,
+    },
+    /// Delete each token.
+    Delete {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Tokens; read from standard input when none are given.
+        tokens: Vec<String>,
+    },
+}
+
+impl Endpoint {
+    async fn connect(&self) -> Result<Connection, CliError> {
+        let (ca, cert, key) = match (&self.dev, &self.cacert, &self.cert, &self.key) {
+            (Some(dir), ..) => {
+                let pki = dir.join("pki");
+                (
+                    pki.join("ca.pem"),
+                    pki.join(format!("{}.pem", self.as_client)),
+                    pki.join(format!("{}-key.pem", self.as_client)),
+                )
+            }
+            (None, Some(ca), Some(cert), Some(key)) => (ca.clone(), cert.clone(), key.clone()),
+            _ => {
+                return Err(CliError::Usage(
+                    "give --dev DIR, or CARDVAULT_CACERT, CARDVAULT_CERT and CARDVAULT_KEY (or --cacert, --cert, --key)".into(),
+                ));
+            }
+        };
+        let hostport = self
+            .addr
+            .strip_prefix("https://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .ok_or_else(|| {
+                CliError::Usage("CARDVAULT_ADDR must look like https://HOST:PORT".into())
+            })?;
+        let tls = ClientTls::from_files(&ca, Some((&cert, &key)), false)
+            .context("loading the client certificate")?;
+        let addr = tokio::net::lookup_host(hostport)
+            .await
+            .with_context(|| format!("cannot resolve {hostport}"))?
+            .next()
+            .with_context(|| format!("{hostport} resolves to no address"))?;
+        Ok(tls.connect(addr).await.context("connecting to the vault")?)
+    }
+}
+
+/// Non-empty lines of standard input, each wiped when dropped.
+fn stdin_lines() -> Result<Vec<Zeroizing<String>>, CliError> {
+    let mut lines = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = Zeroizing::new(line.context("reading standard input")?);
+        if !line.trim().is_empty() {
+            lines.push(Zeroizing::new(line.trim().to_owned()));
+        }
+    }
+    Ok(lines)
+}
+
+fn tokens_or_stdin(tokens: Vec<String>) -> Result<Vec<Zeroizing<String>>, CliError> {
+    if tokens.is_empty() {
+        stdin_lines()
+    } else {
+        Ok(tokens.into_iter().map(Zeroizing::new).collect())
+    }
+}
+
+/// Prints the answer as one JSON line; false for an error answer.
+fn print(reply: &Reply) -> bool {
+    let body = if reply.body.is_empty() {
+        serde_json::json!({ "status": reply.status.as_u16() }).to_string()
+    } else {
+        String::from_utf8_lossy(&reply.body).into_owned()
+    };
+    say!("{}", body.trim_end());
+    reply.status.is_success()
+}
+
+/// A JSON body `{"FIELD": VALUE, …}` in a buffer that is wiped on drop.
+fn body(pairs: &[(&str, Option<&str>)]) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let mut map = serde_json::Map::new();
+    for (field, value) in pairs {
+        if let Some(value) = value {
+            map.insert((*field).to_owned(), serde_json::Value::from(*value));
+        }
+    }
+    let bytes = serde_json::to_vec(&map).context("encoding the request")?;
+    Ok(Zeroizing::new(bytes))
+}
+
+/// `GET` or `DELETE /v1/tokens/{token}` for each token. A value that is not
+/// a token (a card number sent by mistake, say) never reaches a URL: it is
+/// refused here, without being echoed.
+async fn by_path(
+    endpoint: &Endpoint,
+    method: Method,
+    tokens: Vec<String>,
+) -> Result<bool, CliError> {
+    let tokens = tokens_or_stdin(tokens)?;
+    let mut conn = endpoint.connect().await?;
+    let mut all_ok = true;
+    for raw in &tokens {
+        let token = match crate::domain::Token::parse(raw) {
+            Ok(token) => token,
+            Err(e) => {
+                say!(
+                    "{}",
+                    serde_json::json!({ "error": { "code": "invalid_request", "message": e.client_message() } })
+                );
+                all_ok = false;
+                continue;
+            }
+        };
+        let reply = conn
+            .send(method.clone(), &format!("/v1/tokens/{token}"), None)
+            .await
+            .context("request")?;
+        all_ok &= print(&reply);
+    }
+    Ok(all_ok)
+}
+
+/// Runs a client subcommand. Exit 1 if any item got an error answer.
+pub async fn run(command: ClientCommand) -> CliResult {
+    let mut all_ok = true;
+    match command {
+        ClientCommand::Tokenize { endpoint, expiry } => {
+            let pans = stdin_lines()?;
+            let mut conn = endpoint.connect().await?;
+            for pan in &pans {
+                let json = body(&[("pan", Some(pan)), ("expiry", expiry.as_deref())])?;
+                let reply = conn
+                    .send(
+                        Method::POST,
+                        "/v1/tokenize",
+                        Some(("application/json", json.to_vec())),
+                    )
+                    .await
+                    .context("tokenize")?;
+                all_ok &= print(&reply);
+            }
+        }
+        ClientCommand::Detokenize { endpoint, tokens } => {
+            let tokens = tokens_or_stdin(tokens)?;
+            let mut conn = endpoint.connect().await?;
+            for token in &tokens {
+                let json = body(&[("token", Some(token))])?;
+                let reply = conn
+                    .send(
+                        Method::POST,
+                        "/v1/detokenize",
+                        Some(("application/json", json.to_vec())),
+                    )
+                    .await
+                    .context("detokenize")?;
+                all_ok &= print(&reply);
+            }
+        }
+        ClientCommand::Metadata { endpoint, tokens } => {
+            all_ok = by_path(&endpoint, Method::GET, tokens).await?;
+        }
+        ClientCommand::Delete { endpoint, tokens } => {
+            all_ok = by_path(&endpoint, Method::DELETE, tokens).await?;
+        }
+    }
+    if all_ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("the vault refused at least one item (see the output)").into())
+    }
+}
