@@ -150,3 +150,18 @@ where
         }
     }
 }
+
+/// Hands `req` to `router` and waits at most `timeout` for the response;
+/// `None` when it took longer (the handler is dropped then).
+pub async fn routed(
+    router: axum::Router,
+    req: hyper::Request<hyper::body::Incoming>,
+    timeout: Duration,
+) -> Option<axum::response::Response> {
+    use tower::ServiceExt;
+    match tokio::time::timeout(timeout, router.oneshot(req.map(axum::body::Body::new))).await {
+        Ok(Ok(response)) => Some(response),
+        Ok(Err(never)) => match never {},
+        Err(_) => None,
+    }
+}

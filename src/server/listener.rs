@@ -17,7 +17,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use super::accept;
 pub use super::accept::DRAIN_TIMEOUT;
@@ -200,15 +199,9 @@ impl ApiListener {
                 req.extensions_mut().insert(caller.clone());
                 req.extensions_mut().insert(RequestId(request_id.clone()));
                 req.extensions_mut().insert(Arc::clone(&slot));
-                let response = match tokio::time::timeout(
-                    request_timeout,
-                    router.oneshot(req.map(axum::body::Body::new)),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(never)) => match never {},
-                    Err(_) => {
+                let response = match connection::routed(router, req, request_timeout).await {
+                    Some(response) => response,
+                    None => {
                         let route = slot.route();
                         metrics::counter!("cardvault_requests_timed_out_total", "route" => route.to_owned())
                             .increment(1);

@@ -20,7 +20,6 @@ use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use super::accept;
 use super::connection::{self, Activity};
@@ -100,16 +99,9 @@ pub async fn run(
                         let router = router.clone();
                         async move {
                             let _busy = _busy;
-                            let response = match tokio::time::timeout(
-                                request_timeout,
-                                router.oneshot(req.map(axum::body::Body::new)),
-                            )
-                            .await
-                            {
-                                Ok(Ok(response)) => response,
-                                Ok(Err(never)) => match never {},
-                                Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-                            };
+                            let response = connection::routed(router, req, request_timeout)
+                                .await
+                                .unwrap_or_else(|| StatusCode::SERVICE_UNAVAILABLE.into_response());
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     },

@@ -29,6 +29,17 @@ fn assert_config_refused(config: &std::path::Path, env: &[(&str, &str)], field: 
     assert!(stderr.contains(field), "{stderr}");
 }
 
+/// `cardvault audit verify DIR/audit --dev DIR` on a dev setup.
+fn verify_dev_trail(data: &std::path::Path) -> std::process::Output {
+    cardvault()
+        .args(["audit", "verify"])
+        .arg(data.join("audit"))
+        .arg("--dev")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn usage_errors_exit_64() {
     let out = cardvault().arg("no-such-command").output().unwrap();
@@ -207,13 +218,7 @@ async fn a_detokenize_burst_is_logged_and_the_trail_verifies() {
         "{line}"
     );
     assert!(!log.contains("4929123456781236"), "the log holds the PAN");
-    let out = cardvault()
-        .args(["audit", "verify"])
-        .arg(data.join("audit"))
-        .arg("--dev")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = verify_dev_trail(&data);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -348,13 +353,7 @@ async fn a_second_process_leaves_a_running_vaults_trail_alone() {
     common::tokenize(&mut conn, "4929123456781244").await;
     drop(conn);
     assert!(server.stop().success());
-    let out = cardvault()
-        .args(["audit", "verify"])
-        .arg(data.join("audit"))
-        .arg("--dev")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = verify_dev_trail(&data);
     assert!(
         out.status.success(),
         "{}{}",
@@ -555,18 +554,8 @@ async fn sighup_reloads_certificates_crls_and_principals_under_load() {
     );
     std::fs::write(&config_path, &with_new).unwrap();
     hup();
-    let tls = |name: &str| {
-        cardvault::client::ClientTls::from_files(
-            &pki.join("ca.pem"),
-            Some((
-                &pki.join(format!("{name}.pem")),
-                &pki.join(format!("{name}-key.pem")),
-            )),
-            false,
-        )
-        .unwrap()
-    };
-    let addr: std::net::SocketAddr = server.api.trim_start_matches("https://").parse().unwrap();
+    let tls = |name: &str| common::pki_client(&pki, name);
+    let addr = server.addr();
     let pan = serde_json::json!({ "pan": "4929123456781236" });
     let mut spiffe = tls("spiffe-cart").connect(addr).await.unwrap();
     assert_eq!(
@@ -580,24 +569,15 @@ async fn sighup_reloads_certificates_crls_and_principals_under_load() {
     );
 
     // Load runs through everything below.
-    let load = Command::new(env!("CARGO_BIN_EXE_cardvault"))
-        .env("RUST_LOG", "warn")
-        .args(["load", "--dev"])
-        .arg(&data)
-        .args(["--target", &server.api])
-        .args([
-            "--concurrency",
-            "4",
-            "--duration",
-            "4s",
-            "--warmup",
-            "0s",
-            "--json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let load = server.spawn_load(&[
+        "--concurrency",
+        "4",
+        "--duration",
+        "4s",
+        "--warmup",
+        "0s",
+        "--json",
+    ]);
     std::thread::sleep(std::time::Duration::from_millis(500));
     // A config naming a CRL that does not exist: refused, the old one stays.
     let with_crl = with_new.replacen(
@@ -666,28 +646,18 @@ async fn sighup_reloads_certificates_crls_and_principals_under_load() {
 /// a card number given where a token belongs is refused without an echo.
 #[test]
 fn the_cli_client_tokenizes_from_stdin_and_reveals() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let server = common::DevServer::start(&data);
     let pki = data.join("pki");
     let client = |args: &[&str], stdin: &str, env: &[(&str, std::path::PathBuf)]| {
-        let mut child = cardvault()
-            .args(args)
-            .env("CARDVAULT_ADDR", &server.api)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        common::run_with_stdin(
+            cardvault()
+                .args(args)
+                .env("CARDVAULT_ADDR", &server.api)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_os_str()))),
+            stdin.as_bytes(),
+        )
     };
     // Tokenize as cart, through the environment.
     let env = [
@@ -770,7 +740,6 @@ fn the_cli_client_tokenizes_from_stdin_and_reveals() {
 /// (python3's standard library only; CI has python3).
 #[test]
 fn the_python_cart_example_runs_against_a_dev_vault() {
-    use std::io::Write;
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("python3 not installed: the Python example was not run");
         return;
@@ -778,26 +747,17 @@ fn the_python_cart_example_runs_against_a_dev_vault() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let server = common::DevServer::start(&data);
-    let mut child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/python/cart.py"
-        ))
-        .arg("--dev")
-        .arg(&data)
-        .args(["--addr", &server.api])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"5555555555554444\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_with_stdin(
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/python/cart.py"
+            ))
+            .arg("--dev")
+            .arg(&data)
+            .args(["--addr", &server.api]),
+        b"5555555555554444\n",
+    );
     assert!(
         out.status.success(),
         "{}",

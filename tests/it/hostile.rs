@@ -476,14 +476,8 @@ async fn a_flood_of_large_half_sent_bodies_stays_within_the_budget() {
     }
     body.truncate(body_len - 1);
     let body = std::sync::Arc::new(body);
-    let pki = data.join("pki");
-    let tls = cardvault::client::ClientTls::from_files(
-        &pki.join("ca.pem"),
-        Some((&pki.join("cart.pem"), &pki.join("cart-key.pem"))),
-        false,
-    )
-    .unwrap();
-    let addr: std::net::SocketAddr = server.api.trim_start_matches("https://").parse().unwrap();
+    let tls = server.tls("cart");
+    let addr = server.addr();
     let mut senders = Vec::new();
     for _ in 0..24 {
         let (tls, body) = (tls.clone(), std::sync::Arc::clone(&body));

@@ -221,25 +221,15 @@ fn ceiling_reports_synced_batch_throughput() {
 fn a_vault_that_goes_away_mid_run_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::DevServer::start(&dir.path().join("dev"));
-    let run = Command::new(env!("CARGO_BIN_EXE_cardvault"))
-        .env("RUST_LOG", "warn")
-        .arg("load")
-        .arg("--dev")
-        .arg(&server.data_dir)
-        .args(["--target", &server.api])
-        .args([
-            "--concurrency",
-            "4",
-            "--duration",
-            "3s",
-            "--warmup",
-            "0s",
-            "--json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = server.spawn_load(&[
+        "--concurrency",
+        "4",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0s",
+        "--json",
+    ]);
     std::thread::sleep(std::time::Duration::from_millis(1200));
     server.child.kill().unwrap();
     let _ = server.child.wait();

@@ -146,24 +146,38 @@ impl DevServer {
         }
     }
 
-    /// An mTLS connection to the server as client `name` of its dev PKI.
-    pub async fn connect(&self, name: &str) -> cardvault::client::Connection {
-        let pki = self.data_dir.join("pki");
-        let tls = cardvault::client::ClientTls::from_files(
-            &pki.join("ca.pem"),
-            Some((
-                &pki.join(format!("{name}.pem")),
-                &pki.join(format!("{name}-key.pem")),
-            )),
-            false,
-        )
-        .expect("dev PKI");
-        let addr = self
-            .api
+    /// TLS settings of client `name` of the server's dev PKI.
+    pub fn tls(&self, name: &str) -> cardvault::client::ClientTls {
+        pki_client(&self.data_dir.join("pki"), name)
+    }
+
+    /// The API's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.api
             .trim_start_matches("https://")
             .parse()
-            .expect("API address");
-        tls.connect(addr).await.expect("connect")
+            .expect("API address")
+    }
+
+    /// An mTLS connection to the server as client `name` of its dev PKI.
+    pub async fn connect(&self, name: &str) -> cardvault::client::Connection {
+        self.tls(name).connect(self.addr()).await.expect("connect")
+    }
+
+    /// Starts `cardvault load --dev DATA_DIR --target API ARGS…` with its
+    /// output captured (wait with `wait_with_output`).
+    pub fn spawn_load(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cardvault"))
+            .env("RUST_LOG", "warn")
+            .arg("load")
+            .arg("--dev")
+            .arg(&self.data_dir)
+            .args(["--target", &self.api])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cardvault load")
     }
 
     /// Sends SIGTERM and waits (at most 20 s) for a clean exit.
@@ -253,4 +267,35 @@ pub fn entries(dir: &Path) -> Vec<Value> {
 
 pub fn of_kind<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
     entries.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// TLS settings of client `name` of the PKI in `pki` (its CA trusted).
+pub fn pki_client(pki: &Path, name: &str) -> cardvault::client::ClientTls {
+    cardvault::client::ClientTls::from_files(
+        &pki.join("ca.pem"),
+        Some((
+            &pki.join(format!("{name}.pem")),
+            &pki.join(format!("{name}-key.pem")),
+        )),
+        false,
+    )
+    .expect("PKI files")
+}
+
+/// Runs `command` with `stdin` piped in and its output captured.
+pub fn run_with_stdin(command: &mut std::process::Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
 }
