@@ -59,8 +59,9 @@ mod process {
     /// hard limit is unlimited (raising the soft limit to it). Locking with
     /// a finite limit is refused on purpose: with `MCL_FUTURE` every later
     /// allocation beyond the limit would fail, so the vault would crash
-    /// under load instead of warning now. Logs what it did.
-    pub fn harden_process() -> ProcessHardening {
+    /// under load instead of warning now. Logs what it did (in dev mode,
+    /// `dev`, the memory warning is one short line).
+    pub fn harden_process(dev: bool) -> ProcessHardening {
         let core_dumps_off = setrlimit(
             Resource::Core,
             Rlimit {
@@ -76,6 +77,10 @@ mod process {
                 core_dumps_off,
                 non_dumpable,
                 "process hardened; memory locked (no key page reaches swap)"
+            ),
+            MemoryLock::NotLocked(why) if dev => tracing::warn!(
+                reason = %why,
+                "memory NOT locked (fine in dev mode)"
             ),
             MemoryLock::NotLocked(why) => tracing::warn!(
                 core_dumps_off,

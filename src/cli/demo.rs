@@ -22,9 +22,13 @@ const DEMO_CARDS: [&str; 8] = [
     "6200000000000005",
 ];
 
-/// Runs the demo on the dev vault in `data_dir`.
-pub async fn run(data_dir: &Path) -> CliResult {
-    let offline = open_or_create_dev(data_dir)?;
+/// Runs the demo on the dev vault in `data_dir`, or on the vault of
+/// `config` (which must exist already).
+pub async fn run(data_dir: &Path, config: Option<&Path>) -> CliResult {
+    let offline = match config {
+        Some(path) => super::offline::VaultLocation::from_config(path).open()?,
+        None => open_or_create_dev(data_dir)?,
+    };
     let vault = &offline.vault;
     let tenant = TenantId::parse("default").context("demo tenant")?;
     say!("cardvault demo — data in {}", data_dir.display());

@@ -73,6 +73,10 @@ enum Command {
         /// every subcommand; `--data-dir DIR` too).
         #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = serve::DEV_DIR)]
         data_dir: PathBuf,
+        /// Run against the vault of this config file instead (its KEK must
+        /// exist; the test cards land in tenant `default`).
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
     },
     /// Client: tokenize PANs read from standard input (mTLS; CARDVAULT_ADDR,
     /// CARDVAULT_CACERT, CARDVAULT_CERT, CARDVAULT_KEY, or --dev DIR).
@@ -174,7 +178,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Pki { command } => pki::run(command),
         Command::Keys { command } => keys::run(command).await,
         Command::Audit { command } => audit::run(command),
-        Command::Demo { data_dir } => demo::run(&data_dir).await,
+        Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();

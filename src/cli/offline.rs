@@ -69,6 +69,14 @@ impl OfflineVault {
 }
 
 impl VaultLocation {
+    /// The vault of a config file.
+    pub fn from_config(path: &Path) -> VaultLocation {
+        VaultLocation {
+            config: Some(path.to_path_buf()),
+            data_dir: PathBuf::from(super::serve::DEV_DIR),
+        }
+    }
+
     /// Opens the existing vault (the KEK must exist). Key operations made
     /// through it are audited like the server's.
     pub fn open(&self) -> Result<OfflineVault, CliError> {

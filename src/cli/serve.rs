@@ -144,7 +144,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if let Some(listen) = args.ops_listen {
         config.ops.listen = listen;
     }
-    crate::hardening::harden_process();
+    crate::hardening::harden_process(dev_dir.is_some());
     // Descriptors for both listeners' caps, plus a reserve for the
     // database's files, the audit trail and the PKI.
     crate::hardening::raise_open_files_limit(

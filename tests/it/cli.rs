@@ -360,7 +360,8 @@ async fn a_second_process_leaves_a_running_vaults_trail_alone() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Once it has stopped, the same commands work.
+    // Once it has stopped, the same commands work, by directory or by the
+    // config file (the production path).
     let out = cardvault()
         .args(["keys", "status", "--dev"])
         .arg(&data)
@@ -369,6 +370,18 @@ async fn a_second_process_leaves_a_running_vaults_trail_alone() {
     assert!(
         out.status.success(),
         "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cardvault()
+        .args(["demo", "--config"])
+        .arg(data.join("cardvault.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("every card tokenized"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
