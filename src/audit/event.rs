@@ -51,6 +51,9 @@ pub enum EventKind {
     /// shorter than announced, a chunked body that never ends); `detail`
     /// names the route template, never the raw path.
     RequestTimeout,
+    /// A caller asked whether a PAN has a token (never creating one);
+    /// `token` is set when it has.
+    Lookup,
     /// The TLS configuration and principals were reloaded (SIGHUP); on
     /// failure `detail` says why and the old configuration stays.
     ConfigReloaded,
@@ -84,6 +87,7 @@ impl EventKind {
             EventKind::RequestTimeout => "request_timeout",
             EventKind::ConnectionRefused => "connection_refused",
             EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::Lookup => "lookup",
         }
     }
 }

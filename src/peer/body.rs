@@ -177,6 +177,14 @@ pub struct TokenizeRequest {
     pub expiry: Option<String>,
 }
 
+/// `POST /v1/lookup`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    /// The card number to look for.
+    pub pan: SecretString,
+}
+
 /// `POST /v1/detokenize`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,8 +16,8 @@ use super::error::ApiError;
 use super::identity::Caller;
 use super::observe::RequestId;
 use super::request::{
-    DetokenizeRequest, TokenizeRequest, parse_expiry, parse_pan, parse_token, path_token,
-    read_batch, read_json,
+    DetokenizeRequest, LookupRequest, TokenizeRequest, parse_expiry, parse_pan, parse_token,
+    path_token, read_batch, read_json,
 };
 use super::response::{Item, MetadataView, Results, RevealView, TokenView, json};
 use super::state::AppState;
@@ -276,6 +276,40 @@ pub async fn metadata(
             .metadata(&tenant, &token)
             .await
             .map_err(vault_error)?;
+        Ok(json(StatusCode::OK, &MetadataView::from(&info)))
+    }
+    .await;
+    audited.close(result)
+}
+
+/// `POST /v1/lookup` (role `tokenize` or `read`): the metadata of the
+/// token the PAN already has, or 404 `token_not_found`; never creates one.
+/// Counted against the metadata rate limit and burst rule (it answers "is
+/// this card on file?", so guessing PANs through it must be slow and seen).
+pub async fn lookup(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::Lookup, &caller, &rid);
+    let result = async {
+        let tenant = caller
+            .authorize(Role::Tokenize)
+            .or_else(|| caller.authorize(Role::Read))
+            .cloned()
+            .ok_or(ApiError::Forbidden)?;
+        state.rates.metadata(caller.principal.as_str())?;
+        state.monitor.metadata_access(&caller);
+        let body: LookupRequest =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        let pan = parse_pan(&body.pan)?;
+        let info = state
+            .vault
+            .lookup(&tenant, &pan)
+            .await
+            .map_err(vault_error)?;
+        audited.event().token = Some(info.token.to_string());
         Ok(json(StatusCode::OK, &MetadataView::from(&info)))
     }
     .await;

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::domain::{Expiry, Pan, Token};
 use crate::peer::body::{self, BodyError};
 
-pub use crate::peer::body::{ClearRequest, DetokenizeRequest, TokenizeRequest};
+pub use crate::peer::body::{ClearRequest, DetokenizeRequest, LookupRequest, TokenizeRequest};
 
 impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> ApiError {

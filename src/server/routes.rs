@@ -17,6 +17,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tokenize/batch", post(api::tokenize_batch))
         .route("/v1/detokenize", post(api::detokenize))
         .route("/v1/detokenize/batch", post(api::detokenize_batch))
+        .route("/v1/lookup", post(api::lookup))
         .route(
             "/v1/tokens/{token}",
             get(api::metadata).delete(api::delete_token),

@@ -443,6 +443,20 @@ impl Vault {
         Ok(TokenInfo::from_meta(*token, &entry.meta))
     }
 
+    /// The token `pan` already has in `tenant`, never creating one ("is
+    /// this card on file?"). Deterministic tenants only: a random-mode
+    /// tenant stores no fingerprints, so every lookup there is not found.
+    pub async fn lookup(&self, tenant: &TenantId, pan: &Pan) -> Result<TokenInfo, VaultError> {
+        let keys = self.keys.get(tenant).ok_or(VaultError::TokenNotFound)?;
+        let fingerprint = keys.fingerprinter.fingerprint(pan);
+        let token = self
+            .store
+            .get_token_for(tenant, &fingerprint)
+            .await?
+            .ok_or(VaultError::TokenNotFound)?;
+        self.metadata(tenant, &token).await
+    }
+
     /// Deletes `token` (and its fingerprint index entry) from `tenant`.
     pub async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<(), VaultError> {
         if self.store.delete(tenant, token).await? {

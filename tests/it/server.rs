@@ -671,6 +671,7 @@ async fn openapi_document_matches_the_server() {
         "POST /v1/admin/alerts/clear",
         "POST /v1/detokenize",
         "POST /v1/detokenize/batch",
+        "POST /v1/lookup",
         "POST /v1/tokenize",
         "POST /v1/tokenize/batch",
     ];
@@ -822,4 +823,45 @@ fn dev_server_certificates_are_short_lived_and_renewed() {
     std::fs::remove_file(&server).unwrap();
     assert!(pki::renew_server_if_due(dir.path()).unwrap());
     assert!((88..=89).contains(&days_left(&server)));
+}
+
+/// `POST /v1/lookup` finds the token a PAN already has and never creates
+/// one; it needs `tokenize` or `read`, stays within the tenant, and is
+/// audited as `lookup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_finds_without_creating() {
+    let harness = Harness::new();
+    let audit_dir = harness.config.audit.dir.clone();
+    let running = harness.start().await;
+    let mut cart = harness.connect("cart", running.api_addr).await;
+    let unknown = json!({ "pan": "5555555555554444" });
+    let reply = cart.post_json("/v1/lookup", &unknown).await.unwrap();
+    common::assert_api_error(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+        "lookup before",
+    );
+    let token = common::tokenize(&mut cart, CANARY).await;
+    let reply = cart
+        .post_json("/v1/lookup", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["token"], token.as_str());
+    assert_eq!(reply.json()["last4"], &CANARY[CANARY.len() - 4..]);
+    // Still not found: the first lookup created nothing.
+    let reply = cart.post_json("/v1/lookup", &unknown).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    // A principal with neither role is refused.
+    let mut stranger = harness.connect("stranger", running.api_addr).await;
+    let reply = stranger.post_json("/v1/lookup", &unknown).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    drop((cart, stranger));
+    running.stop().await.unwrap();
+    let all = common::entries(&audit_dir);
+    let lookups = common::of_kind(&all, "lookup");
+    assert_eq!(lookups.len(), 3, "{lookups:?}");
+    assert_eq!(lookups[1]["token"], token.as_str());
+    assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
 }
