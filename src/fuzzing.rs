@@ -88,18 +88,28 @@ pub const FUZZ_MAX_BATCH: usize = 16;
 /// shapes with a small limit. Never panics; a batch never comes back with
 /// more items than the limit, and one refused as too large really had more.
 pub fn request_body(data: &[u8]) {
-    use crate::peer::body::{self, BodyError, ClearRequest, DetokenizeRequest, TokenizeRequest};
+    use crate::peer::body::{
+        self, BodyError, ClearRequest, DetokenizeRequest, LookupRequest, TokenizeRequest,
+    };
+    use secrecy::ExposeSecret;
     let _ = body::parse::<TokenizeRequest>(data);
-    let _ = body::parse::<DetokenizeRequest>(data);
+    let _ = body::parse::<LookupRequest>(data);
     let _ = body::parse::<ClearRequest>(data);
-    for field in ["pans", "tokens"] {
-        match body::parse_batch(data, field, FUZZ_MAX_BATCH) {
-            Ok(items) => assert!(items.len() <= FUZZ_MAX_BATCH),
+    if let Ok(request) = body::parse::<DetokenizeRequest>(data)
+        && let Some(reason) = &request.reason
+        && let Ok(kept) = body::check_reason(reason.expose_secret())
+    {
+        assert!(kept.chars().count() <= body::MAX_REASON_CHARS);
+        assert!(!kept.chars().any(char::is_control));
+    }
+    for (field, with_reason) in [("pans", false), ("tokens", true)] {
+        match body::parse_batch(data, field, FUZZ_MAX_BATCH, with_reason) {
+            Ok(batch) => assert!(batch.items.len() <= FUZZ_MAX_BATCH),
             Err(BodyError::TooMany) => {
                 // The same body with a larger limit parses, with more items
                 // than the small one allowed (or fails later in the body).
-                if let Ok(items) = body::parse_batch(data, field, usize::MAX) {
-                    assert!(items.len() > FUZZ_MAX_BATCH);
+                if let Ok(batch) = body::parse_batch(data, field, usize::MAX, with_reason) {
+                    assert!(batch.items.len() > FUZZ_MAX_BATCH);
                 }
             }
             Err(BodyError::Invalid(message)) => assert!(!message.is_empty()),

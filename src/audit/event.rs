@@ -139,6 +139,10 @@ pub struct Event {
     /// Items of a batch that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<u64>,
+    /// Why a PAN was revealed, as the caller gave it (checked: at most 200
+    /// characters, no control characters, nothing card-number-like).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Request id (the `x-request-id` response header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -163,6 +167,7 @@ impl Event {
             tokens: None,
             count: None,
             failed: None,
+            reason: None,
             request_id: None,
             detail: None,
         }

@@ -55,6 +55,10 @@ pub struct PrincipalConfig {
     /// tenant (`"global"`, for the vault's operators).
     #[serde(default)]
     pub scope: AdminScope,
+    /// Every detokenization must carry a `reason` (else 400
+    /// `reason_required`); the reason goes to the audit event.
+    #[serde(default)]
+    pub require_reason: bool,
 }
 
 /// The reach of a principal's admin role.

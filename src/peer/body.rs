@@ -52,17 +52,28 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
     serde_json::from_slice(bytes).map_err(|_| refusal(bytes))
 }
 
-/// Parses a batch body `{"FIELD": [string, ...]}`, stopping at the
-/// `max`-th item plus one ([`BodyError::TooMany`]).
+/// A parsed batch body.
+pub struct Batch {
+    /// The items, in order.
+    pub items: Vec<SecretString>,
+    /// `"reason"`, where the route allows one.
+    pub reason: Option<SecretString>,
+}
+
+/// Parses a batch body `{"FIELD": [string, ...]}` (plus `"reason"` when
+/// `with_reason`), stopping at the `max`-th item plus one
+/// ([`BodyError::TooMany`]).
 pub fn parse_batch(
     bytes: &[u8],
     field: &'static str,
     max: usize,
-) -> Result<Vec<SecretString>, BodyError> {
+    with_reason: bool,
+) -> Result<Batch, BodyError> {
     let too_many = std::cell::Cell::new(false);
     let seed = batch::Body {
         field,
         max,
+        with_reason,
         too_many: &too_many,
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -105,33 +116,39 @@ mod batch {
     pub(super) struct Body<'a> {
         pub(super) field: &'static str,
         pub(super) max: usize,
+        pub(super) with_reason: bool,
         pub(super) too_many: &'a Cell<bool>,
     }
 
     impl<'de> DeserializeSeed<'de> for Body<'_> {
-        type Value = Vec<SecretString>;
+        type Value = super::Batch;
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_map(self)
         }
     }
 
     impl<'de> Visitor<'de> for Body<'_> {
-        type Value = Vec<SecretString>;
+        type Value = super::Batch;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "an object with one field, {}", self.field)
+            write!(f, "an object with the field {}", self.field)
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut items = None;
+            let mut reason = None;
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key != self.field || items.is_some() {
+                if key == self.field && items.is_none() {
+                    items = Some(map.next_value_seed(Items {
+                        max: self.max,
+                        too_many: self.too_many,
+                    })?);
+                } else if key == "reason" && self.with_reason && reason.is_none() {
+                    reason = Some(map.next_value::<SecretString>()?);
+                } else {
                     return Err(A::Error::custom("unexpected field"));
                 }
-                items = Some(map.next_value_seed(Items {
-                    max: self.max,
-                    too_many: self.too_many,
-                })?);
             }
-            items.ok_or_else(|| A::Error::missing_field(self.field))
+            let items = items.ok_or_else(|| A::Error::missing_field(self.field))?;
+            Ok(super::Batch { items, reason })
         }
     }
 
@@ -191,6 +208,38 @@ pub struct LookupRequest {
 pub struct DetokenizeRequest {
     /// A caller may send a PAN here by mistake: wiped on drop too.
     pub token: SecretString,
+    /// Why the PAN is needed (recorded in the audit event).
+    #[serde(default)]
+    pub reason: Option<SecretString>,
+}
+
+/// Longest reveal reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Checks a reveal reason: at most [`MAX_REASON_CHARS`], no control
+/// characters, and nothing that looks like a card number (12 or more digits
+/// in a row, spaces and dashes between them ignored). Returns it trimmed.
+pub fn check_reason(reason: &str) -> Result<String, BodyError> {
+    const REFUSED: &str = "reason must be 1 to 200 characters, without control characters or anything that looks like a card number";
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(BodyError::Invalid(REFUSED));
+    }
+    let mut digits = 0;
+    for c in reason.chars() {
+        if c.is_control() {
+            return Err(BodyError::Invalid(REFUSED));
+        }
+        if c.is_ascii_digit() {
+            digits += 1;
+            if digits >= 12 {
+                return Err(BodyError::Invalid(REFUSED));
+            }
+        } else if c != ' ' && c != '-' {
+            digits = 0;
+        }
+    }
+    Ok(reason.to_owned())
 }
 
 /// `POST /v1/admin/alerts/clear`.
@@ -241,12 +290,16 @@ mod batch_tests {
 
     #[test]
     fn batches_stop_at_the_limit_and_keep_their_shape() {
-        let ok = parse_batch(br#"{"pans": ["1", "2"]}"#, "pans", 2).map(|v| v.len());
-        assert_eq!(ok, Ok(2));
+        let len = |bytes: &[u8], max| parse_batch(bytes, "pans", max, false).map(|b| b.items.len());
+        assert_eq!(len(br#"{"pans": ["1", "2"]}"#, 2), Ok(2));
         assert_eq!(
-            parse_batch(br#"{"pans": ["1", "2", "3"]}"#, "pans", 2).map(|v| v.len()),
+            len(br#"{"pans": ["1", "2", "3"]}"#, 2),
             Err(BodyError::TooMany)
         );
+        // A reason only where the route allows one.
+        assert!(parse_batch(br#"{"pans": ["1"], "reason": "x"}"#, "pans", 5, false).is_err());
+        let with = parse_batch(br#"{"reason": "refund", "pans": ["1"]}"#, "pans", 5, true).unwrap();
+        assert!(with.reason.is_some() && with.items.len() == 1);
         for bad in [
             &br#"{"tokens": ["1"]}"#[..],
             br#"{"pans": ["1"], "pans": ["2"]}"#,
@@ -255,16 +308,43 @@ mod batch_tests {
             br#"["1"]"#,
         ] {
             assert!(
-                matches!(parse_batch(bad, "pans", 5), Err(BodyError::Invalid(_))),
+                matches!(
+                    parse_batch(bad, "pans", 5, false),
+                    Err(BodyError::Invalid(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         assert_eq!(
-            parse_batch(br#"{"pans": ["1"], "cvv": "123"}"#, "pans", 5).map(|v| v.len()),
+            parse_batch(br#"{"pans": ["1"], "cvv": "123"}"#, "pans", 5, false)
+                .map(|b| b.items.len()),
             Err(BodyError::Invalid(
                 "card security codes, track data and PINs are never accepted (PCI DSS 3.3.1)"
             ))
         );
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn reasons_that_could_hold_a_card_number_are_refused() {
+        assert_eq!(
+            check_reason("  chargeback 2026-11 ").unwrap(),
+            "chargeback 2026-11"
+        );
+        for bad in [
+            "",
+            "card 4111 1111 1111 1111",
+            "4111-1111-1111",
+            "line\nbreak",
+            &"x".repeat(201),
+        ] {
+            assert!(check_reason(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_reason("order 12345678901 refund").is_ok());
     }
 }

@@ -17,7 +17,7 @@ use super::identity::Caller;
 use super::observe::RequestId;
 use super::request::{
     DetokenizeRequest, LookupRequest, TokenizeRequest, parse_expiry, parse_pan, parse_token,
-    path_token, read_batch, read_json,
+    path_token, read_batch, read_json, reveal_reason,
 };
 use super::response::{Item, MetadataView, Results, RevealView, TokenView, json};
 use super::state::AppState;
@@ -92,8 +92,10 @@ async fn tokenize_many(
         &state.bodies,
         "pans",
         state.limits.max_batch.get(),
+        false,
     )
-    .await?;
+    .await?
+    .items;
     state
         .rates
         .tokenize(caller.principal.as_str(), pans.len())?;
@@ -180,6 +182,7 @@ async fn detokenize_one(
         read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
     let token = parse_token(&body.token)?;
     audited.event().token = Some(token.to_string());
+    audited.event().reason = reveal_reason(body.reason.as_ref(), caller.must_give_reason())?;
     state.rates.detokenize(caller.principal.as_str(), 1)?;
     check_monitor(state, caller, 1, audited)?;
     let revealed = state
@@ -212,14 +215,17 @@ async fn detokenize_many(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Detokenize)?;
-    let raw_tokens = read_batch(
+    let batch = read_batch(
         req,
         state.limits.batch_body_limit_bytes.get(),
         &state.bodies,
         "tokens",
         state.limits.max_batch.get(),
+        true,
     )
     .await?;
+    audited.event().reason = reveal_reason(batch.reason.as_ref(), caller.must_give_reason())?;
+    let raw_tokens = batch.items;
     state
         .rates
         .detokenize(caller.principal.as_str(), raw_tokens.len())?;

@@ -18,6 +18,8 @@ pub enum ApiError {
     InvalidPan(&'static str),
     /// 400: more items than the batch limit.
     BatchTooLarge,
+    /// 400: the principal must give a reason for each reveal.
+    ReasonRequired,
     /// 403: the caller lacks the role, or is not configured.
     Forbidden,
     /// 404: no such token in the caller's tenant.
@@ -54,10 +56,11 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 12] = [
+    pub const EVERY_KIND: [ApiError; 13] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
+        ApiError::ReasonRequired,
         ApiError::Forbidden,
         ApiError::TokenNotFound,
         ApiError::NotFound,
@@ -72,9 +75,10 @@ impl ApiError {
     /// HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            ApiError::InvalidRequest(_) | ApiError::InvalidPan(_) | ApiError::BatchTooLarge => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidRequest(_)
+            | ApiError::InvalidPan(_)
+            | ApiError::BatchTooLarge
+            | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::TokenNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidPan(_) => "invalid_pan",
             ApiError::BatchTooLarge => "batch_too_large",
+            ApiError::ReasonRequired => "reason_required",
             ApiError::Forbidden => "forbidden",
             ApiError::TokenNotFound => "token_not_found",
             ApiError::NotFound => "not_found",
@@ -109,6 +114,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(m) | ApiError::InvalidPan(m) | ApiError::Unavailable(m) => m,
             ApiError::BatchTooLarge => "too many items in one batch",
+            ApiError::ReasonRequired => "this principal must give a \"reason\" for each reveal",
             ApiError::Forbidden => "the client certificate is not authorized for this operation",
             ApiError::TokenNotFound => "no such token",
             ApiError::NotFound => "no such endpoint",

@@ -49,6 +49,8 @@ pub struct Access {
     pub roles: BTreeSet<Role>,
     /// Where its admin role reaches.
     pub scope: AdminScope,
+    /// Whether each reveal must carry a reason.
+    pub require_reason: bool,
 }
 
 /// The access policy: configured principals only; everyone else is denied.
@@ -68,6 +70,7 @@ impl Policy {
                     tenant: p.tenant.clone(),
                     roles: p.roles.iter().copied().collect(),
                     scope: p.scope,
+                    require_reason: p.require_reason,
                 };
                 (name.clone(), Arc::new(access))
             })
@@ -137,6 +140,11 @@ impl Caller {
         self.access.as_ref().is_some_and(|a| {
             a.roles.contains(&Role::Admin) && (a.scope == AdminScope::Global || a.tenant == *tenant)
         })
+    }
+
+    /// Whether the caller must give a reason for each reveal.
+    pub fn must_give_reason(&self) -> bool {
+        self.access.as_ref().is_some_and(|a| a.require_reason)
     }
 
     /// The caller's tenant if it holds `role`, else 403 `forbidden`.

@@ -40,18 +40,33 @@ pub async fn read_json<T: DeserializeOwned>(
     Ok(body::parse(&bytes)?)
 }
 
-/// Reads a batch body `{"FIELD": [string, ...]}` like [`read_json`], but
-/// stops parsing at the `max`-th item plus one (400 `batch_too_large`), so
-/// a body of millions of empty strings is never expanded into memory.
+/// Reads a batch body `{"FIELD": [string, ...]}` (plus `"reason"` when
+/// `with_reason`) like [`read_json`], but stops parsing at the `max`-th
+/// item plus one (400 `batch_too_large`), so a body of millions of empty
+/// strings is never expanded into memory.
 pub async fn read_batch(
     req: Request,
     limit: usize,
     budget: &BodyBudget,
     field: &'static str,
     max: usize,
-) -> Result<Vec<SecretString>, ApiError> {
+    with_reason: bool,
+) -> Result<body::Batch, ApiError> {
     let (bytes, _reserved) = read_body(req, limit, budget).await?;
-    Ok(body::parse_batch(&bytes, field, max)?)
+    Ok(body::parse_batch(&bytes, field, max, with_reason)?)
+}
+
+/// The reveal reason of a request, checked; `reason_required` when the
+/// caller's principal must give one and did not.
+pub fn reveal_reason(
+    reason: Option<&SecretString>,
+    required: bool,
+) -> Result<Option<String>, ApiError> {
+    match reason {
+        Some(reason) => Ok(Some(body::check_reason(reason.expose_secret())?)),
+        None if required => Err(ApiError::ReasonRequired),
+        None => Ok(None),
+    }
 }
 
 /// Reads the body into a buffer that is wiped on drop, with its budget

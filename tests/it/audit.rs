@@ -620,3 +620,69 @@ async fn entries_are_mirrored_to_syslog_over_tcp() {
     assert!(frames.last().unwrap().contains("\"event\":\"audit_stop\""));
     assert!(!text.contains(CANARY));
 }
+
+/// A reveal reason goes into the audit event; one that could hold a card
+/// number is refused (and never recorded); a principal with
+/// `require_reason` gets 400 `reason_required` without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reveal_reasons_are_recorded_checked_and_required() {
+    let harness = Harness::with(|c| {
+        c.principals.get_mut("payments").unwrap().require_reason = true;
+    });
+    let audit_dir = harness.config.audit.dir.clone();
+    let service = harness.start().await;
+    let mut payments = harness.connect("payments", service.api_addr).await;
+    let token = common::tokenize(&mut payments, CANARY).await;
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    common::assert_api_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "reason_required",
+        "no reason",
+    );
+    let reply = payments
+        .post_json(
+            "/v1/detokenize",
+            &json!({ "token": token, "reason": format!("customer {CANARY}") }),
+        )
+        .await
+        .unwrap();
+    common::assert_api_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "PAN in reason",
+    );
+    let reply = payments
+        .post_json(
+            "/v1/detokenize",
+            &json!({ "token": token, "reason": "chargeback review #42" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = payments
+        .post_json(
+            "/v1/detokenize/batch",
+            &json!({ "tokens": [token], "reason": "settlement batch" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(payments);
+    service.stop().await.unwrap();
+    let all = entries(&audit_dir);
+    let reveals = of_kind(&all, "detokenize");
+    assert!(
+        reveals
+            .iter()
+            .any(|e| e["reason"] == "chargeback review #42"),
+        "{reveals:?}"
+    );
+    let batch = of_kind(&all, "detokenize_batch");
+    assert_eq!(batch[0]["reason"], "settlement batch");
+    assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
+}

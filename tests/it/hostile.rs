@@ -207,6 +207,7 @@ fn two_tenants(c: &mut Config) {
                 roles: vec![Role::Admin],
                 detokenize_hours_utc: None,
                 scope,
+                require_reason: false,
             },
         );
     }
@@ -416,6 +417,7 @@ async fn a_typed_principal_key_matches_only_its_kind_of_name() {
                     roles: vec![Role::Tokenize],
                     detokenize_hours_utc: None,
                     scope: AdminScope::Tenant,
+                    require_reason: false,
                 },
             );
         }
