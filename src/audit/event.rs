@@ -51,6 +51,9 @@ pub enum EventKind {
     /// shorter than announced, a chunked body that never ends); `detail`
     /// names the route template, never the raw path.
     RequestTimeout,
+    /// A card security code was put on hold in memory for a token (the
+    /// code itself is never recorded); `detail` gives its time to live.
+    CvcHeld,
     /// A caller asked whether a PAN has a token (never creating one);
     /// `token` is set when it has.
     Lookup,
@@ -88,6 +91,7 @@ impl EventKind {
             EventKind::ConnectionRefused => "connection_refused",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::Lookup => "lookup",
+            EventKind::CvcHeld => "cvc_held",
         }
     }
 }

@@ -72,7 +72,33 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// Card security codes held in memory.
+    #[serde(default)]
+    pub cvc: CvcConfig,
 }
+
+/// The `[cvc]` section: card security codes held in memory only
+/// (`POST /v1/tokens/{token}/cvc`), never persisted.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CvcConfig {
+    /// Most codes held at once; past it, 503 `unavailable`.
+    pub max_held: std::num::NonZeroUsize,
+    /// Longest time a code may be held, seconds (at most 3600).
+    pub max_ttl_s: std::num::NonZeroU64,
+}
+
+impl Default for CvcConfig {
+    fn default() -> CvcConfig {
+        CvcConfig {
+            max_held: std::num::NonZeroUsize::new(100_000).unwrap_or(std::num::NonZeroUsize::MIN),
+            max_ttl_s: std::num::NonZeroU64::new(3600).unwrap_or(std::num::NonZeroU64::MIN),
+        }
+    }
+}
+
+/// The time a code is held when the request names none, seconds.
+pub const CVC_DEFAULT_TTL_S: u64 = 900;
 
 /// The `[log]` section.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
@@ -358,6 +384,12 @@ impl Config {
                     "must be at least limits.max_batch, or a full batch could never pass",
                 ));
             }
+        }
+        if self.cvc.max_ttl_s.get() > 3600 {
+            return Err(ConfigError::new(
+                "cvc.max_ttl_s",
+                "at most 3600: a security code is held until the first authorization, no longer",
+            ));
         }
         if l.body_budget_bytes < l.batch_body_limit_bytes {
             return Err(ConfigError::new(

@@ -8,12 +8,14 @@ pub mod guarded;
 pub mod keyfile;
 pub mod keys;
 pub mod record;
+pub mod transient;
 
 pub use fingerprint::{Fingerprint, Fingerprinter};
 pub use guarded::Guarded;
 pub use keyfile::{KeyFileError, KeyFileProvider};
 pub use keys::{DataKey, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 pub use record::{RecordError, RecordView};
+pub use transient::TransientKey;
 
 /// Appends `bytes` to `out` behind a 4-byte big-endian length, so that
 /// concatenated fields can never be re-split differently (`ab‖c` ≠ `a‖bc`).

@@ -211,6 +211,20 @@ pub struct DetokenizeRequest {
     /// Why the PAN is needed (recorded in the audit event).
     #[serde(default)]
     pub reason: Option<SecretString>,
+    /// Also hand over the security code held for the token (once).
+    #[serde(default)]
+    pub include_cvc: bool,
+}
+
+/// `POST /v1/tokens/{token}/cvc`: a security code to hold in memory.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvcRequest {
+    /// 3 or 4 digits.
+    pub cvc: SecretString,
+    /// Seconds to hold it (default 900, at most `cvc.max_ttl_s`).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 /// Longest reveal reason, in characters.

@@ -16,14 +16,16 @@ use super::error::ApiError;
 use super::identity::Caller;
 use super::observe::RequestId;
 use super::request::{
-    DetokenizeRequest, LookupRequest, TokenizeRequest, parse_expiry, parse_pan, parse_token,
-    path_token, read_batch, read_json, reveal_reason,
+    CvcRequest, DetokenizeRequest, LookupRequest, TokenizeRequest, parse_expiry, parse_pan,
+    parse_token, path_token, read_batch, read_json, reveal_reason,
 };
 use super::response::{Item, MetadataView, Results, RevealView, TokenView, json};
 use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::domain::Pan;
+use crate::vault::cvc::CvcError;
+use secrecy::ExposeSecret;
 
 /// Maps a vault error to its API error, logging the ones that are bugs.
 fn vault_error(e: crate::vault::VaultError) -> ApiError {
@@ -190,10 +192,29 @@ async fn detokenize_one(
         .detokenize(&tenant, &token)
         .await
         .map_err(vault_error)?;
+    // Taken before the event is written, so the trail says whether a code
+    // went out; if the trail cannot be written, nothing is revealed and the
+    // code is gone (it is never put back).
+    let cvc = body.include_cvc.then(|| state.cvcs.take(&tenant, &token));
+    if let Some(cvc) = &cvc {
+        audited.event().detail = Some(
+            if cvc.is_some() {
+                "security code delivered"
+            } else {
+                "no security code held"
+            }
+            .into(),
+        );
+    }
     audited.reveal().await?;
     metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
         .increment(1);
-    Ok(json(StatusCode::OK, &RevealView::from(revealed)))
+    let view = RevealView::from(revealed);
+    let view = match cvc {
+        Some(code) => view.with_cvc(code),
+        None => view,
+    };
+    Ok(json(StatusCode::OK, &view))
 }
 
 /// `POST /v1/detokenize/batch`.
@@ -317,6 +338,58 @@ pub async fn lookup(
             .map_err(vault_error)?;
         audited.event().token = Some(info.token.to_string());
         Ok(json(StatusCode::OK, &MetadataView::from(&info)))
+    }
+    .await;
+    audited.close(result)
+}
+
+/// `POST /v1/tokens/{token}/cvc` (role `tokenize`, the token's own
+/// tenant): holds the card security code in memory only, for `ttl_s`
+/// (default 900, at most `cvc.max_ttl_s`), until one detokenize with
+/// `include_cvc` takes it. 204; audited as `cvc_held` without the code.
+pub async fn hold_cvc(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    token: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::CvcHeld, &caller, &rid);
+    let result = async {
+        let tenant = caller.require(Role::Tokenize)?;
+        let token = path_token(token)?;
+        audited.event().token = Some(token.to_string());
+        let body: CvcRequest =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        let ttl = body.ttl_s.unwrap_or(crate::config::CVC_DEFAULT_TTL_S);
+        if ttl == 0 || ttl > state.cvc_max_ttl.as_secs() {
+            return Err(ApiError::InvalidRequest(
+                "ttl_s must be 1 to cvc.max_ttl_s (at most 3600) seconds",
+            ));
+        }
+        // The token must exist in the caller's tenant.
+        state
+            .vault
+            .metadata(&tenant, &token)
+            .await
+            .map_err(vault_error)?;
+        state
+            .cvcs
+            .hold(
+                &tenant,
+                &token,
+                body.cvc.expose_secret(),
+                std::time::Duration::from_secs(ttl),
+            )
+            .map_err(|e| match e {
+                CvcError::Invalid => ApiError::InvalidRequest("cvc must be 3 or 4 digits"),
+                CvcError::Full => {
+                    ApiError::Unavailable("too many security codes are held; retry shortly")
+                }
+                CvcError::Crypto => ApiError::Internal,
+            })?;
+        audited.event().detail = Some(format!("held for {ttl} s"));
+        Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;
     audited.close(result)

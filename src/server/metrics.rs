@@ -33,8 +33,16 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 16] = [
+const COUNTERS: [(&str, &str); 18] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
+    (
+        "cardvault_cvc_delivered_total",
+        "Card security codes handed over by a detokenize (once each)",
+    ),
+    (
+        "cardvault_cvc_expired_total",
+        "Card security codes wiped at their time to live",
+    ),
     (
         "cardvault_rate_limited_total",
         "Requests refused by a per-principal rate limit (429)",
@@ -131,4 +139,9 @@ fn describe() {
     );
     metrics::describe_gauge!("cardvault_connections_active", "Open API connections");
     metrics::gauge!("cardvault_connections_active").set(0.0);
+    metrics::describe_gauge!(
+        "cardvault_cvc_held",
+        "Card security codes held in memory now"
+    );
+    metrics::gauge!("cardvault_cvc_held").set(0.0);
 }

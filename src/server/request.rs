@@ -16,7 +16,9 @@ use super::error::ApiError;
 use crate::domain::{Expiry, Pan, Token};
 use crate::peer::body::{self, BodyError};
 
-pub use crate::peer::body::{ClearRequest, DetokenizeRequest, LookupRequest, TokenizeRequest};
+pub use crate::peer::body::{
+    ClearRequest, CvcRequest, DetokenizeRequest, LookupRequest, TokenizeRequest,
+};
 
 impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> ApiError {

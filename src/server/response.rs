@@ -61,12 +61,33 @@ impl Serialize for RevealedPan {
     }
 }
 
-/// `{"pan", "expiry"?}`.
+/// A security code on its way out: written straight into the body, wiped
+/// on drop.
+struct RevealedCvc(zeroize::Zeroizing<String>);
+
+impl Serialize for RevealedCvc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// `{"pan", "expiry"?, "cvc"?}` (`cvc` only when asked for: the held code,
+/// or `null`).
 #[derive(Serialize)]
 pub struct RevealView {
     pan: RevealedPan,
     #[serde(skip_serializing_if = "Option::is_none")]
     expiry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cvc: Option<Option<RevealedCvc>>,
+}
+
+impl RevealView {
+    /// Adds the answer to `include_cvc`: the code, or `null`.
+    pub fn with_cvc(mut self, cvc: Option<zeroize::Zeroizing<String>>) -> RevealView {
+        self.cvc = Some(cvc.map(RevealedCvc));
+        self
+    }
 }
 
 impl From<Revealed> for RevealView {
@@ -74,6 +95,7 @@ impl From<Revealed> for RevealView {
         RevealView {
             expiry: r.expiry.map(|e| e.to_string()),
             pan: RevealedPan(r.pan),
+            cvc: None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/detokenize", post(api::detokenize))
         .route("/v1/detokenize/batch", post(api::detokenize_batch))
         .route("/v1/lookup", post(api::lookup))
+        .route("/v1/tokens/{token}/cvc", post(api::hold_cvc))
         .route(
             "/v1/tokens/{token}",
             get(api::metadata).delete(api::delete_token),

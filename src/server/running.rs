@@ -20,6 +20,7 @@ use super::{metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::vault::Vault;
+use crate::vault::cvc::CvcHold;
 
 /// How long a request waits for room in the body budget before 503.
 const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -30,6 +31,9 @@ pub enum ServerError {
     /// TLS configuration.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The in-memory key of the security-code hold.
+    #[error("cannot create the in-memory key for security codes: {0}")]
+    Cvc(crate::crypto::KeyError),
     /// Binding a listener.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -89,6 +93,8 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(true));
     let monitor = Arc::new(Monitor::new(config, audit.clone()));
+    let cvcs = Arc::new(CvcHold::new(config.cvc.max_held.get()).map_err(ServerError::Cvc)?);
+    tokio::spawn(sweep_cvcs(Arc::clone(&cvcs), shutdown_rx.clone()));
     let state = Arc::new(AppState {
         vault,
         limits: config.limits.clone(),
@@ -96,6 +102,8 @@ pub async fn start(
         monitor: Arc::clone(&monitor),
         rates: ratelimit::RateLimits::new(&config.limits),
         bodies: BodyBudget::new(config.limits.body_budget_bytes.get(), BODY_BUDGET_WAIT),
+        cvcs,
+        cvc_max_ttl: std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
     });
     let router = routes::router(state).layer(middleware::from_fn(observe::observe));
     let listener = ApiListener {
@@ -124,6 +132,18 @@ pub async fn start(
         ops,
         reloadable,
     })
+}
+
+/// Removes expired security codes every second, so a code is gone at its
+/// time to live even if nobody asks for it.
+async fn sweep_cvcs(cvcs: Arc<CvcHold>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { cvcs.sweep(); }
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Binds `addr`; returns the listener and the address it really got (the

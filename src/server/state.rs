@@ -9,6 +9,7 @@ use super::ratelimit::RateLimits;
 use crate::audit::AuditLog;
 use crate::config::LimitsConfig;
 use crate::vault::Vault;
+use crate::vault::cvc::CvcHold;
 
 /// The handlers' shared state.
 pub struct AppState {
@@ -24,4 +25,8 @@ pub struct AppState {
     pub rates: RateLimits,
     /// Request bodies held in memory, all requests together.
     pub bodies: BodyBudget,
+    /// Card security codes held in memory only.
+    pub cvcs: Arc<CvcHold>,
+    /// Longest time a security code may be held.
+    pub cvc_max_ttl: std::time::Duration,
 }

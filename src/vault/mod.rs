@@ -11,6 +11,7 @@
 //! serialized. A single tokenize is a batch of one: the draw, collision and
 //! race logic exists once. Keys live in the [`keyring`].
 
+pub mod cvc;
 mod error;
 mod keyring;
 

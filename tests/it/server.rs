@@ -674,6 +674,7 @@ async fn openapi_document_matches_the_server() {
         "POST /v1/lookup",
         "POST /v1/tokenize",
         "POST /v1/tokenize/batch",
+        "POST /v1/tokens/{token}/cvc",
     ];
     assert_eq!(documented, served);
     let codes: Vec<&str> = spec["components"]["schemas"]["ErrorCode"]["enum"]
@@ -864,4 +865,96 @@ async fn lookup_finds_without_creating() {
     assert_eq!(lookups.len(), 3, "{lookups:?}");
     assert_eq!(lookups[1]["token"], token.as_str());
     assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
+}
+
+/// Security codes are held in memory only: delivered once by a detokenize
+/// with `include_cvc`, `null` after that, wiped at their time to live by the
+/// sweeper, refused when malformed or over the cap, lost on restart, and
+/// never written to the data directory or the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_codes_are_held_in_memory_and_delivered_once() {
+    const CODE: &str = "8642";
+    let harness = Harness::with(|c| c.cvc.max_held = std::num::NonZeroUsize::new(2).unwrap());
+    let running = harness.start().await;
+    let mut cart = harness.connect("cart", running.api_addr).await;
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let token = common::tokenize(&mut cart, CANARY).await;
+    let path = format!("/v1/tokens/{token}/cvc");
+    let reply = cart
+        .post_json(&path, &json!({ "cvc": CODE, "ttl_s": 600 }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reveal = json!({ "token": token, "include_cvc": true });
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.json()["cvc"], CODE);
+    assert_eq!(reply.json()["pan"], CANARY);
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.json()["cvc"], serde_json::Value::Null);
+    let plain = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert!(plain.json().get("cvc").is_none());
+    // Malformed, too long a hold, another tenant's role, an unknown token.
+    for (body, code) in [
+        (json!({ "cvc": "12" }), "invalid_request"),
+        (json!({ "cvc": "1a3" }), "invalid_request"),
+        (json!({ "cvc": "123", "ttl_s": 7200 }), "invalid_request"),
+    ] {
+        let reply = cart.post_json(&path, &body).await.unwrap();
+        common::assert_api_error(&reply, StatusCode::BAD_REQUEST, code, "bad cvc request");
+    }
+    let reply = payments
+        .post_json("/v1/tokens/4111110000001112/cvc", &json!({ "cvc": "123" }))
+        .await
+        .unwrap();
+    common::assert_api_error(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+        "unknown token",
+    );
+    // Expiry by the sweeper, not by a read.
+    cart.post_json(&path, &json!({ "cvc": CODE, "ttl_s": 1 }))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (_, metrics) = ops_get(running.ops_addr, "/metrics").await;
+    assert!(metrics.contains("cardvault_cvc_held 0"), "{metrics}");
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.json()["cvc"], serde_json::Value::Null);
+    // The cap.
+    let second = common::tokenize(&mut cart, "5555555555554444").await;
+    let third = common::tokenize(&mut cart, "4012888888881881").await;
+    for t in [&token, &second] {
+        let reply = cart
+            .post_json(&format!("/v1/tokens/{t}/cvc"), &json!({ "cvc": CODE }))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    let reply = cart
+        .post_json(&format!("/v1/tokens/{third}/cvc"), &json!({ "cvc": CODE }))
+        .await
+        .unwrap();
+    common::assert_api_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "cap",
+    );
+    drop((cart, payments));
+    running.stop().await.unwrap();
+    // A restart holds nothing.
+    let running = harness.start().await;
+    let mut payments = harness.connect("payments", running.api_addr).await;
+    let reply = payments.post_json("/v1/detokenize", &reveal).await.unwrap();
+    assert_eq!(reply.json()["cvc"], serde_json::Value::Null);
+    drop(payments);
+    running.stop().await.unwrap();
+    let needle = format!("\"{CODE}\"");
+    assert!(common::files_containing(harness.dir.path(), needle.as_bytes()).is_empty());
+    let held = common::of_kind(&common::entries(&harness.config.audit.dir), "cvc_held").len();
+    assert!(held >= 3, "{held}");
 }

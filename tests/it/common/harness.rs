@@ -63,6 +63,7 @@ impl Harness {
             },
             alerts: AlertsConfig::default(),
             log: Default::default(),
+            cvc: Default::default(),
         };
         adjust(&mut config);
         config.validate().unwrap();
