@@ -20,6 +20,17 @@ use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
 
+/// Whether `principal` is configured (in the principals table in force)
+/// and in the admin `caller`'s reach. Only those can be listed or cleared,
+/// so a request cannot get arbitrary text into logs.
+fn reaches(state: &AppState, caller: &Caller, principal: &str) -> bool {
+    state
+        .principals
+        .policy()
+        .tenant_of(principal)
+        .is_some_and(|tenant| caller.admin_reaches(tenant))
+}
+
 /// `GET /v1/admin/alerts` (admin): principals whose detokenizations an
 /// alert has blocked. Audited as `alerts_listed`.
 pub async fn list_blocks(
@@ -32,7 +43,9 @@ pub async fn list_blocks(
         json(
             StatusCode::OK,
             &BlockList {
-                blocked: state.monitor.blocked(|tenant| caller.admin_reaches(tenant)),
+                blocked: state
+                    .monitor
+                    .blocked(|principal| reaches(&state, &caller, principal)),
             },
         )
     });
@@ -52,11 +65,7 @@ pub async fn clear_block(
         caller.require(Role::Admin)?;
         let body: ClearRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
-        let reachable = state
-            .monitor
-            .tenant_of(&body.principal)
-            .is_some_and(|tenant| caller.admin_reaches(tenant));
-        if !reachable {
+        if !reaches(&state, &caller, &body.principal) {
             return Err(ApiError::InvalidRequest(
                 "no such principal in the config for your tenant",
             ));

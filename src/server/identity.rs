@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::audit::{Event, EventKind};
-use crate::config::{AdminScope, Config, Role};
+use crate::config::{AdminScope, Config, HoursUtc, Role};
 use crate::domain::TenantId;
 pub use crate::peer::names::{CertificateName, IdentityRefused, NameKind, certificate_name};
 
@@ -51,6 +51,8 @@ pub struct Access {
     pub scope: AdminScope,
     /// Whether each reveal must carry a reason.
     pub require_reason: bool,
+    /// UTC hours in which it is expected to detokenize.
+    pub detokenize_hours: Option<HoursUtc>,
 }
 
 /// The access policy: configured principals only; everyone else is denied.
@@ -71,6 +73,7 @@ impl Policy {
                     roles: p.roles.iter().copied().collect(),
                     scope: p.scope,
                     require_reason: p.require_reason,
+                    detokenize_hours: p.detokenize_hours_utc,
                 };
                 (name.clone(), Arc::new(access))
             })
@@ -89,6 +92,11 @@ impl Policy {
         }
         let access = self.principals.get(&name).cloned();
         (Principal(name), access)
+    }
+
+    /// The tenant of the configured principal `name` (config key).
+    pub fn tenant_of(&self, name: &str) -> Option<&TenantId> {
+        self.principals.get(name).map(|a| &a.tenant)
     }
 
     /// The access of an already identified principal under this table

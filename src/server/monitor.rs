@@ -6,15 +6,14 @@
 //! `alert` audit event; with `block_detokenize_on_alert`, the principal's
 //! detokenizations are refused until an admin clears the block.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::audit::{AuditLog, Event, EventKind};
-use crate::config::{AlertsConfig, BurstRule, Config, HoursUtc};
-use crate::domain::TenantId;
+use crate::config::{AlertsConfig, BurstRule, Config};
 
 use super::identity::{Caller, Principal};
 
@@ -111,8 +110,6 @@ impl<K: Eq + Hash + Clone> BurstTracker<K> {
 /// The rules and their state.
 pub struct Monitor {
     config: AlertsConfig,
-    known: BTreeMap<String, TenantId>,
-    hours: HashMap<String, HoursUtc>,
     audit: AuditLog,
     started: Instant,
     detokenize: Mutex<BurstTracker<String>>,
@@ -126,21 +123,12 @@ pub struct Monitor {
 pub struct Blocked;
 
 impl Monitor {
-    /// Rules from the config; alerts go to `audit`.
+    /// Rules from the config; alerts go to `audit`. Who a principal is
+    /// (tenant, detokenize hours) comes from the caller's access, so the
+    /// rules follow a reload of the principals table.
     pub fn new(config: &Config, audit: AuditLog) -> Monitor {
-        let hours = config
-            .principals
-            .iter()
-            .filter_map(|(name, p)| Some((name.clone(), p.detokenize_hours_utc?)))
-            .collect();
         Monitor {
             config: config.alerts.clone(),
-            known: config
-                .principals
-                .iter()
-                .map(|(name, p)| (name.clone(), p.tenant.clone()))
-                .collect(),
-            hours,
             audit,
             started: Instant::now(),
             detokenize: Mutex::new(BurstTracker::new(config.alerts.detokenize_burst)),
@@ -170,7 +158,7 @@ impl Monitor {
             return Err(Blocked);
         }
         let mut fired = Vec::new();
-        if let Some(hours) = self.hours.get(principal) {
+        if let Some(hours) = caller.access.as_ref().and_then(|a| a.detokenize_hours) {
             let now = time::OffsetDateTime::now_utc();
             let minute = u16::from(now.hour()) * 60 + u16::from(now.minute());
             if !hours.contains(minute) {
@@ -246,20 +234,11 @@ impl Monitor {
         }
     }
 
-    /// The tenant of a configured `principal` (only those can be cleared,
-    /// so a request cannot get arbitrary text into logs).
-    pub fn tenant_of(&self, principal: &str) -> Option<&TenantId> {
-        self.known.get(principal)
-    }
-
     /// Principals whose detokenizations are blocked, among those `visible`
-    /// accepts (given the principal's tenant).
-    pub fn blocked(&self, visible: impl Fn(&TenantId) -> bool) -> Vec<String> {
+    /// accepts.
+    pub fn blocked(&self, visible: impl Fn(&str) -> bool) -> Vec<String> {
         let blocked = self.blocked.lock().map(|b| b.clone()).unwrap_or_default();
-        blocked
-            .into_iter()
-            .filter(|p| self.known.get(p).is_some_and(&visible))
-            .collect()
+        blocked.into_iter().filter(|p| visible(p)).collect()
     }
 
     /// Lifts the block on `principal` (and restarts its burst window);

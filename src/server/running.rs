@@ -99,6 +99,7 @@ pub async fn start(
         vault,
         limits: config.limits.clone(),
         audit: audit.clone(),
+        principals: Arc::clone(&reloadable),
         monitor: Arc::clone(&monitor),
         rates: ratelimit::RateLimits::new(&config.limits),
         bodies: BodyBudget::new(config.limits.body_budget_bytes.get(), BODY_BUDGET_WAIT),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::budget::BodyBudget;
 use super::monitor::Monitor;
 use super::ratelimit::RateLimits;
+use super::reload::Reloadable;
 use crate::audit::AuditLog;
 use crate::config::LimitsConfig;
 use crate::vault::Vault;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub limits: LimitsConfig,
     /// The audit trail.
     pub audit: AuditLog,
+    /// The principals table in force (replaced by a reload).
+    pub principals: Arc<Reloadable>,
     /// Alert rules and blocks.
     pub monitor: Arc<Monitor>,
     /// Per-principal rate limits.

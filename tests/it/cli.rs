@@ -576,6 +576,14 @@ async fn sighup_reloads_certificates_crls_and_principals_under_load() {
         200
     );
     let mut leaver = tls("leaver").connect(addr).await.unwrap();
+    // The admin routes see the reloaded table too.
+    let mut admin = tls("admin").connect(addr).await.unwrap();
+    let clear_leaver = serde_json::json!({ "principal": "leaver" });
+    let reply = admin
+        .post_json("/v1/admin/alerts/clear", &clear_leaver)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
     assert_eq!(
         leaver.post_json("/v1/tokenize", &pan).await.unwrap().status,
         200
@@ -626,6 +634,15 @@ async fn sighup_reloads_certificates_crls_and_principals_under_load() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     assert!(report["ops"].as_u64().unwrap() > 0);
+    let reply = admin
+        .post_json("/v1/admin/alerts/clear", &clear_leaver)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status, 400,
+        "a removed principal is still known to admin routes"
+    );
+    drop(admin);
     // The removed principal's open connection is refused on its next request.
     let reply = leaver.post_json("/v1/tokenize", &pan).await.unwrap();
     assert_eq!(reply.status, 403);
