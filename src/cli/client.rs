@@ -145,16 +145,37 @@ fn print(reply: &Reply) -> bool {
     reply.status.is_success()
 }
 
-/// A JSON body `{"FIELD": VALUE, …}` in a buffer that is wiped on drop.
-fn body(pairs: &[(&str, Option<&str>)]) -> Result<Zeroizing<Vec<u8>>, CliError> {
+/// A JSON body `{"FIELD": VALUE, …}`. It moves into the request, and the
+/// binary's allocator wipes it when the request is done with it.
+fn body(pairs: &[(&str, Option<&str>)]) -> Result<Vec<u8>, CliError> {
     let mut map = serde_json::Map::new();
     for (field, value) in pairs {
         if let Some(value) = value {
             map.insert((*field).to_owned(), serde_json::Value::from(*value));
         }
     }
-    let bytes = serde_json::to_vec(&map).context("encoding the request")?;
-    Ok(Zeroizing::new(bytes))
+    Ok(serde_json::to_vec(&map).context("encoding the request")?)
+}
+
+/// POSTs one JSON body per item to `path`, printing each answer; false if
+/// any was an error.
+async fn post_each(
+    endpoint: &Endpoint,
+    path: &str,
+    items: &[Zeroizing<String>],
+    make_body: impl Fn(&str) -> Result<Vec<u8>, CliError>,
+) -> Result<bool, CliError> {
+    let mut conn = endpoint.connect().await?;
+    let mut all_ok = true;
+    for item in items {
+        let json = make_body(item)?;
+        let reply = conn
+            .send(Method::POST, path, Some(("application/json", json)))
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        all_ok &= print(&reply);
+    }
+    Ok(all_ok)
 }
 
 /// `GET` or `DELETE /v1/tokens/{token}` for each token. A value that is not
@@ -191,47 +212,28 @@ async fn by_path(
 
 /// Runs a client subcommand. Exit 1 if any item got an error answer.
 pub async fn run(command: ClientCommand) -> CliResult {
-    let mut all_ok = true;
-    match command {
+    let all_ok = match command {
         ClientCommand::Tokenize { endpoint, expiry } => {
             let pans = stdin_lines()?;
-            let mut conn = endpoint.connect().await?;
-            for pan in &pans {
-                let json = body(&[("pan", Some(pan)), ("expiry", expiry.as_deref())])?;
-                let reply = conn
-                    .send(
-                        Method::POST,
-                        "/v1/tokenize",
-                        Some(("application/json", json.to_vec())),
-                    )
-                    .await
-                    .context("tokenize")?;
-                all_ok &= print(&reply);
-            }
+            post_each(&endpoint, "/v1/tokenize", &pans, |pan| {
+                body(&[("pan", Some(pan)), ("expiry", expiry.as_deref())])
+            })
+            .await?
         }
         ClientCommand::Detokenize { endpoint, tokens } => {
             let tokens = tokens_or_stdin(tokens)?;
-            let mut conn = endpoint.connect().await?;
-            for token in &tokens {
-                let json = body(&[("token", Some(token))])?;
-                let reply = conn
-                    .send(
-                        Method::POST,
-                        "/v1/detokenize",
-                        Some(("application/json", json.to_vec())),
-                    )
-                    .await
-                    .context("detokenize")?;
-                all_ok &= print(&reply);
-            }
+            post_each(&endpoint, "/v1/detokenize", &tokens, |token| {
+                body(&[("token", Some(token))])
+            })
+            .await?
         }
         ClientCommand::Metadata { endpoint, tokens } => {
-            all_ok = by_path(&endpoint, Method::GET, tokens).await?;
+            by_path(&endpoint, Method::GET, tokens).await?
         }
         ClientCommand::Delete { endpoint, tokens } => {
-            all_ok = by_path(&endpoint, Method::DELETE, tokens).await?;
+            by_path(&endpoint, Method::DELETE, tokens).await?
         }
-    }
+    };
     if all_ok {
         Ok(())
     } else {

@@ -228,34 +228,20 @@ impl StopSignals {
     }
 
     async fn wait(&mut self) -> Signal {
-        let term = async {
-            match self.term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let int = async {
-            match self.int.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let hup = async {
-            match self.hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = term => Signal::Stop,
-            _ = int => Signal::Stop,
-            _ = hup => Signal::Reload,
+            _ = next(self.term.as_mut()) => Signal::Stop,
+            _ = next(self.int.as_mut()) => Signal::Stop,
+            _ = next(self.hup.as_mut()) => Signal::Reload,
         }
+    }
+}
+
+/// The next delivery of `signal`; never, for a signal that is not watched.
+async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

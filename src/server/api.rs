@@ -159,6 +159,14 @@ pub async fn detokenize(
     audited.close(result)
 }
 
+/// A metadata read, delete or lookup: the principal's metadata rate limit,
+/// then the metadata burst rule.
+fn metadata_access(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    state.rates.metadata(caller.principal.as_str())?;
+    state.monitor.metadata_access(caller);
+    Ok(())
+}
+
 /// Refuses a principal that an alert has blocked (the reason goes to the
 /// audit event, not to the caller).
 fn check_monitor(
@@ -294,8 +302,7 @@ pub async fn metadata(
     let mut audited = Audited::open(&state.audit, EventKind::MetadataRead, &caller, &rid);
     let result = async {
         let tenant = caller.require(Role::Read)?;
-        state.rates.metadata(caller.principal.as_str())?;
-        state.monitor.metadata_access(&caller);
+        metadata_access(&state, &caller)?;
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
         let info = state
@@ -326,8 +333,7 @@ pub async fn lookup(
             .or_else(|| caller.authorize(Role::Read))
             .cloned()
             .ok_or(ApiError::Forbidden)?;
-        state.rates.metadata(caller.principal.as_str())?;
-        state.monitor.metadata_access(&caller);
+        metadata_access(&state, &caller)?;
         let body: LookupRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         let pan = parse_pan(&body.pan)?;
@@ -405,8 +411,7 @@ pub async fn delete_token(
     let mut audited = Audited::open(&state.audit, EventKind::Delete, &caller, &rid);
     let result = async {
         let tenant = caller.require(Role::Delete)?;
-        state.rates.metadata(caller.principal.as_str())?;
-        state.monitor.metadata_access(&caller);
+        metadata_access(&state, &caller)?;
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
         state

@@ -45,6 +45,10 @@ impl BodyBudget {
     pub async fn reserve(&self, bytes: usize) -> Result<Reserved, ApiError> {
         let units = bytes.div_ceil(UNIT).clamp(1, self.total_units);
         let units = u32::try_from(units).unwrap_or(u32::MAX);
+        // The usual case, room at once, needs no timer.
+        if let Ok(permit) = Arc::clone(&self.units).try_acquire_many_owned(units) {
+            return Ok(Reserved(permit));
+        }
         let acquire = Arc::clone(&self.units).acquire_many_owned(units);
         match tokio::time::timeout(self.wait, acquire).await {
             Ok(Ok(permit)) => Ok(Reserved(permit)),

@@ -275,7 +275,7 @@ impl Group<'_> {
     /// Commits the group with one synced write. Counters are written as
     /// the highest value ever committed, so a group whose claims were
     /// overtaken by a later group's never lowers a counter. Returns the
-    /// fingerprint keys the write put.
+    /// prefixes of the fingerprints the write put (for [`Recent::record`]).
     fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<Vec<u64>, StoreError> {
         let keys_cf = cf(self.db, CF_KEYS)?;
         let mut raised = Vec::with_capacity(self.overlay.counters.len());
