@@ -63,6 +63,21 @@ pub enum EventKind {
     /// A connection was refused after the handshake because its
     /// principal's connection share was used up; `detail` says which share.
     ConnectionRefused,
+    /// A custodian handed in a KEK share that was accepted; `detail` names
+    /// the set and the share index (never share bytes).
+    UnsealShareAccepted,
+    /// A KEK share was refused; `detail` says why (malformed, checksum,
+    /// foreign set, duplicate, check value), never the share's bytes.
+    UnsealShareRejected,
+    /// Enough shares were handed in: the KEK was rebuilt and the keys
+    /// unwrapped; the vault serves.
+    Unsealed,
+    /// The vault was sealed: the KEK and every unwrapped key were dropped.
+    Sealed,
+    /// The HSM holding the KEK failed an operation after a retry.
+    HsmUnavailable,
+    /// The HSM answered again after a failure.
+    HsmRecovered,
 }
 
 impl EventKind {
@@ -92,6 +107,12 @@ impl EventKind {
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::Lookup => "lookup",
             EventKind::CvcHeld => "cvc_held",
+            EventKind::UnsealShareAccepted => "unseal_share_accepted",
+            EventKind::UnsealShareRejected => "unseal_share_rejected",
+            EventKind::Unsealed => "unsealed",
+            EventKind::Sealed => "sealed",
+            EventKind::HsmUnavailable => "hsm_unavailable",
+            EventKind::HsmRecovered => "hsm_recovered",
         }
     }
 }

@@ -30,7 +30,7 @@ pub use event::{Event, EventKind, Outcome};
 #[cfg(feature = "vault")]
 pub use verify::{VerifyFailure, VerifyReport, verify};
 #[cfg(feature = "vault")]
-pub use writer::{AuditLog, AuditSettings};
+pub use writer::{AuditLog, AuditSettings, PendingAudit};
 
 /// Why the audit trail could not be opened, written or read. Carries paths
 /// and OS messages only, never event contents.

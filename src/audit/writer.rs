@@ -77,11 +77,106 @@ impl AuditLog {
         settings: AuditSettings,
         provider: &dyn KeyProvider,
     ) -> Result<AuditLog, AuditError> {
-        let dir = &settings.dir;
+        let (log, pending) = AuditLog::prepare(settings)?;
+        pending.start(provider).map_err(|(_, e)| e)?;
+        Ok(log)
+    }
+
+    /// Locks the trail's directory and returns a handle whose events queue
+    /// in memory until [`PendingAudit::start`] is given the KEK (a sealed
+    /// vault: custodians' unseal attempts are recorded before the audit
+    /// key can be unwrapped). Dropping the pending trail loses the queue.
+    pub fn prepare(settings: AuditSettings) -> Result<(AuditLog, PendingAudit), AuditError> {
         // Before anything is read or written: a second process (an offline
         // command, a second server) must not append to a running vault's
         // chain. Creates the directory (0700) if missing.
-        let lock = DirLock::acquire(dir, "audit directory")?;
+        let lock = DirLock::acquire(&settings.dir, "audit directory")?;
+        let (tx, rx) = mpsc::channel();
+        Ok((
+            AuditLog { tx },
+            PendingAudit {
+                settings,
+                lock: Some(lock),
+                rx,
+            },
+        ))
+    }
+
+    /// Queues `event`; it reaches the disk within the sync interval. Never
+    /// waits. A failure to write it is logged and counted by the writer.
+    pub fn record(&self, event: Event) {
+        if self.tx.send(Message::Record(event)).is_err() {
+            metrics::counter!("cardvault_audit_events_lost_total").increment(1);
+        }
+    }
+
+    /// Appends `event` and returns once it is synced to disk; its sequence
+    /// number on success.
+    pub async fn record_durable(&self, event: Event) -> Result<u64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Message::Durable(event, done))
+            .map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Writes `audit_stop`, syncs and stops the writer. Later events are lost.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Message::Close(done))
+            .map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// A trail whose directory is locked and whose events queue, waiting for
+/// the KEK that unwraps its audit key ([`AuditLog::prepare`]).
+pub struct PendingAudit {
+    settings: AuditSettings,
+    lock: Option<DirLock>,
+    rx: mpsc::Receiver<Message>,
+}
+
+impl std::fmt::Debug for PendingAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAudit")
+            .field("dir", &self.settings.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingAudit {
+    /// Unwraps (or creates) the audit key with `provider`, finds the end of
+    /// the chain, writes `audit_start` and then every queued event, in order.
+    /// On failure (a KEK that did not wrap the audit key) the pending trail
+    /// comes back with the error, its queue intact.
+    #[allow(clippy::result_large_err)]
+    pub fn start(self, provider: &dyn KeyProvider) -> Result<(), (PendingAudit, AuditError)> {
+        let (audit_key, existing) = match self.audit_key(provider) {
+            Ok(found) => found,
+            Err(e) => return Err((self, e)),
+        };
+        self.start_with(audit_key, existing)
+            .map_err(|e| (PendingAudit::dead(), e))
+    }
+
+    /// A pending trail that holds nothing (after a failed start whose
+    /// parts were consumed).
+    fn dead() -> PendingAudit {
+        let (_, rx) = mpsc::channel();
+        PendingAudit {
+            settings: AuditSettings::new(PathBuf::new()),
+            lock: None,
+            rx,
+        }
+    }
+
+    fn audit_key(
+        &self,
+        provider: &dyn KeyProvider,
+    ) -> Result<(key::AuditKey, Vec<(u64, PathBuf)>), AuditError> {
+        let dir = &self.settings.dir;
         let existing = segments(dir)?;
         let audit_key = match key::load(dir, provider)? {
             Some(k) => k,
@@ -94,6 +189,16 @@ impl AuditLog {
                 )));
             }
         };
+        Ok((audit_key, existing))
+    }
+
+    fn start_with(
+        self,
+        audit_key: key::AuditKey,
+        existing: Vec<(u64, PathBuf)>,
+    ) -> Result<(), AuditError> {
+        let settings = self.settings;
+        let lock = self.lock;
         let tail = find_tail(&existing)?;
         let mut detail = match tail.seq {
             0 => "new chain".to_owned(),
@@ -124,44 +229,17 @@ impl AuditLog {
             scratch: Vec::with_capacity(1 << 10),
             mirror,
             settings,
-            lock: Some(lock),
+            lock,
         };
         writer.append(&Event::new(EventKind::AuditStart).with_detail(detail));
         writer.commit(true)?;
         tracing::info!(dir = %writer.settings.dir.display(), seq = writer.seq, "audit trail open");
-        let (tx, rx) = mpsc::channel();
+        let rx = self.rx;
         std::thread::Builder::new()
             .name("cardvault-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::io(Path::new("audit writer thread"), e))?;
-        Ok(AuditLog { tx })
-    }
-
-    /// Queues `event`; it reaches the disk within the sync interval. Never
-    /// waits. A failure to write it is logged and counted by the writer.
-    pub fn record(&self, event: Event) {
-        if self.tx.send(Message::Record(event)).is_err() {
-            metrics::counter!("cardvault_audit_events_lost_total").increment(1);
-        }
-    }
-
-    /// Appends `event` and returns once it is synced to disk; its sequence
-    /// number on success.
-    pub async fn record_durable(&self, event: Event) -> Result<u64, AuditError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Message::Durable(event, done))
-            .map_err(|_| AuditError::Closed)?;
-        wait.await.map_err(|_| AuditError::Closed)?
-    }
-
-    /// Writes `audit_stop`, syncs and stops the writer. Later events are lost.
-    pub async fn close(&self) -> Result<(), AuditError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Message::Close(done))
-            .map_err(|_| AuditError::Closed)?;
-        wait.await.map_err(|_| AuditError::Closed)?
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::error::{CliError, CliResult};
-use crate::crypto::KeyFileProvider;
+use super::offline::{dev_config, offline_provider};
+use crate::config::{Config, KekSource};
 
 /// Subcommands of `audit`.
 #[derive(Debug, Subcommand)]
@@ -18,7 +19,9 @@ pub enum AuditCommand {
     Verify {
         /// A segment (`audit-NNNNNNNN.jsonl`) or the audit directory.
         path: PathBuf,
-        /// Take the KEK path from this config file (`storage.key_file`).
+        /// Take the KEK from this config file (`[kek]` or `storage.key_file`;
+        /// a key file or an HSM — a KEK split among custodians cannot
+        /// verify offline).
         #[arg(long, conflicts_with_all = ["dev", "key_file"])]
         config: Option<PathBuf>,
         /// Take the KEK from a `serve --dev` directory (`DIR/kek.key`).
@@ -47,19 +50,20 @@ pub fn run(command: AuditCommand) -> CliResult {
         anchored,
         json,
     } = command;
+    let config = config.or_else(|| dev.as_deref().and_then(dev_config));
     let kek = match (key_file, config, dev) {
-        (Some(file), _, _) => file,
-        (None, Some(config), _) => crate::config::Config::load(&config)?.storage.key_file,
-        (None, None, Some(dir)) => dir.join("kek.key"),
+        (Some(file), _, _) => KekSource::File(file),
+        (None, Some(config), _) => Config::load(&config)?.kek()?,
+        (None, None, Some(dir)) => KekSource::File(dir.join("kek.key")),
         (None, None, None) => {
             return Err(CliError::Usage(
                 "audit verify needs the KEK: --config FILE, --dev DIR or --key-file FILE".into(),
             ));
         }
     };
-    let provider = KeyFileProvider::open(&kek).context("opening the KEK")?;
-    let verdict =
-        crate::audit::verify(&path, &provider, anchored).context("reading the audit trail")?;
+    let provider = offline_provider(&kek)?;
+    let verdict = crate::audit::verify(&path, provider.as_ref(), anchored)
+        .context("reading the audit trail")?;
     match verdict {
         Ok(report) => {
             if json {

@@ -1,9 +1,11 @@
 //! The command line's one error type and its exit statuses: usage and
-//! config errors exit 64 (`EX_USAGE`), a vault directory locked by a
+//! config errors (an HSM's module, token, PIN or key label included) exit
+//! 64 (`EX_USAGE`), a vault directory locked by a
 //! running vault exits 75 (`EX_TEMPFAIL`: stop it and try again), a broken
 //! audit trail and every other failure exit 1.
 
 use crate::audit::AuditError;
+use crate::crypto::pkcs11::Pkcs11Error;
 use crate::dirlock::LockError;
 
 /// Exit status for command-line usage errors (sysexits.h `EX_USAGE`).
@@ -44,10 +46,26 @@ impl From<anyhow::Error> for CliError {
                 }
             })
         });
-        match locked {
-            Some(lock @ LockError::Held { .. }) => CliError::Locked(lock),
-            _ => CliError::Failed(e),
+        if let Some(lock @ LockError::Held { .. }) = locked {
+            return CliError::Locked(lock);
         }
+        // A misconfigured HSM (module, token, PIN, key label) is a config
+        // error: exit 64, naming the field. A device failure is not.
+        let hsm_config = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<Pkcs11Error>()
+                .is_some_and(|e| !matches!(e, Pkcs11Error::Device(_)))
+        });
+        if hsm_config {
+            return CliError::Usage(format!("{e:#}"));
+        }
+        CliError::Failed(e)
+    }
+}
+
+impl From<Pkcs11Error> for CliError {
+    fn from(e: Pkcs11Error) -> CliError {
+        CliError::from(anyhow::Error::from(e))
     }
 }
 

@@ -28,6 +28,7 @@ macro_rules! say_raw {
 mod audit;
 mod client;
 mod demo;
+mod devkek;
 mod error;
 mod keys;
 mod load;
@@ -105,6 +106,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(conf) = devkek::softhsm_env_from_args(&args) {
+        set_softhsm_env(&conf);
+    }
     init_logging();
     crate::hardening::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -124,6 +129,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_status())
         }
     }
+}
+
+/// Points SoftHSM2 at a dev directory's token store.
+#[allow(unsafe_code)]
+fn set_softhsm_env(conf: &std::path::Path) {
+    // SAFETY: called from `main` right after argument parsing, before the
+    // logger, the async runtime or any other thread exists; no thread can
+    // read or write the environment concurrently with this write.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", conf) };
 }
 
 /// The subscriber the log format layer sits on.

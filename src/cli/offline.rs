@@ -11,9 +11,10 @@ use clap::Args;
 
 use super::error::CliError;
 use crate::audit::{AuditLog, AuditSettings};
-use crate::config::Config;
-use crate::crypto::KeyFileProvider;
+use crate::config::{Config, KekSource};
+use crate::crypto::{KeyFileProvider, KeyProvider};
 use crate::dirlock::DirLock;
+use crate::server::custody::{Kek, open_kek};
 use crate::vault::{Vault, VaultOptions};
 
 /// Where an offline command finds the vault.
@@ -31,7 +32,7 @@ pub struct VaultLocation {
 
 /// The paths of one vault.
 struct Layout {
-    key_file: PathBuf,
+    kek: KekSource,
     db: PathBuf,
     audit: AuditSettings,
 }
@@ -39,11 +40,40 @@ struct Layout {
 impl Layout {
     fn dev(dir: &Path) -> Layout {
         Layout {
-            key_file: dir.join("kek.key"),
+            kek: KekSource::File(dir.join("kek.key")),
             db: dir.join("db"),
             audit: AuditSettings::new(dir.join("audit")),
         }
     }
+
+    fn of(config: &Config) -> Result<Layout, CliError> {
+        Ok(Layout {
+            kek: config.kek()?,
+            db: config.storage.data_dir.clone(),
+            audit: config.audit.settings(),
+        })
+    }
+}
+
+/// The KEK provider of `source`, for an offline command: a vault whose KEK
+/// is split among custodians cannot be opened offline.
+pub fn offline_provider(source: &KekSource) -> Result<Arc<dyn KeyProvider>, CliError> {
+    match open_kek(source)? {
+        Kek::Ready(provider) => Ok(provider),
+        Kek::Sealed(_) => Err(CliError::Usage(
+            "this vault's KEK is split among custodians ([kek] provider = \"shamir\"); offline commands cannot open it — use the running, unsealed vault".into(),
+        )),
+    }
+}
+
+/// The config of a dev directory made with `serve --dev --kek pkcs11|shamir`
+/// (older dev directories have a plain `kek.key` and use [`Layout::dev`]).
+pub fn dev_config(dir: &Path) -> Option<PathBuf> {
+    let config = dir.join("cardvault.toml");
+    let text = std::fs::read_to_string(&config).ok()?;
+    text.lines()
+        .any(|line| line.trim_start().starts_with("[kek]"))
+        .then_some(config)
 }
 
 /// A vault opened in-process: its data and audit directories are locked
@@ -81,17 +111,14 @@ impl VaultLocation {
     /// through it are audited like the server's.
     pub fn open(&self) -> Result<OfflineVault, CliError> {
         let layout = match &self.config {
-            Some(path) => {
-                let config = Config::load(path)?;
-                Layout {
-                    key_file: config.storage.key_file.clone(),
-                    db: config.storage.data_dir.clone(),
-                    audit: config.audit.settings(),
-                }
+            Some(path) => Layout::of(&Config::load(path)?)?,
+            None if dev_config(&self.data_dir).is_some() => {
+                let path = dev_config(&self.data_dir).unwrap_or_default();
+                Layout::of(&Config::load(&path)?)?
             }
             None => {
                 let layout = Layout::dev(&self.data_dir);
-                if !layout.key_file.is_file() {
+                if !self.data_dir.join("kek.key").is_file() {
                     return Err(CliError::Usage(format!(
                         "no vault in {}: it holds no kek.key (check --data-dir, or give --config FILE; `cardvault serve --dev` creates a dev vault)",
                         self.data_dir.display()
@@ -100,17 +127,19 @@ impl VaultLocation {
                 layout
             }
         };
-        Ok(open(&layout)?)
+        open(&layout)
     }
 }
 
 /// Opens the dev vault in `dir`, creating the directory and a development
 /// KEK on first use (for `demo` only).
-pub fn open_or_create_dev(dir: &Path) -> anyhow::Result<OfflineVault> {
+pub fn open_or_create_dev(dir: &Path) -> Result<OfflineVault, CliError> {
+    if let Some(config) = dev_config(dir) {
+        return open(&Layout::of(&Config::load(&config)?)?);
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let layout = Layout::dev(dir);
-    create_dev_kek_if_missing(&layout.key_file)?;
-    open(&layout)
+    create_dev_kek_if_missing(&dir.join("kek.key"))?;
+    open(&Layout::dev(dir))
 }
 
 /// Creates a development KEK at `path` unless one is there (`demo` and
@@ -123,17 +152,18 @@ pub fn create_dev_kek_if_missing(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(layout: &Layout) -> anyhow::Result<OfflineVault> {
+fn open(layout: &Layout) -> Result<OfflineVault, CliError> {
     // Before the trail or the database is touched: a running vault holds
     // this lock, and this command must then write nothing at all.
-    let lock = DirLock::acquire(&layout.db, "data directory")?;
-    let provider = Arc::new(KeyFileProvider::open(&layout.key_file)?);
-    let audit = AuditLog::open(layout.audit.clone(), provider.as_ref())?;
+    let lock = DirLock::acquire(&layout.db, "data directory").map_err(anyhow::Error::from)?;
+    let provider = offline_provider(&layout.kek)?;
+    let audit =
+        AuditLog::open(layout.audit.clone(), provider.as_ref()).map_err(anyhow::Error::from)?;
     let options = VaultOptions {
         audit: Some(audit.clone()),
         ..VaultOptions::default()
     };
-    let vault = Vault::open(&layout.db, provider, options)?;
+    let vault = Vault::open(&layout.db, provider, options).map_err(anyhow::Error::from)?;
     Ok(OfflineVault {
         vault,
         audit,

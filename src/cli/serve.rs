@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 
 use super::error::CliResult;
 use clap::Args;
 
-use crate::config::Config;
+use super::devkek::{self, DevKek};
+use crate::config::{Config, KekSource};
 
 /// Where `--dev` puts the development setup unless told otherwise.
 pub const DEV_DIR: &str = "./cardvault-dev";
@@ -39,6 +40,12 @@ pub struct ServeArgs {
     /// The dev directory, the older spelling (`--dev --data-dir DIR`).
     #[arg(long, requires = "dev")]
     data_dir: Option<PathBuf>,
+    /// With `--dev`, where a new dev directory keeps its KEK: `file`
+    /// (`DIR/kek.key`, the default), `pkcs11` (a SoftHSM2 token in the
+    /// directory) or `shamir` (three custodian shares, any two unseal; the
+    /// vault starts sealed and prints the unseal commands).
+    #[arg(long, value_enum, requires = "dev")]
+    kek: Option<DevKek>,
     /// Override `api.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -47,20 +54,31 @@ pub struct ServeArgs {
     ops_listen: Option<SocketAddr>,
 }
 
-/// Creates whatever of the dev setup is missing; returns the config path.
-pub fn prepare_dev(dir: &Path) -> Result<PathBuf> {
+/// Creates whatever of the dev setup is missing (with a new directory's
+/// KEK where `kek` says); returns the config path.
+pub fn prepare_dev(
+    dir: &Path,
+    kek: Option<DevKek>,
+) -> std::result::Result<PathBuf, super::error::CliError> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let pki = dir.join("pki");
     if !pki.join("ca.pem").exists() {
-        crate::pki::init(&pki)?;
+        crate::pki::init(&pki).map_err(anyhow::Error::from)?;
         tracing::info!(dir = %pki.display(), "created development PKI");
-    } else if crate::pki::renew_server_if_due(&pki)? {
+    } else if crate::pki::renew_server_if_due(&pki).map_err(anyhow::Error::from)? {
         tracing::info!(dir = %pki.display(), "renewed the development server certificate");
     }
-    super::offline::create_dev_kek_if_missing(&dir.join("kek.key"))?;
     let config = dir.join("cardvault.toml");
+    let kek = if config.exists() {
+        let found = devkek::existing(&config)?;
+        devkek::check_matches(dir, kek, found)?;
+        found
+    } else {
+        kek.unwrap_or(DevKek::File)
+    };
+    devkek::prepare(dir, kek)?;
     if !config.exists() {
-        std::fs::write(&config, crate::config::dev::DEV_CONFIG)
+        std::fs::write(&config, devkek::config_text(kek))
             .with_context(|| format!("writing {}", config.display()))?;
     }
     Ok(config)
@@ -77,11 +95,28 @@ pub fn dev_banner(dir: &Path, config: &Config) -> String {
     );
     let _ = writeln!(out, "    data:   {}", config.storage.data_dir.display());
     let _ = writeln!(out, "    audit:  {}", config.audit.dir.display());
-    let _ = writeln!(
-        out,
-        "    KEK:    {} (a key file beside the data: dev only)",
-        config.storage.key_file.display()
-    );
+    let _ = match config.kek() {
+        Ok(KekSource::File(path)) => writeln!(
+            out,
+            "    KEK:    {} (a key file beside the data: dev only)",
+            path.display()
+        ),
+        Ok(KekSource::Pkcs11 {
+            token_label,
+            key_label,
+            ..
+        }) => writeln!(
+            out,
+            "    KEK:    key {key_label:?} in SoftHSM2 token {token_label:?} ({})",
+            devkek::softhsm_conf(dir).display()
+        ),
+        Ok(KekSource::Shamir(_)) => writeln!(
+            out,
+            "    KEK:    split among custodian-1..3 (any two unseal; shares in {})",
+            dir.join("custodians").display()
+        ),
+        Err(e) => writeln!(out, "    KEK:    {e}"),
+    };
     let _ = writeln!(out, "    PKI:    {}", dir.join("pki").display());
     let _ = writeln!(out, "    principals (client certificate → tenant: roles):");
     for (name, p) in &config.principals {
@@ -133,7 +168,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
         (None, dir) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(DEV_DIR));
             let dir = std::path::absolute(&dir).unwrap_or(dir);
-            (prepare_dev(&dir)?, Some(dir))
+            (prepare_dev(&dir, args.kek)?, Some(dir))
         }
     };
     let mut config = Config::load(&config_path)?;
@@ -160,6 +195,9 @@ pub async fn run(args: ServeArgs) -> CliResult {
     );
     if let Some(dir) = dev_dir {
         say!("\n{}", dev_banner(&dir, &config));
+        if service.is_sealed() {
+            say!("{}", devkek::unseal_commands(&dir, service.api_addr));
+        }
         say!("{}", curl_commands(&dir, service.api_addr));
     }
     // systemd Type=notify: ready now (a no-op without NOTIFY_SOCKET).

@@ -22,8 +22,10 @@ pub enum Role {
     Read,
     /// `DELETE /v1/tokens/{token}`.
     Delete,
-    /// Administrative operations (key rotation, alert clearing).
+    /// Administrative operations (key rotation, alert clearing, sealing).
     Admin,
+    /// Handing in a KEK share (`POST /v1/admin/unseal`); nothing else.
+    Custodian,
 }
 
 impl Role {
@@ -35,6 +37,7 @@ impl Role {
             Role::Read => "read",
             Role::Delete => "delete",
             Role::Admin => "admin",
+            Role::Custodian => "custodian",
         }
     }
 }

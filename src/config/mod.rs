@@ -18,10 +18,12 @@ use crate::vault::TokenMode;
 mod access;
 mod alerts;
 pub mod dev;
+mod kek;
 mod limits;
 
 pub use access::{AdminScope, HoursUtc, PrincipalConfig, Role, TenantConfig};
 pub use alerts::{AlertsConfig, BurstRule};
+pub use kek::{KekConfig, KekSource};
 pub use limits::{LimitsConfig, RateLimit};
 
 /// A configuration problem, naming the field.
@@ -52,8 +54,11 @@ pub struct Config {
     /// The plain-HTTP ops listener.
     #[serde(default)]
     pub ops: OpsConfig,
-    /// Database and KEK.
+    /// Database (and the KEK file, for the file provider).
     pub storage: StorageConfig,
+    /// Where the KEK lives; absent means a key file (`storage.key_file`).
+    #[serde(default)]
+    pub kek: Option<KekConfig>,
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -260,8 +265,9 @@ impl Default for OpsConfig {
 pub struct StorageConfig {
     /// RocksDB directory.
     pub data_dir: PathBuf,
-    /// KEK file (32 bytes, mode 0600).
-    pub key_file: PathBuf,
+    /// KEK file (32 bytes, mode 0600) for the file provider.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Refuse writes (503) while the data directory's filesystem has less
     /// free space than this, so RocksDB never meets a full disk.
     #[serde(default = "default_min_free_bytes")]
@@ -331,7 +337,18 @@ impl Config {
         fix(&mut self.api.client_ca);
         self.api.crls.iter_mut().for_each(fix);
         fix(&mut self.storage.data_dir);
-        fix(&mut self.storage.key_file);
+        self.storage.key_file.iter_mut().for_each(fix);
+        match &mut self.kek {
+            Some(KekConfig::File { key_file }) => key_file.iter_mut().for_each(fix),
+            Some(KekConfig::Pkcs11 {
+                module, pin_file, ..
+            }) => {
+                fix(module);
+                fix(pin_file);
+            }
+            Some(KekConfig::Shamir { set_file }) => set_file.iter_mut().for_each(fix),
+            None => {}
+        }
         fix(&mut self.audit.dir);
     }
 
@@ -355,7 +372,16 @@ impl Config {
         for (i, crl) in self.api.crls.iter().enumerate() {
             file(&format!("api.crls[{i}]"), crl)?;
         }
-        file("storage.key_file", &self.storage.key_file)?;
+        match self.kek()? {
+            KekSource::File(path) => file("storage.key_file", &path)?,
+            KekSource::Pkcs11 {
+                module, pin_file, ..
+            } => {
+                file("kek.module", &module)?;
+                file("kek.pin_file", &pin_file)?;
+            }
+            KekSource::Shamir(_) => {}
+        }
         if self.principals.is_empty() {
             return Err(ConfigError::new(
                 "principals",
@@ -404,6 +430,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where the KEK lives, with `[kek]` and `storage.key_file` joined
+    /// (paths are absolute once [`Config::load`] resolved them).
+    pub fn kek(&self) -> Result<KekSource, ConfigError> {
+        kek::resolve(
+            self.kek.as_ref(),
+            self.storage.key_file.as_deref(),
+            &self.storage.data_dir,
+            Path::new("/"),
+        )
     }
 
     /// Token modes per tenant, for the vault.

@@ -1,26 +1,19 @@
 //! The key-file KEK provider: 32 random bytes in a file that only its owner
-//! may read, for development and small installs. An HSM provider implements
-//! the same [`KeyProvider`] trait later.
+//! may read, for development and small installs. The bytes become an
+//! [`AesKek`] (the same in-memory KEK the custodian shares combine into);
+//! the HSM provider (`crypto::pkcs11`) implements the same trait without
+//! ever holding a KEK byte.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use zeroize::Zeroizing;
 
-use super::Guarded;
+use super::kek::AesKek;
 use super::keys::{KEY_LEN, KeyError, KeyLabel, KeyProvider, SecretKey};
 use crate::random;
-
-/// Format byte of a wrapped key.
-const WRAP_FORMAT_V1: u8 = 1;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
-/// Length of a wrapped key: format, nonce, ciphertext, tag.
-pub const WRAPPED_KEY_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
 
 /// Why a key file could not be used. Never carries key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +64,7 @@ pub enum KeyFileError {
 /// A KEK read from a file, expanded into AES-256-GCM.
 pub struct KeyFileProvider {
     path: PathBuf,
-    kek: Guarded<Aes256Gcm>,
+    kek: AesKek,
 }
 
 impl KeyFileProvider {
@@ -117,14 +110,13 @@ impl KeyFileProvider {
                 len: read as u64,
             });
         }
-        let kek =
-            Aes256Gcm::new_from_slice(&bytes[..KEY_LEN]).map_err(|_| KeyFileError::WrongSize {
-                path: path.to_owned(),
-                len: read as u64,
-            })?;
+        let key = SecretKey::from_slice(&bytes[..KEY_LEN]).ok_or(KeyFileError::WrongSize {
+            path: path.to_owned(),
+            len: read as u64,
+        })?;
         Ok(KeyFileProvider {
             path: path.to_owned(),
-            kek: Guarded::new(kek),
+            kek: AesKek::new(&key),
         })
     }
 
@@ -181,45 +173,11 @@ impl KeyProvider for KeyFileProvider {
     }
 
     fn wrap(&self, label: &KeyLabel, key: &SecretKey) -> Result<Vec<u8>, KeyError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        random::fill(&mut nonce)?;
-        let mut out = Vec::with_capacity(WRAPPED_KEY_LEN);
-        out.push(WRAP_FORMAT_V1);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(key.expose());
-        let tag = self
-            .kek
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &label.aad(),
-                &mut out[1 + NONCE_LEN..],
-            )
-            .map_err(|_| KeyError::Provider("AES-GCM wrap failed".into()))?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+        self.kek.wrap(label, key)
     }
 
     fn unwrap(&self, label: &KeyLabel, wrapped: &[u8]) -> Result<SecretKey, KeyError> {
-        let name = || {
-            format!(
-                "{}/{}/v{}",
-                label.tenant,
-                label.purpose.as_str(),
-                label.version
-            )
-        };
-        if wrapped.len() != WRAPPED_KEY_LEN || wrapped[0] != WRAP_FORMAT_V1 {
-            return Err(KeyError::Malformed(name()));
-        }
-        let nonce = Nonce::from_slice(&wrapped[1..1 + NONCE_LEN]);
-        let body = &wrapped[1 + NONCE_LEN..];
-        let (ciphertext, tag) = body.split_at(KEY_LEN);
-        let mut plain = Zeroizing::new([0u8; KEY_LEN]);
-        plain.copy_from_slice(ciphertext);
-        self.kek
-            .decrypt_in_place_detached(nonce, &label.aad(), &mut plain[..], Tag::from_slice(tag))
-            .map_err(|_| KeyError::Unwrap(name()))?;
-        SecretKey::from_slice(&plain[..]).ok_or_else(|| KeyError::Malformed(name()))
+        self.kek.unwrap(label, wrapped)
     }
 }
 
@@ -227,6 +185,7 @@ impl KeyProvider for KeyFileProvider {
 mod tests {
     use super::*;
     use crate::crypto::KeyPurpose;
+    use crate::crypto::kek::WRAPPED_KEY_LEN;
     use crate::domain::TenantId;
 
     fn label(tenant: &str, version: u32) -> KeyLabel {

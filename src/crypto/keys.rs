@@ -1,7 +1,7 @@
 //! Key material and the KEK boundary. A [`SecretKey`] is 32 bytes that wipe
 //! themselves on drop and print as `<redacted>`; a [`KeyProvider`] wraps and
-//! unwraps data keys with the KEK without ever handing the KEK out, so an HSM
-//! can implement it later. A [`DataKey`] is one unwrapped, expanded AES-256-GCM
+//! unwraps data keys with the KEK without ever handing the KEK out (the HSM
+//! provider never even holds it). A [`DataKey`] is one unwrapped, expanded AES-256-GCM
 //! key with its version and its count of encryptions.
 
 use std::fmt;
@@ -139,6 +139,13 @@ pub enum KeyError {
     /// Wrapping failed inside the provider.
     #[error("key provider failed to wrap a key: {0}")]
     Provider(String),
+    /// The key was wrapped by another kind of KEK provider than this one.
+    #[error("key {0} was wrapped by {1}, not by the configured KEK provider ([kek] provider)")]
+    OtherProvider(String, &'static str),
+    /// The device that holds the KEK cannot be reached now (an HSM that lost
+    /// its session, a module that fails); retrying later may succeed.
+    #[error("the KEK device is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Holds the key-encryption key and wraps data keys with it. The KEK itself

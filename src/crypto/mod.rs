@@ -1,17 +1,23 @@
 //! The key hierarchy and everything that touches key material: the KEK
-//! provider trait and its key-file implementation, per-tenant data keys,
-//! sealing and opening PAN records, and PAN fingerprints. No I/O except the
-//! key provider's own (reading the key file).
+//! provider trait and its implementations (key file, custodian shares, a
+//! PKCS#11 HSM), per-tenant data keys, sealing and opening PAN records, and
+//! PAN fingerprints. No I/O except the key providers' own (reading the key
+//! file, talking to the HSM).
 
 pub mod fingerprint;
 pub mod guarded;
+pub mod kek;
 pub mod keyfile;
 pub mod keys;
+#[cfg(feature = "vault")]
+pub mod pkcs11;
 pub mod record;
+pub mod shares;
 pub mod transient;
 
 pub use fingerprint::{Fingerprint, Fingerprinter};
 pub use guarded::Guarded;
+pub use kek::AesKek;
 pub use keyfile::{KeyFileError, KeyFileProvider};
 pub use keys::{DataKey, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 pub use record::{RecordError, RecordView};

@@ -264,6 +264,15 @@ pub struct ClearRequest {
     pub principal: String,
 }
 
+/// `POST /v1/admin/unseal`: one custodian's share file, as text. Wiped on
+/// drop, printed redacted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealRequest {
+    /// The share file's contents.
+    pub share: SecretString,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,13 @@ pub enum ApiError {
     RateLimited(u32),
     /// 503: storage or a dependency is failing, or the request timed out.
     Unavailable(&'static str),
+    /// 503: the vault is sealed until custodians hand in enough KEK shares.
+    Sealed,
+    /// 400: a KEK share was refused (the message says why, never its bytes).
+    ShareRejected(&'static str),
+    /// 409: unseal or seal asked of a vault whose KEK is not split, or
+    /// unseal of a vault that is not sealed.
+    SealState(&'static str),
     /// 500: a bug or corrupted data; details are in the log, not the response.
     Internal,
 }
@@ -56,7 +63,7 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 13] = [
+    pub const EVERY_KIND: [ApiError; 16] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
@@ -69,6 +76,9 @@ impl ApiError {
         ApiError::UnsupportedMediaType,
         ApiError::RateLimited(1),
         ApiError::Unavailable(""),
+        ApiError::Sealed,
+        ApiError::ShareRejected(""),
+        ApiError::SealState(""),
         ApiError::Internal,
     ];
 
@@ -78,14 +88,16 @@ impl ApiError {
             ApiError::InvalidRequest(_)
             | ApiError::InvalidPan(_)
             | ApiError::BatchTooLarge
-            | ApiError::ReasonRequired => StatusCode::BAD_REQUEST,
+            | ApiError::ReasonRequired
+            | ApiError::ShareRejected(_) => StatusCode::BAD_REQUEST,
+            ApiError::SealState(_) => StatusCode::CONFLICT,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::TokenNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +117,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Sealed => "sealed",
+            ApiError::ShareRejected(_) => "share_rejected",
+            ApiError::SealState(_) => "seal_state",
             ApiError::Internal => "internal",
         }
     }
@@ -112,7 +127,12 @@ impl ApiError {
     /// Fixed message.
     pub fn message(self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(m) | ApiError::InvalidPan(m) | ApiError::Unavailable(m) => m,
+            ApiError::InvalidRequest(m)
+            | ApiError::InvalidPan(m)
+            | ApiError::Unavailable(m)
+            | ApiError::ShareRejected(m)
+            | ApiError::SealState(m) => m,
+            ApiError::Sealed => "the vault is sealed; custodians must unseal it (cardvault unseal)",
             ApiError::BatchTooLarge => "too many items in one batch",
             ApiError::ReasonRequired => "this principal must give a \"reason\" for each reveal",
             ApiError::Forbidden => "the client certificate is not authorized for this operation",
@@ -141,6 +161,10 @@ impl ApiError {
     pub fn from_vault(e: &VaultError) -> ApiError {
         match e {
             VaultError::TokenNotFound | VaultError::UnknownTenant(_) => ApiError::TokenNotFound,
+            VaultError::Sealed => ApiError::Sealed,
+            VaultError::Key(crate::crypto::KeyError::Unavailable(_)) => {
+                ApiError::Unavailable("the HSM holding the KEK is unavailable; retry later")
+            }
             VaultError::StorageFull { .. } => ApiError::Unavailable("storage is full; retry later"),
             VaultError::Store(_) => ApiError::Unavailable("storage is unavailable; retry later"),
             VaultError::TokenSpaceExhausted => {

@@ -150,6 +150,14 @@ impl Caller {
         })
     }
 
+    /// Whether the caller holds the admin role with `scope = "global"`
+    /// (what acts on the whole vault, like sealing it, needs).
+    pub fn is_global_admin(&self) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(|a| a.roles.contains(&Role::Admin) && a.scope == AdminScope::Global)
+    }
+
     /// Whether the caller must give a reason for each reveal.
     pub fn must_give_reason(&self) -> bool {
         self.access.as_ref().is_some_and(|a| a.require_reason)

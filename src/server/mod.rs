@@ -4,7 +4,8 @@
 //! shutdown) and the plain-HTTP ops listener ([`ops`]). Thin: all card logic
 //! is in [`crate::vault`]. Each concern has its file: requests
 //! ([`request`]), responses ([`response`]), auditing ([`audited`]), the card
-//! routes ([`api`]) and admin routes ([`admin`]), identity, errors, alert
+//! routes ([`api`]), admin routes ([`admin`]), key custody ([`custody`]:
+//! the KEK provider, sealed state, shares) and its routes ([`seal`]), identity, errors, alert
 //! rules, rate limits, TLS and metrics; [`running`] binds and starts the
 //! listeners over the route table ([`routes`]); [`service`] wires the whole
 //! vault.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod audited;
 pub mod budget;
 pub mod connection;
+pub mod custody;
 pub mod error;
 pub mod identity;
 pub mod listener;
@@ -29,6 +31,7 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod running;
+pub mod seal;
 pub mod service;
 pub mod shares;
 pub mod state;

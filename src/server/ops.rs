@@ -23,40 +23,47 @@ use tokio::sync::watch;
 
 use super::accept;
 use super::connection::{self, Activity};
+use super::custody::{Custody, SealStatus};
 use crate::config::LimitsConfig;
 
 /// What `/healthz` and `/readyz` answer: `{"state": "serving" |
-/// "draining", "sealed": false, "version": "…"}` (the vault has no sealed
-/// state yet; the field is there for the key-custody work).
-fn status(ready: bool) -> axum::Json<serde_json::Value> {
+/// "draining", "sealed", "shares_received", "threshold", "version"}`.
+fn status(ready: bool, seal: SealStatus) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "state": if ready { "serving" } else { "draining" },
-        "sealed": false,
+        "sealed": seal.sealed,
+        "shares_received": seal.shares_received,
+        "threshold": seal.threshold,
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
 
 /// The ops routes; `ready` turns false when shutdown begins (then
-/// `/readyz` answers 503, `/healthz` still 200).
-pub fn router(ready: Arc<AtomicBool>, metrics: PrometheusHandle) -> Router {
+/// `/readyz` answers 503, `/healthz` still 200). A sealed vault is alive
+/// (`/healthz` 200) but not ready (`/readyz` 503 with the seal status).
+pub fn router(ready: Arc<AtomicBool>, custody: Arc<Custody>, metrics: PrometheusHandle) -> Router {
     let live = Arc::clone(&ready);
+    let live_custody = Arc::clone(&custody);
     let process = metrics_process::Collector::default();
     process.describe();
     Router::new()
         .route(
             "/healthz",
-            get(move || std::future::ready(status(live.load(Ordering::SeqCst)))),
+            get(move || {
+                std::future::ready(status(live.load(Ordering::SeqCst), live_custody.status()))
+            }),
         )
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.load(Ordering::SeqCst);
-                let code = if ready {
+                let seal = custody.status();
+                let code = if ready && !seal.sealed {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                std::future::ready((code, status(ready)))
+                std::future::ready((code, status(ready, seal)))
             }),
         )
         .route(

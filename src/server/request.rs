@@ -17,7 +17,7 @@ use crate::domain::{Expiry, Pan, Token};
 use crate::peer::body::{self, BodyError};
 
 pub use crate::peer::body::{
-    ClearRequest, CvcRequest, DetokenizeRequest, LookupRequest, TokenizeRequest,
+    ClearRequest, CvcRequest, DetokenizeRequest, LookupRequest, TokenizeRequest, UnsealRequest,
 };
 
 impl From<BodyError> for ApiError {

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{admin, api};
+use super::{admin, api, seal};
 
 /// Every API route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -25,6 +25,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/admin/alerts", get(admin::list_blocks))
         .route("/v1/admin/alerts/clear", post(admin::clear_block))
+        .route("/v1/admin/unseal", post(seal::unseal))
+        .route("/v1/admin/seal", post(seal::seal))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::budget::BodyBudget;
+use super::custody::Custody;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
 use super::reload::Reloadable;
@@ -84,6 +85,7 @@ impl Running {
 pub async fn start(
     config: &Config,
     vault: Arc<Vault>,
+    custody: Arc<Custody>,
     audit: AuditLog,
 ) -> Result<Running, ServerError> {
     let reloadable = Reloadable::new(config)?;
@@ -97,6 +99,7 @@ pub async fn start(
     tokio::spawn(sweep_cvcs(Arc::clone(&cvcs), shutdown_rx.clone()));
     let state = Arc::new(AppState {
         vault,
+        custody: Arc::clone(&custody),
         limits: config.limits.clone(),
         audit: audit.clone(),
         principals: Arc::clone(&reloadable),
@@ -115,7 +118,7 @@ pub async fn start(
         monitor,
     };
     let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
-    let ops_router = ops::router(Arc::clone(&ready), metrics);
+    let ops_router = ops::router(Arc::clone(&ready), custody, metrics);
     let ops = tokio::spawn(ops::run(
         ops_listener,
         ops_router,

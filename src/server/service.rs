@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::custody::{Custody, Kek, open_kek};
 use super::running::{Running, start};
 use crate::audit::{AuditLog, Event, EventKind};
-use crate::config::Config;
-use crate::crypto::KeyFileProvider;
+use crate::config::{Config, KekSource};
 use crate::dirlock::DirLock;
 use crate::vault::{Vault, VaultOptions};
 
@@ -21,6 +21,7 @@ pub struct Service {
     pub ops_addr: SocketAddr,
     running: Running,
     vault: Arc<Vault>,
+    custody: Arc<Custody>,
     audit: AuditLog,
     /// Held until the service is dropped.
     _data_lock: DirLock,
@@ -32,11 +33,17 @@ impl Service {
     /// a vault that cannot account for reveals does not start) and the
     /// vault, then starts serving and records `vault_start`.
     pub async fn launch(config: &Config) -> anyhow::Result<Service> {
+        let source = config.kek()?;
+        let mut secrets = vec![("TLS private key (api.key)", config.api.key.as_path())];
+        match &source {
+            KekSource::File(path) => secrets.push(("KEK file (storage.key_file)", path)),
+            KekSource::Pkcs11 { pin_file, .. } => {
+                secrets.push(("HSM PIN file (kek.pin_file)", pin_file))
+            }
+            KekSource::Shamir(_) => {}
+        }
         crate::hardening::refuse_unsafe_files(
-            &[
-                ("TLS private key (api.key)", &config.api.key),
-                ("KEK file (storage.key_file)", &config.storage.key_file),
-            ],
+            &secrets,
             &[
                 (
                     "data directory (storage.data_dir)",
@@ -48,8 +55,8 @@ impl Service {
         // First of all: one vault per data directory. A second process stops
         // here, before it touches the KEK, the trail or the database.
         let data_lock = DirLock::acquire(&config.storage.data_dir, "data directory")?;
-        let provider = Arc::new(KeyFileProvider::open(&config.storage.key_file)?);
-        let audit = AuditLog::open(config.audit.settings(), provider.as_ref())?;
+        let kek = open_kek(&source)?;
+        let (audit, pending) = AuditLog::prepare(config.audit.settings())?;
         let mut options = VaultOptions {
             tenant_modes: config.tenant_modes(),
             audit: Some(audit.clone()),
@@ -57,8 +64,30 @@ impl Service {
         };
         options.store.min_free_bytes = config.storage.min_free_bytes;
         options.store.block_cache_bytes = config.storage.block_cache_bytes.get();
-        let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
-        let running = start(config, Arc::clone(&vault), audit.clone()).await?;
+        let (vault, custody) = match kek {
+            Kek::Ready(provider) => {
+                pending.start(provider.as_ref()).map_err(|(_, e)| e)?;
+                let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
+                let custody = Custody::fixed(Arc::clone(&vault));
+                (vault, custody)
+            }
+            Kek::Sealed(set_file) => {
+                let vault = Arc::new(Vault::open_sealed(&config.storage.data_dir, options)?);
+                let custody = Custody::sealed(Arc::clone(&vault), pending, set_file)?;
+                tracing::warn!(
+                    "vault sealed: the KEK is split among custodians; it serves once enough of them run `cardvault unseal`"
+                );
+                (vault, custody)
+            }
+        };
+        let custody = Arc::new(custody);
+        let running = start(
+            config,
+            Arc::clone(&vault),
+            Arc::clone(&custody),
+            audit.clone(),
+        )
+        .await?;
         audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
             "api {} ops {} version {}",
             running.api_addr,
@@ -70,6 +99,7 @@ impl Service {
             ops_addr: running.ops_addr,
             running,
             vault,
+            custody,
             audit,
             _data_lock: data_lock,
         })
@@ -105,6 +135,11 @@ impl Service {
         ok
     }
 
+    /// Whether the vault is sealed (waiting for custodians' shares).
+    pub fn is_sealed(&self) -> bool {
+        self.vault.is_sealed()
+    }
+
     /// Turns `/readyz` to 503 while everything keeps serving; `stop`
     /// follows after the drain delay.
     pub fn begin_drain(&self) {
@@ -115,6 +150,8 @@ impl Service {
     /// records `vault_stop` and closes the audit trail.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.running.shutdown().await;
+        let audit_started = self.custody.audit_started();
+        drop(self.custody);
         let closed = match Arc::try_unwrap(self.vault) {
             Ok(vault) => vault.close().await.map_err(anyhow::Error::from),
             Err(_) => {
@@ -125,7 +162,13 @@ impl Service {
             }
         };
         self.audit.record(Event::new(EventKind::VaultStop));
-        self.audit.close().await?;
+        if audit_started {
+            self.audit.close().await?;
+        } else {
+            tracing::warn!(
+                "stopping a vault that was never unsealed: its queued audit events (unseal attempts) are in this log only"
+            );
+        }
         closed
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::budget::BodyBudget;
+use super::custody::Custody;
 use super::monitor::Monitor;
 use super::ratelimit::RateLimits;
 use super::reload::Reloadable;
@@ -16,6 +17,8 @@ use crate::vault::cvc::CvcHold;
 pub struct AppState {
     /// The vault core.
     pub vault: Arc<Vault>,
+    /// Key custody: the seal state and the custodians' shares.
+    pub custody: Arc<Custody>,
     /// Body and batch limits.
     pub limits: LimitsConfig,
     /// The audit trail.

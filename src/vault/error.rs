@@ -15,6 +15,10 @@ pub enum VaultError {
     /// No such token in this tenant.
     #[error("token not found")]
     TokenNotFound,
+    /// The vault is sealed: its KEK is not in memory until custodians
+    /// hand in enough shares.
+    #[error("the vault is sealed")]
+    Sealed,
     /// The tenant has no keys (nothing was ever tokenized for it).
     #[error("tenant {0} has no keys")]
     UnknownTenant(TenantId),

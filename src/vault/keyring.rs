@@ -4,8 +4,15 @@
 //! active data key (rotating at the threshold and at the hard limit), and
 //! reports counters and status. It writes only through the [`Store`] it is
 //! given; it never touches card data.
+//!
+//! A keyring can be **sealed**: no KEK provider and no unwrapped key (a
+//! vault whose KEK is split among custodians starts so). Every operation
+//! then fails with [`VaultError::Sealed`]; [`Keyring::unseal`] unwraps the
+//! stored keys with the provider the custodians rebuilt, [`Keyring::seal`]
+//! drops the provider and every key again (their memory is wiped on drop).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{VaultError, now_ms};
@@ -77,7 +84,14 @@ impl TenantKeys {
 
 /// The KEK provider and every tenant's keys.
 pub(super) struct Keyring {
-    provider: Arc<dyn KeyProvider>,
+    /// `None` while sealed.
+    provider: RwLock<Option<Arc<dyn KeyProvider>>>,
+    sealed: AtomicBool,
+    /// Whether the stored counters are exact (a clean shutdown, or a seal
+    /// that wrote them); otherwise the next unseal adds the margin.
+    counters_exact: AtomicBool,
+    /// Whether keys were ever unwrapped in this process.
+    ever_unsealed: AtomicBool,
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
     /// Serializes key creation and rotation (rare, and each writes to the store).
     admin: tokio::sync::Mutex<()>,
@@ -96,82 +110,105 @@ impl Keyring {
         policy: RotationPolicy,
         audit: Option<AuditLog>,
     ) -> Result<Keyring, VaultError> {
-        let margin = if clean {
+        let keyring = Keyring::sealed(clean, policy, audit);
+        keyring.unseal(provider, stored)?;
+        Ok(keyring)
+    }
+
+    /// A sealed keyring: no provider, no keys, until [`Keyring::unseal`].
+    pub(super) fn sealed(clean: bool, policy: RotationPolicy, audit: Option<AuditLog>) -> Keyring {
+        Keyring {
+            provider: RwLock::new(None),
+            sealed: AtomicBool::new(true),
+            counters_exact: AtomicBool::new(clean),
+            ever_unsealed: AtomicBool::new(false),
+            tenants: RwLock::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            policy,
+            audit,
+        }
+    }
+
+    /// Whether the keyring is sealed.
+    pub(super) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Whether keys were unwrapped at some point in this process (if not,
+    /// the stored counters were never raised and must not be marked exact).
+    pub(super) fn ever_unsealed(&self) -> bool {
+        self.ever_unsealed.load(Ordering::Acquire)
+    }
+
+    /// Unwraps every stored key with `provider` and opens the keyring. On
+    /// any failure (a KEK that did not wrap these keys) it stays sealed.
+    pub(super) fn unseal(
+        &self,
+        provider: Arc<dyn KeyProvider>,
+        stored: StoredKeys,
+    ) -> Result<(), VaultError> {
+        let margin = if self.counters_exact.load(Ordering::Acquire) {
             0
         } else {
             UNCLEAN_SHUTDOWN_COUNTER_MARGIN
         };
-        let counters: HashMap<KeyLabel, u64> = stored.counters.into_iter().collect();
-        let mut by_tenant: HashMap<TenantId, Vec<(KeyLabel, KeyRecord)>> = HashMap::new();
-        for (label, record) in stored.keys {
-            by_tenant
-                .entry(label.tenant.clone())
-                .or_default()
-                .push((label, record));
+        let tenants = unwrap_all(provider.as_ref(), stored, margin)?;
+        let mut slot = self.provider.write().map_err(|_| VaultError::Sealed)?;
+        let mut map = self.tenants.write().map_err(|_| VaultError::Sealed)?;
+        *map = tenants;
+        *slot = Some(provider);
+        // Counters in memory now carry the margin; a later seal writes them.
+        self.ever_unsealed.store(true, Ordering::Release);
+        self.sealed.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Seals: returns every data key's counter (for the caller to persist)
+    /// and drops the provider and every unwrapped key. Requests already
+    /// holding a tenant's keys finish with them.
+    pub(super) fn seal(&self) -> Vec<(KeyLabel, u64)> {
+        self.sealed.store(true, Ordering::Release);
+        let counters = self.counters();
+        if let Ok(mut map) = self.tenants.write() {
+            map.clear();
         }
-        let mut tenants = HashMap::new();
-        for (tenant, keys) in by_tenant {
-            let mut versions = HashMap::new();
-            let mut active = None;
-            let mut fingerprinter = None;
-            for (label, record) in keys {
-                let secret = provider.unwrap(&label, &record.wrapped)?;
-                match label.purpose {
-                    KeyPurpose::PanEncryption => {
-                        let sealed = counters.get(&label).copied().unwrap_or(0);
-                        let sealed = if sealed > 0 || margin > 0 {
-                            sealed.saturating_add(margin)
-                        } else {
-                            sealed
-                        };
-                        if record.state == KeyState::Active
-                            && active.is_none_or(|v| v < label.version)
-                        {
-                            active = Some(label.version);
-                        }
-                        let key = Arc::new(DataKey::new(label.version, &secret, sealed));
-                        versions.insert(label.version, DekSlot { key, record });
-                    }
-                    KeyPurpose::Fingerprint => {
-                        if fingerprinter
-                            .as_ref()
-                            .is_none_or(|f: &Fingerprinter| f.version() < label.version)
-                        {
-                            fingerprinter = Some(Fingerprinter::new(label.version, &secret)?);
-                        }
-                    }
-                    KeyPurpose::AuditMac => {}
-                }
-            }
-            let active =
-                active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;
-            let fingerprinter =
-                fingerprinter.ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
-            tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
-            let keys = TenantKeys {
-                tenant: tenant.clone(),
-                deks: RwLock::new(DekSet { active, versions }),
-                fingerprinter,
-            };
-            tenants.insert(tenant, Arc::new(keys));
+        if let Ok(mut slot) = self.provider.write() {
+            *slot = None;
         }
-        Ok(Keyring {
-            provider,
-            tenants: RwLock::new(tenants),
-            admin: tokio::sync::Mutex::new(()),
-            policy,
-            audit,
-        })
+        counters
+    }
+
+    /// Records that the counters a seal returned reached the disk.
+    pub(super) fn counters_persisted(&self) {
+        self.counters_exact.store(true, Ordering::Release);
+    }
+
+    fn provider(&self) -> Result<Arc<dyn KeyProvider>, VaultError> {
+        self.provider
+            .read()
+            .ok()
+            .and_then(|p| p.clone())
+            .ok_or(VaultError::Sealed)
     }
 
     /// What the KEK provider calls itself (for logs).
     pub(super) fn describe_provider(&self) -> String {
-        self.provider.describe()
+        self.provider()
+            .map_or_else(|_| "sealed".to_owned(), |p| p.describe())
     }
 
-    /// The tenant's keys, if it has any.
+    /// The tenant's keys, if it has any (none while sealed).
     pub(super) fn get(&self, tenant: &TenantId) -> Option<Arc<TenantKeys>> {
         self.tenants.read().ok()?.get(tenant).cloned()
+    }
+
+    /// The tenant's keys; a tenant without keys has no tokens.
+    pub(super) fn require(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, VaultError> {
+        match self.get(tenant) {
+            Some(keys) => Ok(keys),
+            None if self.is_sealed() => Err(VaultError::Sealed),
+            None => Err(VaultError::TokenNotFound),
+        }
     }
 
     fn all(&self) -> Vec<Arc<TenantKeys>> {
@@ -200,6 +237,7 @@ impl Keyring {
         if let Some(keys) = self.get(tenant) {
             return Ok(keys);
         }
+        let provider = self.provider()?;
         let now = now_ms();
         let dek_label = KeyLabel {
             tenant: tenant.clone(),
@@ -215,12 +253,12 @@ impl Keyring {
         let dek_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
-            wrapped: self.provider.wrap(&dek_label, &dek_secret)?,
+            wrapped: provider.wrap(&dek_label, &dek_secret)?,
         };
         let fp_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
-            wrapped: self.provider.wrap(&fp_label, &fp_secret)?,
+            wrapped: provider.wrap(&fp_label, &fp_secret)?,
         };
         store
             .put_keys(
@@ -266,9 +304,11 @@ impl Keyring {
         store: &dyn Store,
         tenant: &TenantId,
     ) -> Result<u32, VaultError> {
-        let keys = self
-            .get(tenant)
-            .ok_or_else(|| VaultError::UnknownTenant(tenant.clone()))?;
+        let keys = match self.get(tenant) {
+            Some(keys) => keys,
+            None if self.is_sealed() => return Err(VaultError::Sealed),
+            None => return Err(VaultError::UnknownTenant(tenant.clone())),
+        };
         let _admin = self.admin.lock().await;
         self.rotate_locked(store, &keys).await
     }
@@ -308,7 +348,7 @@ impl Keyring {
         let new_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now_ms(),
-            wrapped: self.provider.wrap(&new_label, &secret)?,
+            wrapped: self.provider()?.wrap(&new_label, &secret)?,
         };
         let retired = KeyRecord {
             state: KeyState::DecryptOnly,
@@ -417,4 +457,66 @@ impl Keyring {
         out.sort();
         out
     }
+}
+
+/// Unwraps every stored key with `provider`, tenant by tenant, raising each
+/// data key's counter by `margin` (after an unclean shutdown).
+fn unwrap_all(
+    provider: &dyn KeyProvider,
+    stored: StoredKeys,
+    margin: u64,
+) -> Result<HashMap<TenantId, Arc<TenantKeys>>, VaultError> {
+    let counters: HashMap<KeyLabel, u64> = stored.counters.into_iter().collect();
+    let mut by_tenant: HashMap<TenantId, Vec<(KeyLabel, KeyRecord)>> = HashMap::new();
+    for (label, record) in stored.keys {
+        by_tenant
+            .entry(label.tenant.clone())
+            .or_default()
+            .push((label, record));
+    }
+    let mut tenants = HashMap::new();
+    for (tenant, keys) in by_tenant {
+        let mut versions = HashMap::new();
+        let mut active = None;
+        let mut fingerprinter = None;
+        for (label, record) in keys {
+            let secret = provider.unwrap(&label, &record.wrapped)?;
+            match label.purpose {
+                KeyPurpose::PanEncryption => {
+                    let sealed = counters.get(&label).copied().unwrap_or(0);
+                    let sealed = if sealed > 0 || margin > 0 {
+                        sealed.saturating_add(margin)
+                    } else {
+                        sealed
+                    };
+                    if record.state == KeyState::Active && active.is_none_or(|v| v < label.version)
+                    {
+                        active = Some(label.version);
+                    }
+                    let key = Arc::new(DataKey::new(label.version, &secret, sealed));
+                    versions.insert(label.version, DekSlot { key, record });
+                }
+                KeyPurpose::Fingerprint => {
+                    if fingerprinter
+                        .as_ref()
+                        .is_none_or(|f: &Fingerprinter| f.version() < label.version)
+                    {
+                        fingerprinter = Some(Fingerprinter::new(label.version, &secret)?);
+                    }
+                }
+                KeyPurpose::AuditMac => {}
+            }
+        }
+        let active = active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;
+        let fingerprinter =
+            fingerprinter.ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
+        tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
+        let keys = TenantKeys {
+            tenant: tenant.clone(),
+            deks: RwLock::new(DekSet { active, versions }),
+            fingerprinter,
+        };
+        tenants.insert(tenant, Arc::new(keys));
+    }
+    Ok(tenants)
 }

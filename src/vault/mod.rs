@@ -164,15 +164,11 @@ impl Vault {
         provider: Arc<dyn KeyProvider>,
         options: VaultOptions,
     ) -> Result<Vault, VaultError> {
-        let policy = RotationPolicy {
-            rotate_after: options.dek_rotate_after,
-            hard_limit: options.dek_hard_limit,
-        };
         let keys = Keyring::load(
             provider,
             stored,
             store.was_clean_shutdown(),
-            policy,
+            rotation_policy(&options),
             options.audit.clone(),
         )?;
         Ok(Vault {
@@ -182,9 +178,64 @@ impl Vault {
         })
     }
 
+    /// Opens the embedded RocksDB store in `path` with a sealed keyring:
+    /// every operation answers [`VaultError::Sealed`] until
+    /// [`Vault::unseal`] is given the KEK provider.
+    pub fn open_sealed(path: &Path, options: VaultOptions) -> Result<Vault, VaultError> {
+        let store = RocksStore::open(path, &options.store)?;
+        let keys = Keyring::sealed(
+            store.was_clean_shutdown(),
+            rotation_policy(&options),
+            options.audit.clone(),
+        );
+        Ok(Vault {
+            store: Box::new(store),
+            keys,
+            options,
+        })
+    }
+
+    /// Whether the vault is sealed (no KEK, no keys in memory).
+    pub fn is_sealed(&self) -> bool {
+        self.keys.is_sealed()
+    }
+
+    fn unsealed(&self) -> Result<(), VaultError> {
+        if self.keys.is_sealed() {
+            Err(VaultError::Sealed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Unwraps every stored key with `provider` and starts serving. If the
+    /// provider's KEK did not wrap the stored keys, the vault stays sealed.
+    pub async fn unseal(&self, provider: Arc<dyn KeyProvider>) -> Result<(), VaultError> {
+        let stored = self.store.load_keys().await?;
+        self.keys.unseal(provider, stored)
+    }
+
+    /// Seals: writes the exact encryption counters, then drops the KEK
+    /// provider and every unwrapped key. Already sealed: nothing happens.
+    pub async fn seal(&self) -> Result<(), VaultError> {
+        if self.keys.is_sealed() {
+            return Ok(());
+        }
+        let counters = self.keys.seal();
+        self.store.put_keys(Vec::new(), counters).await?;
+        self.keys.counters_persisted();
+        Ok(())
+    }
+
     /// Writes exact encryption counters and the clean-shutdown marker, then
-    /// closes the store.
+    /// closes the store. A vault that was never unsealed in this process
+    /// closes without the marker: its stored counters were never checked,
+    /// so after an earlier crash the margin must still apply next time.
     pub async fn close(self) -> Result<(), VaultError> {
+        if !self.keys.ever_unsealed() {
+            drop(self.store);
+            return Ok(());
+        }
         let counters = self.keys.counters();
         self.store.close(counters).await?;
         Ok(())
@@ -405,7 +456,7 @@ impl Vault {
         tenant: &TenantId,
         token: &Token,
     ) -> Result<Revealed, VaultError> {
-        let keys = self.keys.get(tenant).ok_or(VaultError::TokenNotFound)?;
+        let keys = self.keys.require(tenant)?;
         let entry = self.entry(tenant, token).await?;
         let view = RecordView::decode(&entry.record)?;
         let dek =
@@ -440,6 +491,7 @@ impl Vault {
         tenant: &TenantId,
         token: &Token,
     ) -> Result<TokenInfo, VaultError> {
+        self.unsealed()?;
         let entry = self.entry(tenant, token).await?;
         Ok(TokenInfo::from_meta(*token, &entry.meta))
     }
@@ -448,7 +500,7 @@ impl Vault {
     /// this card on file?"). Deterministic tenants only: a random-mode
     /// tenant stores no fingerprints, so every lookup there is not found.
     pub async fn lookup(&self, tenant: &TenantId, pan: &Pan) -> Result<TokenInfo, VaultError> {
-        let keys = self.keys.get(tenant).ok_or(VaultError::TokenNotFound)?;
+        let keys = self.keys.require(tenant)?;
         let fingerprint = keys.fingerprinter.fingerprint(pan);
         let token = self
             .store
@@ -460,6 +512,7 @@ impl Vault {
 
     /// Deletes `token` (and its fingerprint index entry) from `tenant`.
     pub async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<(), VaultError> {
+        self.unsealed()?;
         if self.store.delete(tenant, token).await? {
             Ok(())
         } else {
@@ -475,6 +528,13 @@ impl Vault {
     /// Moves buffered writes into the store's files (tests and tools).
     pub async fn flush(&self) -> Result<(), VaultError> {
         Ok(self.store.flush().await?)
+    }
+}
+
+fn rotation_policy(options: &VaultOptions) -> RotationPolicy {
+    RotationPolicy {
+        rotate_after: options.dek_rotate_after,
+        hard_limit: options.dek_hard_limit,
     }
 }
 

@@ -46,7 +46,7 @@ async fn every_event_is_recorded_with_its_fields_and_no_pan() {
         c.alerts.handshake_failure_burst = BurstRule::new(2, 600);
     });
     let audit_dir = harness.config.audit.dir.clone();
-    let kek = harness.config.storage.key_file.clone();
+    let kek = harness.config.storage.key_file.clone().unwrap();
     let service = harness.start().await;
     let addr = service.api_addr;
     let mut cart = harness.connect("cart", addr).await;

@@ -7,6 +7,7 @@
 mod audit;
 mod cli;
 mod common;
+mod custody;
 mod deploy;
 mod fuzz_corpus;
 mod hostile;

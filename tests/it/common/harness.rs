@@ -48,9 +48,10 @@ impl Harness {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 ..OpsConfig::default()
             },
+            kek: None,
             storage: StorageConfig {
                 data_dir: dir.path().join("db"),
-                key_file: dir.path().join("kek.key"),
+                key_file: Some(dir.path().join("kek.key")),
                 min_free_bytes: 1 << 20,
                 block_cache_bytes: std::num::NonZeroUsize::new(8 << 20).unwrap(),
             },

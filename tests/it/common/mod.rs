@@ -94,6 +94,12 @@ impl DevServer {
     /// Like [`DevServer::start`] with extra environment (config overrides);
     /// the server's log goes to `DATA_DIR/serve.log`.
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> DevServer {
+        DevServer::start_full(data_dir, &[], env)
+    }
+
+    /// Like [`DevServer::start_with`] with extra `serve` arguments
+    /// (`--kek shamir`).
+    pub fn start_full(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> DevServer {
         use std::io::{BufRead, BufReader};
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let log = std::fs::File::create(data_dir.join("serve.log")).expect("create serve.log");
@@ -110,6 +116,7 @@ impl DevServer {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .spawn()

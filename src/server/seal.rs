@@ -1,0 +1,127 @@
+//! The custody routes: `POST /v1/admin/unseal` (role `custodian`: one KEK
+//! share per request, audited as `unseal_share_accepted` or
+//! `unseal_share_rejected` with the set and share index, never the share)
+//! and `POST /v1/admin/seal` (role `admin` with `scope = "global"`, audited
+//! as `sealed`). Both answer the seal status `{"sealed", "shares_received",
+//! "threshold"}`.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use secrecy::ExposeSecret;
+
+use super::audited::Audited;
+use super::custody::CustodyError;
+use super::error::ApiError;
+use super::identity::Caller;
+use super::observe::RequestId;
+use super::request::{UnsealRequest, read_json};
+use super::response::json;
+use super::state::AppState;
+use crate::audit::EventKind;
+use crate::config::Role;
+use crate::crypto::shares::ShareError;
+
+/// The fixed message for a refusal (no set ids or input in it).
+fn api_error(e: &CustodyError) -> ApiError {
+    match e {
+        CustodyError::NotSealable => ApiError::SealState(
+            "this vault's KEK is not split among custodians; it cannot be sealed or unsealed",
+        ),
+        CustodyError::NotSealed => ApiError::SealState("the vault is not sealed"),
+        CustodyError::Share(ShareError::Checksum) => ApiError::ShareRejected(
+            "the share file's checksum does not match: it was mistyped, truncated or edited",
+        ),
+        CustodyError::Share(ShareError::Malformed(_) | ShareError::Parameters { .. }) => {
+            ApiError::ShareRejected("not a valid cardvault KEK share file")
+        }
+        CustodyError::Share(ShareError::Foreign { .. }) => ApiError::ShareRejected(
+            "the share belongs to another split of the KEK, not this vault's",
+        ),
+        CustodyError::Share(ShareError::Duplicate(_)) => {
+            ApiError::ShareRejected("this share was handed in already")
+        }
+        CustodyError::Share(ShareError::Mismatch) => ApiError::ShareRejected(
+            "the shares do not combine to this vault's KEK; every share received was discarded",
+        ),
+        CustodyError::WrongKek(_) => ApiError::ShareRejected(
+            "the rebuilt KEK does not open this vault's keys; every share received was discarded",
+        ),
+        CustodyError::Failed(_) => ApiError::Internal,
+    }
+}
+
+/// `POST /v1/admin/unseal` (custodian) `{"share": "<share file text>"}`.
+pub async fn unseal(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::UnsealShareAccepted, &caller, &rid);
+    let mut unsealed = None;
+    let result = async {
+        caller.require(Role::Custodian)?;
+        let body: UnsealRequest =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        match state.custody.offer(body.share.expose_secret()).await {
+            Ok(offered) => {
+                audited.event().detail = Some(offered.detail);
+                unsealed = offered.unsealed.map(|detail| {
+                    let mut event = audited.event().clone();
+                    event.event = EventKind::Unsealed;
+                    event.detail = Some(detail);
+                    event
+                });
+                Ok(json(StatusCode::OK, &offered.status))
+            }
+            Err(e) => {
+                let event = audited.event();
+                event.event = EventKind::UnsealShareRejected;
+                event.detail = Some(e.to_string());
+                if let CustodyError::Failed(why) = &e {
+                    tracing::error!(error = %why, "unseal failed");
+                }
+                Err(api_error(&e))
+            }
+        }
+    }
+    .await;
+    let response = audited.close(result);
+    if let Some(event) = unsealed {
+        state.audit.record(event);
+    }
+    response
+}
+
+/// `POST /v1/admin/seal` (admin, global scope): drops the KEK and every key.
+pub async fn seal(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::Sealed, &caller, &rid);
+    let result = async {
+        caller.require(Role::Admin)?;
+        if !caller.is_global_admin() {
+            audited.event().detail = Some("sealing needs scope = \"global\"".into());
+            return Err(ApiError::Forbidden);
+        }
+        match state.custody.seal().await {
+            Ok(status) => {
+                audited.event().detail = Some("KEK and every key dropped".into());
+                Ok(json(StatusCode::OK, &status))
+            }
+            Err(e) => {
+                if let CustodyError::Failed(why) = &e {
+                    tracing::error!(error = %why, "seal failed");
+                }
+                Err(api_error(&e))
+            }
+        }
+    }
+    .await;
+    audited.close(result)
+}

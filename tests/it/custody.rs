@@ -1,0 +1,476 @@
+//! Key custody against real components: a KEK split among custodians
+//! (sealed start, unseal over mTLS with the `cardvault unseal` binary,
+//! refusals, seal, restart) and a KEK inside a real PKCS#11 token
+//! (SoftHSM2, read back with OpenSC's `pkcs11-tool`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hyper::StatusCode;
+use serde_json::json;
+
+use crate::common::{self, DevServer, assert_api_error, entries, of_kind};
+
+const PAN: &str = "4111111111111111";
+
+fn cardvault() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cardvault"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+fn share_path(dir: &Path, custodian: &str) -> PathBuf {
+    dir.join("custodians").join(format!("{custodian}.share"))
+}
+
+/// `cardvault unseal --dev DIR --addr API --share FILE`: exit code, stdout.
+fn unseal(server: &DevServer, share: &Path) -> (Option<i32>, String, String) {
+    let out = cardvault()
+        .arg("unseal")
+        .arg("--dev")
+        .arg(&server.data_dir)
+        .args(["--addr", &server.api, "--share"])
+        .arg(share)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
+}
+
+async fn reveal(
+    payments: &mut cardvault::client::Connection,
+    token: &str,
+) -> cardvault::client::Reply {
+    payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap()
+}
+
+async fn readyz(server: &DevServer) -> (u16, serde_json::Value) {
+    let log = std::fs::read_to_string(server.data_dir.join("serve.log")).unwrap_or_default();
+    let ops = server
+        .printed
+        .iter()
+        .find_map(|l| l.split("ops http://").nth(1))
+        .unwrap_or_else(|| panic!("no ops address printed; log: {log}"))
+        .trim()
+        .to_owned();
+    let (code, text) = common::harness::ops_get(ops.parse().unwrap(), "/readyz").await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (code, serde_json::from_str(body).unwrap())
+}
+
+/// The `data:` line of a share file: the secret part.
+fn share_data(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_kek_starts_sealed_and_any_two_custodians_unseal_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let server = DevServer::start_full(&dir, &["--kek", "shamir"], &[]);
+    assert!(
+        server
+            .printed
+            .iter()
+            .any(|l| l.starts_with("cardvault unseal --dev")),
+        "no unseal commands printed: {:?}",
+        server.printed
+    );
+    // Sealed: not ready, and every data route answers 503 `sealed`.
+    let (code, body) = readyz(&server).await;
+    assert_eq!(code, 503);
+    assert_eq!(body["sealed"], true);
+    assert_eq!(body["shares_received"], 0);
+    let mut cart = server.connect("cart").await;
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": PAN }))
+        .await
+        .unwrap();
+    assert_api_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sealed",
+        "tokenize while sealed",
+    );
+    let reply = cart.get("/v1/tokens/4111110000001111").await.unwrap();
+    assert_api_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sealed",
+        "metadata while sealed",
+    );
+    // Only custodians hand in shares.
+    let text = std::fs::read_to_string(share_path(&dir, "custodian-1")).unwrap();
+    let reply = cart
+        .post_json("/v1/admin/unseal", &json!({ "share": text }))
+        .await
+        .unwrap();
+    assert_api_error(&reply, StatusCode::FORBIDDEN, "forbidden", "cart unsealing");
+
+    // The third custodian first, then the same share again (refused).
+    let (code, out, err) = unseal(&server, &share_path(&dir, "custodian-3"));
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert_eq!(
+        status(&out),
+        json!({"sealed": true, "shares_received": 1, "threshold": 2})
+    );
+    let (code, out, _) = unseal(&server, &share_path(&dir, "custodian-3"));
+    assert_eq!(code, Some(1));
+    assert_eq!(status(&out)["error"]["code"], "share_rejected");
+
+    // A mistyped share: the CLI catches it before sending (exit 64); sent
+    // anyway over the API, the vault refuses it too.
+    let good = share_data(&share_path(&dir, "custodian-2"));
+    let flipped = format!(
+        "{}{}",
+        &good[..good.len() - 1],
+        if good.ends_with('0') { '1' } else { '0' }
+    );
+    let typo = tmp.path().join("typo.share");
+    let typo_text = std::fs::read_to_string(share_path(&dir, "custodian-2"))
+        .unwrap()
+        .replace(&good, &flipped);
+    std::fs::write(&typo, &typo_text).unwrap();
+    std::fs::set_permissions(&typo, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (code, _, err) = unseal(&server, &typo);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("checksum"), "{err}");
+    let mut custodian = server.connect("custodian-2").await;
+    let reply = custodian
+        .post_json("/v1/admin/unseal", &json!({ "share": typo_text }))
+        .await
+        .unwrap();
+    assert_api_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "share_rejected",
+        "mistyped share",
+    );
+    // A share of another split (a fresh `keys init --shares`).
+    let foreign_dir = tmp.path().join("foreign");
+    let out = cardvault()
+        .args([
+            "keys",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--out-dir",
+        ])
+        .arg(&foreign_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let foreign = std::fs::read_to_string(foreign_dir.join("custodian-1.share")).unwrap();
+    let reply = custodian
+        .post_json("/v1/admin/unseal", &json!({ "share": foreign }))
+        .await
+        .unwrap();
+    assert_api_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "share_rejected",
+        "foreign share",
+    );
+    // A group-readable share file is refused by the CLI.
+    let loose = tmp.path().join("loose.share");
+    std::fs::copy(share_path(&dir, "custodian-1"), &loose).unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let (code, _, err) = unseal(&server, &loose);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+
+    // The first custodian completes the unseal.
+    let (code, out, err) = unseal(&server, &share_path(&dir, "custodian-1"));
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert_eq!(status(&out)["sealed"], false);
+    let (code, body) = readyz(&server).await;
+    assert_eq!((code, body["sealed"].clone()), (200, json!(false)));
+    let token = common::tokenize(&mut cart, PAN).await;
+    let mut payments = server.connect("payments").await;
+    assert_eq!(reveal(&mut payments, &token).await.json()["pan"], PAN);
+
+    // Unsealing an unsealed vault: 409.
+    let (code, out, _) = unseal(&server, &share_path(&dir, "custodian-2"));
+    assert_eq!(code, Some(1));
+    assert_eq!(status(&out)["error"]["code"], "seal_state");
+
+    // Seal (admin, global scope): every key dropped; 503 until unsealed
+    // again, by another pair in another order.
+    let out = cardvault()
+        .arg("seal")
+        .arg("--dev")
+        .arg(&dir)
+        .args(["--addr", &server.api])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let reply = reveal(&mut payments, &token).await;
+    assert_api_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sealed",
+        "detokenize after seal",
+    );
+    for custodian in ["custodian-2", "custodian-1"] {
+        let (code, out, err) = unseal(&server, &share_path(&dir, custodian));
+        assert_eq!(code, Some(0), "{out} {err}");
+    }
+    assert_eq!(reveal(&mut payments, &token).await.json()["pan"], PAN);
+    drop((cart, payments, custodian));
+
+    // A restart seals again; the token survives it.
+    assert!(server.stop().success());
+    let server = DevServer::start_full(&dir, &["--kek", "shamir"], &[]);
+    let (code, body) = readyz(&server).await;
+    assert_eq!(
+        (code, body["sealed"].clone(), body["threshold"].clone()),
+        (503, json!(true), json!(2))
+    );
+    // The set is pinned now: a foreign share is refused as the first one.
+    let mut custodian = server.connect("custodian-1").await;
+    let reply = custodian
+        .post_json("/v1/admin/unseal", &json!({ "share": foreign }))
+        .await
+        .unwrap();
+    assert_api_error(
+        &reply,
+        StatusCode::BAD_REQUEST,
+        "share_rejected",
+        "foreign first share",
+    );
+    for custodian in ["custodian-1", "custodian-3"] {
+        let (code, out, err) = unseal(&server, &share_path(&dir, custodian));
+        assert_eq!(code, Some(0), "{out} {err}");
+    }
+    let mut payments = server.connect("payments").await;
+    assert_eq!(reveal(&mut payments, &token).await.json()["pan"], PAN);
+    drop((payments, custodian));
+    assert!(server.stop().success());
+
+    // The trail tells the ceremony: who handed in which share, refusals,
+    // unseal, seal — and holds no share's secret part, nor does any file.
+    let trail = entries(&dir.join("audit"));
+    assert!(of_kind(&trail, "unseal_share_accepted").len() >= 6);
+    let rejected = of_kind(&trail, "unseal_share_rejected");
+    assert!(rejected.len() >= 4, "{rejected:?}");
+    assert!(rejected.iter().any(|e| e["principal"] == "custodian-2"));
+    assert_eq!(of_kind(&trail, "unsealed").len(), 3);
+    assert_eq!(of_kind(&trail, "sealed").len(), 1);
+    assert_eq!(of_kind(&trail, "sealed")[0]["principal"], "admin");
+    for custodian in ["custodian-1", "custodian-2", "custodian-3"] {
+        let secret = share_data(&share_path(&dir, custodian));
+        let holders = common::files_containing(&dir, secret.as_bytes());
+        assert_eq!(
+            holders,
+            vec![share_path(&dir, custodian)],
+            "{custodian}'s share outside its file"
+        );
+    }
+    // The KEK split cannot be opened by offline commands.
+    let out = cardvault()
+        .args(["keys", "status", "--dev"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `SOFTHSM2_CONF` for a dev directory made with `--kek pkcs11`.
+fn softhsm_env(dir: &Path) -> (String, String) {
+    (
+        "SOFTHSM2_CONF".to_owned(),
+        dir.join("softhsm/softhsm2.conf").display().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kek_in_a_pkcs11_token_never_leaves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let server = DevServer::start_full(&dir, &["--kek", "pkcs11"], &[]);
+    let mut cart = server.connect("cart").await;
+    let token = common::tokenize(&mut cart, PAN).await;
+    drop(cart);
+    assert!(server.stop().success());
+    // No key file anywhere in the directory; the config names the token.
+    assert!(!dir.join("kek.key").exists());
+    let config = std::fs::read_to_string(dir.join("cardvault.toml")).unwrap();
+    assert!(config.contains("provider = \"pkcs11\"") && !config.contains("key_file"));
+    // Restarted, it opens the record through the token.
+    let server = DevServer::start_full(&dir, &[], &[]);
+    let mut payments = server.connect("payments").await;
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["pan"], PAN);
+    drop(payments);
+    assert!(server.stop().success());
+
+    // The key's attributes, read back through PKCS#11 by another program.
+    let (env, conf) = softhsm_env(&dir);
+    let pin = std::fs::read_to_string(dir.join("hsm.pin")).unwrap();
+    let out = Command::new("pkcs11-tool")
+        .env(&env, &conf)
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "cardvault-dev",
+            "--login",
+            "--pin",
+            pin.trim(),
+            "--list-objects",
+            "--type",
+            "secrkey",
+        ])
+        .output()
+        .expect("pkcs11-tool (Debian package opensc)");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("cardvault-kek-1"), "{listing}");
+    assert!(listing.contains("AES length 32"), "{listing}");
+    assert!(
+        listing.contains("sensitive") && listing.contains("never extractable"),
+        "{listing}"
+    );
+    // Reading its value is refused by the token.
+    let out = Command::new("pkcs11-tool")
+        .env(&env, &conf)
+        .args([
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "cardvault-dev",
+            "--login",
+            "--pin",
+            pin.trim(),
+            "--read-object",
+            "--type",
+            "secrkey",
+            "--label",
+            "cardvault-kek-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the KEK's value was readable");
+
+    // Misconfigurations exit 64 naming the field, and never print the PIN.
+    let wrong_pin = dir.join("wrong.pin");
+    std::fs::write(&wrong_pin, "not-the-pin-7731\n").unwrap();
+    std::fs::set_permissions(
+        &wrong_pin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    for (field, from, to) in [
+        (
+            "kek.pin_file",
+            "pin_file = \"hsm.pin\"",
+            "pin_file = \"wrong.pin\"",
+        ),
+        (
+            "kek.module",
+            "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+            "module = \"/usr/lib/softhsm/no-such-module.so\"",
+        ),
+        (
+            "kek.key_label",
+            "key_label = \"cardvault-kek-1\"",
+            "key_label = \"no-such-key\"",
+        ),
+        (
+            "kek.token_label",
+            "token_label = \"cardvault-dev\"",
+            "token_label = \"no-such-token\"",
+        ),
+    ] {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, config.replace(from, to)).unwrap();
+        let out = cardvault()
+            .env(&env, &conf)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{field}: {stderr}");
+        assert!(stderr.contains(field), "{field}: {stderr}");
+        for secret in [pin.trim(), "not-the-pin-7731"] {
+            assert!(!stderr.contains(secret), "{field}: PIN in {stderr}");
+            assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+        }
+    }
+    // `keys init --pkcs11` refuses to overwrite the label.
+    let out = cardvault()
+        .env(&env, &conf)
+        .args(["keys", "init", "--pkcs11", "--config"])
+        .arg(dir.join("cardvault.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("kek.key_label") && stderr.contains("refusing"),
+        "{stderr}"
+    );
+    // Offline commands open the vault through the token.
+    let out = cardvault()
+        .args(["keys", "status", "--dev"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tenant default"));
+    let out = cardvault()
+        .args(["audit", "verify", "--dev"])
+        .arg(&dir)
+        .arg(dir.join("audit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
