@@ -17,7 +17,9 @@ use std::sync::{Arc, RwLock};
 
 use super::{VaultError, now_ms};
 use crate::audit::{AuditLog, Event, EventKind};
-use crate::crypto::{DataKey, Fingerprinter, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
+use crate::crypto::{
+    DataKey, Fingerprinter, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey,
+};
 use crate::domain::TenantId;
 use crate::store::codec::{KeyRecord, KeyState};
 use crate::store::{Store, StoredKeys};
@@ -92,6 +94,8 @@ pub(super) struct Keyring {
     counters_exact: AtomicBool,
     /// Whether keys were ever unwrapped in this process.
     ever_unsealed: AtomicBool,
+    /// Whether the provider's device failed its last call.
+    device_down: AtomicBool,
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
     /// Serializes key creation and rotation (rare, and each writes to the store).
     admin: tokio::sync::Mutex<()>,
@@ -122,6 +126,7 @@ impl Keyring {
             sealed: AtomicBool::new(true),
             counters_exact: AtomicBool::new(clean),
             ever_unsealed: AtomicBool::new(false),
+            device_down: AtomicBool::new(false),
             tenants: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             policy,
@@ -181,6 +186,27 @@ impl Keyring {
     /// Records that the counters a seal returned reached the disk.
     pub(super) fn counters_persisted(&self) {
         self.counters_exact.store(true, Ordering::Release);
+    }
+
+    /// Passes a provider call's result through, auditing the device going
+    /// away (`hsm_unavailable`) and coming back (`hsm_recovered`) once each.
+    fn device<T>(&self, result: Result<T, KeyError>) -> Result<T, KeyError> {
+        match &result {
+            Err(KeyError::Unavailable(why)) => {
+                if !self.device_down.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %why, "the KEK device is unavailable");
+                    self.audit(Event::new(EventKind::HsmUnavailable).with_detail(why.clone()));
+                }
+            }
+            Ok(_) => {
+                if self.device_down.swap(false, Ordering::AcqRel) {
+                    tracing::info!("the KEK device answers again");
+                    self.audit(Event::new(EventKind::HsmRecovered));
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     fn provider(&self) -> Result<Arc<dyn KeyProvider>, VaultError> {
@@ -253,12 +279,12 @@ impl Keyring {
         let dek_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
-            wrapped: provider.wrap(&dek_label, &dek_secret)?,
+            wrapped: self.device(provider.wrap(&dek_label, &dek_secret))?,
         };
         let fp_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
-            wrapped: provider.wrap(&fp_label, &fp_secret)?,
+            wrapped: self.device(provider.wrap(&fp_label, &fp_secret))?,
         };
         store
             .put_keys(
@@ -348,7 +374,7 @@ impl Keyring {
         let new_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now_ms(),
-            wrapped: self.provider()?.wrap(&new_label, &secret)?,
+            wrapped: self.device(self.provider()?.wrap(&new_label, &secret))?,
         };
         let retired = KeyRecord {
             state: KeyState::DecryptOnly,

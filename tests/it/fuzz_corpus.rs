@@ -22,13 +22,14 @@ use rustls_pki_types::pem::PemObject;
 /// A fuzz target: its name and its entry point.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 6] = [
+const TARGETS: [Target; 7] = [
     ("pan_parse", fuzzing::pan_parse),
     ("token_parse", fuzzing::token_parse),
     ("record_open", fuzzing::record_open),
     ("audit_line", fuzzing::audit_line),
     ("request_body", fuzzing::request_body),
     ("certificate_name", fuzzing::certificate_name),
+    ("kek_share", fuzzing::kek_share),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
