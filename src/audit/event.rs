@@ -74,6 +74,10 @@ pub enum EventKind {
     Unsealed,
     /// The vault was sealed: the KEK and every unwrapped key were dropped.
     Sealed,
+    /// A KEK rotation step: every key wrapped under the next KEK too
+    /// (`detail` names both KEKs and the count), or the rotation finished or
+    /// rolled back when the vault opened on one of them.
+    KekRotated,
     /// The HSM holding the KEK failed an operation after a retry.
     HsmUnavailable,
     /// The HSM answered again after a failure.
@@ -111,6 +115,7 @@ impl EventKind {
             EventKind::UnsealShareRejected => "unseal_share_rejected",
             EventKind::Unsealed => "unsealed",
             EventKind::Sealed => "sealed",
+            EventKind::KekRotated => "kek_rotated",
             EventKind::HsmUnavailable => "hsm_unavailable",
             EventKind::HsmRecovered => "hsm_recovered",
         }

@@ -87,7 +87,7 @@ pub fn verify(
             message: "no audit segments (audit-NNNNNNNN.jsonl) here".into(),
         });
     }
-    let audit_key = key::load(&dir, provider)?
+    let audit_key = key::read(&dir, provider)?
         .ok_or_else(|| AuditError::Key(format!("no {} in {}", key::KEY_FILE, dir.display())))?;
     let chain = Chain::new(&audit_key.key);
     let mut report = VerifyReport {

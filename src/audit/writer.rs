@@ -58,6 +58,9 @@ impl AuditSettings {
 }
 
 enum Message {
+    /// The wrapped audit key file changed (a KEK rotation): the bytes the
+    /// writer puts back into a directory that lost it.
+    KeyFile(Vec<u8>),
     Record(Event),
     Durable(Event, oneshot::Sender<Result<u64, AuditError>>),
     Close(oneshot::Sender<Result<(), AuditError>>),
@@ -67,6 +70,7 @@ enum Message {
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     tx: mpsc::Sender<Message>,
+    dir: PathBuf,
 }
 
 impl AuditLog {
@@ -93,13 +97,29 @@ impl AuditLog {
         let lock = DirLock::acquire(&settings.dir, "audit directory")?;
         let (tx, rx) = mpsc::channel();
         Ok((
-            AuditLog { tx },
+            AuditLog {
+                tx,
+                dir: settings.dir.clone(),
+            },
             PendingAudit {
                 settings,
                 lock: Some(lock),
                 rx,
             },
         ))
+    }
+
+    /// Phase one of a KEK rotation for the audit key: wraps it under `next`
+    /// too (see [`key::rewrap`]).
+    pub fn rewrap_key(
+        &self,
+        current: &dyn KeyProvider,
+        next: &dyn KeyProvider,
+    ) -> Result<(), AuditError> {
+        let bytes = key::rewrap(&self.dir, current, next)?;
+        self.tx
+            .send(Message::KeyFile(bytes))
+            .map_err(|_| AuditError::Closed)
     }
 
     /// Queues `event`; it reaches the disk within the sync interval. Never
@@ -387,6 +407,7 @@ impl Writer {
         let mut events = 0u64;
         for message in batch.drain(..) {
             match message {
+                Message::KeyFile(bytes) => self.key_file = bytes,
                 Message::Record(event) => {
                     self.append(&event);
                     events += 1;

@@ -60,10 +60,7 @@ pub fn config_text(kek: DevKek) -> String {
             base.replace("key_file = \"kek.key\"\n", "")
         ),
         DevKek::Shamir => {
-            let mut text = base.replace("key_file = \"kek.key\"\n", "").replace(
-                "roles = [\"read\", \"delete\", \"admin\"]\n",
-                "roles = [\"read\", \"delete\", \"admin\"]\nscope = \"global\"\n",
-            );
+            let mut text = base.replace("key_file = \"kek.key\"\n", "");
             text.push_str("\n[kek]\nprovider = \"shamir\"\n");
             for name in DEV_CUSTODIANS {
                 let _ = write!(

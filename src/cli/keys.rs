@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use super::error::{CliError, CliResult};
 use super::offline::VaultLocation;
 use crate::config::{Config, KekSource};
+use crate::crypto::KeyFileProvider;
 use crate::crypto::pkcs11::{Pkcs11Provider, Pkcs11Settings};
-use crate::crypto::{KeyFileProvider, SecretKey, shares};
 use crate::domain::TenantId;
 
 /// How `keys init --pkcs11` finds the token: `[kek]` of a config file, or flags.
@@ -75,6 +75,11 @@ pub enum KeysCommand {
         #[arg(long, default_value = "default")]
         tenant: String,
     },
+    /// Rotate the running vault's KEK online: every data key, fingerprint
+    /// key and the audit key are wrapped under the new KEK too (one durable
+    /// commit) while it keeps serving; the rotation finishes when the vault
+    /// next opens on the new KEK (docs/keys.md).
+    RotateKek(super::client::RotateKekArgs),
     /// Show each tenant's active data-key version and its encryption count.
     Status {
         #[command(flatten)]
@@ -135,6 +140,7 @@ pub async fn run(command: KeysCommand) -> CliResult {
             let version = version.context("rotating the data key")?;
             say!("tenant {tenant}: data key version {version} is now active");
         }
+        KeysCommand::RotateKek(args) => super::client::rotate_kek(args).await?,
         KeysCommand::Status { vault } => {
             let offline = vault.open()?;
             for (tenant, version, sealed) in offline.vault.key_status() {
@@ -204,36 +210,8 @@ fn custodian_names(count: u8, given: Vec<String>) -> Result<Vec<String>, CliErro
 /// Generates a KEK, splits it, writes one share file per custodian (mode
 /// 0600, never overwriting) and drops the KEK. Returns the set id.
 pub fn write_shares(dir: &Path, threshold: u8, names: &[String]) -> Result<String, CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let kek = SecretKey::generate().context("drawing the KEK")?;
-    let split =
-        shares::split(&kek, threshold, names).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (set, kek) = crate::server::custody::write_shares(dir, threshold, names)
+        .map_err(|e| CliError::Usage(format!("{e:#}")))?;
     drop(kek);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    for share in &split {
-        let path = dir.join(format!("{}.share", share.custodian));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| {
-                format!(
-                    "creating {} (refusing to overwrite a share)",
-                    path.display()
-                )
-            })?;
-        file.write_all(share.to_text().as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(split.first().map(|s| s.set.id_hex()).unwrap_or_default())
+    Ok(set.id_hex())
 }

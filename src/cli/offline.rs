@@ -66,14 +66,12 @@ pub fn offline_provider(source: &KekSource) -> Result<Arc<dyn KeyProvider>, CliE
     }
 }
 
-/// The config of a dev directory made with `serve --dev --kek pkcs11|shamir`
-/// (older dev directories have a plain `kek.key` and use [`Layout::dev`]).
+/// The config `serve --dev` wrote in a dev directory: it names the KEK
+/// (a key file, a token, custodians — or another key file after a KEK
+/// rotation). A directory without one uses [`Layout::dev`].
 pub fn dev_config(dir: &Path) -> Option<PathBuf> {
     let config = dir.join("cardvault.toml");
-    let text = std::fs::read_to_string(&config).ok()?;
-    text.lines()
-        .any(|line| line.trim_start().starts_with("[kek]"))
-        .then_some(config)
+    config.is_file().then_some(config)
 }
 
 /// A vault opened in-process: its data and audit directories are locked

@@ -37,6 +37,8 @@ roles = ["tokenize", "detokenize", "read"]
 [principals.admin]
 tenant = "default"
 roles = ["read", "delete", "admin"]
+# Acts on the whole vault: sealing, KEK rotation (dev has one tenant anyway).
+scope = "global"
 "#;
 
 /// The principals of [`DEV_CONFIG`] (empty if the constant did not parse,

@@ -343,16 +343,18 @@ pub enum Progress {
 /// Collects shares of one set until the threshold, then combines them.
 #[derive(Debug, Default)]
 pub struct Combiner {
-    expected: Option<ShareSet>,
+    accepted: Vec<ShareSet>,
     held: Vec<KekShare>,
 }
 
 impl Combiner {
-    /// A combiner that accepts shares only of `set` (the set recorded with
-    /// the data), or of whichever set the first share names when `None`.
-    pub fn new(expected: Option<ShareSet>) -> Combiner {
+    /// A combiner that accepts shares only of the sets in `accepted` (the
+    /// set recorded with the data, and the set a KEK rotation is moving
+    /// to), or of whichever set the first share names when it is empty.
+    /// All shares of one combination belong to one set.
+    pub fn new(accepted: Vec<ShareSet>) -> Combiner {
         Combiner {
-            expected,
+            accepted,
             held: Vec::new(),
         }
     }
@@ -362,9 +364,9 @@ impl Combiner {
         self.held.len() as u8
     }
 
-    /// The set being collected, once known.
+    /// The set being collected: the held shares', else the first accepted.
     pub fn set(&self) -> Option<&ShareSet> {
-        self.expected.as_ref().or(self.held.first().map(|s| &s.set))
+        self.held.first().map(|s| &s.set).or(self.accepted.first())
     }
 
     /// Wipes every held share (a reseal, or a custodian's abort).
@@ -375,11 +377,13 @@ impl Combiner {
     /// Takes one share. Refuses a share of another set and a share handed
     /// in twice; at the threshold, combines and checks.
     pub fn offer(&mut self, share: KekShare) -> Result<Progress, ShareError> {
-        if let Some(set) = self.set()
-            && *set != share.set
-        {
+        let foreign = match self.held.first() {
+            Some(first) => first.set != share.set,
+            None => !self.accepted.is_empty() && !self.accepted.contains(&share.set),
+        };
+        if foreign {
             return Err(ShareError::Foreign {
-                expected: set.id_hex(),
+                expected: self.set().map(ShareSet::id_hex).unwrap_or_default(),
                 got: share.set.id_hex(),
             });
         }
@@ -473,7 +477,7 @@ mod tests {
         let kek = SecretKey::generate().unwrap();
         let shares = split(&kek, 3, &names(5)).unwrap();
         for order in [[0, 1, 2], [4, 2, 0], [3, 4, 1], [2, 3, 4]] {
-            let mut combiner = Combiner::new(None);
+            let mut combiner = Combiner::new(Vec::new());
             for (n, i) in order.iter().enumerate() {
                 match combiner.offer(reparse(&shares[*i])).unwrap() {
                     Progress::Need {
@@ -497,7 +501,7 @@ mod tests {
         let kek = SecretKey::generate().unwrap();
         let shares = split(&kek, 2, &names(3)).unwrap();
         let other = split(&kek, 2, &names(3)).unwrap();
-        let mut combiner = Combiner::new(None);
+        let mut combiner = Combiner::new(Vec::new());
         assert!(matches!(
             combiner.offer(reparse(&shares[0])),
             Ok(Progress::Need { received: 1, .. })
@@ -511,7 +515,7 @@ mod tests {
             Err(ShareError::Foreign { .. })
         ));
         // An expected set refuses even the first share of another.
-        let mut pinned = Combiner::new(Some(shares[0].set.clone()));
+        let mut pinned = Combiner::new(vec![shares[0].set.clone()]);
         assert!(matches!(
             pinned.offer(reparse(&other[0])),
             Err(ShareError::Foreign { .. })
@@ -560,7 +564,7 @@ mod tests {
         let old_sum = text.lines().find(|l| l.starts_with("checksum")).unwrap();
         forged_text =
             forged_text.replace(old_sum, &format!("checksum: {}", checksum(&forged_body)));
-        let mut combiner = Combiner::new(None);
+        let mut combiner = Combiner::new(Vec::new());
         combiner.offer(reparse(&shares[0])).unwrap();
         let forged = KekShare::parse(&forged_text).unwrap();
         assert_eq!(combiner.offer(forged).err(), Some(ShareError::Mismatch));
@@ -576,6 +580,37 @@ mod tests {
         let printed = format!("{:?}", shares[0]);
         assert!(!printed.contains(&data[6..]), "{printed}");
         assert!(printed.contains("redacted"));
+    }
+
+    #[test]
+    fn during_a_rotation_either_set_unseals_but_never_a_mix() {
+        let old_kek = SecretKey::generate().unwrap();
+        let new_kek = SecretKey::generate().unwrap();
+        let old = split(&old_kek, 2, &names(3)).unwrap();
+        let new = split(&new_kek, 2, &names(3)).unwrap();
+        let accepted = vec![old[0].set.clone(), new[0].set.clone()];
+        let mut combiner = Combiner::new(accepted.clone());
+        combiner.offer(reparse(&new[2])).unwrap();
+        assert!(matches!(
+            combiner.offer(reparse(&old[0])),
+            Err(ShareError::Foreign { .. })
+        ));
+        match combiner.offer(reparse(&new[0])).unwrap() {
+            Progress::Complete(key) => assert_eq!(key.expose(), new_kek.expose()),
+            other => panic!("{other:?}"),
+        }
+        let mut combiner = Combiner::new(accepted);
+        combiner.offer(reparse(&old[1])).unwrap();
+        match combiner.offer(reparse(&old[2])).unwrap() {
+            Progress::Complete(key) => assert_eq!(key.expose(), old_kek.expose()),
+            other => panic!("{other:?}"),
+        }
+        let third = split(&SecretKey::generate().unwrap(), 2, &names(2)).unwrap();
+        let mut combiner = Combiner::new(vec![old[0].set.clone(), new[0].set.clone()]);
+        assert!(matches!(
+            combiner.offer(reparse(&third[0])),
+            Err(ShareError::Foreign { .. })
+        ));
     }
 
     #[test]

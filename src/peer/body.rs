@@ -264,6 +264,45 @@ pub struct ClearRequest {
     pub principal: String,
 }
 
+/// `POST /v1/admin/kek/rotate`: the KEK to rotate to. Paths are on the
+/// vault's host; no key material travels in the request.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RotateKekRequest {
+    /// A key file (`cardvault keys init --out FILE`).
+    File {
+        /// Its path.
+        key_file: String,
+    },
+    /// A key in a PKCS#11 token (`cardvault keys init --pkcs11`); module,
+    /// token and PIN file default to the current `[kek]`'s.
+    Pkcs11 {
+        /// The new key's label.
+        key_label: String,
+        /// The module, if not the current one.
+        #[serde(default)]
+        module: Option<String>,
+        /// The token, if not the current one.
+        #[serde(default)]
+        token_label: Option<String>,
+        /// The PIN file, if not the current one.
+        #[serde(default)]
+        pin_file: Option<String>,
+    },
+    /// A fresh split, written as share files before anything is rewrapped.
+    Shamir {
+        /// Shares to make.
+        shares: u8,
+        /// Shares needed.
+        threshold: u8,
+        /// Where the share files go (created 0700, never overwritten).
+        out_dir: String,
+        /// Custodian names (default custodian-1..N).
+        #[serde(default)]
+        custodians: Vec<String>,
+    },
+}
+
 /// `POST /v1/admin/unseal`: one custodian's share file, as text. Wiped on
 /// drop, printed redacted.
 #[derive(Deserialize)]

@@ -5,7 +5,10 @@
 //! vault's keys and starting the audit trail's writer with it, and sealing
 //! again on demand. The share set's public description (set id, threshold,
 //! check value) is pinned in a small file beside the data on the first
-//! unseal, so shares of any other split are refused from then on.
+//! unseal, so shares of any other split are refused from then on. And the
+//! online KEK rotation: the next KEK opened (a key file, a key label in the
+//! token, or a fresh split whose share files are written first), then every
+//! key wrapped under it too (`Vault::rotate_kek`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,7 @@ use crate::config::KekSource;
 use crate::crypto::pkcs11::{Pkcs11Provider, Pkcs11Settings};
 use crate::crypto::shares::{Combiner, KekShare, Progress, ShareError, ShareSet, SharedKek};
 use crate::crypto::{KeyFileProvider, KeyProvider};
+use crate::peer::body::RotateKekRequest;
 use crate::vault::Vault;
 
 /// The KEK provider a config names, opened.
@@ -70,6 +74,20 @@ pub struct Offered {
     pub unsealed: Option<String>,
 }
 
+/// What a KEK rotation did.
+#[derive(Debug, Serialize)]
+pub struct Rotated {
+    /// Key records wrapped under the new KEK too.
+    pub keys: usize,
+    /// The new KEK, as its provider describes it.
+    pub to: String,
+    /// How to finish the rotation.
+    pub finish: String,
+    /// The new share files (a rotation to shares).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub share_files: Vec<String>,
+}
+
 /// Why an unseal or seal request failed. Never carries share bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum CustodyError {
@@ -87,28 +105,79 @@ pub enum CustodyError {
     /// The rebuilt KEK does not open this vault's keys or audit key.
     #[error("the rebuilt KEK does not open this vault: {0}")]
     WrongKek(String),
+    /// The KEK to rotate to cannot be opened or made.
+    #[error("the new KEK: {0}")]
+    BadTarget(String),
     /// Writing the set file or sealing failed.
     #[error("{0}")]
     Failed(String),
 }
 
-/// The set file's contents: public facts only.
+/// One share set as the set file records it: public facts only.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SetFile {
-    format: String,
+struct SetRecord {
     set: String,
     threshold: u8,
     shares: u8,
     check: String,
 }
 
+impl SetRecord {
+    fn of(set: &ShareSet) -> SetRecord {
+        SetRecord {
+            set: set.id_hex(),
+            threshold: set.threshold,
+            shares: set.count,
+            check: hex::encode(set.check),
+        }
+    }
+
+    fn parse(&self) -> Option<ShareSet> {
+        let mut id = [0u8; 8];
+        let mut check = [0u8; 32];
+        hex::decode_to_slice(&self.set, &mut id).ok()?;
+        hex::decode_to_slice(&self.check, &mut check).ok()?;
+        Some(ShareSet {
+            id,
+            threshold: self.threshold,
+            count: self.shares,
+            check,
+        })
+    }
+}
+
+/// The set file's contents: the set the keys are wrapped under, and the
+/// set a KEK rotation is moving to.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFile {
+    format: String,
+    #[serde(flatten)]
+    current: SetRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<SetRecord>,
+}
+
 const SET_FORMAT: &str = "cardvault-kek-set-v1";
 
-fn read_set_file(path: &Path) -> anyhow::Result<Option<ShareSet>> {
+/// The share sets a sealed vault accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pinned {
+    current: Option<ShareSet>,
+    next: Option<ShareSet>,
+}
+
+impl Pinned {
+    fn accepted(&self) -> Vec<ShareSet> {
+        self.current.iter().chain(&self.next).cloned().collect()
+    }
+}
+
+fn read_set_file(path: &Path) -> anyhow::Result<Pinned> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pinned::default()),
         Err(e) => return Err(anyhow::anyhow!("kek set file {}: {e}", path.display())),
     };
     let bad = || anyhow::anyhow!("kek set file {} is malformed", path.display());
@@ -116,25 +185,24 @@ fn read_set_file(path: &Path) -> anyhow::Result<Option<ShareSet>> {
     if file.format != SET_FORMAT {
         return Err(bad());
     }
-    let mut id = [0u8; 8];
-    let mut check = [0u8; 32];
-    hex::decode_to_slice(&file.set, &mut id).map_err(|_| bad())?;
-    hex::decode_to_slice(&file.check, &mut check).map_err(|_| bad())?;
-    Ok(Some(ShareSet {
-        id,
-        threshold: file.threshold,
-        count: file.shares,
-        check,
-    }))
+    let next = match &file.next {
+        Some(next) => Some(next.parse().ok_or_else(bad)?),
+        None => None,
+    };
+    Ok(Pinned {
+        current: Some(file.current.parse().ok_or_else(bad)?),
+        next,
+    })
 }
 
-fn write_set_file(path: &Path, set: &ShareSet) -> std::io::Result<()> {
+fn write_set_file(path: &Path, pinned: &Pinned) -> std::io::Result<()> {
+    let Some(current) = &pinned.current else {
+        return Ok(());
+    };
     let file = SetFile {
         format: SET_FORMAT.to_owned(),
-        set: set.id_hex(),
-        threshold: set.threshold,
-        shares: set.count,
-        check: hex::encode(set.check),
+        current: SetRecord::of(current),
+        next: pinned.next.as_ref().map(SetRecord::of),
     };
     let text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
@@ -147,10 +215,55 @@ fn write_set_file(path: &Path, set: &ShareSet) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Draws a KEK, splits it, writes one share file per custodian in `dir`
+/// (created 0700; files mode 0600, never overwriting, synced) and returns
+/// the shares' set with the KEK as a provider (for a rotation), or drops
+/// the KEK (`keys init`: pass the result's provider to nothing).
+pub fn write_shares(
+    dir: &Path,
+    threshold: u8,
+    names: &[String],
+) -> anyhow::Result<(ShareSet, SharedKek)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let kek = crate::crypto::SecretKey::generate()?;
+    let split = crate::crypto::shares::split(&kek, threshold, names)?;
+    let set = split
+        .first()
+        .map(|s| s.set.clone())
+        .ok_or_else(|| anyhow::anyhow!("no shares"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    for share in &split {
+        let path = dir.join(format!("{}.share", share.custodian));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "creating {} (refusing to overwrite a share): {e}",
+                    path.display()
+                )
+            })?;
+        file.write_all(share.to_text().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| anyhow::anyhow!("syncing {}: {e}", dir.display()))?;
+    let provider = SharedKek::new(&kek, set.clone());
+    Ok((set, provider))
+}
+
 /// The shares side of custody.
 struct Shares {
-    set_file: PathBuf,
-    pinned: bool,
+    pinned: Pinned,
     combiner: Combiner,
     /// The audit trail's writer, until the first unseal starts it.
     pending_audit: Option<PendingAudit>,
@@ -159,16 +272,26 @@ struct Shares {
 /// Key custody of the running vault.
 pub struct Custody {
     vault: Arc<Vault>,
+    /// The `[kek]` the vault opened with (the defaults of a rotation).
+    source: KekSource,
+    /// Where a share set is pinned (`[kek] set_file`, or the data
+    /// directory's `kek-shares.json` when rotating to shares).
+    set_file: PathBuf,
     /// `None` for providers that are always unsealed.
     shares: Option<Mutex<Shares>>,
+    /// One rotation at a time.
+    rotating: tokio::sync::Mutex<()>,
 }
 
 impl Custody {
     /// Custody of a vault whose KEK is always at hand (file, HSM).
-    pub fn fixed(vault: Arc<Vault>) -> Custody {
+    pub fn fixed(vault: Arc<Vault>, source: KekSource, data_dir: &Path) -> Custody {
         Custody {
             vault,
+            source,
+            set_file: data_dir.join("kek-shares.json"),
             shares: None,
+            rotating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -177,17 +300,20 @@ impl Custody {
     pub fn sealed(
         vault: Arc<Vault>,
         pending_audit: PendingAudit,
+        source: KekSource,
         set_file: PathBuf,
     ) -> anyhow::Result<Custody> {
         let pinned = read_set_file(&set_file)?;
         Ok(Custody {
             vault,
+            source,
+            set_file,
             shares: Some(Mutex::new(Shares {
-                set_file,
-                pinned: pinned.is_some(),
-                combiner: Combiner::new(pinned),
+                combiner: Combiner::new(pinned.accepted()),
+                pinned,
                 pending_audit: Some(pending_audit),
             })),
+            rotating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -293,12 +419,19 @@ impl Custody {
             held.pending_audit = Some(pending);
             return Err(CustodyError::WrongKek(e.to_string()));
         }
-        if !held.pinned {
-            write_set_file(&held.set_file, set).map_err(|e| {
-                CustodyError::Failed(format!("kek set file {}: {e}", held.set_file.display()))
+        // The set that opened the keys is the set from now on: pinned on
+        // the first unseal; a rotation's target set finishes the rotation;
+        // the set rotated from rolls it back.
+        let pinned = Pinned {
+            current: Some(set.clone()),
+            next: None,
+        };
+        if held.pinned != pinned {
+            write_set_file(&self.set_file, &pinned).map_err(|e| {
+                CustodyError::Failed(format!("kek set file {}: {e}", self.set_file.display()))
             })?;
-            held.pinned = true;
-            held.combiner = Combiner::new(Some(set.clone()));
+            held.combiner = Combiner::new(pinned.accepted());
+            held.pinned = pinned;
         }
         Ok(())
     }
@@ -318,6 +451,144 @@ impl Custody {
         }
         tracing::warn!("vault sealed; custodians must unseal it");
         Ok(self.status())
+    }
+
+    /// Rotates the KEK online: opens the next KEK named by `request` (for
+    /// shares: splits a fresh KEK and writes the share files first), then
+    /// wraps every key and the audit key under it too
+    /// ([`Vault::rotate_kek`]). The vault serves throughout. The rotation
+    /// finishes when the vault next opens on the new KEK (a restart with
+    /// the config naming it, or an unseal with the new shares).
+    pub async fn rotate_kek(&self, request: RotateKekRequest) -> Result<Rotated, CustodyError> {
+        let _one = self.rotating.lock().await;
+        if self.vault.is_sealed() {
+            return Err(CustodyError::Failed("the vault is sealed".into()));
+        }
+        let bad = |e: anyhow::Error| CustodyError::BadTarget(format!("{e:#}"));
+        let (next, config, share_files): (Arc<dyn KeyProvider>, String, Vec<PathBuf>) =
+            match request {
+                RotateKekRequest::File { key_file } => {
+                    let provider =
+                        KeyFileProvider::open(Path::new(&key_file)).map_err(|e| bad(e.into()))?;
+                    let config = format!("[kek] provider = \"file\", key_file = {key_file:?}");
+                    (Arc::new(provider), config, Vec::new())
+                }
+                RotateKekRequest::Pkcs11 {
+                    key_label,
+                    module,
+                    token_label,
+                    pin_file,
+                } => {
+                    let current = match &self.source {
+                        KekSource::Pkcs11 {
+                            module,
+                            token_label,
+                            pin_file,
+                            ..
+                        } => Some((module.clone(), token_label.clone(), pin_file.clone())),
+                        _ => None,
+                    };
+                    let missing = || {
+                        CustodyError::BadTarget("give module, token_label and pin_file (the current KEK is not in a token)".into())
+                    };
+                    let settings = Pkcs11Settings {
+                        module: module
+                            .map(PathBuf::from)
+                            .or(current.as_ref().map(|c| c.0.clone()))
+                            .ok_or_else(missing)?,
+                        token_label: token_label
+                            .or(current.as_ref().map(|c| c.1.clone()))
+                            .ok_or_else(missing)?,
+                        pin_file: pin_file
+                            .map(PathBuf::from)
+                            .or(current.as_ref().map(|c| c.2.clone()))
+                            .ok_or_else(missing)?,
+                        key_label,
+                    };
+                    let provider = Pkcs11Provider::open(&settings).map_err(|e| bad(e.into()))?;
+                    let config = format!(
+                        "[kek] provider = \"pkcs11\", module = {:?}, token_label = {:?}, pin_file = {:?}, key_label = {:?}",
+                        settings.module.display().to_string(),
+                        settings.token_label,
+                        settings.pin_file.display().to_string(),
+                        settings.key_label
+                    );
+                    (Arc::new(provider), config, Vec::new())
+                }
+                RotateKekRequest::Shamir {
+                    shares,
+                    threshold,
+                    out_dir,
+                    custodians,
+                } => {
+                    let names: Vec<String> = if custodians.is_empty() {
+                        (1..=shares).map(|i| format!("custodian-{i}")).collect()
+                    } else {
+                        custodians
+                    };
+                    if names.len() != shares as usize {
+                        return Err(CustodyError::BadTarget(
+                            "custodians must name one custodian per share".into(),
+                        ));
+                    }
+                    let dir = PathBuf::from(&out_dir);
+                    let (set, provider) = write_shares(&dir, threshold, &names).map_err(bad)?;
+                    // Pin the new set as the next one before anything is
+                    // rewrapped: after a crash, either set's custodians unseal.
+                    let mut pinned = match &self.shares {
+                        Some(shares) => shares
+                            .lock()
+                            .map(|s| s.pinned.clone())
+                            .map_err(|_| CustodyError::Failed("custody lock poisoned".into()))?,
+                        None => Pinned::default(),
+                    };
+                    if pinned.current.is_some() {
+                        pinned.next = Some(set.clone());
+                    } else {
+                        pinned.current = Some(set.clone());
+                    }
+                    write_set_file(&self.set_file, &pinned).map_err(|e| {
+                        CustodyError::Failed(format!(
+                            "kek set file {}: {e}",
+                            self.set_file.display()
+                        ))
+                    })?;
+                    if let Some(shares) = &self.shares
+                        && let Ok(mut held) = shares.lock()
+                    {
+                        held.combiner = Combiner::new(pinned.accepted());
+                        held.pinned = pinned;
+                    }
+                    let files = names
+                        .iter()
+                        .map(|n| dir.join(format!("{n}.share")))
+                        .collect();
+                    let config = format!(
+                        "[kek] provider = \"shamir\" (set {}, {} of {}; set file {})",
+                        set.id_hex(),
+                        set.threshold,
+                        set.count,
+                        self.set_file.display()
+                    );
+                    (Arc::new(provider), config, files)
+                }
+            };
+        let keys = self
+            .vault
+            .rotate_kek(Arc::clone(&next))
+            .await
+            .map_err(|e| CustodyError::Failed(e.to_string()))?;
+        Ok(Rotated {
+            keys,
+            to: next.describe(),
+            finish: format!(
+                "point the config at the new KEK ({config}) and restart, or seal and unseal with the new shares; until then the vault wraps every new key under both KEKs"
+            ),
+            share_files: share_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        })
     }
 
     /// Whether the audit trail is written (false while a sealed vault

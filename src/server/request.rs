@@ -17,7 +17,8 @@ use crate::domain::{Expiry, Pan, Token};
 use crate::peer::body::{self, BodyError};
 
 pub use crate::peer::body::{
-    ClearRequest, CvcRequest, DetokenizeRequest, LookupRequest, TokenizeRequest, UnsealRequest,
+    ClearRequest, CvcRequest, DetokenizeRequest, LookupRequest, RotateKekRequest, TokenizeRequest,
+    UnsealRequest,
 };
 
 impl From<BodyError> for ApiError {

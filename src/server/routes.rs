@@ -27,6 +27,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/alerts/clear", post(admin::clear_block))
         .route("/v1/admin/unseal", post(seal::unseal))
         .route("/v1/admin/seal", post(seal::seal))
+        .route("/v1/admin/kek/rotate", post(seal::rotate_kek))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

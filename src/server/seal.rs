@@ -1,9 +1,10 @@
 //! The custody routes: `POST /v1/admin/unseal` (role `custodian`: one KEK
 //! share per request, audited as `unseal_share_accepted` or
-//! `unseal_share_rejected` with the set and share index, never the share)
-//! and `POST /v1/admin/seal` (role `admin` with `scope = "global"`, audited
-//! as `sealed`). Both answer the seal status `{"sealed", "shares_received",
-//! "threshold"}`.
+//! `unseal_share_rejected` with the set and share index, never the share),
+//! `POST /v1/admin/seal` (role `admin` with `scope = "global"`, audited as
+//! `sealed`) — both answer the seal status `{"sealed", "shares_received",
+//! "threshold"}` — and `POST /v1/admin/kek/rotate` (global admin, audited
+//! as `kek_rotated` naming both KEKs).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use super::custody::CustodyError;
 use super::error::ApiError;
 use super::identity::Caller;
 use super::observe::RequestId;
-use super::request::{UnsealRequest, read_json};
+use super::request::{RotateKekRequest, UnsealRequest, read_json};
 use super::response::json;
 use super::state::AppState;
 use crate::audit::EventKind;
@@ -48,6 +49,9 @@ fn api_error(e: &CustodyError) -> ApiError {
         ),
         CustodyError::WrongKek(_) => ApiError::ShareRejected(
             "the rebuilt KEK does not open this vault's keys; every share received was discarded",
+        ),
+        CustodyError::BadTarget(_) => ApiError::InvalidRequest(
+            "the KEK to rotate to cannot be opened or made (the audit event says why)",
         ),
         CustodyError::Failed(_) => ApiError::Internal,
     }
@@ -118,6 +122,44 @@ pub async fn seal(
                 if let CustodyError::Failed(why) = &e {
                     tracing::error!(error = %why, "seal failed");
                 }
+                Err(api_error(&e))
+            }
+        }
+    }
+    .await;
+    audited.close(result)
+}
+
+/// `POST /v1/admin/kek/rotate` (admin, global scope): wraps every key under
+/// a new KEK too; answers what was rewrapped and how to finish.
+pub async fn rotate_kek(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::KekRotated, &caller, &rid);
+    let result = async {
+        caller.require(Role::Admin)?;
+        if !caller.is_global_admin() {
+            audited.event().detail = Some("a KEK rotation needs scope = \"global\"".into());
+            return Err(ApiError::Forbidden);
+        }
+        let body: RotateKekRequest =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        match state.custody.rotate_kek(body).await {
+            Ok(rotated) => {
+                audited.event().count = Some(rotated.keys as u64);
+                audited.event().detail = Some(format!(
+                    "{} keys and the audit key wrapped under {} too; {}",
+                    rotated.keys, rotated.to, rotated.finish
+                ));
+                tracing::info!(keys = rotated.keys, to = %rotated.to, "KEK rotation: every key wrapped under the new KEK too");
+                Ok(json(StatusCode::OK, &rotated))
+            }
+            Err(e) => {
+                audited.event().detail = Some(e.to_string());
+                tracing::error!(error = %e, "KEK rotation failed");
                 Err(api_error(&e))
             }
         }

@@ -68,12 +68,14 @@ impl Service {
             Kek::Ready(provider) => {
                 pending.start(provider.as_ref()).map_err(|(_, e)| e)?;
                 let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
-                let custody = Custody::fixed(Arc::clone(&vault));
+                let custody =
+                    Custody::fixed(Arc::clone(&vault), source.clone(), &config.storage.data_dir);
                 (vault, custody)
             }
             Kek::Sealed(set_file) => {
                 let vault = Arc::new(Vault::open_sealed(&config.storage.data_dir, options)?);
-                let custody = Custody::sealed(Arc::clone(&vault), pending, set_file)?;
+                let custody =
+                    Custody::sealed(Arc::clone(&vault), pending, source.clone(), set_file)?;
                 tracing::warn!(
                     "vault sealed: the KEK is split among custodians; it serves once enough of them run `cardvault unseal`"
                 );

@@ -13,6 +13,9 @@ use crate::domain::{Bin, Brand, Expiry, Last4, MAX_DIGITS, MIN_DIGITS, TenantId,
 pub const ENTRY_FORMAT_V1: u8 = 1;
 /// Format byte of a stored data-key record.
 pub const KEY_RECORD_FORMAT_V1: u8 = 1;
+/// Format byte of a key record wrapped under two KEKs (a KEK rotation in
+/// progress): V1's fields, then the key wrapped by the next KEK.
+pub const KEY_RECORD_FORMAT_V2: u8 = 2;
 
 const FLAG_BIN: u8 = 1;
 const FLAG_EXPIRY: u8 = 2;
@@ -194,17 +197,27 @@ pub struct KeyRecord {
     pub created_ms: u64,
     /// The key wrapped by the KEK.
     pub wrapped: Vec<u8>,
+    /// The same key wrapped by the next KEK, while a KEK rotation waits for
+    /// the vault to open on it (docs/keys.md).
+    pub wrapped_next: Option<Vec<u8>>,
 }
 
 impl KeyRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(11 + self.wrapped.len());
-        out.push(KEY_RECORD_FORMAT_V1);
+        let mut out = Vec::with_capacity(12 + 2 * self.wrapped.len());
+        out.push(match self.wrapped_next {
+            None => KEY_RECORD_FORMAT_V1,
+            Some(_) => KEY_RECORD_FORMAT_V2,
+        });
         out.push(self.state as u8);
         out.extend_from_slice(&self.created_ms.to_be_bytes());
         out.push(self.wrapped.len() as u8);
         out.extend_from_slice(&self.wrapped);
+        if let Some(next) = &self.wrapped_next {
+            out.push(next.len() as u8);
+            out.extend_from_slice(next);
+        }
         out
     }
 
@@ -213,7 +226,7 @@ impl KeyRecord {
         const WHAT: &str = "key record";
         let mut r = Reader::new(bytes, WHAT);
         let format = r.u8()?;
-        if format != KEY_RECORD_FORMAT_V1 {
+        if format != KEY_RECORD_FORMAT_V1 && format != KEY_RECORD_FORMAT_V2 {
             return Err(CodecError::UnknownFormat { what: WHAT, format });
         }
         let state = match r.u8()? {
@@ -229,11 +242,18 @@ impl KeyRecord {
         let created_ms = r.u64()?;
         let len = usize::from(r.u8()?);
         let wrapped = r.take(len)?.to_vec();
+        let wrapped_next = if format == KEY_RECORD_FORMAT_V2 {
+            let len = usize::from(r.u8()?);
+            Some(r.take(len)?.to_vec())
+        } else {
+            None
+        };
         r.finish()?;
         Ok(KeyRecord {
             state,
             created_ms,
             wrapped,
+            wrapped_next,
         })
     }
 }
@@ -431,8 +451,18 @@ mod tests {
             state: KeyState::DecryptOnly,
             created_ms: 5,
             wrapped: vec![3; 61],
+            wrapped_next: None,
         };
         assert_eq!(KeyRecord::decode(&record.encode()).unwrap(), record);
+        assert_eq!(record.encode()[0], KEY_RECORD_FORMAT_V1);
+        let dual = KeyRecord {
+            wrapped_next: Some(vec![4; 61]),
+            ..record.clone()
+        };
+        assert_eq!(dual.encode()[0], KEY_RECORD_FORMAT_V2);
+        assert_eq!(KeyRecord::decode(&dual.encode()).unwrap(), dual);
+        let cut = dual.encode();
+        assert!(KeyRecord::decode(&cut[..cut.len() - 1]).is_err());
         let label = KeyLabel {
             tenant: TenantId::parse("shop").unwrap(),
             purpose: KeyPurpose::Fingerprint,

@@ -88,6 +88,9 @@ impl TenantKeys {
 pub(super) struct Keyring {
     /// `None` while sealed.
     provider: RwLock<Option<Arc<dyn KeyProvider>>>,
+    /// The KEK a rotation is moving to: every key is wrapped under it too,
+    /// until the vault opens on it (docs/keys.md, "KEK rotation").
+    next: RwLock<Option<Arc<dyn KeyProvider>>>,
     sealed: AtomicBool,
     /// Whether the stored counters are exact (a clean shutdown, or a seal
     /// that wrote them); otherwise the next unseal adds the margin.
@@ -107,22 +110,25 @@ impl Keyring {
     /// Unwraps every stored key with the KEK (failing fast if the KEK is not
     /// the one that wrapped them). After an unclean shutdown (`clean` false)
     /// every counter is raised by [`UNCLEAN_SHUTDOWN_COUNTER_MARGIN`].
+    /// Also returns the key records a finished or abandoned KEK rotation
+    /// leaves to write back (see [`Keyring::unseal`]).
     pub(super) fn load(
         provider: Arc<dyn KeyProvider>,
         stored: StoredKeys,
         clean: bool,
         policy: RotationPolicy,
         audit: Option<AuditLog>,
-    ) -> Result<Keyring, VaultError> {
+    ) -> Result<(Keyring, Vec<(KeyLabel, KeyRecord)>), VaultError> {
         let keyring = Keyring::sealed(clean, policy, audit);
-        keyring.unseal(provider, stored)?;
-        Ok(keyring)
+        let converged = keyring.unseal(provider, stored)?;
+        Ok((keyring, converged))
     }
 
     /// A sealed keyring: no provider, no keys, until [`Keyring::unseal`].
     pub(super) fn sealed(clean: bool, policy: RotationPolicy, audit: Option<AuditLog>) -> Keyring {
         Keyring {
             provider: RwLock::new(None),
+            next: RwLock::new(None),
             sealed: AtomicBool::new(true),
             counters_exact: AtomicBool::new(clean),
             ever_unsealed: AtomicBool::new(false),
@@ -147,25 +153,46 @@ impl Keyring {
 
     /// Unwraps every stored key with `provider` and opens the keyring. On
     /// any failure (a KEK that did not wrap these keys) it stays sealed.
+    /// Returns the key records to write back when a KEK rotation was in
+    /// progress: promoted to this KEK when it was the rotation's target,
+    /// rolled back when it was the one rotated from.
     pub(super) fn unseal(
         &self,
         provider: Arc<dyn KeyProvider>,
         stored: StoredKeys,
-    ) -> Result<(), VaultError> {
+    ) -> Result<Vec<(KeyLabel, KeyRecord)>, VaultError> {
         let margin = if self.counters_exact.load(Ordering::Acquire) {
             0
         } else {
             UNCLEAN_SHUTDOWN_COUNTER_MARGIN
         };
-        let tenants = unwrap_all(provider.as_ref(), stored, margin)?;
+        let (tenants, converged, finished) = unwrap_all(provider.as_ref(), stored, margin)?;
+        if !converged.is_empty() {
+            self.audit(Event::new(EventKind::KekRotated).with_detail(if finished {
+                format!(
+                    "finished: {} keys now wrapped under {} only",
+                    converged.len(),
+                    provider.describe()
+                )
+            } else {
+                format!(
+                    "rolled back: the vault opened on {}, the KEK the rotation started from; {} keys keep only that wrapping",
+                    provider.describe(),
+                    converged.len()
+                )
+            }));
+        }
         let mut slot = self.provider.write().map_err(|_| VaultError::Sealed)?;
         let mut map = self.tenants.write().map_err(|_| VaultError::Sealed)?;
         *map = tenants;
         *slot = Some(provider);
+        if let Ok(mut next) = self.next.write() {
+            *next = None;
+        }
         // Counters in memory now carry the margin; a later seal writes them.
         self.ever_unsealed.store(true, Ordering::Release);
         self.sealed.store(false, Ordering::Release);
-        Ok(())
+        Ok(converged)
     }
 
     /// Seals: returns every data key's counter (for the caller to persist)
@@ -179,6 +206,9 @@ impl Keyring {
         }
         if let Ok(mut slot) = self.provider.write() {
             *slot = None;
+        }
+        if let Ok(mut next) = self.next.write() {
+            *next = None;
         }
         counters
     }
@@ -207,6 +237,22 @@ impl Keyring {
             Err(_) => {}
         }
         result
+    }
+
+    /// Wraps a new key under the KEK and, while a rotation is in progress,
+    /// under the next KEK too.
+    fn wrap_new(
+        &self,
+        label: &KeyLabel,
+        key: &SecretKey,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), VaultError> {
+        let wrapped = self.device(self.provider()?.wrap(label, key))?;
+        let next = self.next.read().ok().and_then(|n| n.clone());
+        let wrapped_next = match next {
+            Some(next) => Some(next.wrap(label, key)?),
+            None => None,
+        };
+        Ok((wrapped, wrapped_next))
     }
 
     fn provider(&self) -> Result<Arc<dyn KeyProvider>, VaultError> {
@@ -263,7 +309,6 @@ impl Keyring {
         if let Some(keys) = self.get(tenant) {
             return Ok(keys);
         }
-        let provider = self.provider()?;
         let now = now_ms();
         let dek_label = KeyLabel {
             tenant: tenant.clone(),
@@ -276,15 +321,19 @@ impl Keyring {
         };
         let dek_secret = SecretKey::generate()?;
         let fp_secret = SecretKey::generate()?;
+        let (wrapped, wrapped_next) = self.wrap_new(&dek_label, &dek_secret)?;
         let dek_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
-            wrapped: self.device(provider.wrap(&dek_label, &dek_secret))?,
+            wrapped,
+            wrapped_next,
         };
+        let (wrapped, wrapped_next) = self.wrap_new(&fp_label, &fp_secret)?;
         let fp_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
-            wrapped: self.device(provider.wrap(&fp_label, &fp_secret))?,
+            wrapped,
+            wrapped_next,
         };
         store
             .put_keys(
@@ -371,10 +420,12 @@ impl Keyring {
         };
         let new_label = keys.label(KeyPurpose::PanEncryption, new_version);
         let secret = SecretKey::generate()?;
+        let (wrapped, wrapped_next) = self.wrap_new(&new_label, &secret)?;
         let new_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now_ms(),
-            wrapped: self.device(self.provider()?.wrap(&new_label, &secret))?,
+            wrapped,
+            wrapped_next,
         };
         let retired = KeyRecord {
             state: KeyState::DecryptOnly,
@@ -411,6 +462,53 @@ impl Keyring {
                 .with_detail(format!("pan-encryption v{old_version} -> v{new_version}")),
         );
         Ok(new_version)
+    }
+
+    /// Phase one of a KEK rotation: every stored key record is wrapped under
+    /// `next` as well, in one durable commit (all or none), and keys made
+    /// from now on are wrapped under both. The rotation finishes when the
+    /// vault next opens on `next` (it then drops the old wrapping); opened
+    /// on the current KEK again, it is rolled back. Returns the number of
+    /// key records rewrapped.
+    pub(super) async fn rotate_kek(
+        &self,
+        store: &dyn Store,
+        next: Arc<dyn KeyProvider>,
+    ) -> Result<usize, VaultError> {
+        let _admin = self.admin.lock().await;
+        let current = self.provider()?;
+        let stored = store.load_keys().await?;
+        let mut rewrapped = Vec::with_capacity(stored.keys.len());
+        for (label, mut record) in stored.keys {
+            let secret = self.device(current.unwrap(&label, &record.wrapped))?;
+            record.wrapped_next = Some(next.wrap(&label, &secret)?);
+            rewrapped.push((label, record));
+        }
+        let count = rewrapped.len();
+        // The audit key first: if the keys' commit never happens, the next
+        // open rolls the audit key back with them.
+        if let Some(audit) = &self.audit {
+            audit
+                .rewrap_key(current.as_ref(), next.as_ref())
+                .map_err(|e| KeyError::Provider(format!("audit key: {e}")))?;
+        }
+        store.put_keys(rewrapped.clone(), Vec::new()).await?;
+        for (label, record) in rewrapped {
+            if label.purpose != KeyPurpose::PanEncryption {
+                continue;
+            }
+            if let Some(keys) = self.get(&label.tenant)
+                && let Ok(mut set) = keys.deks.write()
+                && let Some(slot) = set.versions.get_mut(&label.version)
+            {
+                slot.record = record;
+            }
+        }
+        if let Ok(mut slot) = self.next.write() {
+            *slot = Some(Arc::clone(&next));
+        }
+        tracing::info!(keys = count, to = %next.describe(), "every key is wrapped under the next KEK too");
+        Ok(count)
     }
 
     /// Claims one encryption with the tenant's active key, rotating first if
@@ -485,28 +583,118 @@ impl Keyring {
     }
 }
 
+/// Which wrapping of a key record `provider` opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenedBy {
+    /// `wrapped`: the KEK the record names first.
+    Current,
+    /// `wrapped_next`: the target of a KEK rotation in progress.
+    Next,
+}
+
+/// Unwraps a key record with `provider`: its own wrapping, or the next
+/// KEK's when a rotation is in progress and the provider is that KEK.
+fn open_record(
+    provider: &dyn KeyProvider,
+    label: &KeyLabel,
+    record: &KeyRecord,
+) -> Result<(SecretKey, OpenedBy), VaultError> {
+    match provider.unwrap(label, &record.wrapped) {
+        Ok(secret) => Ok((secret, OpenedBy::Current)),
+        Err(e @ (KeyError::Unwrap(_) | KeyError::OtherProvider(..))) => {
+            match &record.wrapped_next {
+                Some(next) => Ok((provider.unwrap(label, next)?, OpenedBy::Next)),
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The records a rotation in progress leaves to write back, once every
+/// record opened: promoted (the provider is the rotation's target) or
+/// rolled back (the provider is the KEK rotated from). Mixed answers mean
+/// stored keys under two unrelated KEKs: refused.
+fn converge(
+    opened: Vec<(KeyLabel, KeyRecord, OpenedBy)>,
+) -> Result<(Vec<(KeyLabel, KeyRecord)>, bool), VaultError> {
+    let by_next = opened
+        .iter()
+        .filter(|(_, _, by)| *by == OpenedBy::Next)
+        .count();
+    if by_next > 0 && by_next < opened.len() {
+        return Err(VaultError::Key(KeyError::Unwrap(format!(
+            "{by_next} of {} stored keys; they are wrapped under two different KEKs",
+            opened.len()
+        ))));
+    }
+    let mut out = Vec::new();
+    for (label, mut record, by) in opened {
+        match (by, record.wrapped_next.take()) {
+            (OpenedBy::Next, Some(next)) => {
+                record.wrapped = next;
+                out.push((label, record));
+            }
+            (OpenedBy::Current, Some(_)) => out.push((label, record)),
+            (_, None) => {}
+        }
+    }
+    if !out.is_empty() {
+        if by_next > 0 {
+            tracing::info!(
+                keys = out.len(),
+                "KEK rotation finished: the keys are wrapped under this KEK only"
+            );
+        } else {
+            tracing::warn!(
+                keys = out.len(),
+                "a KEK rotation was not finished (the vault opened on the KEK it rotated from): rolled back; rotate again"
+            );
+        }
+    }
+    Ok((out, by_next > 0))
+}
+
 /// Unwraps every stored key with `provider`, tenant by tenant, raising each
-/// data key's counter by `margin` (after an unclean shutdown).
+/// data key's counter by `margin` (after an unclean shutdown). Also returns
+/// what a KEK rotation in progress leaves to write back ([`converge`]).
+#[allow(clippy::type_complexity)]
 fn unwrap_all(
     provider: &dyn KeyProvider,
     stored: StoredKeys,
     margin: u64,
-) -> Result<HashMap<TenantId, Arc<TenantKeys>>, VaultError> {
+) -> Result<
+    (
+        HashMap<TenantId, Arc<TenantKeys>>,
+        Vec<(KeyLabel, KeyRecord)>,
+        bool,
+    ),
+    VaultError,
+> {
     let counters: HashMap<KeyLabel, u64> = stored.counters.into_iter().collect();
-    let mut by_tenant: HashMap<TenantId, Vec<(KeyLabel, KeyRecord)>> = HashMap::new();
+    let mut opened = Vec::with_capacity(stored.keys.len());
+    let mut secrets = Vec::with_capacity(stored.keys.len());
     for (label, record) in stored.keys {
+        let (secret, by) = open_record(provider, &label, &record)?;
+        secrets.push(secret);
+        opened.push((label, record, by));
+    }
+    let (converged, finished) = converge(opened.clone())?;
+    let fixed: HashMap<KeyLabel, KeyRecord> = converged.iter().cloned().collect();
+    let mut by_tenant: HashMap<TenantId, Vec<(KeyLabel, KeyRecord, SecretKey)>> = HashMap::new();
+    for ((label, record, _), secret) in opened.into_iter().zip(secrets) {
+        let record = fixed.get(&label).cloned().unwrap_or(record);
         by_tenant
             .entry(label.tenant.clone())
             .or_default()
-            .push((label, record));
+            .push((label, record, secret));
     }
     let mut tenants = HashMap::new();
     for (tenant, keys) in by_tenant {
         let mut versions = HashMap::new();
         let mut active = None;
         let mut fingerprinter = None;
-        for (label, record) in keys {
-            let secret = provider.unwrap(&label, &record.wrapped)?;
+        for (label, record, secret) in keys {
             match label.purpose {
                 KeyPurpose::PanEncryption => {
                     let sealed = counters.get(&label).copied().unwrap_or(0);
@@ -544,5 +732,5 @@ fn unwrap_all(
         };
         tenants.insert(tenant, Arc::new(keys));
     }
-    Ok(tenants)
+    Ok((tenants, converged, finished))
 }

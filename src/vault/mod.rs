@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::audit::AuditLog;
 use crate::crypto::record;
-use crate::crypto::{DataKey, Fingerprint, KeyProvider, KeyPurpose, RecordView};
+use crate::crypto::{DataKey, Fingerprint, KeyLabel, KeyProvider, KeyPurpose, RecordView};
 use crate::domain::{Bin, Brand, Expiry, Last4, Pan, TenantId, Token};
-use crate::store::codec::{TokenEntry, TokenMeta};
+use crate::store::codec::{KeyRecord, TokenEntry, TokenMeta};
 use crate::store::rocksdb::{RocksStore, StoreOptions};
 use crate::store::{Insert, InsertOutcome, ReadMark, Store, StoredKeys};
 pub use error::VaultError;
@@ -143,7 +143,13 @@ impl Vault {
     ) -> Result<Vault, VaultError> {
         let store = RocksStore::open(path, &options.store)?;
         let stored = store.read_keys()?;
-        Vault::assemble(Box::new(store), stored, provider, options)
+        let keys = Vault::keyring(&store, stored, provider, &options)?;
+        store.write_keys_now(&keys.1)?;
+        Ok(Vault {
+            store: Box::new(store),
+            keys: keys.0,
+            options,
+        })
     }
 
     /// Opens the vault over any [`Store`]: reads and unwraps every stored
@@ -155,27 +161,31 @@ impl Vault {
         options: VaultOptions,
     ) -> Result<Vault, VaultError> {
         let stored = store.load_keys().await?;
-        Vault::assemble(store, stored, provider, options)
-    }
-
-    fn assemble(
-        store: Box<dyn Store>,
-        stored: StoredKeys,
-        provider: Arc<dyn KeyProvider>,
-        options: VaultOptions,
-    ) -> Result<Vault, VaultError> {
-        let keys = Keyring::load(
-            provider,
-            stored,
-            store.was_clean_shutdown(),
-            rotation_policy(&options),
-            options.audit.clone(),
-        )?;
+        let (keys, converged) = Vault::keyring(store.as_ref(), stored, provider, &options)?;
+        if !converged.is_empty() {
+            store.put_keys(converged, Vec::new()).await?;
+        }
         Ok(Vault {
             store,
             keys,
             options,
         })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn keyring(
+        store: &dyn Store,
+        stored: StoredKeys,
+        provider: Arc<dyn KeyProvider>,
+        options: &VaultOptions,
+    ) -> Result<(Keyring, Vec<(KeyLabel, KeyRecord)>), VaultError> {
+        Keyring::load(
+            provider,
+            stored,
+            store.was_clean_shutdown(),
+            rotation_policy(options),
+            options.audit.clone(),
+        )
     }
 
     /// Opens the embedded RocksDB store in `path` with a sealed keyring:
@@ -212,7 +222,22 @@ impl Vault {
     /// provider's KEK did not wrap the stored keys, the vault stays sealed.
     pub async fn unseal(&self, provider: Arc<dyn KeyProvider>) -> Result<(), VaultError> {
         let stored = self.store.load_keys().await?;
-        self.keys.unseal(provider, stored)
+        let converged = self.keys.unseal(provider, stored)?;
+        if !converged.is_empty() {
+            self.store.put_keys(converged, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a KEK rotation to `next`: every stored key is wrapped under
+    /// it as well (one durable commit) and new keys are wrapped under both.
+    /// The vault keeps serving throughout; the rotation finishes when the
+    /// vault next opens on `next` (config or shares changed), and is
+    /// rolled back if it opens on the current KEK again. Returns the
+    /// number of key records rewrapped.
+    pub async fn rotate_kek(&self, next: Arc<dyn KeyProvider>) -> Result<usize, VaultError> {
+        self.unsealed()?;
+        self.keys.rotate_kek(self.store.as_ref(), next).await
     }
 
     /// Seals: writes the exact encryption counters, then drops the KEK

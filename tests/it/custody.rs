@@ -474,3 +474,243 @@ async fn a_kek_in_a_pkcs11_token_never_leaves_it() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `cardvault load verify` of `acks` against `server`: (verified, lost, mismatched).
+fn verify_acks(server: &DevServer, acks: &Path) -> (u64, u64, u64) {
+    let out = cardvault()
+        .args(["load", "verify", "--json", "--dev"])
+        .arg(&server.data_dir)
+        .args(["--target", &server.api, "--ack-log"])
+        .arg(acks)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (
+        report["verified"].as_u64().unwrap(),
+        report["lost"].as_u64().unwrap(),
+        report["mismatched"].as_u64().unwrap(),
+    )
+}
+
+fn kill_9(server: DevServer) {
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+fn rotate_to_file(server: &DevServer, key: &Path) -> std::process::Output {
+    cardvault()
+        .args(["keys", "rotate-kek", "--dev"])
+        .arg(&server.data_dir)
+        .args(["--addr", &server.api, "--key-file"])
+        .arg(key)
+        .output()
+        .unwrap()
+}
+
+fn use_key_file(dir: &Path, name: &str) {
+    let config = dir.join("cardvault.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("key_file = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        text.replace(&line, &format!("key_file = \"{name}\"")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let acks = tmp.path().join("acks.jsonl");
+    let server = DevServer::start(&dir);
+    for name in ["kek-2.key", "kek-3.key"] {
+        let out = cardvault()
+            .args(["keys", "init", "--out"])
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // Rotate while tokenize load runs (several tenants' worth of keys are
+    // not needed: every key record goes through the same commit).
+    let load = server.spawn_load(&[
+        "--op",
+        "tokenize",
+        "--concurrency",
+        "8",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0s",
+        "--ack-log",
+        acks.to_str().unwrap(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let out = rotate_to_file(&server, &dir.join("kek-2.key"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(answer["keys"].as_u64().unwrap() >= 2, "{answer}");
+    let load = load.wait_with_output().unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    // kill -9 before the config names the new KEK: the old one still opens
+    // everything (the rotation rolls back), nothing acknowledged is lost.
+    kill_9(server);
+    let server = DevServer::start(&dir);
+    let (verified, lost, mismatched) = verify_acks(&server, &acks);
+    assert!(verified > 100, "only {verified} acknowledged tokens");
+    assert_eq!((lost, mismatched), (0, 0));
+    // Rotate again and switch the config: the new KEK opens everything and
+    // the old wrapping is dropped.
+    let out = rotate_to_file(&server, &dir.join("kek-2.key"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    kill_9(server);
+    use_key_file(&dir, "kek-2.key");
+    let server = DevServer::start(&dir);
+    assert_eq!(verify_acks(&server, &acks), (verified, 0, 0));
+    // A kill -9 racing the rewrap itself: whichever side of the commit it
+    // lands on, the KEK in the config (the one rotated from) opens it all.
+    let racing = std::process::Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .args(["keys", "rotate-kek", "--dev"])
+        .arg(&dir)
+        .args(["--addr", &server.api, "--key-file"])
+        .arg(dir.join("kek-3.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    kill_9(server);
+    let _ = racing.wait_with_output();
+    let server = DevServer::start(&dir);
+    assert_eq!(verify_acks(&server, &acks), (verified, 0, 0));
+    assert!(server.stop().success());
+    // The old KEK no longer opens the vault; the trail says who rotated
+    // to what, and how each rotation ended.
+    use_key_file(&dir, "kek.key");
+    let out = cardvault()
+        .args(["keys", "status", "--dev"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let trail = entries(&dir.join("audit"));
+    let rotated = of_kind(&trail, "kek_rotated");
+    let details: Vec<&str> = rotated
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("rolled back")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.starts_with("finished")),
+        "{details:?}"
+    );
+    assert!(
+        rotated.iter().filter(|e| e["principal"] == "admin").count() >= 2,
+        "{details:?}"
+    );
+    let out = cardvault()
+        .args(["audit", "verify", "--key-file"])
+        .arg(dir.join("kek-2.key"))
+        .arg(dir.join("audit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_kek_rotates_to_a_fresh_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let server = DevServer::start_full(&dir, &["--kek", "shamir"], &[]);
+    for custodian in ["custodian-1", "custodian-2"] {
+        let (code, out, err) = unseal(&server, &share_path(&dir, custodian));
+        assert_eq!(code, Some(0), "{out} {err}");
+    }
+    let mut cart = server.connect("cart").await;
+    let token = common::tokenize(&mut cart, PAN).await;
+    drop(cart);
+    let fresh = tmp.path().join("fresh");
+    let out = cardvault()
+        .args(["keys", "rotate-kek", "--dev"])
+        .arg(&dir)
+        .args([
+            "--addr",
+            &server.api,
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--out-dir",
+        ])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer["share_files"].as_array().unwrap().len(),
+        3,
+        "{answer}"
+    );
+    // Sealed again, the new set's custodians open it; the old set is then
+    // refused, and the tokens made before the rotation still reveal.
+    let out = cardvault()
+        .args(["seal", "--dev"])
+        .arg(&dir)
+        .args(["--addr", &server.api])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for custodian in ["custodian-3", "custodian-1"] {
+        let (code, out, err) = unseal(&server, &fresh.join(format!("{custodian}.share")));
+        assert_eq!(code, Some(0), "{out} {err}");
+    }
+    let mut payments = server.connect("payments").await;
+    assert_eq!(reveal(&mut payments, &token).await.json()["pan"], PAN);
+    drop(payments);
+    let out = cardvault()
+        .args(["seal", "--dev"])
+        .arg(&dir)
+        .args(["--addr", &server.api])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (code, out, _) = unseal(&server, &share_path(&dir, "custodian-1"));
+    assert_eq!(code, Some(1));
+    assert_eq!(status(&out)["error"]["code"], "share_rejected");
+    assert!(server.stop().success());
+    let set: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("db/kek-shares.json")).unwrap())
+            .unwrap();
+    assert!(set.get("next").is_none(), "{set}");
+}

@@ -120,6 +120,7 @@ fn write_record_seeds() {
         state: KeyState::Active,
         created_ms: 1,
         wrapped: vec![1; 61],
+        wrapped_next: None,
     };
     std::fs::write(dir.join("keyrecord"), key.encode()).unwrap();
     std::fs::write(dir.join("empty"), b"").unwrap();

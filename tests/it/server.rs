@@ -669,6 +669,7 @@ async fn openapi_document_matches_the_server() {
         "GET /v1/admin/alerts",
         "GET /v1/tokens/{token}",
         "POST /v1/admin/alerts/clear",
+        "POST /v1/admin/kek/rotate",
         "POST /v1/admin/seal",
         "POST /v1/admin/unseal",
         "POST /v1/detokenize",

@@ -322,6 +322,7 @@ pub async fn keys_and_counters(backend: &dyn Backend) {
         state: KeyState::Active,
         created_ms: 42,
         wrapped: vec![7; 60],
+        wrapped_next: None,
     };
     store
         .put_keys(

@@ -227,6 +227,19 @@ impl RocksStore {
         Ok(stored)
     }
 
+    /// Writes key records in one synced batch, synchronously — for opening
+    /// a vault outside an async context, before any other write can race
+    /// it (the records a finished or abandoned KEK rotation leaves).
+    pub fn write_keys_now(&self, keys: &[(KeyLabel, KeyRecord)]) -> Result<(), StoreError> {
+        let keys_cf = cf(&self.db, CF_KEYS)?;
+        let mut batch = WriteBatch::default();
+        for (label, record) in keys {
+            batch.put_cf(keys_cf, codec::wrapped_key_key(label), record.encode());
+        }
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
     /// Sends a command to the writer and waits for its answer, which comes
     /// only after the group holding it is synced.
     async fn ask<T>(
