@@ -79,6 +79,8 @@ pub struct Offered {
 pub struct Rotated {
     /// Key records wrapped under the new KEK too.
     pub keys: usize,
+    /// The KEK rotated from, as its provider describes it.
+    pub from: String,
     /// The new KEK, as its provider describes it.
     pub to: String,
     /// How to finish the rotation.
@@ -573,6 +575,7 @@ impl Custody {
                     (Arc::new(provider), config, files)
                 }
             };
+        let from = self.vault.describe_kek();
         let keys = self
             .vault
             .rotate_kek(Arc::clone(&next))
@@ -580,6 +583,7 @@ impl Custody {
             .map_err(|e| CustodyError::Failed(e.to_string()))?;
         Ok(Rotated {
             keys,
+            from,
             to: next.describe(),
             finish: format!(
                 "point the config at the new KEK ({config}) and restart, or seal and unseal with the new shares; until then the vault wraps every new key under both KEKs"

@@ -151,8 +151,8 @@ pub async fn rotate_kek(
             Ok(rotated) => {
                 audited.event().count = Some(rotated.keys as u64);
                 audited.event().detail = Some(format!(
-                    "{} keys and the audit key wrapped under {} too; {}",
-                    rotated.keys, rotated.to, rotated.finish
+                    "from {} to {}: {} keys and the audit key wrapped under the new KEK too; {}",
+                    rotated.from, rotated.to, rotated.keys, rotated.finish
                 ));
                 tracing::info!(keys = rotated.keys, to = %rotated.to, "KEK rotation: every key wrapped under the new KEK too");
                 Ok(json(StatusCode::OK, &rotated))

@@ -205,6 +205,12 @@ impl Vault {
         })
     }
 
+    /// The KEK provider as it describes itself (`key file …`, `PKCS#11 token
+    /// … key …`, `custodian shares (set …)`), or `sealed`. Never key material.
+    pub fn describe_kek(&self) -> String {
+        self.keys.describe_provider()
+    }
+
     /// Whether the vault is sealed (no KEK, no keys in memory).
     pub fn is_sealed(&self) -> bool {
         self.keys.is_sealed()

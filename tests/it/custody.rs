@@ -561,6 +561,14 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
     );
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(answer["keys"].as_u64().unwrap() >= 2, "{answer}");
+    assert!(
+        answer["from"].as_str().unwrap().ends_with("kek.key"),
+        "{answer}"
+    );
+    assert!(
+        answer["to"].as_str().unwrap().ends_with("kek-2.key"),
+        "{answer}"
+    );
     let load = load.wait_with_output().unwrap();
     assert!(
         load.status.success(),
@@ -626,8 +634,15 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
         details.iter().any(|d| d.starts_with("finished")),
         "{details:?}"
     );
+    let requests: Vec<&&serde_json::Value> = rotated
+        .iter()
+        .filter(|e| e["principal"] == "admin")
+        .collect();
+    assert!(requests.len() >= 2, "{details:?}");
     assert!(
-        rotated.iter().filter(|e| e["principal"] == "admin").count() >= 2,
+        requests[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("kek.key to key file") && d.contains("kek-2.key")),
         "{details:?}"
     );
     let out = cardvault()
