@@ -157,19 +157,11 @@ pub fn rewrap(
 /// Replaces `DIR/audit.key` with `bytes` atomically (a synced temporary
 /// file renamed over it, then the directory synced).
 fn replace_key_file(dir: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    let tmp = dir.join("audit.key.tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| AuditError::io(&tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| AuditError::io(&tmp, e))?;
+    const TMP: &str = "audit.key.tmp";
+    let _ = fs::remove_file(dir.join(TMP));
+    write_new_file(dir, TMP, bytes)?;
     let path = dir.join(KEY_FILE);
-    fs::rename(&tmp, &path).map_err(|e| AuditError::io(&path, e))?;
+    fs::rename(dir.join(TMP), &path).map_err(|e| AuditError::io(&path, e))?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| AuditError::io(dir, e))
@@ -197,7 +189,12 @@ pub fn create(dir: &Path, provider: &dyn KeyProvider) -> Result<AuditKey, AuditE
 
 /// Writes `bytes` as `DIR/audit.key` (mode 0600, never overwriting) and syncs it.
 pub fn write_key_file(dir: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    let path = dir.join(KEY_FILE);
+    write_new_file(dir, KEY_FILE, bytes)
+}
+
+/// Writes `bytes` as the new file `DIR/NAME` (mode 0600), syncs it and `DIR`.
+fn write_new_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
+    let path = dir.join(name);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -19,6 +19,38 @@ fn cardvault() -> Command {
     command
 }
 
+/// Runs `command`; its output, after asserting it succeeded.
+fn succeeds(command: &mut Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        command,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `cardvault seal --dev DIR --addr API` (as the dev admin), succeeding.
+fn seal(server: &DevServer) {
+    succeeds(
+        cardvault()
+            .args(["seal", "--dev"])
+            .arg(&server.data_dir)
+            .args(["--addr", &server.api]),
+    );
+}
+
+/// `cardvault keys status --dev DIR`.
+fn keys_status(dir: &Path) -> std::process::Output {
+    cardvault()
+        .args(["keys", "status", "--dev"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 fn share_path(dir: &Path, custodian: &str) -> PathBuf {
     dir.join("custodians").join(format!("{custodian}.share"))
 }
@@ -217,18 +249,7 @@ async fn a_split_kek_starts_sealed_and_any_two_custodians_unseal_it() {
 
     // Seal (admin, global scope): every key dropped; 503 until unsealed
     // again, by another pair in another order.
-    let out = cardvault()
-        .arg("seal")
-        .arg("--dev")
-        .arg(&dir)
-        .args(["--addr", &server.api])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    seal(&server);
     let reply = reveal(&mut payments, &token).await;
     assert_api_error(
         &reply,
@@ -292,11 +313,7 @@ async fn a_split_kek_starts_sealed_and_any_two_custodians_unseal_it() {
         );
     }
     // The KEK split cannot be opened by offline commands.
-    let out = cardvault()
-        .args(["keys", "status", "--dev"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = keys_status(&dir);
     assert_eq!(
         out.status.code(),
         Some(64),
@@ -340,22 +357,23 @@ async fn a_kek_in_a_pkcs11_token_never_leaves_it() {
     // The key's attributes, read back through PKCS#11 by another program.
     let (env, conf) = softhsm_env(&dir);
     let pin = std::fs::read_to_string(dir.join("hsm.pin")).unwrap();
-    let out = Command::new("pkcs11-tool")
-        .env(&env, &conf)
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "cardvault-dev",
-            "--login",
-            "--pin",
-            pin.trim(),
-            "--list-objects",
-            "--type",
-            "secrkey",
-        ])
-        .output()
-        .expect("pkcs11-tool (Debian package opensc)");
+    let pkcs11_tool = |args: &[&str]| {
+        Command::new("pkcs11-tool")
+            .env(&env, &conf)
+            .args([
+                "--module",
+                "/usr/lib/softhsm/libsofthsm2.so",
+                "--token-label",
+                "cardvault-dev",
+                "--login",
+                "--pin",
+                pin.trim(),
+            ])
+            .args(args)
+            .output()
+            .expect("pkcs11-tool (Debian package opensc)")
+    };
+    let out = pkcs11_tool(&["--list-objects", "--type", "secrkey"]);
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("cardvault-kek-1"), "{listing}");
     assert!(listing.contains("AES length 32"), "{listing}");
@@ -364,24 +382,13 @@ async fn a_kek_in_a_pkcs11_token_never_leaves_it() {
         "{listing}"
     );
     // Reading its value is refused by the token.
-    let out = Command::new("pkcs11-tool")
-        .env(&env, &conf)
-        .args([
-            "--module",
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "--token-label",
-            "cardvault-dev",
-            "--login",
-            "--pin",
-            pin.trim(),
-            "--read-object",
-            "--type",
-            "secrkey",
-            "--label",
-            "cardvault-kek-1",
-        ])
-        .output()
-        .unwrap();
+    let out = pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "secrkey",
+        "--label",
+        "cardvault-kek-1",
+    ]);
     assert!(!out.status.success(), "the KEK's value was readable");
 
     // Misconfigurations exit 64 naming the field, and never print the PIN.
@@ -451,27 +458,13 @@ async fn a_kek_in_a_pkcs11_token_never_leaves_it() {
         "{stderr}"
     );
     // Offline commands open the vault through the token.
-    let out = cardvault()
-        .args(["keys", "status", "--dev"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = keys_status(&dir);
     assert!(String::from_utf8_lossy(&out.stdout).contains("tenant default"));
-    let out = cardvault()
-        .args(["audit", "verify", "--dev"])
-        .arg(&dir)
-        .arg(dir.join("audit"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    succeeds(
+        cardvault()
+            .args(["audit", "verify", "--dev"])
+            .arg(&dir)
+            .arg(dir.join("audit")),
     );
 }
 
@@ -614,12 +607,7 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
     // The old KEK no longer opens the vault; the trail says who rotated
     // to what, and how each rotation ended.
     use_key_file(&dir, "kek.key");
-    let out = cardvault()
-        .args(["keys", "status", "--dev"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!keys_status(&dir).status.success());
     let trail = entries(&dir.join("audit"));
     let rotated = of_kind(&trail, "kek_rotated");
     let details: Vec<&str> = rotated
@@ -645,16 +633,11 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
             .is_some_and(|d| d.contains("kek.key to key file") && d.contains("kek-2.key")),
         "{details:?}"
     );
-    let out = cardvault()
-        .args(["audit", "verify", "--key-file"])
-        .arg(dir.join("kek-2.key"))
-        .arg(dir.join("audit"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    succeeds(
+        cardvault()
+            .args(["audit", "verify", "--key-file"])
+            .arg(dir.join("kek-2.key"))
+            .arg(dir.join("audit")),
     );
 }
 
@@ -699,13 +682,7 @@ async fn a_split_kek_rotates_to_a_fresh_split() {
     );
     // Sealed again, the new set's custodians open it; the old set is then
     // refused, and the tokens made before the rotation still reveal.
-    let out = cardvault()
-        .args(["seal", "--dev"])
-        .arg(&dir)
-        .args(["--addr", &server.api])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    seal(&server);
     for custodian in ["custodian-3", "custodian-1"] {
         let (code, out, err) = unseal(&server, &fresh.join(format!("{custodian}.share")));
         assert_eq!(code, Some(0), "{out} {err}");
@@ -713,13 +690,7 @@ async fn a_split_kek_rotates_to_a_fresh_split() {
     let mut payments = server.connect("payments").await;
     assert_eq!(reveal(&mut payments, &token).await.json()["pan"], PAN);
     drop(payments);
-    let out = cardvault()
-        .args(["seal", "--dev"])
-        .arg(&dir)
-        .args(["--addr", &server.api])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    seal(&server);
     let (code, out, _) = unseal(&server, &share_path(&dir, "custodian-1"));
     assert_eq!(code, Some(1));
     assert_eq!(status(&out)["error"]["code"], "share_rejected");
