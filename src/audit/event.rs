@@ -74,6 +74,12 @@ pub enum EventKind {
     Unsealed,
     /// The vault was sealed: the KEK and every unwrapped key were dropped.
     Sealed,
+    /// A data key was destroyed: no record is sealed under it any more.
+    KeyDestroyed,
+    /// An admin read the key inventory.
+    KeysListed,
+    /// A re-encryption job started, resumed, finished or failed (`detail`).
+    Reencrypt,
     /// A KEK rotation step: every key wrapped under the next KEK too
     /// (`detail` names both KEKs and the count), or the rotation finished or
     /// rolled back when the vault opened on one of them.
@@ -116,6 +122,9 @@ impl EventKind {
             EventKind::Unsealed => "unsealed",
             EventKind::Sealed => "sealed",
             EventKind::KekRotated => "kek_rotated",
+            EventKind::KeyDestroyed => "key_destroyed",
+            EventKind::KeysListed => "keys_listed",
+            EventKind::Reencrypt => "reencrypt",
             EventKind::HsmUnavailable => "hsm_unavailable",
             EventKind::HsmRecovered => "hsm_recovered",
         }

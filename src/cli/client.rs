@@ -97,7 +97,7 @@ impl Endpoint {
     }
 
     /// Connects; with `--dev` and no `--as`, as the dev client `default`.
-    async fn connect_as(&self, default: &str) -> Result<Connection, CliError> {
+    pub(super) async fn connect_as(&self, default: &str) -> Result<Connection, CliError> {
         let name = self.as_client.as_deref().unwrap_or(default);
         let (ca, cert, key) = match (&self.dev, &self.cacert, &self.cert, &self.key) {
             (Some(dir), ..) => {

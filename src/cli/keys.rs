@@ -80,6 +80,13 @@ pub enum KeysCommand {
     /// commit) while it keeps serving; the rotation finishes when the vault
     /// next opens on the new KEK (docs/keys.md).
     RotateKek(super::client::RotateKekArgs),
+    /// Seal every record of a tenant under older data keys again with the
+    /// active one, on the running vault, and destroy the emptied keys;
+    /// follows the job with a progress bar. Resumes after a restart.
+    Reencrypt(super::keylife::ReencryptArgs),
+    /// List every key of the running vault: purpose, tenant, version,
+    /// state, dates, encryptions and limit, records, the KEK that wraps it.
+    Inventory(super::keylife::InventoryArgs),
     /// Show each tenant's active data-key version and its encryption count.
     Status {
         #[command(flatten)]
@@ -141,6 +148,8 @@ pub async fn run(command: KeysCommand) -> CliResult {
             say!("tenant {tenant}: data key version {version} is now active");
         }
         KeysCommand::RotateKek(args) => super::client::rotate_kek(args).await?,
+        KeysCommand::Reencrypt(args) => super::keylife::reencrypt(args).await?,
+        KeysCommand::Inventory(args) => super::keylife::inventory(args).await?,
         KeysCommand::Status { vault } => {
             let offline = vault.open()?;
             for (tenant, version, sealed) in offline.vault.key_status() {

@@ -30,6 +30,7 @@ mod client;
 mod demo;
 mod devkek;
 mod error;
+mod keylife;
 mod keys;
 mod load;
 mod offline;

@@ -80,6 +80,9 @@ pub struct Config {
     /// Card security codes held in memory.
     #[serde(default)]
     pub cvc: CvcConfig,
+    /// Key lifecycle (re-encryption pace).
+    #[serde(default)]
+    pub keys: KeysConfig,
 }
 
 /// The `[cvc]` section: card security codes held in memory only
@@ -98,6 +101,27 @@ impl Default for CvcConfig {
         CvcConfig {
             max_held: std::num::NonZeroUsize::new(100_000).unwrap_or(std::num::NonZeroUsize::MIN),
             max_ttl_s: std::num::NonZeroU64::new(3600).unwrap_or(std::num::NonZeroU64::MIN),
+        }
+    }
+}
+
+/// The `[keys]` section: key lifecycle settings.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Records a re-encryption job seals again per second, at most.
+    pub reencrypt_items_per_s: std::num::NonZeroU32,
+    /// Records per re-encryption step (one scan and one commit).
+    pub reencrypt_batch: std::num::NonZeroUsize,
+}
+
+impl Default for KeysConfig {
+    fn default() -> KeysConfig {
+        KeysConfig {
+            reencrypt_items_per_s: std::num::NonZeroU32::new(2000)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+            reencrypt_batch: std::num::NonZeroUsize::new(256)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
         }
     }
 }

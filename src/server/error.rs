@@ -176,7 +176,8 @@ impl ApiError {
             VaultError::Key(_)
             | VaultError::Record(_)
             | VaultError::KeyState(..)
-            | VaultError::MissingKeyVersion { .. } => ApiError::Internal,
+            | VaultError::MissingKeyVersion { .. }
+            | VaultError::KeyDestroyed { .. } => ApiError::Internal,
         }
     }
 }

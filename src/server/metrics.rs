@@ -33,7 +33,7 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 18] = [
+const COUNTERS: [(&str, &str); 19] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
     (
         "cardvault_cvc_delivered_total",
@@ -103,10 +103,14 @@ const COUNTERS: [(&str, &str); 18] = [
         "cardvault_detokenizations_total",
         "PANs revealed, by principal",
     ),
+    (
+        "cardvault_reencrypt_done_total",
+        "Records sealed again under a tenant's active data key, by tenant",
+    ),
 ];
 
 /// How many of [`COUNTERS`], at its end, carry labels.
-const LABELLED: usize = 5;
+const LABELLED: usize = 6;
 
 /// Alert rules, registered at 0 per rule.
 const ALERT_RULES: [&str; 4] = [
@@ -144,4 +148,8 @@ fn describe() {
         "Card security codes held in memory now"
     );
     metrics::gauge!("cardvault_cvc_held").set(0.0);
+    metrics::describe_gauge!(
+        "cardvault_reencrypt_remaining",
+        "Records still sealed under an older data key while a tenant's re-encryption runs, by tenant"
+    );
 }

@@ -151,7 +151,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 }
 
 /// RFC 3339 UTC time of `ms` since the epoch.
-fn created_at(ms: u64) -> String {
+pub fn created_at(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()

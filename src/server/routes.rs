@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{admin, api, seal};
+use super::{admin, api, keys, seal};
 
 /// Every API route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -28,6 +28,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/unseal", post(seal::unseal))
         .route("/v1/admin/seal", post(seal::seal))
         .route("/v1/admin/kek/rotate", post(seal::rotate_kek))
+        .route("/v1/admin/keys", get(keys::inventory))
+        .route("/v1/admin/keys/{tenant}/rotate", post(keys::rotate))
+        .route(
+            "/v1/admin/keys/{tenant}/reencrypt",
+            post(keys::reencrypt_start).get(keys::reencrypt_status),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -16,6 +16,7 @@ use super::custody::Custody;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
 use super::reload::Reloadable;
+use super::reseal::Reseals;
 use super::state::AppState;
 use super::{metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
@@ -86,6 +87,7 @@ pub async fn start(
     config: &Config,
     vault: Arc<Vault>,
     custody: Arc<Custody>,
+    reseals: Arc<Reseals>,
     audit: AuditLog,
 ) -> Result<Running, ServerError> {
     let reloadable = Reloadable::new(config)?;
@@ -100,6 +102,8 @@ pub async fn start(
     let state = Arc::new(AppState {
         vault,
         custody: Arc::clone(&custody),
+        reseals,
+        keys: config.keys,
         limits: config.limits.clone(),
         audit: audit.clone(),
         principals: Arc::clone(&reloadable),

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::custody::{Custody, Kek, open_kek};
+use super::reseal::Reseals;
 use super::running::{Running, start};
 use crate::audit::{AuditLog, Event, EventKind};
 use crate::config::{Config, KekSource};
@@ -22,6 +23,7 @@ pub struct Service {
     running: Running,
     vault: Arc<Vault>,
     custody: Arc<Custody>,
+    reseals: Arc<Reseals>,
     audit: AuditLog,
     /// Held until the service is dropped.
     _data_lock: DirLock,
@@ -83,13 +85,24 @@ impl Service {
             }
         };
         let custody = Arc::new(custody);
+        let reseals = Reseals::new(Arc::clone(&vault), audit.clone(), config.keys);
         let running = start(
             config,
             Arc::clone(&vault),
             Arc::clone(&custody),
+            Arc::clone(&reseals),
             audit.clone(),
         )
         .await?;
+        // Interrupted re-encryption jobs go on, once the keys are in memory.
+        let resume = Arc::clone(&reseals);
+        let unsealed = Arc::clone(&vault);
+        tokio::spawn(async move {
+            while unsealed.is_sealed() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            resume.resume_all().await;
+        });
         audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
             "api {} ops {} version {}",
             running.api_addr,
@@ -102,6 +115,7 @@ impl Service {
             running,
             vault,
             custody,
+            reseals,
             audit,
             _data_lock: data_lock,
         })
@@ -152,6 +166,8 @@ impl Service {
     /// records `vault_stop` and closes the audit trail.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.running.shutdown().await;
+        self.reseals.stop().await;
+        drop(self.reseals);
         let audit_started = self.custody.audit_started();
         drop(self.custody);
         let closed = match Arc::try_unwrap(self.vault) {

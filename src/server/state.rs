@@ -8,6 +8,7 @@ use super::custody::Custody;
 use super::monitor::Monitor;
 use super::ratelimit::RateLimits;
 use super::reload::Reloadable;
+use super::reseal::Reseals;
 use crate::audit::AuditLog;
 use crate::config::LimitsConfig;
 use crate::vault::Vault;
@@ -19,6 +20,10 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     /// Key custody: the seal state and the custodians' shares.
     pub custody: Arc<Custody>,
+    /// Re-encryption jobs.
+    pub reseals: Arc<Reseals>,
+    /// Key lifecycle settings.
+    pub keys: crate::config::KeysConfig,
     /// Body and batch limits.
     pub limits: LimitsConfig,
     /// The audit trail.

@@ -16,6 +16,10 @@ pub const KEY_RECORD_FORMAT_V1: u8 = 1;
 /// Format byte of a key record wrapped under two KEKs (a KEK rotation in
 /// progress): V1's fields, then the key wrapped by the next KEK.
 pub const KEY_RECORD_FORMAT_V2: u8 = 2;
+/// Format byte of a key record with the time of its last state change:
+/// state, created, changed, wrapped, then a flag byte and the next KEK's
+/// wrapping when the flag is 1. What this build writes.
+pub const KEY_RECORD_FORMAT_V3: u8 = 3;
 
 const FLAG_BIN: u8 = 1;
 const FLAG_EXPIRY: u8 = 2;
@@ -186,6 +190,9 @@ pub enum KeyState {
     Active = 1,
     /// Rotated out: opens old records, seals nothing new.
     DecryptOnly = 2,
+    /// Destroyed: no record is sealed under it any more, and its wrapped
+    /// bytes are gone; the record stays for the inventory.
+    Destroyed = 3,
 }
 
 /// A data key as stored: its state, creation time and wrapped bytes.
@@ -195,7 +202,10 @@ pub struct KeyRecord {
     pub state: KeyState,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
-    /// The key wrapped by the KEK.
+    /// Time of the last state change (activation, retirement,
+    /// destruction); records of formats 1 and 2 read it as `created_ms`.
+    pub changed_ms: u64,
+    /// The key wrapped by the KEK (empty once destroyed).
     pub wrapped: Vec<u8>,
     /// The same key wrapped by the next KEK, while a KEK rotation waits for
     /// the vault to open on it (docs/keys.md).
@@ -205,18 +215,20 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + 2 * self.wrapped.len());
-        out.push(match self.wrapped_next {
-            None => KEY_RECORD_FORMAT_V1,
-            Some(_) => KEY_RECORD_FORMAT_V2,
-        });
+        let mut out = Vec::with_capacity(21 + 2 * self.wrapped.len());
+        out.push(KEY_RECORD_FORMAT_V3);
         out.push(self.state as u8);
         out.extend_from_slice(&self.created_ms.to_be_bytes());
+        out.extend_from_slice(&self.changed_ms.to_be_bytes());
         out.push(self.wrapped.len() as u8);
         out.extend_from_slice(&self.wrapped);
-        if let Some(next) = &self.wrapped_next {
-            out.push(next.len() as u8);
-            out.extend_from_slice(next);
+        match &self.wrapped_next {
+            None => out.push(0),
+            Some(next) => {
+                out.push(1);
+                out.push(next.len() as u8);
+                out.extend_from_slice(next);
+            }
         }
         out
     }
@@ -226,12 +238,13 @@ impl KeyRecord {
         const WHAT: &str = "key record";
         let mut r = Reader::new(bytes, WHAT);
         let format = r.u8()?;
-        if format != KEY_RECORD_FORMAT_V1 && format != KEY_RECORD_FORMAT_V2 {
+        if !(KEY_RECORD_FORMAT_V1..=KEY_RECORD_FORMAT_V3).contains(&format) {
             return Err(CodecError::UnknownFormat { what: WHAT, format });
         }
         let state = match r.u8()? {
             1 => KeyState::Active,
             2 => KeyState::DecryptOnly,
+            3 => KeyState::Destroyed,
             _ => {
                 return Err(CodecError::InvalidField {
                     what: WHAT,
@@ -240,9 +253,28 @@ impl KeyRecord {
             }
         };
         let created_ms = r.u64()?;
+        let changed_ms = if format == KEY_RECORD_FORMAT_V3 {
+            r.u64()?
+        } else {
+            created_ms
+        };
         let len = usize::from(r.u8()?);
         let wrapped = r.take(len)?.to_vec();
-        let wrapped_next = if format == KEY_RECORD_FORMAT_V2 {
+        let has_next = match format {
+            KEY_RECORD_FORMAT_V1 => false,
+            KEY_RECORD_FORMAT_V2 => true,
+            _ => match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(CodecError::InvalidField {
+                        what: WHAT,
+                        field: "next wrapping flag",
+                    });
+                }
+            },
+        };
+        let wrapped_next = if has_next {
             let len = usize::from(r.u8()?);
             Some(r.take(len)?.to_vec())
         } else {
@@ -252,6 +284,7 @@ impl KeyRecord {
         Ok(KeyRecord {
             state,
             created_ms,
+            changed_ms,
             wrapped,
             wrapped_next,
         })
@@ -262,6 +295,28 @@ fn push_tenant(out: &mut Vec<u8>, tenant: &TenantId) {
     // Tenant ids are at most 64 bytes, so one length byte suffices.
     out.push(tenant.as_str().len() as u8);
     out.extend_from_slice(tenant.as_str().as_bytes());
+}
+
+/// The first bytes of every `tokens` key of `tenant`.
+pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + tenant.as_str().len());
+    push_tenant(&mut key, tenant);
+    key
+}
+
+const CHECKPOINT_PREFIX: &[u8] = b"reseal/";
+
+/// `meta` key of a tenant's re-sealing checkpoint.
+pub fn checkpoint_key(tenant: &TenantId) -> Vec<u8> {
+    let mut key = CHECKPOINT_PREFIX.to_vec();
+    key.extend_from_slice(tenant.as_str().as_bytes());
+    key
+}
+
+/// The tenant of a checkpoint key; `None` for any other `meta` key.
+pub fn decode_checkpoint_key(key: &[u8]) -> Option<TenantId> {
+    let name = key.strip_prefix(CHECKPOINT_PREFIX)?;
+    TenantId::parse(std::str::from_utf8(name).ok()?).ok()
 }
 
 /// `tokens` key: tenant (length-prefixed) ‖ token digits.
@@ -450,19 +505,43 @@ mod tests {
         let record = KeyRecord {
             state: KeyState::DecryptOnly,
             created_ms: 5,
+            changed_ms: 9,
             wrapped: vec![3; 61],
             wrapped_next: None,
         };
         assert_eq!(KeyRecord::decode(&record.encode()).unwrap(), record);
-        assert_eq!(record.encode()[0], KEY_RECORD_FORMAT_V1);
+        assert_eq!(record.encode()[0], KEY_RECORD_FORMAT_V3);
         let dual = KeyRecord {
             wrapped_next: Some(vec![4; 61]),
             ..record.clone()
         };
-        assert_eq!(dual.encode()[0], KEY_RECORD_FORMAT_V2);
         assert_eq!(KeyRecord::decode(&dual.encode()).unwrap(), dual);
         let cut = dual.encode();
         assert!(KeyRecord::decode(&cut[..cut.len() - 1]).is_err());
+        let destroyed = KeyRecord {
+            state: KeyState::Destroyed,
+            wrapped: Vec::new(),
+            ..record.clone()
+        };
+        assert_eq!(KeyRecord::decode(&destroyed.encode()).unwrap(), destroyed);
+        // Older formats still read: V1 (one wrapping), V2 (two), no change time.
+        let mut v1 = vec![KEY_RECORD_FORMAT_V1, 2];
+        v1.extend_from_slice(&5u64.to_be_bytes());
+        v1.push(61);
+        v1.extend_from_slice(&[3; 61]);
+        let old = KeyRecord::decode(&v1).unwrap();
+        assert_eq!(
+            (old.created_ms, old.changed_ms, old.wrapped_next),
+            (5, 5, None)
+        );
+        let mut v2 = v1.clone();
+        v2[0] = KEY_RECORD_FORMAT_V2;
+        v2.push(61);
+        v2.extend_from_slice(&[4; 61]);
+        assert_eq!(
+            KeyRecord::decode(&v2).unwrap().wrapped_next,
+            Some(vec![4; 61])
+        );
         let label = KeyLabel {
             tenant: TenantId::parse("shop").unwrap(),
             purpose: KeyPurpose::Fingerprint,

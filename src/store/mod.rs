@@ -22,6 +22,10 @@
 //!   than the stored one keeps the stored one.
 //! - Point reads ([`Store::get_entry`], [`Store::get_token_for`]) see every
 //!   acknowledged write.
+//! - **Re-sealing compares and swaps**: [`Store::reseal`] replaces a
+//!   record only if the entry still holds the record the caller read (a
+//!   token deleted or re-sealed meanwhile is skipped), keeps the entry's
+//!   current metadata, and commits the job's checkpoint with the records.
 //!
 //! `tests/it/store_suite.rs` checks this contract once, generically; every
 //! backend runs it.
@@ -112,6 +116,26 @@ pub enum InsertOutcome {
     TokenCollision,
 }
 
+/// One record sealed again under a newer data key ([`Store::reseal`]).
+#[derive(Debug)]
+pub struct Reseal {
+    /// The token.
+    pub token: Token,
+    /// The sealed record as read: the swap happens only if it is still there.
+    pub expected: Vec<u8>,
+    /// The record sealed under the newer key.
+    pub record: Vec<u8>,
+}
+
+/// What a re-sealing commit does with the job's checkpoint.
+#[derive(Debug, Clone)]
+pub enum Checkpoint {
+    /// Store these bytes (opaque to the store) as the tenant's checkpoint.
+    Set(Vec<u8>),
+    /// The job is done: remove it.
+    Clear,
+}
+
 /// Everything the key store holds, read at open.
 #[derive(Debug, Default)]
 pub struct StoredKeys {
@@ -179,6 +203,33 @@ pub trait Store: Send + Sync {
         keys: Vec<(KeyLabel, KeyRecord)>,
         counters: Vec<(KeyLabel, u64)>,
     ) -> Result<(), StoreError>;
+
+    /// Up to `limit` entries of `tenant` in token order, after `after`
+    /// (from the first when `None`). Entries written concurrently may or
+    /// may not be seen.
+    async fn scan_entries(
+        &self,
+        tenant: &TenantId,
+        after: Option<Token>,
+        limit: usize,
+    ) -> Result<Vec<(Token, TokenEntry)>, StoreError>;
+
+    /// Replaces records re-sealed under a newer data key, compare-and-swap
+    /// (see the module docs), with the data keys' counters and the job's
+    /// checkpoint, in one durable commit. Returns how many were replaced.
+    async fn reseal(
+        &self,
+        tenant: &TenantId,
+        items: Vec<Reseal>,
+        counters: Vec<(KeyLabel, u64)>,
+        checkpoint: Checkpoint,
+    ) -> Result<usize, StoreError>;
+
+    /// The re-sealing job checkpoint of `tenant`, if one is stored.
+    async fn checkpoint(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Tenants with a stored re-sealing checkpoint (jobs to resume).
+    async fn checkpoints(&self) -> Result<Vec<TenantId>, StoreError>;
 
     /// Writes the final counters and the clean-shutdown marker, then closes.
     async fn close(self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError>;

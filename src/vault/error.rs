@@ -41,6 +41,16 @@ pub enum VaultError {
         /// Key version named by the record.
         version: u32,
     },
+    /// A record is sealed under a data key that was destroyed.
+    #[error(
+        "tenant {tenant}'s data key version {version} was destroyed; the record cannot be opened"
+    )]
+    KeyDestroyed {
+        /// Tenant.
+        tenant: TenantId,
+        /// Key version named by the record.
+        version: u32,
+    },
     /// Stored keys are inconsistent (no active key, missing fingerprint key).
     #[error("stored keys of tenant {0} are inconsistent: {1}")]
     KeyState(TenantId, &'static str),

@@ -47,6 +47,8 @@ struct DekSlot {
 struct DekSet {
     active: u32,
     versions: HashMap<u32, DekSlot>,
+    /// Versions destroyed after re-encryption emptied them.
+    destroyed: std::collections::BTreeSet<u32>,
 }
 
 /// A tenant's unwrapped keys.
@@ -64,10 +66,29 @@ impl TenantKeys {
             .map(|slot| Arc::clone(&slot.key))
     }
 
-    /// The data key of `version`, if the tenant has it.
-    pub(super) fn version(&self, version: u32) -> Option<Arc<DataKey>> {
-        let set = self.deks.read().ok()?;
-        set.versions.get(&version).map(|slot| Arc::clone(&slot.key))
+    /// The data key of `version`, or why there is none: destroyed after
+    /// re-encryption emptied it, or never existed.
+    pub(super) fn opener(&self, version: u32) -> Result<Arc<DataKey>, VaultError> {
+        let set = self.deks.read().map_err(|_| self.poisoned())?;
+        if let Some(slot) = set.versions.get(&version) {
+            return Ok(Arc::clone(&slot.key));
+        }
+        Err(if set.destroyed.contains(&version) {
+            VaultError::KeyDestroyed {
+                tenant: self.tenant.clone(),
+                version,
+            }
+        } else {
+            VaultError::MissingKeyVersion {
+                tenant: self.tenant.clone(),
+                version,
+            }
+        })
+    }
+
+    /// The active data key's version.
+    pub(super) fn active_version(&self) -> Option<u32> {
+        self.deks.read().ok().map(|set| set.active)
     }
 
     /// The label of this tenant's key of `purpose` and `version`.
@@ -325,6 +346,7 @@ impl Keyring {
         let dek_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
+            changed_ms: now,
             wrapped,
             wrapped_next,
         };
@@ -332,6 +354,7 @@ impl Keyring {
         let fp_record = KeyRecord {
             state: KeyState::Active,
             created_ms: now,
+            changed_ms: now,
             wrapped,
             wrapped_next,
         };
@@ -357,6 +380,7 @@ impl Keyring {
             deks: RwLock::new(DekSet {
                 active: 1,
                 versions,
+                destroyed: Default::default(),
             }),
             fingerprinter: Fingerprinter::new(1, &fp_secret)?,
         });
@@ -415,20 +439,29 @@ impl Keyring {
                 keys.tenant.clone(),
                 "no active data key",
             ))?;
-            let newest = set.versions.keys().copied().max().unwrap_or(set.active);
+            let newest = set
+                .versions
+                .keys()
+                .chain(&set.destroyed)
+                .copied()
+                .max()
+                .unwrap_or(set.active);
             (set.active, old.record.clone(), newest + 1)
         };
         let new_label = keys.label(KeyPurpose::PanEncryption, new_version);
         let secret = SecretKey::generate()?;
         let (wrapped, wrapped_next) = self.wrap_new(&new_label, &secret)?;
+        let now = now_ms();
         let new_record = KeyRecord {
             state: KeyState::Active,
-            created_ms: now_ms(),
+            created_ms: now,
+            changed_ms: now,
             wrapped,
             wrapped_next,
         };
         let retired = KeyRecord {
             state: KeyState::DecryptOnly,
+            changed_ms: now,
             ..old_record
         };
         store
@@ -464,6 +497,68 @@ impl Keyring {
         Ok(new_version)
     }
 
+    /// Destroys the tenant's decrypt-only data keys older than `below`
+    /// (the caller has checked that no record is sealed under them): the
+    /// stored record keeps its label and dates for the inventory, marked
+    /// destroyed, with no key bytes; the unwrapped key is dropped (wiped).
+    /// Returns the versions destroyed.
+    pub(super) async fn destroy_below(
+        &self,
+        store: &dyn Store,
+        keys: &TenantKeys,
+        below: u32,
+    ) -> Result<Vec<u32>, VaultError> {
+        let _admin = self.admin.lock().await;
+        let doomed: Vec<(u32, KeyRecord)> = {
+            let set = keys.deks.read().map_err(|_| keys.poisoned())?;
+            set.versions
+                .iter()
+                .filter(|(v, _)| **v < below && **v != set.active)
+                .map(|(v, slot)| (*v, slot.record.clone()))
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let records: Vec<(KeyLabel, KeyRecord)> = doomed
+            .iter()
+            .map(|(v, record)| {
+                (
+                    keys.label(KeyPurpose::PanEncryption, *v),
+                    KeyRecord {
+                        state: KeyState::Destroyed,
+                        changed_ms: now,
+                        wrapped: Vec::new(),
+                        wrapped_next: None,
+                        ..record.clone()
+                    },
+                )
+            })
+            .collect();
+        store.put_keys(records, Vec::new()).await?;
+        let mut versions: Vec<u32> = doomed.iter().map(|(v, _)| *v).collect();
+        versions.sort_unstable();
+        {
+            let mut set = keys.deks.write().map_err(|_| keys.poisoned())?;
+            for v in &versions {
+                set.versions.remove(v);
+                set.destroyed.insert(*v);
+            }
+        }
+        for v in &versions {
+            tracing::info!(tenant = %keys.tenant, version = v, "destroyed a data key no record is sealed under");
+            self.audit(
+                Event::new(EventKind::KeyDestroyed)
+                    .with_tenant(keys.tenant.as_str())
+                    .with_detail(format!(
+                        "pan-encryption v{v}: no record left under it; wrapped key erased"
+                    )),
+            );
+        }
+        Ok(versions)
+    }
+
     /// Phase one of a KEK rotation: every stored key record is wrapped under
     /// `next` as well, in one durable commit (all or none), and keys made
     /// from now on are wrapped under both. The rotation finishes when the
@@ -480,6 +575,9 @@ impl Keyring {
         let stored = store.load_keys().await?;
         let mut rewrapped = Vec::with_capacity(stored.keys.len());
         for (label, mut record) in stored.keys {
+            if record.state == KeyState::Destroyed {
+                continue;
+            }
             let secret = self.device(current.unwrap(&label, &record.wrapped))?;
             record.wrapped_next = Some(next.wrap(&label, &secret)?);
             rewrapped.push((label, record));
@@ -674,7 +772,17 @@ fn unwrap_all(
     let counters: HashMap<KeyLabel, u64> = stored.counters.into_iter().collect();
     let mut opened = Vec::with_capacity(stored.keys.len());
     let mut secrets = Vec::with_capacity(stored.keys.len());
+    let mut destroyed: HashMap<TenantId, std::collections::BTreeSet<u32>> = HashMap::new();
     for (label, record) in stored.keys {
+        if record.state == KeyState::Destroyed {
+            if label.purpose == KeyPurpose::PanEncryption {
+                destroyed
+                    .entry(label.tenant.clone())
+                    .or_default()
+                    .insert(label.version);
+            }
+            continue;
+        }
         let (secret, by) = open_record(provider, &label, &record)?;
         secrets.push(secret);
         opened.push((label, record, by));
@@ -725,9 +833,14 @@ fn unwrap_all(
         let fingerprinter =
             fingerprinter.ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
         tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
+        let destroyed = destroyed.remove(&tenant).unwrap_or_default();
         let keys = TenantKeys {
             tenant: tenant.clone(),
-            deks: RwLock::new(DekSet { active, versions }),
+            deks: RwLock::new(DekSet {
+                active,
+                versions,
+                destroyed,
+            }),
             fingerprinter,
         };
         tenants.insert(tenant, Arc::new(keys));

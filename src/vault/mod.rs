@@ -13,7 +13,9 @@
 
 pub mod cvc;
 mod error;
+mod inventory;
 mod keyring;
+mod reseal;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,8 +30,10 @@ use crate::store::codec::{KeyRecord, TokenEntry, TokenMeta};
 use crate::store::rocksdb::{RocksStore, StoreOptions};
 use crate::store::{Insert, InsertOutcome, ReadMark, Store, StoredKeys};
 pub use error::VaultError;
+pub use inventory::KeyInfo;
 pub use keyring::UNCLEAN_SHUTDOWN_COUNTER_MARGIN;
 use keyring::{Keyring, RotationPolicy, TenantKeys};
+pub use reseal::{ResealCursor, ResealStep, VersionCounts};
 
 /// How many tokens are drawn for one PAN before giving up. A draw collides
 /// only when its BIN + last-4 bucket is nearly full (≥ 6 random digits).
@@ -490,12 +494,7 @@ impl Vault {
         let keys = self.keys.require(tenant)?;
         let entry = self.entry(tenant, token).await?;
         let view = RecordView::decode(&entry.record)?;
-        let dek =
-            keys.version(view.dek_version())
-                .ok_or_else(|| VaultError::MissingKeyVersion {
-                    tenant: tenant.clone(),
-                    version: view.dek_version(),
-                })?;
+        let dek = keys.opener(view.dek_version())?;
         let pan = view.open(&dek, tenant, token)?;
         Ok(Revealed {
             pan,

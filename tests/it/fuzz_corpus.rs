@@ -119,6 +119,7 @@ fn write_record_seeds() {
     let key = KeyRecord {
         state: KeyState::Active,
         created_ms: 1,
+        changed_ms: 1,
         wrapped: vec![1; 61],
         wrapped_next: None,
     };

@@ -12,6 +12,7 @@ mod deploy;
 mod fuzz_corpus;
 mod hostile;
 mod leak;
+mod lifecycle;
 mod load;
 mod server;
 mod store_suite;

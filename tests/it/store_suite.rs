@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cardvault::crypto::record;
 use cardvault::crypto::{DataKey, Fingerprint, Fingerprinter, KeyLabel, KeyPurpose, SecretKey};
 use cardvault::store::codec::{KeyRecord, KeyState, TokenEntry, TokenMeta};
-use cardvault::store::{Insert, InsertOutcome, Store};
+use cardvault::store::{Checkpoint, Insert, InsertOutcome, Reseal, Store};
 use cardvault::{Expiry, Pan, TenantId, Token};
 
 use crate::common::synthetic_pan;
@@ -321,6 +321,7 @@ pub async fn keys_and_counters(backend: &dyn Backend) {
     let record = KeyRecord {
         state: KeyState::Active,
         created_ms: 42,
+        changed_ms: 42,
         wrapped: vec![7; 60],
         wrapped_next: None,
     };
@@ -354,6 +355,115 @@ pub async fn keys_and_counters(backend: &dyn Backend) {
 }
 
 /// Runs every contract test on one backend, each test on a fresh location.
+pub async fn scans_and_reseals_compare_and_swap(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let tokens: Vec<Token> = (0..10).map(|i| cards.token(200 + i)).collect();
+    let inserts = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| cards.insert(200 + i as u64, *t))
+        .collect();
+    store.insert(inserts).await.unwrap();
+    // Another tenant's entries never show in this tenant's scan.
+    let other = TenantId::parse("suite-other").unwrap();
+    let mut foreign = cards.insert(300, cards.token(300));
+    foreign.tenant = other.clone();
+    foreign.fingerprint = None;
+    foreign.counter = None;
+    store.insert(vec![foreign]).await.unwrap();
+    // Scans come in token order, resumable after any token.
+    let first = store.scan_entries(&cards.tenant, None, 4).await.unwrap();
+    let rest = store
+        .scan_entries(&cards.tenant, Some(first[3].0), 100)
+        .await
+        .unwrap();
+    let scanned: Vec<Token> = first.iter().chain(&rest).map(|(t, _)| *t).collect();
+    let mut sorted = tokens.clone();
+    sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    assert_eq!(scanned, sorted);
+    // A reseal swaps only records still as read; a deleted token and a
+    // stale expectation are skipped; metadata changed meanwhile is kept.
+    let (a, b, c) = (first[0].clone(), first[1].clone(), first[2].clone());
+    let expiry = Expiry::parse("11/30").unwrap();
+    assert!(
+        store
+            .update_expiry(&cards.tenant, &a.0, expiry)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete(&cards.tenant, &b.0).await.unwrap());
+    let items = vec![
+        Reseal {
+            token: a.0,
+            expected: a.1.record.clone(),
+            record: vec![9; a.1.record.len()],
+        },
+        Reseal {
+            token: b.0,
+            expected: b.1.record.clone(),
+            record: vec![9; 8],
+        },
+        Reseal {
+            token: c.0,
+            expected: vec![1, 2, 3],
+            record: vec![9; 8],
+        },
+    ];
+    let done = store
+        .reseal(
+            &cards.tenant,
+            items,
+            vec![(cards.label(), 99)],
+            Checkpoint::Set(b"where".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    let now = store.get_entry(&cards.tenant, &a.0).await.unwrap().unwrap();
+    assert_eq!(now.record, vec![9; a.1.record.len()]);
+    assert_eq!(now.meta.expiry, Some(expiry));
+    assert_eq!(now.fingerprint, a.1.fingerprint);
+    let untouched = store.get_entry(&cards.tenant, &c.0).await.unwrap().unwrap();
+    assert_eq!(untouched.record, c.1.record);
+    assert!(
+        store
+            .get_entry(&cards.tenant, &b.0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Counters only grow: 99 is below the inserts' 210, so 210 stays.
+    assert_eq!(counter(store.as_ref(), &cards.label()).await, Some(210));
+    store
+        .reseal(
+            &cards.tenant,
+            Vec::new(),
+            vec![(cards.label(), 500)],
+            Checkpoint::Set(b"where".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counter(store.as_ref(), &cards.label()).await, Some(500));
+    // The checkpoint is stored with it, listed, and cleared.
+    assert_eq!(
+        store.checkpoint(&cards.tenant).await.unwrap(),
+        Some(b"where".to_vec())
+    );
+    assert_eq!(
+        store.checkpoints().await.unwrap(),
+        vec![cards.tenant.clone()]
+    );
+    assert_eq!(store.checkpoint(&other).await.unwrap(), None);
+    store
+        .reseal(&cards.tenant, Vec::new(), Vec::new(), Checkpoint::Clear)
+        .await
+        .unwrap();
+    assert_eq!(store.checkpoint(&cards.tenant).await.unwrap(), None);
+    assert!(store.checkpoints().await.unwrap().is_empty());
+    store.close(Vec::new()).await.unwrap();
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -390,6 +500,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn keys_and_counters() {
                 super::keys_and_counters(&$make).await;
+            }
+            #[tokio::test]
+            async fn scans_and_reseals_compare_and_swap() {
+                super::scans_and_reseals_compare_and_swap(&$make).await;
             }
         }
     };

@@ -429,7 +429,7 @@ async fn a_newer_on_disk_format_is_refused_with_a_clear_message() {
     {
         let db = raw_db(&dir.db_path());
         let meta = db.cf_handle("meta").unwrap();
-        db.put_cf(meta, b"format_version", 2u64.to_be_bytes())
+        db.put_cf(meta, b"format_version", 3u64.to_be_bytes())
             .unwrap();
     }
     let provider = KeyFileProvider::open(&dir.dir.path().join("kek.key")).unwrap();
@@ -438,8 +438,8 @@ async fn a_newer_on_disk_format_is_refused_with_a_clear_message() {
         matches!(
             err,
             VaultError::Store(StoreError::NewerFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             })
         ),

@@ -24,15 +24,18 @@ use rocksdb::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, CodecError, KeyRecord, KeysEntry, TokenEntry};
-use super::{Insert, InsertOutcome, ReadMark, Store, StoreError, StoredKeys};
+use super::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal, Store, StoreError, StoredKeys};
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 
 use writer::Command;
 
 /// The on-disk format this build writes. A database with a newer one is
-/// refused; older ones would be migrated here.
-pub const FORMAT_VERSION: u32 = 1;
+/// refused; an older one is raised to it at open. 2: key records of format
+/// 3 (change time, a second wrapping during a KEK rotation, destroyed
+/// versions) and re-sealing checkpoints — a build of format 1 must not
+/// open such a database.
+pub const FORMAT_VERSION: u32 = 2;
 
 const CF_TOKENS: &str = "tokens";
 const CF_FINGERPRINTS: &str = "fingerprints";
@@ -169,6 +172,17 @@ impl RocksStore {
                         found,
                         supported: FORMAT_VERSION,
                     });
+                }
+                if found < FORMAT_VERSION {
+                    // Format 1 data reads as is; only the marker moves.
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(
+                        meta,
+                        META_FORMAT_VERSION,
+                        u64::from(FORMAT_VERSION).to_be_bytes(),
+                    );
+                    db.write_opt(batch, &sync)?;
+                    tracing::info!(from = found, to = FORMAT_VERSION, path = %path.display(), "raised the database's format version");
                 }
             }
             None => {
@@ -341,6 +355,81 @@ impl Store for RocksStore {
             reply,
         })
         .await
+    }
+
+    async fn scan_entries(
+        &self,
+        tenant: &TenantId,
+        after: Option<Token>,
+        limit: usize,
+    ) -> Result<Vec<(Token, TokenEntry)>, StoreError> {
+        let prefix = codec::tenant_prefix(tenant);
+        let start = match &after {
+            Some(token) => codec::token_key(tenant, token),
+            None => prefix.clone(),
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        let iter = self.db.iterator_cf(
+            cf(&self.db, CF_TOKENS)?,
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let Some(digits) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let token = Token::parse_bytes(digits).map_err(|_| {
+                StoreError::Corrupt(CodecError::InvalidField {
+                    what: "token key",
+                    field: "token",
+                })
+            })?;
+            if after.as_ref() == Some(&token) {
+                continue;
+            }
+            out.push((token, TokenEntry::decode(&value)?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn reseal(
+        &self,
+        tenant: &TenantId,
+        items: Vec<Reseal>,
+        counters: Vec<(KeyLabel, u64)>,
+        checkpoint: Checkpoint,
+    ) -> Result<usize, StoreError> {
+        self.ask(|reply| Command::Reseal {
+            tenant: tenant.clone(),
+            items,
+            counters,
+            checkpoint,
+            reply,
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(cf(&self.db, CF_META)?, codec::checkpoint_key(tenant))?)
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<TenantId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_META)?, IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            if let Some(tenant) = codec::decode_checkpoint_key(&key) {
+                out.push(tenant);
+            }
+        }
+        Ok(out)
     }
 
     async fn close(mut self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {

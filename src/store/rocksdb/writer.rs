@@ -23,7 +23,7 @@ use super::{
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 use crate::store::codec::{self, KeyRecord, TokenEntry};
-use crate::store::{Insert, InsertOutcome, ReadMark};
+use crate::store::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal};
 
 /// Where the writer sends one command's answer.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -50,6 +50,13 @@ pub(super) enum Command {
         counters: Vec<(KeyLabel, u64)>,
         reply: Reply<()>,
     },
+    Reseal {
+        tenant: TenantId,
+        items: Vec<Reseal>,
+        counters: Vec<(KeyLabel, u64)>,
+        checkpoint: Checkpoint,
+        reply: Reply<usize>,
+    },
     Close {
         counters: Vec<(KeyLabel, u64)>,
         reply: Reply<()>,
@@ -60,6 +67,7 @@ pub(super) enum Command {
 enum Pending {
     Inserted(Reply<Vec<InsertOutcome>>, Vec<InsertOutcome>),
     Flag(Reply<bool>, bool),
+    Count(Reply<usize>, usize),
     Done(Reply<()>),
 }
 
@@ -258,6 +266,41 @@ impl Group<'_> {
         Ok(true)
     }
 
+    /// Compare-and-swap of re-sealed records, then the checkpoint.
+    fn reseal(
+        &mut self,
+        tenant: &TenantId,
+        items: Vec<Reseal>,
+        counters: Vec<(KeyLabel, u64)>,
+        checkpoint: Checkpoint,
+    ) -> Result<usize, StoreError> {
+        for (label, sealed) in &counters {
+            self.count(label, *sealed);
+        }
+        let mut replaced = 0;
+        for item in items {
+            let key = codec::token_key(tenant, &item.token);
+            let Some(bytes) = self.read(CF_TOKENS, &key)? else {
+                continue;
+            };
+            let mut entry = TokenEntry::decode(&bytes)?;
+            if entry.record != item.expected {
+                continue;
+            }
+            entry.record = item.record;
+            self.put(CF_TOKENS, key, entry.encode())?;
+            replaced += 1;
+        }
+        let meta = cf(self.db, CF_META)?;
+        match checkpoint {
+            Checkpoint::Set(bytes) => self
+                .batch
+                .put_cf(meta, codec::checkpoint_key(tenant), bytes),
+            Checkpoint::Clear => self.batch.delete_cf(meta, codec::checkpoint_key(tenant)),
+        }
+        Ok(replaced)
+    }
+
     fn put_keys(
         &mut self,
         keys: Vec<(KeyLabel, KeyRecord)>,
@@ -389,6 +432,16 @@ pub(super) fn run(
                     Ok(()) => pending.push(Pending::Done(reply)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
+                Command::Reseal {
+                    tenant,
+                    items,
+                    counters,
+                    checkpoint,
+                    reply,
+                } => match group.reseal(&tenant, items, counters, checkpoint) {
+                    Ok(replaced) => pending.push(Pending::Count(reply, replaced)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
                 Command::Close { counters, reply } => {
                     let marked = group.put_keys(Vec::new(), counters).and_then(|()| {
                         let meta = cf(db, CF_META)?;
@@ -429,6 +482,7 @@ pub(super) fn run(
                     reply.send(written.clone().map(|()| outcomes)).is_ok()
                 }
                 Pending::Flag(reply, flag) => reply.send(written.clone().map(|()| flag)).is_ok(),
+                Pending::Count(reply, n) => reply.send(written.clone().map(|()| n)).is_ok(),
                 Pending::Done(reply) => reply.send(written.clone()).is_ok(),
             };
         }

@@ -65,6 +65,7 @@ impl Harness {
             alerts: AlertsConfig::default(),
             log: Default::default(),
             cvc: Default::default(),
+            keys: Default::default(),
         };
         adjust(&mut config);
         config.validate().unwrap();

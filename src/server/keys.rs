@@ -1,0 +1,209 @@
+//! Key lifecycle routes (admin; an admin reaches its own tenant unless its
+//! scope is global): `POST /v1/admin/keys/{tenant}/rotate` (a new data-key
+//! version seals from now on), `POST` and `GET
+//! /v1/admin/keys/{tenant}/reencrypt` (start the re-encryption job, or read
+//! its progress) and `GET /v1/admin/keys` (the inventory; `?records=true`
+//! counts each data key's records). Audited as `key_rotated`,
+//! `reencrypt`, `keys_listed`.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::audited::Audited;
+use super::error::ApiError;
+use super::identity::Caller;
+use super::observe::RequestId;
+use super::response::{created_at, json};
+use super::state::AppState;
+use crate::audit::EventKind;
+use crate::config::Role;
+use crate::domain::TenantId;
+use crate::vault::{KeyInfo, VaultError};
+
+/// The tenant of the path, if the admin reaches it (403 otherwise).
+fn reached(caller: &Caller, tenant: &str) -> Result<TenantId, ApiError> {
+    caller.require(Role::Admin)?;
+    let tenant =
+        TenantId::parse(tenant).map_err(|_| ApiError::InvalidRequest("not a valid tenant name"))?;
+    if caller.admin_reaches(&tenant) {
+        Ok(tenant)
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+fn vault_error(e: &VaultError) -> ApiError {
+    match e {
+        VaultError::UnknownTenant(_) => ApiError::InvalidRequest("the tenant has no keys yet"),
+        other => {
+            tracing::error!(error = %other, "key operation failed");
+            ApiError::from_vault(other)
+        }
+    }
+}
+
+/// `{"tenant", "version"}`.
+#[derive(Serialize)]
+struct Rotated {
+    tenant: String,
+    version: u32,
+}
+
+/// `POST /v1/admin/keys/{tenant}/rotate`.
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::KeyRotated, &caller, &rid);
+    let result = async {
+        let tenant = reached(&caller, &tenant)?;
+        audited.event().tenant = Some(tenant.to_string());
+        let version = state
+            .vault
+            .rotate_keys(&tenant)
+            .await
+            .map_err(|e| vault_error(&e))?;
+        audited.event().detail = Some(format!("pan-encryption v{version} active (by request)"));
+        Ok(json(
+            StatusCode::OK,
+            &Rotated {
+                tenant: tenant.to_string(),
+                version,
+            },
+        ))
+    }
+    .await;
+    audited.close(result)
+}
+
+/// `POST /v1/admin/keys/{tenant}/reencrypt`: 202 with the job's status.
+pub async fn reencrypt_start(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::Reencrypt, &caller, &rid);
+    let result = async {
+        let tenant = reached(&caller, &tenant)?;
+        audited.event().tenant = Some(tenant.to_string());
+        let status = state
+            .reseals
+            .start(&tenant)
+            .await
+            .map_err(|e| vault_error(&e))?;
+        audited.event().detail = Some(format!(
+            "requested: re-seal every record older than v{}",
+            status.target_version
+        ));
+        Ok(json(StatusCode::ACCEPTED, &status))
+    }
+    .await;
+    audited.close(result)
+}
+
+/// `GET /v1/admin/keys/{tenant}/reencrypt`: the job's status (404 if none
+/// ran since the vault started). Not audited: it reveals progress only.
+pub async fn reencrypt_status(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = reached(&caller, &tenant)?;
+    match state.reseals.status(&tenant) {
+        Some(status) => Ok(json(StatusCode::OK, &status)),
+        None => Err(ApiError::InvalidRequest(
+            "no re-encryption job has run for this tenant since the vault started",
+        )),
+    }
+}
+
+/// Whether the query asks for record counts (`records=true`); anything
+/// else in it is refused.
+fn wants_records(query: Option<&str>) -> Result<bool, ApiError> {
+    match query.unwrap_or("") {
+        "" | "records=false" => Ok(false),
+        "records=true" => Ok(true),
+        _ => Err(ApiError::InvalidRequest(
+            "the only query parameter is records=true",
+        )),
+    }
+}
+
+/// One inventory line.
+#[derive(Serialize)]
+struct InventoryEntry {
+    tenant: String,
+    purpose: &'static str,
+    version: u32,
+    state: &'static str,
+    created_at: String,
+    changed_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryptions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wrapped_by: Option<String>,
+    rotation_pending: bool,
+}
+
+impl From<KeyInfo> for InventoryEntry {
+    fn from(k: KeyInfo) -> InventoryEntry {
+        InventoryEntry {
+            tenant: k.label.tenant.to_string(),
+            purpose: k.label.purpose.as_str(),
+            version: k.label.version,
+            state: k.state,
+            created_at: created_at(k.created_ms),
+            changed_at: created_at(k.changed_ms),
+            encryptions: k.encryptions,
+            limit: k.limit,
+            records: k.records,
+            wrapped_by: k.wrapped_by,
+            rotation_pending: k.rotation_pending,
+        }
+    }
+}
+
+/// `{"keys": [...]}`.
+#[derive(Serialize)]
+struct Inventory {
+    keys: Vec<InventoryEntry>,
+}
+
+/// `GET /v1/admin/keys`: every key the admin's reach covers.
+pub async fn inventory(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::KeysListed, &caller, &rid);
+    let result = async {
+        caller.require(Role::Admin)?;
+        let records = wants_records(query.as_deref())?;
+        let keys = state
+            .vault
+            .inventory(records, state.keys.reencrypt_batch.get().max(1024))
+            .await
+            .map_err(|e| vault_error(&e))?;
+        let keys: Vec<InventoryEntry> = keys
+            .into_iter()
+            .filter(|k| caller.admin_reaches(&k.label.tenant))
+            .map(InventoryEntry::from)
+            .collect();
+        audited.event().count = Some(keys.len() as u64);
+        Ok(json(StatusCode::OK, &Inventory { keys }))
+    }
+    .await;
+    audited.close(result)
+}

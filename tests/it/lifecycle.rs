@@ -1,0 +1,217 @@
+//! Key lifecycle on a real vault: data-key rotation over the admin API,
+//! the re-encryption job under load with a kill -9 in the middle (it
+//! resumes from its checkpoint, nothing acknowledged is lost, the old key
+//! is destroyed at the end), and the key inventory read against the store.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::Value;
+
+use crate::common::{DevServer, entries, of_kind};
+
+fn cardvault() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cardvault"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// A dev server re-encrypting slowly (so a kill lands mid-job).
+fn slow_server(dir: &Path) -> DevServer {
+    DevServer::start_with(
+        dir,
+        &[
+            ("CARDVAULT_KEYS__REENCRYPT_ITEMS_PER_S", "1500"),
+            ("CARDVAULT_KEYS__REENCRYPT_BATCH", "100"),
+        ],
+    )
+}
+
+fn verify_acks(server: &DevServer, acks: &Path) -> Value {
+    let out = cardvault()
+        .args(["load", "verify", "--json", "--dev"])
+        .arg(&server.data_dir)
+        .args(["--target", &server.api, "--ack-log"])
+        .arg(acks)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn tokenize_load(server: &DevServer, acks: &Path, duration: &str) -> std::process::Child {
+    server.spawn_load(&[
+        "--op",
+        "tokenize",
+        "--concurrency",
+        "8",
+        "--duration",
+        duration,
+        "--warmup",
+        "0s",
+        "--ack-log",
+        acks.to_str().unwrap(),
+    ])
+}
+
+async fn admin(server: &DevServer, method: Method, path: &str) -> (u16, Value) {
+    let mut conn = server.connect("admin").await;
+    let body = (method == Method::POST).then(|| ("application/json", b"{}".to_vec()));
+    let reply = conn.send(method, path, body).await.unwrap();
+    (reply.status.as_u16(), reply.json())
+}
+
+/// Polls the job's status until it is done (at most 90 s).
+async fn until_done(server: &DevServer) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, status) = admin(server, Method::GET, "/v1/admin/keys/default/reencrypt").await;
+        if code == 200 && status["state"] == "done" {
+            return status;
+        }
+        assert!(
+            code == 200 || code == 400,
+            "status answered {code}: {status}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "re-encryption did not finish: {status}"
+        );
+        assert_ne!(status["state"], "failed", "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let acks = tmp.path().join("acks.jsonl");
+    let server = slow_server(&dir);
+    let load = tokenize_load(&server, &acks, "2s")
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let (code, rotated) = admin(&server, Method::POST, "/v1/admin/keys/default/rotate").await;
+    assert_eq!(
+        (code, rotated["version"].clone()),
+        (200, 2.into()),
+        "{rotated}"
+    );
+    // A cart may not rotate; another tenant's name is refused.
+    let mut cart = server.connect("cart").await;
+    let reply = cart
+        .send(Method::POST, "/v1/admin/keys/default/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 403);
+    drop(cart);
+    let (code, started) = admin(&server, Method::POST, "/v1/admin/keys/default/reencrypt").await;
+    assert_eq!(code, 202, "{started}");
+    assert_eq!(started["target_version"], 2);
+    // Let it commit some batches, then kill -9 in the middle of the job.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = admin(&server, Method::GET, "/v1/admin/keys/default/reencrypt").await;
+        if status["done"].as_u64().unwrap_or(0) >= 500 {
+            assert_eq!(status["state"], "running", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    // Restarted, the job resumes by itself from its checkpoint while
+    // tokenize load keeps being served.
+    let server = slow_server(&dir);
+    let during = tmp.path().join("during.jsonl");
+    let load = tokenize_load(&server, &during, "2s");
+    let status = until_done(&server).await;
+    let load = load.wait_with_output().unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_eq!(
+        status["destroyed_versions"],
+        serde_json::json!([1]),
+        "{status}"
+    );
+    assert_eq!(status["remaining"], 0, "{status}");
+    for log in [&acks, &during] {
+        let verified = verify_acks(&server, log);
+        assert!(verified["verified"].as_u64().unwrap() > 100, "{verified}");
+        assert_eq!(
+            (verified["lost"].clone(), verified["mismatched"].clone()),
+            (0.into(), 0.into()),
+            "{verified}"
+        );
+    }
+    // The inventory, counted: v1 destroyed with no record and no wrapping,
+    // v2 active holding every record.
+    let (code, inventory) = admin(&server, Method::GET, "/v1/admin/keys?records=true").await;
+    assert_eq!(code, 200, "{inventory}");
+    let keys = inventory["keys"].as_array().unwrap();
+    let key = |purpose: &str, version: u64| {
+        keys.iter()
+            .find(|k| k["purpose"] == purpose && k["version"] == version)
+            .unwrap_or_else(|| panic!("no {purpose} v{version} in {inventory}"))
+    };
+    let v1 = key("pan-encryption", 1);
+    assert_eq!(v1["state"], "destroyed", "{v1}");
+    assert_eq!(v1["records"], 0);
+    assert!(v1.get("wrapped_by").is_none(), "{v1}");
+    let v2 = key("pan-encryption", 2);
+    assert_eq!(v2["state"], "active");
+    let acknowledged: u64 = [&acks, &during]
+        .iter()
+        .map(|log| std::fs::read_to_string(log).unwrap().lines().count() as u64)
+        .sum();
+    assert!(v2["records"].as_u64().unwrap() >= acknowledged / 2, "{v2}");
+    assert!(v2["encryptions"].as_u64().unwrap() >= v2["records"].as_u64().unwrap());
+    assert_eq!(key("fingerprint", 1)["state"], "active");
+    let (code, _) = admin(&server, Method::GET, "/v1/admin/keys?everything=1").await;
+    assert_eq!(code, 400);
+    // The CLI prints the same inventory.
+    let out = cardvault()
+        .args(["keys", "inventory", "--dev"])
+        .arg(&dir)
+        .args(["--addr", &server.api])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("destroyed") && table.contains("pan-encryption"),
+        "{table}"
+    );
+    assert!(server.stop().success());
+    // A restart reads the destroyed key's record, and the trail tells the
+    // story: started, resumed, finished, destroyed.
+    let server = slow_server(&dir);
+    let verified = verify_acks(&server, &acks);
+    assert_eq!(verified["lost"], 0);
+    assert!(server.stop().success());
+    let trail = entries(&dir.join("audit"));
+    let details: Vec<String> = of_kind(&trail, "reencrypt")
+        .iter()
+        .filter_map(|e| e["detail"].as_str().map(str::to_owned))
+        .collect();
+    for phrase in ["started", "resumed from its checkpoint", "finished"] {
+        assert!(
+            details.iter().any(|d| d.starts_with(phrase)),
+            "{phrase}: {details:?}"
+        );
+    }
+    assert_eq!(of_kind(&trail, "key_destroyed").len(), 1);
+}
