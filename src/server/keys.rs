@@ -124,6 +124,32 @@ pub async fn reencrypt_status(
     }
 }
 
+/// `DELETE /v1/admin/keys/{tenant}/reencrypt`: pauses the running job
+/// after its current step (it keeps its checkpoint; `POST` continues it).
+pub async fn reencrypt_pause(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::Reencrypt, &caller, &rid);
+    let result = async {
+        let tenant = reached(&caller, &tenant)?;
+        audited.event().tenant = Some(tenant.to_string());
+        match state.reseals.pause(&tenant).await {
+            Some(status) => {
+                audited.event().detail = Some(format!("paused after {} records", status.done));
+                Ok(json(StatusCode::OK, &status))
+            }
+            None => Err(ApiError::InvalidRequest(
+                "no re-encryption job has run for this tenant since the vault started",
+            )),
+        }
+    }
+    .await;
+    audited.close(result)
+}
+
 /// Whether the query asks for record counts (`records=true`); anything
 /// else in it is refused.
 fn wants_records(query: Option<&str>) -> Result<bool, ApiError> {

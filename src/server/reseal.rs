@@ -36,7 +36,8 @@ pub enum JobState {
     Retiring,
     /// Finished.
     Done,
-    /// Stopped with the service; resumes at the next start.
+    /// Stopped with the service or paused; resumes at the next start (of
+    /// the service, or of the job).
     Stopped,
     /// Failed; `error` says why. Start it again to retry.
     Failed,
@@ -79,6 +80,8 @@ struct Job {
     done: AtomicU64,
     remaining: AtomicU64,
     failed: AtomicU64,
+    /// Set by a pause: the job stops after its current step.
+    paused: std::sync::atomic::AtomicBool,
     state: Mutex<(JobState, Option<String>, Vec<u32>)>,
 }
 
@@ -146,13 +149,32 @@ impl Reseals {
     }
 
     /// Starts a job for `tenant` (re-seal everything older than its active
-    /// version), or answers the one already running.
+    /// version), or answers the one already running. A paused job whose
+    /// target is still the active version continues from its checkpoint.
     pub async fn start(self: &Arc<Self>, tenant: &TenantId) -> Result<JobStatus, VaultError> {
         if let Some(job) = self.job(tenant).filter(|j| j.is_active()) {
             return Ok(job.status());
         }
+        let active = self.vault.active_version(tenant)?;
+        if let Some(cursor) = self.vault.reseal_checkpoint(tenant).await?
+            && Some(cursor.target) == active
+        {
+            return Ok(self.spawn(tenant, cursor, "resumed from its checkpoint"));
+        }
         let cursor = self.vault.reseal_begin(tenant).await?;
         Ok(self.spawn(tenant, cursor, "started"))
+    }
+
+    /// Pauses the tenant's running job after its current step; it keeps
+    /// its checkpoint, and `start` (or a restart) continues it.
+    pub async fn pause(&self, tenant: &TenantId) -> Option<JobStatus> {
+        let job = self.job(tenant)?;
+        job.paused.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while job.is_active() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(job.status())
     }
 
     /// Resumes every job a stop or a crash interrupted (at service start).
@@ -212,6 +234,7 @@ impl Reseals {
             done: AtomicU64::new(0),
             remaining: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            paused: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new((JobState::Counting, None, Vec::new())),
         });
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -263,7 +286,7 @@ impl Reseals {
         let batch = self.settings.reencrypt_batch.get();
         let mut stop = self.stop.subscribe();
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || job.paused.load(Ordering::Relaxed) {
                 return Ok(false);
             }
             let began = Instant::now();

@@ -32,7 +32,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/keys/{tenant}/rotate", post(keys::rotate))
         .route(
             "/v1/admin/keys/{tenant}/reencrypt",
-            post(keys::reencrypt_start).get(keys::reencrypt_status),
+            post(keys::reencrypt_start)
+                .get(keys::reencrypt_status)
+                .delete(keys::reencrypt_pause),
         )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

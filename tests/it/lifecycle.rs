@@ -126,6 +126,20 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
         assert!(Instant::now() < deadline, "no progress: {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Paused, it stops after its batch and keeps its place; started again,
+    // it continues from the checkpoint.
+    let (code, paused) =
+        admin(&server, Method::DELETE, "/v1/admin/keys/default/reencrypt").await;
+    assert_eq!((code, paused["state"].clone()), (200, "stopped".into()), "{paused}");
+    let (code, continued) =
+        admin(&server, Method::POST, "/v1/admin/keys/default/reencrypt").await;
+    assert_eq!(code, 202, "{continued}");
+    assert!(
+        continued["total"].as_u64().unwrap_or(u64::MAX) <= started["total"].as_u64().unwrap_or(0)
+            || continued["state"] == "counting",
+        "{continued}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut server = server;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -207,7 +221,7 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
         .iter()
         .filter_map(|e| e["detail"].as_str().map(str::to_owned))
         .collect();
-    for phrase in ["started", "resumed from its checkpoint", "finished"] {
+    for phrase in ["started", "resumed from its checkpoint", "finished", "paused"] {
         assert!(
             details.iter().any(|d| d.starts_with(phrase)),
             "{phrase}: {details:?}"
