@@ -363,36 +363,18 @@ impl Store for RocksStore {
         after: Option<Token>,
         limit: usize,
     ) -> Result<Vec<(Token, TokenEntry)>, StoreError> {
+        // An iteration of thousands of entries would hold a runtime worker
+        // for milliseconds (on 2 cores, half the request capacity): it runs
+        // on the blocking pool instead.
+        let db = Arc::clone(&self.db);
         let prefix = codec::tenant_prefix(tenant);
         let start = match &after {
             Some(token) => codec::token_key(tenant, token),
             None => prefix.clone(),
         };
-        let mut out = Vec::with_capacity(limit.min(4096));
-        let iter = self.db.iterator_cf(
-            cf(&self.db, CF_TOKENS)?,
-            IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            let Some(digits) = key.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            let token = Token::parse_bytes(digits).map_err(|_| {
-                StoreError::Corrupt(CodecError::InvalidField {
-                    what: "token key",
-                    field: "token",
-                })
-            })?;
-            if after.as_ref() == Some(&token) {
-                continue;
-            }
-            out.push((token, TokenEntry::decode(&value)?));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        tokio::task::spawn_blocking(move || scan(&db, &prefix, &start, after, limit))
+            .await
+            .map_err(|e| StoreError::Backend(format!("scan task failed: {e}")))?
     }
 
     async fn reseal(
@@ -458,6 +440,41 @@ impl Drop for RocksStore {
             let _ = writer.join();
         }
     }
+}
+
+/// Up to `limit` entries under `prefix` from `start`, skipping `after`.
+fn scan(
+    db: &DB,
+    prefix: &[u8],
+    start: &[u8],
+    after: Option<Token>,
+    limit: usize,
+) -> Result<Vec<(Token, TokenEntry)>, StoreError> {
+    let mut out = Vec::with_capacity(limit.min(4096));
+    let iter = db.iterator_cf(
+        cf(db, CF_TOKENS)?,
+        IteratorMode::From(start, rocksdb::Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        let Some(digits) = key.strip_prefix(prefix) else {
+            break;
+        };
+        let token = Token::parse_bytes(digits).map_err(|_| {
+            StoreError::Corrupt(CodecError::InvalidField {
+                what: "token key",
+                field: "token",
+            })
+        })?;
+        if after.as_ref() == Some(&token) {
+            continue;
+        }
+        out.push((token, TokenEntry::decode(&value)?));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
