@@ -78,6 +78,10 @@ pub enum EventKind {
     KeyDestroyed,
     /// An admin read the key inventory.
     KeysListed,
+    /// A destructive request waits for a second admin's approval.
+    ApprovalRequested,
+    /// A tenant was crypto-shredded (`detail` names both admins).
+    TenantShredded,
     /// A re-encryption job started, resumed, finished or failed (`detail`).
     Reencrypt,
     /// A KEK rotation step: every key wrapped under the next KEK too
@@ -124,6 +128,8 @@ impl EventKind {
             EventKind::KekRotated => "kek_rotated",
             EventKind::KeyDestroyed => "key_destroyed",
             EventKind::KeysListed => "keys_listed",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::TenantShredded => "tenant_shredded",
             EventKind::Reencrypt => "reencrypt",
             EventKind::HsmUnavailable => "hsm_unavailable",
             EventKind::HsmRecovered => "hsm_recovered",

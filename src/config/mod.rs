@@ -113,6 +113,9 @@ pub struct KeysConfig {
     pub reencrypt_items_per_s: std::num::NonZeroU32,
     /// Records per re-encryption step (one scan and one commit).
     pub reencrypt_batch: std::num::NonZeroUsize,
+    /// Seconds a destructive request (a tenant's crypto-shred) waits for a
+    /// second admin's approval; at most 600.
+    pub approval_ttl_s: std::num::NonZeroU64,
 }
 
 impl Default for KeysConfig {
@@ -122,6 +125,7 @@ impl Default for KeysConfig {
                 .unwrap_or(std::num::NonZeroU32::MIN),
             reencrypt_batch: std::num::NonZeroUsize::new(256)
                 .unwrap_or(std::num::NonZeroUsize::MIN),
+            approval_ttl_s: std::num::NonZeroU64::new(600).unwrap_or(std::num::NonZeroU64::MIN),
         }
     }
 }
@@ -434,6 +438,12 @@ impl Config {
                     "must be at least limits.max_batch, or a full batch could never pass",
                 ));
             }
+        }
+        if self.keys.approval_ttl_s.get() > 600 {
+            return Err(ConfigError::new(
+                "keys.approval_ttl_s",
+                "at most 600: a second admin confirms within ten minutes or the request lapses",
+            ));
         }
         if self.cvc.max_ttl_s.get() > 3600 {
             return Err(ConfigError::new(

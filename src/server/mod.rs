@@ -14,6 +14,7 @@
 pub mod accept;
 pub mod admin;
 pub mod api;
+pub mod approvals;
 pub mod audited;
 pub mod budget;
 pub mod connection;
@@ -37,6 +38,7 @@ pub mod seal;
 pub mod service;
 pub mod shares;
 pub mod state;
+pub mod tenants;
 pub mod tls;
 
 pub use listener::DRAIN_TIMEOUT;

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{admin, api, keys, seal};
+use super::{admin, api, keys, seal, tenants};
 
 /// Every API route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -29,6 +29,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/seal", post(seal::seal))
         .route("/v1/admin/kek/rotate", post(seal::rotate_kek))
         .route("/v1/admin/keys", get(keys::inventory))
+        .route("/v1/admin/tenants/{tenant}", delete(tenants::shred_request))
+        .route("/v1/admin/approvals", get(tenants::list))
+        .route("/v1/admin/approvals/{id}", post(tenants::approve))
         .route("/v1/admin/keys/{tenant}/rotate", post(keys::rotate))
         .route(
             "/v1/admin/keys/{tenant}/reencrypt",

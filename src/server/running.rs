@@ -103,6 +103,9 @@ pub async fn start(
         vault,
         custody: Arc::clone(&custody),
         reseals,
+        approvals: super::approvals::Approvals::new(std::time::Duration::from_secs(
+            config.keys.approval_ttl_s.get(),
+        )),
         keys: config.keys,
         limits: config.limits.clone(),
         audit: audit.clone(),

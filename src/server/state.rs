@@ -22,6 +22,8 @@ pub struct AppState {
     pub custody: Arc<Custody>,
     /// Re-encryption jobs.
     pub reseals: Arc<Reseals>,
+    /// Destructive requests waiting for a second admin.
+    pub approvals: super::approvals::Approvals,
     /// Key lifecycle settings.
     pub keys: crate::config::KeysConfig,
     /// Body and batch limits.

@@ -297,6 +297,17 @@ fn push_tenant(out: &mut Vec<u8>, tenant: &TenantId) {
     out.extend_from_slice(tenant.as_str().as_bytes());
 }
 
+/// The first key after every key of `tenant` (in `tokens` and
+/// `fingerprints`): its prefix with the last byte raised (tenant names are
+/// ASCII, so it never overflows).
+pub fn tenant_prefix_end(tenant: &TenantId) -> Vec<u8> {
+    let mut end = tenant_prefix(tenant);
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    end
+}
+
 /// The first bytes of every `tokens` key of `tenant`.
 pub fn tenant_prefix(tenant: &TenantId) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + tenant.as_str().len());

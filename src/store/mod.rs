@@ -231,6 +231,20 @@ pub trait Store: Send + Sync {
     /// Tenants with a stored re-sealing checkpoint (jobs to resume).
     async fn checkpoints(&self) -> Result<Vec<TenantId>, StoreError>;
 
+    /// Deletes every token and fingerprint index entry of `tenant`, its
+    /// encryption counters and re-sealing checkpoint, and writes `keys`
+    /// (its destroyed key records), in one durable commit. Returns the
+    /// number of tokens the tenant had.
+    async fn delete_tenant(
+        &self,
+        tenant: &TenantId,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+    ) -> Result<u64, StoreError>;
+
+    /// Rewrites the database's files so deleted and overwritten values are
+    /// physically gone (after a crypto-shred; slow, rare).
+    async fn compact(&self) -> Result<(), StoreError>;
+
     /// Writes the final counters and the clean-shutdown marker, then closes.
     async fn close(self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError>;
 

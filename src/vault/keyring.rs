@@ -559,6 +559,43 @@ impl Keyring {
         Ok(versions)
     }
 
+    /// Crypto-shreds a tenant's keys in memory: the tenant is forgotten
+    /// (its unwrapped keys dropped and wiped once no request holds them).
+    /// Returns its stored key records marked destroyed, for the caller to
+    /// commit with the deletion of its records.
+    pub(super) async fn shred(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<Vec<(KeyLabel, KeyRecord)>, VaultError> {
+        let _admin = self.admin.lock().await;
+        let now = now_ms();
+        let doomed: Vec<(KeyLabel, KeyRecord)> = store
+            .load_keys()
+            .await?
+            .keys
+            .into_iter()
+            .filter(|(label, _)| label.tenant == *tenant)
+            .map(|(label, record)| {
+                let destroyed = KeyRecord {
+                    state: KeyState::Destroyed,
+                    changed_ms: now,
+                    wrapped: Vec::new(),
+                    wrapped_next: None,
+                    ..record
+                };
+                (label, destroyed)
+            })
+            .collect();
+        if doomed.is_empty() {
+            return Err(VaultError::UnknownTenant(tenant.clone()));
+        }
+        if let Ok(mut tenants) = self.tenants.write() {
+            tenants.remove(tenant);
+        }
+        Ok(doomed)
+    }
+
     /// Phase one of a KEK rotation: every stored key record is wrapped under
     /// `next` as well, in one durable commit (all or none), and keys made
     /// from now on are wrapped under both. The rotation finishes when the

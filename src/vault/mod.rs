@@ -16,6 +16,7 @@ mod error;
 mod inventory;
 mod keyring;
 mod reseal;
+mod shred;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,6 +35,7 @@ pub use inventory::KeyInfo;
 pub use keyring::UNCLEAN_SHUTDOWN_COUNTER_MARGIN;
 use keyring::{Keyring, RotationPolicy, TenantKeys};
 pub use reseal::{ResealCursor, ResealStep, VersionCounts};
+pub use shred::Shredded;
 
 /// How many tokens are drawn for one PAN before giving up. A draw collides
 /// only when its BIN + last-4 bucket is nearly full (≥ 6 random digits).

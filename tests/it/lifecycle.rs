@@ -128,11 +128,13 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
     }
     // Paused, it stops after its batch and keeps its place; started again,
     // it continues from the checkpoint.
-    let (code, paused) =
-        admin(&server, Method::DELETE, "/v1/admin/keys/default/reencrypt").await;
-    assert_eq!((code, paused["state"].clone()), (200, "stopped".into()), "{paused}");
-    let (code, continued) =
-        admin(&server, Method::POST, "/v1/admin/keys/default/reencrypt").await;
+    let (code, paused) = admin(&server, Method::DELETE, "/v1/admin/keys/default/reencrypt").await;
+    assert_eq!(
+        (code, paused["state"].clone()),
+        (200, "stopped".into()),
+        "{paused}"
+    );
+    let (code, continued) = admin(&server, Method::POST, "/v1/admin/keys/default/reencrypt").await;
     assert_eq!(code, 202, "{continued}");
     assert!(
         continued["total"].as_u64().unwrap_or(u64::MAX) <= started["total"].as_u64().unwrap_or(0)
@@ -221,11 +223,211 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
         .iter()
         .filter_map(|e| e["detail"].as_str().map(str::to_owned))
         .collect();
-    for phrase in ["started", "resumed from its checkpoint", "finished", "paused"] {
+    for phrase in [
+        "started",
+        "resumed from its checkpoint",
+        "finished",
+        "paused",
+    ] {
         assert!(
             details.iter().any(|d| d.starts_with(phrase)),
             "{phrase}: {details:?}"
         );
     }
     assert_eq!(of_kind(&trail, "key_destroyed").len(), 1);
+}
+
+/// Asks for tenant default's crypto-shred; the pending approval's id.
+async fn ask_shred(conn: &mut cardvault::client::Connection) -> String {
+    let reply = conn
+        .send(Method::DELETE, "/v1/admin/tenants/default", None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 202, "{:?}", reply.json());
+    reply.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// A second admin of tenant default, a tenant `b` with its own cart and
+/// admin, and approvals that lapse after 3 s.
+fn shred_setup(c: &mut cardvault::config::Config) {
+    use cardvault::config::{AdminScope, PrincipalConfig, Role};
+    use cardvault::domain::TenantId;
+    for (name, tenant, role) in [
+        ("admin2", "default", Role::Admin),
+        ("admin-b", "b", Role::Admin),
+        ("cart-b", "b", Role::Tokenize),
+    ] {
+        c.principals.insert(
+            name.to_owned(),
+            PrincipalConfig {
+                tenant: TenantId::parse(tenant).unwrap(),
+                roles: vec![role],
+                detokenize_hours_utc: None,
+                scope: AdminScope::Tenant,
+                require_reason: false,
+            },
+        );
+    }
+    c.keys.approval_ttl_s = std::num::NonZeroU64::new(3).unwrap();
+}
+
+/// The wrapped bytes of every stored key of `tenant` (read with the vault
+/// stopped).
+fn wrapped_keys(db: &Path, tenant: &str) -> Vec<Vec<u8>> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(false);
+    let raw = rocksdb::DB::open_cf_for_read_only(
+        &opts,
+        db,
+        ["tokens", "fingerprints", "keys", "meta"],
+        false,
+    )
+    .unwrap();
+    let keys = raw.cf_handle("keys").unwrap();
+    let mut out = Vec::new();
+    for item in raw.iterator_cf(keys, rocksdb::IteratorMode::Start) {
+        let (key, value) = item.unwrap();
+        if let Ok(cardvault::store::codec::KeysEntry::Wrapped(label)) =
+            cardvault::store::codec::decode_keys_key(&key)
+            && label.tenant.as_str() == tenant
+        {
+            let record = cardvault::store::codec::KeyRecord::decode(&value).unwrap();
+            if !record.wrapped.is_empty() {
+                out.push(record.wrapped);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_crypto_shredded_only_with_a_second_admin() {
+    use crate::common::harness::Harness;
+    use serde_json::json;
+    let harness = Harness::with(shred_setup);
+    for name in ["admin2", "admin-b", "cart-b"] {
+        cardvault::pki::issue(&harness.pki(), name).unwrap();
+    }
+    let service = harness.start().await;
+    let mut payments = harness.connect("payments", service.api_addr).await;
+    let mut tokens = Vec::new();
+    for i in 0..40u64 {
+        let pan = crate::common::luhn_complete(&format!("41111100{i:07}"));
+        tokens.push(crate::common::tokenize(&mut payments, &pan).await);
+    }
+    let mut cart_b = harness.connect("cart-b", service.api_addr).await;
+    let token_b = crate::common::tokenize(&mut cart_b, "4929123456781236").await;
+    drop((payments, cart_b));
+    service.stop().await.unwrap();
+    let db = harness.config.storage.data_dir.clone();
+    let wrapped = wrapped_keys(&db, "default");
+    assert_eq!(wrapped.len(), 2, "one data key and one fingerprint key");
+    assert!(!wrapped_keys(&db, "b").is_empty());
+
+    let service = harness.start().await;
+    let addr = service.api_addr;
+    let mut admin = harness.connect("admin", addr).await;
+    let mut admin2 = harness.connect("admin2", addr).await;
+    let mut admin_b = harness.connect("admin-b", addr).await;
+    let mut payments = harness.connect("payments", addr).await;
+    // Only admins ask; a request lapses after its lifetime.
+    let reply = payments
+        .send(Method::DELETE, "/v1/admin/tenants/default", None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 403);
+    let lapsed = ask_shred(&mut admin).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let reply = admin2
+        .send(Method::POST, &format!("/v1/admin/approvals/{lapsed}"), None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 400, "{:?}", reply.json());
+    // The asker cannot approve, nor can an admin of another tenant.
+    let id = ask_shred(&mut admin).await;
+    let path = format!("/v1/admin/approvals/{id}");
+    for conn in [&mut admin, &mut admin_b] {
+        let reply = conn.send(Method::POST, &path, None).await.unwrap();
+        assert_eq!(reply.status.as_u16(), 403, "{:?}", reply.json());
+    }
+    let listed = admin2.get("/v1/admin/approvals").await.unwrap().json();
+    assert_eq!(listed["approvals"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["approvals"][0]["action"], "shred_tenant");
+    // The second admin of the tenant carries it out, once.
+    let done = admin2.send(Method::POST, &path, None).await.unwrap();
+    assert_eq!(done.status.as_u16(), 200, "{:?}", done.json());
+    let done = done.json();
+    assert_eq!(done["records_deleted"], 40, "{done}");
+    assert_eq!(done["keys_destroyed"], 2);
+    assert_eq!(
+        (done["requested_by"].clone(), done["approved_by"].clone()),
+        (json!("admin"), json!("admin2"))
+    );
+    let again = admin2.send(Method::POST, &path, None).await.unwrap();
+    assert_eq!(again.status.as_u16(), 400);
+    // Every token of the tenant is gone; the other tenant is untouched.
+    for token in &tokens[..5] {
+        let reply = payments
+            .post_json("/v1/detokenize", &json!({ "token": token }))
+            .await
+            .unwrap();
+        assert_eq!(reply.status.as_u16(), 404, "{:?}", reply.json());
+    }
+    let mut cart_b = harness.connect("cart-b", addr).await;
+    let reply = cart_b.get(&format!("/v1/tokens/{token_b}")).await.unwrap();
+    assert_eq!(
+        reply.status.as_u16(),
+        403,
+        "cart-b has no read role: {:?}",
+        reply.json()
+    );
+    let inventory = admin_b.get("/v1/admin/keys").await.unwrap().json();
+    assert!(
+        inventory["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["tenant"] == "b" && k["state"] == "active"),
+        "{inventory}"
+    );
+    let inventory = admin.get("/v1/admin/keys").await.unwrap().json();
+    let default_keys: Vec<&Value> = inventory["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["tenant"] == "default")
+        .collect();
+    assert_eq!(default_keys.len(), 2);
+    assert!(
+        default_keys.iter().all(|k| k["state"] == "destroyed"),
+        "{inventory}"
+    );
+    drop((admin, admin2, admin_b, payments, cart_b));
+    service.stop().await.unwrap();
+    // After the compaction, no wrapped key of the tenant is in any file.
+    for bytes in &wrapped {
+        let holders = crate::common::files_containing(&db, bytes);
+        assert!(holders.is_empty(), "wrapped key bytes still in {holders:?}");
+    }
+    assert!(!wrapped_keys(&db, "b").is_empty());
+    let trail = entries(&harness.config.audit.dir);
+    let shredded: Vec<&Value> = of_kind(&trail, "tenant_shredded")
+        .into_iter()
+        .filter(|e| e["outcome"] == "success")
+        .collect();
+    assert_eq!(shredded.len(), 1, "{shredded:?}");
+    assert_eq!(shredded[0]["principal"], "admin2");
+    assert!(
+        shredded[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("requested by admin")
+    );
+    assert!(of_kind(&trail, "access_denied").iter().any(|e| {
+        e["principal"] == "admin"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("cannot approve"))
+    }));
+    assert!(of_kind(&trail, "approval_requested").len() >= 2);
 }

@@ -648,7 +648,8 @@ async fn openapi_document_matches_the_server() {
             documented.push(format!("{} {path}", method.to_uppercase()));
             let concrete = path
                 .replace("{token}", "4111111111111112")
-                .replace("{tenant}", "default");
+                .replace("{tenant}", "default")
+                .replace("{id}", "000000000000000000000000");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let reply = admin
                 .send(
@@ -668,12 +669,15 @@ async fn openapi_document_matches_the_server() {
     documented.sort();
     let served = [
         "DELETE /v1/admin/keys/{tenant}/reencrypt",
+        "DELETE /v1/admin/tenants/{tenant}",
         "DELETE /v1/tokens/{token}",
         "GET /v1/admin/alerts",
+        "GET /v1/admin/approvals",
         "GET /v1/admin/keys",
         "GET /v1/admin/keys/{tenant}/reencrypt",
         "GET /v1/tokens/{token}",
         "POST /v1/admin/alerts/clear",
+        "POST /v1/admin/approvals/{id}",
         "POST /v1/admin/kek/rotate",
         "POST /v1/admin/keys/{tenant}/reencrypt",
         "POST /v1/admin/keys/{tenant}/rotate",

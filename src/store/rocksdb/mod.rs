@@ -414,6 +414,35 @@ impl Store for RocksStore {
         Ok(out)
     }
 
+    async fn delete_tenant(
+        &self,
+        tenant: &TenantId,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+    ) -> Result<u64, StoreError> {
+        self.ask(|reply| Command::DeleteTenant {
+            tenant: tenant.clone(),
+            keys,
+            reply,
+        })
+        .await
+    }
+
+    async fn compact(&self) -> Result<(), StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            for name in COLUMN_FAMILIES {
+                let handle = cf(&db, name)?;
+                db.flush_cf(handle)?;
+                let mut options = rocksdb::CompactOptions::default();
+                options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+                db.compact_range_cf_opt(handle, None::<&[u8]>, None::<&[u8]>, &options);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))?
+    }
+
     async fn close(mut self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
         let result = self.ask(|reply| Command::Close { counters, reply }).await;
         if let Some(writer) = self.writer.take() {

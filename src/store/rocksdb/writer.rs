@@ -57,6 +57,11 @@ pub(super) enum Command {
         checkpoint: Checkpoint,
         reply: Reply<usize>,
     },
+    DeleteTenant {
+        tenant: TenantId,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        reply: Reply<u64>,
+    },
     Close {
         counters: Vec<(KeyLabel, u64)>,
         reply: Reply<()>,
@@ -68,6 +73,7 @@ enum Pending {
     Inserted(Reply<Vec<InsertOutcome>>, Vec<InsertOutcome>),
     Flag(Reply<bool>, bool),
     Count(Reply<usize>, usize),
+    Total(Reply<u64>, u64),
     Done(Reply<()>),
 }
 
@@ -301,6 +307,46 @@ impl Group<'_> {
         Ok(replaced)
     }
 
+    /// Range-deletes the tenant's tokens and fingerprints, its counters
+    /// and checkpoint; writes `keys`. Counts the tokens first.
+    fn delete_tenant(
+        &mut self,
+        tenant: &TenantId,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+    ) -> Result<u64, StoreError> {
+        let (start, end) = (
+            codec::tenant_prefix(tenant),
+            codec::tenant_prefix_end(tenant),
+        );
+        let tokens_cf = cf(self.db, CF_TOKENS)?;
+        let mut count = 0;
+        for item in self.db.iterator_cf(
+            tokens_cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
+            let (key, _) = item?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            count += 1;
+        }
+        self.batch.delete_range_cf(tokens_cf, &start, &end);
+        self.batch
+            .delete_range_cf(cf(self.db, CF_FINGERPRINTS)?, &start, &end);
+        let keys_cf = cf(self.db, CF_KEYS)?;
+        for (label, _) in &keys {
+            if label.purpose == crate::crypto::KeyPurpose::PanEncryption {
+                self.batch.delete_cf(keys_cf, codec::counter_key(label));
+            }
+        }
+        let meta = cf(self.db, CF_META)?;
+        self.batch.delete_cf(meta, codec::checkpoint_key(tenant));
+        for (label, record) in keys {
+            self.put(CF_KEYS, codec::wrapped_key_key(&label), record.encode())?;
+        }
+        Ok(count)
+    }
+
     fn put_keys(
         &mut self,
         keys: Vec<(KeyLabel, KeyRecord)>,
@@ -442,6 +488,14 @@ pub(super) fn run(
                     Ok(replaced) => pending.push(Pending::Count(reply, replaced)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
+                Command::DeleteTenant {
+                    tenant,
+                    keys,
+                    reply,
+                } => match group.delete_tenant(&tenant, keys) {
+                    Ok(count) => pending.push(Pending::Total(reply, count)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
                 Command::Close { counters, reply } => {
                     let marked = group.put_keys(Vec::new(), counters).and_then(|()| {
                         let meta = cf(db, CF_META)?;
@@ -483,6 +537,7 @@ pub(super) fn run(
                 }
                 Pending::Flag(reply, flag) => reply.send(written.clone().map(|()| flag)).is_ok(),
                 Pending::Count(reply, n) => reply.send(written.clone().map(|()| n)).is_ok(),
+                Pending::Total(reply, n) => reply.send(written.clone().map(|()| n)).is_ok(),
                 Pending::Done(reply) => reply.send(written.clone()).is_ok(),
             };
         }

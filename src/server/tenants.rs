@@ -1,0 +1,157 @@
+//! Tenant routes with dual control: `DELETE /v1/admin/tenants/{tenant}`
+//! (admin reaching the tenant) asks for a crypto-shred and answers 202 with
+//! a pending approval; `POST /v1/admin/approvals/{id}` by a **different**
+//! admin who also reaches the tenant carries it out (keys destroyed,
+//! records deleted, files compacted); `GET /v1/admin/approvals` lists what
+//! waits. Audited as `approval_requested`, `tenant_shredded` (naming both
+//! admins) and `access_denied` for refusals.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::approvals::{Action, ApprovalError, Pending};
+use super::audited::Audited;
+use super::error::ApiError;
+use super::identity::Caller;
+use super::observe::RequestId;
+use super::response::json;
+use super::state::AppState;
+use crate::audit::EventKind;
+use crate::config::Role;
+use crate::domain::TenantId;
+use crate::vault::VaultError;
+
+fn approval_error(e: &ApprovalError) -> ApiError {
+    match e {
+        ApprovalError::Unknown => {
+            ApiError::InvalidRequest("no pending approval with this id (unknown, used or expired)")
+        }
+        ApprovalError::SameAdmin => ApiError::Forbidden,
+        ApprovalError::Full => ApiError::Unavailable("too many approvals pending; retry later"),
+    }
+}
+
+/// `DELETE /v1/admin/tenants/{tenant}`: 202 with the pending approval.
+pub async fn shred_request(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::ApprovalRequested, &caller, &rid);
+    let result = async {
+        caller.require(Role::Admin)?;
+        let tenant = TenantId::parse(&tenant)
+            .map_err(|_| ApiError::InvalidRequest("not a valid tenant name"))?;
+        audited.event().tenant = Some(tenant.to_string());
+        if !caller.admin_reaches(&tenant) {
+            return Err(ApiError::Forbidden);
+        }
+        let pending = state
+            .approvals
+            .request(
+                Action::ShredTenant {
+                    tenant: tenant.to_string(),
+                },
+                tenant,
+                &caller.principal.to_string(),
+            )
+            .map_err(|e| approval_error(&e))?;
+        audited.event().detail = Some(format!(
+            "shred_tenant, approval {}; another admin must approve it",
+            pending.id
+        ));
+        Ok(json(StatusCode::ACCEPTED, &pending))
+    }
+    .await;
+    audited.close(result)
+}
+
+/// `{"approvals": [...]}`.
+#[derive(Serialize)]
+struct PendingList {
+    approvals: Vec<Pending>,
+}
+
+/// `GET /v1/admin/approvals`: what waits, on tenants the admin reaches.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let approvals = state.approvals.list(|tenant| caller.admin_reaches(tenant));
+    Ok(json(StatusCode::OK, &PendingList { approvals }))
+}
+
+/// What a shred did.
+#[derive(Serialize)]
+struct ShredDone {
+    tenant: String,
+    records_deleted: u64,
+    keys_destroyed: usize,
+    requested_by: String,
+    approved_by: String,
+}
+
+/// `POST /v1/admin/approvals/{id}`: a second admin carries the request out.
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut audited = Audited::open(&state.audit, EventKind::TenantShredded, &caller, &rid);
+    let result = async {
+        caller.require(Role::Admin)?;
+        if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::InvalidRequest("not an approval id"));
+        }
+        // The approver must reach the tenant too; checked before the
+        // approval is used up.
+        if let Some(tenant) = state.approvals.tenant_of(&id)
+            && !caller.admin_reaches(&tenant)
+        {
+            return Err(ApiError::Forbidden);
+        }
+        let principal = caller.principal.to_string();
+        let (pending, tenant) = state.approvals.approve(&id, &principal).map_err(|e| {
+            if e == ApprovalError::SameAdmin {
+                audited.event().detail = Some(format!("approval {id}: {e}"));
+            }
+            approval_error(&e)
+        })?;
+        audited.event().tenant = Some(tenant.to_string());
+        let shredded = state
+            .vault
+            .shred_tenant(&tenant)
+            .await
+            .map_err(|e| match e {
+                VaultError::UnknownTenant(_) => ApiError::InvalidRequest("the tenant has no keys"),
+                other => {
+                    tracing::error!(error = %other, "crypto-shred failed");
+                    ApiError::from_vault(&other)
+                }
+            })?;
+        audited.event().count = Some(shredded.records);
+        audited.event().detail = Some(format!(
+            "approval {id}: requested by {}, approved by {principal}; {} keys destroyed, {} records deleted, files compacted",
+            pending.requested_by, shredded.keys, shredded.records
+        ));
+        Ok(json(
+            StatusCode::OK,
+            &ShredDone {
+                tenant: tenant.to_string(),
+                records_deleted: shredded.records,
+                keys_destroyed: shredded.keys,
+                requested_by: pending.requested_by,
+                approved_by: principal,
+            },
+        ))
+    }
+    .await;
+    audited.close(result)
+}
