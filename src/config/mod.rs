@@ -116,6 +116,17 @@ pub struct KeysConfig {
     /// Seconds a destructive request (a tenant's crypto-shred) waits for a
     /// second admin's approval; at most 600.
     pub approval_ttl_s: std::num::NonZeroU64,
+    /// A data key's cryptoperiod, seconds since it became active: then it
+    /// is rotated and its tenant re-encrypted. 0: never (not advised).
+    pub dek_cryptoperiod_s: u64,
+    /// A fingerprint key's cryptoperiod, seconds: watched and alerted on
+    /// (not rotated automatically yet). 0: not watched.
+    pub fingerprint_cryptoperiod_s: u64,
+    /// The `cryptoperiod_ending` alert fires this many seconds before a
+    /// key's period ends.
+    pub cryptoperiod_warning_s: u64,
+    /// How often the cryptoperiods are checked, seconds.
+    pub cryptoperiod_check_s: std::num::NonZeroU64,
 }
 
 impl Default for KeysConfig {
@@ -126,6 +137,11 @@ impl Default for KeysConfig {
             reencrypt_batch: std::num::NonZeroUsize::new(256)
                 .unwrap_or(std::num::NonZeroUsize::MIN),
             approval_ttl_s: std::num::NonZeroU64::new(600).unwrap_or(std::num::NonZeroU64::MIN),
+            dek_cryptoperiod_s: 365 * 86_400,
+            fingerprint_cryptoperiod_s: 2 * 365 * 86_400,
+            cryptoperiod_warning_s: 30 * 86_400,
+            cryptoperiod_check_s: std::num::NonZeroU64::new(3600)
+                .unwrap_or(std::num::NonZeroU64::MIN),
         }
     }
 }

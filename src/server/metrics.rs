@@ -113,7 +113,8 @@ const COUNTERS: [(&str, &str); 19] = [
 const LABELLED: usize = 6;
 
 /// Alert rules, registered at 0 per rule.
-const ALERT_RULES: [&str; 4] = [
+const ALERT_RULES: [&str; 5] = [
+    "cryptoperiod_ending",
     "detokenize_burst",
     "detokenize_outside_hours",
     "handshake_failure_burst",
@@ -148,6 +149,10 @@ fn describe() {
         "Card security codes held in memory now"
     );
     metrics::gauge!("cardvault_cvc_held").set(0.0);
+    metrics::describe_gauge!(
+        "cardvault_key_cryptoperiod_remaining_seconds",
+        "Seconds left in each active key's cryptoperiod (negative: overdue), by tenant and purpose"
+    );
     metrics::describe_gauge!(
         "cardvault_reencrypt_remaining",
         "Records still sealed under an older data key while a tenant's re-encryption runs, by tenant"

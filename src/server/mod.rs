@@ -18,6 +18,7 @@ pub mod approvals;
 pub mod audited;
 pub mod budget;
 pub mod connection;
+pub mod cryptoperiod;
 pub mod custody;
 pub mod error;
 pub mod identity;

@@ -24,6 +24,11 @@ pub struct Service {
     vault: Arc<Vault>,
     custody: Arc<Custody>,
     reseals: Arc<Reseals>,
+    /// The cryptoperiod watcher and its stop switch.
+    watcher: (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ),
     audit: AuditLog,
     /// Held until the service is dropped.
     _data_lock: DirLock,
@@ -94,6 +99,14 @@ impl Service {
             audit.clone(),
         )
         .await?;
+        let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);
+        let watcher = super::cryptoperiod::spawn(
+            Arc::clone(&vault),
+            Arc::clone(&reseals),
+            audit.clone(),
+            config.keys,
+            watch_rx,
+        );
         // Interrupted re-encryption jobs go on, once the keys are in memory.
         let resume = Arc::clone(&reseals);
         let unsealed = Arc::clone(&vault);
@@ -116,6 +129,7 @@ impl Service {
             vault,
             custody,
             reseals,
+            watcher: (stop_watch, watcher),
             audit,
             _data_lock: data_lock,
         })
@@ -166,6 +180,8 @@ impl Service {
     /// records `vault_stop` and closes the audit trail.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.running.shutdown().await;
+        let _ = self.watcher.0.send(true);
+        let _ = self.watcher.1.await;
         self.reseals.stop().await;
         drop(self.reseals);
         let audit_started = self.custody.audit_started();

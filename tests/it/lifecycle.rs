@@ -431,3 +431,69 @@ async fn a_tenant_is_crypto_shredded_only_with_a_second_admin() {
     }));
     assert!(of_kind(&trail, "approval_requested").len() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_key_past_its_cryptoperiod_is_rotated_and_retired() {
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let server = DevServer::start_with(
+        &dir,
+        &[
+            ("CARDVAULT_KEYS__DEK_CRYPTOPERIOD_S", "4"),
+            ("CARDVAULT_KEYS__CRYPTOPERIOD_WARNING_S", "3"),
+            ("CARDVAULT_KEYS__CRYPTOPERIOD_CHECK_S", "1"),
+        ],
+    );
+    let mut payments = server.connect("payments").await;
+    let token = crate::common::tokenize(&mut payments, "4111111111111111").await;
+    // Within a bounded wait: the alert, the rotation, the re-encryption and
+    // the old version's destruction, all by themselves.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, inventory) = admin(&server, Method::GET, "/v1/admin/keys").await;
+        let v1_destroyed = inventory["keys"].as_array().is_some_and(|keys| {
+            keys.iter().any(|k| {
+                k["purpose"] == "pan-encryption" && k["version"] == 1 && k["state"] == "destroyed"
+            })
+        });
+        if v1_destroyed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "v1 not retired: {inventory}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({ "token": token }))
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["pan"], "4111111111111111");
+    let ops: std::net::SocketAddr = server
+        .printed
+        .iter()
+        .find_map(|l| l.split("ops http://").nth(1))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (_, metrics) = crate::common::harness::ops_get(ops, "/metrics").await;
+    assert!(
+        metrics.contains("cardvault_key_cryptoperiod_remaining_seconds{tenant=\"default\",purpose=\"pan-encryption\"}")
+            || metrics.contains("cardvault_key_cryptoperiod_remaining_seconds{purpose=\"pan-encryption\",tenant=\"default\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("cardvault_alerts_total{rule=\"cryptoperiod_ending\"} 0"),
+        "{metrics}"
+    );
+    drop(payments);
+    assert!(server.stop().success());
+    let trail = entries(&dir.join("audit"));
+    assert!(of_kind(&trail, "alert").iter().any(|e| {
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("cryptoperiod_ending"))
+    }));
+    assert!(!of_kind(&trail, "key_rotated").is_empty());
+    assert!(!of_kind(&trail, "key_destroyed").is_empty());
+}
