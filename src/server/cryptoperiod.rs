@@ -2,10 +2,9 @@
 //! cryptoperiod_check_s` the watcher reads the key inventory, publishes how
 //! long each active key has left (`cardvault_key_cryptoperiod_remaining_seconds
 //! {tenant,purpose}`), raises the `cryptoperiod_ending` alert once per key
-//! when it enters its last `cryptoperiod_warning_s`, and when a data key's
-//! period is over rotates it and starts the tenant's re-encryption (which
-//! then destroys the old version). Fingerprint keys are only watched and
-//! alerted on: their rotation is not built yet.
+//! when it enters its last `cryptoperiod_warning_s`, and when a key's
+//! period is over rotates it (data or fingerprint key) and starts the
+//! tenant's re-encryption, which then destroys the old version.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -107,7 +106,7 @@ impl Watch {
             {
                 self.alert(&key.label, remaining);
             }
-            if remaining <= 0 && key.label.purpose == KeyPurpose::PanEncryption {
+            if remaining <= 0 {
                 self.renew(&key.label).await;
             }
         }
@@ -122,20 +121,20 @@ impl Watch {
                 "{CRYPTOPERIOD_ENDING}: {} v{} has {remaining} s of its cryptoperiod left{}",
                 label.purpose.as_str(),
                 label.version,
-                if label.purpose == KeyPurpose::PanEncryption {
-                    "; it is rotated and re-encrypted when it ends"
-                } else {
-                    "; fingerprint keys are not rotated automatically yet"
-                }
+                "; it is rotated and re-encrypted when it ends"
             ));
         self.audit.record(event);
     }
 
-    /// A data key past its period: rotate, then re-encrypt the tenant.
+    /// A key past its period: rotate, then re-encrypt the tenant.
     async fn renew(&self, label: &KeyLabel) {
-        match self.vault.rotate_keys(&label.tenant).await {
+        let rotated = match label.purpose {
+            KeyPurpose::Fingerprint => self.vault.rotate_fingerprint_key(&label.tenant).await,
+            _ => self.vault.rotate_keys(&label.tenant).await,
+        };
+        match rotated {
             Ok(version) => {
-                tracing::info!(tenant = %label.tenant, from = label.version, to = version, "cryptoperiod over: rotated the data key");
+                tracing::info!(tenant = %label.tenant, from = label.version, to = version, "cryptoperiod over: rotated the key");
                 if let Err(e) = self.reseals.start(&label.tenant).await {
                     tracing::error!(tenant = %label.tenant, error = %e, "cannot start the re-encryption after a cryptoperiod rotation");
                 }

@@ -46,34 +46,60 @@ fn vault_error(e: &VaultError) -> ApiError {
     }
 }
 
-/// `{"tenant", "version"}`.
+/// `{"tenant", "purpose", "version"}`.
 #[derive(Serialize)]
 struct Rotated {
     tenant: String,
+    purpose: &'static str,
     version: u32,
 }
 
-/// `POST /v1/admin/keys/{tenant}/rotate`.
+/// `POST /v1/admin/keys/{tenant}/rotate[?purpose=fingerprint]`: the data
+/// key by default; the fingerprint key with `purpose=fingerprint` (older
+/// ones are looked up until a re-encryption pass moves every index entry).
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Extension(RequestId(rid)): Extension<RequestId>,
     Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut audited = Audited::open(&state.audit, EventKind::KeyRotated, &caller, &rid);
     let result = async {
         let tenant = reached(&caller, &tenant)?;
         audited.event().tenant = Some(tenant.to_string());
-        let version = state
-            .vault
-            .rotate_keys(&tenant)
-            .await
-            .map_err(|e| vault_error(&e))?;
-        audited.event().detail = Some(format!("pan-encryption v{version} active (by request)"));
+        let fingerprint = match query.as_deref().unwrap_or("") {
+            "" | "purpose=pan-encryption" => false,
+            "purpose=fingerprint" => true,
+            _ => {
+                return Err(ApiError::InvalidRequest(
+                    "the only query parameter is purpose=fingerprint or purpose=pan-encryption",
+                ));
+            }
+        };
+        let version = if fingerprint {
+            state.vault.rotate_fingerprint_key(&tenant).await
+        } else {
+            state.vault.rotate_keys(&tenant).await
+        }
+        .map_err(|e| vault_error(&e))?;
+        audited.event().detail = Some(format!(
+            "{} v{version} active (by request)",
+            if fingerprint {
+                "fingerprint"
+            } else {
+                "pan-encryption"
+            }
+        ));
         Ok(json(
             StatusCode::OK,
             &Rotated {
                 tenant: tenant.to_string(),
+                purpose: if fingerprint {
+                    "fingerprint"
+                } else {
+                    "pan-encryption"
+                },
                 version,
             },
         ))
@@ -180,11 +206,22 @@ struct InventoryEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     wrapped_by: Option<String>,
     rotation_pending: bool,
+    /// When an active key's cryptoperiod ends (`[keys]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cryptoperiod_ends_at: Option<String>,
 }
 
-impl From<KeyInfo> for InventoryEntry {
-    fn from(k: KeyInfo) -> InventoryEntry {
+impl InventoryEntry {
+    fn of(k: KeyInfo, settings: &crate::config::KeysConfig) -> InventoryEntry {
+        let period_s = match k.label.purpose {
+            crate::crypto::KeyPurpose::PanEncryption => settings.dek_cryptoperiod_s,
+            crate::crypto::KeyPurpose::Fingerprint => settings.fingerprint_cryptoperiod_s,
+            crate::crypto::KeyPurpose::AuditMac => 0,
+        };
+        let cryptoperiod_ends_at = (k.state == "active" && period_s > 0)
+            .then(|| created_at(k.changed_ms.saturating_add(period_s.saturating_mul(1000))));
         InventoryEntry {
+            cryptoperiod_ends_at,
             tenant: k.label.tenant.to_string(),
             purpose: k.label.purpose.as_str(),
             version: k.label.version,
@@ -225,7 +262,7 @@ pub async fn inventory(
         let keys: Vec<InventoryEntry> = keys
             .into_iter()
             .filter(|k| caller.admin_reaches(&k.label.tenant))
-            .map(InventoryEntry::from)
+            .map(|k| InventoryEntry::of(k, &state.keys))
             .collect();
         audited.event().count = Some(keys.len() as u64);
         Ok(json(StatusCode::OK, &Inventory { keys }))

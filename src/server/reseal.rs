@@ -276,7 +276,14 @@ impl Reseals {
     async fn run(&self, job: &Job, mut cursor: ResealCursor) -> Result<bool, VaultError> {
         let tenant = job.tenant.as_str().to_owned();
         let counts = self.vault.count_versions(&job.tenant, COUNT_BATCH).await?;
-        let older: u64 = counts.range(..job.target).map(|(_, n)| n).sum();
+        // A fingerprint-key rotation touches every record; a data-key one
+        // only those under older versions.
+        let moving = self.vault.fingerprint_rotation_pending(&job.tenant);
+        let older: u64 = if moving {
+            counts.values().sum()
+        } else {
+            counts.range(..job.target).map(|(_, n)| n).sum()
+        };
         job.total.store(older, Ordering::Relaxed);
         job.remaining.store(older, Ordering::Relaxed);
         metrics::gauge!("cardvault_reencrypt_remaining", "tenant" => tenant.clone())
@@ -317,9 +324,10 @@ impl Reseals {
             }
         }
         job.set(JobState::Retiring);
-        let (destroyed, left) = self
+        let moved = moving && job.failed.load(Ordering::Relaxed) == 0;
+        let (destroyed, fingerprints, left) = self
             .vault
-            .reseal_retire(&job.tenant, job.target, COUNT_BATCH)
+            .reseal_retire(&job.tenant, job.target, moved, COUNT_BATCH)
             .await?;
         job.remaining.store(left, Ordering::Relaxed);
         metrics::gauge!("cardvault_reencrypt_remaining", "tenant" => tenant).set(left as f64);
@@ -327,7 +335,11 @@ impl Reseals {
             s.0 = JobState::Done;
             s.2 = destroyed.clone();
         }
-        let versions: Vec<String> = destroyed.iter().map(|v| format!("v{v}")).collect();
+        let versions: Vec<String> = destroyed
+            .iter()
+            .map(|v| format!("v{v}"))
+            .chain(fingerprints.iter().map(|v| format!("fingerprint v{v}")))
+            .collect();
         self.record(
             job,
             Outcome::Success,

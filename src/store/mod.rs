@@ -123,8 +123,13 @@ pub struct Reseal {
     pub token: Token,
     /// The sealed record as read: the swap happens only if it is still there.
     pub expected: Vec<u8>,
-    /// The record sealed under the newer key.
+    /// The record sealed under the newer key (the expected bytes when only
+    /// the fingerprint moves).
     pub record: Vec<u8>,
+    /// A fingerprint-key rotation's move: the entry's fingerprint and index
+    /// entry go from the first (older key's) to the second (active key's),
+    /// if the index still points at this token.
+    pub fingerprint: Option<(Fingerprint, Fingerprint)>,
 }
 
 /// What a re-sealing commit does with the job's checkpoint.

@@ -51,14 +51,46 @@ struct DekSet {
     destroyed: std::collections::BTreeSet<u32>,
 }
 
+/// A tenant's fingerprint keys: the active one fingerprints, older ones
+/// (during a fingerprint-key rotation) are still looked up.
+pub(super) struct FpSet {
+    pub(super) active: Arc<Fingerprinter>,
+    pub(super) older: Vec<Arc<Fingerprinter>>,
+    records: HashMap<u32, KeyRecord>,
+    destroyed: std::collections::BTreeSet<u32>,
+}
+
 /// A tenant's unwrapped keys.
 pub(super) struct TenantKeys {
     pub(super) tenant: TenantId,
     deks: RwLock<DekSet>,
-    pub(super) fingerprinter: Fingerprinter,
+    fps: RwLock<FpSet>,
+    /// Held (read) by every deterministic tokenize from its fingerprints to
+    /// its insert, and (write) by a fingerprint-key rotation: no insert
+    /// computed with the old active key lands after the new one is active.
+    pub(super) fp_epoch: tokio::sync::RwLock<()>,
 }
 
 impl TenantKeys {
+    /// Whether a fingerprint-key rotation waits for its re-encryption pass.
+    pub(super) fn fingerprint_rotation_pending(&self) -> bool {
+        self.fps
+            .read()
+            .map(|set| !set.older.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// The active fingerprint key and the older ones still looked up.
+    pub(super) fn fingerprinters(&self) -> (Arc<Fingerprinter>, Vec<Arc<Fingerprinter>>) {
+        match self.fps.read() {
+            Ok(set) => (Arc::clone(&set.active), set.older.clone()),
+            Err(poisoned) => {
+                let set = poisoned.into_inner();
+                (Arc::clone(&set.active), set.older.clone())
+            }
+        }
+    }
+
     fn active(&self) -> Option<Arc<DataKey>> {
         let set = self.deks.read().ok()?;
         set.versions
@@ -358,6 +390,7 @@ impl Keyring {
             wrapped,
             wrapped_next,
         };
+        let fp_record_kept = fp_record.clone();
         store
             .put_keys(
                 vec![
@@ -382,7 +415,13 @@ impl Keyring {
                 versions,
                 destroyed: Default::default(),
             }),
-            fingerprinter: Fingerprinter::new(1, &fp_secret)?,
+            fps: RwLock::new(FpSet {
+                active: Arc::new(Fingerprinter::new(1, &fp_secret)?),
+                older: Vec::new(),
+                records: HashMap::from([(1, fp_record_kept)]),
+                destroyed: Default::default(),
+            }),
+            fp_epoch: tokio::sync::RwLock::new(()),
         });
         if let Ok(mut tenants) = self.tenants.write() {
             tenants.insert(tenant.clone(), Arc::clone(&keys));
@@ -559,6 +598,141 @@ impl Keyring {
         Ok(versions)
     }
 
+    /// Makes a new fingerprint-key version active for `tenant`; older ones
+    /// stay for lookups until a re-encryption pass has moved every index
+    /// entry. Waits for in-flight deterministic tokenizations (the epoch
+    /// lock) so none inserts a fingerprint of the old key after the swap.
+    pub(super) async fn rotate_fingerprint(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<u32, VaultError> {
+        let keys = match self.get(tenant) {
+            Some(keys) => keys,
+            None if self.is_sealed() => return Err(VaultError::Sealed),
+            None => return Err(VaultError::UnknownTenant(tenant.clone())),
+        };
+        let _admin = self.admin.lock().await;
+        let _epoch = keys.fp_epoch.write().await;
+        let (old_version, old_record, new_version) = {
+            let set = keys.fps.read().map_err(|_| keys.poisoned())?;
+            let old = set.active.version();
+            let newest = set
+                .records
+                .keys()
+                .chain(&set.destroyed)
+                .copied()
+                .max()
+                .unwrap_or(old);
+            let record = set.records.get(&old).cloned().ok_or(VaultError::KeyState(
+                tenant.clone(),
+                "no fingerprint key record",
+            ))?;
+            (old, record, newest + 1)
+        };
+        let label = keys.label(KeyPurpose::Fingerprint, new_version);
+        let secret = SecretKey::generate()?;
+        let (wrapped, wrapped_next) = self.wrap_new(&label, &secret)?;
+        let now = now_ms();
+        let new_record = KeyRecord {
+            state: KeyState::Active,
+            created_ms: now,
+            changed_ms: now,
+            wrapped,
+            wrapped_next,
+        };
+        let retired = KeyRecord {
+            state: KeyState::DecryptOnly,
+            changed_ms: now,
+            ..old_record
+        };
+        store
+            .put_keys(
+                vec![
+                    (label, new_record.clone()),
+                    (
+                        keys.label(KeyPurpose::Fingerprint, old_version),
+                        retired.clone(),
+                    ),
+                ],
+                Vec::new(),
+            )
+            .await?;
+        let fingerprinter = Arc::new(Fingerprinter::new(new_version, &secret)?);
+        {
+            let mut set = keys.fps.write().map_err(|_| keys.poisoned())?;
+            let old = std::mem::replace(&mut set.active, fingerprinter);
+            set.older.insert(0, old);
+            set.records.insert(new_version, new_record);
+            set.records.insert(old_version, retired);
+        }
+        tracing::info!(tenant = %tenant, from = old_version, to = new_version, "rotated the fingerprint key");
+        self.audit(
+            Event::new(EventKind::KeyRotated)
+                .with_tenant(tenant.as_str())
+                .with_detail(format!("fingerprint v{old_version} -> v{new_version}")),
+        );
+        Ok(new_version)
+    }
+
+    /// Destroys the tenant's older fingerprint keys (the caller's pass
+    /// moved every index entry to the active one). Returns their versions.
+    pub(super) async fn destroy_older_fingerprints(
+        &self,
+        store: &dyn Store,
+        keys: &TenantKeys,
+    ) -> Result<Vec<u32>, VaultError> {
+        let _admin = self.admin.lock().await;
+        let doomed: Vec<(u32, KeyRecord)> = {
+            let set = keys.fps.read().map_err(|_| keys.poisoned())?;
+            set.older
+                .iter()
+                .filter_map(|f| {
+                    set.records
+                        .get(&f.version())
+                        .map(|r| (f.version(), r.clone()))
+                })
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let records = doomed
+            .iter()
+            .map(|(v, r)| {
+                (
+                    keys.label(KeyPurpose::Fingerprint, *v),
+                    KeyRecord {
+                        state: KeyState::Destroyed,
+                        changed_ms: now,
+                        wrapped: Vec::new(),
+                        wrapped_next: None,
+                        ..r.clone()
+                    },
+                )
+            })
+            .collect();
+        store.put_keys(records, Vec::new()).await?;
+        let versions: Vec<u32> = doomed.iter().map(|(v, _)| *v).collect();
+        {
+            let mut set = keys.fps.write().map_err(|_| keys.poisoned())?;
+            set.older.retain(|f| !versions.contains(&f.version()));
+            for v in &versions {
+                set.records.remove(v);
+                set.destroyed.insert(*v);
+            }
+        }
+        for v in &versions {
+            self.audit(
+                Event::new(EventKind::KeyDestroyed)
+                    .with_tenant(keys.tenant.as_str())
+                    .with_detail(format!("fingerprint v{v}: every index entry moved to the active key; wrapped key erased")),
+            );
+        }
+        Ok(versions)
+    }
+
     /// Crypto-shreds a tenant's keys in memory: the tenant is forgotten
     /// (its unwrapped keys dropped and wiped once no request holds them).
     /// Returns its stored key records marked destroyed, for the caller to
@@ -629,14 +803,25 @@ impl Keyring {
         }
         store.put_keys(rewrapped.clone(), Vec::new()).await?;
         for (label, record) in rewrapped {
-            if label.purpose != KeyPurpose::PanEncryption {
+            let Some(keys) = self.get(&label.tenant) else {
                 continue;
-            }
-            if let Some(keys) = self.get(&label.tenant)
-                && let Ok(mut set) = keys.deks.write()
-                && let Some(slot) = set.versions.get_mut(&label.version)
-            {
-                slot.record = record;
+            };
+            match label.purpose {
+                KeyPurpose::PanEncryption => {
+                    if let Ok(mut set) = keys.deks.write()
+                        && let Some(slot) = set.versions.get_mut(&label.version)
+                    {
+                        slot.record = record;
+                    }
+                }
+                KeyPurpose::Fingerprint => {
+                    if let Ok(mut set) = keys.fps.write()
+                        && let Some(slot) = set.records.get_mut(&label.version)
+                    {
+                        *slot = record;
+                    }
+                }
+                KeyPurpose::AuditMac => {}
             }
         }
         if let Ok(mut slot) = self.next.write() {
@@ -810,14 +995,16 @@ fn unwrap_all(
     let mut opened = Vec::with_capacity(stored.keys.len());
     let mut secrets = Vec::with_capacity(stored.keys.len());
     let mut destroyed: HashMap<TenantId, std::collections::BTreeSet<u32>> = HashMap::new();
+    let mut fp_destroyed: HashMap<TenantId, std::collections::BTreeSet<u32>> = HashMap::new();
     for (label, record) in stored.keys {
         if record.state == KeyState::Destroyed {
-            if label.purpose == KeyPurpose::PanEncryption {
-                destroyed
-                    .entry(label.tenant.clone())
-                    .or_default()
-                    .insert(label.version);
-            }
+            let set = match label.purpose {
+                KeyPurpose::PanEncryption => &mut destroyed,
+                _ => &mut fp_destroyed,
+            };
+            set.entry(label.tenant.clone())
+                .or_default()
+                .insert(label.version);
             continue;
         }
         let (secret, by) = open_record(provider, &label, &record)?;
@@ -838,7 +1025,7 @@ fn unwrap_all(
     for (tenant, keys) in by_tenant {
         let mut versions = HashMap::new();
         let mut active = None;
-        let mut fingerprinter = None;
+        let mut fingerprinters: Vec<(Arc<Fingerprinter>, KeyRecord)> = Vec::new();
         for (label, record, secret) in keys {
             match label.purpose {
                 KeyPurpose::PanEncryption => {
@@ -856,21 +1043,29 @@ fn unwrap_all(
                     versions.insert(label.version, DekSlot { key, record });
                 }
                 KeyPurpose::Fingerprint => {
-                    if fingerprinter
-                        .as_ref()
-                        .is_none_or(|f: &Fingerprinter| f.version() < label.version)
-                    {
-                        fingerprinter = Some(Fingerprinter::new(label.version, &secret)?);
-                    }
+                    fingerprinters.push((
+                        Arc::new(Fingerprinter::new(label.version, &secret)?),
+                        record,
+                    ));
                 }
                 KeyPurpose::AuditMac => {}
             }
         }
         let active = active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;
-        let fingerprinter =
-            fingerprinter.ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
+        // The newest fingerprint key fingerprints; older ones are looked up.
+        fingerprinters.sort_by_key(|(f, _)| std::cmp::Reverse(f.version()));
+        let records: HashMap<u32, KeyRecord> = fingerprinters
+            .iter()
+            .map(|(f, r)| (f.version(), r.clone()))
+            .collect();
+        let mut fingerprinters = fingerprinters.into_iter().map(|(f, _)| f);
+        let fp_active = fingerprinters
+            .next()
+            .ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
+        let fp_older: Vec<Arc<Fingerprinter>> = fingerprinters.collect();
         tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
         let destroyed = destroyed.remove(&tenant).unwrap_or_default();
+        let fp_destroyed = fp_destroyed.remove(&tenant).unwrap_or_default();
         let keys = TenantKeys {
             tenant: tenant.clone(),
             deks: RwLock::new(DekSet {
@@ -878,7 +1073,13 @@ fn unwrap_all(
                 versions,
                 destroyed,
             }),
-            fingerprinter,
+            fps: RwLock::new(FpSet {
+                active: fp_active,
+                older: fp_older,
+                records,
+                destroyed: fp_destroyed,
+            }),
+            fp_epoch: tokio::sync::RwLock::new(()),
         };
         tenants.insert(tenant, Arc::new(keys));
     }

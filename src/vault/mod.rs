@@ -388,11 +388,18 @@ impl Vault {
             Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
         };
         let deterministic = self.mode(tenant) == TokenMode::Deterministic;
+        // Held to the end: a fingerprint-key rotation waits for it.
+        let _epoch = if deterministic {
+            Some(keys.fp_epoch.read().await)
+        } else {
+            None
+        };
+        let (fingerprinter, older) = keys.fingerprinters();
         let mut results: Vec<Option<Result<TokenInfo, VaultError>>> =
             items.iter().map(|_| None).collect();
         let fingerprints: Vec<Option<Fingerprint>> = items
             .iter()
-            .map(|(pan, _)| deterministic.then(|| keys.fingerprinter.fingerprint(pan)))
+            .map(|(pan, _)| deterministic.then(|| fingerprinter.fingerprint(pan)))
             .collect();
         let mut pending: Vec<usize> = (0..items.len()).collect();
         for _ in 0..MAX_TOKEN_DRAWS {
@@ -409,14 +416,14 @@ impl Vault {
             for &i in &pending {
                 let (pan, expiry) = &items[i];
                 if let Some(fp) = &fingerprints[i] {
-                    match self.store.get_token_for(tenant, fp).await {
+                    match self.token_for(tenant, fp, pan, &older).await {
                         Ok(Some(token)) => {
                             existing.push((i, token));
                             continue;
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            results[i] = Some(Err(e.into()));
+                            results[i] = Some(Err(e));
                             continue;
                         }
                     }
@@ -533,13 +540,35 @@ impl Vault {
     /// tenant stores no fingerprints, so every lookup there is not found.
     pub async fn lookup(&self, tenant: &TenantId, pan: &Pan) -> Result<TokenInfo, VaultError> {
         let keys = self.keys.require(tenant)?;
-        let fingerprint = keys.fingerprinter.fingerprint(pan);
+        let (fingerprinter, older) = keys.fingerprinters();
+        let fingerprint = fingerprinter.fingerprint(pan);
         let token = self
-            .store
-            .get_token_for(tenant, &fingerprint)
+            .token_for(tenant, &fingerprint, pan, &older)
             .await?
             .ok_or(VaultError::TokenNotFound)?;
         self.metadata(tenant, &token).await
+    }
+
+    /// The token indexed under `fingerprint` (the active key's), or — while
+    /// a fingerprint-key rotation is in progress — under an older key's
+    /// fingerprint of the same PAN.
+    async fn token_for(
+        &self,
+        tenant: &TenantId,
+        fingerprint: &Fingerprint,
+        pan: &Pan,
+        older: &[Arc<crate::crypto::Fingerprinter>],
+    ) -> Result<Option<Token>, VaultError> {
+        if let Some(token) = self.store.get_token_for(tenant, fingerprint).await? {
+            return Ok(Some(token));
+        }
+        for fingerprinter in older {
+            let old = fingerprinter.fingerprint(pan);
+            if let Some(token) = self.store.get_token_for(tenant, &old).await? {
+                return Ok(Some(token));
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes `token` (and its fingerprint index entry) from `tenant`.

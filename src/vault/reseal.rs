@@ -128,12 +128,18 @@ impl Vault {
         self.unsealed()?;
         let keys = self.keys.require(tenant)?;
         let entries = self.store.scan_entries(tenant, cursor.after, batch).await?;
+        // During a fingerprint-key rotation every fingerprinted record is
+        // opened, to move its index entry to the active key's fingerprint.
+        let (fingerprinter, older) = keys.fingerprinters();
+        let moving = !older.is_empty();
         let mut items = Vec::new();
         let mut counters: BTreeMap<u32, u64> = BTreeMap::new();
         let mut failed = 0;
         for (token, entry) in &entries {
             let view = RecordView::decode(&entry.record)?;
-            if view.dek_version() >= cursor.target {
+            let reseal = view.dek_version() < cursor.target;
+            let fingerprinted = moving && entry.fingerprint.is_some();
+            if !reseal && !fingerprinted {
                 continue;
             }
             let opened = keys
@@ -147,14 +153,29 @@ impl Vault {
                     continue;
                 }
             };
-            let (dek, count) = self.keys.claim(self.store.as_ref(), &keys).await?;
-            let sealed = record::seal(&dek, tenant, token, &pan)?;
-            let slot = counters.entry(dek.version()).or_default();
-            *slot = (*slot).max(count);
+            let fingerprint = match entry.fingerprint {
+                Some(old) if fingerprinted => {
+                    let new = fingerprinter.fingerprint(&pan);
+                    (new != old).then_some((old, new))
+                }
+                _ => None,
+            };
+            if !reseal && fingerprint.is_none() {
+                continue;
+            }
+            let record = if reseal {
+                let (dek, count) = self.keys.claim(self.store.as_ref(), &keys).await?;
+                let slot = counters.entry(dek.version()).or_default();
+                *slot = (*slot).max(count);
+                record::seal(&dek, tenant, token, &pan)?
+            } else {
+                entry.record.clone()
+            };
             items.push(Reseal {
                 token: *token,
                 expected: entry.record.clone(),
-                record: sealed,
+                record,
+                fingerprint,
             });
         }
         let done = entries.len() < batch;
@@ -203,26 +224,52 @@ impl Vault {
         Ok(cursor)
     }
 
-    /// After a pass: counts again, and destroys every version older than
-    /// `target` that no record is sealed under any more. Returns the
-    /// versions destroyed and the records still under older versions.
+    /// After a pass: counts again, and destroys every data-key version
+    /// older than `target` that no record is sealed under any more; when
+    /// the pass moved every fingerprint (`fingerprints_moved`), the older
+    /// fingerprint keys too. Returns what was destroyed (data-key versions,
+    /// fingerprint versions) and the records still under older data keys.
     pub async fn reseal_retire(
         &self,
         tenant: &TenantId,
         target: u32,
+        fingerprints_moved: bool,
         batch: usize,
-    ) -> Result<(Vec<u32>, u64), VaultError> {
+    ) -> Result<(Vec<u32>, Vec<u32>, u64), VaultError> {
         let keys = self.keys.require(tenant)?;
+        let fingerprints = if fingerprints_moved {
+            self.keys
+                .destroy_older_fingerprints(self.store.as_ref(), &keys)
+                .await?
+        } else {
+            Vec::new()
+        };
         let counts = self.count_versions(tenant, batch).await?;
         let left: u64 = counts.range(..target).map(|(_, n)| n).sum();
         if left > 0 {
-            return Ok((Vec::new(), left));
+            return Ok((Vec::new(), fingerprints, left));
         }
         let destroyed = self
             .keys
             .destroy_below(self.store.as_ref(), &keys, target)
             .await?;
-        Ok((destroyed, 0))
+        Ok((destroyed, fingerprints, 0))
+    }
+
+    /// Whether the tenant's fingerprint-key rotation waits for a pass.
+    pub fn fingerprint_rotation_pending(&self, tenant: &TenantId) -> bool {
+        self.keys
+            .get(tenant)
+            .is_some_and(|k| k.fingerprint_rotation_pending())
+    }
+
+    /// Makes a new fingerprint-key version active for `tenant` (lookups
+    /// still try the older one until a re-encryption pass has moved every
+    /// index entry, then it is destroyed). Returns the new version.
+    pub async fn rotate_fingerprint_key(&self, tenant: &TenantId) -> Result<u32, VaultError> {
+        self.keys
+            .rotate_fingerprint(self.store.as_ref(), tenant)
+            .await
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -190,6 +191,13 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
     assert!(v1.get("wrapped_by").is_none(), "{v1}");
     let v2 = key("pan-encryption", 2);
     assert_eq!(v2["state"], "active");
+    assert!(
+        v2["cryptoperiod_ends_at"]
+            .as_str()
+            .is_some_and(|t| t > v2["changed_at"].as_str().unwrap()),
+        "{v2}"
+    );
+    assert!(v1.get("cryptoperiod_ends_at").is_none(), "{v1}");
     let acknowledged: u64 = [&acks, &during]
         .iter()
         .map(|log| std::fs::read_to_string(log).unwrap().lines().count() as u64)
@@ -496,4 +504,104 @@ async fn a_data_key_past_its_cryptoperiod_is_rotated_and_retired() {
     }));
     assert!(!of_kind(&trail, "key_rotated").is_empty());
     assert!(!of_kind(&trail, "key_destroyed").is_empty());
+}
+
+/// Tokenizes `pans` over one connection; the tokens in order.
+async fn tokenize_all(server: &DevServer, pans: &[String]) -> Vec<String> {
+    let mut conn = server.connect("payments").await;
+    let mut out = Vec::with_capacity(pans.len());
+    for pan in pans {
+        out.push(crate::common::tokenize(&mut conn, pan).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fingerprint_key_rotation_keeps_every_pan_on_its_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let server = Arc::new(DevServer::start_with(
+        &dir,
+        &[
+            ("CARDVAULT_KEYS__REENCRYPT_ITEMS_PER_S", "400"),
+            ("CARDVAULT_KEYS__REENCRYPT_BATCH", "50"),
+        ],
+    ));
+    let pans: Vec<String> = (0..300u64)
+        .map(|i| crate::common::luhn_complete(&format!("45320015{i:07}")))
+        .collect();
+    let tokens = tokenize_all(&server, &pans).await;
+    // Tokenizations racing the rotation itself, then the rotation.
+    let racing = {
+        let server = Arc::clone(&server);
+        let pans = pans[..100].to_vec();
+        tokio::spawn(async move { tokenize_all(&server, &pans).await })
+    };
+    let (code, rotated) = admin(
+        &server,
+        Method::POST,
+        "/v1/admin/keys/default/rotate?purpose=fingerprint",
+    )
+    .await;
+    assert_eq!(code, 200, "{rotated}");
+    assert_eq!(
+        (rotated["purpose"].clone(), rotated["version"].clone()),
+        ("fingerprint".into(), 2.into())
+    );
+    assert_eq!(racing.await.unwrap(), tokens[..100]);
+    // Before any re-encryption: found through the older key's fingerprint.
+    assert_eq!(
+        tokenize_all(&server, &pans[100..150]).await,
+        tokens[100..150]
+    );
+    // During the pass, tokenizations of the same PANs (and new ones) race it.
+    let (code, started) = admin(&server, Method::POST, "/v1/admin/keys/default/reencrypt").await;
+    assert_eq!(code, 202, "{started}");
+    let during = {
+        let server = Arc::clone(&server);
+        let pans = pans.clone();
+        tokio::spawn(async move {
+            let mut rounds = Vec::new();
+            for _ in 0..2 {
+                rounds.push(tokenize_all(&server, &pans).await);
+            }
+            rounds
+        })
+    };
+    let status = until_done(&server).await;
+    for round in during.await.unwrap() {
+        assert_eq!(round, tokens, "a PAN changed token during the pass");
+    }
+    assert!(status["done"].as_u64().unwrap() >= 300, "{status}");
+    let (_, inventory) = admin(&server, Method::GET, "/v1/admin/keys").await;
+    let state = |version: u64| {
+        inventory["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["purpose"] == "fingerprint" && k["version"] == version)
+            .map(|k| k["state"].clone())
+    };
+    assert_eq!(state(1), Some("destroyed".into()), "{inventory}");
+    assert_eq!(state(2), Some("active".into()), "{inventory}");
+    assert_eq!(tokenize_all(&server, &pans).await, tokens);
+    let server = Arc::try_unwrap(server).ok().unwrap();
+    assert!(server.stop().success());
+    // Restarted (the old fingerprint key destroyed): still the same tokens.
+    let server = DevServer::start(&dir);
+    assert_eq!(tokenize_all(&server, &pans[..50]).await, tokens[..50]);
+    let mut conn = server.connect("cart").await;
+    let reply = conn
+        .post_json("/v1/lookup", &serde_json::json!({ "pan": pans[7] }))
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["token"], tokens[7].as_str());
+    drop(conn);
+    assert!(server.stop().success());
+    let trail = entries(&dir.join("audit"));
+    assert!(of_kind(&trail, "key_destroyed").iter().any(|e| {
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("fingerprint v1"))
+    }));
 }

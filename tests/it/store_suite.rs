@@ -398,16 +398,19 @@ pub async fn scans_and_reseals_compare_and_swap(backend: &dyn Backend) {
             token: a.0,
             expected: a.1.record.clone(),
             record: vec![9; a.1.record.len()],
+            fingerprint: None,
         },
         Reseal {
             token: b.0,
             expected: b.1.record.clone(),
             record: vec![9; 8],
+            fingerprint: None,
         },
         Reseal {
             token: c.0,
             expected: vec![1, 2, 3],
             record: vec![9; 8],
+            fingerprint: None,
         },
     ];
     let done = store

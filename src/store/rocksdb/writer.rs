@@ -294,6 +294,26 @@ impl Group<'_> {
                 continue;
             }
             entry.record = item.record;
+            if let Some((old, new)) = item.fingerprint
+                && entry.fingerprint == Some(old)
+            {
+                let old_key = codec::fingerprint_key(tenant, &old);
+                if self.read(CF_FINGERPRINTS, &old_key)?.as_deref() == Some(item.token.as_bytes()) {
+                    self.delete(CF_FINGERPRINTS, old_key)?;
+                }
+                let new_key = codec::fingerprint_key(tenant, &new);
+                match self.read(CF_FINGERPRINTS, &new_key)? {
+                    None => {
+                        self.fingerprints_put.push(prefix(&new));
+                        self.put(CF_FINGERPRINTS, new_key, item.token.as_bytes().to_vec())?;
+                    }
+                    Some(other) if other != item.token.as_bytes() => {
+                        tracing::error!(tenant = %tenant, token = %item.token, "fingerprint move found another token under the new fingerprint; index left as it is");
+                    }
+                    Some(_) => {}
+                }
+                entry.fingerprint = Some(new);
+            }
             self.put(CF_TOKENS, key, entry.encode())?;
             replaced += 1;
         }
