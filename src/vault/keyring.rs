@@ -488,30 +488,12 @@ impl Keyring {
             (set.active, old.record.clone(), newest + 1)
         };
         let new_label = keys.label(KeyPurpose::PanEncryption, new_version);
-        let secret = SecretKey::generate()?;
-        let (wrapped, wrapped_next) = self.wrap_new(&new_label, &secret)?;
-        let now = now_ms();
-        let new_record = KeyRecord {
-            state: KeyState::Active,
-            created_ms: now,
-            changed_ms: now,
-            wrapped,
-            wrapped_next,
-        };
-        let retired = KeyRecord {
-            state: KeyState::DecryptOnly,
-            changed_ms: now,
-            ..old_record
-        };
-        store
-            .put_keys(
-                vec![
-                    (new_label.clone(), new_record.clone()),
-                    (
-                        keys.label(KeyPurpose::PanEncryption, old_version),
-                        retired.clone(),
-                    ),
-                ],
+        let (secret, new_record, retired) = self
+            .commit_successor(
+                store,
+                new_label.clone(),
+                keys.label(KeyPurpose::PanEncryption, old_version),
+                old_record,
                 vec![(new_label, 0)],
             )
             .await?;
@@ -598,6 +580,45 @@ impl Keyring {
         Ok(versions)
     }
 
+    /// Draws the key that follows `old_label`, wraps it (under the next KEK
+    /// too while a KEK rotation is pending) and commits it active as
+    /// `new_label`, with the old one retired to decrypt-only, in one write.
+    /// Returns the new secret, its record and the retired record.
+    async fn commit_successor(
+        &self,
+        store: &dyn Store,
+        new_label: KeyLabel,
+        old_label: KeyLabel,
+        old_record: KeyRecord,
+        counters: Vec<(KeyLabel, u64)>,
+    ) -> Result<(SecretKey, KeyRecord, KeyRecord), VaultError> {
+        let secret = SecretKey::generate()?;
+        let (wrapped, wrapped_next) = self.wrap_new(&new_label, &secret)?;
+        let now = now_ms();
+        let new_record = KeyRecord {
+            state: KeyState::Active,
+            created_ms: now,
+            changed_ms: now,
+            wrapped,
+            wrapped_next,
+        };
+        let retired = KeyRecord {
+            state: KeyState::DecryptOnly,
+            changed_ms: now,
+            ..old_record
+        };
+        store
+            .put_keys(
+                vec![
+                    (new_label, new_record.clone()),
+                    (old_label, retired.clone()),
+                ],
+                counters,
+            )
+            .await?;
+        Ok((secret, new_record, retired))
+    }
+
     /// Makes a new fingerprint-key version active for `tenant`; older ones
     /// stay for lookups until a re-encryption pass has moved every index
     /// entry. Waits for in-flight deterministic tokenizations (the epoch
@@ -630,31 +651,12 @@ impl Keyring {
             ))?;
             (old, record, newest + 1)
         };
-        let label = keys.label(KeyPurpose::Fingerprint, new_version);
-        let secret = SecretKey::generate()?;
-        let (wrapped, wrapped_next) = self.wrap_new(&label, &secret)?;
-        let now = now_ms();
-        let new_record = KeyRecord {
-            state: KeyState::Active,
-            created_ms: now,
-            changed_ms: now,
-            wrapped,
-            wrapped_next,
-        };
-        let retired = KeyRecord {
-            state: KeyState::DecryptOnly,
-            changed_ms: now,
-            ..old_record
-        };
-        store
-            .put_keys(
-                vec![
-                    (label, new_record.clone()),
-                    (
-                        keys.label(KeyPurpose::Fingerprint, old_version),
-                        retired.clone(),
-                    ),
-                ],
+        let (secret, new_record, retired) = self
+            .commit_successor(
+                store,
+                keys.label(KeyPurpose::Fingerprint, new_version),
+                keys.label(KeyPurpose::Fingerprint, old_version),
+                old_record,
                 Vec::new(),
             )
             .await?;
