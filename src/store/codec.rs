@@ -213,6 +213,18 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// This record destroyed at `now_ms`: label and dates kept for the
+    /// inventory, no key bytes under any KEK.
+    pub fn destroyed(&self, now_ms: u64) -> KeyRecord {
+        KeyRecord {
+            state: KeyState::Destroyed,
+            changed_ms: now_ms,
+            wrapped: Vec::new(),
+            wrapped_next: None,
+            created_ms: self.created_ms,
+        }
+    }
+
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(21 + 2 * self.wrapped.len());

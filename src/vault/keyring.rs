@@ -547,13 +547,7 @@ impl Keyring {
             .map(|(v, record)| {
                 (
                     keys.label(KeyPurpose::PanEncryption, *v),
-                    KeyRecord {
-                        state: KeyState::Destroyed,
-                        changed_ms: now,
-                        wrapped: Vec::new(),
-                        wrapped_next: None,
-                        ..record.clone()
-                    },
+                    record.destroyed(now),
                 )
             })
             .collect();
@@ -702,18 +696,7 @@ impl Keyring {
         let now = now_ms();
         let records = doomed
             .iter()
-            .map(|(v, r)| {
-                (
-                    keys.label(KeyPurpose::Fingerprint, *v),
-                    KeyRecord {
-                        state: KeyState::Destroyed,
-                        changed_ms: now,
-                        wrapped: Vec::new(),
-                        wrapped_next: None,
-                        ..r.clone()
-                    },
-                )
-            })
+            .map(|(v, r)| (keys.label(KeyPurpose::Fingerprint, *v), r.destroyed(now)))
             .collect();
         store.put_keys(records, Vec::new()).await?;
         let versions: Vec<u32> = doomed.iter().map(|(v, _)| *v).collect();
@@ -753,13 +736,7 @@ impl Keyring {
             .into_iter()
             .filter(|(label, _)| label.tenant == *tenant)
             .map(|(label, record)| {
-                let destroyed = KeyRecord {
-                    state: KeyState::Destroyed,
-                    changed_ms: now,
-                    wrapped: Vec::new(),
-                    wrapped_next: None,
-                    ..record
-                };
+                let destroyed = record.destroyed(now);
                 (label, destroyed)
             })
             .collect();

@@ -76,6 +76,15 @@ fn status(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("not JSON: {stdout}"))
 }
 
+/// Hands in share text `share` over `conn` and expects 400 `share_rejected`.
+async fn refused_share(conn: &mut cardvault::client::Connection, share: &str, what: &str) {
+    let reply = conn
+        .post_json("/v1/admin/unseal", &json!({ "share": share }))
+        .await
+        .unwrap();
+    assert_api_error(&reply, StatusCode::BAD_REQUEST, "share_rejected", what);
+}
+
 async fn reveal(
     payments: &mut cardvault::client::Connection,
     token: &str,
@@ -183,16 +192,7 @@ async fn a_split_kek_starts_sealed_and_any_two_custodians_unseal_it() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("checksum"), "{err}");
     let mut custodian = server.connect("custodian-2").await;
-    let reply = custodian
-        .post_json("/v1/admin/unseal", &json!({ "share": typo_text }))
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "share_rejected",
-        "mistyped share",
-    );
+    refused_share(&mut custodian, &typo_text, "mistyped share").await;
     // A share of another split (a fresh `keys init --shares`).
     let foreign_dir = tmp.path().join("foreign");
     let out = cardvault()
@@ -214,16 +214,7 @@ async fn a_split_kek_starts_sealed_and_any_two_custodians_unseal_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let foreign = std::fs::read_to_string(foreign_dir.join("custodian-1.share")).unwrap();
-    let reply = custodian
-        .post_json("/v1/admin/unseal", &json!({ "share": foreign }))
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "share_rejected",
-        "foreign share",
-    );
+    refused_share(&mut custodian, &foreign, "foreign share").await;
     // A group-readable share file is refused by the CLI.
     let loose = tmp.path().join("loose.share");
     std::fs::copy(share_path(&dir, "custodian-1"), &loose).unwrap();
@@ -274,16 +265,7 @@ async fn a_split_kek_starts_sealed_and_any_two_custodians_unseal_it() {
     );
     // The set is pinned now: a foreign share is refused as the first one.
     let mut custodian = server.connect("custodian-1").await;
-    let reply = custodian
-        .post_json("/v1/admin/unseal", &json!({ "share": foreign }))
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        StatusCode::BAD_REQUEST,
-        "share_rejected",
-        "foreign first share",
-    );
+    refused_share(&mut custodian, &foreign, "foreign first share").await;
     for custodian in ["custodian-1", "custodian-3"] {
         let (code, out, err) = unseal(&server, &share_path(&dir, custodian));
         assert_eq!(code, Some(0), "{out} {err}");
