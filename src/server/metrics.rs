@@ -150,6 +150,15 @@ fn describe() {
     );
     metrics::gauge!("cardvault_cvc_held").set(0.0);
     metrics::describe_gauge!(
+        "cardvault_build_info",
+        "Always 1; the running build's version as a label"
+    );
+    metrics::gauge!("cardvault_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::describe_gauge!(
+        "cardvault_tls_certificate_not_after_seconds",
+        "When the server certificate (certificate=\"server\") and the earliest client CA certificate expire, Unix seconds"
+    );
+    metrics::describe_gauge!(
         "cardvault_key_cryptoperiod_remaining_seconds",
         "Seconds left in each active key's cryptoperiod (negative: overdue), by tenant and purpose"
     );

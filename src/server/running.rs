@@ -90,8 +90,9 @@ pub async fn start(
     reseals: Arc<Reseals>,
     audit: AuditLog,
 ) -> Result<Running, ServerError> {
-    let reloadable = Reloadable::new(config)?;
+    // The recorder first: loading the TLS files publishes certificate expiry.
     let metrics = metrics::handle();
+    let reloadable = Reloadable::new(config)?;
     let (api_listener, api_addr) = bind(config.api.listen).await?;
     let (ops_listener, ops_addr) = bind(config.ops.listen).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -36,6 +36,21 @@ fn file_error(field: &'static str, path: &Path, e: impl std::fmt::Display) -> Tl
     }
 }
 
+/// Exports the earliest expiry among `certs` as
+/// `cardvault_tls_certificate_not_after_seconds{certificate}` (Unix time),
+/// for the "certificate expiring" alert. Set at start and at each reload.
+fn publish_not_after(which: &'static str, certs: &[CertificateDer<'_>]) {
+    let earliest = certs
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .min();
+    if let Some(not_after) = earliest {
+        metrics::gauge!("cardvault_tls_certificate_not_after_seconds", "certificate" => which)
+            .set(not_after as f64);
+    }
+}
+
 /// Builds the server config from the `[api]` section.
 pub fn server_config(api: &ApiConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -51,6 +66,7 @@ pub fn server_config(api: &ApiConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
             "no certificates",
         ));
     }
+    publish_not_after("client_ca", &cas);
     for ca in cas {
         roots
             .add(ca)
@@ -79,6 +95,7 @@ pub fn server_config(api: &ApiConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
         .map_err(|e| file_error("api.cert", &api.cert, e))?
         .collect::<Result<_, _>>()
         .map_err(|e| file_error("api.cert", &api.cert, e))?;
+    publish_not_after("server", &chain[..chain.len().min(1)]);
     let key =
         PrivateKeyDer::from_pem_file(&api.key).map_err(|e| file_error("api.key", &api.key, e))?;
     let versions: &[&rustls::SupportedProtocolVersion] = if api.allow_tls12 {

@@ -1,6 +1,7 @@
 //! The deploy files stay true: the example config parses into the real
 //! config type (every field it documents exists), and the systemd unit
-//! scores 2.0 or lower on `systemd-analyze security` where that tool exists.
+//! scores 2.0 or lower on `systemd-analyze security` where that tool exists,
+//! and the Prometheus rules and Grafana dashboard query real metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -84,4 +85,105 @@ fn kubernetes_manifest_defines_what_it_mounts() {
     assert_eq!(config.principals.len(), 2);
     assert_eq!(config.log.format, cardvault::config::LogFormat::Json);
     assert_eq!(config.ops.drain_delay.as_millis(), 5000);
+}
+
+/// Every `cardvault_…` metric name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("cardvault_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end] == b'_'
+                || bytes[end].is_ascii_digit())
+        {
+            end += 1;
+        }
+        let name = &text[start..end];
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.insert(name.to_owned());
+        i = end;
+    }
+    names
+}
+
+/// The Prometheus rules pass `promtool check rules`, and they and the
+/// Grafana dashboard query only metrics the vault exports: each name is on
+/// a live vault's /metrics page or described in `server/metrics.rs` (the
+/// labelled series appear with their first event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_rules_and_grafana_dashboard_use_real_metrics() {
+    let rules = deploy("prometheus/cardvault-rules.yml");
+    match Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => eprintln!("promtool not installed: `promtool check rules` skipped"),
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/cardvault.json")).unwrap())
+            .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 6);
+    let mut queries = String::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push_str(target["expr"].as_str().unwrap());
+            queries.push('\n');
+        }
+    }
+    queries.push_str(
+        dashboard["templating"]["list"][1]["query"]
+            .as_str()
+            .unwrap(),
+    );
+    let harness = crate::common::harness::Harness::new();
+    let service = harness.start().await;
+    let mut payments = harness.connect("payments", service.api_addr).await;
+    let token = crate::common::tokenize(&mut payments, "4111111111111111").await;
+    payments
+        .post_json("/v1/detokenize", &serde_json::json!({ "token": token }))
+        .await
+        .unwrap();
+    drop(payments);
+    let (_, page) = crate::common::harness::ops_get(service.ops_addr, "/metrics").await;
+    service.stop().await.unwrap();
+    let described = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server/metrics.rs"),
+    )
+    .unwrap();
+    let exported: std::collections::BTreeSet<String> = metric_names(&page)
+        .union(&metric_names(&described))
+        .cloned()
+        .collect();
+    for (what, text) in [
+        ("rules", std::fs::read_to_string(&rules).unwrap()),
+        ("dashboard", queries),
+    ] {
+        let used = metric_names(&text);
+        assert!(!used.is_empty());
+        let unknown: Vec<&String> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{what} query metrics the vault does not export: {unknown:?}"
+        );
+    }
+    assert!(
+        page.contains("cardvault_tls_certificate_not_after_seconds{certificate=\"server\"}"),
+        "{page}"
+    );
+    assert!(page.contains("cardvault_build_info{version="), "{page}");
 }
