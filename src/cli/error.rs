@@ -26,6 +26,12 @@ pub enum CliError {
     /// `audit verify` found the chain broken (exit 1).
     #[error("{0}")]
     TrailBroken(crate::audit::VerifyFailure),
+    /// An input file or database could not be read (exit 2).
+    #[error("{0}")]
+    Unreadable(String),
+    /// The command's answer is "no" (exit 1), already printed.
+    #[error("{0}")]
+    Answer(String),
     /// A running vault holds the data or audit directory (exit 75).
     #[error(transparent)]
     Locked(LockError),
@@ -75,7 +81,8 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
             CliError::Locked(_) => EXIT_LOCKED,
-            CliError::TrailBroken(_) | CliError::Failed(_) => 1,
+            CliError::Unreadable(_) => 2,
+            CliError::TrailBroken(_) | CliError::Failed(_) | CliError::Answer(_) => 1,
         }
     }
 }

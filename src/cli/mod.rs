@@ -36,6 +36,7 @@ mod load;
 mod offline;
 mod pki;
 mod serve;
+mod version;
 
 pub use error::{CliError, EXIT_USAGE};
 
@@ -91,6 +92,9 @@ enum Command {
     },
     /// Print the manual page (roff): `cardvault man > cardvault.1`.
     Man,
+    /// What this build is; with `--check --db DIR`, whether any of its
+    /// crates has a known advisory: yes (exit 0) or no (exit 1).
+    Version(version::VersionArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -209,5 +213,6 @@ async fn run(cli: Cli) -> error::CliResult {
             say_raw!("{}", String::from_utf8_lossy(&out));
             Ok(())
         }
+        Command::Version(args) => version::run(args),
     }
 }

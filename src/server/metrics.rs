@@ -151,9 +151,14 @@ fn describe() {
     metrics::gauge!("cardvault_cvc_held").set(0.0);
     metrics::describe_gauge!(
         "cardvault_build_info",
-        "Always 1; the running build's version as a label"
+        "Always 1; the running build's version and git commit as labels"
     );
-    metrics::gauge!("cardvault_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(
+        "cardvault_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("CARDVAULT_GIT_COMMIT")
+    )
+    .set(1.0);
     metrics::describe_gauge!(
         "cardvault_tls_certificate_not_after_seconds",
         "When the server certificate (certificate=\"server\") and the earliest client CA certificate expire, Unix seconds"

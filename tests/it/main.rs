@@ -17,3 +17,4 @@ mod load;
 mod server;
 mod store_suite;
 mod vault;
+mod version;

@@ -1,0 +1,88 @@
+//! `cardvault version`: the build's facts, and `--check --db` answering
+//! yes or no against a RustSec advisory database — yes on an empty
+//! database (and on the shared snapshot when it is there), no on a crafted
+//! advisory against a crate of `Cargo.lock`, exit 2 on a database that is
+//! not one.
+
+use std::path::Path;
+use std::process::Command;
+
+fn version(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .arg("version")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An advisory database whose only advisory flags `hex` below 99.0.0 (the
+/// lockfile has 0.4.x), or none with `flag` false.
+fn crafted(dir: &Path, flag: bool) {
+    let crates = dir.join("crates");
+    std::fs::create_dir_all(crates.join("hex")).unwrap();
+    if flag {
+        std::fs::write(
+            crates.join("hex/RUSTSEC-2099-0001.md"),
+            "```toml\n[advisory]\nid = \"RUSTSEC-2099-0001\"\npackage = \"hex\"\ndate = \"2099-01-01\"\nurl = \"https://example.invalid/crafted\"\n\n[versions]\npatched = [\">= 99.0.0\"]\n```\n\n# Crafted advisory for the test\n\nProves the \"no\" answer is reachable.\n",
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn version_check_answers_yes_or_no() {
+    let (code, out, err) = version(&["--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let facts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(facts["version"], env!("CARGO_PKG_VERSION"));
+    for field in ["commit", "build_date", "rustc"] {
+        assert!(
+            facts[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{facts}"
+        );
+    }
+    assert!(facts["dependencies"].as_u64().unwrap() > 100, "{facts}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = tmp.path().join("clean");
+    crafted(&clean, false);
+    let (code, out, err) = version(&["--check", "--db", clean.to_str().unwrap()]);
+    assert_eq!((code, out.trim()), (Some(0), "yes"), "{err}");
+
+    let flagged = tmp.path().join("flagged");
+    crafted(&flagged, true);
+    let (code, out, _) = version(&["--check", "--db", flagged.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("no\n") && out.contains("RUSTSEC-2099-0001 hex 0.4"),
+        "{out}"
+    );
+    let (code, out, _) = version(&["--check", "--json", "--db", flagged.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["secure"], false);
+    assert_eq!(report["advisories"][0]["package"], "hex");
+
+    let (code, _, err) = version(&[
+        "--check",
+        "--db",
+        tmp.path().join("nothing").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a RustSec advisory database"), "{err}");
+    let (code, _, _) = version(&["--check"]);
+    assert_eq!(code, Some(64));
+
+    // The shared snapshot, when this checkout has it: the answer CI's
+    // `cargo audit` gives too.
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/advisory-db");
+    if snapshot.join("crates").is_dir() {
+        let (code, out, err) = version(&["--check", "--db", snapshot.to_str().unwrap()]);
+        assert_eq!((code, out.trim()), (Some(0), "yes"), "{out}{err}");
+    }
+}
