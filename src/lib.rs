@@ -33,6 +33,8 @@ pub mod random;
 pub mod server;
 pub mod store;
 #[cfg(feature = "vault")]
+pub mod supply_chain;
+#[cfg(feature = "vault")]
 pub mod vault;
 pub mod zero_on_free;
 

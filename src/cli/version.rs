@@ -1,21 +1,14 @@
 //! `cardvault version`: what this build is (version, git commit, build
 //! date, compiler) and, with `--check --db DIR`, whether it is the latest
-//! *secure* version — yes (exit 0) or no (exit 1, listing the advisories) —
-//! by matching the `Cargo.lock` compiled into the binary against a RustSec
-//! advisory database snapshot (the `rustsec` crate parses it; no network).
-//! A database that cannot be read exits 2. The lockfile lists every
-//! package the build could use (dev-only ones too): a superset of what is
-//! compiled in, so a "no" may name a crate the binary does not contain.
+//! *secure* version — yes (exit 0) or no (exit 1, listing the advisories;
+//! see [`crate::supply_chain`]). A database that cannot be read exits 2.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use clap::Args;
 
 use super::error::{CliError, CliResult};
-
-/// The lockfile this binary was built from.
-const LOCKFILE: &str = include_str!("../../Cargo.lock");
+use crate::supply_chain::{self, SupplyChainError};
 
 /// Arguments of `version`.
 #[derive(Debug, Args)]
@@ -45,63 +38,40 @@ pub fn facts() -> serde_json::Value {
 
 /// Runs `version`.
 pub fn run(args: VersionArgs) -> CliResult {
+    let unreadable = |e: SupplyChainError| match e {
+        SupplyChainError::Database(why) => CliError::Unreadable(why),
+        other => CliError::Failed(other.into()),
+    };
     let mut report = facts();
-    let lockfile = rustsec::Lockfile::from_str(LOCKFILE)
-        .map_err(|e| anyhow::anyhow!("the embedded Cargo.lock does not parse: {e}"))?;
-    report["dependencies"] = lockfile.packages.len().into();
+    let locked = supply_chain::locked_packages().map_err(unreadable)?;
+    report["dependencies"] = locked.into();
     if !args.check {
         if args.json {
             say!("{report}");
         } else {
             say!(
-                "cardvault {} (commit {}, built {} with {}), {} locked dependencies",
+                "cardvault {} (commit {}, built {} with {}), {locked} locked dependencies",
                 env!("CARGO_PKG_VERSION"),
                 env!("CARDVAULT_GIT_COMMIT"),
                 env!("CARDVAULT_BUILD_DATE"),
                 env!("CARDVAULT_RUSTC_VERSION"),
-                lockfile.packages.len()
             );
         }
         return Ok(());
     }
-    let db = args.db.unwrap_or_default();
-    if !db.join("crates").is_dir() {
-        return Err(CliError::Unreadable(format!(
-            "{} is not a RustSec advisory database (no crates/ directory)",
-            db.display()
-        )));
-    }
-    let database = rustsec::Database::open(&db)
-        .map_err(|e| CliError::Unreadable(format!("advisory database {}: {e}", db.display())))?;
-    let found = database.vulnerabilities(&lockfile);
-    let advisories: Vec<serde_json::Value> = found
-        .iter()
-        .map(|v| {
-            serde_json::json!({
-                "id": v.advisory.id.as_str(),
-                "package": v.package.name.as_str(),
-                "version": v.package.version.to_string(),
-                "title": v.advisory.title,
-            })
-        })
-        .collect();
-    let secure = advisories.is_empty();
+    let found =
+        supply_chain::known_vulnerabilities(&args.db.unwrap_or_default()).map_err(unreadable)?;
+    let secure = found.is_empty();
     report["secure"] = secure.into();
-    report["advisories"] = advisories.clone().into();
+    report["advisories"] = serde_json::to_value(&found).unwrap_or_default();
     if args.json {
         say!("{report}");
     } else if secure {
         say!("yes");
     } else {
         say!("no");
-        for a in &advisories {
-            say!(
-                "  {} {} {}: {}",
-                a["id"].as_str().unwrap_or(""),
-                a["package"].as_str().unwrap_or(""),
-                a["version"].as_str().unwrap_or(""),
-                a["title"].as_str().unwrap_or("")
-            );
+        for f in &found {
+            say!("  {} {} {}: {}", f.id, f.package, f.version, f.title);
         }
     }
     if secure {
@@ -109,7 +79,7 @@ pub fn run(args: VersionArgs) -> CliResult {
     } else {
         Err(CliError::Answer(format!(
             "{} known advisories affect this build",
-            advisories.len()
+            found.len()
         )))
     }
 }

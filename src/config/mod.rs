@@ -83,6 +83,20 @@ pub struct Config {
     /// Key lifecycle (re-encryption pace).
     #[serde(default)]
     pub keys: KeysConfig,
+    /// Known-vulnerability checks of this build.
+    #[serde(default)]
+    pub supply_chain: SupplyChainConfig,
+}
+
+/// The `[supply_chain]` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupplyChainConfig {
+    /// A RustSec advisory database snapshot: at start the vault checks its
+    /// own build against it (`cardvault_known_vulnerabilities`, and the
+    /// `known_vulnerabilities` alert above 0).
+    #[serde(default)]
+    pub advisory_db: Option<PathBuf>,
 }
 
 /// The `[cvc]` section: card security codes held in memory only
@@ -394,6 +408,7 @@ impl Config {
             None => {}
         }
         fix(&mut self.audit.dir);
+        self.supply_chain.advisory_db.iter_mut().for_each(fix);
     }
 
     /// Checks what types cannot: files exist, principals have roles, rate

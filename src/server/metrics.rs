@@ -113,11 +113,12 @@ const COUNTERS: [(&str, &str); 19] = [
 const LABELLED: usize = 6;
 
 /// Alert rules, registered at 0 per rule.
-const ALERT_RULES: [&str; 5] = [
+const ALERT_RULES: [&str; 6] = [
     "cryptoperiod_ending",
     "detokenize_burst",
     "detokenize_outside_hours",
     "handshake_failure_burst",
+    "known_vulnerabilities",
     "metadata_burst",
 ];
 
@@ -159,6 +160,10 @@ fn describe() {
         "commit" => env!("CARDVAULT_GIT_COMMIT")
     )
     .set(1.0);
+    metrics::describe_gauge!(
+        "cardvault_known_vulnerabilities",
+        "Known advisories affecting this build ([supply_chain] advisory_db, checked at start)"
+    );
     metrics::describe_gauge!(
         "cardvault_tls_certificate_not_after_seconds",
         "When the server certificate (certificate=\"server\") and the earliest client CA certificate expire, Unix seconds"

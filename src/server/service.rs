@@ -34,6 +34,38 @@ pub struct Service {
     _data_lock: DirLock,
 }
 
+/// Checks this build against the advisory database `db`: publishes
+/// `cardvault_known_vulnerabilities` and raises the `known_vulnerabilities`
+/// alert when it is above 0.
+fn check_supply_chain(db: &std::path::Path, audit: &AuditLog) {
+    match crate::supply_chain::known_vulnerabilities(db) {
+        Ok(found) => {
+            metrics::gauge!("cardvault_known_vulnerabilities").set(found.len() as f64);
+            if found.is_empty() {
+                tracing::info!(db = %db.display(), "no known advisory affects this build");
+                return;
+            }
+            let ids: Vec<&str> = found.iter().map(|f| f.id.as_str()).collect();
+            tracing::warn!(alert = "known_vulnerabilities", advisories = ?ids, "alert: known advisories affect this build");
+            metrics::counter!("cardvault_alerts_total", "rule" => "known_vulnerabilities")
+                .increment(1);
+            let mut event = Event::new(EventKind::Alert).with_detail(format!(
+                "known_vulnerabilities: {}",
+                found
+                    .iter()
+                    .map(|f| format!("{} ({} {})", f.id, f.package, f.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            event.count = Some(found.len() as u64);
+            audit.record(event);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check this build against the advisory database")
+        }
+    }
+}
+
 impl Service {
     /// Refuses private keys readable by others and directories owned by
     /// another user, opens the KEK, the audit trail (which must be writable:
@@ -117,11 +149,21 @@ impl Service {
             resume.resume_all().await;
         });
         audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
-            "api {} ops {} version {}",
+            "api {} ops {} version {} commit {}",
             running.api_addr,
             running.ops_addr,
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            env!("CARDVAULT_GIT_COMMIT")
         )));
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            commit = env!("CARDVAULT_GIT_COMMIT"),
+            "cardvault started"
+        );
+        if let Some(db) = config.supply_chain.advisory_db.clone() {
+            let audit = audit.clone();
+            tokio::task::spawn_blocking(move || check_supply_chain(&db, &audit));
+        }
         Ok(Service {
             api_addr: running.api_addr,
             ops_addr: running.ops_addr,

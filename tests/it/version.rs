@@ -86,3 +86,36 @@ fn version_check_answers_yes_or_no() {
         assert_eq!((code, out.trim()), (Some(0), "yes"), "{out}{err}");
     }
 }
+
+/// With `[supply_chain] advisory_db`, the vault checks itself at start:
+/// the gauge, the alert and its audit event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_reports_known_vulnerabilities_of_its_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    crafted(&db, true);
+    let harness = crate::common::harness::Harness::with(|c| {
+        c.supply_chain.advisory_db = Some(db.clone());
+    });
+    let service = harness.start().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let page = loop {
+        let (_, page) = crate::common::harness::ops_get(service.ops_addr, "/metrics").await;
+        if page.contains("cardvault_known_vulnerabilities 1") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.contains("cardvault_alerts_total{rule=\"known_vulnerabilities\"} 1"),
+        "{page}"
+    );
+    service.stop().await.unwrap();
+    let trail = crate::common::entries(&harness.config.audit.dir);
+    assert!(crate::common::of_kind(&trail, "alert").iter().any(|e| {
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("known_vulnerabilities: RUSTSEC-2099-0001 (hex"))
+    }));
+}

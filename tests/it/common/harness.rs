@@ -66,6 +66,7 @@ impl Harness {
             log: Default::default(),
             cvc: Default::default(),
             keys: Default::default(),
+            supply_chain: Default::default(),
         };
         adjust(&mut config);
         config.validate().unwrap();
