@@ -518,6 +518,39 @@ impl Keyring {
         Ok(new_version)
     }
 
+    /// Writes `doomed` (versions of the tenant's `purpose` keys) back
+    /// destroyed, in one commit, and audits each (`why` it could go).
+    /// Returns the versions, sorted.
+    async fn commit_destroyed(
+        &self,
+        store: &dyn Store,
+        keys: &TenantKeys,
+        purpose: KeyPurpose,
+        doomed: Vec<(u32, KeyRecord)>,
+        why: &str,
+    ) -> Result<Vec<u32>, VaultError> {
+        let now = now_ms();
+        let records: Vec<(KeyLabel, KeyRecord)> = doomed
+            .iter()
+            .map(|(v, record)| (keys.label(purpose, *v), record.destroyed(now)))
+            .collect();
+        store.put_keys(records, Vec::new()).await?;
+        let mut versions: Vec<u32> = doomed.into_iter().map(|(v, _)| v).collect();
+        versions.sort_unstable();
+        for v in &versions {
+            tracing::info!(tenant = %keys.tenant, purpose = purpose.as_str(), version = v, "destroyed a key");
+            self.audit(
+                Event::new(EventKind::KeyDestroyed)
+                    .with_tenant(keys.tenant.as_str())
+                    .with_detail(format!(
+                        "{} v{v}: {why}; wrapped key erased",
+                        purpose.as_str()
+                    )),
+            );
+        }
+        Ok(versions)
+    }
+
     /// Destroys the tenant's decrypt-only data keys older than `below`
     /// (the caller has checked that no record is sealed under them): the
     /// stored record keeps its label and dates for the inventory, marked
@@ -541,35 +574,21 @@ impl Keyring {
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let records: Vec<(KeyLabel, KeyRecord)> = doomed
-            .iter()
-            .map(|(v, record)| {
-                (
-                    keys.label(KeyPurpose::PanEncryption, *v),
-                    record.destroyed(now),
-                )
-            })
-            .collect();
-        store.put_keys(records, Vec::new()).await?;
-        let mut versions: Vec<u32> = doomed.iter().map(|(v, _)| *v).collect();
-        versions.sort_unstable();
+        let versions = self
+            .commit_destroyed(
+                store,
+                keys,
+                KeyPurpose::PanEncryption,
+                doomed,
+                "no record left under it",
+            )
+            .await?;
         {
             let mut set = keys.deks.write().map_err(|_| keys.poisoned())?;
             for v in &versions {
                 set.versions.remove(v);
                 set.destroyed.insert(*v);
             }
-        }
-        for v in &versions {
-            tracing::info!(tenant = %keys.tenant, version = v, "destroyed a data key no record is sealed under");
-            self.audit(
-                Event::new(EventKind::KeyDestroyed)
-                    .with_tenant(keys.tenant.as_str())
-                    .with_detail(format!(
-                        "pan-encryption v{v}: no record left under it; wrapped key erased"
-                    )),
-            );
         }
         Ok(versions)
     }
@@ -693,13 +712,15 @@ impl Keyring {
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let records = doomed
-            .iter()
-            .map(|(v, r)| (keys.label(KeyPurpose::Fingerprint, *v), r.destroyed(now)))
-            .collect();
-        store.put_keys(records, Vec::new()).await?;
-        let versions: Vec<u32> = doomed.iter().map(|(v, _)| *v).collect();
+        let versions = self
+            .commit_destroyed(
+                store,
+                keys,
+                KeyPurpose::Fingerprint,
+                doomed,
+                "every index entry moved to the active key",
+            )
+            .await?;
         {
             let mut set = keys.fps.write().map_err(|_| keys.poisoned())?;
             set.older.retain(|f| !versions.contains(&f.version()));
@@ -707,13 +728,6 @@ impl Keyring {
                 set.records.remove(v);
                 set.destroyed.insert(*v);
             }
-        }
-        for v in &versions {
-            self.audit(
-                Event::new(EventKind::KeyDestroyed)
-                    .with_tenant(keys.tenant.as_str())
-                    .with_detail(format!("fingerprint v{v}: every index entry moved to the active key; wrapped key erased")),
-            );
         }
         Ok(versions)
     }
