@@ -154,7 +154,7 @@ fn tokens_or_stdin(tokens: Vec<String>) -> Result<Vec<Zeroizing<String>>, CliErr
 }
 
 /// Prints the answer as one JSON line; false for an error answer.
-fn print(reply: &Reply) -> bool {
+pub(super) fn print(reply: &Reply) -> bool {
     let body = if reply.body.is_empty() {
         serde_json::json!({ "status": reply.status.as_u16() }).to_string()
     } else {
@@ -227,89 +227,6 @@ async fn by_path(
         all_ok &= print(&reply);
     }
     Ok(all_ok)
-}
-
-/// `keys rotate-kek`: the running vault's new KEK. Paths are on the vault's
-/// host.
-#[derive(Debug, Args)]
-pub struct RotateKekArgs {
-    #[command(flatten)]
-    endpoint: Endpoint,
-    /// Rotate to this key file (`keys init --out FILE` made it).
-    #[arg(long, conflicts_with_all = ["key_label", "shares"], required_unless_present_any = ["key_label", "shares"])]
-    key_file: Option<String>,
-    /// Rotate to this key in the PKCS#11 token (`keys init --pkcs11` made
-    /// it); module, token and PIN file default to the current `[kek]`'s.
-    #[arg(long, conflicts_with = "shares")]
-    key_label: Option<String>,
-    /// With --key-label: another module.
-    #[arg(long, requires = "key_label")]
-    module: Option<String>,
-    /// With --key-label: another token.
-    #[arg(long, requires = "key_label")]
-    token_label: Option<String>,
-    /// With --key-label: another PIN file.
-    #[arg(long, requires = "key_label")]
-    pin_file: Option<String>,
-    /// Rotate to a fresh split into this many custodian shares.
-    #[arg(long, requires_all = ["threshold", "out_dir"])]
-    shares: Option<u8>,
-    /// With --shares: shares needed.
-    #[arg(long, requires = "shares")]
-    threshold: Option<u8>,
-    /// With --shares: where the vault writes the share files.
-    #[arg(long, requires = "shares")]
-    out_dir: Option<String>,
-    /// With --shares: custodian names, comma-separated.
-    #[arg(long, value_delimiter = ',', requires = "shares")]
-    custodians: Vec<String>,
-}
-
-/// `keys rotate-kek`: asks the running vault (as an admin with global
-/// scope; `--dev` uses `admin`) to wrap every key under a new KEK too.
-pub async fn rotate_kek(args: RotateKekArgs) -> CliResult {
-    let body = match (&args.key_file, &args.key_label, args.shares) {
-        (Some(file), ..) => serde_json::json!({ "provider": "file", "key_file": file }),
-        (None, Some(label), _) => {
-            let mut body = serde_json::json!({ "provider": "pkcs11", "key_label": label });
-            for (field, value) in [
-                ("module", &args.module),
-                ("token_label", &args.token_label),
-                ("pin_file", &args.pin_file),
-            ] {
-                if let Some(value) = value {
-                    body[field] = serde_json::Value::from(value.as_str());
-                }
-            }
-            body
-        }
-        (None, None, Some(shares)) => serde_json::json!({
-            "provider": "shamir",
-            "shares": shares,
-            "threshold": args.threshold,
-            "out_dir": args.out_dir,
-            "custodians": args.custodians,
-        }),
-        _ => {
-            return Err(CliError::Usage(
-                "give --key-file, --key-label or --shares N --threshold M --out-dir DIR".into(),
-            ));
-        }
-    };
-    let mut conn = args.endpoint.connect_as("admin").await?;
-    let reply = conn
-        .send(
-            Method::POST,
-            "/v1/admin/kek/rotate",
-            Some(("application/json", body.to_string().into_bytes())),
-        )
-        .await
-        .context("POST /v1/admin/kek/rotate")?;
-    if print(&reply) {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!("the vault refused the KEK rotation (see the output)").into())
-    }
 }
 
 /// Reads a share file, refusing one that group or others can read (it is

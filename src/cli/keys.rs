@@ -79,7 +79,7 @@ pub enum KeysCommand {
     /// key and the audit key are wrapped under the new KEK too (one durable
     /// commit) while it keeps serving; the rotation finishes when the vault
     /// next opens on the new KEK (docs/keys.md).
-    RotateKek(super::client::RotateKekArgs),
+    RotateKek(super::keylife::RotateKekArgs),
     /// Seal every record of a tenant under older data keys again with the
     /// active one, on the running vault, and destroy the emptied keys;
     /// follows the job with a progress bar. Resumes after a restart.
@@ -147,7 +147,7 @@ pub async fn run(command: KeysCommand) -> CliResult {
             let version = version.context("rotating the data key")?;
             say!("tenant {tenant}: data key version {version} is now active");
         }
-        KeysCommand::RotateKek(args) => super::client::rotate_kek(args).await?,
+        KeysCommand::RotateKek(args) => super::keylife::rotate_kek(args).await?,
         KeysCommand::Reencrypt(args) => super::keylife::reencrypt(args).await?,
         KeysCommand::Inventory(args) => super::keylife::inventory(args).await?,
         KeysCommand::Status { vault } => {

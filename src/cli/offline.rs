@@ -108,12 +108,9 @@ impl VaultLocation {
     /// Opens the existing vault (the KEK must exist). Key operations made
     /// through it are audited like the server's.
     pub fn open(&self) -> Result<OfflineVault, CliError> {
-        let layout = match &self.config {
-            Some(path) => Layout::of(&Config::load(path)?)?,
-            None if dev_config(&self.data_dir).is_some() => {
-                let path = dev_config(&self.data_dir).unwrap_or_default();
-                Layout::of(&Config::load(&path)?)?
-            }
+        let config = self.config.clone().or_else(|| dev_config(&self.data_dir));
+        let layout = match config {
+            Some(path) => Layout::of(&Config::load(&path)?)?,
             None => {
                 let layout = Layout::dev(&self.data_dir);
                 if !self.data_dir.join("kek.key").is_file() {

@@ -182,6 +182,19 @@ impl ApiError {
     }
 }
 
+/// Maps a vault error of an admin key operation (rotation, re-encryption,
+/// shred): a tenant without keys is the caller's mistake (400); anything
+/// else is logged with `what` and mapped as for card routes.
+pub fn admin_key_error(what: &str, e: &VaultError) -> ApiError {
+    match e {
+        VaultError::UnknownTenant(_) => ApiError::InvalidRequest("the tenant has no keys"),
+        other => {
+            tracing::error!(error = %other, "{what} failed");
+            ApiError::from_vault(other)
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (

@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::audited::Audited;
-use super::error::ApiError;
+use super::error::{ApiError, admin_key_error};
 use super::identity::Caller;
 use super::observe::RequestId;
 use super::response::{created_at, json};
@@ -37,13 +37,7 @@ fn reached(caller: &Caller, tenant: &str) -> Result<TenantId, ApiError> {
 }
 
 fn vault_error(e: &VaultError) -> ApiError {
-    match e {
-        VaultError::UnknownTenant(_) => ApiError::InvalidRequest("the tenant has no keys yet"),
-        other => {
-            tracing::error!(error = %other, "key operation failed");
-            ApiError::from_vault(other)
-        }
-    }
+    admin_key_error("key operation", e)
 }
 
 /// `{"tenant", "purpose", "version"}`.

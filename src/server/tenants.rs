@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::approvals::{Action, ApprovalError, Pending};
 use super::audited::Audited;
-use super::error::ApiError;
+use super::error::{ApiError, admin_key_error};
 use super::identity::Caller;
 use super::observe::RequestId;
 use super::response::json;
@@ -23,7 +23,6 @@ use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::domain::TenantId;
-use crate::vault::VaultError;
 
 fn approval_error(e: &ApprovalError) -> ApiError {
     match e {
@@ -129,13 +128,7 @@ pub async fn approve(
             .vault
             .shred_tenant(&tenant)
             .await
-            .map_err(|e| match e {
-                VaultError::UnknownTenant(_) => ApiError::InvalidRequest("the tenant has no keys"),
-                other => {
-                    tracing::error!(error = %other, "crypto-shred failed");
-                    ApiError::from_vault(&other)
-                }
-            })?;
+            .map_err(|e| admin_key_error("crypto-shred", &e))?;
         audited.event().count = Some(shredded.records);
         audited.event().detail = Some(format!(
             "approval {id}: requested by {}, approved by {principal}; {} keys destroyed, {} records deleted, files compacted",

@@ -327,6 +327,16 @@ impl Keyring {
         self.tenants.read().ok()?.get(tenant).cloned()
     }
 
+    /// The tenant's keys, for an operation on its keys: a tenant without
+    /// any is [`VaultError::UnknownTenant`].
+    fn keys_of(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, VaultError> {
+        match self.get(tenant) {
+            Some(keys) => Ok(keys),
+            None if self.is_sealed() => Err(VaultError::Sealed),
+            None => Err(VaultError::UnknownTenant(tenant.clone())),
+        }
+    }
+
     /// The tenant's keys; a tenant without keys has no tokens.
     pub(super) fn require(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, VaultError> {
         match self.get(tenant) {
@@ -442,11 +452,7 @@ impl Keyring {
         store: &dyn Store,
         tenant: &TenantId,
     ) -> Result<u32, VaultError> {
-        let keys = match self.get(tenant) {
-            Some(keys) => keys,
-            None if self.is_sealed() => return Err(VaultError::Sealed),
-            None => return Err(VaultError::UnknownTenant(tenant.clone())),
-        };
+        let keys = self.keys_of(tenant)?;
         let _admin = self.admin.lock().await;
         self.rotate_locked(store, &keys).await
     }
@@ -641,11 +647,7 @@ impl Keyring {
         store: &dyn Store,
         tenant: &TenantId,
     ) -> Result<u32, VaultError> {
-        let keys = match self.get(tenant) {
-            Some(keys) => keys,
-            None if self.is_sealed() => return Err(VaultError::Sealed),
-            None => return Err(VaultError::UnknownTenant(tenant.clone())),
-        };
+        let keys = self.keys_of(tenant)?;
         let _admin = self.admin.lock().await;
         let _epoch = keys.fp_epoch.write().await;
         let (old_version, old_record, new_version) = {
