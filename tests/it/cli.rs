@@ -9,11 +9,7 @@ use crate::common;
 
 use std::process::Command;
 
-fn cardvault() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardvault"));
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
+use crate::common::cardvault;
 
 /// Runs `serve --config CONFIG` with `env`, asserts it is refused with
 /// status 64 and that the message names `field`.
@@ -413,14 +409,7 @@ async fn sigterm_drains_with_readyz_503_before_closing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let server = common::DevServer::start_with(&data, &[("CARDVAULT_OPS__DRAIN_DELAY_MS", "3000")]);
-    let ops: std::net::SocketAddr = server
-        .printed
-        .iter()
-        .find_map(|l| l.split("ops http://").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ops = server.ops_addr();
     let (status, body) = crate::common::harness::ops_get(ops, "/readyz").await;
     assert_eq!(status, 200);
     assert!(

@@ -9,15 +9,9 @@ use std::process::Command;
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::common::{self, DevServer, assert_api_error, entries, of_kind};
+use crate::common::{self, DevServer, assert_api_error, cardvault, entries, of_kind};
 
 const PAN: &str = "4111111111111111";
-
-fn cardvault() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cardvault"));
-    command.env("RUST_LOG", "warn");
-    command
-}
 
 /// Runs `command`; its output, after asserting it succeeded.
 fn succeeds(command: &mut Command) -> std::process::Output {
@@ -96,15 +90,7 @@ async fn reveal(
 }
 
 async fn readyz(server: &DevServer) -> (u16, serde_json::Value) {
-    let log = std::fs::read_to_string(server.data_dir.join("serve.log")).unwrap_or_default();
-    let ops = server
-        .printed
-        .iter()
-        .find_map(|l| l.split("ops http://").nth(1))
-        .unwrap_or_else(|| panic!("no ops address printed; log: {log}"))
-        .trim()
-        .to_owned();
-    let (code, text) = common::harness::ops_get(ops.parse().unwrap(), "/readyz").await;
+    let (code, text) = common::harness::ops_get(server.ops_addr(), "/readyz").await;
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
     (code, serde_json::from_str(body).unwrap())
 }
@@ -452,26 +438,12 @@ async fn a_kek_in_a_pkcs11_token_never_leaves_it() {
 
 /// `cardvault load verify` of `acks` against `server`: (verified, lost, mismatched).
 fn verify_acks(server: &DevServer, acks: &Path) -> (u64, u64, u64) {
-    let out = cardvault()
-        .args(["load", "verify", "--json", "--dev"])
-        .arg(&server.data_dir)
-        .args(["--target", &server.api, "--ack-log"])
-        .arg(acks)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let report = server.verify_acks(acks);
     (
         report["verified"].as_u64().unwrap(),
         report["lost"].as_u64().unwrap(),
         report["mismatched"].as_u64().unwrap(),
     )
-}
-
-fn kill_9(server: DevServer) {
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
 }
 
 fn rotate_to_file(server: &DevServer, key: &Path) -> std::process::Output {
@@ -552,7 +524,7 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
     );
     // kill -9 before the config names the new KEK: the old one still opens
     // everything (the rotation rolls back), nothing acknowledged is lost.
-    kill_9(server);
+    server.kill_9();
     let server = DevServer::start(&dir);
     let (verified, lost, mismatched) = verify_acks(&server, &acks);
     assert!(verified > 100, "only {verified} acknowledged tokens");
@@ -565,7 +537,7 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    kill_9(server);
+    server.kill_9();
     use_key_file(&dir, "kek-2.key");
     let server = DevServer::start(&dir);
     assert_eq!(verify_acks(&server, &acks), (verified, 0, 0));
@@ -581,7 +553,7 @@ fn a_kek_rotation_under_load_loses_nothing_and_survives_kill_9() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(40));
-    kill_9(server);
+    server.kill_9();
     let _ = racing.wait_with_output();
     let server = DevServer::start(&dir);
     assert_eq!(verify_acks(&server, &acks), (verified, 0, 0));

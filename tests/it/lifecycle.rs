@@ -4,20 +4,13 @@
 //! is destroyed at the end), and the key inventory read against the store.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
 use serde_json::Value;
 
-use crate::common::{DevServer, entries, of_kind};
-
-fn cardvault() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cardvault"));
-    command.env("RUST_LOG", "warn");
-    command
-}
+use crate::common::{DevServer, cardvault, entries, of_kind};
 
 /// A dev server re-encrypting slowly (so a kill lands mid-job).
 fn slow_server(dir: &Path) -> DevServer {
@@ -28,18 +21,6 @@ fn slow_server(dir: &Path) -> DevServer {
             ("CARDVAULT_KEYS__REENCRYPT_BATCH", "100"),
         ],
     )
-}
-
-fn verify_acks(server: &DevServer, acks: &Path) -> Value {
-    let out = cardvault()
-        .args(["load", "verify", "--json", "--dev"])
-        .arg(&server.data_dir)
-        .args(["--target", &server.api, "--ack-log"])
-        .arg(acks)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn tokenize_load(server: &DevServer, acks: &Path, duration: &str) -> std::process::Child {
@@ -143,10 +124,7 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
         "{continued}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    drop(server);
+    server.kill_9();
 
     // Restarted, the job resumes by itself from its checkpoint while
     // tokenize load keeps being served.
@@ -167,7 +145,7 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
     );
     assert_eq!(status["remaining"], 0, "{status}");
     for log in [&acks, &during] {
-        let verified = verify_acks(&server, log);
+        let verified = server.verify_acks(log);
         assert!(verified["verified"].as_u64().unwrap() > 100, "{verified}");
         assert_eq!(
             (verified["lost"].clone(), verified["mismatched"].clone()),
@@ -223,7 +201,7 @@ async fn reencryption_resumes_after_kill_9_loses_nothing_and_destroys_the_old_ke
     // A restart reads the destroyed key's record, and the trail tells the
     // story: started, resumed, finished, destroyed.
     let server = slow_server(&dir);
-    let verified = verify_acks(&server, &acks);
+    let verified = server.verify_acks(&acks);
     assert_eq!(verified["lost"], 0);
     assert!(server.stop().success());
     let trail = entries(&dir.join("audit"));
@@ -476,15 +454,7 @@ async fn a_data_key_past_its_cryptoperiod_is_rotated_and_retired() {
         .await
         .unwrap();
     assert_eq!(reply.json()["pan"], "4111111111111111");
-    let ops: std::net::SocketAddr = server
-        .printed
-        .iter()
-        .find_map(|l| l.split("ops http://").nth(1))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let (_, metrics) = crate::common::harness::ops_get(ops, "/metrics").await;
+    let (_, metrics) = crate::common::harness::ops_get(server.ops_addr(), "/metrics").await;
     assert!(
         metrics.contains("cardvault_key_cryptoperiod_remaining_seconds{tenant=\"default\",purpose=\"pan-encryption\"}")
             || metrics.contains("cardvault_key_cryptoperiod_remaining_seconds{purpose=\"pan-encryption\",tenant=\"default\"}"),

@@ -5,10 +5,9 @@
 //! not one.
 
 use std::path::Path;
-use std::process::Command;
 
 fn version(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+    let out = crate::common::cardvault()
         .arg("version")
         .args(args)
         .output()

@@ -77,6 +77,13 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
     hits
 }
 
+/// The `cardvault` binary with `RUST_LOG=warn`.
+pub fn cardvault() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cardvault"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
 /// A `cardvault serve --dev` child process on ports chosen by the OS, with
 /// the lines it printed up to and including the curl commands.
 pub struct DevServer {
@@ -164,6 +171,37 @@ impl DevServer {
             .trim_start_matches("https://")
             .parse()
             .expect("API address")
+    }
+
+    /// The ops listener's address, as `serve` printed it.
+    pub fn ops_addr(&self) -> std::net::SocketAddr {
+        self.printed
+            .iter()
+            .find_map(|l| l.split("ops http://").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no ops address in {:?}", self.printed))
+            .parse()
+            .expect("ops address")
+    }
+
+    /// `cardvault load verify --json` of the ack log `acks` against this
+    /// server: the report (`verified`, `lost`, `mismatched`, …).
+    pub fn verify_acks(&self, acks: &Path) -> Value {
+        let out = cardvault()
+            .args(["load", "verify", "--json", "--dev"])
+            .arg(&self.data_dir)
+            .args(["--target", &self.api, "--ack-log"])
+            .arg(acks)
+            .output()
+            .expect("cardvault load verify");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
     }
 
     /// An mTLS connection to the server as client `name` of its dev PKI.
