@@ -149,3 +149,32 @@ pub fn kek_share(data: &[u8]) {
         assert!(printed.contains("redacted"));
     }
 }
+
+/// The card-number detector (`cardvault scan`, `tokenize-file`) on
+/// arbitrary bytes: every finding spans only digits and single separators,
+/// holds 12–19 digits of a known brand, passes Luhn exactly when it is a
+/// PAN, and findings come in order without overlapping.
+pub fn scan_detect(data: &[u8]) {
+    use crate::scan::{Kind, detect};
+    let mut last_end = 0;
+    detect::find(data, |f| {
+        assert!(last_end <= f.start && f.start < f.end && f.end <= data.len());
+        last_end = f.end;
+        let span = &data[f.start..f.end];
+        assert!(span.first().is_some_and(u8::is_ascii_digit));
+        assert!(span.last().is_some_and(u8::is_ascii_digit));
+        assert!(
+            span.iter()
+                .all(|b| b.is_ascii_digit() || *b == b' ' || *b == b'-')
+        );
+        let digits = detect::digits_of(data, &f);
+        assert_eq!(digits.len(), f.digits);
+        assert!((MIN_DIGITS..=MAX_DIGITS).contains(&f.digits));
+        assert_ne!(f.brand, crate::domain::Brand::Unknown);
+        assert_eq!(luhn::passes(&digits), f.kind == Kind::Pan);
+        assert_eq!(f.bin.is_some(), f.digits >= 16);
+        assert!(f.kind == Kind::Pan || f.digits >= 16);
+        assert_eq!(f.last4.as_bytes(), &digits[digits.len() - 4..]);
+        assert!(!f.masked().contains(&*String::from_utf8_lossy(&digits[6..])));
+    });
+}

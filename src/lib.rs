@@ -29,6 +29,7 @@ pub mod peer;
 #[cfg(feature = "vault")]
 pub mod pki;
 pub mod random;
+pub mod scan;
 #[cfg(feature = "vault")]
 pub mod server;
 pub mod store;

@@ -35,6 +35,7 @@ mod keys;
 mod load;
 mod offline;
 mod pki;
+mod scan;
 mod serve;
 mod version;
 
@@ -95,6 +96,9 @@ enum Command {
     /// What this build is; with `--check --db DIR`, whether any of its
     /// crates has a known advisory: yes (exit 0) or no (exit 1).
     Version(version::VersionArgs),
+    /// Find card numbers (and cardvault tokens) in files, directories and
+    /// `.gz` dumps: exit 0 clean, 1 PANs found, 2 a path could not be read.
+    Scan(scan::ScanArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Pki { command } => pki::run(command),
         Command::Keys { command } => keys::run(command).await,
         Command::Audit { command } => audit::run(command),
+        Command::Scan(args) => scan::run(args).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Completions { shell } => {

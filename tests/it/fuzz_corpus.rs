@@ -22,7 +22,7 @@ use rustls_pki_types::pem::PemObject;
 /// A fuzz target: its name and its entry point.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 7] = [
+const TARGETS: [Target; 8] = [
     ("pan_parse", fuzzing::pan_parse),
     ("token_parse", fuzzing::token_parse),
     ("record_open", fuzzing::record_open),
@@ -30,6 +30,7 @@ const TARGETS: [Target; 7] = [
     ("request_body", fuzzing::request_body),
     ("certificate_name", fuzzing::certificate_name),
     ("kek_share", fuzzing::kek_share),
+    ("scan_detect", fuzzing::scan_detect),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {

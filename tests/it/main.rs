@@ -14,6 +14,7 @@ mod hostile;
 mod leak;
 mod lifecycle;
 mod load;
+mod scan;
 mod server;
 mod store_suite;
 mod vault;
