@@ -21,6 +21,8 @@ pub mod config;
 pub mod crypto;
 pub mod dirlock;
 pub mod domain;
+#[cfg(feature = "vault")]
+pub mod evidence;
 pub mod fuzzing;
 pub mod hardening;
 #[cfg(feature = "vault")]

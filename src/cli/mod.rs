@@ -30,6 +30,7 @@ mod client;
 mod demo;
 mod devkek;
 mod error;
+mod evidence;
 mod keylife;
 mod keys;
 mod load;
@@ -99,6 +100,9 @@ enum Command {
     /// Find card numbers (and cardvault tokens) in files, directories and
     /// `.gz` dumps: exit 0 clean, 1 PANs found, 2 a path could not be read.
     Scan(scan::ScanArgs),
+    /// A signed PCI DSS evidence bundle from the (stopped) vault's config,
+    /// keys, audit trail and files; `evidence verify DIR` checks one.
+    Evidence(evidence::EvidenceArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -202,6 +206,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Keys { command } => keys::run(command).await,
         Command::Audit { command } => audit::run(command),
         Command::Scan(args) => scan::run(args).await,
+        Command::Evidence(args) => evidence::run(args).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Completions { shell } => {

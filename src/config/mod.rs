@@ -377,8 +377,11 @@ impl Config {
             };
             ConfigError::new(field, e.kind.to_string())
         })?;
+        // Absolute, so every path in the config is (`kek()` relies on it):
+        // a relative `--config dev/cardvault.toml` once made `/dev/kek.key`.
         let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        config.resolve_paths(&base);
         config.validate()?;
         Ok(config)
     }

@@ -25,7 +25,7 @@ pub enum BodyError {
 
 /// Field names that announce sensitive authentication data, which PCI DSS
 /// 3.3.1 forbids storing: refused outright.
-const SENSITIVE_FIELDS: [&str; 12] = [
+pub const SENSITIVE_FIELDS: [&str; 12] = [
     "cvv",
     "cvc",
     "cid",

@@ -184,7 +184,7 @@ fn wants_records(query: Option<&str>) -> Result<bool, ApiError> {
 
 /// One inventory line.
 #[derive(Serialize)]
-struct InventoryEntry {
+pub struct InventoryEntry {
     tenant: String,
     purpose: &'static str,
     version: u32,
@@ -206,7 +206,8 @@ struct InventoryEntry {
 }
 
 impl InventoryEntry {
-    fn of(k: KeyInfo, settings: &crate::config::KeysConfig) -> InventoryEntry {
+    /// The inventory line of `k` (its cryptoperiod from `settings`).
+    pub fn of(k: KeyInfo, settings: &crate::config::KeysConfig) -> InventoryEntry {
         let period_s = match k.label.purpose {
             crate::crypto::KeyPurpose::PanEncryption => settings.dek_cryptoperiod_s,
             crate::crypto::KeyPurpose::Fingerprint => settings.fingerprint_cryptoperiod_s,

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod custody;
 mod deploy;
+mod evidence;
 mod fuzz_corpus;
 mod hostile;
 mod leak;

@@ -1,0 +1,205 @@
+//! `cardvault evidence`: a bundle made from a real dev vault (RocksDB, key
+//! file, audit trail, dev PKI) after it served a canary PAN carries every
+//! requirement's facts, holds neither the PAN nor the KEK, verifies, and
+//! any edit — a changed, added or missing file, another signer — fails
+//! verification. A running vault is refused (exit 75), not read under it.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{self, DevServer};
+
+const CANARY_PAN: &str = "4929361425631237";
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = common::cardvault().args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn section<'a>(bundle: &'a Value, id: &str) -> &'a Value {
+    &bundle["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["requirement"] == id)
+        .unwrap_or_else(|| panic!("no section {id}"))["facts"]
+}
+
+fn bundle_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    let server = DevServer::start(&dir);
+    let mut conn = server.connect("cart").await;
+    common::tokenize(&mut conn, CANARY_PAN).await;
+    drop(conn);
+    let d = dir.to_str().unwrap();
+
+    // Running: the store is not read under the vault.
+    let out = tmp.path().join("bundle");
+    let o = out.to_str().unwrap();
+    let (code, _, err) = run(&["evidence", "--dev", d, "--out", o]);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(!out.exists());
+    server.stop();
+
+    let advisories = tmp.path().join("advisory-db");
+    std::fs::create_dir_all(advisories.join("crates")).unwrap();
+    let (code, stdout, err) = run(&[
+        "evidence",
+        "--dev",
+        d,
+        "--out",
+        o,
+        "--advisory-db",
+        advisories.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("signed by key"), "{stdout}");
+
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(out.join("evidence.json")).unwrap()).unwrap();
+    assert_eq!(bundle["standard"], "PCI DSS v4.0.1");
+    for id in [
+        "3.2.1",
+        "3.3.1",
+        "3.4.1",
+        "3.5.1 / 3.5.1.1",
+        "3.6.1.1",
+        "3.7.x",
+        "4.2.1 / 4.2.1.1",
+        "7.2",
+        "8.x",
+        "10.2.1 / 10.2.2",
+        "10.3.2 / 10.5.1",
+        "11.5",
+        "6.3.3",
+    ] {
+        assert!(section(&bundle, id).is_object(), "{id}");
+    }
+    assert_eq!(section(&bundle, "3.2.1")["tokens_per_tenant"]["default"], 1);
+    let scan = &section(&bundle, "3.3.1")["scan_of_data_and_audit_directories"];
+    assert_eq!(scan["card_numbers_found"], 0, "{scan}");
+    assert!(scan["files"].as_u64().unwrap() > 5, "{scan}");
+    let keys = section(&bundle, "3.6.1.1")["keys"].as_array().unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k["purpose"] == "pan-encryption" && k["records"] == 1)
+    );
+    assert!(keys.iter().any(|k| k["purpose"] == "fingerprint"));
+    let lifecycle = section(&bundle, "3.7.x")["events"].as_array().unwrap();
+    assert!(lifecycle.iter().any(|e| e["event"] == "key_created"));
+    let tls = section(&bundle, "4.2.1 / 4.2.1.1");
+    assert_eq!(tls["protocols"], serde_json::json!(["TLSv1.3"]));
+    assert!(tls["server_certificate"]["certificates"][0]["not_after"].is_string());
+    let principals = section(&bundle, "7.2")["principals"].as_array().unwrap();
+    assert!(principals.iter().any(|p| p["name"] == "payments"));
+    let seen = section(&bundle, "8.x")["seen_in_the_audit_trail"]
+        .as_array()
+        .unwrap();
+    assert!(seen.iter().any(|i| i["principal"] == "cart"));
+    assert!(section(&bundle, "10.2.1 / 10.2.2")["events_by_kind"]["tokenize"].as_u64() >= Some(1));
+    assert_eq!(
+        section(&bundle, "10.3.2 / 10.5.1")["verify"]["intact"],
+        true
+    );
+    assert_eq!(
+        section(&bundle, "6.3.3")["check"]["latest_secure_version"],
+        "yes"
+    );
+
+    // No PAN and no key material anywhere in the bundle (the token may be).
+    let kek = std::fs::read(dir.join("kek.key")).unwrap();
+    let audit_key_file = std::fs::read(dir.join("audit/audit.key")).unwrap();
+    let audit_key: Value = serde_json::from_slice(&audit_key_file).unwrap();
+    let wrapped = audit_key["wrapped"].as_str().unwrap();
+    for (name, bytes) in bundle_bytes(&out) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(CANARY_PAN), "the PAN in {name}");
+        assert!(
+            !text.contains(&CANARY_PAN[6..]),
+            "the PAN's middle in {name}"
+        );
+        assert!(
+            !text.contains(&hex::encode(&kek)),
+            "the KEK (hex) in {name}"
+        );
+        assert!(
+            !bytes.windows(kek.len()).any(|w| w == kek.as_slice()),
+            "the KEK in {name}"
+        );
+        assert!(!text.contains(wrapped), "the wrapped audit key in {name}");
+    }
+    let (code, stdout, _) = run(&["scan", o]);
+    assert_eq!(code, Some(0), "{stdout}");
+
+    // Verification: intact, pinned, and every kind of edit.
+    let (code, stdout, err) = run(&["evidence", "verify", o, "--dev", d]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("the expected key"), "{stdout}");
+    let md = out.join("evidence.md");
+    let original = std::fs::read(&md).unwrap();
+    let mut edited = original.clone();
+    edited.extend_from_slice(b"\n- **card_numbers_found**: 0\n");
+    std::fs::write(&md, &edited).unwrap();
+    let (code, _, err) = run(&["evidence", "verify", o]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("evidence.md was edited"), "{err}");
+    std::fs::write(&md, &original).unwrap();
+    std::fs::write(out.join("notes.txt"), b"added later").unwrap();
+    let (code, _, err) = run(&["evidence", "verify", o]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("notes.txt was added"), "{err}");
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    let (code, _, err) = run(&["evidence", "verify", o, "--public-key", &"ab".repeat(32)]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not the expected"), "{err}");
+    // A forged signature file: the manifest re-written to match an edit.
+    let sig = out.join("signature.json");
+    let text = std::fs::read_to_string(&sig).unwrap();
+    std::fs::write(
+        &sig,
+        text.replacen("\\\"bytes\\\": ", "\\\"bytes\\\": 1", 1),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["evidence", "verify", o]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("signature does not match"), "{err}");
+    std::fs::write(&sig, text).unwrap();
+    let (code, _, err) = run(&["evidence", "verify", o]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Relative paths (a relative --dev once resolved its config's key file
+    // against `/`).
+    let out_rel = common::cardvault()
+        .current_dir(tmp.path())
+        .args(["evidence", "verify", "bundle", "--dev", "vault"])
+        .output()
+        .unwrap();
+    assert!(out_rel.status.success(), "{}", String::from_utf8_lossy(&out_rel.stderr));
+
+    // An existing, non-empty --out is refused; a missing bundle is exit 2.
+    let (code, _, _) = run(&["evidence", "--dev", d, "--out", o]);
+    assert_eq!(code, Some(64));
+    let missing = tmp.path().join("nothing");
+    let (code, _, _) = run(&["evidence", "verify", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+}
