@@ -672,7 +672,10 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
             "Known vulnerabilities in the components",
             json!({
                 "build": super::version::facts(),
-                "locked_dependencies": crate::supply_chain::locked_packages().unwrap_or(0),
+                "dependencies": crate::supply_chain::dependencies().map(|d| json!({
+                "count": d.lockfile.packages.len(),
+                "source": d.source.as_str(),
+            })).unwrap_or(Value::Null),
                 "check": vulnerabilities,
             }),
         ),

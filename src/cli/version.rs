@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::error::{CliError, CliResult};
@@ -24,6 +25,10 @@ pub struct VersionArgs {
     /// github.com/rustsec/advisory-db).
     #[arg(long, value_name = "DIR")]
     db: Option<PathBuf>,
+    /// Write a CycloneDX 1.5 SBOM (JSON) of this build to FILE (`-`:
+    /// standard output).
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
+    sbom: Option<PathBuf>,
 }
 
 /// The build's facts.
@@ -43,19 +48,45 @@ pub fn run(args: VersionArgs) -> CliResult {
         other => CliError::Failed(other.into()),
     };
     let mut report = facts();
-    let locked = supply_chain::locked_packages().map_err(unreadable)?;
-    report["dependencies"] = locked.into();
+    if let Some(path) = &args.sbom {
+        let sbom = supply_chain::sbom(&report).map_err(unreadable)?;
+        let text = serde_json::to_string_pretty(&sbom).context("encoding the SBOM")? + "\n";
+        if path.as_os_str() == "-" {
+            say_raw!("{text}");
+        } else {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
+    let deps = supply_chain::dependencies().map_err(unreadable)?;
+    let packages: Vec<(String, String)> = deps
+        .lockfile
+        .packages
+        .iter()
+        .map(|p| (p.name.to_string(), p.version.to_string()))
+        .collect();
+    report["dependencies"] = packages.len().into();
+    report["dependency_source"] = deps.source.as_str().into();
     if !args.check {
         if args.json {
+            report["packages"] = packages
+                .iter()
+                .map(|(name, version)| serde_json::json!({"name": name, "version": version}))
+                .collect();
             say!("{report}");
         } else {
             say!(
-                "cardvault {} (commit {}, built {} with {}), {locked} locked dependencies",
+                "cardvault {} (commit {}, built {} with {}); {} dependencies from {}:",
                 env!("CARGO_PKG_VERSION"),
                 env!("CARDVAULT_GIT_COMMIT"),
                 env!("CARDVAULT_BUILD_DATE"),
                 env!("CARDVAULT_RUSTC_VERSION"),
+                packages.len(),
+                deps.source.as_str(),
             );
+            for (name, version) in &packages {
+                say!("  {name} {version}");
+            }
         }
         return Ok(());
     }

@@ -194,7 +194,11 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
         .args(["evidence", "verify", "bundle", "--dev", "vault"])
         .output()
         .unwrap();
-    assert!(out_rel.status.success(), "{}", String::from_utf8_lossy(&out_rel.stderr));
+    assert!(
+        out_rel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out_rel.stderr)
+    );
 
     // An existing, non-empty --out is refused; a missing bundle is exit 2.
     let (code, _, _) = run(&["evidence", "--dev", d, "--out", o]);

@@ -118,3 +118,77 @@ async fn the_vault_reports_known_vulnerabilities_of_its_build() {
             .is_some_and(|d| d.starts_with("known_vulnerabilities: RUSTSEC-2099-0001 (hex"))
     }));
 }
+
+/// `version --json` lists the packages and where the list came from;
+/// `version --sbom FILE` writes a CycloneDX 1.5 SBOM of them.
+#[test]
+fn version_lists_the_dependencies_and_writes_an_sbom() {
+    let (code, out, err) = version(&["--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let facts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let packages = facts["packages"].as_array().unwrap();
+    assert_eq!(
+        packages.len() as u64,
+        facts["dependencies"].as_u64().unwrap()
+    );
+    // Test builds use plain cargo; CI checks the cargo-auditable build.
+    let source = facts["dependency_source"].as_str().unwrap();
+    assert!(
+        ["Cargo.lock", "cargo-auditable"].contains(&source),
+        "{source}"
+    );
+    assert!(packages.iter().any(|p| p["name"] == "aes-gcm"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sbom.json");
+    let (code, _, err) = version(&["--sbom", path.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let sbom: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    assert_eq!(sbom["specVersion"], "1.5");
+    assert!(
+        sbom["serialNumber"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:")
+    );
+    assert_eq!(sbom["metadata"]["component"]["name"], "cardvault");
+    let components = sbom["components"].as_array().unwrap();
+    assert_eq!(
+        components.len(),
+        packages.len() - 1,
+        "all but the vault itself"
+    );
+    let aes = components.iter().find(|c| c["name"] == "aes-gcm").unwrap();
+    assert_eq!(
+        aes["purl"].as_str().unwrap(),
+        format!("pkg:cargo/aes-gcm@{}", aes["version"].as_str().unwrap())
+    );
+    assert_eq!(aes["hashes"][0]["alg"], "SHA-256");
+    assert_eq!(aes["hashes"][0]["content"].as_str().unwrap().len(), 64);
+    let graph = sbom["dependencies"].as_array().unwrap();
+    let root = graph
+        .iter()
+        .find(|d| d["ref"] == sbom["metadata"]["component"]["bom-ref"])
+        .unwrap();
+    assert!(
+        root["dependsOn"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == &aes["bom-ref"])
+    );
+    // Every reference in the graph is a component or the vault.
+    let refs: std::collections::HashSet<&str> = components
+        .iter()
+        .map(|c| c["bom-ref"].as_str().unwrap())
+        .chain([root["ref"].as_str().unwrap()])
+        .collect();
+    for d in graph {
+        for on in d["dependsOn"].as_array().unwrap() {
+            assert!(refs.contains(on.as_str().unwrap()), "{on}");
+        }
+    }
+    let (code, _, _) = version(&["--sbom", "-", "--check", "--db", "x"]);
+    assert_eq!(code, Some(64));
+}
