@@ -31,6 +31,8 @@ pub mod peer;
 #[cfg(feature = "vault")]
 pub mod pki;
 pub mod random;
+#[cfg(feature = "vault")]
+pub mod rewrite;
 pub mod scan;
 #[cfg(feature = "vault")]
 pub mod server;

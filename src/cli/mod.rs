@@ -38,6 +38,7 @@ mod offline;
 mod pki;
 mod scan;
 mod serve;
+mod tokenize_file;
 mod version;
 
 pub use error::{CliError, EXIT_USAGE};
@@ -103,6 +104,9 @@ enum Command {
     /// A signed PCI DSS evidence bundle from the (stopped) vault's config,
     /// keys, audit trail and files; `evidence verify DIR` checks one.
     Evidence(evidence::EvidenceArgs),
+    /// Replace the card numbers of a CSV column, a JSON Lines field or a
+    /// text file with tokens from a running vault (resumable).
+    TokenizeFile(tokenize_file::TokenizeFileArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -207,6 +211,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Audit { command } => audit::run(command),
         Command::Scan(args) => scan::run(args).await,
         Command::Evidence(args) => evidence::run(args).await,
+        Command::TokenizeFile(args) => tokenize_file::run(args).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Completions { shell } => {

@@ -18,5 +18,6 @@ mod load;
 mod scan;
 mod server;
 mod store_suite;
+mod tokenize_file;
 mod vault;
 mod version;
