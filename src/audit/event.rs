@@ -92,6 +92,13 @@ pub enum EventKind {
     HsmUnavailable,
     /// The HSM answered again after a failure.
     HsmRecovered,
+    /// Tokens made elsewhere were imported (`count`, `failed`, `detail`).
+    Import,
+    /// A second admin approved a tenant export.
+    ExportApproved,
+    /// A tenant's tokens and PANs left the vault, encrypted to an age
+    /// recipient (`count`; `detail`: recipient, admins, ciphertext SHA-256).
+    Export,
 }
 
 impl EventKind {
@@ -133,6 +140,9 @@ impl EventKind {
             EventKind::Reencrypt => "reencrypt",
             EventKind::HsmUnavailable => "hsm_unavailable",
             EventKind::HsmRecovered => "hsm_recovered",
+            EventKind::Import => "import",
+            EventKind::ExportApproved => "export_approved",
+            EventKind::Export => "export",
         }
     }
 }

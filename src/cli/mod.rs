@@ -36,6 +36,7 @@ mod keys;
 mod load;
 mod offline;
 mod pki;
+mod portable;
 mod scan;
 mod serve;
 mod tokenize_file;
@@ -107,6 +108,14 @@ enum Command {
     /// Replace the card numbers of a CSV column, a JSON Lines field or a
     /// text file with tokens from a running vault (resumable).
     TokenizeFile(tokenize_file::TokenizeFileArgs),
+    /// Import tokens made by another vault, keeping them (NDJSON of
+    /// token, PAN, expiry; age-encrypted with --identity). Role admin.
+    Import(portable::ImportArgs),
+    /// Export a tenant's tokens and PANs, encrypted to an age recipient by
+    /// the vault, once a second admin approves. Role admin.
+    Export(portable::ExportArgs),
+    /// Approve another admin's pending request (a tenant shred or export).
+    Approve(portable::ApproveArgs),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -212,6 +221,9 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Scan(args) => scan::run(args).await,
         Command::Evidence(args) => evidence::run(args).await,
         Command::TokenizeFile(args) => tokenize_file::run(args).await,
+        Command::Import(args) => portable::import(args).await,
+        Command::Export(args) => portable::export(args).await,
+        Command::Approve(args) => portable::approve(args).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Completions { shell } => {

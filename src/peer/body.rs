@@ -312,6 +312,28 @@ pub struct UnsealRequest {
     pub share: SecretString,
 }
 
+/// One line of `POST /v1/admin/import`: a token made elsewhere and its
+/// PAN (wiped on drop, printed redacted), optionally its expiry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportLine {
+    /// The token to keep.
+    pub token: SecretString,
+    /// Its card number.
+    pub pan: SecretString,
+    /// `MM/YY`.
+    #[serde(default)]
+    pub expiry: Option<String>,
+}
+
+/// `POST /v1/admin/tenants/{tenant}/export`: who can read the export.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// An age X25519 public key (`age1…`).
+    pub recipient: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

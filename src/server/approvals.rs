@@ -1,4 +1,5 @@
-//! Dual control: a destructive request by one admin waits as a pending
+//! Dual control: a destructive or revealing request (a tenant shred, a
+//! tenant export) by one admin waits as a pending
 //! approval until a different admin principal confirms it, within its
 //! lifetime (`[keys] approval_ttl_s`, at most and by default 10 minutes),
 //! or it expires. Pending approvals live in memory
@@ -10,7 +11,87 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::error::ApiError;
 use crate::domain::TenantId;
+
+/// The API error for an approval refusal.
+pub fn approval_error(e: &ApprovalError) -> ApiError {
+    match e {
+        ApprovalError::Unknown => {
+            ApiError::InvalidRequest("no pending approval with this id (unknown, used or expired)")
+        }
+        ApprovalError::SameAdmin | ApprovalError::NotYours => ApiError::Forbidden,
+        ApprovalError::Full => ApiError::Unavailable("too many approvals pending; retry later"),
+    }
+}
+
+/// Exports a second admin approved, waiting (at most the approval
+/// lifetime) for the admin who asked to fetch them, once.
+pub struct GrantedExports {
+    held: Mutex<HashMap<String, Granted>>,
+    ttl: Duration,
+}
+
+/// One approved export.
+pub struct Granted {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The age recipient.
+    pub recipient: String,
+    /// The admin who asked (the only one who may fetch it).
+    pub requested_by: String,
+    /// The admin who approved.
+    pub approved_by: String,
+    deadline: Instant,
+}
+
+impl GrantedExports {
+    /// None granted; each waits at most `ttl` for its download.
+    pub fn new(ttl: Duration) -> GrantedExports {
+        GrantedExports {
+            held: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// Records an approved export under its approval id.
+    pub fn grant(
+        &self,
+        id: &str,
+        tenant: TenantId,
+        recipient: String,
+        requested_by: String,
+        approved_by: String,
+    ) {
+        if let Ok(mut held) = self.held.lock() {
+            let now = Instant::now();
+            held.retain(|_, g| g.deadline > now);
+            held.insert(
+                id.to_owned(),
+                Granted {
+                    tenant,
+                    recipient,
+                    requested_by,
+                    approved_by,
+                    deadline: now + self.ttl,
+                },
+            );
+        }
+    }
+
+    /// Takes the export `id` for `principal` (the admin who asked), once:
+    /// `None` if there is none, [`ApprovalError::NotYours`] for another admin.
+    pub fn take(&self, id: &str, principal: &str) -> Result<Option<Granted>, ApprovalError> {
+        let mut held = self.held.lock().map_err(|_| ApprovalError::Unknown)?;
+        let now = Instant::now();
+        held.retain(|_, g| g.deadline > now);
+        match held.get(id) {
+            None => Ok(None),
+            Some(g) if g.requested_by != principal => Err(ApprovalError::NotYours),
+            Some(_) => Ok(held.remove(id)),
+        }
+    }
+}
 
 /// Most approvals pending at once (a bound on what admins can pile up).
 const MAX_PENDING: usize = 64;
@@ -23,6 +104,13 @@ pub enum Action {
     ShredTenant {
         /// The tenant.
         tenant: String,
+    },
+    /// Export a tenant's tokens and PANs, encrypted to an age recipient.
+    ExportTenant {
+        /// The tenant.
+        tenant: String,
+        /// The age X25519 public key the export is encrypted to.
+        recipient: String,
     },
 }
 
@@ -58,6 +146,9 @@ pub enum ApprovalError {
     /// Too many pending.
     #[error("too many approvals pending")]
     Full,
+    /// An approved export asked for by another admin than the requester.
+    #[error("only the admin who asked may fetch this export")]
+    NotYours,
 }
 
 /// The pending approvals.
@@ -136,6 +227,15 @@ impl Approvals {
                 .collect(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// The pending approval `id`, if it still waits.
+    pub fn pending(&self, id: &str) -> Option<Pending> {
+        let now = Instant::now();
+        let held = self.held.lock().ok()?;
+        held.get(id)
+            .filter(|h| h.deadline > now)
+            .map(|h| h.pending.clone())
     }
 
     /// The tenant of pending approval `id` (to check the approver's reach).

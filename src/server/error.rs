@@ -43,6 +43,9 @@ pub enum ApiError {
     /// 409: unseal or seal asked of a vault whose KEK is not split, or
     /// unseal of a vault that is not sealed.
     SealState(&'static str),
+    /// 409: an imported token clashes with what the vault holds (the
+    /// token stands for another PAN, or the PAN has another token).
+    TokenConflict(&'static str),
     /// 500: a bug or corrupted data; details are in the log, not the response.
     Internal,
 }
@@ -63,7 +66,7 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 16] = [
+    pub const EVERY_KIND: [ApiError; 17] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
@@ -79,6 +82,7 @@ impl ApiError {
         ApiError::Sealed,
         ApiError::ShareRejected(""),
         ApiError::SealState(""),
+        ApiError::TokenConflict(""),
         ApiError::Internal,
     ];
 
@@ -90,7 +94,7 @@ impl ApiError {
             | ApiError::BatchTooLarge
             | ApiError::ReasonRequired
             | ApiError::ShareRejected(_) => StatusCode::BAD_REQUEST,
-            ApiError::SealState(_) => StatusCode::CONFLICT,
+            ApiError::SealState(_) | ApiError::TokenConflict(_) => StatusCode::CONFLICT,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::TokenNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -120,6 +124,7 @@ impl ApiError {
             ApiError::Sealed => "sealed",
             ApiError::ShareRejected(_) => "share_rejected",
             ApiError::SealState(_) => "seal_state",
+            ApiError::TokenConflict(_) => "token_conflict",
             ApiError::Internal => "internal",
         }
     }
@@ -131,7 +136,8 @@ impl ApiError {
             | ApiError::InvalidPan(m)
             | ApiError::Unavailable(m)
             | ApiError::ShareRejected(m)
-            | ApiError::SealState(m) => m,
+            | ApiError::SealState(m)
+            | ApiError::TokenConflict(m) => m,
             ApiError::Sealed => "the vault is sealed; custodians must unseal it (cardvault unseal)",
             ApiError::BatchTooLarge => "too many items in one batch",
             ApiError::ReasonRequired => "this principal must give a \"reason\" for each reveal",

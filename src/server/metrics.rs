@@ -33,8 +33,12 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 19] = [
+const COUNTERS: [(&str, &str); 20] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
+    (
+        "cardvault_tokens_imported_total",
+        "Tokens made elsewhere and imported with their PANs",
+    ),
     (
         "cardvault_cvc_delivered_total",
         "Card security codes handed over by a detokenize (once each)",

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod observe;
 pub mod ops;
+pub mod portable;
 pub mod ratelimit;
 pub mod reload;
 pub mod request;

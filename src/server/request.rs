@@ -17,8 +17,8 @@ use crate::domain::{Expiry, Pan, Token};
 use crate::peer::body::{self, BodyError};
 
 pub use crate::peer::body::{
-    ClearRequest, CvcRequest, DetokenizeRequest, LookupRequest, RotateKekRequest, TokenizeRequest,
-    UnsealRequest,
+    ClearRequest, CvcRequest, DetokenizeRequest, ExportRequest, ImportLine, LookupRequest,
+    RotateKekRequest, TokenizeRequest, UnsealRequest,
 };
 
 impl From<BodyError> for ApiError {
@@ -74,18 +74,37 @@ pub fn reveal_reason(
 
 /// Reads the body into a buffer that is wiped on drop, with its budget
 /// reservation (held while the caller parses).
+/// Reads an NDJSON body (`application/x-ndjson`) like [`read_json`] reads
+/// JSON; the caller parses the lines. Wiped on drop.
+pub async fn read_ndjson(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Zeroizing<Vec<u8>>, Reserved), ApiError> {
+    read_body_of(req, limit, budget, "application/x-ndjson").await
+}
+
 async fn read_body(
     req: Request,
     limit: usize,
     budget: &BodyBudget,
 ) -> Result<(Zeroizing<Vec<u8>>, Reserved), ApiError> {
-    let is_json = req
+    read_body_of(req, limit, budget, "application/json").await
+}
+
+async fn read_body_of(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+    media_type: &str,
+) -> Result<(Zeroizing<Vec<u8>>, Reserved), ApiError> {
+    let accepted = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type));
+    if !accepted {
         return Err(ApiError::UnsupportedMediaType);
     }
     let declared = req

@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{admin, api, keys, seal, tenants};
+use super::{admin, api, keys, portable, seal, tenants};
 
 /// Every API route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -32,6 +32,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/tenants/{tenant}", delete(tenants::shred_request))
         .route("/v1/admin/approvals", get(tenants::list))
         .route("/v1/admin/approvals/{id}", post(tenants::approve))
+        .route("/v1/admin/import", post(portable::import))
+        .route(
+            "/v1/admin/tenants/{tenant}/export",
+            post(portable::export_request),
+        )
+        .route("/v1/admin/exports/{id}", get(portable::export_download))
         .route("/v1/admin/keys/{tenant}/rotate", post(keys::rotate))
         .route(
             "/v1/admin/keys/{tenant}/reencrypt",

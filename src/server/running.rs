@@ -107,6 +107,9 @@ pub async fn start(
         approvals: super::approvals::Approvals::new(std::time::Duration::from_secs(
             config.keys.approval_ttl_s.get(),
         )),
+        exports: super::approvals::GrantedExports::new(std::time::Duration::from_secs(
+            config.keys.approval_ttl_s.get(),
+        )),
         keys: config.keys,
         limits: config.limits.clone(),
         audit: audit.clone(),

@@ -24,6 +24,8 @@ pub struct AppState {
     pub reseals: Arc<Reseals>,
     /// Destructive requests waiting for a second admin.
     pub approvals: super::approvals::Approvals,
+    /// Exports a second admin approved, until the admin who asked fetches them.
+    pub exports: super::approvals::GrantedExports,
     /// Key lifecycle settings.
     pub keys: crate::config::KeysConfig,
     /// Body and batch limits.

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::approvals::{Action, ApprovalError, Pending};
+use super::approvals::{Action, ApprovalError, Pending, approval_error};
 use super::audited::Audited;
 use super::error::{ApiError, admin_key_error};
 use super::identity::Caller;
@@ -23,16 +23,6 @@ use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::domain::TenantId;
-
-fn approval_error(e: &ApprovalError) -> ApiError {
-    match e {
-        ApprovalError::Unknown => {
-            ApiError::InvalidRequest("no pending approval with this id (unknown, used or expired)")
-        }
-        ApprovalError::SameAdmin => ApiError::Forbidden,
-        ApprovalError::Full => ApiError::Unavailable("too many approvals pending; retry later"),
-    }
-}
 
 /// `DELETE /v1/admin/tenants/{tenant}`: 202 with the pending approval.
 pub async fn shred_request(
@@ -96,7 +86,19 @@ struct ShredDone {
     approved_by: String,
 }
 
-/// `POST /v1/admin/approvals/{id}`: a second admin carries the request out.
+/// What approving an export did.
+#[derive(Serialize)]
+struct ExportApproved {
+    action: &'static str,
+    tenant: String,
+    recipient: String,
+    download: String,
+    requested_by: String,
+    approved_by: String,
+}
+
+/// `POST /v1/admin/approvals/{id}`: a second admin carries the request out
+/// (a shred), or releases it to the admin who asked (an export).
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -124,6 +126,31 @@ pub async fn approve(
             approval_error(&e)
         })?;
         audited.event().tenant = Some(tenant.to_string());
+        if let Action::ExportTenant { recipient, .. } = &pending.action {
+            audited.event().event = EventKind::ExportApproved;
+            audited.event().detail = Some(format!(
+                "approval {id}: export to {recipient} requested by {}, approved by {principal}; only {} may fetch it",
+                pending.requested_by, pending.requested_by
+            ));
+            state.exports.grant(
+                &id,
+                tenant.clone(),
+                recipient.clone(),
+                pending.requested_by.clone(),
+                principal.clone(),
+            );
+            return Ok(json(
+                StatusCode::OK,
+                &ExportApproved {
+                    action: "export_tenant",
+                    tenant: tenant.to_string(),
+                    recipient: recipient.clone(),
+                    download: format!("/v1/admin/exports/{id}"),
+                    requested_by: pending.requested_by,
+                    approved_by: principal,
+                },
+            ));
+        }
         let shredded = state
             .vault
             .shred_tenant(&tenant)

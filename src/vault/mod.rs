@@ -13,6 +13,7 @@
 
 pub mod cvc;
 mod error;
+mod import;
 mod inventory;
 mod keyring;
 mod reseal;
@@ -31,6 +32,7 @@ use crate::store::codec::{KeyRecord, TokenEntry, TokenMeta};
 use crate::store::rocksdb::{RocksStore, StoreOptions};
 use crate::store::{Insert, InsertOutcome, ReadMark, Store, StoredKeys};
 pub use error::VaultError;
+pub use import::ImportOutcome;
 pub use inventory::KeyInfo;
 pub use keyring::UNCLEAN_SHUTDOWN_COUNTER_MARGIN;
 use keyring::{Keyring, RotationPolicy, TenantKeys};
@@ -302,6 +304,20 @@ impl Vault {
         absent_at: Option<ReadMark>,
     ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
         let token = Token::generate(pan)?;
+        self.draft_for(keys, token, pan, expiry, fingerprint, absent_at)
+            .await
+    }
+
+    /// [`Vault::draft`] for a given token (an import keeps the token).
+    async fn draft_for(
+        &self,
+        keys: &TenantKeys,
+        token: Token,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+        fingerprint: Option<Fingerprint>,
+        absent_at: Option<ReadMark>,
+    ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
         let (dek, count) = self.keys.claim(self.store.as_ref(), keys).await?;
         let sealed = record::seal(&dek, &keys.tenant, &token, pan)?;
         let entry = TokenEntry {

@@ -15,6 +15,7 @@ mod hostile;
 mod leak;
 mod lifecycle;
 mod load;
+mod portable;
 mod scan;
 mod server;
 mod store_suite;

@@ -1,0 +1,166 @@
+//! Portable tokens: importing (token, PAN) pairs made by another vault so
+//! the tokens keep working here, and reading a tenant's pairs back out in
+//! pages for an export.
+//!
+//! An import seals the PAN under the tenant's data key like a tokenization,
+//! but stores the given token, and — in a deterministic tenant — indexes the
+//! PAN's fingerprint to it, so tokenizing that PAN later returns the
+//! imported token. It never overwrites: a token held by another PAN, or a
+//! PAN that already has another token, is refused for that item; the same
+//! pair again is reported as already present (an import re-run is
+//! idempotent).
+
+use subtle::ConstantTimeEq as _;
+
+use super::{Revealed, TokenMode, Vault, VaultError};
+use crate::domain::{Expiry, Pan, TenantId, Token};
+use crate::store::InsertOutcome;
+
+/// What became of one imported pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Stored.
+    Imported,
+    /// This token already stands for this PAN: nothing to do.
+    AlreadyPresent,
+    /// The token stands for another PAN here.
+    TokenTaken,
+    /// The PAN already has another token here (deterministic tenant).
+    PanHasOtherToken,
+}
+
+impl Vault {
+    /// Imports `(token, PAN, expiry)` items into `tenant`; one outcome per
+    /// item, in order.
+    pub async fn import(
+        &self,
+        tenant: &TenantId,
+        items: &[(Token, &Pan, Option<Expiry>)],
+    ) -> Vec<Result<ImportOutcome, VaultError>> {
+        if let Err(e) = self.unsealed() {
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
+        let keys = match self.keys.get_or_create(self.store.as_ref(), tenant).await {
+            Ok(keys) => keys,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let deterministic = self.mode(tenant) == TokenMode::Deterministic;
+        let _epoch = if deterministic {
+            Some(keys.fp_epoch.read().await)
+        } else {
+            None
+        };
+        let (fingerprinter, older) = keys.fingerprinters();
+        let mut results: Vec<Option<Result<ImportOutcome, VaultError>>> =
+            items.iter().map(|_| None).collect();
+        let mut inserts = Vec::new();
+        let mut inserted_for = Vec::new();
+        let mut last_claim = None;
+        let mark = self.store.read_mark();
+        for (i, (token, pan, expiry)) in items.iter().enumerate() {
+            let fingerprint = deterministic.then(|| fingerprinter.fingerprint(pan));
+            if let Some(fp) = &fingerprint {
+                match self.token_for(tenant, fp, pan, &older).await {
+                    Ok(Some(existing)) => {
+                        results[i] = Some(Ok(if existing == *token {
+                            ImportOutcome::AlreadyPresent
+                        } else {
+                            ImportOutcome::PanHasOtherToken
+                        }));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                }
+            }
+            match self
+                .draft_for(&keys, *token, pan, *expiry, fingerprint, mark)
+                .await
+            {
+                Ok((insert, dek, count)) => {
+                    inserts.push(insert);
+                    inserted_for.push(i);
+                    last_claim = Some((dek, count));
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let outcomes = if inserts.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.insert(inserts).await
+        };
+        if let Some((dek, count)) = last_claim {
+            self.keys
+                .rotate_if_due(self.store.as_ref(), &keys, &dek, count)
+                .await;
+        }
+        match outcomes {
+            Ok(outcomes) => {
+                for (i, outcome) in inserted_for.into_iter().zip(outcomes) {
+                    let (token, pan, _) = &items[i];
+                    results[i] = Some(match outcome {
+                        InsertOutcome::Inserted => {
+                            metrics::counter!("cardvault_tokens_imported_total").increment(1);
+                            Ok(ImportOutcome::Imported)
+                        }
+                        InsertOutcome::Existing(existing) if existing == *token => {
+                            Ok(ImportOutcome::AlreadyPresent)
+                        }
+                        InsertOutcome::Existing(_) => Ok(ImportOutcome::PanHasOtherToken),
+                        // The token is stored: for this PAN (a re-run in a
+                        // random-mode tenant), or another.
+                        InsertOutcome::TokenCollision => match self.detokenize(tenant, token).await
+                        {
+                            Ok(held) if same_pan(&held, pan) => Ok(ImportOutcome::AlreadyPresent),
+                            Ok(_) => Ok(ImportOutcome::TokenTaken),
+                            Err(e) => Err(e),
+                        },
+                    });
+                }
+            }
+            Err(e) => {
+                for i in inserted_for {
+                    results[i] = Some(Err(e.clone().into()));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(VaultError::TokenNotFound)))
+            .collect()
+    }
+
+    /// Up to `limit` of `tenant`'s tokens after `after`, each with its PAN
+    /// and expiry, in token order: one page of an export.
+    pub async fn export_page(
+        &self,
+        tenant: &TenantId,
+        after: Option<Token>,
+        limit: usize,
+    ) -> Result<Vec<(Token, Revealed)>, VaultError> {
+        let keys = self.keys.require(tenant)?;
+        let entries = self.store.scan_entries(tenant, after, limit).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (token, entry) in entries {
+            let view = crate::crypto::RecordView::decode(&entry.record)?;
+            let dek = keys.opener(view.dek_version())?;
+            let pan = view.open(&dek, tenant, &token)?;
+            out.push((
+                token,
+                Revealed {
+                    pan,
+                    expiry: entry.meta.expiry,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn same_pan(held: &Revealed, pan: &Pan) -> bool {
+    bool::from(held.pan.expose_digits().ct_eq(pan.expose_digits()))
+}
