@@ -99,6 +99,11 @@ pub enum EventKind {
     /// A tenant's tokens and PANs left the vault, encrypted to an age
     /// recipient (`count`; `detail`: recipient, admins, ciphertext SHA-256).
     Export,
+    /// The reveal proxy revealed `tokens` to a route's upstream (synced
+    /// before the request is sent; `detail`: route and upstream).
+    ProxyReveal,
+    /// What the upstream answered a proxied request (`detail`: status).
+    ProxyResponse,
 }
 
 impl EventKind {
@@ -143,6 +148,8 @@ impl EventKind {
             EventKind::Import => "import",
             EventKind::ExportApproved => "export_approved",
             EventKind::Export => "export",
+            EventKind::ProxyReveal => "proxy_reveal",
+            EventKind::ProxyResponse => "proxy_response",
         }
     }
 }

@@ -20,11 +20,13 @@ mod alerts;
 pub mod dev;
 mod kek;
 mod limits;
+mod proxy;
 
 pub use access::{AdminScope, HoursUtc, PrincipalConfig, Role, TenantConfig};
 pub use alerts::{AlertsConfig, BurstRule};
 pub use kek::{KekConfig, KekSource};
 pub use limits::{LimitsConfig, RateLimit};
+pub use proxy::{ProxyConfig, ProxyRoute};
 
 /// A configuration problem, naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,9 @@ pub struct Config {
     /// Known-vulnerability checks of this build.
     #[serde(default)]
     pub supply_chain: SupplyChainConfig,
+    /// The reveal proxy's upstreams.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
 }
 
 /// The `[supply_chain]` section.
@@ -412,6 +417,11 @@ impl Config {
         }
         fix(&mut self.audit.dir);
         self.supply_chain.advisory_db.iter_mut().for_each(fix);
+        for route in self.proxy.routes.values_mut() {
+            fix(&mut route.ca_file);
+            route.client_cert.iter_mut().for_each(fix);
+            route.client_key.iter_mut().for_each(fix);
+        }
     }
 
     /// Checks what types cannot: files exist, principals have roles, rate
@@ -496,6 +506,14 @@ impl Config {
                 "limits.max_connections_per_principal",
                 "must not exceed limits.max_connections",
             ));
+        }
+        for (name, route) in &self.proxy.routes {
+            route.validate(name)?;
+            file(&format!("proxy.routes.{name}.ca_file"), &route.ca_file)?;
+            if let (Some(cert), Some(key)) = (&route.client_cert, &route.client_key) {
+                file(&format!("proxy.routes.{name}.client_cert"), cert)?;
+                file(&format!("proxy.routes.{name}.client_key"), key)?;
+            }
         }
         Ok(())
     }

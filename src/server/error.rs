@@ -46,6 +46,13 @@ pub enum ApiError {
     /// 409: an imported token clashes with what the vault holds (the
     /// token stands for another PAN, or the PAN has another token).
     TokenConflict(&'static str),
+    /// 502: the reveal proxy's upstream could not be reached, broke the
+    /// exchange, or answered more than the route allows.
+    UpstreamFailed(&'static str),
+    /// 502: the upstream's TLS certificate or handshake was refused.
+    UpstreamTls,
+    /// 504: the upstream did not answer within the route's timeout.
+    UpstreamTimeout,
     /// 500: a bug or corrupted data; details are in the log, not the response.
     Internal,
 }
@@ -66,7 +73,7 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 17] = [
+    pub const EVERY_KIND: [ApiError; 20] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
@@ -83,6 +90,9 @@ impl ApiError {
         ApiError::ShareRejected(""),
         ApiError::SealState(""),
         ApiError::TokenConflict(""),
+        ApiError::UpstreamFailed(""),
+        ApiError::UpstreamTls,
+        ApiError::UpstreamTimeout,
         ApiError::Internal,
     ];
 
@@ -102,6 +112,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamFailed(_) | ApiError::UpstreamTls => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,6 +137,9 @@ impl ApiError {
             ApiError::ShareRejected(_) => "share_rejected",
             ApiError::SealState(_) => "seal_state",
             ApiError::TokenConflict(_) => "token_conflict",
+            ApiError::UpstreamFailed(_) => "upstream_failed",
+            ApiError::UpstreamTls => "upstream_tls",
+            ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Internal => "internal",
         }
     }
@@ -137,7 +152,12 @@ impl ApiError {
             | ApiError::Unavailable(m)
             | ApiError::ShareRejected(m)
             | ApiError::SealState(m)
-            | ApiError::TokenConflict(m) => m,
+            | ApiError::TokenConflict(m)
+            | ApiError::UpstreamFailed(m) => m,
+            ApiError::UpstreamTls => {
+                "the upstream's TLS certificate or handshake was refused (check the route's ca_file)"
+            }
+            ApiError::UpstreamTimeout => "the upstream did not answer within the route's timeout",
             ApiError::Sealed => "the vault is sealed; custodians must unseal it (cardvault unseal)",
             ApiError::BatchTooLarge => "too many items in one batch",
             ApiError::ReasonRequired => "this principal must give a \"reason\" for each reveal",

@@ -33,7 +33,7 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 20] = [
+const COUNTERS: [(&str, &str); 21] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
     (
         "cardvault_tokens_imported_total",
@@ -111,10 +111,14 @@ const COUNTERS: [(&str, &str); 20] = [
         "cardvault_reencrypt_done_total",
         "Records sealed again under a tenant's active data key, by tenant",
     ),
+    (
+        "cardvault_proxy_requests_total",
+        "Reveal proxy requests sent upstream, by route and upstream status or error code",
+    ),
 ];
 
 /// How many of [`COUNTERS`], at its end, carry labels.
-const LABELLED: usize = 6;
+const LABELLED: usize = 7;
 
 /// Alert rules, registered at 0 per rule.
 const ALERT_RULES: [&str; 6] = [

@@ -29,6 +29,7 @@ pub mod monitor;
 pub mod observe;
 pub mod ops;
 pub mod portable;
+pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod request;
@@ -42,6 +43,7 @@ pub mod shares;
 pub mod state;
 pub mod tenants;
 pub mod tls;
+pub mod upstream;
 
 pub use listener::DRAIN_TIMEOUT;
 pub use running::{Running, ServerError, start};

@@ -43,6 +43,18 @@ pub async fn read_json<T: DeserializeOwned>(
     Ok(body::parse(&bytes)?)
 }
 
+/// Reads any JSON document (the reveal proxy's request, whose shape is the
+/// upstream's) with [`read_json`]'s media type, size and budget checks.
+pub async fn read_json_document(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<serde_json::Value, ApiError> {
+    let (bytes, _reserved) = read_body(req, limit, budget).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::InvalidRequest("the body is not a JSON document"))
+}
+
 /// Reads a batch body `{"FIELD": [string, ...]}` (plus `"reason"` when
 /// `with_reason`) like [`read_json`], but stops parsing at the `max`-th
 /// item plus one (400 `batch_too_large`), so a body of millions of empty

@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{admin, api, keys, portable, seal, tenants};
+use super::{admin, api, keys, portable, proxy, seal, tenants};
 
 /// Every API route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/approvals", get(tenants::list))
         .route("/v1/admin/approvals/{id}", post(tenants::approve))
         .route("/v1/admin/import", post(portable::import))
+        .route("/v1/proxy/{route}", post(proxy::proxy))
         .route(
             "/v1/admin/tenants/{tenant}/export",
             post(portable::export_request),

@@ -36,6 +36,9 @@ pub enum ServerError {
     /// The in-memory key of the security-code hold.
     #[error("cannot create the in-memory key for security codes: {0}")]
     Cvc(crate::crypto::KeyError),
+    /// A proxy route's CA, certificate or key.
+    #[error("config error: {0}")]
+    Proxy(String),
     /// Binding a listener.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -107,6 +110,7 @@ pub async fn start(
         approvals: super::approvals::Approvals::new(std::time::Duration::from_secs(
             config.keys.approval_ttl_s.get(),
         )),
+        proxy: super::upstream::build_routes(&config.proxy).map_err(ServerError::Proxy)?,
         exports: super::approvals::GrantedExports::new(std::time::Duration::from_secs(
             config.keys.approval_ttl_s.get(),
         )),

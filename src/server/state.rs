@@ -24,6 +24,8 @@ pub struct AppState {
     pub reseals: Arc<Reseals>,
     /// Destructive requests waiting for a second admin.
     pub approvals: super::approvals::Approvals,
+    /// The reveal proxy's routes.
+    pub proxy: std::collections::HashMap<String, super::upstream::ProxyUpstream>,
     /// Exports a second admin approved, until the admin who asked fetches them.
     pub exports: super::approvals::GrantedExports,
     /// Key lifecycle settings.

@@ -16,6 +16,7 @@ mod leak;
 mod lifecycle;
 mod load;
 mod portable;
+mod proxy;
 mod scan;
 mod server;
 mod store_suite;

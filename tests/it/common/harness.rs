@@ -67,6 +67,7 @@ impl Harness {
             cvc: Default::default(),
             keys: Default::default(),
             supply_chain: Default::default(),
+            proxy: Default::default(),
         };
         adjust(&mut config);
         config.validate().unwrap();
