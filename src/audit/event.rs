@@ -104,6 +104,8 @@ pub enum EventKind {
     ProxyReveal,
     /// What the upstream answered a proxied request (`detail`: status).
     ProxyResponse,
+    /// The sweep deleted expired tokens (`count`).
+    TokensExpired,
 }
 
 impl EventKind {
@@ -150,6 +152,7 @@ impl EventKind {
             EventKind::Export => "export",
             EventKind::ProxyReveal => "proxy_reveal",
             EventKind::ProxyResponse => "proxy_response",
+            EventKind::TokensExpired => "tokens_expired",
         }
     }
 }

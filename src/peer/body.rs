@@ -58,6 +58,8 @@ pub struct Batch {
     pub items: Vec<SecretString>,
     /// `"reason"`, where the route allows one.
     pub reason: Option<SecretString>,
+    /// `"ttl_s"` of a tokenize batch (field `pans`): its tokens expire.
+    pub ttl_s: Option<u64>,
 }
 
 /// Parses a batch body `{"FIELD": [string, ...]}` (plus `"reason"` when
@@ -135,6 +137,7 @@ mod batch {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut items = None;
             let mut reason = None;
+            let mut ttl_s = None;
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 if key == self.field && items.is_none() {
                     items = Some(map.next_value_seed(Items {
@@ -143,12 +146,18 @@ mod batch {
                     })?);
                 } else if key == "reason" && self.with_reason && reason.is_none() {
                     reason = Some(map.next_value::<SecretString>()?);
+                } else if key == "ttl_s" && self.field == "pans" && ttl_s.is_none() {
+                    ttl_s = Some(map.next_value::<u64>()?);
                 } else {
                     return Err(A::Error::custom("unexpected field"));
                 }
             }
             let items = items.ok_or_else(|| A::Error::missing_field(self.field))?;
-            Ok(super::Batch { items, reason })
+            Ok(super::Batch {
+                items,
+                reason,
+                ttl_s,
+            })
         }
     }
 
@@ -192,6 +201,9 @@ pub struct TokenizeRequest {
     /// `MM/YY` or `MM/YYYY`.
     #[serde(default)]
     pub expiry: Option<String>,
+    /// Seconds until the token expires (a new token only).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 /// `POST /v1/lookup`.

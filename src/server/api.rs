@@ -60,13 +60,35 @@ async fn tokenize_one(
         read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
     let pan = parse_pan(&body.pan)?;
     let expiry = parse_expiry(body.expiry.as_deref())?;
+    let expires_ms = expires_at(body.ttl_s)?;
     let info = state
         .vault
-        .tokenize(&tenant, &pan, expiry)
+        .tokenize_with_ttl(&tenant, &[(&pan, expiry)], expires_ms)
         .await
+        .pop()
+        .unwrap_or(Err(crate::vault::VaultError::TokenSpaceExhausted))
         .map_err(vault_error)?;
     audited.event().token = Some(info.token.to_string());
     Ok(json(StatusCode::OK, &TokenView::from(&info)))
+}
+
+/// Longest time to live a token may be given: ten years.
+const MAX_TTL_S: u64 = 10 * 366 * 24 * 3600;
+
+/// When a token made now with `ttl_s` expires (ms since the epoch).
+fn expires_at(ttl_s: Option<u64>) -> Result<Option<u64>, ApiError> {
+    let Some(ttl_s) = ttl_s else {
+        return Ok(None);
+    };
+    if !(1..=MAX_TTL_S).contains(&ttl_s) {
+        return Err(ApiError::InvalidRequest(
+            "ttl_s must be 1 to 316224000 seconds (ten years)",
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Some(now + ttl_s * 1000))
 }
 
 /// `POST /v1/tokenize/batch`.
@@ -88,7 +110,7 @@ async fn tokenize_many(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Tokenize)?;
-    let pans = read_batch(
+    let batch = read_batch(
         req,
         state.limits.batch_body_limit_bytes.get(),
         &state.bodies,
@@ -96,8 +118,9 @@ async fn tokenize_many(
         state.limits.max_batch.get(),
         false,
     )
-    .await?
-    .items;
+    .await?;
+    let expires_ms = expires_at(batch.ttl_s)?;
+    let pans = batch.items;
     state
         .rates
         .tokenize(caller.principal.as_str(), pans.len())?;
@@ -116,9 +139,11 @@ async fn tokenize_many(
             Err(e) => slots.push(Some(e)),
         }
     }
+    let valid: Vec<(&Pan, Option<crate::domain::Expiry>)> =
+        valid.iter().map(|(p, e)| (p, *e)).collect();
     let mut outcomes = state
         .vault
-        .tokenize_batch(&tenant, &valid)
+        .tokenize_with_ttl(&tenant, &valid, expires_ms)
         .await
         .into_iter();
     let mut tokens = Vec::with_capacity(slots.len());

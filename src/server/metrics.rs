@@ -33,8 +33,12 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 21] = [
+const COUNTERS: [(&str, &str); 22] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
+    (
+        "cardvault_tokens_expired_total",
+        "Expiring tokens deleted by the sweep after their time to live",
+    ),
     (
         "cardvault_tokens_imported_total",
         "Tokens made elsewhere and imported with their PANs",

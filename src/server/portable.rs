@@ -322,13 +322,11 @@ async fn encrypt_tenant(
     let mut after = None;
     let mut count = 0u64;
     loop {
-        let page = state
+        let (page, next) = state
             .vault
             .export_page(tenant, after, EXPORT_PAGE)
             .await
             .map_err(|e| super::error::admin_key_error("export", &e))?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(*last);
         for (token, revealed) in &page {
             let mut line = Zeroizing::new(Vec::with_capacity(96));
             line.extend_from_slice(b"{\"token\":\"");
@@ -343,8 +341,9 @@ async fn encrypt_tenant(
             writer.write_all(&line).map_err(|_| ApiError::Internal)?;
             count += 1;
         }
-        if page.len() < EXPORT_PAGE {
-            break;
+        match next {
+            Some(token) => after = Some(token),
+            None => break,
         }
     }
     let ciphertext = writer.finish().map_err(|_| ApiError::Internal)?;

@@ -19,6 +19,9 @@ pub struct TokenView {
     bin: Option<String>,
     last4: String,
     brand: &'static str,
+    /// When an expiring token expires (absent for tokens that do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
 }
 
 impl From<&TokenInfo> for TokenView {
@@ -28,6 +31,7 @@ impl From<&TokenInfo> for TokenView {
             bin: info.bin.map(|b| b.to_string()),
             last4: info.last4.to_string(),
             brand: info.brand.as_str(),
+            expires_at: info.expires_ms.map(created_at),
         }
     }
 }

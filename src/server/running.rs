@@ -103,6 +103,11 @@ pub async fn start(
     let monitor = Arc::new(Monitor::new(config, audit.clone()));
     let cvcs = Arc::new(CvcHold::new(config.cvc.max_held.get()).map_err(ServerError::Cvc)?);
     tokio::spawn(sweep_cvcs(Arc::clone(&cvcs), shutdown_rx.clone()));
+    tokio::spawn(sweep_expired_tokens(
+        Arc::clone(&vault),
+        audit.clone(),
+        shutdown_rx.clone(),
+    ));
     let state = Arc::new(AppState {
         vault,
         custody: Arc::clone(&custody),
@@ -161,6 +166,46 @@ async fn sweep_cvcs(cvcs: Arc<CvcHold>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => { cvcs.sweep(); }
             _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Tokens deleted per sweep commit.
+const EXPIRY_SWEEP_BATCH: usize = 1000;
+
+/// Deletes expired tokens every second (at once again while a whole batch
+/// was due), so an expiring token's record is gone soon after its time,
+/// not only hidden. Each commit that deleted some is audited
+/// (`tokens_expired` with the count) and counted.
+async fn sweep_expired_tokens(
+    vault: Arc<crate::vault::Vault>,
+    audit: crate::audit::AuditLog,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        loop {
+            match vault.sweep_expired(EXPIRY_SWEEP_BATCH).await {
+                Ok(0) => break,
+                Ok(deleted) => {
+                    ::metrics::counter!("cardvault_tokens_expired_total").increment(deleted as u64);
+                    let mut event =
+                        crate::audit::Event::new(crate::audit::EventKind::TokensExpired);
+                    event.count = Some(deleted as u64);
+                    audit.record(event);
+                    if deleted < EXPIRY_SWEEP_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the expired-token sweep failed; retrying in a second");
+                    break;
+                }
+            }
         }
     }
 }

@@ -24,7 +24,10 @@ pub const KEY_RECORD_FORMAT_V3: u8 = 3;
 const FLAG_BIN: u8 = 1;
 const FLAG_EXPIRY: u8 = 2;
 const FLAG_FINGERPRINT: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_BIN | FLAG_EXPIRY | FLAG_FINGERPRINT;
+/// The token expires (`ttl_s` at tokenization): an expiry time follows
+/// the creation time. Database format 3.
+const FLAG_EXPIRES: u8 = 8;
+const KNOWN_FLAGS: u8 = FLAG_BIN | FLAG_EXPIRY | FLAG_FINGERPRINT | FLAG_EXPIRES;
 
 const KEY_PREFIX_WRAPPED: u8 = 1;
 const KEY_PREFIX_COUNTER: u8 = 2;
@@ -77,6 +80,16 @@ pub struct TokenMeta {
     pub expiry: Option<Expiry>,
     /// Creation time, milliseconds since the Unix epoch (UTC).
     pub created_ms: u64,
+    /// When the token expires (ms since the epoch), for tokens made with a
+    /// time to live; after it every route answers 404 and a sweep deletes it.
+    pub expires_ms: Option<u64>,
+}
+
+impl TokenMeta {
+    /// Whether the token has expired at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|at| at <= now_ms)
+    }
 }
 
 /// What the `tokens` column family holds for one token.
@@ -105,6 +118,9 @@ impl TokenEntry {
         if self.fingerprint.is_some() {
             flags |= FLAG_FINGERPRINT;
         }
+        if m.expires_ms.is_some() {
+            flags |= FLAG_EXPIRES;
+        }
         let mut out = Vec::with_capacity(4 + 6 + 4 + 3 + 8 + 32 + 1 + self.record.len());
         out.extend_from_slice(&[ENTRY_FORMAT_V1, flags, m.pan_len, m.brand.code()]);
         if let Some(bin) = m.bin {
@@ -116,6 +132,9 @@ impl TokenEntry {
             out.extend_from_slice(&expiry.year().to_be_bytes());
         }
         out.extend_from_slice(&m.created_ms.to_be_bytes());
+        if let Some(at) = m.expires_ms {
+            out.extend_from_slice(&at.to_be_bytes());
+        }
         if let Some(fp) = &self.fingerprint {
             out.extend_from_slice(fp.as_bytes());
         }
@@ -156,6 +175,11 @@ impl TokenEntry {
             None
         };
         let created_ms = r.u64()?;
+        let expires_ms = if flags & FLAG_EXPIRES != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         let fingerprint = if flags & FLAG_FINGERPRINT != 0 {
             Some(Fingerprint::from_slice(r.take(FINGERPRINT_LEN)?).ok_or(invalid("fingerprint"))?)
         } else {
@@ -175,6 +199,7 @@ impl TokenEntry {
                 last4,
                 expiry,
                 created_ms,
+                expires_ms,
             },
             fingerprint,
             record,
@@ -350,6 +375,35 @@ pub fn token_key(tenant: &TenantId, token: &Token) -> Vec<u8> {
     key
 }
 
+/// `expiry` key: expiry time (ms, big-endian, so keys sort by time) ‖
+/// tenant (length-prefixed) ‖ token digits. The value is empty.
+pub fn expiry_key(expires_ms: u64, tenant: &TenantId, token: &Token) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + 1 + tenant.as_str().len() + token.len());
+    key.extend_from_slice(&expires_ms.to_be_bytes());
+    push_tenant(&mut key, tenant);
+    key.extend_from_slice(token.as_bytes());
+    key
+}
+
+/// The parts of an [`expiry_key`].
+pub fn decode_expiry_key(key: &[u8]) -> Result<(u64, TenantId, Token), CodecError> {
+    let invalid = |field| CodecError::InvalidField {
+        what: "expiry key",
+        field,
+    };
+    let mut r = Reader::new(key, "expiry key");
+    let at = r.u64()?;
+    let len = usize::from(r.u8()?);
+    let tenant = std::str::from_utf8(r.take(len)?)
+        .ok()
+        .and_then(|t| TenantId::parse(t).ok())
+        .ok_or(invalid("tenant"))?;
+    let rest = r.take(key.len().saturating_sub(9 + len))?;
+    let token = Token::parse_bytes(rest).map_err(|_| invalid("token"))?;
+    r.finish()?;
+    Ok((at, tenant, token))
+}
+
 /// `fingerprints` key: tenant (length-prefixed) ‖ HMAC(PAN).
 pub fn fingerprint_key(tenant: &TenantId, fingerprint: &Fingerprint) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + tenant.as_str().len() + FINGERPRINT_LEN);
@@ -484,6 +538,7 @@ mod tests {
                 last4: Last4::from_digits(b"1111").unwrap(),
                 expiry: with_options.then(|| Expiry::new(12, 2029).unwrap()),
                 created_ms: 1_790_000_000_123,
+                expires_ms: with_options.then_some(1_790_000_900_123),
             },
             fingerprint: with_options.then(|| Fingerprint::from_slice(&[7; 32]).unwrap()),
             record: vec![1; MIN_RECORD_LEN + 4],

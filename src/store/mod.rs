@@ -246,6 +246,22 @@ pub trait Store: Send + Sync {
         keys: Vec<(KeyLabel, KeyRecord)>,
     ) -> Result<u64, StoreError>;
 
+    /// Expiring tokens whose time is at or before `now_ms`, earliest first,
+    /// at most `limit`: (expiry time, tenant, token). From an index, so the
+    /// sweep never scans the tokens.
+    async fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, TenantId, Token)>, StoreError>;
+
+    /// Deletes expired tokens in one durable commit: each token's entry and
+    /// its fingerprint index entry (if that still points at it) when the
+    /// entry still carries that expiry time, and the expiry index entry in
+    /// any case. Returns how many tokens were deleted.
+    async fn delete_expired(&self, items: Vec<(u64, TenantId, Token)>)
+    -> Result<usize, StoreError>;
+
     /// Rewrites the database's files so deleted and overwritten values are
     /// physically gone (after a crypto-shred; slow, rare).
     async fn compact(&self) -> Result<(), StoreError>;

@@ -134,18 +134,25 @@ impl Vault {
             .collect()
     }
 
-    /// Up to `limit` of `tenant`'s tokens after `after`, each with its PAN
-    /// and expiry, in token order: one page of an export.
+    /// `tenant`'s live tokens among the next `limit` after `after`, each
+    /// with its PAN and expiry, in token order: one page of an export, and
+    /// where the next page starts (`None` after the last).
     pub async fn export_page(
         &self,
         tenant: &TenantId,
         after: Option<Token>,
         limit: usize,
-    ) -> Result<Vec<(Token, Revealed)>, VaultError> {
+    ) -> Result<(Vec<(Token, Revealed)>, Option<Token>), VaultError> {
         let keys = self.keys.require(tenant)?;
         let entries = self.store.scan_entries(tenant, after, limit).await?;
+        let next = (entries.len() == limit)
+            .then(|| entries.last().map(|(t, _)| *t))
+            .flatten();
         let mut out = Vec::with_capacity(entries.len());
         for (token, entry) in entries {
+            if entry.meta.expired_at(super::now_ms()) {
+                continue;
+            }
             let view = crate::crypto::RecordView::decode(&entry.record)?;
             let dek = keys.opener(view.dek_version())?;
             let pan = view.open(&dek, tenant, &token)?;
@@ -157,7 +164,7 @@ impl Vault {
                 },
             ));
         }
-        Ok(out)
+        Ok((out, next))
     }
 }
 

@@ -101,6 +101,8 @@ pub struct TokenInfo {
     pub expiry: Option<Expiry>,
     /// Creation time, milliseconds since the Unix epoch (UTC).
     pub created_ms: u64,
+    /// When the token expires (ms since the epoch), for expiring tokens.
+    pub expires_ms: Option<u64>,
 }
 
 impl TokenInfo {
@@ -112,6 +114,7 @@ impl TokenInfo {
             brand: meta.brand,
             expiry: meta.expiry,
             created_ms: meta.created_ms,
+            expires_ms: meta.expires_ms,
         }
     }
 }
@@ -302,10 +305,14 @@ impl Vault {
         expiry: Option<Expiry>,
         fingerprint: Option<Fingerprint>,
         absent_at: Option<ReadMark>,
+        expires_ms: Option<u64>,
     ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
         let token = Token::generate(pan)?;
-        self.draft_for(keys, token, pan, expiry, fingerprint, absent_at)
-            .await
+        let mut drafted = self
+            .draft_for(keys, token, pan, expiry, fingerprint, absent_at)
+            .await?;
+        drafted.0.entry.meta.expires_ms = expires_ms;
+        Ok(drafted)
     }
 
     /// [`Vault::draft`] for a given token (an import keeps the token).
@@ -328,6 +335,7 @@ impl Vault {
                 last4: pan.last4(),
                 expiry,
                 created_ms: now_ms(),
+                expires_ms: None,
             },
             fingerprint,
             record: sealed,
@@ -355,6 +363,12 @@ impl Vault {
         let Some(entry) = self.store.get_entry(tenant, &token).await? else {
             return Ok(None);
         };
+        if entry.meta.expired_at(now_ms()) {
+            // Expired: gone for every route. Delete it now (the sweep would
+            // later) so the PAN's index entry is free for a new token.
+            self.store.delete(tenant, &token).await?;
+            return Ok(None);
+        }
         let mut info = TokenInfo::from_meta(token, &entry.meta);
         if let Some(expiry) = expiry.filter(|e| entry.meta.expiry != Some(*e)) {
             if !self.store.update_expiry(tenant, &token, expiry).await? {
@@ -372,10 +386,22 @@ impl Vault {
         pan: &Pan,
         expiry: Option<Expiry>,
     ) -> Result<TokenInfo, VaultError> {
-        self.tokenize_items(tenant, &[(pan, expiry)])
+        self.tokenize_items(tenant, &[(pan, expiry)], None)
             .await
             .pop()
             .unwrap_or(Err(VaultError::TokenSpaceExhausted))
+    }
+
+    /// Tokenizes PANs whose new tokens expire at `expires_ms` (ms since the
+    /// epoch; `None`: never). A PAN that already has a live token gets it,
+    /// with its own expiry; an expired token is never returned.
+    pub async fn tokenize_with_ttl(
+        &self,
+        tenant: &TenantId,
+        items: &[(&Pan, Option<Expiry>)],
+        expires_ms: Option<u64>,
+    ) -> Vec<Result<TokenInfo, VaultError>> {
+        self.tokenize_items(tenant, items, expires_ms).await
     }
 
     /// Tokenizes many PANs for `tenant` with one synced write per round (a
@@ -387,7 +413,7 @@ impl Vault {
         items: &[(Pan, Option<Expiry>)],
     ) -> Vec<Result<TokenInfo, VaultError>> {
         let items: Vec<(&Pan, Option<Expiry>)> = items.iter().map(|(p, e)| (p, *e)).collect();
-        self.tokenize_items(tenant, &items).await
+        self.tokenize_items(tenant, &items, None).await
     }
 
     /// The one tokenize loop. Each round looks up the pending PANs'
@@ -398,6 +424,7 @@ impl Vault {
         &self,
         tenant: &TenantId,
         items: &[(&Pan, Option<Expiry>)],
+        expires_ms: Option<u64>,
     ) -> Vec<Result<TokenInfo, VaultError>> {
         let keys = match self.keys.get_or_create(self.store.as_ref(), tenant).await {
             Ok(keys) => keys,
@@ -444,7 +471,10 @@ impl Vault {
                         }
                     }
                 }
-                match self.draft(&keys, pan, *expiry, fingerprints[i], mark).await {
+                match self
+                    .draft(&keys, pan, *expiry, fingerprints[i], mark, expires_ms)
+                    .await
+                {
                     Ok((insert, dek, count)) => {
                         inserts.push(insert);
                         inserted_for.push(i);
@@ -503,11 +533,24 @@ impl Vault {
             .collect()
     }
 
+    /// The live entry of `token`: an expired one is not found.
     async fn entry(&self, tenant: &TenantId, token: &Token) -> Result<TokenEntry, VaultError> {
         self.store
             .get_entry(tenant, token)
             .await?
+            .filter(|entry| !entry.meta.expired_at(now_ms()))
             .ok_or(VaultError::TokenNotFound)
+    }
+
+    /// Deletes up to `limit` expired tokens (record, index entries) in one
+    /// commit; how many were deleted. The sweep calls it until it returns
+    /// less than `limit`.
+    pub async fn sweep_expired(&self, limit: usize) -> Result<usize, VaultError> {
+        let due = self.store.expired(now_ms(), limit).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.store.delete_expired(due).await?)
     }
 
     /// Returns the PAN (and expiry) behind `token` in `tenant`.
@@ -590,6 +633,7 @@ impl Vault {
     /// Deletes `token` (and its fingerprint index entry) from `tenant`.
     pub async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<(), VaultError> {
         self.unsealed()?;
+        self.entry(tenant, token).await?;
         if self.store.delete(tenant, token).await? {
             Ok(())
         } else {

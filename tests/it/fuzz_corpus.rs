@@ -111,6 +111,7 @@ fn write_record_seeds() {
                 last4: pan.last4(),
                 expiry: None,
                 created_ms: 1_790_000_000_000,
+                expires_ms: None,
             },
             fingerprint: None,
             record: sealed,

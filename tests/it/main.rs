@@ -10,6 +10,7 @@ mod common;
 mod custody;
 mod deploy;
 mod evidence;
+mod expiring;
 mod fuzz_corpus;
 mod hostile;
 mod leak;

@@ -712,7 +712,11 @@ async fn openapi_document_matches_the_server() {
     // Response fields: what the server sends is what the schema names.
     let mut payments = harness.connect("payments", running.api_addr).await;
     let info = payments
-        .post_json("/v1/tokenize", &json!({ "pan": PAN }))
+        .post_json(
+            "/v1/tokenize",
+            // A PAN not tokenized before, with a time to live: every field.
+            &json!({ "pan": "4012888888881881", "ttl_s": 3600 }),
+        )
         .await
         .unwrap()
         .json();

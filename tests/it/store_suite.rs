@@ -58,6 +58,7 @@ impl Cards {
                     last4: pan.last4(),
                     expiry: None,
                     created_ms: 1_700_000_000_000 + i,
+                    expires_ms: None,
                 },
                 fingerprint,
                 record: record::seal(&self.dek, &self.tenant, &token, &pan).unwrap(),
@@ -467,6 +468,75 @@ pub async fn scans_and_reseals_compare_and_swap(backend: &dyn Backend) {
     store.close(Vec::new()).await.unwrap();
 }
 
+/// Expiring tokens: listed by the expiry index in time order once due,
+/// never before; deleted with their index entries in one call, only while
+/// they still carry that expiry; a PAN whose token expired gets a new one.
+pub async fn expiring_tokens_are_listed_and_swept(backend: &dyn Backend) {
+    let store = backend.open();
+    let cards = Cards::new();
+    let mut items = Vec::new();
+    for (i, at) in [(1u64, 5_000u64), (2, 1_000), (3, 9_000)] {
+        let mut insert = cards.insert(i, cards.token(i));
+        insert.entry.meta.expires_ms = Some(at);
+        items.push(insert);
+    }
+    let forever = cards.insert(4, cards.token(4));
+    let tokens: Vec<Token> = items.iter().map(|i| i.token).collect();
+    items.push(forever);
+    store.insert(items).await.unwrap();
+    assert_eq!(store.expired(999, 10).await.unwrap(), vec![]);
+    let due = store.expired(5_000, 10).await.unwrap();
+    assert_eq!(
+        due,
+        vec![
+            (1_000, cards.tenant.clone(), tokens[1]),
+            (5_000, cards.tenant.clone(), tokens[0])
+        ]
+    );
+    assert_eq!(store.expired(u64::MAX, 1).await.unwrap().len(), 1, "limit");
+    // A stale index item (wrong time) removes nothing but itself.
+    let stale = vec![(4_000, cards.tenant.clone(), tokens[0])];
+    assert_eq!(store.delete_expired(stale).await.unwrap(), 0);
+    assert!(
+        store
+            .get_entry(&cards.tenant, &tokens[0])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.delete_expired(due).await.unwrap(), 2);
+    for i in [0, 1] {
+        assert!(
+            store
+                .get_entry(&cards.tenant, &tokens[i])
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(
+        store
+            .get_token_for(&cards.tenant, &cards.fingerprint(1))
+            .await
+            .unwrap(),
+        None,
+        "the index entry went with the token"
+    );
+    assert_eq!(
+        store.expired(u64::MAX, 10).await.unwrap(),
+        vec![(9_000, cards.tenant.clone(), tokens[2])]
+    );
+    // Deleting an expiring token by hand takes its index entry too.
+    assert!(store.delete(&cards.tenant, &tokens[2]).await.unwrap());
+    assert_eq!(store.expired(u64::MAX, 10).await.unwrap(), vec![]);
+    let again = store
+        .insert(vec![cards.insert(1, cards.token(1))])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![InsertOutcome::Inserted]);
+    store.close(Vec::new()).await.unwrap();
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -499,6 +569,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn expiry_updates_and_deletes() {
                 super::expiry_updates_and_deletes(&$make).await;
+            }
+            #[tokio::test]
+            async fn expiring_tokens_are_listed_and_swept() {
+                super::expiring_tokens_are_listed_and_swept(&$make).await;
             }
             #[tokio::test]
             async fn keys_and_counters() {

@@ -34,14 +34,17 @@ use writer::Command;
 /// refused; an older one is raised to it at open. 2: key records of format
 /// 3 (change time, a second wrapping during a KEK rotation, destroyed
 /// versions) and re-sealing checkpoints — a build of format 1 must not
-/// open such a database.
-pub const FORMAT_VERSION: u32 = 2;
+/// open such a database. 3: expiring tokens (an entry flag and the
+/// `expiry` column family).
+pub const FORMAT_VERSION: u32 = 3;
 
 const CF_TOKENS: &str = "tokens";
 const CF_FINGERPRINTS: &str = "fingerprints";
 const CF_KEYS: &str = "keys";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 4] = [CF_TOKENS, CF_FINGERPRINTS, CF_KEYS, CF_META];
+/// Expiring tokens by expiry time (`codec::expiry_key`), for the sweep.
+const CF_EXPIRY: &str = "expiry";
+const COLUMN_FAMILIES: [&str; 5] = [CF_TOKENS, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_EXPIRY];
 
 /// WAL size past which the memtables that pin the oldest WAL file are
 /// flushed.
@@ -412,6 +415,36 @@ impl Store for RocksStore {
             }
         }
         Ok(out)
+    }
+
+    async fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, TenantId, Token)>, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for item in db.iterator_cf(cf(&db, CF_EXPIRY)?, IteratorMode::Start) {
+                let (key, _) = item?;
+                let (at, tenant, token) = codec::decode_expiry_key(&key)?;
+                if at > now_ms || out.len() >= limit {
+                    break;
+                }
+                out.push((at, tenant, token));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("expiry scan task failed: {e}")))?
+    }
+
+    async fn delete_expired(
+        &self,
+        items: Vec<(u64, TenantId, Token)>,
+    ) -> Result<usize, StoreError> {
+        self.ask(|reply| Command::DeleteExpired { items, reply })
+            .await
     }
 
     async fn delete_tenant(

@@ -18,7 +18,8 @@ use rocksdb::{DB, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf, synced,
+    CF_EXPIRY, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf,
+    synced,
 };
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
@@ -61,6 +62,10 @@ pub(super) enum Command {
         tenant: TenantId,
         keys: Vec<(KeyLabel, KeyRecord)>,
         reply: Reply<u64>,
+    },
+    DeleteExpired {
+        items: Vec<(u64, TenantId, Token)>,
+        reply: Reply<usize>,
     },
     Close {
         counters: Vec<(KeyLabel, u64)>,
@@ -230,6 +235,13 @@ impl Group<'_> {
                 continue;
             }
             self.put(CF_TOKENS, token_key, item.entry.encode())?;
+            if let Some(at) = item.entry.meta.expires_ms {
+                self.put(
+                    CF_EXPIRY,
+                    codec::expiry_key(at, &item.tenant, &item.token),
+                    Vec::new(),
+                )?;
+            }
             if let (Some(fp_key), Some(fingerprint)) = (fp_key, &item.fingerprint) {
                 self.fingerprints_put.push(prefix(fingerprint));
                 self.put(CF_FINGERPRINTS, fp_key, item.token.as_bytes().to_vec())?;
@@ -262,6 +274,9 @@ impl Group<'_> {
         };
         let entry = TokenEntry::decode(&bytes)?;
         self.delete(CF_TOKENS, key)?;
+        if let Some(at) = entry.meta.expires_ms {
+            self.delete(CF_EXPIRY, codec::expiry_key(at, tenant, token))?;
+        }
         if let Some(fp) = entry.fingerprint {
             let fp_key = codec::fingerprint_key(tenant, &fp);
             // Remove the index entry only if it still points at this token.
@@ -270,6 +285,24 @@ impl Group<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// Deletes expired tokens that still carry their expiry time, and the
+    /// expiry index entries in any case.
+    fn delete_expired(&mut self, items: Vec<(u64, TenantId, Token)>) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for (at, tenant, token) in items {
+            let key = codec::token_key(&tenant, &token);
+            let still = match self.read(CF_TOKENS, &key)? {
+                Some(bytes) => TokenEntry::decode(&bytes)?.meta.expires_ms == Some(at),
+                None => false,
+            };
+            if still && self.delete_token(&tenant, &token)? {
+                deleted += 1;
+            }
+            self.delete(CF_EXPIRY, codec::expiry_key(at, &tenant, &token))?;
+        }
+        Ok(deleted)
     }
 
     /// Compare-and-swap of re-sealed records, then the checkpoint.
@@ -488,6 +521,10 @@ pub(super) fn run(
                     reply,
                 } => match group.delete_token(&tenant, &token) {
                     Ok(found) => pending.push(Pending::Flag(reply, found)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Command::DeleteExpired { items, reply } => match group.delete_expired(items) {
+                    Ok(deleted) => pending.push(Pending::Count(reply, deleted)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
                 Command::PutKeys {
