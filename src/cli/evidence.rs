@@ -544,7 +544,7 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
             "Account data storage is kept to a minimum (retention)",
             json!({
                 "tokens_per_tenant": tokens_per_tenant,
-                "token_expiry": "not offered: a token is kept until it is deleted (DELETE /v1/tokens/{token}) or its tenant is crypto-shredded",
+                "token_expiry": "a token made with ttl_s (1 s to ten years) answers 404 after its expiry and its record is deleted by a sweep every second; a token without ttl_s is kept until it is deleted (DELETE /v1/tokens/{token}) or its tenant is crypto-shredded",
                 "principals_allowed_to_delete": deleters,
                 "tenant_crypto_shred": format!("DELETE /v1/admin/tenants/{{tenant}}, approved by a second admin within {} s", config.keys.approval_ttl_s),
                 "security_codes": format!("held in memory only, for at most {} s, never written to disk; lost on restart", config.cvc.max_ttl_s),
