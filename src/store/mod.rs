@@ -32,6 +32,8 @@
 
 pub mod codec;
 #[cfg(feature = "vault")]
+pub mod postgres;
+#[cfg(feature = "vault")]
 pub mod rocksdb;
 
 use std::path::PathBuf;

@@ -15,10 +15,19 @@ use cardvault::{Expiry, Pan, TenantId, Token};
 
 use crate::common::synthetic_pan;
 
+/// A store being opened.
+pub type Opening<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Box<dyn Store>> + 'a>>;
+
 /// Opens (and reopens) one backend's store at one location.
 pub trait Backend {
     /// Opens the store; a second call after `close` or drop reopens the same data.
-    fn open(&self) -> Box<dyn Store>;
+    fn open(&self) -> Opening<'_>;
+    /// Whether the backend tells a clean shutdown from a crash (RocksDB's
+    /// marker). A shared database (PostgreSQL) cannot tell one node's stop
+    /// from another's and always answers "not clean", the safe side.
+    fn marks_clean_shutdown(&self) -> bool {
+        true
+    }
 }
 
 /// Real keys and records, so entries look exactly like the vault's.
@@ -91,7 +100,7 @@ async fn counter(store: &dyn Store, label: &KeyLabel) -> Option<u64> {
 }
 
 pub async fn a_fingerprint_keeps_its_first_token(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let (first, second) = (cards.token(1), cards.token(1));
     let out = store.insert(vec![cards.insert(1, first)]).await.unwrap();
@@ -120,7 +129,7 @@ pub async fn a_fingerprint_keeps_its_first_token(backend: &dyn Backend) {
 /// (and with marks taken before and after a store-wide churn of other
 /// inserts), the second insert still answers `Existing`.
 pub async fn a_stale_absence_never_overwrites(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let mark = store.read_mark();
     assert_eq!(
@@ -167,7 +176,7 @@ pub async fn a_stale_absence_never_overwrites(backend: &dyn Backend) {
 }
 
 pub async fn a_taken_token_is_a_collision_and_nothing_is_overwritten(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let token = cards.token(1);
     let original = cards.insert(1, token);
@@ -191,7 +200,7 @@ pub async fn a_taken_token_is_a_collision_and_nothing_is_overwritten(backend: &d
 }
 
 pub async fn items_of_one_call_are_checked_against_each_other(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let (a, b) = (cards.token(1), cards.token(3));
     let out = store
@@ -216,7 +225,7 @@ pub async fn items_of_one_call_are_checked_against_each_other(backend: &dyn Back
 }
 
 pub async fn concurrent_inserts_of_one_pan_yield_one_token(backend: &dyn Backend) {
-    let store: Arc<dyn Store> = Arc::from(backend.open());
+    let store: Arc<dyn Store> = Arc::from(backend.open().await);
     let cards = Arc::new(Cards::new());
     let mut tasks = Vec::new();
     for _ in 0..32 {
@@ -243,7 +252,7 @@ pub async fn acknowledged_writes_survive_a_reopen(backend: &dyn Backend) {
     let cards = Cards::new();
     let tokens: Vec<Token> = (0..50).map(|i| cards.token(100 + i)).collect();
     {
-        let store = backend.open();
+        let store = backend.open().await;
         let inserts = tokens
             .iter()
             .enumerate()
@@ -252,7 +261,7 @@ pub async fn acknowledged_writes_survive_a_reopen(backend: &dyn Backend) {
         store.insert(inserts).await.unwrap();
         // Dropped without close: no clean-shutdown marker.
     }
-    let store = backend.open();
+    let store = backend.open().await;
     assert!(!store.was_clean_shutdown());
     for (i, token) in tokens.iter().enumerate() {
         let entry = store.get_entry(&cards.tenant, token).await.unwrap();
@@ -266,13 +275,13 @@ pub async fn acknowledged_writes_survive_a_reopen(backend: &dyn Backend) {
         );
     }
     store.close(Vec::new()).await.unwrap();
-    let store = backend.open();
-    assert!(store.was_clean_shutdown());
+    let store = backend.open().await;
+    assert_eq!(store.was_clean_shutdown(), backend.marks_clean_shutdown());
     store.close(Vec::new()).await.unwrap();
 }
 
 pub async fn expiry_updates_and_deletes(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let token = cards.token(1);
     store.insert(vec![cards.insert(1, token)]).await.unwrap();
@@ -316,7 +325,7 @@ pub async fn expiry_updates_and_deletes(backend: &dyn Backend) {
 }
 
 pub async fn keys_and_counters(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let label = cards.label();
     let record = KeyRecord {
@@ -350,14 +359,14 @@ pub async fn keys_and_counters(backend: &dyn Backend) {
     assert_eq!(counter(store.as_ref(), &label).await, Some(100));
     // Close writes final counters, again never lower.
     store.close(vec![(label.clone(), 50)]).await.unwrap();
-    let store = backend.open();
+    let store = backend.open().await;
     assert_eq!(counter(store.as_ref(), &label).await, Some(100));
     store.close(Vec::new()).await.unwrap();
 }
 
 /// Runs every contract test on one backend, each test on a fresh location.
 pub async fn scans_and_reseals_compare_and_swap(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let tokens: Vec<Token> = (0..10).map(|i| cards.token(200 + i)).collect();
     let inserts = tokens
@@ -472,7 +481,7 @@ pub async fn scans_and_reseals_compare_and_swap(backend: &dyn Backend) {
 /// never before; deleted with their index entries in one call, only while
 /// they still carry that expiry; a PAN whose token expired gets a new one.
 pub async fn expiring_tokens_are_listed_and_swept(backend: &dyn Backend) {
-    let store = backend.open();
+    let store = backend.open().await;
     let cards = Cards::new();
     let mut items = Vec::new();
     for (i, at) in [(1u64, 5_000u64), (2, 1_000), (3, 9_000)] {
@@ -600,7 +609,7 @@ impl RocksBackend {
 }
 
 impl Backend for RocksBackend {
-    fn open(&self) -> Box<dyn Store> {
+    fn open(&self) -> Opening<'_> {
         let options = cardvault::store::rocksdb::StoreOptions {
             min_free_bytes: 0,
             // Small, so the suite's churn makes the writer forget and fall
@@ -608,11 +617,47 @@ impl Backend for RocksBackend {
             recent_fingerprints: 64,
             ..Default::default()
         };
-        Box::new(
-            cardvault::store::rocksdb::RocksStore::open(&self.dir.path().join("db"), &options)
-                .unwrap(),
-        )
+        let path = self.dir.path().join("db");
+        Box::pin(async move {
+            Box::new(cardvault::store::rocksdb::RocksStore::open(&path, &options).unwrap())
+                as Box<dyn Store>
+        })
+    }
+}
+
+/// A real PostgreSQL 15 started for the test (see `common::postgres`).
+pub struct PgBackend {
+    server: crate::common::postgres::Postgres,
+}
+
+impl PgBackend {
+    pub fn new() -> PgBackend {
+        PgBackend {
+            server: crate::common::postgres::Postgres::start(),
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    fn open(&self) -> Opening<'_> {
+        let settings = cardvault::store::postgres::PgSettings {
+            url: self.server.url().into(),
+            pool_size: 4,
+            ca_file: None,
+        };
+        Box::pin(async move {
+            Box::new(
+                cardvault::store::postgres::PgStore::connect(&settings)
+                    .await
+                    .unwrap(),
+            ) as Box<dyn Store>
+        })
+    }
+
+    fn marks_clean_shutdown(&self) -> bool {
+        false
     }
 }
 
 store_suite!(rocksdb, RocksBackend::new());
+store_suite!(postgres, PgBackend::new());

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod harness;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

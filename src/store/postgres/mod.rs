@@ -1,0 +1,664 @@
+//! The PostgreSQL backend: stateless vault nodes over one replicated
+//! database. tokio-postgres with a deadpool pool (both maintained, async,
+//! no OpenSSL: TLS to the database is rustls through
+//! tokio-postgres-rustls, which always verifies the server's certificate
+//! and name — `sslmode=verify-full` behaviour whatever the URL says).
+//!
+//! The contract of [`crate::store`] maps onto SQL as follows:
+//! - insert-if-absent: primary keys on (tenant, token) and (tenant,
+//!   fingerprint), `INSERT … ON CONFLICT DO NOTHING … RETURNING`, so the
+//!   same PAN tokenized concurrently on two nodes gets one token;
+//! - group commit: concurrent inserts on one node share one transaction of
+//!   multi-row statements ([`writer`]);
+//! - acknowledged means committed (`synchronous_commit` is left on; with a
+//!   synchronous standby it means on two machines);
+//! - encryption counters are per-node increments summed by the database, so
+//!   nodes sharing a data key never undercount its encryptions.
+//!
+//! A node on PostgreSQL opens no RocksDB. The URL's password never reaches a
+//! log, an error or [`Store::describe`].
+
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use super::codec::{self, KeyRecord, KeysEntry, TokenEntry};
+use super::{Checkpoint, Insert, InsertOutcome, Reseal, Store, StoreError, StoredKeys};
+use crate::crypto::{Fingerprint, KeyLabel};
+use crate::domain::{Expiry, TenantId, Token};
+pub use schema::SCHEMA_VERSION;
+use schema::pg;
+
+/// Where and how to reach the database.
+pub struct PgSettings {
+    /// libpq-style URL or key=value string (multi-host with
+    /// `target_session_attrs=read-write` follows a failover). Secret: it may
+    /// hold the password.
+    pub url: SecretString,
+    /// Connections per node.
+    pub pool_size: usize,
+    /// CA bundle for TLS to the database; required unless the URL says
+    /// `sslmode=disable`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Counter increments to add in one statement, and this node's new
+/// baselines once they are committed.
+pub(crate) struct Increments {
+    keys: Vec<Vec<u8>>,
+    tenants: Vec<String>,
+    deltas: Vec<i64>,
+    next: Vec<(Vec<u8>, u64)>,
+}
+
+impl Increments {
+    /// Adds them in `tx` (nothing to do when empty).
+    async fn add(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        if !self.keys.is_empty() {
+            tx.execute(ADD_COUNTERS, &[&self.keys, &self.tenants, &self.deltas])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-node increments of the encryption counters: what this node has
+/// written of each (the database holds the sum over nodes).
+#[derive(Default)]
+pub(crate) struct Baselines(Mutex<HashMap<Vec<u8>, u64>>);
+
+impl Baselines {
+    /// Turns absolute counts (this node's view) into increments; applied
+    /// with [`Baselines::commit`] once the write is durable.
+    pub(crate) fn deltas(&self, counters: &[(KeyLabel, u64)]) -> Increments {
+        let seen = self.0.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut highest: HashMap<Vec<u8>, (String, u64)> = HashMap::new();
+        for (label, value) in counters {
+            let key = codec::counter_key(label);
+            let slot = highest.entry(key).or_insert((label.tenant.to_string(), 0));
+            slot.1 = slot.1.max(*value);
+        }
+        let (mut keys, mut tenants, mut deltas, mut next) = (vec![], vec![], vec![], vec![]);
+        for (key, (tenant, value)) in highest {
+            let base = seen.get(&key).copied().unwrap_or(0);
+            if value > base {
+                keys.push(key.clone());
+                tenants.push(tenant);
+                deltas.push((value - base) as i64);
+                next.push((key, value));
+            }
+        }
+        Increments {
+            keys,
+            tenants,
+            deltas,
+            next,
+        }
+    }
+
+    pub(crate) fn commit(&self, next: Vec<(Vec<u8>, u64)>) {
+        if let Ok(mut m) = self.0.lock() {
+            for (key, value) in next {
+                let slot = m.entry(key).or_insert(0);
+                *slot = (*slot).max(value);
+            }
+        }
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    describe: String,
+    inserts: mpsc::Sender<writer::Job>,
+    baselines: Arc<Baselines>,
+}
+
+/// The counters upsert: an increment per node.
+const ADD_COUNTERS: &str = "INSERT INTO cardvault_counters (key, tenant, value) \
+     SELECT * FROM unnest($1::bytea[], $2::text[], $3::int8[]) \
+     ON CONFLICT (key) DO UPDATE SET value = cardvault_counters.value + EXCLUDED.value";
+
+impl PgStore {
+    /// Connects (the pool opens connections on demand; one is opened now to
+    /// check the URL and apply migrations) and starts the insert writer.
+    pub async fn connect(settings: &PgSettings) -> Result<PgStore, StoreError> {
+        // tokio-postgres knows disable/prefer/require; rustls always
+        // verifies, so verify-full and verify-ca mean require here.
+        let url = Zeroizing::new(
+            settings
+                .url
+                .expose_secret()
+                .replace("sslmode=verify-full", "sslmode=require")
+                .replace("sslmode=verify-ca", "sslmode=require"),
+        );
+        let config = tokio_postgres::Config::from_str(&url).map_err(|_| {
+            StoreError::Backend("storage.url is not a PostgreSQL connection string".into())
+        })?;
+        let describe = describe(&config);
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match (&settings.ca_file, config.get_ssl_mode()) {
+            (Some(ca), _) => Manager::from_config(config, tls(ca)?, manager_config),
+            (None, tokio_postgres::config::SslMode::Disable) => {
+                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+            }
+            (None, _) => {
+                return Err(StoreError::Backend(
+                    "storage.ca_file is required for TLS to PostgreSQL (or sslmode=disable in storage.url)"
+                        .into(),
+                ));
+            }
+        };
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        schema::migrate(&mut client, &describe).await?;
+        drop(client);
+        let baselines = Arc::new(Baselines::default());
+        let (inserts, jobs) = mpsc::channel(1024);
+        tokio::spawn(writer::run(pool.clone(), jobs, Arc::clone(&baselines)));
+        Ok(PgStore {
+            pool,
+            describe,
+            inserts,
+            baselines,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+/// Hosts, ports, database and user — never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+            tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let problem = |e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("storage.ca_file {}: {e}", ca.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| problem(&e))? {
+        roots
+            .add(cert.map_err(|e| problem(&e))?)
+            .map_err(|e| problem(&e))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| problem(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => StoreError::Backend(format!("postgres pool: {other}")),
+    }
+}
+
+fn bad_token(what: &'static str) -> StoreError {
+    StoreError::Corrupt(codec::CodecError::InvalidField {
+        what,
+        field: "token",
+    })
+}
+
+fn token_of(text: &str, what: &'static str) -> Result<Token, StoreError> {
+    Token::parse(text).map_err(|_| bad_token(what))
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    /// Counters are summed per node increments, never a stale snapshot, so
+    /// there is no "unclean shutdown" to make up for; the keyring still
+    /// adds its margin (the safe side) since a node's unwritten count is
+    /// lost with it.
+    fn was_clean_shutdown(&self) -> bool {
+        false
+    }
+
+    async fn get_entry(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+    ) -> Result<Option<TokenEntry>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT entry FROM cardvault_tokens WHERE tenant = $1 AND token = $2",
+                &[&tenant.as_str(), &token.as_str()],
+            )
+            .await
+            .map_err(pg)?;
+        row.map(|r| TokenEntry::decode(r.get::<_, &[u8]>(0)).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn get_token_for(
+        &self,
+        tenant: &TenantId,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Token>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT token FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2",
+                &[&tenant.as_str(), &fingerprint.as_bytes().as_slice()],
+            )
+            .await
+            .map_err(pg)?;
+        row.map(|r| token_of(r.get(0), "fingerprint entry"))
+            .transpose()
+    }
+
+    async fn load_keys(&self) -> Result<StoredKeys, StoreError> {
+        let client = self.client().await?;
+        let mut stored = StoredKeys::default();
+        for row in client
+            .query("SELECT key, record FROM cardvault_keys", &[])
+            .await
+            .map_err(pg)?
+        {
+            if let KeysEntry::Wrapped(label) = codec::decode_keys_key(row.get(0))? {
+                stored
+                    .keys
+                    .push((label, KeyRecord::decode(row.get::<_, &[u8]>(1))?));
+            }
+        }
+        let mut seen = Vec::new();
+        for row in client
+            .query("SELECT key, value FROM cardvault_counters", &[])
+            .await
+            .map_err(pg)?
+        {
+            let key: &[u8] = row.get(0);
+            let value = row.get::<_, i64>(1).max(0) as u64;
+            if let KeysEntry::Counter(label) = codec::decode_keys_key(key)? {
+                stored.counters.push((label, value));
+                seen.push((key.to_vec(), value));
+            }
+        }
+        // What is stored now is this node's starting point: only what it
+        // seals from here on is added.
+        self.baselines.commit(seen);
+        Ok(stored)
+    }
+
+    async fn insert(&self, items: Vec<Insert>) -> Result<Vec<InsertOutcome>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inserts
+            .send(writer::Job { items, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn update_expiry(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+        expiry: Expiry,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT entry FROM cardvault_tokens WHERE tenant = $1 AND token = $2 FOR UPDATE",
+                &[&tenant.as_str(), &token.as_str()],
+            )
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(false);
+        };
+        let mut entry = TokenEntry::decode(row.get::<_, &[u8]>(0))?;
+        entry.meta.expiry = Some(expiry);
+        tx.execute(
+            "UPDATE cardvault_tokens SET entry = $3 WHERE tenant = $1 AND token = $2",
+            &[&tenant.as_str(), &token.as_str(), &entry.encode()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(true)
+    }
+
+    async fn delete(&self, tenant: &TenantId, token: &Token) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let deleted = delete_token(&tx, tenant, token, None).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(deleted)
+    }
+
+    async fn put_keys(
+        &self,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        counters: Vec<(KeyLabel, u64)>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        for (label, record) in &keys {
+            tx.execute(
+                "INSERT INTO cardvault_keys (key, tenant, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                &[
+                    &codec::wrapped_key_key(label),
+                    &label.tenant.as_str(),
+                    &record.encode(),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        let increments = self.baselines.deltas(&counters);
+        increments.add(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        self.baselines.commit(increments.next);
+        Ok(())
+    }
+
+    async fn scan_entries(
+        &self,
+        tenant: &TenantId,
+        after: Option<Token>,
+        limit: usize,
+    ) -> Result<Vec<(Token, TokenEntry)>, StoreError> {
+        let client = self.client().await?;
+        let after = after.map(|t| t.to_string()).unwrap_or_default();
+        let rows = client
+            .query(
+                "SELECT token, entry FROM cardvault_tokens WHERE tenant = $1 AND token > $2 \
+                 ORDER BY token LIMIT $3",
+                &[&tenant.as_str(), &after, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    token_of(r.get(0), "token entry")?,
+                    TokenEntry::decode(r.get::<_, &[u8]>(1))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn reseal(
+        &self,
+        tenant: &TenantId,
+        items: Vec<Reseal>,
+        counters: Vec<(KeyLabel, u64)>,
+        checkpoint: Checkpoint,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let mut replaced = 0;
+        for item in items {
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT entry FROM cardvault_tokens WHERE tenant = $1 AND token = $2 FOR UPDATE",
+                    &[&tenant.as_str(), &item.token.as_str()],
+                )
+                .await
+                .map_err(pg)?
+            else {
+                continue;
+            };
+            let mut entry = TokenEntry::decode(row.get::<_, &[u8]>(0))?;
+            if entry.record != item.expected {
+                continue;
+            }
+            entry.record = item.record;
+            if let Some((old, new)) = item.fingerprint
+                && entry.fingerprint == Some(old)
+            {
+                tx.execute(
+                    "DELETE FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2 AND token = $3",
+                    &[&tenant.as_str(), &old.as_bytes().as_slice(), &item.token.as_str()],
+                )
+                .await
+                .map_err(pg)?;
+                tx.execute(
+                    "INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                    &[&tenant.as_str(), &new.as_bytes().as_slice(), &item.token.as_str()],
+                )
+                .await
+                .map_err(pg)?;
+                entry.fingerprint = Some(new);
+            }
+            tx.execute(
+                "UPDATE cardvault_tokens SET entry = $3 WHERE tenant = $1 AND token = $2",
+                &[&tenant.as_str(), &item.token.as_str(), &entry.encode()],
+            )
+            .await
+            .map_err(pg)?;
+            replaced += 1;
+        }
+        let increments = self.baselines.deltas(&counters);
+        increments.add(&tx).await?;
+        match checkpoint {
+            Checkpoint::Set(bytes) => tx
+                .execute(
+                    "INSERT INTO cardvault_checkpoints (tenant, data) VALUES ($1, $2) \
+                     ON CONFLICT (tenant) DO UPDATE SET data = EXCLUDED.data",
+                    &[&tenant.as_str(), &bytes],
+                )
+                .await
+                .map_err(pg)?,
+            Checkpoint::Clear => tx
+                .execute(
+                    "DELETE FROM cardvault_checkpoints WHERE tenant = $1",
+                    &[&tenant.as_str()],
+                )
+                .await
+                .map_err(pg)?,
+        };
+        tx.commit().await.map_err(pg)?;
+        self.baselines.commit(increments.next);
+        Ok(replaced)
+    }
+
+    async fn checkpoint(&self, tenant: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT data FROM cardvault_checkpoints WHERE tenant = $1",
+                &[&tenant.as_str()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<TenantId>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT tenant FROM cardvault_checkpoints", &[])
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| TenantId::parse(r.get::<_, &str>(0)).ok())
+            .collect())
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant: &TenantId,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let t = tenant.as_str();
+        let count = tx
+            .execute("DELETE FROM cardvault_tokens WHERE tenant = $1", &[&t])
+            .await
+            .map_err(pg)?;
+        for statement in [
+            "DELETE FROM cardvault_fingerprints WHERE tenant = $1",
+            "DELETE FROM cardvault_counters WHERE tenant = $1",
+            "DELETE FROM cardvault_checkpoints WHERE tenant = $1",
+        ] {
+            tx.execute(statement, &[&t]).await.map_err(pg)?;
+        }
+        for (label, record) in &keys {
+            tx.execute(
+                "INSERT INTO cardvault_keys (key, tenant, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                &[&codec::wrapped_key_key(label), &t, &record.encode()],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(count)
+    }
+
+    async fn expired(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, TenantId, Token)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT expires_ms, tenant, token FROM cardvault_tokens \
+                 WHERE expires_ms IS NOT NULL AND expires_ms <= $1 ORDER BY expires_ms LIMIT $2",
+                &[&(now_ms.min(i64::MAX as u64) as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let tenant = TenantId::parse(r.get::<_, &str>(1)).map_err(|_| {
+                    StoreError::Corrupt(codec::CodecError::InvalidField {
+                        what: "token entry",
+                        field: "tenant",
+                    })
+                })?;
+                Ok((
+                    r.get::<_, i64>(0) as u64,
+                    tenant,
+                    token_of(r.get(2), "token entry")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_expired(
+        &self,
+        items: Vec<(u64, TenantId, Token)>,
+    ) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let mut deleted = 0;
+        for (at, tenant, token) in &items {
+            if delete_token(&tx, tenant, token, Some(*at)).await? {
+                deleted += 1;
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(deleted)
+    }
+
+    async fn compact(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .batch_execute("VACUUM (FULL) cardvault_tokens, cardvault_fingerprints")
+            .await
+            .map_err(pg)
+    }
+
+    async fn close(self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
+        self.put_keys(Vec::new(), counters).await?;
+        self.pool.close();
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Deletes `token` and its fingerprint index entry (if it still points at
+/// the token) in `tx`; with `expires_ms`, only if the entry still expires
+/// then. Whether it was there.
+async fn delete_token(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    token: &Token,
+    expires_ms: Option<u64>,
+) -> Result<bool, StoreError> {
+    let row = match expires_ms {
+        None => tx
+            .query_opt(
+                "DELETE FROM cardvault_tokens WHERE tenant = $1 AND token = $2 RETURNING entry",
+                &[&tenant.as_str(), &token.as_str()],
+            )
+            .await
+            .map_err(pg)?,
+        Some(at) => tx
+            .query_opt(
+                "DELETE FROM cardvault_tokens WHERE tenant = $1 AND token = $2 AND expires_ms = $3 \
+                 RETURNING entry",
+                &[&tenant.as_str(), &token.as_str(), &(at as i64)],
+            )
+            .await
+            .map_err(pg)?,
+    };
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let entry = TokenEntry::decode(row.get::<_, &[u8]>(0))?;
+    if let Some(fp) = entry.fingerprint {
+        tx.execute(
+            "DELETE FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2 AND token = $3",
+            &[&tenant.as_str(), &fp.as_bytes().as_slice(), &token.as_str()],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(true)
+}

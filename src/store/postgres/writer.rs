@@ -1,0 +1,236 @@
+//! Group commit for PostgreSQL: every insert queued while the previous
+//! transaction ran goes into the next one, as multi-row statements —
+//! fingerprints first (`ON CONFLICT DO NOTHING RETURNING`: the PAN's
+//! existing token otherwise), then tokens (a taken token is a collision and
+//! its just-written index entry is removed again), then the counters — and
+//! every caller gets its outcomes once the transaction has committed. A
+//! failed transaction fails every caller of its group; nothing is
+//! acknowledged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema::pg;
+use super::{Baselines, pool_error, token_of};
+use crate::crypto::KeyLabel;
+use crate::store::{Insert, InsertOutcome, StoreError};
+
+/// Inserts queued at most in one transaction.
+const MAX_GROUP: usize = 1024;
+
+/// One caller's inserts and where its outcomes go.
+pub(super) struct Job {
+    pub(super) items: Vec<Insert>,
+    pub(super) reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
+}
+
+/// The writer task: one transaction per group until the store is dropped.
+pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Arc<Baselines>) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<&Insert> = group.iter().flat_map(|j| j.items.iter()).collect();
+        match commit(&pool, &items, &baselines).await {
+            Ok(mut outcomes) => {
+                for job in group {
+                    let rest = outcomes.split_off(job.items.len());
+                    let _ = job.reply.send(Ok(outcomes));
+                    outcomes = rest;
+                }
+            }
+            Err(e) => {
+                for job in group {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(
+    pool: &Pool,
+    items: &[&Insert],
+    baselines: &Baselines,
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; items.len()];
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg)?;
+
+    // 1. Fingerprints: the first writer of each (tenant, fingerprint) wins.
+    let with_fp: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].fingerprint.is_some())
+        .collect();
+    let mut fp_won: HashSet<usize> = HashSet::new();
+    if !with_fp.is_empty() {
+        let tenants: Vec<&str> = with_fp.iter().map(|&i| items[i].tenant.as_str()).collect();
+        let fps: Vec<&[u8]> = with_fp
+            .iter()
+            .filter_map(|&i| {
+                items[i]
+                    .fingerprint
+                    .as_ref()
+                    .map(|f| f.as_bytes().as_slice())
+            })
+            .collect();
+        let tokens: Vec<&str> = with_fp.iter().map(|&i| items[i].token.as_str()).collect();
+        let rows = tx
+            .query(
+                "INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING tenant, fingerprint, token",
+                &[&tenants, &fps, &tokens],
+            )
+            .await
+            .map_err(pg)?;
+        let mut won: HashSet<(String, Vec<u8>, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        for &i in &with_fp {
+            let key = (
+                items[i].tenant.to_string(),
+                items[i]
+                    .fingerprint
+                    .map(|f| f.as_bytes().to_vec())
+                    .unwrap_or_default(),
+                items[i].token.to_string(),
+            );
+            // Taken out so a duplicate item of the same call loses.
+            if won.remove(&key) {
+                fp_won.insert(i);
+            }
+        }
+        let lost: Vec<usize> = with_fp
+            .iter()
+            .copied()
+            .filter(|i| !fp_won.contains(i))
+            .collect();
+        if !lost.is_empty() {
+            let tenants: Vec<&str> = lost.iter().map(|&i| items[i].tenant.as_str()).collect();
+            let fps: Vec<&[u8]> = lost
+                .iter()
+                .filter_map(|&i| {
+                    items[i]
+                        .fingerprint
+                        .as_ref()
+                        .map(|f| f.as_bytes().as_slice())
+                })
+                .collect();
+            let rows = tx
+                .query(
+                    "SELECT f.tenant, f.fingerprint, f.token FROM cardvault_fingerprints f \
+                     JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, fp) \
+                     ON f.tenant = w.tenant AND f.fingerprint = w.fp",
+                    &[&tenants, &fps],
+                )
+                .await
+                .map_err(pg)?;
+            let holders: HashMap<(String, Vec<u8>), String> = rows
+                .iter()
+                .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+                .collect();
+            for &i in &lost {
+                let key = (
+                    items[i].tenant.to_string(),
+                    items[i]
+                        .fingerprint
+                        .map(|f| f.as_bytes().to_vec())
+                        .unwrap_or_default(),
+                );
+                let holder = holders.get(&key).ok_or_else(|| {
+                    StoreError::Backend("a fingerprint vanished during insert".into())
+                })?;
+                outcomes[i] = Some(InsertOutcome::Existing(token_of(
+                    holder,
+                    "fingerprint entry",
+                )?));
+            }
+        }
+    }
+
+    // 2. Tokens, for the items still in: a taken token is a collision.
+    let candidates: Vec<usize> = (0..items.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    if !candidates.is_empty() {
+        let tenants: Vec<&str> = candidates
+            .iter()
+            .map(|&i| items[i].tenant.as_str())
+            .collect();
+        let tokens: Vec<&str> = candidates
+            .iter()
+            .map(|&i| items[i].token.as_str())
+            .collect();
+        let entries: Vec<Vec<u8>> = candidates
+            .iter()
+            .map(|&i| items[i].entry.encode())
+            .collect();
+        let expires: Vec<Option<i64>> = candidates
+            .iter()
+            .map(|&i| items[i].entry.meta.expires_ms.map(|t| t as i64))
+            .collect();
+        let rows = tx
+            .query(
+                "INSERT INTO cardvault_tokens (tenant, token, entry, expires_ms) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[]) \
+                 ON CONFLICT DO NOTHING RETURNING tenant, token",
+                &[&tenants, &tokens, &entries, &expires],
+            )
+            .await
+            .map_err(pg)?;
+        let mut stored: HashSet<(String, String)> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut undo = Vec::new();
+        for &i in &candidates {
+            let key = (items[i].tenant.to_string(), items[i].token.to_string());
+            if stored.remove(&key) {
+                outcomes[i] = Some(InsertOutcome::Inserted);
+            } else {
+                outcomes[i] = Some(InsertOutcome::TokenCollision);
+                if fp_won.contains(&i) {
+                    undo.push(i);
+                }
+            }
+        }
+        if !undo.is_empty() {
+            let tenants: Vec<&str> = undo.iter().map(|&i| items[i].tenant.as_str()).collect();
+            let fps: Vec<&[u8]> = undo
+                .iter()
+                .filter_map(|&i| {
+                    items[i]
+                        .fingerprint
+                        .as_ref()
+                        .map(|f| f.as_bytes().as_slice())
+                })
+                .collect();
+            let tokens: Vec<&str> = undo.iter().map(|&i| items[i].token.as_str()).collect();
+            tx.execute(
+                "DELETE FROM cardvault_fingerprints f USING unnest($1::text[], $2::bytea[], $3::text[]) \
+                 AS d(tenant, fp, token) \
+                 WHERE f.tenant = d.tenant AND f.fingerprint = d.fp AND f.token = d.token",
+                &[&tenants, &fps, &tokens],
+            )
+            .await
+            .map_err(pg)?;
+        }
+    }
+
+    // 3. Counters: the seals happened whatever the outcomes.
+    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
+    let increments = baselines.deltas(&counters);
+    increments.add(&tx).await?;
+    tx.commit().await.map_err(pg)?;
+    baselines.commit(increments.next);
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(InsertOutcome::TokenCollision))
+        .collect())
+}
