@@ -103,16 +103,30 @@ impl Service {
         };
         options.store.min_free_bytes = config.storage.min_free_bytes;
         options.store.block_cache_bytes = config.storage.block_cache_bytes.get();
+        // A node on PostgreSQL opens no RocksDB; its data directory keeps
+        // only its lock and custody files.
+        let shared: Option<Box<dyn crate::store::Store>> = match config.storage.backend {
+            crate::config::StorageBackend::Rocksdb => None,
+            crate::config::StorageBackend::Postgres => Some(Box::new(
+                crate::store::postgres::PgStore::connect(&config.storage.postgres()?).await?,
+            )),
+        };
         let (vault, custody) = match kek {
             Kek::Ready(provider) => {
                 pending.start(provider.as_ref()).map_err(|(_, e)| e)?;
-                let vault = Arc::new(Vault::open(&config.storage.data_dir, provider, options)?);
+                let vault = Arc::new(match shared {
+                    Some(store) => Vault::with_store(store, provider, options).await?,
+                    None => Vault::open(&config.storage.data_dir, provider, options)?,
+                });
                 let custody =
                     Custody::fixed(Arc::clone(&vault), source.clone(), &config.storage.data_dir);
                 (vault, custody)
             }
             Kek::Sealed(set_file) => {
-                let vault = Arc::new(Vault::open_sealed(&config.storage.data_dir, options)?);
+                let vault = Arc::new(match shared {
+                    Some(store) => Vault::with_store_sealed(store, options),
+                    None => Vault::open_sealed(&config.storage.data_dir, options)?,
+                });
                 let custody =
                     Custody::sealed(Arc::clone(&vault), pending, source.clone(), set_file)?;
                 tracing::warn!(

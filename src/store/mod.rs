@@ -211,6 +211,17 @@ pub trait Store: Send + Sync {
         counters: Vec<(KeyLabel, u64)>,
     ) -> Result<(), StoreError>;
 
+    /// Writes a tenant's first key records and counters only if none of
+    /// those records exists yet; `false` (nothing written) when another
+    /// node created them first. A single-process backend may simply write.
+    async fn create_keys(
+        &self,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        counters: Vec<(KeyLabel, u64)>,
+    ) -> Result<bool, StoreError> {
+        self.put_keys(keys, counters).await.map(|()| true)
+    }
+
     /// Up to `limit` entries of `tenant` in token order, after `after`
     /// (from the first when `None`). Entries written concurrently may or
     /// may not be seen.

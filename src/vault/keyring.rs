@@ -372,6 +372,10 @@ impl Keyring {
         if let Some(keys) = self.get(tenant) {
             return Ok(keys);
         }
+        // A shared store may hold keys another node created.
+        if let Some(keys) = self.refresh(store, tenant).await? {
+            return Ok(keys);
+        }
         let now = now_ms();
         let dek_label = KeyLabel {
             tenant: tenant.clone(),
@@ -401,8 +405,8 @@ impl Keyring {
             wrapped_next,
         };
         let fp_record_kept = fp_record.clone();
-        store
-            .put_keys(
+        let created = store
+            .create_keys(
                 vec![
                     (dek_label.clone(), dek_record.clone()),
                     (fp_label, fp_record),
@@ -410,6 +414,12 @@ impl Keyring {
                 vec![(dek_label, 0)],
             )
             .await?;
+        if !created {
+            // Another node of a shared store was first: use its keys.
+            return self.refresh(store, tenant).await?.ok_or_else(|| {
+                VaultError::KeyState(tenant.clone(), "keys vanished while created")
+            });
+        }
         let mut versions = HashMap::new();
         versions.insert(
             1,
@@ -443,6 +453,46 @@ impl Keyring {
                 .with_detail("pan-encryption v1, fingerprint v1"),
         );
         Ok(keys)
+    }
+
+    /// Reads `tenant`'s key records from the store again and replaces what
+    /// the keyring holds for it: keys another node of a shared store
+    /// created or rotated. `None` if the store has none.
+    pub(super) async fn refresh(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<TenantKeys>>, VaultError> {
+        let stored = store.load_keys().await?;
+        let mine = StoredKeys {
+            keys: stored
+                .keys
+                .into_iter()
+                .filter(|(l, _)| l.tenant == *tenant)
+                .collect(),
+            counters: stored
+                .counters
+                .into_iter()
+                .filter(|(l, _)| l.tenant == *tenant)
+                .collect(),
+        };
+        if mine.keys.is_empty() {
+            return Ok(None);
+        }
+        let provider = self.provider()?;
+        let margin = if self.counters_exact.load(Ordering::Acquire) {
+            0
+        } else {
+            UNCLEAN_SHUTDOWN_COUNTER_MARGIN
+        };
+        let (mut tenants, _, _) = unwrap_all(provider.as_ref(), mine, margin)?;
+        let Some(keys) = tenants.remove(tenant) else {
+            return Ok(None);
+        };
+        if let Ok(mut map) = self.tenants.write() {
+            map.insert(tenant.clone(), Arc::clone(&keys));
+        }
+        Ok(Some(keys))
     }
 
     /// Makes a new data-key version active for `tenant`; older versions

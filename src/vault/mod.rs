@@ -216,6 +216,20 @@ impl Vault {
         })
     }
 
+    /// [`Vault::open_sealed`] over any [`Store`].
+    pub fn with_store_sealed(store: Box<dyn Store>, options: VaultOptions) -> Vault {
+        let keys = Keyring::sealed(
+            store.was_clean_shutdown(),
+            rotation_policy(&options),
+            options.audit.clone(),
+        );
+        Vault {
+            store,
+            keys,
+            options,
+        }
+    }
+
     /// The KEK provider as it describes itself (`key file …`, `PKCS#11 token
     /// … key …`, `custodian shares (set …)`), or `sealed`. Never key material.
     pub fn describe_kek(&self) -> String {
@@ -562,7 +576,18 @@ impl Vault {
         let keys = self.keys.require(tenant)?;
         let entry = self.entry(tenant, token).await?;
         let view = RecordView::decode(&entry.record)?;
-        let dek = keys.opener(view.dek_version())?;
+        let dek = match keys.opener(view.dek_version()) {
+            Ok(dek) => dek,
+            // A version this node has not seen: another node of a shared
+            // store rotated. Read the keys again, once.
+            Err(VaultError::MissingKeyVersion { .. }) => self
+                .keys
+                .refresh(self.store.as_ref(), tenant)
+                .await?
+                .ok_or(VaultError::TokenNotFound)?
+                .opener(view.dek_version())?,
+            Err(e) => return Err(e),
+        };
         let pan = view.open(&dek, tenant, token)?;
         Ok(Revealed {
             pan,

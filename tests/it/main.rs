@@ -17,6 +17,7 @@ mod leak;
 mod lifecycle;
 mod load;
 mod portable;
+mod postgres;
 mod proxy;
 mod scan;
 mod server;

@@ -82,7 +82,8 @@ impl Baselines {
     /// with [`Baselines::commit`] once the write is durable.
     pub(crate) fn deltas(&self, counters: &[(KeyLabel, u64)]) -> Increments {
         let seen = self.0.lock().map(|m| m.clone()).unwrap_or_default();
-        let mut highest: HashMap<Vec<u8>, (String, u64)> = HashMap::new();
+        // Sorted by key: concurrent transactions lock counter rows in one order.
+        let mut highest: std::collections::BTreeMap<Vec<u8>, (String, u64)> = Default::default();
         for (label, value) in counters {
             let key = codec::counter_key(label);
             let slot = highest.entry(key).or_insert((label.tenant.to_string(), 0));
@@ -396,6 +397,38 @@ impl Store for PgStore {
         tx.commit().await.map_err(pg)?;
         self.baselines.commit(increments.next);
         Ok(())
+    }
+
+    async fn create_keys(
+        &self,
+        keys: Vec<(KeyLabel, KeyRecord)>,
+        counters: Vec<(KeyLabel, u64)>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        for (label, record) in &keys {
+            let written = tx
+                .execute(
+                    "INSERT INTO cardvault_keys (key, tenant, record) VALUES ($1, $2, $3)                      ON CONFLICT (key) DO NOTHING",
+                    &[
+                        &codec::wrapped_key_key(label),
+                        &label.tenant.as_str(),
+                        &record.encode(),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            if written == 0 {
+                // Another node made this tenant's keys first: keep theirs.
+                tx.rollback().await.map_err(pg)?;
+                return Ok(false);
+            }
+        }
+        let increments = self.baselines.deltas(&counters);
+        increments.add(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        self.baselines.commit(increments.next);
+        Ok(true)
     }
 
     async fn scan_entries(

@@ -38,7 +38,18 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Ar
             }
         }
         let items: Vec<&Insert> = group.iter().flat_map(|j| j.items.iter()).collect();
-        match commit(&pool, &items, &baselines).await {
+        let mut result = commit(&pool, &items, &baselines).await;
+        // Transactions of several nodes can still deadlock or fail to
+        // serialize under contention; the group is simply run again.
+        for _ in 0..5 {
+            match &result {
+                Err(StoreError::Backend(message)) if retryable(message) => {
+                    result = commit(&pool, &items, &baselines).await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(mut outcomes) => {
                 for job in group {
                     let rest = outcomes.split_off(job.items.len());
@@ -55,6 +66,12 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Ar
     }
 }
 
+/// A deadlock (40P01) or serialization failure (40001): nothing was
+/// written, and running the same transaction again is safe.
+fn retryable(message: &str) -> bool {
+    message.starts_with("postgres: 40P01") || message.starts_with("postgres: 40001")
+}
+
 async fn commit(
     pool: &Pool,
     items: &[&Insert],
@@ -65,9 +82,23 @@ async fn commit(
     let tx = client.transaction().await.map_err(pg)?;
 
     // 1. Fingerprints: the first writer of each (tenant, fingerprint) wins.
-    let with_fp: Vec<usize> = (0..items.len())
+    // Rows go in key order, so concurrent transactions of several nodes
+    // take their locks in one order and do not deadlock.
+    let mut with_fp: Vec<usize> = (0..items.len())
         .filter(|&i| items[i].fingerprint.is_some())
         .collect();
+    with_fp.sort_by(|&a, &b| {
+        (
+            items[a].tenant.as_str(),
+            items[a].fingerprint.map(|f| *f.as_bytes()),
+            a,
+        )
+            .cmp(&(
+                items[b].tenant.as_str(),
+                items[b].fingerprint.map(|f| *f.as_bytes()),
+                b,
+            ))
+    });
     let mut fp_won: HashSet<usize> = HashSet::new();
     if !with_fp.is_empty() {
         let tenants: Vec<&str> = with_fp.iter().map(|&i| items[i].tenant.as_str()).collect();
@@ -157,9 +188,16 @@ async fn commit(
     }
 
     // 2. Tokens, for the items still in: a taken token is a collision.
-    let candidates: Vec<usize> = (0..items.len())
+    let mut candidates: Vec<usize> = (0..items.len())
         .filter(|&i| outcomes[i].is_none())
         .collect();
+    candidates.sort_by(|&a, &b| {
+        (items[a].tenant.as_str(), items[a].token.as_str(), a).cmp(&(
+            items[b].tenant.as_str(),
+            items[b].token.as_str(),
+            b,
+        ))
+    });
     if !candidates.is_empty() {
         let tenants: Vec<&str> = candidates
             .iter()

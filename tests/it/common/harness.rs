@@ -50,6 +50,10 @@ impl Harness {
             },
             kek: None,
             storage: StorageConfig {
+                backend: Default::default(),
+                url: None,
+                pool_size: std::num::NonZeroUsize::new(4).unwrap(),
+                ca_file: None,
                 data_dir: dir.path().join("db"),
                 key_file: Some(dir.path().join("kek.key")),
                 min_free_bytes: 1 << 20,
