@@ -23,7 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::approvals::{Action, approval_error};
+use super::approvals::{Action, approval_error, ask, requested_tenant};
 use super::audited::Audited;
 use super::error::{ApiError, ErrorObject};
 use super::identity::Caller;
@@ -202,34 +202,25 @@ pub async fn export_request(
 ) -> Result<Response, ApiError> {
     let mut audited = Audited::open(&state.audit, EventKind::ApprovalRequested, &caller, &rid);
     let result = async {
-        caller.require(Role::Admin)?;
-        let tenant = TenantId::parse(&tenant)
-            .map_err(|_| ApiError::InvalidRequest("not a valid tenant name"))?;
-        audited.event().tenant = Some(tenant.to_string());
-        if !caller.admin_reaches(&tenant) {
-            return Err(ApiError::Forbidden);
-        }
+        let tenant = requested_tenant(&caller, &mut audited, &tenant)?;
         let body: ExportRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         let recipient = age::x25519::Recipient::from_str(body.recipient.trim()).map_err(|_| {
             ApiError::InvalidRequest("recipient must be an age X25519 public key (age1…)")
         })?;
-        let pending = state
-            .approvals
-            .request(
-                Action::ExportTenant {
-                    tenant: tenant.to_string(),
-                    recipient: recipient.to_string(),
-                },
-                tenant,
-                &caller.principal.to_string(),
-            )
-            .map_err(|e| approval_error(&e))?;
-        audited.event().detail = Some(format!(
-            "export_tenant to {recipient}, approval {}; another admin must approve it",
-            pending.id
-        ));
-        Ok(json(StatusCode::ACCEPTED, &pending))
+        let action = Action::ExportTenant {
+            tenant: tenant.to_string(),
+            recipient: recipient.to_string(),
+        };
+        let what = format!("export_tenant to {recipient}");
+        ask(
+            &state.approvals,
+            &caller,
+            &mut audited,
+            action,
+            tenant,
+            &what,
+        )
     }
     .await;
     audited.close(result)

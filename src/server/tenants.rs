@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::approvals::{Action, ApprovalError, Pending, approval_error};
+use super::approvals::{Action, ApprovalError, Pending, approval_error, ask, requested_tenant};
 use super::audited::Audited;
 use super::error::{ApiError, admin_key_error};
 use super::identity::Caller;
@@ -22,7 +22,6 @@ use super::response::json;
 use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
-use crate::domain::TenantId;
 
 /// `DELETE /v1/admin/tenants/{tenant}`: 202 with the pending approval.
 pub async fn shred_request(
@@ -33,28 +32,18 @@ pub async fn shred_request(
 ) -> Result<Response, ApiError> {
     let mut audited = Audited::open(&state.audit, EventKind::ApprovalRequested, &caller, &rid);
     let result = async {
-        caller.require(Role::Admin)?;
-        let tenant = TenantId::parse(&tenant)
-            .map_err(|_| ApiError::InvalidRequest("not a valid tenant name"))?;
-        audited.event().tenant = Some(tenant.to_string());
-        if !caller.admin_reaches(&tenant) {
-            return Err(ApiError::Forbidden);
-        }
-        let pending = state
-            .approvals
-            .request(
-                Action::ShredTenant {
-                    tenant: tenant.to_string(),
-                },
-                tenant,
-                &caller.principal.to_string(),
-            )
-            .map_err(|e| approval_error(&e))?;
-        audited.event().detail = Some(format!(
-            "shred_tenant, approval {}; another admin must approve it",
-            pending.id
-        ));
-        Ok(json(StatusCode::ACCEPTED, &pending))
+        let tenant = requested_tenant(&caller, &mut audited, &tenant)?;
+        let action = Action::ShredTenant {
+            tenant: tenant.to_string(),
+        };
+        ask(
+            &state.approvals,
+            &caller,
+            &mut audited,
+            action,
+            tenant,
+            "shred_tenant",
+        )
     }
     .await;
     audited.close(result)

@@ -120,37 +120,17 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
     }
 
     // Nothing plaintext in PostgreSQL: a dump and the data directory.
-    let dump = std::process::Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(Postgres::bin("pg_dump"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
-        .output()
-        .unwrap();
-    let dump = if dump.status.success() {
-        dump.stdout
-    } else {
-        std::process::Command::new(Postgres::bin("pg_dump"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pg.port().to_string(),
-                "-U",
-                "postgres",
-                "postgres",
-            ])
-            .output()
-            .unwrap()
-            .stdout
-    };
+    let port = pg.port().to_string();
+    let dump = Postgres::tool(
+        "pg_dump",
+        &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "postgres"],
+    );
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = dump.stdout;
     assert!(
         String::from_utf8_lossy(&dump).contains("cardvault_tokens"),
         "a real dump"

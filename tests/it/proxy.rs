@@ -100,6 +100,16 @@ async fn upstream(pki: &std::path::Path) -> (SocketAddr, Received) {
     (addr, received)
 }
 
+fn principal(tenant: &str, roles: Vec<Role>) -> PrincipalConfig {
+    PrincipalConfig {
+        tenant: TenantId::parse(tenant).unwrap(),
+        roles,
+        detokenize_hours_utc: None,
+        scope: Default::default(),
+        require_reason: false,
+    }
+}
+
 fn route(upstream: String, ca: std::path::PathBuf) -> ProxyRoute {
     ProxyRoute {
         upstream,
@@ -151,23 +161,11 @@ async fn the_proxy_reveals_to_the_upstream_only() {
         );
         c.principals.insert(
             "payments2".into(),
-            PrincipalConfig {
-                tenant: TenantId::parse("default").unwrap(),
-                roles: vec![Role::Detokenize],
-                detokenize_hours_utc: None,
-                scope: Default::default(),
-                require_reason: false,
-            },
+            principal("default", vec![Role::Detokenize]),
         );
         c.principals.insert(
             "payments-b".into(),
-            PrincipalConfig {
-                tenant: TenantId::parse("b").unwrap(),
-                roles: vec![Role::Tokenize, Role::Detokenize],
-                detokenize_hours_utc: None,
-                scope: Default::default(),
-                require_reason: false,
-            },
+            principal("b", vec![Role::Tokenize, Role::Detokenize]),
         );
     });
     for name in ["payments2", "payments-b"] {
@@ -259,51 +257,40 @@ async fn the_proxy_reveals_to_the_upstream_only() {
         "forbidden",
         "principal not allowed",
     );
-    let reply = payments
-        .post_json("/v1/proxy/acquirer", &json!({"card": {"holder": "x"}}))
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "missing token",
-    );
-    let reply = payments
-        .post_json("/v1/proxy/acquirer", &json!({"card": {"number": pan}}))
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "a PAN where a token belongs",
-    );
-    let reply = payments
-        .post_json(
-            "/v1/proxy/acquirer",
-            &json!({"card": {"number": "4111119270641111"}}),
-        )
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::NOT_FOUND,
-        "token_not_found",
-        "unknown token",
-    );
     let mut payments_b = harness.connect("payments-b", api).await;
     let foreign = common::tokenize(&mut payments_b, "5555555555554444").await;
-    let reply = payments
-        .post_json("/v1/proxy/acquirer", &json!({"card": {"number": foreign}}))
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::NOT_FOUND,
-        "token_not_found",
-        "another tenant's token",
-    );
+    for (body, status, code, what) in [
+        (
+            json!({"card": {"holder": "x"}}),
+            hyper::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "missing token",
+        ),
+        (
+            json!({"card": {"number": pan}}),
+            hyper::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a PAN as a token",
+        ),
+        (
+            json!({"card": {"number": "4111119270641111"}}),
+            hyper::StatusCode::NOT_FOUND,
+            "token_not_found",
+            "unknown token",
+        ),
+        (
+            json!({"card": {"number": foreign}}),
+            hyper::StatusCode::NOT_FOUND,
+            "token_not_found",
+            "another tenant's token",
+        ),
+    ] {
+        let reply = payments
+            .post_json("/v1/proxy/acquirer", &body)
+            .await
+            .unwrap();
+        assert_api_error(&reply, status, code, what);
+    }
     assert_eq!(
         received.lock().unwrap().len(),
         sent,
@@ -311,36 +298,21 @@ async fn the_proxy_reveals_to_the_upstream_only() {
     );
 
     // Upstream failures, each with its code.
-    let reply = payments
-        .post_json("/v1/proxy/wrong_ca", &request)
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::BAD_GATEWAY,
-        "upstream_tls",
-        "certificate refused",
-    );
-    let reply = payments
-        .post_json("/v1/proxy/slow", &request)
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::GATEWAY_TIMEOUT,
-        "upstream_timeout",
-        "slow upstream",
-    );
-    let reply = payments
-        .post_json("/v1/proxy/down", &request)
-        .await
-        .unwrap();
-    assert_api_error(
-        &reply,
-        hyper::StatusCode::BAD_GATEWAY,
-        "upstream_failed",
-        "closed port",
-    );
+    for (route, status, code) in [
+        ("wrong_ca", hyper::StatusCode::BAD_GATEWAY, "upstream_tls"),
+        (
+            "slow",
+            hyper::StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+        ),
+        ("down", hyper::StatusCode::BAD_GATEWAY, "upstream_failed"),
+    ] {
+        let reply = payments
+            .post_json(&format!("/v1/proxy/{route}"), &request)
+            .await
+            .unwrap();
+        assert_api_error(&reply, status, code, route);
+    }
 
     service.stop().await.unwrap();
     let trail = common::entries(&harness.config.audit.dir);

@@ -66,6 +66,23 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Ar
     }
 }
 
+/// The (tenant, fingerprint, token) columns of `rows` of `items`, for an
+/// `unnest` of `cardvault_fingerprints` rows.
+fn fingerprint_columns<'a>(
+    items: &[&'a Insert],
+    rows: &[usize],
+) -> (Vec<&'a str>, Vec<&'a [u8]>, Vec<&'a str>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for &i in rows {
+        if let Some(fp) = &items[i].fingerprint {
+            columns.0.push(items[i].tenant.as_str());
+            columns.1.push(fp.as_bytes().as_slice());
+            columns.2.push(items[i].token.as_str());
+        }
+    }
+    columns
+}
+
 /// A deadlock (40P01) or serialization failure (40001): nothing was
 /// written, and running the same transaction again is safe.
 fn retryable(message: &str) -> bool {
@@ -101,17 +118,7 @@ async fn commit(
     });
     let mut fp_won: HashSet<usize> = HashSet::new();
     if !with_fp.is_empty() {
-        let tenants: Vec<&str> = with_fp.iter().map(|&i| items[i].tenant.as_str()).collect();
-        let fps: Vec<&[u8]> = with_fp
-            .iter()
-            .filter_map(|&i| {
-                items[i]
-                    .fingerprint
-                    .as_ref()
-                    .map(|f| f.as_bytes().as_slice())
-            })
-            .collect();
-        let tokens: Vec<&str> = with_fp.iter().map(|&i| items[i].token.as_str()).collect();
+        let (tenants, fps, tokens) = fingerprint_columns(items, &with_fp);
         let rows = tx
             .query(
                 "INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) \
@@ -239,17 +246,7 @@ async fn commit(
             }
         }
         if !undo.is_empty() {
-            let tenants: Vec<&str> = undo.iter().map(|&i| items[i].tenant.as_str()).collect();
-            let fps: Vec<&[u8]> = undo
-                .iter()
-                .filter_map(|&i| {
-                    items[i]
-                        .fingerprint
-                        .as_ref()
-                        .map(|f| f.as_bytes().as_slice())
-                })
-                .collect();
-            let tokens: Vec<&str> = undo.iter().map(|&i| items[i].token.as_str()).collect();
+            let (tenants, fps, tokens) = fingerprint_columns(items, &undo);
             tx.execute(
                 "DELETE FROM cardvault_fingerprints f USING unnest($1::text[], $2::bytea[], $3::text[]) \
                  AS d(tenant, fp, token) \

@@ -116,9 +116,10 @@ impl Postgres {
         self.dir.path().join("data")
     }
 
-    /// The directory of `pg_dump` and friends.
-    pub fn bin(program: &str) -> PathBuf {
-        Path::new(BIN).join(program)
+    /// Runs one of PostgreSQL's programs (`pg_dump`, …) against this
+    /// server's binaries, as the `postgres` user when this process is root.
+    pub fn tool(program: &str, args: &[&str]) -> std::process::Output {
+        run(program, args)
     }
 
     /// The port.
