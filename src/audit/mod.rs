@@ -64,9 +64,13 @@ impl AuditError {
     }
 }
 
-/// Name of segment `index`.
-pub fn segment_name(index: u64) -> String {
-    format!("audit-{index:08}.jsonl")
+/// Name of segment `index`: `audit-NNNNNNNN.jsonl`, or
+/// `audit-NODE-NNNNNNNN.jsonl` for a node of a shared store.
+pub fn segment_name(node: Option<&str>, index: u64) -> String {
+    match node {
+        Some(node) => format!("audit-{node}-{index:08}.jsonl"),
+        None => format!("audit-{index:08}.jsonl"),
+    }
 }
 
 /// The segments in `dir`, oldest first, with their indexes.
@@ -77,10 +81,12 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, AuditError> {
         let entry = entry.map_err(|e| AuditError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
+        // `audit-NNNNNNNN.jsonl` or `audit-NODE-NNNNNNNN.jsonl`.
         let index = name
             .strip_prefix("audit-")
             .and_then(|rest| rest.strip_suffix(".jsonl"))
-            .filter(|digits| digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|rest| rest.get(rest.len().checked_sub(8)?..))
+            .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|digits| digits.parse::<u64>().ok());
         if let Some(index) = index {
             found.push((index, entry.path()));

@@ -42,6 +42,9 @@ pub struct AuditSettings {
     pub sync_interval: Duration,
     /// Optional off-host mirror (RFC 5424 syslog).
     pub syslog: Option<SyslogTarget>,
+    /// This node's id, for nodes of a shared store: in every entry and in
+    /// the segment names.
+    pub node: Option<String>,
 }
 
 impl AuditSettings {
@@ -53,6 +56,7 @@ impl AuditSettings {
             rotate_after: Duration::from_secs(86_400),
             sync_interval: Duration::from_millis(200),
             syslog: None,
+            node: None,
         }
     }
 }
@@ -350,6 +354,8 @@ struct Writer {
 struct Entry<'a> {
     seq: u64,
     ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
     #[serde(flatten)]
     event: &'a Event,
 }
@@ -472,6 +478,7 @@ impl Writer {
         let entry = Entry {
             seq: self.seq,
             ts: now_utc(),
+            node: self.settings.node.as_deref(),
             event,
         };
         // Serializing plain strings and numbers into a Vec cannot fail.
@@ -559,7 +566,7 @@ impl Writer {
             if !dir.join(key::KEY_FILE).exists() {
                 key::write_key_file(dir, &self.key_file)?;
             }
-            let path = dir.join(segment_name(self.next_index));
+            let path = dir.join(segment_name(self.settings.node.as_deref(), self.next_index));
             let file = fs::OpenOptions::new()
                 .append(true)
                 .create_new(true)

@@ -217,6 +217,10 @@ pub struct AuditConfig {
     pub syslog_tcp: Option<String>,
     /// Mirror each entry to a Unix datagram syslog socket (`/dev/log`).
     pub syslog_unix: Option<PathBuf>,
+    /// This node's id in every entry and segment name (1–32 letters, digits,
+    /// `-`, `_`, `.`). On PostgreSQL the default is the host name and a
+    /// hash of `storage.data_dir`; on RocksDB there is none.
+    pub node_id: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -233,6 +237,7 @@ impl Default for AuditConfig {
             ),
             syslog_tcp: None,
             syslog_unix: None,
+            node_id: None,
         }
     }
 }
@@ -250,6 +255,7 @@ impl AuditConfig {
             (None, Some(path)) => Some(SyslogTarget::Unix(path.clone())),
             (None, None) => None,
         };
+        settings.node = self.node_id.clone();
         settings
     }
 }
@@ -573,6 +579,18 @@ impl Config {
                 "must not exceed limits.max_connections",
             ));
         }
+        if let Some(node) = &self.audit.node_id
+            && (node.is_empty()
+                || node.len() > 32
+                || !node
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+        {
+            return Err(ConfigError::new(
+                "audit.node_id",
+                "1-32 letters, digits, '-', '_' or '.'",
+            ));
+        }
         if self.storage.backend == StorageBackend::Postgres {
             self.storage.postgres()?;
             if let Some(ca) = &self.storage.ca_file {
@@ -599,6 +617,27 @@ impl Config {
             &self.storage.data_dir,
             Path::new("/"),
         )
+    }
+
+    /// The audit settings a node runs with: on PostgreSQL, a node id even
+    /// when `audit.node_id` is not set — the host name and a short hash of
+    /// the node's data directory, so two nodes on one host differ.
+    pub fn node_audit_settings(&self) -> crate::audit::AuditSettings {
+        use sha2::Digest as _;
+        let mut settings = self.audit.settings();
+        if settings.node.is_none() && self.storage.backend == StorageBackend::Postgres {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(20)
+                .collect::<String>();
+            let hash = sha2::Sha256::digest(self.storage.data_dir.as_os_str().as_encoded_bytes());
+            let host = if host.is_empty() { "node".into() } else { host };
+            settings.node = Some(format!("{host}-{}", hex::encode(&hash[..3])));
+        }
+        settings
     }
 
     /// Token modes per tenant, for the vault.

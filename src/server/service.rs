@@ -95,7 +95,7 @@ impl Service {
         // here, before it touches the KEK, the trail or the database.
         let data_lock = DirLock::acquire(&config.storage.data_dir, "data directory")?;
         let kek = open_kek(&source)?;
-        let (audit, pending) = AuditLog::prepare(config.audit.settings())?;
+        let (audit, pending) = AuditLog::prepare(config.node_audit_settings())?;
         let mut options = VaultOptions {
             tenant_modes: config.tenant_modes(),
             audit: Some(audit.clone()),

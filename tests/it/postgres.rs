@@ -113,11 +113,31 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
         n.stop().await.unwrap();
     }
 
-    // Each node kept its own trail.
+    // Each node kept its own trail, its id in every entry and segment name.
+    let mut ids = BTreeSet::new();
     for config in &configs {
         let trail = common::entries(&config.audit.dir);
         assert!(!common::of_kind(&trail, "tokenize").is_empty());
+        let id = trail[0]["node"].as_str().unwrap().to_owned();
+        assert!(
+            trail.iter().all(|e| e["node"] == id.as_str()),
+            "one node id per trail"
+        );
+        let segments = cardvault::audit::segments(&config.audit.dir).unwrap();
+        assert!(segments.iter().all(|(_, p)| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("audit-{id}-"))
+        }));
+        let provider =
+            cardvault::crypto::KeyFileProvider::open(config.storage.key_file.as_ref().unwrap())
+                .unwrap();
+        let verdict = cardvault::audit::verify(&config.audit.dir, &provider, false).unwrap();
+        assert!(verdict.is_ok(), "each node's chain verifies");
+        ids.insert(id);
     }
+    assert_eq!(ids.len(), 3, "three distinct node ids");
 
     // Nothing plaintext in PostgreSQL: a dump and the data directory.
     let port = pg.port().to_string();
