@@ -143,7 +143,7 @@ impl Vault {
         after: Option<Token>,
         limit: usize,
     ) -> Result<(Vec<(Token, Revealed)>, Option<Token>), VaultError> {
-        let keys = self.keys.require(tenant)?;
+        let keys = self.known_keys(tenant).await?;
         let entries = self.store.scan_entries(tenant, after, limit).await?;
         let next = (entries.len() == limit)
             .then(|| entries.last().map(|(t, _)| *t))

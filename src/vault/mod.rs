@@ -547,6 +547,20 @@ impl Vault {
             .collect()
     }
 
+    /// The tenant's keys; on a shared store, keys another node created
+    /// since this one read them are read now. A tenant without keys has no
+    /// tokens.
+    async fn known_keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, VaultError> {
+        match self.keys.require(tenant) {
+            Err(VaultError::TokenNotFound) => self
+                .keys
+                .refresh(self.store.as_ref(), tenant)
+                .await?
+                .ok_or(VaultError::TokenNotFound),
+            other => other,
+        }
+    }
+
     /// The live entry of `token`: an expired one is not found.
     async fn entry(&self, tenant: &TenantId, token: &Token) -> Result<TokenEntry, VaultError> {
         self.store
@@ -573,7 +587,7 @@ impl Vault {
         tenant: &TenantId,
         token: &Token,
     ) -> Result<Revealed, VaultError> {
-        let keys = self.keys.require(tenant)?;
+        let keys = self.known_keys(tenant).await?;
         let entry = self.entry(tenant, token).await?;
         let view = RecordView::decode(&entry.record)?;
         let dek = match keys.opener(view.dek_version()) {
@@ -623,7 +637,7 @@ impl Vault {
     /// this card on file?"). Deterministic tenants only: a random-mode
     /// tenant stores no fingerprints, so every lookup there is not found.
     pub async fn lookup(&self, tenant: &TenantId, pan: &Pan) -> Result<TokenInfo, VaultError> {
-        let keys = self.keys.require(tenant)?;
+        let keys = self.known_keys(tenant).await?;
         let (fingerprinter, older) = keys.fingerprinters();
         let fingerprint = fingerprinter.fingerprint(pan);
         let token = self

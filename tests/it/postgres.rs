@@ -166,3 +166,57 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
         );
     }
 }
+
+/// kill -9 of a node under `cardvault load --ack-log`: every acknowledged
+/// token detokenizes on another node (two dev nodes sharing one dev PKI,
+/// KEK and database, as docs/postgres.md describes).
+#[test]
+fn a_node_killed_under_load_loses_no_acknowledged_token() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let env = [
+        ("CARDVAULT_STORAGE__BACKEND", "postgres"),
+        ("CARDVAULT_STORAGE__URL", url.as_str()),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = tmp.path().join("a");
+    let a = common::DevServer::start_with(&a_dir, &env);
+    let b_dir = tmp.path().join("b");
+    std::fs::create_dir_all(b_dir.join("pki")).unwrap();
+    for entry in std::fs::read_dir(a_dir.join("pki")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), b_dir.join("pki").join(entry.file_name())).unwrap();
+    }
+    for file in ["kek.key", "cardvault.toml"] {
+        std::fs::copy(a_dir.join(file), b_dir.join(file)).unwrap();
+    }
+    let b = common::DevServer::start_with(&b_dir, &env);
+
+    let acks = tmp.path().join("acks.jsonl");
+    let acks_arg = acks.to_str().unwrap().to_owned();
+    let load = a.spawn_load(&[
+        "--op",
+        "tokenize",
+        "--concurrency",
+        "8",
+        "--duration",
+        "30s",
+        "--ack-log",
+        &acks_arg,
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&acks).map_or(0, |t| t.lines().count()) < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no acknowledged tokens"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    a.kill_9();
+    let _ = load.wait_with_output();
+    let report = b.verify_acks(&acks);
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["mismatched"], 0, "{report}");
+    assert!(report["verified"].as_u64().unwrap() >= 300, "{report}");
+    b.stop();
+}
