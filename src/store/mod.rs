@@ -116,6 +116,10 @@ pub enum InsertOutcome {
     Existing(Token),
     /// The token is taken by another PAN; nothing was written. Draw again.
     TokenCollision,
+    /// The data key that sealed the record is no longer the tenant's active
+    /// key in the store (another node of a shared store rotated or retired
+    /// it); nothing was written. Read the keys again and seal again.
+    StaleKey,
 }
 
 /// One record sealed again under a newer data key ([`Store::reseal`]).

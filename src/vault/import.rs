@@ -111,6 +111,15 @@ impl Vault {
                             Ok(ImportOutcome::AlreadyPresent)
                         }
                         InsertOutcome::Existing(_) => Ok(ImportOutcome::PanHasOtherToken),
+                        // Another node rotated the key: the import is
+                        // refused for now; a re-run seals it again.
+                        InsertOutcome::StaleKey => {
+                            let _ = self.keys.refresh(self.store.as_ref(), tenant).await;
+                            Err(VaultError::KeyState(
+                                tenant.clone(),
+                                "another node rotated the data key; import again",
+                            ))
+                        }
                         // The token is stored: for this PAN (a re-run in a
                         // random-mode tenant), or another.
                         InsertOutcome::TokenCollision => match self.detokenize(tenant, token).await

@@ -452,6 +452,9 @@ impl Vault {
             None
         };
         let (fingerprinter, older) = keys.fingerprinters();
+        // The keys that seal: replaced when the store says another node
+        // rotated the active data key.
+        let mut sealing = Arc::clone(&keys);
         let mut results: Vec<Option<Result<TokenInfo, VaultError>>> =
             items.iter().map(|_| None).collect();
         let fingerprints: Vec<Option<Fingerprint>> = items
@@ -486,7 +489,7 @@ impl Vault {
                     }
                 }
                 match self
-                    .draft(&keys, pan, *expiry, fingerprints[i], mark, expires_ms)
+                    .draft(&sealing, pan, *expiry, fingerprints[i], mark, expires_ms)
                     .await
                 {
                     Ok((insert, dek, count)) => {
@@ -512,6 +515,7 @@ impl Vault {
                     .await;
             }
             let mut retry = Vec::new();
+            let mut stale = false;
             match outcomes {
                 Ok(outcomes) => {
                     for ((i, info), outcome) in inserted_for.into_iter().zip(infos).zip(outcomes) {
@@ -522,12 +526,28 @@ impl Vault {
                             }
                             InsertOutcome::Existing(token) => existing.push((i, token)),
                             InsertOutcome::TokenCollision => retry.push(i),
+                            InsertOutcome::StaleKey => {
+                                stale = true;
+                                retry.push(i);
+                            }
                         }
                     }
                 }
                 Err(e) => {
                     for i in inserted_for {
                         results[i] = Some(Err(e.clone().into()));
+                    }
+                }
+            }
+            if stale {
+                match self.keys.refresh(self.store.as_ref(), tenant).await {
+                    Ok(Some(fresh)) => sealing = fresh,
+                    Ok(None) => {}
+                    Err(e) => {
+                        for &i in &retry {
+                            results[i] = Some(Err(e.clone()));
+                        }
+                        retry.clear();
                     }
                 }
             }

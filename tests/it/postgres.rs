@@ -109,6 +109,47 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
             assert_eq!(reply.json()["pan"], pan.as_str());
         }
     }
+    // A rotation on node 0 is used by node 1 at once: its next seal under
+    // the old key is refused by the store, it reads the keys and seals
+    // under the new one; node 2 reveals the token.
+    let mut admin = harness.tls("admin").connect(addrs[0]).await.unwrap();
+    let rotated = admin
+        .send(hyper::Method::POST, "/v1/admin/keys/default/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&rotated.body)
+    );
+    let mut cart = harness.tls("cart").connect(addrs[1]).await.unwrap();
+    let fresh_pan = luhn_complete("510099999999999");
+    let fresh = common::tokenize(&mut cart, &fresh_pan).await;
+    let mut payments = harness.tls("payments").connect(addrs[2]).await.unwrap();
+    let reply = payments
+        .post_json("/v1/detokenize", &json!({"token": fresh}))
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["pan"], fresh_pan.as_str());
+    let inventory = admin
+        .get("/v1/admin/keys?records=true")
+        .await
+        .unwrap()
+        .json();
+    let v2 = inventory["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["purpose"] == "pan-encryption" && k["version"] == 2)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        v2["records"], 1,
+        "node 1 sealed under the new key: {inventory}"
+    );
+    drop((admin, cart, payments));
+
     for n in nodes {
         n.stop().await.unwrap();
     }
@@ -173,7 +214,9 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
 #[test]
 fn a_node_killed_under_load_loses_no_acknowledged_token() {
     let pg = Postgres::start();
-    let url = pg.url();
+    // The server trusts loopback, so the password is never checked: it is
+    // a canary that must not show up in any log or on /metrics.
+    let url = format!("{} password=PgPassCanary91", pg.url());
     let env = [
         ("CARDVAULT_STORAGE__BACKEND", "postgres"),
         ("CARDVAULT_STORAGE__URL", url.as_str()),
@@ -218,5 +261,19 @@ fn a_node_killed_under_load_loses_no_acknowledged_token() {
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["mismatched"], 0, "{report}");
     assert!(report["verified"].as_u64().unwrap() >= 300, "{report}");
+    let (_, metrics) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::common::harness::ops_get(b.ops_addr(), "/metrics"));
+    assert!(metrics.contains("cardvault_"), "metrics read");
     b.stop();
+    for text in [
+        std::fs::read_to_string(a_dir.join("serve.log")).unwrap(),
+        std::fs::read_to_string(b_dir.join("serve.log")).unwrap(),
+        metrics,
+    ] {
+        assert!(
+            !text.contains("PgPassCanary91"),
+            "the database password leaked"
+        );
+    }
 }

@@ -237,6 +237,7 @@ pub async fn concurrent_inserts_of_one_pan_yield_one_token(backend: &dyn Backend
                 InsertOutcome::Inserted => token,
                 InsertOutcome::Existing(existing) => existing,
                 InsertOutcome::TokenCollision => panic!("a fresh token collided"),
+                InsertOutcome::StaleKey => panic!("no key was rotated"),
             }
         }));
     }

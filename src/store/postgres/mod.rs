@@ -233,6 +233,15 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
+/// A key state as the `state` column holds it.
+pub(crate) fn state_name(state: codec::KeyState) -> &'static str {
+    match state {
+        codec::KeyState::Active => "active",
+        codec::KeyState::DecryptOnly => "decrypt-only",
+        codec::KeyState::Destroyed => "destroyed",
+    }
+}
+
 fn bad_token(what: &'static str) -> StoreError {
     StoreError::Corrupt(codec::CodecError::InvalidField {
         what,
@@ -381,12 +390,13 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(pg)?;
         for (label, record) in &keys {
             tx.execute(
-                "INSERT INTO cardvault_keys (key, tenant, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
+                "INSERT INTO cardvault_keys (key, tenant, record, state) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record, state = EXCLUDED.state",
                 &[
                     &codec::wrapped_key_key(label),
                     &label.tenant.as_str(),
                     &record.encode(),
+                    &state_name(record.state),
                 ],
             )
             .await
@@ -409,11 +419,13 @@ impl Store for PgStore {
         for (label, record) in &keys {
             let written = tx
                 .execute(
-                    "INSERT INTO cardvault_keys (key, tenant, record) VALUES ($1, $2, $3)                      ON CONFLICT (key) DO NOTHING",
+                    "INSERT INTO cardvault_keys (key, tenant, record, state) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (key) DO NOTHING",
                     &[
                         &codec::wrapped_key_key(label),
                         &label.tenant.as_str(),
                         &record.encode(),
+                        &state_name(record.state),
                     ],
                 )
                 .await
@@ -578,9 +590,14 @@ impl Store for PgStore {
         }
         for (label, record) in &keys {
             tx.execute(
-                "INSERT INTO cardvault_keys (key, tenant, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record",
-                &[&codec::wrapped_key_key(label), &t, &record.encode()],
+                "INSERT INTO cardvault_keys (key, tenant, record, state) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record, state = EXCLUDED.state",
+                &[
+                    &codec::wrapped_key_key(label),
+                    &t,
+                    &record.encode(),
+                    &state_name(record.state),
+                ],
             )
             .await
             .map_err(pg)?;

@@ -12,10 +12,11 @@ use deadpool_postgres::Object;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migration `n` (1-based) brings the schema from `n - 1` to `n`.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE cardvault_tokens (
     tenant text COLLATE "C" NOT NULL,
     token text COLLATE "C" NOT NULL,
@@ -45,7 +46,13 @@ CREATE TABLE cardvault_checkpoints (
     tenant text PRIMARY KEY,
     data bytea NOT NULL
 );
-"#];
+"#,
+    r#"
+-- A key's state beside its record, so an insert can check, in its own
+-- transaction, that the data key it sealed with is still the active one.
+ALTER TABLE cardvault_keys ADD COLUMN state text NOT NULL DEFAULT 'active';
+"#,
+];
 
 /// An arbitrary constant: the advisory lock migrations hold.
 const MIGRATION_LOCK: i64 = 0x6361_7264_7661_756c;

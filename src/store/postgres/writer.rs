@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::schema::pg;
 use super::{Baselines, pool_error, token_of};
 use crate::crypto::KeyLabel;
+use crate::store::codec;
 use crate::store::{Insert, InsertOutcome, StoreError};
 
 /// Inserts queued at most in one transaction.
@@ -98,11 +99,47 @@ async fn commit(
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg)?;
 
+    // 0. The data keys that sealed the records must still be active: a
+    // rotation committed by another node makes them stale (the vault reads
+    // the keys again and seals again). The rows stay share-locked to the
+    // end, so a rotation cannot commit in between.
+    let labels: Vec<Vec<u8>> = items
+        .iter()
+        .filter_map(|i| i.counter.as_ref())
+        .map(|(label, _)| codec::wrapped_key_key(label))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !labels.is_empty() {
+        let rows = tx
+            .query(
+                "SELECT key, state FROM cardvault_keys WHERE key = ANY($1::bytea[]) \
+                 ORDER BY key FOR SHARE",
+                &[&labels],
+            )
+            .await
+            .map_err(pg)?;
+        let stale: HashSet<Vec<u8>> = rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(1) != "active")
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect();
+        if !stale.is_empty() {
+            for (i, item) in items.iter().enumerate() {
+                if let Some((label, _)) = &item.counter
+                    && stale.contains(&codec::wrapped_key_key(label))
+                {
+                    outcomes[i] = Some(InsertOutcome::StaleKey);
+                }
+            }
+        }
+    }
+
     // 1. Fingerprints: the first writer of each (tenant, fingerprint) wins.
     // Rows go in key order, so concurrent transactions of several nodes
     // take their locks in one order and do not deadlock.
     let mut with_fp: Vec<usize> = (0..items.len())
-        .filter(|&i| items[i].fingerprint.is_some())
+        .filter(|&i| items[i].fingerprint.is_some() && outcomes[i].is_none())
         .collect();
     with_fp.sort_by(|&a, &b| {
         (
