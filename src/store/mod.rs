@@ -99,6 +99,11 @@ pub struct Insert {
     /// re-reading the fingerprint when it knows nothing wrote it since; it
     /// must still never overwrite (the contract does not change).
     pub fingerprint_absent_at: Option<ReadMark>,
+    /// The fingerprint key that computed `fingerprint`: a backend shared by
+    /// several nodes refuses the item ([`InsertOutcome::StaleKey`]) once
+    /// that key is no longer the active one, as it does for the data key
+    /// of `counter`.
+    pub fingerprint_key: Option<KeyLabel>,
 }
 
 /// A position in a store's history: every write acknowledged before the

@@ -361,6 +361,7 @@ impl Vault {
             entry,
             counter: Some((keys.label(KeyPurpose::PanEncryption, dek.version()), count)),
             fingerprint_absent_at: fingerprint.and(absent_at),
+            fingerprint_key: None,
         };
         Ok((insert, dek, count))
     }
@@ -451,16 +452,19 @@ impl Vault {
         } else {
             None
         };
-        let (fingerprinter, older) = keys.fingerprinters();
-        // The keys that seal: replaced when the store says another node
-        // rotated the active data key.
+        let (mut fingerprinter, mut older) = keys.fingerprinters();
+        // The keys that seal and fingerprint: replaced when the store says
+        // another node rotated the active data or fingerprint key.
         let mut sealing = Arc::clone(&keys);
         let mut results: Vec<Option<Result<TokenInfo, VaultError>>> =
             items.iter().map(|_| None).collect();
-        let fingerprints: Vec<Option<Fingerprint>> = items
-            .iter()
-            .map(|(pan, _)| deterministic.then(|| fingerprinter.fingerprint(pan)))
-            .collect();
+        let fingerprint_all = |f: &crate::crypto::Fingerprinter| -> Vec<Option<Fingerprint>> {
+            items
+                .iter()
+                .map(|(pan, _)| deterministic.then(|| f.fingerprint(pan)))
+                .collect()
+        };
+        let mut fingerprints = fingerprint_all(&fingerprinter);
         let mut pending: Vec<usize> = (0..items.len()).collect();
         for _ in 0..MAX_TOKEN_DRAWS {
             if pending.is_empty() {
@@ -492,7 +496,10 @@ impl Vault {
                     .draft(&sealing, pan, *expiry, fingerprints[i], mark, expires_ms)
                     .await
                 {
-                    Ok((insert, dek, count)) => {
+                    Ok((mut insert, dek, count)) => {
+                        insert.fingerprint_key = fingerprints[i].map(|_| {
+                            sealing.label(KeyPurpose::Fingerprint, fingerprinter.version())
+                        });
                         inserts.push(insert);
                         inserted_for.push(i);
                         last_claim = Some((dek, count));
@@ -541,7 +548,11 @@ impl Vault {
             }
             if stale {
                 match self.keys.refresh(self.store.as_ref(), tenant).await {
-                    Ok(Some(fresh)) => sealing = fresh,
+                    Ok(Some(fresh)) => {
+                        (fingerprinter, older) = fresh.fingerprinters();
+                        fingerprints = fingerprint_all(&fingerprinter);
+                        sealing = fresh;
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         for &i in &retry {

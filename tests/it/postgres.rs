@@ -148,6 +148,59 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
         v2["records"], 1,
         "node 1 sealed under the new key: {inventory}"
     );
+
+    // A fingerprint-key rotation and the re-encryption that moves every
+    // index entry, on node 0; node 1 still fingerprints with the old key
+    // until the store refuses it, then finds each PAN's one token.
+    let rotated = admin
+        .send(
+            hyper::Method::POST,
+            "/v1/admin/keys/default/rotate?purpose=fingerprint",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&rotated.body)
+    );
+    let started = admin
+        .send(
+            hyper::Method::POST,
+            "/v1/admin/keys/default/reencrypt",
+            Some(("application/json", b"{}".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert!(
+        started.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&started.body)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = admin
+            .get("/v1/admin/keys/default/reencrypt")
+            .await
+            .unwrap()
+            .json();
+        if status["state"] == "done" {
+            break;
+        }
+        assert_ne!(status["state"], "failed", "{status}");
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for (pan, set) in tokens.iter().take(8) {
+        let again = common::tokenize(&mut cart, pan).await;
+        assert_eq!(
+            &again,
+            set.iter().next().unwrap(),
+            "a second token after the rotation"
+        );
+    }
     drop((admin, cart, payments));
 
     for n in nodes {

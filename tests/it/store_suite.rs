@@ -74,6 +74,7 @@ impl Cards {
             },
             counter: Some((self.label(), i + 1)),
             fingerprint_absent_at: None,
+            fingerprint_key: None,
         }
     }
 

@@ -103,10 +103,17 @@ async fn commit(
     // rotation committed by another node makes them stale (the vault reads
     // the keys again and seals again). The rows stay share-locked to the
     // end, so a rotation cannot commit in between.
+    let keys_of = |item: &Insert| -> Vec<Vec<u8>> {
+        item.counter
+            .iter()
+            .map(|(label, _)| label)
+            .chain(item.fingerprint_key.iter())
+            .map(codec::wrapped_key_key)
+            .collect()
+    };
     let labels: Vec<Vec<u8>> = items
         .iter()
-        .filter_map(|i| i.counter.as_ref())
-        .map(|(label, _)| codec::wrapped_key_key(label))
+        .flat_map(|item| keys_of(item))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -126,9 +133,7 @@ async fn commit(
             .collect();
         if !stale.is_empty() {
             for (i, item) in items.iter().enumerate() {
-                if let Some((label, _)) = &item.counter
-                    && stale.contains(&codec::wrapped_key_key(label))
-                {
+                if keys_of(item).iter().any(|key| stale.contains(key)) {
                     outcomes[i] = Some(InsertOutcome::StaleKey);
                 }
             }
