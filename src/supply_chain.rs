@@ -186,7 +186,10 @@ pub fn sbom(facts: &serde_json::Value) -> Result<serde_json::Value, SupplyChainE
 
 /// The advisories of `db` (withdrawn and informational ones left out) that
 /// affect a locked package.
-pub fn known_vulnerabilities(db: &Path) -> Result<Vec<Finding>, SupplyChainError> {
+pub fn known_vulnerabilities(
+    db: &Path,
+    deps: &Dependencies,
+) -> Result<Vec<Finding>, SupplyChainError> {
     if !db.join("crates").is_dir() {
         return Err(SupplyChainError::Database(format!(
             "{} is not a RustSec advisory database (no crates/ directory)",
@@ -197,7 +200,7 @@ pub fn known_vulnerabilities(db: &Path) -> Result<Vec<Finding>, SupplyChainError
         SupplyChainError::Database(format!("advisory database {}: {e}", db.display()))
     })?;
     Ok(database
-        .vulnerabilities(&dependencies()?.lockfile)
+        .vulnerabilities(&deps.lockfile)
         .iter()
         .map(|v| Finding {
             id: v.advisory.id.as_str().to_owned(),

@@ -512,8 +512,11 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
         .advisory_db
         .clone()
         .or_else(|| config.supply_chain.advisory_db.clone());
-    let vulnerabilities = match &advisory_db {
-        Some(db) => match crate::supply_chain::known_vulnerabilities(db) {
+    // Read once: from the binary itself when it carries cargo-auditable data.
+    let dependencies = crate::supply_chain::dependencies();
+    let vulnerabilities = match (&advisory_db, &dependencies) {
+        (Some(db), Err(e)) => json!({"database": db.display().to_string(), "error": e.to_string()}),
+        (Some(db), Ok(deps)) => match crate::supply_chain::known_vulnerabilities(db, deps) {
             Ok(found) => json!({
                 "database": db.display().to_string(),
                 "latest_secure_version": if found.is_empty() { "yes" } else { "no" },
@@ -521,7 +524,7 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
             }),
             Err(e) => json!({"database": db.display().to_string(), "error": e.to_string()}),
         },
-        None => {
+        (None, _) => {
             json!({"database": null, "latest_secure_version": "not checked: no advisory database given (--advisory-db or [supply_chain] advisory_db)"})
         }
     };
@@ -672,7 +675,7 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
             "Known vulnerabilities in the components",
             json!({
                 "build": super::version::facts(),
-                "dependencies": crate::supply_chain::dependencies().map(|d| json!({
+                "dependencies": dependencies.as_ref().map(|d| json!({
                 "count": d.lockfile.packages.len(),
                 "source": d.source.as_str(),
             })).unwrap_or(Value::Null),

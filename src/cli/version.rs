@@ -90,8 +90,8 @@ pub fn run(args: VersionArgs) -> CliResult {
         }
         return Ok(());
     }
-    let found =
-        supply_chain::known_vulnerabilities(&args.db.unwrap_or_default()).map_err(unreadable)?;
+    let found = supply_chain::known_vulnerabilities(&args.db.unwrap_or_default(), &deps)
+        .map_err(unreadable)?;
     let secure = found.is_empty();
     report["secure"] = secure.into();
     report["advisories"] = serde_json::to_value(&found).unwrap_or_default();

@@ -38,7 +38,9 @@ pub struct Service {
 /// `cardvault_known_vulnerabilities` and raises the `known_vulnerabilities`
 /// alert when it is above 0.
 fn check_supply_chain(db: &std::path::Path, audit: &AuditLog) {
-    match crate::supply_chain::known_vulnerabilities(db) {
+    let found = crate::supply_chain::dependencies()
+        .and_then(|deps| crate::supply_chain::known_vulnerabilities(db, &deps));
+    match found {
         Ok(found) => {
             metrics::gauge!("cardvault_known_vulnerabilities").set(found.len() as f64);
             if found.is_empty() {
