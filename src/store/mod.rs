@@ -168,6 +168,13 @@ pub trait Store: Send + Sync {
     /// Where the data lives, for logs (never a secret: no password).
     fn describe(&self) -> String;
 
+    /// Whether other processes (vault nodes) write this store too, so keys
+    /// may appear or change behind this one's back. `false` (the default):
+    /// this process owns it, and its keyring is always current.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Whether the previous process closed this store cleanly (so the
     /// persisted encryption counters are exact).
     fn was_clean_shutdown(&self) -> bool;

@@ -373,7 +373,9 @@ impl Keyring {
             return Ok(keys);
         }
         // A shared store may hold keys another node created.
-        if let Some(keys) = self.refresh(store, tenant).await? {
+        if store.is_shared()
+            && let Some(keys) = self.refresh(store, tenant).await?
+        {
             return Ok(keys);
         }
         let now = now_ms();

@@ -583,7 +583,7 @@ impl Vault {
     /// tokens.
     async fn known_keys(&self, tenant: &TenantId) -> Result<Arc<TenantKeys>, VaultError> {
         match self.keys.require(tenant) {
-            Err(VaultError::TokenNotFound) => self
+            Err(VaultError::TokenNotFound) if self.store.is_shared() => self
                 .keys
                 .refresh(self.store.as_ref(), tenant)
                 .await?
@@ -625,7 +625,7 @@ impl Vault {
             Ok(dek) => dek,
             // A version this node has not seen: another node of a shared
             // store rotated. Read the keys again, once.
-            Err(VaultError::MissingKeyVersion { .. }) => self
+            Err(VaultError::MissingKeyVersion { .. }) if self.store.is_shared() => self
                 .keys
                 .refresh(self.store.as_ref(), tenant)
                 .await?

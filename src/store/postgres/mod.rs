@@ -259,6 +259,10 @@ impl Store for PgStore {
         self.describe.clone()
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     /// Counters are summed per node increments, never a stale snapshot, so
     /// there is no "unclean shutdown" to make up for; the keyring still
     /// adds its margin (the safe side) since a node's unwritten count is
