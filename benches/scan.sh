@@ -10,7 +10,11 @@
 set -euo pipefail
 bin="$1"; size_mib="${2:-1024}"; rounds="${3:-3}"
 work="${SCAN_BENCH_DIR:-$(mktemp -d)}"
-command -v rg >/dev/null || { echo "scan.sh needs ripgrep (apt-get install ripgrep)" >&2; exit 2; }
+# The anchor: Debian's ripgrep, installed if missing (as start_nginx_anchor does).
+if ! command -v rg >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ripgrep >/dev/null
+fi
 corpus="$work/corpus-$size_mib.log"
 if [ ! -s "$corpus" ]; then
   python3 - "$work/block.log" <<'PY'

@@ -134,6 +134,15 @@ impl GrantedExports {
     }
 }
 
+/// Random bytes in an approval id (printed as hex).
+const ID_BYTES: usize = 12;
+
+/// Whether `id` has the shape of an approval (or export) id, checked before
+/// it is looked up or put in a path.
+pub fn is_approval_id(id: &str) -> bool {
+    id.len() == 2 * ID_BYTES && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Most approvals pending at once (a bound on what admins can pile up).
 const MAX_PENDING: usize = 64;
 
@@ -214,7 +223,7 @@ impl Approvals {
         tenant: TenantId,
         principal: &str,
     ) -> Result<Pending, ApprovalError> {
-        let mut id = [0u8; 12];
+        let mut id = [0u8; ID_BYTES];
         crate::random::fill(&mut id).map_err(|_| ApprovalError::Full)?;
         let now = Instant::now();
         let expires_ms = SystemTime::now()

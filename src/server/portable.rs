@@ -245,7 +245,7 @@ pub async fn export_download(
     let mut audited = Audited::open(&state.audit, EventKind::Export, &caller, &rid);
     let result = async {
         caller.require(Role::Admin)?;
-        if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !super::approvals::is_approval_id(&id) {
             return Err(ApiError::InvalidRequest("not an export id"));
         }
         let principal = caller.principal.to_string();

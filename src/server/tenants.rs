@@ -97,7 +97,7 @@ pub async fn approve(
     let mut audited = Audited::open(&state.audit, EventKind::TenantShredded, &caller, &rid);
     let result = async {
         caller.require(Role::Admin)?;
-        if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !super::approvals::is_approval_id(&id) {
             return Err(ApiError::InvalidRequest("not an approval id"));
         }
         // The approver must reach the tenant too; checked before the
