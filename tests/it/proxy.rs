@@ -4,8 +4,9 @@
 //! PAN unless the upstream sent one; an unknown route is 404, a principal
 //! the route does not allow 403, a missing or foreign token 4xx with
 //! nothing sent; a refused upstream certificate 502 `upstream_tls`, a slow
-//! upstream 504 `upstream_timeout`, an unreachable one 502
-//! `upstream_failed`; every reveal is in the audit trail.
+//! upstream 504 `upstream_timeout`, an unreachable one or an answer over
+//! the route's `max_response_bytes` 502 `upstream_failed`; every reveal is
+//! in the audit trail.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,10 @@ async fn the_proxy_reveals_to_the_upstream_only() {
             "down".into(),
             route(format!("https://{closed}/x"), ca.clone()),
         );
+        // The upstream's answer (about 40 bytes) is over this route's bound.
+        let mut small = route(format!("https://{addr}/authorize"), ca.clone());
+        small.max_response_bytes = std::num::NonZeroUsize::new(16).unwrap();
+        r.insert("small".into(), small);
         let vault_ca = c.api.client_ca.clone();
         r.insert(
             "wrong_ca".into(),
@@ -306,6 +311,7 @@ async fn the_proxy_reveals_to_the_upstream_only() {
             "upstream_timeout",
         ),
         ("down", hyper::StatusCode::BAD_GATEWAY, "upstream_failed"),
+        ("small", hyper::StatusCode::BAD_GATEWAY, "upstream_failed"),
     ] {
         let reply = payments
             .post_json(&format!("/v1/proxy/{route}"), &request)
