@@ -1,6 +1,14 @@
 //! PAN fingerprints: HMAC-SHA-256 of the whole PAN under a per-tenant key of
-//! its own (PCI DSS 3.5.1.1 requires keyed hashes). They find the existing
-//! token for a PAN without storing or decrypting any PAN.
+//! its own (PCI DSS 3.5.1.1 requires keyed hashes), truncated to 128 bits.
+//! They find the existing token for a PAN without storing or decrypting any
+//! PAN.
+//!
+//! Why 128 bits: a fingerprint is stored twice per token (the index key and
+//! the token's entry), so its length is a third of the bytes per token. A
+//! truncated HMAC stays a PRF (NIST SP 800-107 §5.3.4), and two PANs of one
+//! tenant share a fingerprint with probability about n² / 2¹²⁹ — 10⁻²¹ for
+//! a billion cards. Databases written with 256-bit fingerprints are
+//! rewritten at open (their first 16 bytes are this fingerprint).
 
 use std::fmt;
 
@@ -12,7 +20,10 @@ use super::keys::{KeyError, SecretKey};
 use crate::domain::Pan;
 
 /// Length of a fingerprint in bytes.
-pub const FINGERPRINT_LEN: usize = 32;
+pub const FINGERPRINT_LEN: usize = 16;
+
+/// Length of the untruncated fingerprints of older database formats.
+pub const LEGACY_FINGERPRINT_LEN: usize = 32;
 
 /// A keyed hash of one PAN within one tenant.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +38,15 @@ impl Fingerprint {
     /// Rebuilds a fingerprint read back from storage.
     pub fn from_slice(bytes: &[u8]) -> Option<Fingerprint> {
         bytes.try_into().ok().map(Fingerprint)
+    }
+
+    /// The fingerprint held in a full 256-bit HMAC as stored by database
+    /// formats before 128-bit fingerprints: its first 16 bytes.
+    pub fn from_legacy(bytes: &[u8]) -> Option<Fingerprint> {
+        if bytes.len() != LEGACY_FINGERPRINT_LEN {
+            return None;
+        }
+        Fingerprint::from_slice(&bytes[..FINGERPRINT_LEN])
     }
 }
 
@@ -64,7 +84,10 @@ impl Fingerprinter {
     pub fn fingerprint(&self, pan: &Pan) -> Fingerprint {
         let mut mac = self.keyed.clone();
         mac.update(pan.expose_digits());
-        Fingerprint(mac.finalize().into_bytes().into())
+        let full = mac.finalize().into_bytes();
+        let mut truncated = [0u8; FINGERPRINT_LEN];
+        truncated.copy_from_slice(&full[..FINGERPRINT_LEN]);
+        Fingerprint(truncated)
     }
 }
 
@@ -104,6 +127,11 @@ mod tests {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[0x0b; 32]).unwrap();
         mac.update(b"4111111111111111");
         let expected: [u8; 32] = mac.finalize().into_bytes().into();
-        assert_eq!(fp.fingerprint(&pan).as_bytes(), &expected);
+        assert_eq!(fp.fingerprint(&pan).as_bytes()[..], expected[..16]);
+        assert_eq!(
+            Fingerprint::from_legacy(&expected),
+            Some(fp.fingerprint(&pan))
+        );
+        assert_eq!(Fingerprint::from_legacy(&expected[..16]), None);
     }
 }

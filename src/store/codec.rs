@@ -4,13 +4,20 @@
 //! decoders can be fuzzed without it. Every decoder rejects truncated,
 //! oversized, trailing or unknown bytes with a [`CodecError`], never a panic.
 
-use crate::crypto::fingerprint::FINGERPRINT_LEN;
+use crate::crypto::fingerprint::{FINGERPRINT_LEN, LEGACY_FINGERPRINT_LEN};
 use crate::crypto::record::{MAX_RECORD_LEN, MIN_RECORD_LEN};
 use crate::crypto::{Fingerprint, KeyLabel, KeyPurpose};
 use crate::domain::{Bin, Brand, Expiry, Last4, MAX_DIGITS, MIN_DIGITS, TenantId, Token};
 
-/// Format byte of a token entry.
+/// Format byte of a token entry with a 256-bit fingerprint and its PAN
+/// length, BIN and last 4 always written out (database formats 1–3). Read,
+/// never written.
 pub const ENTRY_FORMAT_V1: u8 = 1;
+/// Format byte of a token entry as this build writes it: a 128-bit
+/// fingerprint, and — flag [`FLAG_SHAPE_FROM_TOKEN`] — PAN length, BIN and
+/// last 4 left out when the token itself carries them (every token this
+/// vault makes; an imported token may not).
+pub const ENTRY_FORMAT_V2: u8 = 2;
 /// Format byte of a stored data-key record.
 pub const KEY_RECORD_FORMAT_V1: u8 = 1;
 /// Format byte of a key record wrapped under two KEKs (a KEK rotation in
@@ -27,7 +34,12 @@ const FLAG_FINGERPRINT: u8 = 4;
 /// The token expires (`ttl_s` at tokenization): an expiry time follows
 /// the creation time. Database format 3.
 const FLAG_EXPIRES: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_BIN | FLAG_EXPIRY | FLAG_FINGERPRINT | FLAG_EXPIRES;
+/// Entry format 2: the PAN's length, BIN (when `FLAG_BIN`) and last 4 are
+/// the token's own length, first six and last four digits, so the entry
+/// does not repeat them.
+const FLAG_SHAPE_FROM_TOKEN: u8 = 16;
+const KNOWN_FLAGS_V1: u8 = FLAG_BIN | FLAG_EXPIRY | FLAG_FINGERPRINT | FLAG_EXPIRES;
+const KNOWN_FLAGS_V2: u8 = KNOWN_FLAGS_V1 | FLAG_SHAPE_FROM_TOKEN;
 
 const KEY_PREFIX_WRAPPED: u8 = 1;
 const KEY_PREFIX_COUNTER: u8 = 2;
@@ -105,9 +117,19 @@ pub struct TokenEntry {
 }
 
 impl TokenEntry {
-    /// Encodes the entry.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Whether `token` carries this entry's PAN length, BIN and last 4.
+    fn shape_matches(&self, token: &Token) -> bool {
         let m = &self.meta;
+        let digits = token.as_bytes();
+        usize::from(m.pan_len) == digits.len()
+            && digits.ends_with(m.last4.as_bytes())
+            && m.bin.is_none_or(|bin| digits.starts_with(bin.as_bytes()))
+    }
+
+    /// Encodes the entry stored under `token` (format 2).
+    pub fn encode(&self, token: &Token) -> Vec<u8> {
+        let m = &self.meta;
+        let shape_from_token = self.shape_matches(token);
         let mut flags = 0;
         if m.bin.is_some() {
             flags |= FLAG_BIN;
@@ -121,12 +143,18 @@ impl TokenEntry {
         if m.expires_ms.is_some() {
             flags |= FLAG_EXPIRES;
         }
-        let mut out = Vec::with_capacity(4 + 6 + 4 + 3 + 8 + 32 + 1 + self.record.len());
-        out.extend_from_slice(&[ENTRY_FORMAT_V1, flags, m.pan_len, m.brand.code()]);
-        if let Some(bin) = m.bin {
-            out.extend_from_slice(bin.as_bytes());
+        if shape_from_token {
+            flags |= FLAG_SHAPE_FROM_TOKEN;
         }
-        out.extend_from_slice(m.last4.as_bytes());
+        let mut out = Vec::with_capacity(3 + 11 + 3 + 16 + FINGERPRINT_LEN + 1 + self.record.len());
+        out.extend_from_slice(&[ENTRY_FORMAT_V2, flags, m.brand.code()]);
+        if !shape_from_token {
+            out.push(m.pan_len);
+            if let Some(bin) = m.bin {
+                out.extend_from_slice(bin.as_bytes());
+            }
+            out.extend_from_slice(m.last4.as_bytes());
+        }
         if let Some(expiry) = m.expiry {
             out.push(expiry.month());
             out.extend_from_slice(&expiry.year().to_be_bytes());
@@ -143,30 +171,53 @@ impl TokenEntry {
         out
     }
 
-    /// Decodes an entry written by [`TokenEntry::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<TokenEntry, CodecError> {
+    /// Decodes an entry stored under `token`, written by
+    /// [`TokenEntry::encode`] or by an older build (format 1).
+    pub fn decode(bytes: &[u8], token: &Token) -> Result<TokenEntry, CodecError> {
         const WHAT: &str = "token entry";
         let invalid = |field| CodecError::InvalidField { what: WHAT, field };
         let mut r = Reader::new(bytes, WHAT);
         let format = r.u8()?;
-        if format != ENTRY_FORMAT_V1 {
-            return Err(CodecError::UnknownFormat { what: WHAT, format });
-        }
+        let known_flags = match format {
+            ENTRY_FORMAT_V1 => KNOWN_FLAGS_V1,
+            ENTRY_FORMAT_V2 => KNOWN_FLAGS_V2,
+            _ => return Err(CodecError::UnknownFormat { what: WHAT, format }),
+        };
         let flags = r.u8()?;
-        if flags & !KNOWN_FLAGS != 0 {
+        if flags & !known_flags != 0 {
             return Err(invalid("flags"));
         }
-        let pan_len = r.u8()?;
+        let shape_from_token = flags & FLAG_SHAPE_FROM_TOKEN != 0;
+        let digits = token.as_bytes();
+        let (pan_len, brand) = if format == ENTRY_FORMAT_V1 {
+            let pan_len = r.u8()?;
+            (pan_len, r.u8()?)
+        } else {
+            let brand = r.u8()?;
+            let pan_len = if shape_from_token {
+                u8::try_from(digits.len()).map_err(|_| invalid("PAN length"))?
+            } else {
+                r.u8()?
+            };
+            (pan_len, brand)
+        };
         if !(MIN_DIGITS..=MAX_DIGITS).contains(&usize::from(pan_len)) {
             return Err(invalid("PAN length"));
         }
-        let brand = Brand::from_code(r.u8()?).ok_or(invalid("brand"))?;
-        let bin = if flags & FLAG_BIN != 0 {
-            Some(Bin::from_digits(r.take(6)?).ok_or(invalid("BIN"))?)
-        } else {
+        let brand = Brand::from_code(brand).ok_or(invalid("brand"))?;
+        let bin = if flags & FLAG_BIN == 0 {
             None
+        } else if shape_from_token {
+            Some(Bin::from_digits(&digits[..6]).ok_or(invalid("BIN"))?)
+        } else {
+            Some(Bin::from_digits(r.take(6)?).ok_or(invalid("BIN"))?)
         };
-        let last4 = Last4::from_digits(r.take(4)?).ok_or(invalid("last 4"))?;
+        let last4 = if shape_from_token {
+            Last4::from_digits(&digits[digits.len() - 4..])
+        } else {
+            Last4::from_digits(r.take(4)?)
+        }
+        .ok_or(invalid("last 4"))?;
         let expiry = if flags & FLAG_EXPIRY != 0 {
             let month = r.u8()?;
             let year = r.u16()?;
@@ -180,10 +231,15 @@ impl TokenEntry {
         } else {
             None
         };
-        let fingerprint = if flags & FLAG_FINGERPRINT != 0 {
-            Some(Fingerprint::from_slice(r.take(FINGERPRINT_LEN)?).ok_or(invalid("fingerprint"))?)
-        } else {
+        let fingerprint = if flags & FLAG_FINGERPRINT == 0 {
             None
+        } else if format == ENTRY_FORMAT_V1 {
+            Some(
+                Fingerprint::from_legacy(r.take(LEGACY_FINGERPRINT_LEN)?)
+                    .ok_or(invalid("fingerprint"))?,
+            )
+        } else {
+            Some(Fingerprint::from_slice(r.take(FINGERPRINT_LEN)?).ok_or(invalid("fingerprint"))?)
         };
         let record_len = usize::from(r.u8()?);
         if !(MIN_RECORD_LEN..=MAX_RECORD_LEN).contains(&record_len) {
@@ -412,6 +468,18 @@ pub fn fingerprint_key(tenant: &TenantId, fingerprint: &Fingerprint) -> Vec<u8> 
     key
 }
 
+/// The format-4 key for a `fingerprints` key of an older format (tenant ‖
+/// 256-bit HMAC): tenant ‖ its first 16 bytes. `None` when the key is not
+/// of the older shape (already short, or not a fingerprint key).
+pub fn shortened_fingerprint_key(key: &[u8]) -> Option<Vec<u8>> {
+    let tenant_len = usize::from(*key.first()?);
+    let fingerprint = key.get(1 + tenant_len..)?;
+    let fingerprint = Fingerprint::from_legacy(fingerprint)?;
+    let mut short = key[..1 + tenant_len].to_vec();
+    short.extend_from_slice(fingerprint.as_bytes());
+    Some(short)
+}
+
 fn label_key(prefix: u8, label: &KeyLabel) -> Vec<u8> {
     let mut key = vec![prefix];
     push_tenant(&mut key, &label.tenant);
@@ -540,42 +608,109 @@ mod tests {
                 created_ms: 1_790_000_000_123,
                 expires_ms: with_options.then_some(1_790_000_900_123),
             },
-            fingerprint: with_options.then(|| Fingerprint::from_slice(&[7; 32]).unwrap()),
+            fingerprint: with_options.then(|| Fingerprint::from_slice(&[7; 16]).unwrap()),
             record: vec![1; MIN_RECORD_LEN + 4],
         }
+    }
+
+    /// A token with the sample's shape (BIN 411111, last 4 1111).
+    fn shaped() -> Token {
+        Token::parse("4111119274601111").unwrap()
+    }
+
+    /// A token of another length and other digits (an imported one).
+    fn unshaped() -> Token {
+        Token::parse("9990001112223334").unwrap()
     }
 
     #[test]
     fn entries_round_trip() {
         for with_options in [true, false] {
             let entry = sample(with_options);
-            assert_eq!(TokenEntry::decode(&entry.encode()).unwrap(), entry);
+            for token in [shaped(), unshaped()] {
+                let bytes = entry.encode(&token);
+                assert_eq!(bytes[0], ENTRY_FORMAT_V2);
+                assert_eq!(TokenEntry::decode(&bytes, &token).unwrap(), entry);
+            }
         }
     }
 
     #[test]
+    fn entries_leave_out_what_the_token_carries() {
+        let entry = sample(true);
+        let short = entry.encode(&shaped());
+        let long = entry.encode(&unshaped());
+        // PAN length, BIN and last 4: 11 bytes the token already holds.
+        assert_eq!(long.len() - short.len(), 11);
+        // 3 header + 3 expiry + 8 created + 8 expires + 16 fingerprint +
+        // 1 length + the record.
+        assert_eq!(short.len(), 3 + 3 + 8 + 8 + 16 + 1 + MIN_RECORD_LEN + 4);
+        // A BIN-less (short PAN) entry under a token of its length.
+        let mut amex = sample(false);
+        amex.meta.pan_len = 15;
+        amex.meta.brand = Brand::Amex;
+        let token = Token::parse("370000000001111").unwrap();
+        let bytes = amex.encode(&token);
+        assert_ne!(bytes[1] & FLAG_SHAPE_FROM_TOKEN, 0);
+        assert_eq!(TokenEntry::decode(&bytes, &token).unwrap(), amex);
+    }
+
+    #[test]
+    fn format_1_entries_still_read() {
+        // Written by databases of formats 1-3: PAN length before the
+        // brand, BIN and last 4 always, a 32-byte fingerprint.
+        let entry = sample(true);
+        let mut v1 = vec![
+            ENTRY_FORMAT_V1,
+            FLAG_BIN | FLAG_EXPIRY | FLAG_FINGERPRINT | FLAG_EXPIRES,
+            16,
+            Brand::Visa.code(),
+        ];
+        v1.extend_from_slice(b"411111");
+        v1.extend_from_slice(b"1111");
+        v1.push(12);
+        v1.extend_from_slice(&2029u16.to_be_bytes());
+        v1.extend_from_slice(&1_790_000_000_123u64.to_be_bytes());
+        v1.extend_from_slice(&1_790_000_900_123u64.to_be_bytes());
+        v1.extend_from_slice(&[7; 16]);
+        v1.extend_from_slice(&[8; 16]);
+        v1.push((MIN_RECORD_LEN + 4) as u8);
+        v1.extend_from_slice(&[1; MIN_RECORD_LEN + 4]);
+        assert_eq!(TokenEntry::decode(&v1, &shaped()).unwrap(), entry);
+        // Format 1 has no shape flag.
+        let mut shape = v1.clone();
+        shape[1] |= FLAG_SHAPE_FROM_TOKEN;
+        assert!(TokenEntry::decode(&shape, &shaped()).is_err());
+    }
+
+    #[test]
     fn entry_decoder_rejects_damage() {
-        let bytes = sample(true).encode();
-        for len in 0..bytes.len() {
-            assert!(TokenEntry::decode(&bytes[..len]).is_err(), "len {len}");
-        }
-        let mut trailing = bytes.clone();
-        trailing.push(0);
-        assert_eq!(
-            TokenEntry::decode(&trailing).unwrap_err(),
-            CodecError::Trailing {
-                what: "token entry"
+        for token in [shaped(), unshaped()] {
+            let bytes = sample(true).encode(&token);
+            for len in 0..bytes.len() {
+                assert!(
+                    TokenEntry::decode(&bytes[..len], &token).is_err(),
+                    "len {len}"
+                );
             }
-        );
-        let mut format = bytes.clone();
-        format[0] = 9;
-        assert!(matches!(
-            TokenEntry::decode(&format).unwrap_err(),
-            CodecError::UnknownFormat { format: 9, .. }
-        ));
-        let mut flags = bytes.clone();
-        flags[1] |= 0x80;
-        assert!(TokenEntry::decode(&flags).is_err());
+            let mut trailing = bytes.clone();
+            trailing.push(0);
+            assert_eq!(
+                TokenEntry::decode(&trailing, &token).unwrap_err(),
+                CodecError::Trailing {
+                    what: "token entry"
+                }
+            );
+            let mut format = bytes.clone();
+            format[0] = 9;
+            assert!(matches!(
+                TokenEntry::decode(&format, &token).unwrap_err(),
+                CodecError::UnknownFormat { format: 9, .. }
+            ));
+            let mut flags = bytes.clone();
+            flags[1] |= 0x80;
+            assert!(TokenEntry::decode(&flags, &token).is_err());
+        }
     }
 
     #[test]
@@ -649,7 +784,8 @@ mod tests {
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
-            let _ = TokenEntry::decode(&bytes);
+            let token = Token::parse("4111119274601111").unwrap();
+            let _ = TokenEntry::decode(&bytes, &token);
             let _ = KeyRecord::decode(&bytes);
             let _ = decode_keys_key(&bytes);
             let _ = decode_counter(&bytes);

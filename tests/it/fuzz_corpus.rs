@@ -116,7 +116,9 @@ fn write_record_seeds() {
             fingerprint: None,
             record: sealed,
         };
-        std::fs::write(dir.join(format!("entry{i}")), entry.encode()).unwrap();
+        // Format 2 entries (the `entry{i}` seeds of format 1 stay, for
+        // the decoder's older branch).
+        std::fs::write(dir.join(format!("entry-v2-{i}")), entry.encode(&token)).unwrap();
     }
     let key = KeyRecord {
         state: KeyState::Active,

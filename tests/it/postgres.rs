@@ -330,3 +330,59 @@ fn a_node_killed_under_load_loses_no_acknowledged_token() {
         );
     }
 }
+
+/// A schema-2 database (256-bit fingerprints) is raised to schema 3 at
+/// connect: its index rows hold the first 16 bytes, and a PAN's token is
+/// found with the 128-bit fingerprint this build computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_2_database_is_raised_to_short_fingerprints() {
+    use cardvault::crypto::Fingerprint;
+    use cardvault::store::Store as _;
+    use cardvault::{TenantId, Token};
+    let pg = Postgres::start();
+    let settings = cardvault::store::postgres::PgSettings {
+        url: pg.url().into(),
+        pool_size: 2,
+        ca_file: None,
+    };
+    let store = cardvault::store::postgres::PgStore::connect(&settings)
+        .await
+        .unwrap();
+    Box::new(store).close(Vec::new()).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let short = [7u8; 16];
+    let mut long = short.to_vec();
+    long.extend_from_slice(&[0xee; 16]);
+    client
+        .execute("DELETE FROM cardvault_schema WHERE version = 3", &[])
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) VALUES ('shop', $1, '4111119274601111')",
+            &[&long],
+        )
+        .await
+        .unwrap();
+    let store = cardvault::store::postgres::PgStore::connect(&settings)
+        .await
+        .unwrap();
+    let tenant = TenantId::parse("shop").unwrap();
+    let found = store
+        .get_token_for(&tenant, &Fingerprint::from_slice(&short).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found, Some(Token::parse("4111119274601111").unwrap()));
+    let row = client
+        .query_one(
+            "SELECT max(version), (SELECT max(length(fingerprint)) FROM cardvault_fingerprints) FROM cardvault_schema",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(3));
+    assert_eq!(row.get::<_, Option<i32>>(1), Some(16));
+}

@@ -497,3 +497,112 @@ async fn a_tampered_record_fails_to_open_without_panicking() {
     );
     vault.close().await.unwrap();
 }
+
+/// A format-1 token entry (database formats 1–3), built by hand from a
+/// decoded one: PAN length before the brand, BIN and last 4 written out,
+/// the fingerprint as a 256-bit HMAC (its second half is never read).
+fn entry_v1(entry: &cardvault::store::codec::TokenEntry) -> Vec<u8> {
+    let m = &entry.meta;
+    let mut flags = 0u8;
+    let mut out = vec![1, 0, m.pan_len, m.brand.code()];
+    if let Some(bin) = m.bin {
+        flags |= 1;
+        out.extend_from_slice(bin.as_bytes());
+    }
+    out.extend_from_slice(m.last4.as_bytes());
+    if let Some(expiry) = m.expiry {
+        flags |= 2;
+        out.push(expiry.month());
+        out.extend_from_slice(&expiry.year().to_be_bytes());
+    }
+    out.extend_from_slice(&m.created_ms.to_be_bytes());
+    assert!(m.expires_ms.is_none());
+    if let Some(fp) = &entry.fingerprint {
+        flags |= 4;
+        out.extend_from_slice(fp.as_bytes());
+        out.extend_from_slice(&[0xee; 16]);
+    }
+    out.push(entry.record.len() as u8);
+    out.extend_from_slice(&entry.record);
+    out[1] = flags;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_3_database_is_raised_to_short_fingerprints_and_loses_nothing() {
+    use cardvault::store::codec::TokenEntry;
+    let dir = TestVaultDir::new();
+    let t = tenant("legacy");
+    let vault = dir.open();
+    let mut issued = Vec::new();
+    for i in 0..40u64 {
+        let expiry = (i % 2 == 0).then(|| Expiry::new(4, 2031).unwrap());
+        let info = vault.tokenize(&t, &synthetic_pan(i), expiry).await.unwrap();
+        issued.push((i, info.token));
+    }
+    vault.close().await.unwrap();
+    // Turn the database back into format 3: 32-byte fingerprint keys and
+    // format-1 entries.
+    {
+        let db = raw_db(&dir.db_path());
+        let (tokens, fps, meta) = (
+            db.cf_handle("tokens").unwrap(),
+            db.cf_handle("fingerprints").unwrap(),
+            db.cf_handle("meta").unwrap(),
+        );
+        let prefix_len = 1 + t.as_str().len();
+        let mut rewrites = 0;
+        for item in db.iterator_cf(tokens, rocksdb::IteratorMode::Start) {
+            let (key, value) = item.unwrap();
+            let token = Token::parse_bytes(&key[prefix_len..]).unwrap();
+            let entry = TokenEntry::decode(&value, &token).unwrap();
+            assert_eq!(value[0], 2, "this build writes entry format 2");
+            db.put_cf(tokens, &key, entry_v1(&entry)).unwrap();
+            rewrites += 1;
+        }
+        assert_eq!(rewrites, 40);
+        let short: Vec<_> = db
+            .iterator_cf(fps, rocksdb::IteratorMode::Start)
+            .map(|item| item.unwrap())
+            .collect();
+        assert_eq!(short.len(), 40);
+        for (key, token) in short {
+            assert_eq!(key.len(), prefix_len + 16);
+            let mut long = key.to_vec();
+            long.extend_from_slice(&[0xee; 16]);
+            db.delete_cf(fps, &key).unwrap();
+            db.put_cf(fps, long, token).unwrap();
+        }
+        db.put_cf(meta, b"format_version", 3u64.to_be_bytes())
+            .unwrap();
+    }
+    let vault = dir.open();
+    // Every PAN finds its token through the rewritten index, and every
+    // format-1 entry still reveals.
+    for (i, token) in &issued {
+        let again = vault.tokenize(&t, &synthetic_pan(*i), None).await.unwrap();
+        assert_eq!(&again.token, token, "PAN {i} got a second token");
+        let revealed = vault.detokenize(&t, token).await.unwrap();
+        assert_eq!(revealed.pan, synthetic_pan(*i));
+        assert_eq!(revealed.expiry.is_some(), i % 2 == 0);
+    }
+    // A format-1 entry's delete removes its (short) index entry: the PAN
+    // then gets a new token.
+    let (i, token) = &issued[3];
+    vault.delete(&t, token).await.unwrap();
+    let fresh = vault.tokenize(&t, &synthetic_pan(*i), None).await.unwrap();
+    assert_ne!(&fresh.token, token);
+    vault.close().await.unwrap();
+    let db = raw_db(&dir.db_path());
+    let meta = db.cf_handle("meta").unwrap();
+    assert_eq!(
+        db.get_cf(meta, b"format_version").unwrap().unwrap(),
+        u64::from(cardvault::store::rocksdb::FORMAT_VERSION).to_be_bytes()
+    );
+    let fps = db.cf_handle("fingerprints").unwrap();
+    let lengths: HashSet<usize> = db
+        .iterator_cf(fps, rocksdb::IteratorMode::Start)
+        .map(|item| item.unwrap().0.len())
+        .collect();
+    assert_eq!(lengths, HashSet::from([1 + t.as_str().len() + 16]));
+}

@@ -284,7 +284,7 @@ impl Store for PgStore {
             )
             .await
             .map_err(pg)?;
-        row.map(|r| TokenEntry::decode(r.get::<_, &[u8]>(0)).map_err(StoreError::from))
+        row.map(|r| TokenEntry::decode(r.get::<_, &[u8]>(0), token).map_err(StoreError::from))
             .transpose()
     }
 
@@ -365,11 +365,11 @@ impl Store for PgStore {
         else {
             return Ok(false);
         };
-        let mut entry = TokenEntry::decode(row.get::<_, &[u8]>(0))?;
+        let mut entry = TokenEntry::decode(row.get::<_, &[u8]>(0), token)?;
         entry.meta.expiry = Some(expiry);
         tx.execute(
             "UPDATE cardvault_tokens SET entry = $3 WHERE tenant = $1 AND token = $2",
-            &[&tenant.as_str(), &token.as_str(), &entry.encode()],
+            &[&tenant.as_str(), &token.as_str(), &entry.encode(token)],
         )
         .await
         .map_err(pg)?;
@@ -465,10 +465,9 @@ impl Store for PgStore {
             .map_err(pg)?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    token_of(r.get(0), "token entry")?,
-                    TokenEntry::decode(r.get::<_, &[u8]>(1))?,
-                ))
+                let token = token_of(r.get(0), "token entry")?;
+                let entry = TokenEntry::decode(r.get::<_, &[u8]>(1), &token)?;
+                Ok((token, entry))
             })
             .collect()
     }
@@ -494,7 +493,7 @@ impl Store for PgStore {
             else {
                 continue;
             };
-            let mut entry = TokenEntry::decode(row.get::<_, &[u8]>(0))?;
+            let mut entry = TokenEntry::decode(row.get::<_, &[u8]>(0), &item.token)?;
             if entry.record != item.expected {
                 continue;
             }
@@ -519,7 +518,11 @@ impl Store for PgStore {
             }
             tx.execute(
                 "UPDATE cardvault_tokens SET entry = $3 WHERE tenant = $1 AND token = $2",
-                &[&tenant.as_str(), &item.token.as_str(), &entry.encode()],
+                &[
+                    &tenant.as_str(),
+                    &item.token.as_str(),
+                    &entry.encode(&item.token),
+                ],
             )
             .await
             .map_err(pg)?;
@@ -705,7 +708,7 @@ async fn delete_token(
     let Some(row) = row else {
         return Ok(false);
     };
-    let entry = TokenEntry::decode(row.get::<_, &[u8]>(0))?;
+    let entry = TokenEntry::decode(row.get::<_, &[u8]>(0), token)?;
     if let Some(fp) = entry.fingerprint {
         tx.execute(
             "DELETE FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2 AND token = $3",

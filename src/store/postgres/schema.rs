@@ -12,10 +12,10 @@ use deadpool_postgres::Object;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Migration `n` (1-based) brings the schema from `n - 1` to `n`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE cardvault_tokens (
     tenant text COLLATE "C" NOT NULL,
@@ -51,6 +51,13 @@ CREATE TABLE cardvault_checkpoints (
 -- A key's state beside its record, so an insert can check, in its own
 -- transaction, that the data key it sealed with is still the active one.
 ALTER TABLE cardvault_keys ADD COLUMN state text NOT NULL DEFAULT 'active';
+"#,
+    r#"
+-- 128-bit fingerprints (crypto::fingerprint): the first 16 bytes of the
+-- 256-bit HMACs stored so far. Entries keep theirs until rewritten (the
+-- codec reads both).
+UPDATE cardvault_fingerprints SET fingerprint = substring(fingerprint FROM 1 FOR 16)
+    WHERE length(fingerprint) = 32;
 "#,
 ];
 

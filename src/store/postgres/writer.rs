@@ -258,7 +258,7 @@ async fn commit(
             .collect();
         let entries: Vec<Vec<u8>> = candidates
             .iter()
-            .map(|&i| items[i].entry.encode())
+            .map(|&i| items[i].entry.encode(&items[i].token))
             .collect();
         let expires: Vec<Option<i64>> = candidates
             .iter()

@@ -35,8 +35,14 @@ use writer::Command;
 /// 3 (change time, a second wrapping during a KEK rotation, destroyed
 /// versions) and re-sealing checkpoints — a build of format 1 must not
 /// open such a database. 3: expiring tokens (an entry flag and the
-/// `expiry` column family).
-pub const FORMAT_VERSION: u32 = 3;
+/// `expiry` column family). 4: 128-bit fingerprints in the index keys and
+/// token entries of format 2 ([`codec::ENTRY_FORMAT_V2`]); opening an older
+/// database rewrites its index keys ([`shorten_fingerprint_keys`]), and its
+/// format-1 entries read as they are until rewritten.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The first format with 128-bit fingerprint keys.
+const FORMAT_SHORT_FINGERPRINTS: u32 = 4;
 
 const CF_TOKENS: &str = "tokens";
 const CF_FINGERPRINTS: &str = "fingerprints";
@@ -177,7 +183,10 @@ impl RocksStore {
                     });
                 }
                 if found < FORMAT_VERSION {
-                    // Format 1 data reads as is; only the marker moves.
+                    if found < FORMAT_SHORT_FINGERPRINTS {
+                        shorten_fingerprint_keys(&db, path)?;
+                    }
+                    // Everything else reads as is; the marker moves.
                     let mut batch = WriteBatch::default();
                     batch.put_cf(
                         meta,
@@ -289,7 +298,7 @@ impl Store for RocksStore {
     ) -> Result<Option<TokenEntry>, StoreError> {
         let key = codec::token_key(tenant, token);
         match self.db.get_pinned_cf(cf(&self.db, CF_TOKENS)?, key)? {
-            Some(bytes) => Ok(Some(TokenEntry::decode(&bytes)?)),
+            Some(bytes) => Ok(Some(TokenEntry::decode(&bytes, token)?)),
             None => Ok(None),
         }
     }
@@ -531,12 +540,49 @@ fn scan(
         if after.as_ref() == Some(&token) {
             continue;
         }
-        out.push((token, TokenEntry::decode(&value)?));
+        let entry = TokenEntry::decode(&value, &token)?;
+        out.push((token, entry));
         if out.len() >= limit {
             break;
         }
     }
     Ok(out)
+}
+
+/// Rewrites the `fingerprints` keys of a database older than format 4 from
+/// 256-bit to 128-bit fingerprints (their first 16 bytes), in synced
+/// batches that each put the new keys and delete the old ones. A run cut
+/// short leaves a mix that a rerun finishes: keys already short are
+/// skipped, and the format marker moves only afterwards.
+fn shorten_fingerprint_keys(db: &DB, path: &Path) -> Result<(), StoreError> {
+    const BATCH: usize = 16 * 1024;
+    let handle = cf(db, CF_FINGERPRINTS)?;
+    let sync = synced();
+    let mut batch = WriteBatch::default();
+    let (mut pending, mut moved) = (0usize, 0u64);
+    for item in db.iterator_cf(handle, IteratorMode::Start) {
+        let (key, token) = item?;
+        let Some(short) = codec::shortened_fingerprint_key(&key) else {
+            continue;
+        };
+        batch.put_cf(handle, short, token);
+        batch.delete_cf(handle, key);
+        pending += 1;
+        if pending == BATCH {
+            db.write_opt(std::mem::take(&mut batch), &sync)?;
+            moved += pending as u64;
+            pending = 0;
+            tracing::info!(moved, path = %path.display(), "shortening fingerprint index keys");
+        }
+    }
+    if pending > 0 {
+        db.write_opt(batch, &sync)?;
+        moved += pending as u64;
+    }
+    if moved > 0 {
+        tracing::info!(moved, path = %path.display(), "fingerprint index keys now hold 128-bit fingerprints");
+    }
+    Ok(())
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {

@@ -234,7 +234,7 @@ impl Group<'_> {
                 outcomes.push(InsertOutcome::TokenCollision);
                 continue;
             }
-            self.put(CF_TOKENS, token_key, item.entry.encode())?;
+            self.put(CF_TOKENS, token_key, item.entry.encode(&item.token))?;
             if let Some(at) = item.entry.meta.expires_ms {
                 self.put(
                     CF_EXPIRY,
@@ -261,9 +261,9 @@ impl Group<'_> {
         let Some(bytes) = self.read(CF_TOKENS, &key)? else {
             return Ok(false);
         };
-        let mut entry = TokenEntry::decode(&bytes)?;
+        let mut entry = TokenEntry::decode(&bytes, token)?;
         entry.meta.expiry = Some(expiry);
-        self.put(CF_TOKENS, key, entry.encode())?;
+        self.put(CF_TOKENS, key, entry.encode(token))?;
         Ok(true)
     }
 
@@ -272,7 +272,7 @@ impl Group<'_> {
         let Some(bytes) = self.read(CF_TOKENS, &key)? else {
             return Ok(false);
         };
-        let entry = TokenEntry::decode(&bytes)?;
+        let entry = TokenEntry::decode(&bytes, token)?;
         self.delete(CF_TOKENS, key)?;
         if let Some(at) = entry.meta.expires_ms {
             self.delete(CF_EXPIRY, codec::expiry_key(at, tenant, token))?;
@@ -294,7 +294,7 @@ impl Group<'_> {
         for (at, tenant, token) in items {
             let key = codec::token_key(&tenant, &token);
             let still = match self.read(CF_TOKENS, &key)? {
-                Some(bytes) => TokenEntry::decode(&bytes)?.meta.expires_ms == Some(at),
+                Some(bytes) => TokenEntry::decode(&bytes, &token)?.meta.expires_ms == Some(at),
                 None => false,
             };
             if still && self.delete_token(&tenant, &token)? {
@@ -322,7 +322,7 @@ impl Group<'_> {
             let Some(bytes) = self.read(CF_TOKENS, &key)? else {
                 continue;
             };
-            let mut entry = TokenEntry::decode(&bytes)?;
+            let mut entry = TokenEntry::decode(&bytes, &item.token)?;
             if entry.record != item.expected {
                 continue;
             }
@@ -347,7 +347,7 @@ impl Group<'_> {
                 }
                 entry.fingerprint = Some(new);
             }
-            self.put(CF_TOKENS, key, entry.encode())?;
+            self.put(CF_TOKENS, key, entry.encode(&item.token))?;
             replaced += 1;
         }
         let meta = cf(self.db, CF_META)?;
