@@ -363,6 +363,10 @@ pub struct StorageConfig {
     /// partitions (about 6 bytes per stored token) and hot data blocks.
     #[serde(default = "default_block_cache_bytes")]
     pub block_cache_bytes: NonZeroUsize,
+    /// RocksDB memtable size of each of the tokens and fingerprints column
+    /// families (docs/BENCHMARKS.md, "Seventh sitting").
+    #[serde(default = "default_write_buffer_bytes")]
+    pub write_buffer_bytes: NonZeroUsize,
 }
 
 /// Which store a node uses.
@@ -418,6 +422,11 @@ fn default_min_free_bytes() -> u64 {
 
 fn default_block_cache_bytes() -> NonZeroUsize {
     NonZeroUsize::new(crate::store::rocksdb::StoreOptions::default().block_cache_bytes)
+        .unwrap_or(NonZeroUsize::MIN)
+}
+
+fn default_write_buffer_bytes() -> NonZeroUsize {
+    NonZeroUsize::new(crate::store::rocksdb::StoreOptions::default().write_buffer_bytes)
         .unwrap_or(NonZeroUsize::MIN)
 }
 

@@ -105,6 +105,7 @@ impl Service {
         };
         options.store.min_free_bytes = config.storage.min_free_bytes;
         options.store.block_cache_bytes = config.storage.block_cache_bytes.get();
+        options.store.write_buffer_bytes = config.storage.write_buffer_bytes.get();
         // A node on PostgreSQL opens no RocksDB; its data directory keeps
         // only its lock and custody files.
         let shared: Option<Box<dyn crate::store::Store>> = match config.storage.backend {

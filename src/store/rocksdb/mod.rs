@@ -76,6 +76,10 @@ pub struct StoreOptions {
     /// partitions live in it at high priority (half the cache is reserved
     /// for them), data blocks in the rest.
     pub block_cache_bytes: usize,
+    /// Memtable size of each column family: the writer's skiplist inserts
+    /// and every lookup's memtable probe get dearer as it grows; flushes
+    /// and L0 files get more frequent as it shrinks.
+    pub write_buffer_bytes: usize,
     /// Refuse writes while the database's filesystem has less free space
     /// than this. RocksDB does not recover from a WAL write that hit a full
     /// disk without a reopen, so the vault stops writing before that; the
@@ -93,6 +97,7 @@ impl Default for StoreOptions {
             max_group: 1024,
             queue_depth: 4096,
             block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
             min_free_bytes: 128 << 20,
             recent_fingerprints: 1 << 18,
         }
@@ -153,6 +158,7 @@ impl RocksStore {
             table.set_partition_pinning_tier(BlockBasedTablePinningTier::All);
             let mut cf_opts = Options::default();
             cf_opts.set_block_based_table_factory(&table);
+            cf_opts.set_write_buffer_size(options.write_buffer_bytes);
             // The same for the memtable: profiling showed tokenize spending
             // ~40% of its time walking the memtable skiplist for keys that
             // are not there.

@@ -58,6 +58,7 @@ impl Harness {
                 key_file: Some(dir.path().join("kek.key")),
                 min_free_bytes: 1 << 20,
                 block_cache_bytes: std::num::NonZeroUsize::new(8 << 20).unwrap(),
+                write_buffer_bytes: std::num::NonZeroUsize::new(8 << 20).unwrap(),
             },
             limits: LimitsConfig::default(),
             principals,
