@@ -247,7 +247,7 @@ impl TokenEntry {
         }
         let record = r.take(record_len)?.to_vec();
         r.finish()?;
-        Ok(TokenEntry {
+        let entry = TokenEntry {
             meta: TokenMeta {
                 pan_len,
                 brand,
@@ -259,7 +259,13 @@ impl TokenEntry {
             },
             fingerprint,
             record,
-        })
+        };
+        // One encoding per entry: format 2 leaves out what the token
+        // carries whenever it does.
+        if format == ENTRY_FORMAT_V2 && !shape_from_token && entry.shape_matches(token) {
+            return Err(invalid("shape flag"));
+        }
+        Ok(entry)
     }
 }
 
@@ -642,6 +648,16 @@ mod tests {
         let long = entry.encode(&unshaped());
         // PAN length, BIN and last 4: 11 bytes the token already holds.
         assert_eq!(long.len() - short.len(), 11);
+        // Written out although the token carries them: not the one
+        // encoding, refused.
+        assert!(TokenEntry::decode(&long, &unshaped()).is_ok());
+        assert_eq!(
+            TokenEntry::decode(&long, &shaped()).unwrap_err(),
+            CodecError::InvalidField {
+                what: "token entry",
+                field: "shape flag"
+            }
+        );
         // 3 header + 3 expiry + 8 created + 8 expires + 16 fingerprint +
         // 1 length + the record.
         assert_eq!(short.len(), 3 + 3 + 8 + 8 + 16 + 1 + MIN_RECORD_LEN + 4);
