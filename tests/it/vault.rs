@@ -541,8 +541,8 @@ async fn a_format_3_database_is_raised_to_short_fingerprints_and_loses_nothing()
         issued.push((i, info.token));
     }
     vault.close().await.unwrap();
-    // Turn the database back into format 3: 32-byte fingerprint keys and
-    // format-1 entries.
+    // Turn the database back into format 3 (format-1 entries, 32-byte
+    // fingerprint keys) as a migration cut short would leave it.
     {
         let db = raw_db(&dir.db_path());
         let (tokens, fps, meta) = (
@@ -566,7 +566,9 @@ async fn a_format_3_database_is_raised_to_short_fingerprints_and_loses_nothing()
             .map(|item| item.unwrap())
             .collect();
         assert_eq!(short.len(), 40);
-        for (key, token) in short {
+        // Every other key is left short: a migration cut short by a crash
+        // leaves such a mix, and the next open must finish it.
+        for (key, token) in short.into_iter().step_by(2) {
             assert_eq!(key.len(), prefix_len + 16);
             let mut long = key.to_vec();
             long.extend_from_slice(&[0xee; 16]);
