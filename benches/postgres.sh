@@ -5,6 +5,9 @@
 # directories, alternating rounds so drift of this noisy VM hits both.
 #
 #   benches/postgres.sh BIN [ROUNDS] [DURATION]
+#
+# PG_OPS picks the runs (default "tokenize detokenize"); "tokenize-batch"
+# runs batches of 1,000 at 4 connections and prints items/s.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 lift_rate_limits
@@ -40,9 +43,12 @@ side() { # rocksdb|postgres round
   server=$!
   local api
   api="$(await_api "$dir.out")"
-  for op in tokenize detokenize; do
-    "$bin" load --dev "$dir" --target "$api" --duration "$duration" --warmup 2s --json --op "$op" --concurrency 64 |
-      python3 -c "import json,sys; r=json.load(sys.stdin); l=r['latency_ms']; print(f\"$backend $op c=64 {r['throughput_per_s']:9.0f} req/s p50 {l['p50']:6.2f} p99 {l['p99']:6.2f} ms errors {sum(r['errors'].values())}\")"
+  local shape
+  for op in ${PG_OPS:-tokenize detokenize}; do
+    if [ "$op" = tokenize-batch ]; then shape="--batch 1000 --concurrency 4"; else shape="--concurrency 64"; fi
+    # shellcheck disable=SC2086
+    "$bin" load --dev "$dir" --target "$api" --duration "$duration" --warmup 2s --json --op "$op" $shape |
+      python3 -c "import json,sys; r=json.load(sys.stdin); l=r['latency_ms']; print(f\"$backend $op ${shape//--/} {r['throughput_per_s']:9.0f} req/s {r['items_per_s']:9.0f} items/s p50 {l['p50']:6.2f} p99 {l['p99']:6.2f} ms errors {sum(r['errors'].values())}\")"
   done
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 }

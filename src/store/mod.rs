@@ -200,6 +200,20 @@ pub trait Store: Send + Sync {
         fingerprint: &Fingerprint,
     ) -> Result<Option<Token>, StoreError>;
 
+    /// [`Store::get_token_for`] for many fingerprints of one tenant, in
+    /// input order: one batched read where the backend has one.
+    async fn get_tokens_for(
+        &self,
+        tenant: &TenantId,
+        fingerprints: &[Fingerprint],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        let mut out = Vec::with_capacity(fingerprints.len());
+        for fingerprint in fingerprints {
+            out.push(self.get_token_for(tenant, fingerprint).await?);
+        }
+        Ok(out)
+    }
+
     /// Every wrapped data key and encryption counter.
     async fn load_keys(&self) -> Result<StoredKeys, StoreError>;
 

@@ -477,10 +477,35 @@ impl Vault {
             // Taken before the lookups: their "absent" answers hold as of
             // this mark, which lets the store skip repeating them.
             let mark = self.store.read_mark();
+            // The pending PANs' fingerprints in one batched read.
+            let mut found: Vec<Option<Token>> = vec![None; items.len()];
+            let wanted: Vec<(usize, Fingerprint)> = pending
+                .iter()
+                .filter_map(|&i| fingerprints[i].map(|fp| (i, fp)))
+                .collect();
+            let lookup = if wanted.is_empty() {
+                Ok(())
+            } else {
+                let fps: Vec<Fingerprint> = wanted.iter().map(|(_, fp)| *fp).collect();
+                self.store
+                    .get_tokens_for(tenant, &fps)
+                    .await
+                    .map(|tokens| {
+                        for ((i, _), token) in wanted.iter().zip(tokens) {
+                            found[*i] = token;
+                        }
+                    })
+                    .map_err(VaultError::from)
+            };
             for &i in &pending {
                 let (pan, expiry) = &items[i];
-                if let Some(fp) = &fingerprints[i] {
-                    match self.token_for(tenant, fp, pan, &older).await {
+                if fingerprints[i].is_some() {
+                    let known = match (&lookup, found[i]) {
+                        (Err(e), _) => Err(e.clone()),
+                        (Ok(()), Some(token)) => Ok(Some(token)),
+                        (Ok(()), None) => self.token_for_older(tenant, pan, &older).await,
+                    };
+                    match known {
                         Ok(Some(token)) => {
                             existing.push((i, token));
                             continue;
@@ -691,6 +716,18 @@ impl Vault {
         if let Some(token) = self.store.get_token_for(tenant, fingerprint).await? {
             return Ok(Some(token));
         }
+        self.token_for_older(tenant, pan, older).await
+    }
+
+    /// The token for `pan` under the tenant's older fingerprint keys (a
+    /// fingerprint rotation whose re-encryption has not moved every index
+    /// entry yet), newest first.
+    async fn token_for_older(
+        &self,
+        tenant: &TenantId,
+        pan: &Pan,
+        older: &[Arc<crate::crypto::Fingerprinter>],
+    ) -> Result<Option<Token>, VaultError> {
         for fingerprinter in older {
             let old = fingerprinter.fingerprint(pan);
             if let Some(token) = self.store.get_token_for(tenant, &old).await? {

@@ -125,6 +125,46 @@ pub async fn a_fingerprint_keeps_its_first_token(backend: &dyn Backend) {
     store.close(Vec::new()).await.unwrap();
 }
 
+/// A batched fingerprint lookup answers like one lookup per fingerprint,
+/// in input order: hits, misses and repeats.
+pub async fn batched_lookups_answer_in_input_order(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let cards = Cards::new();
+    let tokens: Vec<Token> = (1..=6).map(|i| cards.token(i)).collect();
+    let inserts = (1..=6)
+        .map(|i| cards.insert(i, tokens[i as usize - 1]))
+        .collect();
+    let out = store.insert(inserts).await.unwrap();
+    assert!(out.iter().all(|o| *o == InsertOutcome::Inserted), "{out:?}");
+    let asked = [4u64, 99, 1, 6, 4, 50];
+    let fps: Vec<Fingerprint> = asked.iter().map(|&i| cards.fingerprint(i)).collect();
+    let found = store.get_tokens_for(&cards.tenant, &fps).await.unwrap();
+    assert_eq!(
+        found,
+        vec![
+            Some(tokens[3]),
+            None,
+            Some(tokens[0]),
+            Some(tokens[5]),
+            Some(tokens[3]),
+            None
+        ]
+    );
+    let other = TenantId::parse("elsewhere").unwrap();
+    assert_eq!(
+        store.get_tokens_for(&other, &fps[..1]).await.unwrap(),
+        vec![None]
+    );
+    assert!(
+        store
+            .get_tokens_for(&cards.tenant, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close(Vec::new()).await.unwrap();
+}
+
 /// A caller's "I looked and it was absent" is a hint, never a licence to
 /// overwrite: with a mark taken before a racing insert of the same PAN
 /// (and with marks taken before and after a store-wide churn of other
@@ -556,6 +596,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn a_fingerprint_keeps_its_first_token() {
                 super::a_fingerprint_keeps_its_first_token(&$make).await;
+            }
+            #[tokio::test]
+            async fn batched_lookups_answer_in_input_order() {
+                super::batched_lookups_answer_in_input_order(&$make).await;
             }
             #[tokio::test]
             async fn a_taken_token_is_a_collision_and_nothing_is_overwritten() {

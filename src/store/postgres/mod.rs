@@ -305,6 +305,39 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn get_tokens_for(
+        &self,
+        tenant: &TenantId,
+        fingerprints: &[Fingerprint],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        // One round trip for the whole batch instead of one per PAN.
+        let wanted: Vec<&[u8]> = fingerprints
+            .iter()
+            .map(|fp| fp.as_bytes().as_slice())
+            .collect();
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT fingerprint, token FROM cardvault_fingerprints \
+                 WHERE tenant = $1 AND fingerprint = ANY($2)",
+                &[&tenant.as_str(), &wanted],
+            )
+            .await
+            .map_err(pg)?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let fingerprint: &[u8] = row.get(0);
+            found.insert(
+                fingerprint.to_vec(),
+                token_of(row.get(1), "fingerprint entry")?,
+            );
+        }
+        Ok(fingerprints
+            .iter()
+            .map(|fp| found.get(fp.as_bytes().as_slice()).copied())
+            .collect())
+    }
+
     async fn load_keys(&self) -> Result<StoredKeys, StoreError> {
         let client = self.client().await?;
         let mut stored = StoredKeys::default();

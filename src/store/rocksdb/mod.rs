@@ -320,14 +320,39 @@ impl Store for RocksStore {
     ) -> Result<Option<Token>, StoreError> {
         let key = codec::fingerprint_key(tenant, fingerprint);
         match self.db.get_pinned_cf(cf(&self.db, CF_FINGERPRINTS)?, key)? {
-            Some(bytes) => Token::parse_bytes(&bytes).map(Some).map_err(|_| {
-                StoreError::Corrupt(CodecError::InvalidField {
-                    what: "fingerprint entry",
-                    field: "token",
-                })
-            }),
+            Some(bytes) => fingerprint_entry_token(&bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn get_tokens_for(
+        &self,
+        tenant: &TenantId,
+        fingerprints: &[Fingerprint],
+    ) -> Result<Vec<Option<Token>>, StoreError> {
+        if let [one] = fingerprints {
+            return Ok(vec![self.get_token_for(tenant, one).await?]);
+        }
+        // RocksDB's batched lookup wants its keys sorted: sort an index,
+        // read, and put the answers back in input order.
+        let keys: Vec<Vec<u8>> = fingerprints
+            .iter()
+            .map(|fp| codec::fingerprint_key(tenant, fp))
+            .collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let values = self.db.batched_multi_get_cf(
+            cf(&self.db, CF_FINGERPRINTS)?,
+            order.iter().map(|&i| &keys[i]),
+            true,
+        );
+        let mut out = vec![None; keys.len()];
+        for (&i, value) in order.iter().zip(values) {
+            if let Some(bytes) = value? {
+                out[i] = Some(fingerprint_entry_token(&bytes)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn load_keys(&self) -> Result<StoredKeys, StoreError> {
@@ -589,6 +614,16 @@ fn shorten_fingerprint_keys(db: &DB, path: &Path) -> Result<(), StoreError> {
         tracing::info!(moved, path = %path.display(), "fingerprint index keys now hold 128-bit fingerprints");
     }
     Ok(())
+}
+
+/// The token a `fingerprints` entry holds.
+fn fingerprint_entry_token(bytes: &[u8]) -> Result<Token, StoreError> {
+    Token::parse_bytes(bytes).map_err(|_| {
+        StoreError::Corrupt(CodecError::InvalidField {
+            what: "fingerprint entry",
+            field: "token",
+        })
+    })
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
