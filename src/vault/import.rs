@@ -57,24 +57,36 @@ impl Vault {
         let mut inserted_for = Vec::new();
         let mut last_claim = None;
         let mark = self.store.read_mark();
+        // Every PAN's existing token (deterministic tenants), in one
+        // batched read.
+        let lookups: Vec<(&Pan, crate::crypto::Fingerprint)> = if deterministic {
+            items
+                .iter()
+                .map(|(_, pan, _)| (*pan, fingerprinter.fingerprint(pan)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut known = self
+            .existing_tokens(tenant, &lookups, &older)
+            .await
+            .into_iter();
         for (i, (token, pan, expiry)) in items.iter().enumerate() {
-            let fingerprint = deterministic.then(|| fingerprinter.fingerprint(pan));
-            if let Some(fp) = &fingerprint {
-                match self.token_for(tenant, fp, pan, &older).await {
-                    Ok(Some(existing)) => {
-                        results[i] = Some(Ok(if existing == *token {
-                            ImportOutcome::AlreadyPresent
-                        } else {
-                            ImportOutcome::PanHasOtherToken
-                        }));
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        results[i] = Some(Err(e));
-                        continue;
-                    }
+            let fingerprint = lookups.get(i).map(|(_, fp)| *fp);
+            match known.next() {
+                Some(Ok(Some(existing))) => {
+                    results[i] = Some(Ok(if existing == *token {
+                        ImportOutcome::AlreadyPresent
+                    } else {
+                        ImportOutcome::PanHasOtherToken
+                    }));
+                    continue;
                 }
+                Some(Err(e)) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+                Some(Ok(None)) | None => {}
             }
             match self
                 .draft_for(&keys, *token, pan, *expiry, fingerprint, mark)

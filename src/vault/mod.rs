@@ -477,45 +477,36 @@ impl Vault {
             // Taken before the lookups: their "absent" answers hold as of
             // this mark, which lets the store skip repeating them.
             let mark = self.store.read_mark();
-            // The pending PANs' fingerprints in one batched read.
-            let mut found: Vec<Option<Token>> = vec![None; items.len()];
-            let wanted: Vec<(usize, Fingerprint)> = pending
+            // The pending PANs' existing tokens, in one batched read.
+            let fingerprinted: Vec<usize> = pending
                 .iter()
-                .filter_map(|&i| fingerprints[i].map(|fp| (i, fp)))
+                .copied()
+                .filter(|&i| fingerprints[i].is_some())
                 .collect();
-            let lookup = if wanted.is_empty() {
-                Ok(())
-            } else {
-                let fps: Vec<Fingerprint> = wanted.iter().map(|(_, fp)| *fp).collect();
-                self.store
-                    .get_tokens_for(tenant, &fps)
-                    .await
-                    .map(|tokens| {
-                        for ((i, _), token) in wanted.iter().zip(tokens) {
-                            found[*i] = token;
-                        }
-                    })
-                    .map_err(VaultError::from)
-            };
+            let lookups: Vec<(&Pan, Fingerprint)> = fingerprinted
+                .iter()
+                .filter_map(|&i| fingerprints[i].map(|fp| (items[i].0, fp)))
+                .collect();
+            let mut known: Vec<Option<Result<Option<Token>, VaultError>>> =
+                items.iter().map(|_| None).collect();
+            for (i, found) in fingerprinted
+                .into_iter()
+                .zip(self.existing_tokens(tenant, &lookups, &older).await)
+            {
+                known[i] = Some(found);
+            }
             for &i in &pending {
                 let (pan, expiry) = &items[i];
-                if fingerprints[i].is_some() {
-                    let known = match (&lookup, found[i]) {
-                        (Err(e), _) => Err(e.clone()),
-                        (Ok(()), Some(token)) => Ok(Some(token)),
-                        (Ok(()), None) => self.token_for_older(tenant, pan, &older).await,
-                    };
-                    match known {
-                        Ok(Some(token)) => {
-                            existing.push((i, token));
-                            continue;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            results[i] = Some(Err(e));
-                            continue;
-                        }
+                match known[i].take() {
+                    Some(Ok(Some(token))) => {
+                        existing.push((i, token));
+                        continue;
                     }
+                    Some(Err(e)) => {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                    Some(Ok(None)) | None => {}
                 }
                 match self
                     .draft(&sealing, pan, *expiry, fingerprints[i], mark, expires_ms)
@@ -697,26 +688,45 @@ impl Vault {
         let (fingerprinter, older) = keys.fingerprinters();
         let fingerprint = fingerprinter.fingerprint(pan);
         let token = self
-            .token_for(tenant, &fingerprint, pan, &older)
-            .await?
+            .existing_tokens(tenant, &[(pan, fingerprint)], &older)
+            .await
+            .pop()
+            .unwrap_or(Ok(None))?
             .ok_or(VaultError::TokenNotFound)?;
         self.metadata(tenant, &token).await
     }
 
-    /// The token indexed under `fingerprint` (the active key's), or — while
-    /// a fingerprint-key rotation is in progress — under an older key's
-    /// fingerprint of the same PAN.
-    async fn token_for(
+    /// The tokens `tenant` already has for the PANs of `lookups`, each with
+    /// its fingerprint under the active key, in input order: the active
+    /// key's fingerprints in one batched read, then — while a
+    /// fingerprint-key rotation is in progress — each miss under the older
+    /// keys' fingerprints of the same PAN. A failed batched read fails every
+    /// item.
+    async fn existing_tokens(
         &self,
         tenant: &TenantId,
-        fingerprint: &Fingerprint,
-        pan: &Pan,
+        lookups: &[(&Pan, Fingerprint)],
         older: &[Arc<crate::crypto::Fingerprinter>],
-    ) -> Result<Option<Token>, VaultError> {
-        if let Some(token) = self.store.get_token_for(tenant, fingerprint).await? {
-            return Ok(Some(token));
+    ) -> Vec<Result<Option<Token>, VaultError>> {
+        if lookups.is_empty() {
+            return Vec::new();
         }
-        self.token_for_older(tenant, pan, older).await
+        let fingerprints: Vec<Fingerprint> = lookups.iter().map(|(_, fp)| *fp).collect();
+        let found = match self.store.get_tokens_for(tenant, &fingerprints).await {
+            Ok(found) => found,
+            Err(e) => {
+                let e = VaultError::from(e);
+                return lookups.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        let mut out = Vec::with_capacity(lookups.len());
+        for ((pan, _), token) in lookups.iter().zip(found) {
+            out.push(match token {
+                Some(token) => Ok(Some(token)),
+                None => self.token_for_older(tenant, pan, older).await,
+            });
+        }
+        out
     }
 
     /// The token for `pan` under the tenant's older fingerprint keys (a
