@@ -175,14 +175,8 @@ async fn commit(
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
         for &i in &with_fp {
-            let key = (
-                items[i].tenant.to_string(),
-                items[i]
-                    .fingerprint
-                    .map(|f| f.as_bytes().to_vec())
-                    .unwrap_or_default(),
-                items[i].token.to_string(),
-            );
+            let (tenant, fingerprint) = index_key(items[i]);
+            let key = (tenant, fingerprint, items[i].token.to_string());
             // Taken out so a duplicate item of the same call loses.
             if won.remove(&key) {
                 fp_won.insert(i);
@@ -218,13 +212,7 @@ async fn commit(
                 .map(|r| ((r.get(0), r.get(1)), r.get(2)))
                 .collect();
             for &i in &lost {
-                let key = (
-                    items[i].tenant.to_string(),
-                    items[i]
-                        .fingerprint
-                        .map(|f| f.as_bytes().to_vec())
-                        .unwrap_or_default(),
-                );
+                let key = index_key(items[i]);
                 let holder = holders.get(&key).ok_or_else(|| {
                     StoreError::Backend("a fingerprint vanished during insert".into())
                 })?;
@@ -310,4 +298,15 @@ async fn commit(
         .into_iter()
         .map(|o| o.unwrap_or(InsertOutcome::TokenCollision))
         .collect())
+}
+
+/// The (tenant, fingerprint) pair an insert is indexed under, as the
+/// `cardvault_fingerprints` rows read back hold them.
+fn index_key(item: &Insert) -> (String, Vec<u8>) {
+    (
+        item.tenant.to_string(),
+        item.fingerprint
+            .map(|f| f.as_bytes().to_vec())
+            .unwrap_or_default(),
+    )
 }
