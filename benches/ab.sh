@@ -2,7 +2,8 @@
 # A/B over real mTLS: two cardvault binaries, each serving a fresh
 # `serve --dev` in turn, driven by the same load generator (B's), in
 # alternating rounds so drift of this noisy VM hits both alike. Prints one
-# line per round and side: tokenize and detokenize at 64 connections.
+# line per round and side: tokenize and detokenize at 64 connections, with
+# the server's CPU per request (utime+stime over warm-up + measurement).
 #
 #   benches/ab.sh BIN_A BIN_B [ROUNDS] [DURATION]
 set -euo pipefail
@@ -12,6 +13,7 @@ load="$bin_b"
 work="$(mktemp -d)"
 server=""
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+lift_rate_limits
 
 side() { # label, binary
   local label="$1" bin="$2" dir="$work/$1-$RANDOM"
@@ -20,8 +22,16 @@ side() { # label, binary
   local api
   api="$(await_api "$dir.out")"
   for op in ${AB_OPS:-tokenize detokenize}; do
-    "$load" load --dev "$dir" --target "$api" --duration "$duration" --warmup 2s --json --op "$op" --concurrency 64 |
-      python3 -c "import json,sys; r=json.load(sys.stdin); l=r['latency_ms']; print(f\"$label $op c=64 {r['throughput_per_s']:9.0f} req/s p50 {l['p50']:6.2f} p99 {l['p99']:6.2f} ms errors {sum(r['errors'].values())}\")"
+    local before json
+    before="$(server_cpu "$server")"
+    json="$("$load" load --dev "$dir" --target "$api" --duration "$duration" --warmup 2s --json --op "$op" --concurrency 64)"
+    python3 - "$label $op" "$before" "$(server_cpu "$server")" "$json" <<'PY'
+import json, sys
+label, before, after, r = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
+l = r["latency_ms"]
+cpu = (after - before) / max(r["throughput_per_s"] * (r["duration_s"] + 2), 1) * 1e6
+print(f"{label:<14} c=64 {r['throughput_per_s']:9.0f} req/s p50 {l['p50']:6.2f} p99 {l['p99']:6.2f} ms cpu {cpu:6.1f} µs/req errors {sum(r['errors'].values())}")
+PY
   done
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 }

@@ -686,3 +686,55 @@ async fn reveal_reasons_are_recorded_checked_and_required() {
     assert_eq!(batch[0]["reason"], "settlement batch");
     assert!(common::files_containing(&audit_dir, CANARY.as_bytes()).is_empty());
 }
+
+/// Events queued with `record` reach the segment on their own, with no
+/// close or durable event behind them to wake the writer (it gathers them
+/// for a moment, then writes), and a durable event queued afterwards keeps
+/// its place in the chain after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_events_are_written_without_a_wake_and_keep_their_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kek = tmp.path().join("kek.key");
+    KeyFileProvider::create(&kek).unwrap();
+    let provider = KeyFileProvider::open(&kek).unwrap();
+    let dir = tmp.path().join("audit");
+    let audit = AuditLog::open(AuditSettings::new(dir.clone()), &provider).unwrap();
+    for i in 0..50 {
+        let mut event = Event::new(EventKind::MetadataRead).with_tenant("default");
+        event.principal = Some(format!("p{i}"));
+        audit.record(event);
+    }
+    // Complete lines only: the writer may be mid-write while this reads.
+    let written = || -> usize {
+        cardvault::audit::segments(&dir)
+            .unwrap()
+            .iter()
+            .map(|(_, path)| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+                complete
+                    .lines()
+                    .filter(|l| l.contains("\"metadata_read\""))
+                    .count()
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while written() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queued events were not written: {} of 50",
+            written()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // audit_start is seq 1, the 50 queued events 2..=51.
+    let seq = audit
+        .record_durable(Event::new(EventKind::Tokenize))
+        .await
+        .unwrap();
+    assert_eq!(seq, 52);
+    audit.close().await.unwrap();
+    let (code, text) = verify(&dir, &kek);
+    assert_eq!(code, 0, "{text}");
+}
