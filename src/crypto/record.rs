@@ -150,8 +150,10 @@ pub fn seal(
     token: &Token,
     pan: &Pan,
 ) -> Result<Vec<u8>, RecordError> {
+    // A random 96-bit nonce per record from this thread's CSPRNG
+    // (random::fill_per_use); a DEK seals at most DEK_HARD_LIMIT records.
     let mut nonce = [0u8; NONCE_LEN];
-    random::fill(&mut nonce)?;
+    random::fill_per_use(&mut nonce)?;
     let aad = associated_data(RECORD_FORMAT_V1, tenant, token, key.version());
     let mut out = Vec::with_capacity(HEADER_LEN + pan.len() + TAG_LEN);
     out.push(RECORD_FORMAT_V1);

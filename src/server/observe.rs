@@ -78,7 +78,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 /// A fresh random request id: 16 hex digits.
 pub fn new_request_id() -> String {
     let mut bytes = [0u8; 8];
-    let _ = crate::random::fill(&mut bytes);
+    let _ = crate::random::fill_per_use(&mut bytes);
     format!("{:016x}", u64::from_be_bytes(bytes))
 }
 
