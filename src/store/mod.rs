@@ -99,6 +99,11 @@ pub struct Insert {
     /// re-reading the fingerprint when it knows nothing wrote it since; it
     /// must still never overwrite (the contract does not change).
     pub fingerprint_absent_at: Option<ReadMark>,
+    /// The caller found no entry for `token` in a read that started after
+    /// this mark ([`Store::tokens_taken`]). Like `fingerprint_absent_at`: a
+    /// backend may skip its own collision read when it knows nothing wrote
+    /// the token since, and must still never overwrite an entry.
+    pub token_absent_at: Option<ReadMark>,
     /// The fingerprint key that computed `fingerprint`: a backend shared by
     /// several nodes refuses the item ([`InsertOutcome::StaleKey`]) once
     /// that key is no longer the active one, as it does for the data key
@@ -210,6 +215,22 @@ pub trait Store: Send + Sync {
         let mut out = Vec::with_capacity(fingerprints.len());
         for fingerprint in fingerprints {
             out.push(self.get_token_for(tenant, fingerprint).await?);
+        }
+        Ok(out)
+    }
+
+    /// Which of `tokens` already have an entry in `tenant`, in input order:
+    /// one batched read where the backend has one. Read after a
+    /// [`Store::read_mark`], its "free" answers go back with the inserts
+    /// ([`Insert::token_absent_at`]).
+    async fn tokens_taken(
+        &self,
+        tenant: &TenantId,
+        tokens: &[Token],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            out.push(self.get_entry(tenant, token).await?.is_some());
         }
         Ok(out)
     }

@@ -361,6 +361,7 @@ impl Vault {
             entry,
             counter: Some((keys.label(KeyPurpose::PanEncryption, dek.version()), count)),
             fingerprint_absent_at: fingerprint.and(absent_at),
+            token_absent_at: None,
             fingerprint_key: None,
         };
         Ok((insert, dek, count))
@@ -523,6 +524,9 @@ impl Vault {
                     Err(e) => results[i] = Some(Err(e)),
                 }
             }
+            if mark.is_some() {
+                self.vouch_tokens_free(tenant, &mut inserts, mark).await;
+            }
             let infos: Vec<TokenInfo> = inserts
                 .iter()
                 .map(|ins| TokenInfo::from_meta(ins.token, &ins.entry.meta))
@@ -592,6 +596,30 @@ impl Vault {
             .into_iter()
             .map(|r| r.unwrap_or(Err(VaultError::TokenSpaceExhausted)))
             .collect()
+    }
+
+    /// Reads the drafted tokens of `inserts` in one batched lookup (after
+    /// `mark`) and vouches for each one found free, so a store that tracks
+    /// its recent writes skips its own collision read (on RocksDB, on the
+    /// single writer thread). A token found taken, or a failed read, leaves
+    /// the check to the store.
+    async fn vouch_tokens_free(
+        &self,
+        tenant: &TenantId,
+        inserts: &mut [Insert],
+        mark: Option<ReadMark>,
+    ) {
+        if inserts.is_empty() {
+            return;
+        }
+        let tokens: Vec<Token> = inserts.iter().map(|insert| insert.token).collect();
+        if let Ok(taken) = self.store.tokens_taken(tenant, &tokens).await {
+            for (insert, taken) in inserts.iter_mut().zip(taken) {
+                if !taken {
+                    insert.token_absent_at = mark;
+                }
+            }
+        }
     }
 
     /// The tenant's keys; on a shared store, keys another node created

@@ -74,6 +74,7 @@ impl Cards {
             },
             counter: Some((self.label(), i + 1)),
             fingerprint_absent_at: None,
+            token_absent_at: None,
             fingerprint_key: None,
         }
     }
@@ -212,6 +213,76 @@ pub async fn a_stale_absence_never_overwrites(backend: &dyn Backend) {
     assert_eq!(
         store.insert(vec![again]).await.unwrap(),
         vec![InsertOutcome::Existing(token)]
+    );
+    store.close(Vec::new()).await.unwrap();
+}
+
+/// A caller's word that its drawn token is free ([`Insert::token_absent_at`])
+/// goes stale as soon as another insert takes the token: that is still a
+/// collision, the stored entry stays as it was — right after the first
+/// insert and after enough churn that a backend tracking recent writes has
+/// forgotten it — and two items of one call vouching for one token get one
+/// insert and one collision.
+pub async fn a_stale_token_absence_never_overwrites(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let cards = Cards::new();
+    let (token, unused) = (cards.token(1), cards.token(5));
+    let mark = store.read_mark();
+    assert_eq!(
+        store.tokens_taken(&cards.tenant, &[token]).await.unwrap(),
+        vec![false]
+    );
+    let original = cards.insert(1, token);
+    let stored_entry = original.entry.clone();
+    store.insert(vec![original]).await.unwrap();
+    assert_eq!(
+        store
+            .tokens_taken(&cards.tenant, &[unused, token])
+            .await
+            .unwrap(),
+        vec![false, true]
+    );
+    let racer = |i: u64| {
+        let mut racer = cards.insert(i, token);
+        racer.token_absent_at = mark;
+        racer
+    };
+    assert_eq!(
+        store.insert(vec![racer(2)]).await.unwrap(),
+        vec![InsertOutcome::TokenCollision]
+    );
+    for round in 0..20u64 {
+        let batch = (0..50)
+            .map(|i| {
+                let n = 1000 + round * 50 + i;
+                cards.insert(n, cards.token(n))
+            })
+            .collect();
+        store.insert(batch).await.unwrap();
+    }
+    assert_eq!(
+        store.insert(vec![racer(3)]).await.unwrap(),
+        vec![InsertOutcome::TokenCollision]
+    );
+    assert_eq!(
+        store.get_entry(&cards.tenant, &token).await.unwrap(),
+        Some(stored_entry)
+    );
+    // One call, two PANs, one freshly vouched token.
+    let mark = store.read_mark();
+    let shared = cards.token(6);
+    let mut first = cards.insert(6, shared);
+    let mut second = cards.insert(7, shared);
+    first.token_absent_at = mark;
+    second.token_absent_at = mark;
+    let stored_entry = first.entry.clone();
+    assert_eq!(
+        store.insert(vec![first, second]).await.unwrap(),
+        vec![InsertOutcome::Inserted, InsertOutcome::TokenCollision]
+    );
+    assert_eq!(
+        store.get_entry(&cards.tenant, &shared).await.unwrap(),
+        Some(stored_entry)
     );
     store.close(Vec::new()).await.unwrap();
 }
@@ -622,6 +693,10 @@ macro_rules! store_suite {
                 super::a_stale_absence_never_overwrites(&$make).await;
             }
             #[tokio::test]
+            async fn a_stale_token_absence_never_overwrites() {
+                super::a_stale_token_absence_never_overwrites(&$make).await;
+            }
+            #[tokio::test]
             async fn expiry_updates_and_deletes() {
                 super::expiry_updates_and_deletes(&$make).await;
             }
@@ -660,7 +735,7 @@ impl Backend for RocksBackend {
             min_free_bytes: 0,
             // Small, so the suite's churn makes the writer forget and fall
             // back to reading the database.
-            recent_fingerprints: 64,
+            recent_writes: 64,
             ..Default::default()
         };
         let path = self.dir.path().join("db");

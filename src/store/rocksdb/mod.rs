@@ -85,10 +85,10 @@ pub struct StoreOptions {
     /// disk without a reopen, so the vault stops writing before that; the
     /// reserve also leaves room for memtable flushes and compaction.
     pub min_free_bytes: u64,
-    /// How many recently written fingerprints the writer remembers, so an
-    /// insert the caller already checked needs no second lookup (see
-    /// `writer`). About 100 bytes each.
-    pub recent_fingerprints: usize,
+    /// How many recently written fingerprints, and as many tokens, the
+    /// writer remembers, so an insert the caller already checked needs no
+    /// second lookup (see `writer`). About 100 bytes each.
+    pub recent_writes: usize,
 }
 
 impl Default for StoreOptions {
@@ -99,7 +99,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
             min_free_bytes: 128 << 20,
-            recent_fingerprints: 1 << 18,
+            recent_writes: 1 << 18,
         }
     }
 }
@@ -222,7 +222,7 @@ impl RocksStore {
         let (commands, receiver) = mpsc::channel(options.queue_depth.max(1));
         let writer_db = Arc::clone(&db);
         let max_group = options.max_group.max(1);
-        let recent_capacity = options.recent_fingerprints;
+        let recent_capacity = options.recent_writes;
         let space = writer::SpaceGuard {
             path: path.to_path_buf(),
             reserve: options.min_free_bytes,
@@ -238,6 +238,35 @@ impl RocksStore {
             writer: Some(writer),
             was_clean,
         })
+    }
+
+    /// Point reads of `keys` in `cf_name`, one batched lookup for more
+    /// than one key, each value found passed through `decode`; answers in
+    /// input order. RocksDB's batched lookup wants its keys sorted: an
+    /// index is sorted, read, and the answers put back.
+    fn read_many<T>(
+        &self,
+        cf_name: &str,
+        keys: &[Vec<u8>],
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let handle = cf(&self.db, cf_name)?;
+        if let [key] = keys {
+            let value = self.db.get_pinned_cf(handle, key)?;
+            return Ok(vec![value.map(|bytes| decode(&bytes)).transpose()?]);
+        }
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let values = self
+            .db
+            .batched_multi_get_cf(handle, order.iter().map(|&i| &keys[i]), true);
+        let mut out: Vec<Option<T>> = keys.iter().map(|_| None).collect();
+        for (&i, value) in order.iter().zip(values) {
+            if let Some(bytes) = value? {
+                out[i] = Some(decode(&bytes)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Reads every wrapped data key and counter (synchronously, for
@@ -330,29 +359,24 @@ impl Store for RocksStore {
         tenant: &TenantId,
         fingerprints: &[Fingerprint],
     ) -> Result<Vec<Option<Token>>, StoreError> {
-        if let [one] = fingerprints {
-            return Ok(vec![self.get_token_for(tenant, one).await?]);
-        }
-        // RocksDB's batched lookup wants its keys sorted: sort an index,
-        // read, and put the answers back in input order.
         let keys: Vec<Vec<u8>> = fingerprints
             .iter()
             .map(|fp| codec::fingerprint_key(tenant, fp))
             .collect();
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
-        let values = self.db.batched_multi_get_cf(
-            cf(&self.db, CF_FINGERPRINTS)?,
-            order.iter().map(|&i| &keys[i]),
-            true,
-        );
-        let mut out = vec![None; keys.len()];
-        for (&i, value) in order.iter().zip(values) {
-            if let Some(bytes) = value? {
-                out[i] = Some(fingerprint_entry_token(&bytes)?);
-            }
-        }
-        Ok(out)
+        self.read_many(CF_FINGERPRINTS, &keys, fingerprint_entry_token)
+    }
+
+    async fn tokens_taken(
+        &self,
+        tenant: &TenantId,
+        tokens: &[Token],
+    ) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<Vec<u8>> = tokens
+            .iter()
+            .map(|token| codec::token_key(tenant, token))
+            .collect();
+        let found = self.read_many(CF_TOKENS, &keys, |_| Ok(()))?;
+        Ok(found.iter().map(Option::is_some).collect())
     }
 
     async fn load_keys(&self) -> Result<StoredKeys, StoreError> {

@@ -5,12 +5,13 @@
 //! sender. One thread means check-then-insert needs no locks; one write per
 //! group means concurrent callers share an fsync.
 //!
-//! Because it is the only writer, it also knows every fingerprint written
-//! lately ([`Recent`]): an insert whose caller already found its fingerprint
-//! absent (at a RocksDB sequence number, [`ReadMark`]) needs no second
-//! lookup unless a write since then touched that fingerprint. Each new PAN
-//! then costs two point lookups that miss (the caller's fingerprint, the
-//! writer's token) instead of three, which matters as the tree deepens.
+//! Because it is the only writer, it also knows every fingerprint and token
+//! written lately ([`Recent`]): an insert whose caller already found its
+//! fingerprint, or its drawn token, absent (at a RocksDB sequence number,
+//! [`ReadMark`]) needs no second lookup unless a write since then touched
+//! that key. Each new PAN then costs two point lookups that miss (the
+//! fingerprint and the token), both made by the caller's task on any core,
+//! none by this thread — the bottleneck of batch tokenization.
 //!
 //! A group's token and fingerprint writes reach the `WriteBatch` sorted by
 //! key ([`Group::apply_deferred`]): RocksDB's memtable skiplist reuses the
@@ -96,18 +97,26 @@ struct Overlay {
     counters: HashMap<Vec<u8>, u64>,
 }
 
-/// Fingerprints written since `horizon` (a sequence number), with the
-/// sequence number that covers their write, keyed by the first 8 bytes of
-/// the fingerprint (an HMAC, so uniformly spread): no allocation per entry,
-/// and two fingerprints sharing a prefix only cost a real lookup. Cleared,
-/// and the horizon moved to the present, when it holds `capacity` entries.
+/// Keys written since `horizon` (a sequence number), with the sequence
+/// number that covers their write, each by a 64-bit digest: the first 8
+/// bytes of a fingerprint (an HMAC, so uniformly spread) or a hash of a
+/// token's key ([`token_digest`]). No allocation per entry, and two keys
+/// sharing a digest only cost a real lookup. Cleared, and the horizon
+/// moved to the present, when it holds `capacity` entries.
 pub(super) struct Recent {
     written: HashMap<u64, u64>,
     horizon: u64,
     capacity: usize,
 }
 
-/// The map key of a fingerprint.
+/// The digest of a token's key in [`Recent`] (a fixed-seed hash: the
+/// token's digits are not uniformly spread, its BIN and last 4 are kept).
+fn token_digest(token_key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0).hash_one(token_key)
+}
+
+/// The digest of a fingerprint in [`Recent`].
 fn prefix(fingerprint: &Fingerprint) -> u64 {
     let bytes = fingerprint.as_bytes();
     u64::from_le_bytes([
@@ -124,18 +133,14 @@ impl Recent {
         }
     }
 
-    /// Whether a fingerprint found absent by a read that started at `mark`
-    /// is certainly still absent: every write since `mark` is known, and
-    /// none of them wrote a fingerprint with its prefix.
-    fn still_absent(&self, fingerprint: &Fingerprint, mark: ReadMark) -> bool {
-        mark.0 >= self.horizon
-            && self
-                .written
-                .get(&prefix(fingerprint))
-                .is_none_or(|seq| *seq <= mark.0)
+    /// Whether a key found absent by a read that started at `mark` is
+    /// certainly still absent: every write since `mark` is known, and none
+    /// of them wrote a key with its digest.
+    fn still_absent(&self, digest: u64, mark: ReadMark) -> bool {
+        mark.0 >= self.horizon && self.written.get(&digest).is_none_or(|seq| *seq <= mark.0)
     }
 
-    /// Records fingerprints committed in a write that ended at `seq`.
+    /// Records the digests of keys committed in a write that ended at `seq`.
     fn record(&mut self, written: &[u64], seq: u64) {
         if self.written.len() + written.len() > self.capacity {
             self.written.clear();
@@ -163,9 +168,17 @@ struct Group<'a> {
     overlay: Overlay,
     /// Token and fingerprint writes not yet in `batch`, in command order.
     deferred: Vec<Deferred>,
-    recent: &'a Recent,
-    /// Prefixes of the fingerprints put by this group, for [`Recent::record`].
-    fingerprints_put: Vec<u64>,
+    recent: &'a Written<Recent>,
+    /// Digests of the fingerprints and tokens this group put, for
+    /// [`Recent::record`].
+    put: Written<Vec<u64>>,
+}
+
+/// One value for each kind of key whose absence a caller may vouch for.
+#[derive(Default)]
+pub(super) struct Written<T> {
+    fingerprints: T,
+    tokens: T,
 }
 
 impl Group<'_> {
@@ -215,6 +228,9 @@ impl Group<'_> {
                 return Ok(());
             }
         };
+        if cf_name == CF_TOKENS && value.is_some() {
+            self.put.tokens.push(token_digest(&key));
+        }
         overlay.insert(key.clone(), value.clone());
         self.deferred.push(Deferred {
             cf_name,
@@ -265,7 +281,10 @@ impl Group<'_> {
                 |fp_key: &Vec<u8>| match (item.fingerprint_absent_at, &item.fingerprint) {
                     (Some(mark), Some(fingerprint)) => {
                         !self.overlay.fingerprints.contains_key(fp_key)
-                            && self.recent.still_absent(fingerprint, mark)
+                            && self
+                                .recent
+                                .fingerprints
+                                .still_absent(prefix(fingerprint), mark)
                     }
                     _ => false,
                 };
@@ -283,7 +302,14 @@ impl Group<'_> {
                 continue;
             }
             let token_key = codec::token_key(&item.tenant, &item.token);
-            if self.read(CF_TOKENS, &token_key)?.is_some() {
+            let token_known_free = item.token_absent_at.is_some_and(|mark| {
+                !self.overlay.tokens.contains_key(&token_key)
+                    && self
+                        .recent
+                        .tokens
+                        .still_absent(token_digest(&token_key), mark)
+            });
+            if !token_known_free && self.read(CF_TOKENS, &token_key)?.is_some() {
                 outcomes.push(InsertOutcome::TokenCollision);
                 continue;
             }
@@ -296,7 +322,7 @@ impl Group<'_> {
                 )?;
             }
             if let (Some(fp_key), Some(fingerprint)) = (fp_key, &item.fingerprint) {
-                self.fingerprints_put.push(prefix(fingerprint));
+                self.put.fingerprints.push(prefix(fingerprint));
                 self.put(CF_FINGERPRINTS, fp_key, item.token.as_bytes().to_vec())?;
             }
             outcomes.push(InsertOutcome::Inserted);
@@ -390,7 +416,7 @@ impl Group<'_> {
                 let new_key = codec::fingerprint_key(tenant, &new);
                 match self.read(CF_FINGERPRINTS, &new_key)? {
                     None => {
-                        self.fingerprints_put.push(prefix(&new));
+                        self.put.fingerprints.push(prefix(&new));
                         self.put(CF_FINGERPRINTS, new_key, item.token.as_bytes().to_vec())?;
                     }
                     Some(other) if other != item.token.as_bytes() => {
@@ -471,8 +497,12 @@ impl Group<'_> {
     /// Commits the group with one synced write. Counters are written as
     /// the highest value ever committed, so a group whose claims were
     /// overtaken by a later group's never lowers a counter. Returns the
-    /// prefixes of the fingerprints the write put (for [`Recent::record`]).
-    fn finish(mut self, committed: &mut HashMap<Vec<u8>, u64>) -> Result<Vec<u64>, StoreError> {
+    /// digests of the fingerprints and tokens the write put (for
+    /// [`Recent::record`]).
+    fn finish(
+        mut self,
+        committed: &mut HashMap<Vec<u8>, u64>,
+    ) -> Result<Written<Vec<u64>>, StoreError> {
         self.apply_deferred()?;
         let keys_cf = cf(self.db, CF_KEYS)?;
         let mut raised = Vec::with_capacity(self.overlay.counters.len());
@@ -489,11 +519,11 @@ impl Group<'_> {
             raised.push((key, value));
         }
         if self.batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Written::default());
         }
         self.db.write_opt(self.batch, &synced())?;
         committed.extend(raised);
-        Ok(self.fingerprints_put)
+        Ok(self.put)
     }
 }
 
@@ -533,7 +563,11 @@ pub(super) fn run(
     recent_capacity: usize,
 ) {
     let mut warned_full = false;
-    let mut recent = Recent::new(db.latest_sequence_number(), recent_capacity);
+    let now = db.latest_sequence_number();
+    let mut recent = Written {
+        fingerprints: Recent::new(now, recent_capacity),
+        tokens: Recent::new(now, recent_capacity),
+    };
     // The highest counter values committed so far (this thread is the only
     // writer, so this map is the truth once a key has been written).
     let mut committed_counters = HashMap::new();
@@ -552,7 +586,7 @@ pub(super) fn run(
             overlay: Overlay::default(),
             deferred: Vec::new(),
             recent: &recent,
-            fingerprints_put: Vec::new(),
+            put: Written::default(),
         };
         let mut pending = Vec::with_capacity(queued.len());
         let mut closing = false;
@@ -637,9 +671,11 @@ pub(super) fn run(
                     tracing::warn!("database disk has room again; writes resume");
                     warned_full = false;
                 }
-                group
-                    .finish(&mut committed_counters)
-                    .map(|put| recent.record(&put, db.latest_sequence_number()))
+                group.finish(&mut committed_counters).map(|put| {
+                    let seq = db.latest_sequence_number();
+                    recent.fingerprints.record(&put.fingerprints, seq);
+                    recent.tokens.record(&put.tokens, seq);
+                })
             }
         };
         for answer in pending {
@@ -671,14 +707,14 @@ mod tests {
         DB::open_cf(&opts, dir, super::super::COLUMN_FAMILIES).unwrap()
     }
 
-    fn group<'a>(db: &'a DB, recent: &'a Recent) -> Group<'a> {
+    fn group<'a>(db: &'a DB, recent: &'a Written<Recent>) -> Group<'a> {
         Group {
             db,
             batch: WriteBatch::default(),
             overlay: Overlay::default(),
             deferred: Vec::new(),
             recent,
-            fingerprints_put: Vec::new(),
+            put: Written::default(),
         }
     }
 
@@ -688,7 +724,10 @@ mod tests {
     fn deferred_writes_keep_the_order_that_matters() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
-        let recent = Recent::new(0, 16);
+        let recent = Written {
+            fingerprints: Recent::new(0, 16),
+            tokens: Recent::new(0, 16),
+        };
         let tenant = TenantId::parse("shop").unwrap();
         let key = |token: &str| codec::token_key(&tenant, &Token::parse(token).unwrap());
         let (a, b, c) = (
