@@ -1,9 +1,9 @@
-//! The two sources of randomness. Keys come from the operating system's
-//! CSPRNG ([`fill`]). Values drawn per request that are public once used or
-//! only ever used under a key (AES-GCM nonces, token digits, request ids)
-//! come from this thread's ChaCha12 generator ([`fill_per_use`]), seeded
-//! and reseeded from the OS, so a tokenization makes no `getrandom` system
-//! call of its own.
+//! The two sources of randomness. Keys and token digits come from the
+//! operating system's CSPRNG ([`fill`]; DESIGN §4 asks it for the digits).
+//! Values drawn per request that are only ever used under a key or are
+//! public once sent (AES-GCM nonces, request ids) come from this thread's
+//! ChaCha12 generator ([`fill_per_use`]), seeded and reseeded from the OS,
+//! which saves a `getrandom` system call each.
 
 use rand010::Rng;
 
@@ -12,16 +12,16 @@ use rand010::Rng;
 #[error("the operating system's random number generator failed")]
 pub struct RandomError;
 
-/// Fills `buf` from the OS CSPRNG (`getrandom(2)` on Linux). For keys and
-/// anything else whose secrecy outlives the request.
+/// Fills `buf` from the OS CSPRNG (`getrandom(2)` on Linux). For keys,
+/// token digits and anything else whose secrecy outlives the request.
 pub fn fill(buf: &mut [u8]) -> Result<(), RandomError> {
     getrandom::fill(buf).map_err(|_| RandomError)
 }
 
 /// Fills `buf` from this thread's CSPRNG: `rand`'s `ThreadRng`, ChaCha12
 /// seeded from the OS and reseeded from it after every 64 KiB of output.
-/// For nonces, token digits and request ids, never for keys: no key may be
-/// reproducible from a generator's state in memory.
+/// For nonces and request ids, never for keys: no key may be reproducible
+/// from a generator's state in memory.
 ///
 /// `ThreadRng` is not reseeded on `fork`; this process never forks except
 /// to `exec` at once (`std::process::Command`), so no two processes share

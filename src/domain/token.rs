@@ -1,6 +1,6 @@
 //! Tokens of the default profile (docs/vault-core.md): as long as the PAN, digits
 //! only, keeping BIN6 + last 4 when at least six digits stay random (else only
-//! the last 4), random digits from a CSPRNG (`random::fill_per_use`), and always failing the Luhn
+//! the last 4), random digits from the OS CSPRNG, and always failing the Luhn
 //! check so a token can never be a valid card number.
 
 use std::fmt;
@@ -85,10 +85,9 @@ impl Token {
         })
     }
 
-    /// Generates a fresh token for `pan` from this thread's CSPRNG
-    /// ([`random::fill_per_use`]).
+    /// Generates a fresh token for `pan` from the OS CSPRNG (DESIGN §4).
     pub fn generate(pan: &Pan) -> Result<Token, RandomError> {
-        Token::generate_with(pan, random::fill_per_use)
+        Token::generate_with(pan, random::fill)
     }
 
     /// Generates a token drawing random bytes from `fill`. Every token that

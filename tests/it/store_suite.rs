@@ -166,6 +166,20 @@ pub async fn batched_lookups_answer_in_input_order(backend: &dyn Backend) {
     store.close(Vec::new()).await.unwrap();
 }
 
+/// A thousand other inserts (PANs 1000 to 1999) in 20 calls, so a backend
+/// that tracks its recent writes has to look beyond its latest group.
+async fn churn(store: &dyn Store, cards: &Cards) {
+    for round in 0..20u64 {
+        let batch = (0..50)
+            .map(|i| {
+                let n = 1000 + round * 50 + i;
+                cards.insert(n, cards.token(n))
+            })
+            .collect();
+        store.insert(batch).await.unwrap();
+    }
+}
+
 /// A caller's "I looked and it was absent" is a hint, never a licence to
 /// overwrite: with a mark taken before a racing insert of the same PAN
 /// (and with marks taken before and after a store-wide churn of other
@@ -183,17 +197,7 @@ pub async fn a_stale_absence_never_overwrites(backend: &dyn Backend) {
     );
     let first = cards.token(1);
     store.insert(vec![cards.insert(1, first)]).await.unwrap();
-    // Many other inserts in between, so a backend that tracks recent writes
-    // has to look beyond its most recent group.
-    for round in 0..20u64 {
-        let batch = (0..50)
-            .map(|i| {
-                let n = 1000 + round * 50 + i;
-                cards.insert(n, cards.token(n))
-            })
-            .collect();
-        store.insert(batch).await.unwrap();
-    }
+    churn(store.as_ref(), &cards).await;
     let mut racer = cards.insert(1, cards.token(1));
     racer.fingerprint_absent_at = mark;
     let out = store.insert(vec![racer]).await.unwrap();
@@ -251,15 +255,7 @@ pub async fn a_stale_token_absence_never_overwrites(backend: &dyn Backend) {
         store.insert(vec![racer(2)]).await.unwrap(),
         vec![InsertOutcome::TokenCollision]
     );
-    for round in 0..20u64 {
-        let batch = (0..50)
-            .map(|i| {
-                let n = 1000 + round * 50 + i;
-                cards.insert(n, cards.token(n))
-            })
-            .collect();
-        store.insert(batch).await.unwrap();
-    }
+    churn(store.as_ref(), &cards).await;
     assert_eq!(
         store.insert(vec![racer(3)]).await.unwrap(),
         vec![InsertOutcome::TokenCollision]
