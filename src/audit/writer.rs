@@ -70,6 +70,12 @@ impl AuditSettings {
 /// at once: a reveal does not wait for the window.
 const GATHER: Duration = Duration::from_millis(1);
 
+/// How long the writer waits before its next group when the last one
+/// synced several reveals at once (callers are revealing concurrently):
+/// more of them then share the next `fdatasync`, its wake-ups and its
+/// device notification. A lone reveal never waits for it.
+const LINGER: Duration = Duration::from_micros(200);
+
 enum Message {
     /// The wrapped audit key file changed (a KEK rotation): the bytes the
     /// writer puts back into a directory that lost it.
@@ -268,6 +274,7 @@ impl PendingAudit {
             last_mac: tail.mac,
             lost: 0,
             dirty: false,
+            durable_in_last_group: 0,
             last_sync: Instant::now(),
             buf: Vec::with_capacity(64 << 10),
             scratch: Vec::with_capacity(1 << 10),
@@ -363,6 +370,8 @@ struct Writer {
     lost: u64,
     /// Written but not yet synced.
     dirty: bool,
+    /// Durable events in the group last processed.
+    durable_in_last_group: usize,
     last_sync: Instant,
     buf: Vec<u8>,
     /// One entry's body, reused.
@@ -417,7 +426,11 @@ impl Writer {
             if self.process(&mut batch) {
                 return;
             }
-            std::thread::park_timeout(GATHER);
+            if self.durable_in_last_group >= 2 {
+                std::thread::sleep(LINGER);
+            } else {
+                std::thread::park_timeout(GATHER);
+            }
         }
     }
 
@@ -452,6 +465,7 @@ impl Writer {
                 }
             }
         }
+        self.durable_in_last_group = durable.len();
         let must_sync = !durable.is_empty()
             || closing.is_some()
             || (self.dirty || !self.buf.is_empty())
