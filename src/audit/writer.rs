@@ -1,10 +1,12 @@
 //! The audit writer: one thread owns the current segment file and the chain
 //! state (sequence number, last MAC). It takes events from a channel in
-//! groups (after each group it lets events gather for a millisecond unless
-//! a durable one wakes it), seals them into one buffer, writes it with one `write`, and
+//! groups, seals them into one buffer, writes it with one `write`, and
 //! syncs when an event in the group must be durable (detokenization) or the
 //! sync interval has passed — so many concurrent detokenizations share one
-//! `fdatasync`, and tokenizations never wait for one.
+//! `fdatasync`, and tokenizations never wait for one. Between groups it
+//! lets events gather ([`GATHER`]; a durable event cuts that short), or,
+//! after a group of several reveals, lingers briefly ([`LINGER`]) so the
+//! next sync is shared by more of them.
 //!
 //! Failure handling: if a write fails (disk full, directory removed), the
 //! file is cut back to its last complete entry, the chain state is rolled
@@ -155,7 +157,8 @@ impl AuditLog {
     }
 
     /// Queues `event`; it is written within the gathering window and
-    /// reaches the disk within the sync interval. Never waits. A failure to write it is logged and counted by the writer.
+    /// reaches the disk within the sync interval. Never waits. A failure
+    /// to write it is logged and counted by the writer.
     pub fn record(&self, event: Event) {
         if self.tx.send(Message::Record(event)).is_err() {
             metrics::counter!("cardvault_audit_events_lost_total").increment(1);
