@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CF_EXPIRY, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf,
-    synced,
+    fingerprint_entry_token, synced,
 };
-use crate::crypto::{Fingerprint, KeyLabel};
+use crate::crypto::KeyLabel;
 use crate::domain::{Expiry, TenantId, Token};
 use crate::store::codec::{self, KeyRecord, TokenEntry};
 use crate::store::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal};
@@ -98,30 +98,22 @@ struct Overlay {
 }
 
 /// Keys written since `horizon` (a sequence number), with the sequence
-/// number that covers their write, each by a 64-bit digest: the first 8
-/// bytes of a fingerprint (an HMAC, so uniformly spread) or a hash of a
-/// token's key ([`token_digest`]). No allocation per entry, and two keys
-/// sharing a digest only cost a real lookup. Cleared, and the horizon
-/// moved to the present, when it holds `capacity` entries.
+/// number that covers their write, each by a 64-bit digest
+/// ([`key_digest`]). No allocation per entry, and two keys sharing a
+/// digest only cost a real lookup. Cleared, and the horizon moved to the
+/// present, when it holds `capacity` entries.
 pub(super) struct Recent {
     written: HashMap<u64, u64>,
     horizon: u64,
     capacity: usize,
 }
 
-/// The digest of a token's key in [`Recent`] (a fixed-seed hash: the
-/// token's digits are not uniformly spread, its BIN and last 4 are kept).
-fn token_digest(token_key: &[u8]) -> u64 {
+/// The digest of a `tokens` or `fingerprints` key in [`Recent`]: a
+/// fixed-seed hash of the whole key (a token's digits are not uniformly
+/// spread, its BIN and last 4 are kept).
+fn key_digest(key: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0).hash_one(token_key)
-}
-
-/// The digest of a fingerprint in [`Recent`].
-fn prefix(fingerprint: &Fingerprint) -> u64 {
-    let bytes = fingerprint.as_bytes();
-    u64::from_le_bytes([
-        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-    ])
+    foldhash::fast::FixedState::with_seed(0).hash_one(key)
 }
 
 impl Recent {
@@ -169,7 +161,7 @@ struct Group<'a> {
     /// Token and fingerprint writes not yet in `batch`, in command order.
     deferred: Vec<Deferred>,
     recent: &'a Written<Recent>,
-    /// Digests of the fingerprints and tokens this group put, for
+    /// Digests of the fingerprint and token keys this group put, for
     /// [`Recent::record`].
     put: Written<Vec<u64>>,
 }
@@ -194,6 +186,22 @@ impl Group<'_> {
         Ok(self.db.get_cf(cf(self.db, cf_name)?, key)?)
     }
 
+    /// Whether `key` of `CF_TOKENS` or `CF_FINGERPRINTS`, which the caller
+    /// found absent in a read after `mark`, is certainly still absent: no
+    /// earlier command of this group wrote it, and no commit since `mark`
+    /// did by the writer's record. `false` without a mark.
+    fn vouched_absent(&self, cf_name: &str, key: &[u8], mark: Option<ReadMark>) -> bool {
+        let Some(mark) = mark else {
+            return false;
+        };
+        let (overlay, recent) = if cf_name == CF_TOKENS {
+            (&self.overlay.tokens, &self.recent.tokens)
+        } else {
+            (&self.overlay.fingerprints, &self.recent.fingerprints)
+        };
+        !overlay.contains_key(key) && recent.still_absent(key_digest(key), mark)
+    }
+
     fn put(
         &mut self,
         cf_name: &'static str,
@@ -216,9 +224,9 @@ impl Group<'_> {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let overlay = match cf_name {
-            CF_TOKENS => &mut self.overlay.tokens,
-            CF_FINGERPRINTS => &mut self.overlay.fingerprints,
+        let (overlay, put) = match cf_name {
+            CF_TOKENS => (&mut self.overlay.tokens, &mut self.put.tokens),
+            CF_FINGERPRINTS => (&mut self.overlay.fingerprints, &mut self.put.fingerprints),
             _ => {
                 let handle = cf(self.db, cf_name)?;
                 match value {
@@ -228,8 +236,8 @@ impl Group<'_> {
                 return Ok(());
             }
         };
-        if cf_name == CF_TOKENS && value.is_some() {
-            self.put.tokens.push(token_digest(&key));
+        if value.is_some() {
+            put.push(key_digest(&key));
         }
         overlay.insert(key.clone(), value.clone());
         self.deferred.push(Deferred {
@@ -277,39 +285,17 @@ impl Group<'_> {
                 // The seal happened whatever the outcome: count it.
                 self.count(label, *sealed);
             }
-            let known_absent =
-                |fp_key: &Vec<u8>| match (item.fingerprint_absent_at, &item.fingerprint) {
-                    (Some(mark), Some(fingerprint)) => {
-                        !self.overlay.fingerprints.contains_key(fp_key)
-                            && self
-                                .recent
-                                .fingerprints
-                                .still_absent(prefix(fingerprint), mark)
-                    }
-                    _ => false,
-                };
             if let Some(fp_key) = &fp_key
-                && !known_absent(fp_key)
+                && !self.vouched_absent(CF_FINGERPRINTS, fp_key, item.fingerprint_absent_at)
                 && let Some(existing) = self.read(CF_FINGERPRINTS, fp_key)?
             {
-                let token = Token::parse_bytes(&existing).map_err(|_| {
-                    StoreError::Corrupt(codec::CodecError::InvalidField {
-                        what: "fingerprint entry",
-                        field: "token",
-                    })
-                })?;
-                outcomes.push(InsertOutcome::Existing(token));
+                outcomes.push(InsertOutcome::Existing(fingerprint_entry_token(&existing)?));
                 continue;
             }
             let token_key = codec::token_key(&item.tenant, &item.token);
-            let token_known_free = item.token_absent_at.is_some_and(|mark| {
-                !self.overlay.tokens.contains_key(&token_key)
-                    && self
-                        .recent
-                        .tokens
-                        .still_absent(token_digest(&token_key), mark)
-            });
-            if !token_known_free && self.read(CF_TOKENS, &token_key)?.is_some() {
+            if !self.vouched_absent(CF_TOKENS, &token_key, item.token_absent_at)
+                && self.read(CF_TOKENS, &token_key)?.is_some()
+            {
                 outcomes.push(InsertOutcome::TokenCollision);
                 continue;
             }
@@ -321,8 +307,7 @@ impl Group<'_> {
                     Vec::new(),
                 )?;
             }
-            if let (Some(fp_key), Some(fingerprint)) = (fp_key, &item.fingerprint) {
-                self.put.fingerprints.push(prefix(fingerprint));
+            if let Some(fp_key) = fp_key {
                 self.put(CF_FINGERPRINTS, fp_key, item.token.as_bytes().to_vec())?;
             }
             outcomes.push(InsertOutcome::Inserted);
@@ -416,7 +401,6 @@ impl Group<'_> {
                 let new_key = codec::fingerprint_key(tenant, &new);
                 match self.read(CF_FINGERPRINTS, &new_key)? {
                     None => {
-                        self.put.fingerprints.push(prefix(&new));
                         self.put(CF_FINGERPRINTS, new_key, item.token.as_bytes().to_vec())?;
                     }
                     Some(other) if other != item.token.as_bytes() => {
