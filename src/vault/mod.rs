@@ -524,7 +524,7 @@ impl Vault {
                     Err(e) => results[i] = Some(Err(e)),
                 }
             }
-            if mark.is_some() {
+            if let Some(mark) = mark {
                 self.vouch_tokens_free(tenant, &mut inserts, mark).await;
             }
             let infos: Vec<TokenInfo> = inserts
@@ -603,12 +603,7 @@ impl Vault {
     /// its recent writes skips its own collision read (on RocksDB, on the
     /// single writer thread). A token found taken, or a failed read, leaves
     /// the check to the store.
-    async fn vouch_tokens_free(
-        &self,
-        tenant: &TenantId,
-        inserts: &mut [Insert],
-        mark: Option<ReadMark>,
-    ) {
+    async fn vouch_tokens_free(&self, tenant: &TenantId, inserts: &mut [Insert], mark: ReadMark) {
         if inserts.is_empty() {
             return;
         }
@@ -616,7 +611,7 @@ impl Vault {
         if let Ok(taken) = self.store.tokens_taken(tenant, &tokens).await {
             for (insert, taken) in inserts.iter_mut().zip(taken) {
                 if !taken {
-                    insert.token_absent_at = mark;
+                    insert.token_absent_at = Some(mark);
                 }
             }
         }
