@@ -10,9 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin_a="$1"; bin_b="$2"; rounds="${3:-3}"; duration="${4:-10s}"
 load="$bin_b"
-work="$(mktemp -d)"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
 lift_rate_limits
 
 side() { # label, binary

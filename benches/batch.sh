@@ -13,9 +13,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bins="$1"; rounds="${2:-2}"; duration="${3:-12s}"
-work="$(mktemp -d)"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
 lift_rate_limits
 
 run() { # round, position, binary

@@ -19,9 +19,7 @@ source "$(dirname "$0")/../scripts/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
 checkpoints="${1:-1000000 5000000 20000000}"
 duration="${2:-10s}"
-work="$(mktemp -d "${GROWTH_DIR:-${TMPDIR:-/tmp}}/growth.XXXXXX")"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir "${GROWTH_DIR:-${TMPDIR:-/tmp}}/growth.XXXXXX"
 lift_rate_limits
 start_dev "$bin" "$work/dev"
 cpu() { server_cpu "$server"; }

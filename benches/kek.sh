@@ -10,9 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="$1"; rounds="${2:-3}"; duration="${3:-10s}"
-work="$(mktemp -d)"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
 
 side() { # provider
   local kek="$1" dir="$work/$1-$RANDOM"

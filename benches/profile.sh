@@ -16,9 +16,7 @@ bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
 op="${1:-tokenize}"
 out="${2:-perf-$op.data}"
 shift $(($# < 2 ? $# : 2))
-work="$(mktemp -d)"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
 lift_rate_limits
 start_dev "$bin" "$work/dev"
 "$bin" load --dev "$work/dev" --target "$api" --duration 3s --op tokenize --concurrency 64 >/dev/null

@@ -11,9 +11,8 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="$1"; rounds="${2:-3}"; duration="${3:-15s}"; fill="${4:-20s}"
-work="$(mktemp -d)"; dir="$work/dev"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
+dir="$work/dev"
 RUST_LOG=warn "$bin" serve --dev "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
 server=$!
 api="$(await_api "$work/out")"

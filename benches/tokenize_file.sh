@@ -10,9 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="$1"; rows="${2:-1000000}"; rounds="${3:-3}"; duration="${4:-20s}"
-work="$(mktemp -d)"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
 RUST_LOG=warn "$bin" serve --dev "$work/vault" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
 api="$(await_api "$work/serve.out")"

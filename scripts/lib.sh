@@ -26,6 +26,15 @@ lift_rate_limits() {
   export CARDVAULT_ALERTS__METADATA_BURST__MAX=100000000000
 }
 
+# server_work_dir [TEMPLATE]: makes the temp dir $work (`mktemp -d
+# [TEMPLATE]`) and, on exit, stops the server in $server (if any) and
+# removes $work. Start servers into $server so they are stopped.
+server_work_dir() {
+  work="$(mktemp -d "$@")"
+  server=""
+  trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 # start_dev BIN DIR: starts `BIN serve --dev --data-dir DIR` on ports the OS
 # picks (stdout in DIR.out, stderr in DIR.err); sets $server (its PID),
 # $api (https://HOST:PORT) and $ops (HOST:PORT).

@@ -10,9 +10,7 @@ source "$(dirname "$0")/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cardvault}"
 sslyze="${SSLYZE:-sslyze}"
 command -v "$sslyze" >/dev/null 2>&1 || { echo "tls-scan: SKIPPED (sslyze not installed; see the header)"; exit 0; }
-work="$(mktemp -d)"
-server=""
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server_work_dir
 RUST_LOG=error "$bin" serve --dev --data-dir "$work/dev" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$work/serve.out" 2>&1 &
 server=$!
 api="$(await_api "$work/serve.out")"
