@@ -277,7 +277,6 @@ impl PendingAudit {
             last_mac: tail.mac,
             lost: 0,
             dirty: false,
-            durable_in_last_group: 0,
             last_sync: Instant::now(),
             buf: Vec::with_capacity(64 << 10),
             scratch: Vec::with_capacity(1 << 10),
@@ -373,8 +372,6 @@ struct Writer {
     lost: u64,
     /// Written but not yet synced.
     dirty: bool,
-    /// Durable events in the group last processed.
-    durable_in_last_group: usize,
     last_sync: Instant,
     buf: Vec<u8>,
     /// One entry's body, reused.
@@ -426,19 +423,17 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.process(&mut batch) {
-                return;
-            }
-            if self.durable_in_last_group >= 2 {
-                std::thread::sleep(LINGER);
-            } else {
-                std::thread::park_timeout(GATHER);
+            match self.process(&mut batch) {
+                None => return,
+                Some(reveals) if reveals >= 2 => std::thread::sleep(LINGER),
+                Some(_) => std::thread::park_timeout(GATHER),
             }
         }
     }
 
-    /// Seals and writes one group; returns true when the log was closed.
-    fn process(&mut self, batch: &mut Vec<Message>) -> bool {
+    /// Seals and writes one group; returns how many of its events were
+    /// durable, or `None` when the log was closed.
+    fn process(&mut self, batch: &mut Vec<Message>) -> Option<usize> {
         let (seq_before, mac_before) = (self.seq, self.last_mac);
         self.buf.clear();
         let lost_before = self.lost;
@@ -468,7 +463,7 @@ impl Writer {
                 }
             }
         }
-        self.durable_in_last_group = durable.len();
+        let reveals = durable.len();
         let must_sync = !durable.is_empty()
             || closing.is_some()
             || (self.dirty || !self.buf.is_empty())
@@ -488,7 +483,7 @@ impl Writer {
                     // and reopens the trail finds the directory free.
                     self.lock = None;
                     let _ = done.send(Ok(()));
-                    return true;
+                    return None;
                 }
             }
             Err(e) => {
@@ -506,11 +501,11 @@ impl Writer {
                 if let Some(done) = closing {
                     self.lock = None;
                     let _ = done.send(Err(e));
-                    return true;
+                    return None;
                 }
             }
         }
-        false
+        Some(reveals)
     }
 
     /// Seals `event` as the next entry into the buffer; returns its seq.
