@@ -64,7 +64,8 @@ impl Increments {
     /// Adds them in `tx` (nothing to do when empty).
     async fn add(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
         if !self.keys.is_empty() {
-            tx.execute(ADD_COUNTERS, &[&self.keys, &self.tenants, &self.deltas])
+            let statement = tx.prepare_cached(ADD_COUNTERS).await.map_err(pg)?;
+            tx.execute(&statement, &[&self.keys, &self.tenants, &self.deltas])
                 .await
                 .map_err(pg)?;
         }
@@ -125,6 +126,10 @@ pub struct PgStore {
     baselines: Arc<Baselines>,
 }
 
+/// The session setting that plans every execution of a prepared statement
+/// for its parameters, as an unprepared statement is.
+const CUSTOM_PLANS: &str = "-c plan_cache_mode=force_custom_plan";
+
 /// The counters upsert: an increment per node.
 const ADD_COUNTERS: &str = "INSERT INTO cardvault_counters (key, tenant, value) \
      SELECT * FROM unnest($1::bytea[], $2::text[], $3::int8[]) \
@@ -143,9 +148,20 @@ impl PgStore {
                 .replace("sslmode=verify-full", "sslmode=require")
                 .replace("sslmode=verify-ca", "sslmode=require"),
         );
-        let config = tokio_postgres::Config::from_str(&url).map_err(|_| {
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|_| {
             StoreError::Backend("storage.url is not a PostgreSQL connection string".into())
         })?;
+        // Statements are prepared once per connection (`prepare_cached`);
+        // the server still plans each execution for its parameters. With
+        // PostgreSQL's default, which may switch a statement to a generic
+        // plan after five executions, tokenize fell 3-5x within seconds of
+        // a run on a growing table (benches/postgres.sh, docs/BENCHMARKS.md);
+        // custom plans kept it 40% above unprepared statements.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {CUSTOM_PLANS}"),
+            None => CUSTOM_PLANS.to_owned(),
+        };
+        config.options(&options);
         let describe = describe(&config);
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -277,11 +293,12 @@ impl Store for PgStore {
         token: &Token,
     ) -> Result<Option<TokenEntry>, StoreError> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT entry FROM cardvault_tokens WHERE tenant = $1 AND token = $2")
+            .await
+            .map_err(pg)?;
         let row = client
-            .query_opt(
-                "SELECT entry FROM cardvault_tokens WHERE tenant = $1 AND token = $2",
-                &[&tenant.as_str(), &token.as_str()],
-            )
+            .query_opt(&statement, &[&tenant.as_str(), &token.as_str()])
             .await
             .map_err(pg)?;
         row.map(|r| TokenEntry::decode(r.get::<_, &[u8]>(0), token).map_err(StoreError::from))
@@ -294,9 +311,15 @@ impl Store for PgStore {
         fingerprint: &Fingerprint,
     ) -> Result<Option<Token>, StoreError> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT token FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2",
+            )
+            .await
+            .map_err(pg)?;
         let row = client
             .query_opt(
-                "SELECT token FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2",
+                &statement,
                 &[&tenant.as_str(), &fingerprint.as_bytes().as_slice()],
             )
             .await
@@ -316,12 +339,15 @@ impl Store for PgStore {
             .map(|fp| fp.as_bytes().as_slice())
             .collect();
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT fingerprint, token FROM cardvault_fingerprints \
                  WHERE tenant = $1 AND fingerprint = ANY($2)",
-                &[&tenant.as_str(), &wanted],
             )
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(&statement, &[&tenant.as_str(), &wanted])
             .await
             .map_err(pg)?;
         let mut found = std::collections::HashMap::with_capacity(rows.len());

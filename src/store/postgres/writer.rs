@@ -22,6 +22,34 @@ use crate::store::{Insert, InsertOutcome, StoreError};
 /// Inserts queued at most in one transaction.
 const MAX_GROUP: usize = 1024;
 
+// The group's statements, prepared once per pooled connection
+// (`prepare_cached`): a statement given as text is parsed, planned and
+// described by the server on every call, one more round trip each.
+
+/// The group's data keys, share-locked; their states.
+const LOCK_ACTIVE_KEYS: &str = "SELECT key, state FROM cardvault_keys \
+     WHERE key = ANY($1::bytea[]) ORDER BY key FOR SHARE";
+
+/// Fingerprints, first writer wins; the rows this transaction inserted.
+const INSERT_FINGERPRINTS: &str = "INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) \
+     SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[]) \
+     ON CONFLICT DO NOTHING RETURNING tenant, fingerprint, token";
+
+/// The tokens already indexed under the fingerprints that lost.
+const FINGERPRINT_HOLDERS: &str = "SELECT f.tenant, f.fingerprint, f.token \
+     FROM cardvault_fingerprints f JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, fp) \
+     ON f.tenant = w.tenant AND f.fingerprint = w.fp";
+
+/// Token entries, a taken token loses; the rows this transaction inserted.
+const INSERT_TOKENS: &str = "INSERT INTO cardvault_tokens (tenant, token, entry, expires_ms) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[]) \
+     ON CONFLICT DO NOTHING RETURNING tenant, token";
+
+/// Index entries of items whose token collided, removed again.
+const UNDO_FINGERPRINTS: &str = "DELETE FROM cardvault_fingerprints f \
+     USING unnest($1::text[], $2::bytea[], $3::text[]) AS d(tenant, fp, token) \
+     WHERE f.tenant = d.tenant AND f.fingerprint = d.fp AND f.token = d.token";
+
 /// One caller's inserts and where its outcomes go.
 pub(super) struct Job {
     pub(super) items: Vec<Insert>,
@@ -118,14 +146,8 @@ async fn commit(
         .into_iter()
         .collect();
     if !labels.is_empty() {
-        let rows = tx
-            .query(
-                "SELECT key, state FROM cardvault_keys WHERE key = ANY($1::bytea[]) \
-                 ORDER BY key FOR SHARE",
-                &[&labels],
-            )
-            .await
-            .map_err(pg)?;
+        let statement = tx.prepare_cached(LOCK_ACTIVE_KEYS).await.map_err(pg)?;
+        let rows = tx.query(&statement, &[&labels]).await.map_err(pg)?;
         let stale: HashSet<Vec<u8>> = rows
             .iter()
             .filter(|r| r.get::<_, &str>(1) != "active")
@@ -161,13 +183,9 @@ async fn commit(
     let mut fp_won: HashSet<usize> = HashSet::new();
     if !with_fp.is_empty() {
         let (tenants, fps, tokens) = fingerprint_columns(items, &with_fp);
+        let statement = tx.prepare_cached(INSERT_FINGERPRINTS).await.map_err(pg)?;
         let rows = tx
-            .query(
-                "INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) \
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[]) \
-                 ON CONFLICT DO NOTHING RETURNING tenant, fingerprint, token",
-                &[&tenants, &fps, &tokens],
-            )
+            .query(&statement, &[&tenants, &fps, &tokens])
             .await
             .map_err(pg)?;
         let mut won: HashSet<(String, Vec<u8>, String)> = rows
@@ -198,15 +216,8 @@ async fn commit(
                         .map(|f| f.as_bytes().as_slice())
                 })
                 .collect();
-            let rows = tx
-                .query(
-                    "SELECT f.tenant, f.fingerprint, f.token FROM cardvault_fingerprints f \
-                     JOIN unnest($1::text[], $2::bytea[]) AS w(tenant, fp) \
-                     ON f.tenant = w.tenant AND f.fingerprint = w.fp",
-                    &[&tenants, &fps],
-                )
-                .await
-                .map_err(pg)?;
+            let statement = tx.prepare_cached(FINGERPRINT_HOLDERS).await.map_err(pg)?;
+            let rows = tx.query(&statement, &[&tenants, &fps]).await.map_err(pg)?;
             let holders: HashMap<(String, Vec<u8>), String> = rows
                 .iter()
                 .map(|r| ((r.get(0), r.get(1)), r.get(2)))
@@ -252,13 +263,9 @@ async fn commit(
             .iter()
             .map(|&i| items[i].entry.meta.expires_ms.map(|t| t as i64))
             .collect();
+        let statement = tx.prepare_cached(INSERT_TOKENS).await.map_err(pg)?;
         let rows = tx
-            .query(
-                "INSERT INTO cardvault_tokens (tenant, token, entry, expires_ms) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[]) \
-                 ON CONFLICT DO NOTHING RETURNING tenant, token",
-                &[&tenants, &tokens, &entries, &expires],
-            )
+            .query(&statement, &[&tenants, &tokens, &entries, &expires])
             .await
             .map_err(pg)?;
         let mut stored: HashSet<(String, String)> =
@@ -277,14 +284,10 @@ async fn commit(
         }
         if !undo.is_empty() {
             let (tenants, fps, tokens) = fingerprint_columns(items, &undo);
-            tx.execute(
-                "DELETE FROM cardvault_fingerprints f USING unnest($1::text[], $2::bytea[], $3::text[]) \
-                 AS d(tenant, fp, token) \
-                 WHERE f.tenant = d.tenant AND f.fingerprint = d.fp AND f.token = d.token",
-                &[&tenants, &fps, &tokens],
-            )
-            .await
-            .map_err(pg)?;
+            let statement = tx.prepare_cached(UNDO_FINGERPRINTS).await.map_err(pg)?;
+            tx.execute(&statement, &[&tenants, &fps, &tokens])
+                .await
+                .map_err(pg)?;
         }
     }
 
