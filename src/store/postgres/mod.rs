@@ -152,11 +152,14 @@ impl PgStore {
             StoreError::Backend("storage.url is not a PostgreSQL connection string".into())
         })?;
         // Statements are prepared once per connection (`prepare_cached`);
-        // the server still plans each execution for its parameters. With
-        // PostgreSQL's default, which may switch a statement to a generic
-        // plan after five executions, tokenize fell 3-5x within seconds of
-        // a run on a growing table (benches/postgres.sh, docs/BENCHMARKS.md);
-        // custom plans kept it 40% above unprepared statements.
+        // the server still plans each execution for the table as it is.
+        // PostgreSQL's default may switch a statement to a generic plan
+        // after five executions, made from the statistics of that moment:
+        // on a table analyzed while small that plan scans the whole tenant
+        // and is kept as the table grows (auto_explain showed it; tokenize
+        // fell 3-5x in benches/postgres.sh). Per-execution planning gives
+        // back about half of what preparing gains on reads; plans that
+        // follow the table are worth it (docs/BENCHMARKS.md, ninth sitting).
         let options = match config.get_options() {
             Some(given) => format!("{given} {CUSTOM_PLANS}"),
             None => CUSTOM_PLANS.to_owned(),
