@@ -14,6 +14,10 @@
 # Before each checkpoint's runs the server is let settle (see `settle`).
 # GROWTH_PERF=DIR records `perf record -g` of the server for 8 s during each
 # measured run into DIR/perf-LABEL-STORED.data.
+# GROWTH_ROUNDS=N (default 0): after the last checkpoint, N rounds that each
+# measure a fresh empty vault and then the full one, same binary, minutes
+# apart at most: the ratio full/empty of one round is the vault's, not the
+# host's drift between the first and the last line of a long run.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
@@ -22,6 +26,9 @@ duration="${2:-10s}"
 server_work_dir "${GROWTH_DIR:-${TMPDIR:-/tmp}}/growth.XXXXXX"
 lift_rate_limits
 start_dev "$bin" "$work/dev"
+vault="$work/dev"   # the vault `measure` loads and sizes
+filled=""           # the full vault's PID while a round's empty one serves
+trap 'kill "$server" $filled 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cpu() { server_cpu "$server"; }
 stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {v = $2} END {print int(v)}'; }
 sample="$work/sample.jsonl"
@@ -34,10 +41,10 @@ measure() { # label, load args...
   if [ -n "${GROWTH_PERF:-}" ]; then
     (sleep 3; perf record -g -p "$server" -o "$GROWTH_PERF/perf-${label// /-}-$count.data" -- sleep 8 >/dev/null 2>&1) &
   fi
-  json="$("$bin" load --dev "$work/dev" --target "$api" --duration "$duration" --warmup 2s --json --concurrency 64 "$@")"
+  json="$("$bin" load --dev "$vault" --target "$api" --duration "$duration" --warmup 2s --json --concurrency 64 "$@")"
   after="$(cpu)"
   [ -z "${GROWTH_PERF:-}" ] || wait "$!" 2>/dev/null || true
-  python3 - "$label" "$count" "$before" "$after" "$json" "$work/dev/db" <<'PY'
+  python3 - "$label" "$count" "$before" "$after" "$json" "$vault/db" <<'PY'
 import json, os, sys
 label, count, before, after, report, db = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6]
 sst = wal = other = 0
@@ -88,4 +95,16 @@ for target in $checkpoints; do
   settle
   measure "tokenize" --op tokenize
   measure "detokenize" --op detokenize --tokens-from "$sample"
+done
+
+for round in $(seq "${GROWTH_ROUNDS:-0}"); do
+  full=("$server" "$api" "$ops"); filled="$server"
+  start_dev "$bin" "$work/empty-$round"
+  vault="$work/empty-$round"
+  measure "round $round empty tokenize" --op tokenize
+  measure "round $round empty detokenize" --op detokenize
+  kill "$server"; wait "$server" 2>/dev/null || true; rm -rf "$vault"
+  server="${full[0]}"; api="${full[1]}"; ops="${full[2]}"; vault="$work/dev"; filled=""
+  measure "round $round tokenize" --op tokenize
+  measure "round $round detokenize" --op detokenize --tokens-from "$sample"
 done
