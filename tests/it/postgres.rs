@@ -340,19 +340,8 @@ async fn a_schema_2_database_is_raised_to_short_fingerprints() {
     use cardvault::store::Store as _;
     use cardvault::{TenantId, Token};
     let pg = Postgres::start();
-    let settings = cardvault::store::postgres::PgSettings {
-        url: pg.url().into(),
-        pool_size: 2,
-        ca_file: None,
-    };
-    let store = cardvault::store::postgres::PgStore::connect(&settings)
-        .await
-        .unwrap();
-    Box::new(store).close(Vec::new()).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    Box::new(pg.store(2).await).close(Vec::new()).await.unwrap();
+    let client = pg.client().await;
     let short = [7u8; 16];
     let mut long = short.to_vec();
     long.extend_from_slice(&[0xee; 16]);
@@ -367,9 +356,7 @@ async fn a_schema_2_database_is_raised_to_short_fingerprints() {
         )
         .await
         .unwrap();
-    let store = cardvault::store::postgres::PgStore::connect(&settings)
-        .await
-        .unwrap();
+    let store = pg.store(2).await;
     let tenant = TenantId::parse("shop").unwrap();
     let found = store
         .get_token_for(&tenant, &Fingerprint::from_slice(&short).unwrap())
@@ -401,19 +388,9 @@ async fn lookups_prepared_on_an_empty_table_use_the_index_once_it_grows() {
     use cardvault::store::Store as _;
     use cardvault::{TenantId, Token};
     let pg = Postgres::start();
-    let settings = cardvault::store::postgres::PgSettings {
-        url: pg.url().into(),
-        // One connection: every lookup runs on the session that prepared it.
-        pool_size: 1,
-        ca_file: None,
-    };
-    let store = cardvault::store::postgres::PgStore::connect(&settings)
-        .await
-        .unwrap();
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    // One connection: every lookup runs on the session that prepared it.
+    let store = pg.store(1).await;
+    let client = pg.client().await;
     // No ANALYZE behind the test's back: the plans see only what the
     // planner reads from the tables themselves.
     client

@@ -757,18 +757,7 @@ impl PgBackend {
 
 impl Backend for PgBackend {
     fn open(&self) -> Opening<'_> {
-        let settings = cardvault::store::postgres::PgSettings {
-            url: self.server.url().into(),
-            pool_size: 4,
-            ca_file: None,
-        };
-        Box::pin(async move {
-            Box::new(
-                cardvault::store::postgres::PgStore::connect(&settings)
-                    .await
-                    .unwrap(),
-            ) as Box<dyn Store>
-        })
+        Box::pin(async move { Box::new(self.server.store(4).await) as Box<dyn Store> })
     }
 
     fn marks_clean_shutdown(&self) -> bool {

@@ -126,6 +126,27 @@ impl Postgres {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The vault's PostgreSQL store on this server, `pool_size` connections.
+    pub async fn store(&self, pool_size: usize) -> cardvault::store::postgres::PgStore {
+        let settings = cardvault::store::postgres::PgSettings {
+            url: self.url().into(),
+            pool_size,
+            ca_file: None,
+        };
+        cardvault::store::postgres::PgStore::connect(&settings)
+            .await
+            .unwrap()
+    }
+
+    /// A plain client of this server, for a test to look behind the store.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
 }
 
 impl Drop for Postgres {
