@@ -12,6 +12,8 @@
 #
 # GROWTH_DIR picks the disk (default: a temp dir; 20 M tokens need ~10 GB).
 # Before each checkpoint's runs the server is let settle (see `settle`).
+# Under each run a second line splits the server's CPU per request by thread
+# (request workers, writer, compaction, flush, audit).
 # GROWTH_PERF=DIR records `perf record -g` of the server for 8 s during each
 # measured run into DIR/perf-LABEL-STORED.data.
 # GROWTH_ROUNDS=N (default 0): after the last checkpoint, N rounds that each
@@ -30,23 +32,40 @@ vault="$work/dev"   # the vault `measure` loads and sizes
 filled=""           # the full vault's PID while a round's empty one serves
 trap 'kill "$server" $filled 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cpu() { server_cpu "$server"; }
+# threads: the server's CPU seconds per thread name, "name=seconds ...".
+threads() {
+  local t task
+  t="$(getconf CLK_TCK)"
+  for task in /proc/"$server"/task/*; do
+    printf '%s=%s\n' "$(tr ' ' _ <"$task/comm")" "$(awk -v t="$t" '{print ($14 + $15) / t}' "$task/stat")"
+  done | awk -F= '{s[$1] += $2} END {for (n in s) printf "%s=%s ", n, s[n]}'
+}
 stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {v = $2} END {print int(v)}'; }
 sample="$work/sample.jsonl"
 
 measure() { # label, load args...
   local label="$1"; shift
-  local before after json count
+  local before after json count threads_before threads_after
   count="$(stored)"; count="${count:-0}"
-  before="$(cpu)"
+  before="$(cpu)"; threads_before="$(threads)"
   if [ -n "${GROWTH_PERF:-}" ]; then
     (sleep 3; perf record -g -p "$server" -o "$GROWTH_PERF/perf-${label// /-}-$count.data" -- sleep 8 >/dev/null 2>&1) &
   fi
   json="$("$bin" load --dev "$vault" --target "$api" --duration "$duration" --warmup 2s --json --concurrency 64 "$@")"
-  after="$(cpu)"
+  after="$(cpu)"; threads_after="$(threads)"
   [ -z "${GROWTH_PERF:-}" ] || wait "$!" 2>/dev/null || true
-  python3 - "$label" "$count" "$before" "$after" "$json" "$vault/db" <<'PY'
+  python3 - "$label" "$count" "$before" "$after" "$json" "$vault/db" "$threads_before" "$threads_after" <<'PY'
 import json, os, sys
 label, count, before, after, report, db = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6]
+# Where the server's CPU went, by thread: request workers, the writer,
+# compaction (rocksdb:low), flushes (rocksdb:high), the audit trail.
+parse = lambda text: {n: float(v) for n, v in (p.split("=") for p in text.split())}
+t0, t1 = parse(sys.argv[7]), parse(sys.argv[8])
+names = {"tokio-rt-worker": "workers", "cardvault-write": "writer", "rocksdb:low": "compaction",
+         "rocksdb:high": "flush", "cardvault-audit": "audit"}
+split = {}
+for n, v in t1.items():
+    split[names.get(n, "other")] = split.get(names.get(n, "other"), 0.0) + v - t0.get(n, 0.0)
 sst = wal = other = 0
 for name in os.listdir(db):
     size = os.path.getsize(os.path.join(db, name))
@@ -61,7 +80,10 @@ per = lambda b: b / count if count else 0
 print(f"{label:<22} stored {count:>10,}  {report['throughput_per_s']:>8.0f} req/s  p99 {l['p99']:7.2f} ms  "
       f"cpu {cpu_us:6.1f} µs/req  sst {per(sst):6.1f} B/token  wal {wal / 2**20:7.1f} MiB  "
       f"errors {sum(report['errors'].values())}", flush=True)
-print(json.dumps({"label": label, "stored": count, "server_cpu_us_per_req": cpu_us, "sst_bytes": sst,
+print(f"{'':<22} cpu by thread: " + "  ".join(
+    f"{k} {split.get(k, 0.0) / requests * 1e6:.1f} µs" for k in ("workers", "writer", "compaction", "flush", "audit", "other")),
+    flush=True)
+print(json.dumps({"label": label, "stored": count, "server_cpu_us_per_req": cpu_us, "cpu_seconds_by_thread": split, "sst_bytes": sst,
                   "wal_bytes": wal, "other_bytes": other, **report}), file=sys.stderr)
 PY
 }
