@@ -29,15 +29,14 @@ server_work_dir "${GROWTH_DIR:-${TMPDIR:-/tmp}}/growth.XXXXXX"
 lift_rate_limits
 start_dev "$bin" "$work/dev"
 vault="$work/dev"   # the vault `measure` loads and sizes
-filled=""           # the full vault's PID while a round's empty one serves
-trap 'kill "$server" $filled 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+full=()             # the full vault's PID, API, ops while a round's empty one serves
+trap 'kill "$server" ${full[0]:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cpu() { server_cpu "$server"; }
 # threads: the server's CPU seconds per thread name, "name=seconds ...".
 threads() {
-  local t task
-  t="$(getconf CLK_TCK)"
+  local task
   for task in /proc/"$server"/task/*; do
-    printf '%s=%s\n' "$(tr ' ' _ <"$task/comm")" "$(awk -v t="$t" '{print ($14 + $15) / t}' "$task/stat")"
+    printf '%s=%s\n' "$(tr ' ' _ <"$task/comm")" "$(server_cpu "$server/task/${task##*/}")"
   done | awk -F= '{s[$1] += $2} END {for (n in s) printf "%s=%s ", n, s[n]}'
 }
 stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {v = $2} END {print int(v)}'; }
@@ -123,13 +122,13 @@ for target in $checkpoints; do
 done
 
 for round in $(seq "${GROWTH_ROUNDS:-0}"); do
-  full=("$server" "$api" "$ops"); filled="$server"
+  full=("$server" "$api" "$ops")
   start_dev "$bin" "$work/empty-$round"
   vault="$work/empty-$round"
   measure "round $round empty tokenize" --op tokenize
   measure "round $round empty detokenize" --op detokenize
   kill "$server"; wait "$server" 2>/dev/null || true; rm -rf "$vault"
-  server="${full[0]}"; api="${full[1]}"; ops="${full[2]}"; vault="$work/dev"; filled=""
+  server="${full[0]}"; api="${full[1]}"; ops="${full[2]}"; vault="$work/dev"; full=()
   measure "round $round tokenize" --op tokenize
   measure "round $round detokenize" --op detokenize "${over_fill[@]}"
 done
