@@ -383,7 +383,7 @@ async fn a_schema_2_database_is_raised_to_short_fingerprints() {
 /// execution for the table as it is (`plan_cache_mode`); without that
 /// this test counts 0 index scans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lookups_prepared_on_an_empty_table_use_the_index_once_it_grows() {
+async fn lookups_prepared_on_a_small_table_use_the_index_once_it_grows() {
     use cardvault::crypto::Fingerprint;
     use cardvault::store::Store as _;
     use cardvault::{TenantId, Token};
