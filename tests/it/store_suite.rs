@@ -767,3 +767,134 @@ impl Backend for PgBackend {
 
 store_suite!(rocksdb, RocksBackend::new());
 store_suite!(postgres, PgBackend::new());
+
+/// The RocksDB store's in-memory key filters (src/store/rocksdb/key_filter.rs):
+/// a lookup they rule out never reaches RocksDB, so a key they lack would
+/// read as absent and be issued twice.
+mod rocksdb_key_filter {
+    use super::*;
+    use cardvault::store::rocksdb::{RocksStore, StoreOptions};
+
+    const STORED: u64 = 40_000;
+
+    fn open(path: &std::path::Path) -> RocksStore {
+        let options = StoreOptions {
+            min_free_bytes: 0,
+            ..Default::default()
+        };
+        RocksStore::open(path, &options).unwrap()
+    }
+
+    /// Waits (bounded) for the scan at open to finish.
+    async fn until_ready(store: &RocksStore) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !store.key_filters_ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "key filters never ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// After a reopen, keys stored before it (added by the scan) and keys
+    /// written while the scan ran (added by the writer) are all found, and
+    /// keys never written read as absent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_stored_and_every_new_key_is_found_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let cards = Cards::new();
+        let mut tokens = Vec::new();
+        {
+            let store = open(&path);
+            for start in (0..STORED).step_by(1000) {
+                let batch: Vec<Insert> = (start..start + 1000)
+                    .map(|i| cards.insert(i, cards.token(i)))
+                    .collect();
+                tokens.extend(batch.iter().map(|item| item.token));
+                let out = store.insert(batch).await.unwrap();
+                assert!(out.iter().all(|o| *o == InsertOutcome::Inserted));
+            }
+            Box::new(store).close(Vec::new()).await.unwrap();
+        }
+        let store = open(&path);
+        // Written at once, most likely while the scan still runs.
+        let during: Vec<Insert> = (STORED..STORED + 200)
+            .map(|i| cards.insert(i, cards.token(i)))
+            .collect();
+        tokens.extend(during.iter().map(|item| item.token));
+        for item in during {
+            let out = store.insert(vec![item]).await.unwrap();
+            assert_eq!(out, vec![InsertOutcome::Inserted]);
+        }
+        until_ready(&store).await;
+        let all = STORED + 200;
+        let fps: Vec<Fingerprint> = (0..all).map(|i| cards.fingerprint(i)).collect();
+        let found = store.get_tokens_for(&cards.tenant, &fps).await.unwrap();
+        let lost = found.iter().filter(|t| t.is_none()).count();
+        assert_eq!(
+            lost, 0,
+            "{lost} of {all} stored fingerprints read as absent"
+        );
+        assert_eq!(found, tokens.iter().copied().map(Some).collect::<Vec<_>>());
+        for i in [0, STORED - 1, STORED, all - 1] {
+            assert_eq!(
+                store
+                    .get_token_for(&cards.tenant, &cards.fingerprint(i))
+                    .await
+                    .unwrap(),
+                Some(tokens[i as usize])
+            );
+        }
+        let taken = store.tokens_taken(&cards.tenant, &tokens).await.unwrap();
+        assert!(taken.iter().all(|t| *t), "a stored token read as free");
+        // A PAN stored before the reopen is not issued a second token.
+        let again = store
+            .insert(vec![cards.insert(7, cards.token(7))])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![InsertOutcome::Existing(tokens[7])]);
+        // Never written: absent (through the filter or RocksDB, same answer).
+        let unknown: Vec<Fingerprint> = (all..all + 1000).map(|i| cards.fingerprint(i)).collect();
+        let found = store.get_tokens_for(&cards.tenant, &unknown).await.unwrap();
+        assert!(found.iter().all(Option::is_none));
+        Box::new(store).close(Vec::new()).await.unwrap();
+    }
+
+    /// With the filters ready, an acknowledged insert is visible to the
+    /// next lookup at once, from another task, for every one of many
+    /// inserts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acknowledged_insert_is_found_by_the_next_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir.path().join("db")));
+        until_ready(&store).await;
+        let cards = Arc::new(Cards::new());
+        let mut tasks = Vec::new();
+        for lane in 0..4u64 {
+            let (store, cards) = (Arc::clone(&store), Arc::clone(&cards));
+            tasks.push(tokio::spawn(async move {
+                for n in 0..250 {
+                    let i = lane * 1000 + n;
+                    let token = cards.token(i);
+                    let out = store.insert(vec![cards.insert(i, token)]).await.unwrap();
+                    assert_eq!(out, vec![InsertOutcome::Inserted]);
+                    let reader = {
+                        let (store, cards) = (Arc::clone(&store), Arc::clone(&cards));
+                        tokio::spawn(async move {
+                            let fp = cards.fingerprint(i);
+                            let found = store.get_token_for(&cards.tenant, &fp).await.unwrap();
+                            let taken = store.tokens_taken(&cards.tenant, &[token]).await.unwrap();
+                            (found, taken)
+                        })
+                    };
+                    assert_eq!(reader.await.unwrap(), (Some(token), vec![true]));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+}

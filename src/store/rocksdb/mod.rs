@@ -11,10 +11,12 @@
 //! write is acknowledged only after its batch is in a synced WAL.
 
 pub mod ceiling;
+mod key_filter;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use rocksdb::{
@@ -28,7 +30,8 @@ use super::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal, Store, StoreErr
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 
-use writer::Command;
+use key_filter::{KeyFilter, key_digest};
+use writer::{Command, Written};
 
 /// The on-disk format this build writes. A database with a newer one is
 /// refused; an older one is raised to it at open. 2: key records of format
@@ -110,6 +113,13 @@ pub struct RocksStore {
     db: Arc<DB>,
     commands: mpsc::Sender<Command>,
     writer: Option<JoinHandle<()>>,
+    /// In-memory filters over the `fingerprints` and `tokens` keys
+    /// ([`key_filter`]): a lookup of a key never written skips RocksDB.
+    filters: Arc<Written<KeyFilter>>,
+    /// The thread that adds the stored keys to `filters` at open, and
+    /// its stop flag (raised when the store closes first).
+    filter_scan: Option<JoinHandle<()>>,
+    stop_filter_scan: Arc<AtomicBool>,
     was_clean: bool,
 }
 
@@ -219,8 +229,20 @@ impl RocksStore {
             batch.delete_cf(meta, META_CLEAN_SHUTDOWN);
             db.write_opt(batch, &sync)?;
         }
+        // The filters exist before the writer starts and before the scan
+        // opens its iterator: every key is either in the scan's view or
+        // added by the writer (see `key_filter`).
+        let sized = |cf_name| -> Result<KeyFilter, StoreError> {
+            let estimate = key_filter::estimated_keys(&db, cf_name)?;
+            Ok(KeyFilter::new(estimate.saturating_add(estimate / 4)))
+        };
+        let filters = Arc::new(Written {
+            fingerprints: sized(CF_FINGERPRINTS)?,
+            tokens: sized(CF_TOKENS)?,
+        });
         let (commands, receiver) = mpsc::channel(options.queue_depth.max(1));
         let writer_db = Arc::clone(&db);
+        let writer_filters = Arc::clone(&filters);
         let max_group = options.max_group.max(1);
         let recent_capacity = options.recent_writes;
         let space = writer::SpaceGuard {
@@ -229,33 +251,68 @@ impl RocksStore {
         };
         let writer = std::thread::Builder::new()
             .name("cardvault-writer".into())
-            .spawn(move || writer::run(&writer_db, receiver, max_group, &space, recent_capacity))
+            .spawn(move || {
+                writer::run(
+                    &writer_db,
+                    receiver,
+                    max_group,
+                    &space,
+                    recent_capacity,
+                    &writer_filters,
+                );
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        let stop_filter_scan = Arc::new(AtomicBool::new(false));
+        let (scan_db, scan_filters, scan_stop) = (
+            Arc::clone(&db),
+            Arc::clone(&filters),
+            Arc::clone(&stop_filter_scan),
+        );
+        let filter_scan = std::thread::Builder::new()
+            .name("cardvault-filter".into())
+            .spawn(move || fill_filters(&scan_db, &scan_filters, &scan_stop))
+            .map_err(|e| StoreError::Backend(format!("cannot start filter thread: {e}")))?;
         Ok(RocksStore {
             path: path.to_path_buf(),
             db,
             commands,
             writer: Some(writer),
+            filters,
+            filter_scan: Some(filter_scan),
+            stop_filter_scan,
             was_clean,
         })
+    }
+
+    /// Whether both key filters hold every stored key (the scan at open
+    /// ended), so lookups of keys never written skip RocksDB.
+    pub fn key_filters_ready(&self) -> bool {
+        self.filters.fingerprints.is_ready() && self.filters.tokens.is_ready()
     }
 
     /// Point reads of `keys` in `cf_name`, one batched lookup for more
     /// than one key, each value found passed through `decode`; answers in
     /// input order. RocksDB's batched lookup wants its keys sorted: an
     /// index is sorted, read, and the answers put back.
+    /// Keys `filter` rules out are answered `None` without a read.
     fn read_many<T>(
         &self,
         cf_name: &str,
+        filter: &KeyFilter,
         keys: &[Vec<u8>],
         decode: impl Fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<Option<T>>, StoreError> {
         let handle = cf(&self.db, cf_name)?;
         if let [key] = keys {
+            if filter.surely_absent(key_digest(key)) {
+                return Ok(vec![None]);
+            }
             let value = self.db.get_pinned_cf(handle, key)?;
             return Ok(vec![value.map(|bytes| decode(&bytes)).transpose()?]);
         }
-        let mut order: Vec<usize> = (0..keys.len()).collect();
+        let mut order: Vec<usize> = (0..keys.len())
+            .filter(|&i| !filter.surely_absent(key_digest(&keys[i])))
+            .collect();
         order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
         let values = self
             .db
@@ -348,6 +405,9 @@ impl Store for RocksStore {
         fingerprint: &Fingerprint,
     ) -> Result<Option<Token>, StoreError> {
         let key = codec::fingerprint_key(tenant, fingerprint);
+        if self.filters.fingerprints.surely_absent(key_digest(&key)) {
+            return Ok(None);
+        }
         match self.db.get_pinned_cf(cf(&self.db, CF_FINGERPRINTS)?, key)? {
             Some(bytes) => fingerprint_entry_token(&bytes).map(Some),
             None => Ok(None),
@@ -363,7 +423,12 @@ impl Store for RocksStore {
             .iter()
             .map(|fp| codec::fingerprint_key(tenant, fp))
             .collect();
-        self.read_many(CF_FINGERPRINTS, &keys, fingerprint_entry_token)
+        self.read_many(
+            CF_FINGERPRINTS,
+            &self.filters.fingerprints,
+            &keys,
+            fingerprint_entry_token,
+        )
     }
 
     async fn tokens_taken(
@@ -375,7 +440,7 @@ impl Store for RocksStore {
             .iter()
             .map(|token| codec::token_key(tenant, token))
             .collect();
-        let found = self.read_many(CF_TOKENS, &keys, |_| Ok(()))?;
+        let found = self.read_many(CF_TOKENS, &self.filters.tokens, &keys, |_| Ok(()))?;
         Ok(found.iter().map(Option::is_some).collect())
     }
 
@@ -542,9 +607,14 @@ impl Store for RocksStore {
 
     async fn close(mut self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
         let result = self.ask(|reply| Command::Close { counters, reply }).await;
-        if let Some(writer) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
+        self.stop_filter_scan.store(true, Ordering::Relaxed);
+        let threads = [self.writer.take(), self.filter_scan.take()];
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads.into_iter().flatten() {
+                let _ = thread.join();
+            }
+        })
+        .await;
         result
     }
 
@@ -562,8 +632,40 @@ impl Drop for RocksStore {
         // what is queued; wait for it so the database closes after it.
         let (closed, _) = mpsc::channel(1);
         self.commands = closed;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        self.stop_filter_scan.store(true, Ordering::Relaxed);
+        for thread in [self.writer.take(), self.filter_scan.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The filter thread: adds the stored keys of both column families to
+/// their filters, each then ready; logs what it took. A failed scan leaves
+/// its filter not ready (every lookup reads RocksDB, as without one).
+fn fill_filters(db: &DB, filters: &Written<KeyFilter>, stop: &AtomicBool) {
+    for (cf_name, filter) in [
+        (CF_FINGERPRINTS, &filters.fingerprints),
+        (CF_TOKENS, &filters.tokens),
+    ] {
+        let started = std::time::Instant::now();
+        match key_filter::build(db, cf_name, filter, stop) {
+            Ok(Some(keys)) => {
+                tracing::info!(
+                    column_family = cf_name,
+                    keys,
+                    seconds = started.elapsed().as_secs_f64(),
+                    bytes = filter.bytes(),
+                    layers = filter.layer_count(),
+                    "key filter ready"
+                );
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(column_family = cf_name, error = %e, "key filter scan failed; lookups read the database");
+            }
         }
     }
 }

@@ -11,7 +11,10 @@
 //! [`ReadMark`]) needs no second lookup unless a write since then touched
 //! that key. Each new PAN then costs two point lookups that miss (the
 //! fingerprint and the token), both made by the caller's task on any core,
-//! none by this thread — the bottleneck of batch tokenization.
+//! none by this thread — the bottleneck of batch tokenization; once the
+//! store's key filters are ready ([`super::key_filter`]) each of them is a
+//! probe of an in-memory filter. This thread adds every key it puts to
+//! those filters before the write that holds it.
 //!
 //! A group's token and fingerprint writes reach the `WriteBatch` sorted by
 //! key ([`Group::apply_deferred`]): RocksDB's memtable skiplist reuses the
@@ -24,6 +27,7 @@ use foldhash::{HashMap, HashMapExt as _};
 use rocksdb::{DB, WriteBatch};
 use tokio::sync::{mpsc, oneshot};
 
+use super::key_filter::{KeyFilter, key_digest};
 use super::{
     CF_EXPIRY, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf,
     fingerprint_entry_token, synced,
@@ -108,14 +112,6 @@ pub(super) struct Recent {
     capacity: usize,
 }
 
-/// The digest of a `tokens` or `fingerprints` key in [`Recent`]: a
-/// fixed-seed hash of the whole key (a token's digits are not uniformly
-/// spread, its BIN and last 4 are kept).
-fn key_digest(key: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0).hash_one(key)
-}
-
 impl Recent {
     pub(super) fn new(now: u64, capacity: usize) -> Recent {
         Recent {
@@ -161,6 +157,8 @@ struct Group<'a> {
     /// Token and fingerprint writes not yet in `batch`, in command order.
     deferred: Vec<Deferred>,
     recent: &'a Written<Recent>,
+    /// Filters over every stored key, added to before each commit.
+    filters: &'a Written<KeyFilter>,
     /// Digests of the fingerprint and token keys this group put, for
     /// [`Recent::record`].
     put: Written<Vec<u64>>,
@@ -169,19 +167,23 @@ struct Group<'a> {
 /// One value for each kind of key whose absence a caller may vouch for.
 #[derive(Default)]
 pub(super) struct Written<T> {
-    fingerprints: T,
-    tokens: T,
+    pub(super) fingerprints: T,
+    pub(super) tokens: T,
 }
 
 impl Group<'_> {
     fn read(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let overlay = if cf_name == CF_TOKENS {
-            &self.overlay.tokens
+        let (overlay, filter) = if cf_name == CF_TOKENS {
+            (&self.overlay.tokens, &self.filters.tokens)
         } else {
-            &self.overlay.fingerprints
+            (&self.overlay.fingerprints, &self.filters.fingerprints)
         };
         if let Some(value) = overlay.get(key) {
             return Ok(value.clone());
+        }
+        // This thread added every key it committed before committing it.
+        if filter.surely_absent(key_digest(key)) {
+            return Ok(None);
         }
         Ok(self.db.get_cf(cf(self.db, cf_name)?, key)?)
     }
@@ -505,6 +507,9 @@ impl Group<'_> {
         if self.batch.is_empty() {
             return Ok(Written::default());
         }
+        // Before the write: no reader may see a key the filters lack.
+        self.filters.fingerprints.insert(&self.put.fingerprints);
+        self.filters.tokens.insert(&self.put.tokens);
         self.db.write_opt(self.batch, &synced())?;
         committed.extend(raised);
         Ok(self.put)
@@ -545,6 +550,7 @@ pub(super) fn run(
     max_group: usize,
     space: &SpaceGuard,
     recent_capacity: usize,
+    filters: &Written<KeyFilter>,
 ) {
     let mut warned_full = false;
     let now = db.latest_sequence_number();
@@ -570,6 +576,7 @@ pub(super) fn run(
             overlay: Overlay::default(),
             deferred: Vec::new(),
             recent: &recent,
+            filters,
             put: Written::default(),
         };
         let mut pending = Vec::with_capacity(queued.len());
@@ -691,13 +698,18 @@ mod tests {
         DB::open_cf(&opts, dir, super::super::COLUMN_FAMILIES).unwrap()
     }
 
-    fn group<'a>(db: &'a DB, recent: &'a Written<Recent>) -> Group<'a> {
+    fn group<'a>(
+        db: &'a DB,
+        recent: &'a Written<Recent>,
+        filters: &'a Written<KeyFilter>,
+    ) -> Group<'a> {
         Group {
             db,
             batch: WriteBatch::default(),
             overlay: Overlay::default(),
             deferred: Vec::new(),
             recent,
+            filters,
             put: Written::default(),
         }
     }
@@ -712,6 +724,10 @@ mod tests {
             fingerprints: Recent::new(0, 16),
             tokens: Recent::new(0, 16),
         };
+        let filters = Written {
+            fingerprints: KeyFilter::new(0),
+            tokens: KeyFilter::new(0),
+        };
         let tenant = TenantId::parse("shop").unwrap();
         let key = |token: &str| codec::token_key(&tenant, &Token::parse(token).unwrap());
         let (a, b, c) = (
@@ -719,7 +735,7 @@ mod tests {
             key("4111110000001113"),
             key("5500009999990004"),
         );
-        let mut g = group(&db, &recent);
+        let mut g = group(&db, &recent, &filters);
         // Same key: put, delete, put again — the last put wins.
         g.put(CF_TOKENS, a.clone(), b"first".to_vec()).unwrap();
         g.delete(CF_TOKENS, a.clone()).unwrap();
@@ -742,7 +758,7 @@ mod tests {
 
         // A write before a tenant's range delete is deleted with it; one
         // after it stays, though it sorts before the first.
-        let mut g = group(&db, &recent);
+        let mut g = group(&db, &recent, &filters);
         g.put(CF_TOKENS, c.clone(), b"before".to_vec()).unwrap();
         g.delete_tenant(&tenant, Vec::new()).unwrap();
         g.put(CF_TOKENS, b.clone(), b"after".to_vec()).unwrap();
