@@ -20,6 +20,10 @@
 # measure a fresh empty vault and then the full one, same binary, minutes
 # apart at most: the ratio full/empty of one round is the vault's, not the
 # host's drift between the first and the last line of a long run.
+# GROWTH_BINS="A B" (default: the binary that filled the vault): in each
+# round every build in turn serves a fresh empty vault and then the full
+# one, restarted by it and let settle (the settle time is its open cost) —
+# two builds compared on one full vault, side by side.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
@@ -31,6 +35,7 @@ start_dev "$bin" "$work/dev"
 vault="$work/dev"   # the vault `measure` loads and sizes
 full=()             # the full vault's PID, API, ops while a round's empty one serves
 trap 'kill "$server" ${full[0]:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+bins="${GROWTH_BINS:-}"
 cpu() { server_cpu "$server"; }
 # threads: the server's CPU seconds per thread name, "name=seconds ...".
 threads() {
@@ -39,7 +44,11 @@ threads() {
     printf '%s=%s\n' "$(tr ' ' _ <"$task/comm")" "$(server_cpu "$server/task/${task##*/}")"
   done | awk -F= '{s[$1] += $2} END {for (n in s) printf "%s=%s ", n, s[n]}'
 }
-stored() { curl -s "http://$ops/metrics" | awk '/^cardvault_tokens_created_total/ {v = $2} END {print int(v)}'; }
+# stored: tokens in the vault being served — the tokens its server created
+# plus $offset, what the vault held when this server started (a restarted
+# full vault's counter starts at 0).
+offset=0
+stored() { curl -s "http://$ops/metrics" | awk -v o="$offset" '/^cardvault_tokens_created_total/ {v = $2} END {print int(v) + o}'; }
 sample="$work/sample.jsonl"
 
 measure() { # label, load args...
@@ -53,9 +62,11 @@ measure() { # label, load args...
   json="$("$bin" load --dev "$vault" --target "$api" --duration "$duration" --warmup 2s --json --concurrency 64 "$@")"
   after="$(cpu)"; threads_after="$(threads)"
   [ -z "${GROWTH_PERF:-}" ] || wait "$!" 2>/dev/null || true
-  python3 - "$label" "$count" "$before" "$after" "$json" "$vault/db" "$threads_before" "$threads_after" <<'PY'
+  rss="$(awk '/^VmRSS/ {print $2 * 1024}' "/proc/$server/status")"
+  python3 - "$label" "$count" "$before" "$after" "$json" "$vault/db" "$threads_before" "$threads_after" "$rss" <<'PY'
 import json, os, sys
 label, count, before, after, report, db = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6]
+rss = int(sys.argv[9])
 # Where the server's CPU went, by thread: request workers, the writer,
 # compaction (rocksdb:low), flushes (rocksdb:high), the audit trail.
 parse = lambda text: {n: float(v) for n, v in (p.split("=") for p in text.split())}
@@ -78,12 +89,12 @@ l = report["latency_ms"]
 per = lambda b: b / count if count else 0
 print(f"{label:<22} stored {count:>10,}  {report['throughput_per_s']:>8.0f} req/s  p99 {l['p99']:7.2f} ms  "
       f"cpu {cpu_us:6.1f} µs/req  sst {per(sst):6.1f} B/token  wal {wal / 2**20:7.1f} MiB  "
-      f"errors {sum(report['errors'].values())}", flush=True)
+      f"rss {rss / 2**20:5.0f} MiB  errors {sum(report['errors'].values())}", flush=True)
 print(f"{'':<22} cpu by thread: " + "  ".join(
     f"{k} {split.get(k, 0.0) / requests * 1e6:.1f} µs" for k in ("workers", "writer", "compaction", "flush", "audit", "other")),
     flush=True)
 print(json.dumps({"label": label, "stored": count, "server_cpu_us_per_req": cpu_us, "cpu_seconds_by_thread": split, "sst_bytes": sst,
-                  "wal_bytes": wal, "other_bytes": other, **report}), file=sys.stderr)
+                  "wal_bytes": wal, "other_bytes": other, "rss_bytes": rss, **report}), file=sys.stderr)
 PY
 }
 
@@ -122,13 +133,23 @@ for target in $checkpoints; do
 done
 
 for round in $(seq "${GROWTH_ROUNDS:-0}"); do
-  full=("$server" "$api" "$ops")
-  start_dev "$bin" "$work/empty-$round"
-  vault="$work/empty-$round"
-  measure "round $round empty tokenize" --op tokenize
-  measure "round $round empty detokenize" --op detokenize
-  kill "$server"; wait "$server" 2>/dev/null || true; rm -rf "$vault"
-  server="${full[0]}"; api="${full[1]}"; ops="${full[2]}"; vault="$work/dev"; full=()
-  measure "round $round tokenize" --op tokenize
-  measure "round $round detokenize" --op detokenize "${over_fill[@]}"
+  for each in ${bins:-"$bin"}; do
+    name=""; [ -z "$bins" ] || name=" $(basename "$each")"
+    full=("$server" "$api" "$ops" "$offset")
+    start_dev "$each" "$work/empty-$round"
+    vault="$work/empty-$round"; offset=0
+    measure "round $round$name empty tokenize" --op tokenize
+    measure "round $round$name empty detokenize" --op detokenize
+    kill "$server"; wait "$server" 2>/dev/null || true; rm -rf "$vault"
+    server="${full[0]}"; api="${full[1]}"; ops="${full[2]}"; offset="${full[3]}"; vault="$work/dev"; full=()
+    if [ -n "$bins" ]; then
+      # The full vault served by this build from a fresh start.
+      offset="$(stored)"
+      kill "$server"; wait "$server" 2>/dev/null || true
+      start_dev "$each" "$work/dev"
+      settle
+    fi
+    measure "round $round$name tokenize" --op tokenize
+    measure "round $round$name detokenize" --op detokenize "${over_fill[@]}"
+  done
 done
