@@ -23,13 +23,15 @@
 # GROWTH_BINS="A B" (default: the binary that filled the vault): in each
 # round every build in turn serves a fresh empty vault and then the full
 # one, restarted by it and let settle (the settle time is its open cost) —
-# two builds compared on one full vault, side by side.
+# two builds compared on one full vault, side by side. The store's "key
+# filter ready" log lines (keys, seconds, bytes) follow each restart.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="${CARDVAULT_BIN:-${CARGO_TARGET_DIR:-target}/release/cardvault}"
 checkpoints="${1:-1000000 5000000 20000000}"
 duration="${2:-10s}"
 server_work_dir "${GROWTH_DIR:-${TMPDIR:-/tmp}}/growth.XXXXXX"
+export SERVER_LOG=warn,cardvault::store=info
 lift_rate_limits
 start_dev "$bin" "$work/dev"
 vault="$work/dev"   # the vault `measure` loads and sizes
@@ -148,6 +150,7 @@ for round in $(seq "${GROWTH_ROUNDS:-0}"); do
       kill "$server"; wait "$server" 2>/dev/null || true
       start_dev "$each" "$work/dev"
       settle
+      sed -n 's/.*key filter ready \(.*\)/# key filter ready: \1/p' "$work/dev.err"
     fi
     measure "round $round$name tokenize" --op tokenize
     measure "round $round$name detokenize" --op detokenize "${over_fill[@]}"

@@ -37,10 +37,11 @@ server_work_dir() {
 
 # start_dev BIN DIR: starts `BIN serve --dev --data-dir DIR` on ports the OS
 # picks (stdout in DIR.out, stderr in DIR.err); sets $server (its PID),
-# $api (https://HOST:PORT) and $ops (HOST:PORT).
+# $api (https://HOST:PORT) and $ops (HOST:PORT). Logs at $SERVER_LOG
+# (default warn).
 start_dev() {
   local bin="$1" dir="$2"
-  RUST_LOG=warn "$bin" serve --dev --data-dir "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$dir.out" 2>"$dir.err" &
+  RUST_LOG="${SERVER_LOG:-warn}" "$bin" serve --dev --data-dir "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$dir.out" 2>"$dir.err" &
   server=$!
   api="$(await_api "$dir.out")"
   ops="$(sed -n 's/.*ops http:\/\/\([^ ]*\).*/\1/p' "$dir.out")"
