@@ -116,9 +116,10 @@ pub struct RocksStore {
     /// In-memory filters over the `fingerprints` and `tokens` keys
     /// ([`key_filter`]): a lookup of a key never written skips RocksDB.
     filters: Arc<Written<KeyFilter>>,
-    /// The thread that adds the stored keys to `filters` at open, and
-    /// its stop flag (raised when the store closes first).
-    filter_scan: Option<JoinHandle<()>>,
+    /// The threads (one per column family) that add the stored keys to
+    /// `filters` at open, and their stop flag (raised when the store
+    /// closes first).
+    filter_scans: Vec<JoinHandle<()>>,
     stop_filter_scan: Arc<AtomicBool>,
     was_clean: bool,
 }
@@ -271,22 +272,33 @@ impl RocksStore {
             })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let stop_filter_scan = Arc::new(AtomicBool::new(false));
-        let (scan_db, scan_filters, scan_stop) = (
-            Arc::clone(&db),
-            Arc::clone(&filters),
-            Arc::clone(&stop_filter_scan),
-        );
-        let filter_scan = std::thread::Builder::new()
-            .name("cardvault-filter".into())
-            .spawn(move || fill_filters(&scan_db, &scan_filters, &scan_stop))
-            .map_err(|e| StoreError::Backend(format!("cannot start filter thread: {e}")))?;
+        let mut filter_scans = Vec::with_capacity(2);
+        for cf_name in [CF_FINGERPRINTS, CF_TOKENS] {
+            let (scan_db, scan_filters, scan_stop) = (
+                Arc::clone(&db),
+                Arc::clone(&filters),
+                Arc::clone(&stop_filter_scan),
+            );
+            let scan = std::thread::Builder::new()
+                .name("cardvault-filter".into())
+                .spawn(move || {
+                    let filter = if cf_name == CF_TOKENS {
+                        &scan_filters.tokens
+                    } else {
+                        &scan_filters.fingerprints
+                    };
+                    fill_filter(&scan_db, cf_name, filter, &scan_stop);
+                })
+                .map_err(|e| StoreError::Backend(format!("cannot start filter thread: {e}")))?;
+            filter_scans.push(scan);
+        }
         Ok(RocksStore {
             path: path.to_path_buf(),
             db,
             commands,
             writer: Some(writer),
             filters,
-            filter_scan: Some(filter_scan),
+            filter_scans,
             stop_filter_scan,
             was_clean,
         })
@@ -616,9 +628,14 @@ impl Store for RocksStore {
     async fn close(mut self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
         let result = self.ask(|reply| Command::Close { counters, reply }).await;
         self.stop_filter_scan.store(true, Ordering::Relaxed);
-        let threads = [self.writer.take(), self.filter_scan.take()];
+        let threads: Vec<JoinHandle<()>> = self
+            .writer
+            .take()
+            .into_iter()
+            .chain(self.filter_scans.drain(..))
+            .collect();
         let _ = tokio::task::spawn_blocking(move || {
-            for thread in threads.into_iter().flatten() {
+            for thread in threads {
                 let _ = thread.join();
             }
         })
@@ -641,39 +658,32 @@ impl Drop for RocksStore {
         let (closed, _) = mpsc::channel(1);
         self.commands = closed;
         self.stop_filter_scan.store(true, Ordering::Relaxed);
-        for thread in [self.writer.take(), self.filter_scan.take()]
-            .into_iter()
-            .flatten()
-        {
+        let writer = self.writer.take();
+        for thread in writer.into_iter().chain(self.filter_scans.drain(..)) {
             let _ = thread.join();
         }
     }
 }
 
-/// The filter thread: adds the stored keys of both column families to
-/// their filters, each then ready; logs what it took. A failed scan leaves
-/// its filter not ready (every lookup reads RocksDB, as without one).
-fn fill_filters(db: &DB, filters: &Written<KeyFilter>, stop: &AtomicBool) {
-    for (cf_name, filter) in [
-        (CF_FINGERPRINTS, &filters.fingerprints),
-        (CF_TOKENS, &filters.tokens),
-    ] {
-        let started = std::time::Instant::now();
-        match key_filter::build(db, cf_name, filter, stop) {
-            Ok(Some(keys)) => {
-                tracing::info!(
-                    column_family = cf_name,
-                    keys,
-                    seconds = started.elapsed().as_secs_f64(),
-                    bytes = filter.bytes(),
-                    layers = filter.layer_count(),
-                    "key filter ready"
-                );
-            }
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(column_family = cf_name, error = %e, "key filter scan failed; lookups read the database");
-            }
+/// A filter thread: adds the stored keys of `cf_name` to its filter,
+/// then ready; logs what it took. A failed scan leaves the filter not
+/// ready (every lookup reads RocksDB, as without one).
+fn fill_filter(db: &DB, cf_name: &str, filter: &KeyFilter, stop: &AtomicBool) {
+    let started = std::time::Instant::now();
+    match key_filter::build(db, cf_name, filter, stop) {
+        Ok(Some(keys)) => {
+            tracing::info!(
+                column_family = cf_name,
+                keys,
+                seconds = started.elapsed().as_secs_f64(),
+                bytes = filter.bytes(),
+                layers = filter.layer_count(),
+                "key filter ready"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(column_family = cf_name, error = %e, "key filter scan failed; lookups read the database");
         }
     }
 }

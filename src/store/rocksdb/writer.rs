@@ -93,11 +93,12 @@ enum Pending {
     Done(Reply<()>),
 }
 
-/// Writes of the current group not yet in the database; `None` is a delete.
+/// Writes of the current group not yet in the database: the value's index
+/// in [`Group::values`], `None` for a delete.
 #[derive(Default)]
 struct Overlay {
-    tokens: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    fingerprints: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    tokens: HashMap<Vec<u8>, Option<usize>>,
+    fingerprints: HashMap<Vec<u8>, Option<usize>>,
     counters: HashMap<Vec<u8>, u64>,
 }
 
@@ -146,8 +147,8 @@ struct Deferred {
     /// `CF_TOKENS` or `CF_FINGERPRINTS`.
     cf_name: &'static str,
     key: Vec<u8>,
-    /// `None` deletes.
-    value: Option<Vec<u8>>,
+    /// The value's index in [`Group::values`]; `None` deletes.
+    value: Option<usize>,
 }
 
 struct Group<'a> {
@@ -156,6 +157,9 @@ struct Group<'a> {
     overlay: Overlay,
     /// Token and fingerprint writes not yet in `batch`, in command order.
     deferred: Vec<Deferred>,
+    /// The values of the group's token and fingerprint puts, one copy
+    /// each, which the overlay and the deferred writes refer to by index.
+    values: Vec<Vec<u8>>,
     recent: &'a Written<Recent>,
     /// Filters over every stored key, added to before each commit.
     filters: &'a Written<KeyFilter>,
@@ -178,8 +182,8 @@ impl Group<'_> {
         } else {
             (&self.overlay.fingerprints, &self.filters.fingerprints)
         };
-        if let Some(value) = overlay.get(key) {
-            return Ok(value.clone());
+        if let Some(slot) = overlay.get(key) {
+            return Ok(slot.map(|i| self.values[i].clone()));
         }
         // This thread added every key it committed before committing it.
         if filter.surely_absent(key_digest(key)) {
@@ -226,26 +230,31 @@ impl Group<'_> {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let (overlay, put) = match cf_name {
-            CF_TOKENS => (&mut self.overlay.tokens, &mut self.put.tokens),
-            CF_FINGERPRINTS => (&mut self.overlay.fingerprints, &mut self.put.fingerprints),
-            _ => {
-                let handle = cf(self.db, cf_name)?;
-                match value {
-                    Some(value) => self.batch.put_cf(handle, &key, &value),
-                    None => self.batch.delete_cf(handle, &key),
-                }
-                return Ok(());
+        if cf_name != CF_TOKENS && cf_name != CF_FINGERPRINTS {
+            let handle = cf(self.db, cf_name)?;
+            match value {
+                Some(value) => self.batch.put_cf(handle, &key, &value),
+                None => self.batch.delete_cf(handle, &key),
             }
+            return Ok(());
+        }
+        let slot = value.map(|value| {
+            self.values.push(value);
+            self.values.len() - 1
+        });
+        let (overlay, put) = if cf_name == CF_TOKENS {
+            (&mut self.overlay.tokens, &mut self.put.tokens)
+        } else {
+            (&mut self.overlay.fingerprints, &mut self.put.fingerprints)
         };
-        if value.is_some() {
+        if slot.is_some() {
             put.push(key_digest(&key));
         }
-        overlay.insert(key.clone(), value.clone());
+        overlay.insert(key.clone(), slot);
         self.deferred.push(Deferred {
             cf_name,
             key,
-            value,
+            value: slot,
         });
         Ok(())
     }
@@ -256,12 +265,15 @@ impl Group<'_> {
     /// come after them in the batch (a tenant's range delete) and at the
     /// end of the group.
     fn apply_deferred(&mut self) -> Result<(), StoreError> {
-        self.deferred
-            .sort_by(|a, b| (a.cf_name, &a.key).cmp(&(b.cf_name, &b.key)));
+        // Column families apart (which comes first does not matter), then
+        // keys in order.
+        self.deferred.sort_by(|a, b| {
+            (a.cf_name == CF_TOKENS, &a.key).cmp(&(b.cf_name == CF_TOKENS, &b.key))
+        });
         for write in self.deferred.drain(..) {
             let handle = cf(self.db, write.cf_name)?;
             match write.value {
-                Some(value) => self.batch.put_cf(handle, &write.key, &value),
+                Some(i) => self.batch.put_cf(handle, &write.key, &self.values[i]),
                 None => self.batch.delete_cf(handle, &write.key),
             }
         }
@@ -575,6 +587,7 @@ pub(super) fn run(
             batch: WriteBatch::default(),
             overlay: Overlay::default(),
             deferred: Vec::new(),
+            values: Vec::new(),
             recent: &recent,
             filters,
             put: Written::default(),
@@ -708,6 +721,7 @@ mod tests {
             batch: WriteBatch::default(),
             overlay: Overlay::default(),
             deferred: Vec::new(),
+            values: Vec::new(),
             recent,
             filters,
             put: Written::default(),
