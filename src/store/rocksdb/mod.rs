@@ -281,14 +281,7 @@ impl RocksStore {
             );
             let scan = std::thread::Builder::new()
                 .name("cardvault-filter".into())
-                .spawn(move || {
-                    let filter = if cf_name == CF_TOKENS {
-                        &scan_filters.tokens
-                    } else {
-                        &scan_filters.fingerprints
-                    };
-                    fill_filter(&scan_db, cf_name, filter, &scan_stop);
-                })
+                .spawn(move || fill_filter(&scan_db, cf_name, scan_filters.of(cf_name), &scan_stop))
                 .map_err(|e| StoreError::Backend(format!("cannot start filter thread: {e}")))?;
             filter_scans.push(scan);
         }
@@ -314,22 +307,19 @@ impl RocksStore {
     /// than one key, each value found passed through `decode`; answers in
     /// input order. RocksDB's batched lookup wants its keys sorted: an
     /// index is sorted, read, and the answers put back.
-    /// Keys `filter` rules out are answered `None` without a read.
+    /// Keys the column family's key filter rules out are answered `None`
+    /// without a read.
     fn read_many<T>(
         &self,
         cf_name: &str,
-        filter: &KeyFilter,
         keys: &[Vec<u8>],
         decode: impl Fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<Option<T>>, StoreError> {
-        let handle = cf(&self.db, cf_name)?;
         if let [key] = keys {
-            if filter.surely_absent(key_digest(key)) {
-                return Ok(vec![None]);
-            }
-            let value = self.db.get_pinned_cf(handle, key)?;
-            return Ok(vec![value.map(|bytes| decode(&bytes)).transpose()?]);
+            return Ok(vec![self.read_one(cf_name, key, decode)?]);
         }
+        let filter = self.filters.of(cf_name);
+        let handle = cf(&self.db, cf_name)?;
         let mut order: Vec<usize> = (0..keys.len())
             .filter(|&i| !filter.surely_absent(key_digest(&keys[i])))
             .collect();
@@ -344,6 +334,22 @@ impl RocksStore {
             }
         }
         Ok(out)
+    }
+
+    /// One point read of `key` in `cf_name` (`CF_TOKENS` or
+    /// `CF_FINGERPRINTS`), the value found passed through `decode`; a key
+    /// the column family's key filter rules out is `None` without a read.
+    fn read_one<T>(
+        &self,
+        cf_name: &str,
+        key: &[u8],
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        if self.filters.of(cf_name).surely_absent(key_digest(key)) {
+            return Ok(None);
+        }
+        let value = self.db.get_pinned_cf(cf(&self.db, cf_name)?, key)?;
+        value.map(|bytes| decode(&bytes)).transpose()
     }
 
     /// Reads every wrapped data key and counter (synchronously, for
@@ -425,13 +431,7 @@ impl Store for RocksStore {
         fingerprint: &Fingerprint,
     ) -> Result<Option<Token>, StoreError> {
         let key = codec::fingerprint_key(tenant, fingerprint);
-        if self.filters.fingerprints.surely_absent(key_digest(&key)) {
-            return Ok(None);
-        }
-        match self.db.get_pinned_cf(cf(&self.db, CF_FINGERPRINTS)?, key)? {
-            Some(bytes) => fingerprint_entry_token(&bytes).map(Some),
-            None => Ok(None),
-        }
+        self.read_one(CF_FINGERPRINTS, &key, fingerprint_entry_token)
     }
 
     async fn get_tokens_for(
@@ -443,12 +443,7 @@ impl Store for RocksStore {
             .iter()
             .map(|fp| codec::fingerprint_key(tenant, fp))
             .collect();
-        self.read_many(
-            CF_FINGERPRINTS,
-            &self.filters.fingerprints,
-            &keys,
-            fingerprint_entry_token,
-        )
+        self.read_many(CF_FINGERPRINTS, &keys, fingerprint_entry_token)
     }
 
     async fn tokens_taken(
@@ -460,7 +455,7 @@ impl Store for RocksStore {
             .iter()
             .map(|token| codec::token_key(tenant, token))
             .collect();
-        let found = self.read_many(CF_TOKENS, &self.filters.tokens, &keys, |_| Ok(()))?;
+        let found = self.read_many(CF_TOKENS, &keys, |_| Ok(()))?;
         Ok(found.iter().map(Option::is_some).collect())
     }
 

@@ -97,8 +97,7 @@ enum Pending {
 /// in [`Group::values`], `None` for a delete.
 #[derive(Default)]
 struct Overlay {
-    tokens: HashMap<Vec<u8>, Option<usize>>,
-    fingerprints: HashMap<Vec<u8>, Option<usize>>,
+    keys: Written<HashMap<Vec<u8>, Option<usize>>>,
     counters: HashMap<Vec<u8>, u64>,
 }
 
@@ -175,18 +174,32 @@ pub(super) struct Written<T> {
     pub(super) tokens: T,
 }
 
+impl<T> Written<T> {
+    /// The value for `CF_TOKENS` or (any other name) `CF_FINGERPRINTS`.
+    pub(super) fn of(&self, cf_name: &str) -> &T {
+        if cf_name == CF_TOKENS {
+            &self.tokens
+        } else {
+            &self.fingerprints
+        }
+    }
+
+    fn of_mut(&mut self, cf_name: &str) -> &mut T {
+        if cf_name == CF_TOKENS {
+            &mut self.tokens
+        } else {
+            &mut self.fingerprints
+        }
+    }
+}
+
 impl Group<'_> {
     fn read(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let (overlay, filter) = if cf_name == CF_TOKENS {
-            (&self.overlay.tokens, &self.filters.tokens)
-        } else {
-            (&self.overlay.fingerprints, &self.filters.fingerprints)
-        };
-        if let Some(slot) = overlay.get(key) {
+        if let Some(slot) = self.overlay.keys.of(cf_name).get(key) {
             return Ok(slot.map(|i| self.values[i].clone()));
         }
         // This thread added every key it committed before committing it.
-        if filter.surely_absent(key_digest(key)) {
+        if self.filters.of(cf_name).surely_absent(key_digest(key)) {
             return Ok(None);
         }
         Ok(self.db.get_cf(cf(self.db, cf_name)?, key)?)
@@ -200,12 +213,8 @@ impl Group<'_> {
         let Some(mark) = mark else {
             return false;
         };
-        let (overlay, recent) = if cf_name == CF_TOKENS {
-            (&self.overlay.tokens, &self.recent.tokens)
-        } else {
-            (&self.overlay.fingerprints, &self.recent.fingerprints)
-        };
-        !overlay.contains_key(key) && recent.still_absent(key_digest(key), mark)
+        !self.overlay.keys.of(cf_name).contains_key(key)
+            && self.recent.of(cf_name).still_absent(key_digest(key), mark)
     }
 
     fn put(
@@ -242,15 +251,10 @@ impl Group<'_> {
             self.values.push(value);
             self.values.len() - 1
         });
-        let (overlay, put) = if cf_name == CF_TOKENS {
-            (&mut self.overlay.tokens, &mut self.put.tokens)
-        } else {
-            (&mut self.overlay.fingerprints, &mut self.put.fingerprints)
-        };
         if slot.is_some() {
-            put.push(key_digest(&key));
+            self.put.of_mut(cf_name).push(key_digest(&key));
         }
-        overlay.insert(key.clone(), slot);
+        self.overlay.keys.of_mut(cf_name).insert(key.clone(), slot);
         self.deferred.push(Deferred {
             cf_name,
             key,
