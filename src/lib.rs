@@ -31,6 +31,7 @@ pub mod peer;
 #[cfg(feature = "vault")]
 pub mod pki;
 pub mod random;
+pub mod redact;
 #[cfg(feature = "vault")]
 pub mod rewrite;
 pub mod scan;

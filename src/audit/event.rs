@@ -80,6 +80,8 @@ pub enum EventKind {
     KeysListed,
     /// A destructive request waits for a second admin's approval.
     ApprovalRequested,
+    /// An admin listed the approvals waiting for a second admin.
+    ApprovalsListed,
     /// A tenant was crypto-shredded (`detail` names both admins).
     TenantShredded,
     /// A re-encryption job started, resumed, finished or failed (`detail`).
@@ -143,6 +145,7 @@ impl EventKind {
             EventKind::KeyDestroyed => "key_destroyed",
             EventKind::KeysListed => "keys_listed",
             EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalsListed => "approvals_listed",
             EventKind::TenantShredded => "tenant_shredded",
             EventKind::Reencrypt => "reencrypt",
             EventKind::HsmUnavailable => "hsm_unavailable",
@@ -218,6 +221,21 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event with its free-text fields (`detail`, `reason`) run through
+    /// [`crate::redact::text`]: whatever text reached them — an error that
+    /// quoted a caller's field included — no control character and no
+    /// card-number-like digit chain is written to the trail.
+    pub fn redacted(mut self) -> Event {
+        for field in [&mut self.detail, &mut self.reason] {
+            if let Some(text) = field
+                && let std::borrow::Cow::Owned(clean) = crate::redact::text(text)
+            {
+                *text = clean;
+            }
+        }
+        self
+    }
+
     /// An event of `kind` with outcome success and nothing else filled in.
     pub fn new(kind: EventKind) -> Event {
         Event {

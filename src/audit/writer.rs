@@ -160,7 +160,7 @@ impl AuditLog {
     /// reaches the disk within the sync interval. Never waits. A failure
     /// to write it is logged and counted by the writer.
     pub fn record(&self, event: Event) {
-        if self.tx.send(Message::Record(event)).is_err() {
+        if self.tx.send(Message::Record(event.redacted())).is_err() {
             metrics::counter!("cardvault_audit_events_lost_total").increment(1);
         }
     }
@@ -169,7 +169,7 @@ impl AuditLog {
     /// number on success.
     pub async fn record_durable(&self, event: Event) -> Result<u64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send_now(Message::Durable(event, done))?;
+        self.send_now(Message::Durable(event.redacted(), done))?;
         wait.await.map_err(|_| AuditError::Closed)?
     }
 

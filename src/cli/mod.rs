@@ -34,6 +34,7 @@ mod evidence;
 mod keylife;
 mod keys;
 mod load;
+mod log;
 mod offline;
 mod pki;
 mod portable;
@@ -136,7 +137,7 @@ pub fn main() -> ExitCode {
     if let Some(conf) = devkek::softhsm_env_from_args(&args) {
         set_softhsm_env(&conf);
     }
-    init_logging();
+    log::init();
     crate::hardening::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -164,51 +165,6 @@ fn set_softhsm_env(conf: &std::path::Path) {
     // logger, the async runtime or any other thread exists; no thread can
     // read or write the environment concurrently with this write.
     unsafe { std::env::set_var("SOFTHSM2_CONF", conf) };
-}
-
-/// The subscriber the log format layer sits on.
-type LogBase =
-    tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
-
-/// The formatting layer, swappable once the config names a format.
-type FormatLayer = Box<dyn tracing_subscriber::Layer<LogBase> + Send + Sync>;
-
-static LOG_FORMAT: std::sync::OnceLock<tracing_subscriber::reload::Handle<FormatLayer, LogBase>> =
-    std::sync::OnceLock::new();
-
-fn format_layer(format: crate::config::LogFormat) -> FormatLayer {
-    use tracing_subscriber::Layer as _;
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        crate::config::LogFormat::Json => layer.json().boxed(),
-        crate::config::LogFormat::Text => layer
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .boxed(),
-    }
-}
-
-fn init_logging() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let format = crate::config::LogFormat::from_env().unwrap_or_default();
-    let (layer, handle) = tracing_subscriber::reload::Layer::new(format_layer(format));
-    if tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .try_init()
-        .is_ok()
-    {
-        let _ = LOG_FORMAT.set(handle);
-    }
-}
-
-/// Switches the log format once the config has been read (`[log] format`).
-pub(crate) fn set_log_format(format: crate::config::LogFormat) {
-    if let Some(handle) = LOG_FORMAT.get() {
-        let _ = handle.reload(format_layer(format));
-    }
 }
 
 async fn run(cli: Cli) -> error::CliResult {

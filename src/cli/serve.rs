@@ -172,7 +172,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
         }
     };
     let mut config = Config::load(&config_path)?;
-    super::set_log_format(config.log.format);
+    super::log::set_format(config.log.format);
     if let Some(listen) = args.listen {
         config.api.listen = listen;
     }

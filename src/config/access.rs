@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::TenantId;
+use super::guard::GuardOverrides;
+use crate::domain::{TenantId, TokenProfile};
 use crate::vault::TokenMode;
 
 /// What a principal may do.
@@ -26,6 +27,9 @@ pub enum Role {
     Admin,
     /// Handing in a KEK share (`POST /v1/admin/unseal`); nothing else.
     Custodian,
+    /// `POST /v1/lookup`: "is this card on file?" — a separate grant,
+    /// because the answer confirms a guessed card number.
+    Lookup,
 }
 
 impl Role {
@@ -38,6 +42,7 @@ impl Role {
             Role::Delete => "delete",
             Role::Admin => "admin",
             Role::Custodian => "custodian",
+            Role::Lookup => "lookup",
         }
     }
 }
@@ -133,4 +138,10 @@ pub struct TenantConfig {
     /// `deterministic` (default) or `random`.
     #[serde(default)]
     pub token_mode: TokenMode,
+    /// `bin_last4` (default) or `last4`: which PAN digits tokens keep.
+    #[serde(default)]
+    pub token_profile: TokenProfile,
+    /// This tenant's oracle-guard thresholds, where they differ.
+    #[serde(default)]
+    pub oracle_guard: GuardOverrides,
 }

@@ -20,6 +20,10 @@ pub struct AlertsConfig {
     /// After a detokenize alert (burst or outside hours), refuse that
     /// principal's detokenizations until an admin clears it.
     pub block_detokenize_on_alert: bool,
+    /// After the oracle guard refuses a principal (`card_enumeration`),
+    /// refuse that principal's tokenizations, lookups and imports until an
+    /// admin clears it.
+    pub block_on_enumeration: bool,
 }
 
 impl Default for AlertsConfig {
@@ -29,6 +33,7 @@ impl Default for AlertsConfig {
             handshake_failure_burst: BurstRule::new(50, 60),
             metadata_burst: BurstRule::new(20_000, 60),
             block_detokenize_on_alert: false,
+            block_on_enumeration: false,
         }
     }
 }

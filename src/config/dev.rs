@@ -26,9 +26,13 @@ key_file = "kek.key"
 [audit]
 dir = "audit"
 
+# /v1/lookup needs the lookup role (it confirms "this card is on file").
+[compat]
+lookup_via_tokenize_or_read = false
+
 [principals.cart]
 tenant = "default"
-roles = ["tokenize", "read"]
+roles = ["tokenize", "read", "lookup"]
 
 [principals.payments]
 tenant = "default"

@@ -18,12 +18,14 @@ use crate::vault::TokenMode;
 mod access;
 mod alerts;
 pub mod dev;
+mod guard;
 mod kek;
 mod limits;
 mod proxy;
 
 pub use access::{AdminScope, HoursUtc, PrincipalConfig, Role, TenantConfig};
 pub use alerts::{AlertsConfig, BurstRule};
+pub use guard::{GuardOverrides, GuardThresholds, OracleGuardConfig};
 pub use kek::{KekConfig, KekSource};
 pub use limits::{LimitsConfig, RateLimit};
 pub use proxy::{ProxyConfig, ProxyRoute};
@@ -76,6 +78,13 @@ pub struct Config {
     /// Monitoring rules.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The guard against turning tokens back into PANs through tokenize
+    /// and lookup.
+    #[serde(default)]
+    pub oracle_guard: OracleGuardConfig,
+    /// Behaviour kept for older configs, each with a deprecation warning.
+    #[serde(default)]
+    pub compat: CompatConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -91,6 +100,45 @@ pub struct Config {
     /// The reveal proxy's upstreams.
     #[serde(default)]
     pub proxy: ProxyConfig,
+}
+
+/// The `[compat]` section: behaviour kept for configs written before a
+/// change, each logged as deprecated at start.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// Principals holding `tokenize` or `read` may call `/v1/lookup`
+    /// without the `lookup` role (the behaviour before the role existed).
+    /// Default true, so older configs keep working; set false to require
+    /// the role.
+    pub lookup_via_tokenize_or_read: bool,
+}
+
+impl Default for CompatConfig {
+    fn default() -> CompatConfig {
+        CompatConfig {
+            lookup_via_tokenize_or_read: true,
+        }
+    }
+}
+
+impl Config {
+    /// Principals that reach `/v1/lookup` only through the deprecated
+    /// `[compat] lookup_via_tokenize_or_read` (they hold `tokenize` or
+    /// `read` but not `lookup`): the start warns about each.
+    pub fn lookup_via_compat(&self) -> Vec<&str> {
+        if !self.compat.lookup_via_tokenize_or_read {
+            return Vec::new();
+        }
+        self.principals
+            .iter()
+            .filter(|(_, p)| {
+                !p.roles.contains(&Role::Lookup)
+                    && (p.roles.contains(&Role::Tokenize) || p.roles.contains(&Role::Read))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
 }
 
 /// The `[supply_chain]` section.
@@ -564,6 +612,12 @@ impl Config {
                 ));
             }
         }
+        if !(60..=86_400).contains(&self.oracle_guard.window_secs.get()) {
+            return Err(ConfigError::new(
+                "oracle_guard.window_secs",
+                "60 to 86400 seconds",
+            ));
+        }
         if self.keys.approval_ttl_s.get() > 600 {
             return Err(ConfigError::new(
                 "keys.approval_ttl_s",
@@ -647,6 +701,16 @@ impl Config {
             settings.node = Some(format!("{host}-{}", hex::encode(&hash[..3])));
         }
         settings
+    }
+
+    /// Token profiles per tenant, for the vault.
+    pub fn tenant_profiles(
+        &self,
+    ) -> std::collections::HashMap<TenantId, crate::domain::TokenProfile> {
+        self.tenants
+            .iter()
+            .map(|(name, t)| (name.clone(), t.token_profile))
+            .collect()
     }
 
     /// Token modes per tenant, for the vault.

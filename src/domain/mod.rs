@@ -13,7 +13,7 @@ pub use brand::Brand;
 pub use expiry::{Expiry, ExpiryError};
 pub use pan::{Bin, Last4, Pan, PanError};
 pub use tenant::{TenantError, TenantId};
-pub use token::{Token, TokenError};
+pub use token::{Token, TokenError, TokenProfile};
 
 /// Shortest PAN (and token) accepted, in digits.
 pub const MIN_DIGITS: usize = 12;

@@ -15,10 +15,14 @@ pub enum TenantError {
     /// A character outside `a-z 0-9 . _ -`, or not starting with a letter or digit.
     #[error("tenant id may hold only a-z, 0-9, '.', '_' and '-', starting with a letter or digit")]
     InvalidCharacter,
+    /// Twelve digits or more: a tenant id travels in paths, logs and audit
+    /// entries, so it must never be able to hold a card number.
+    #[error("tenant id may hold at most 11 digits (it must never be able to hold a card number)")]
+    TooManyDigits,
 }
 
 /// A tenant identifier: 1–64 of `a-z 0-9 . _ -`, starting with a letter or
-/// digit. Deserializing parses (a bad value is an error naming its field).
+/// digit, with at most 11 digits in all (so no card number fits in one). Deserializing parses (a bad value is an error naming its field).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
@@ -46,6 +50,9 @@ impl TenantId {
         let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b);
         if !bytes.iter().all(allowed) || !bytes[0].is_ascii_alphanumeric() {
             return Err(TenantError::InvalidCharacter);
+        }
+        if bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 12 {
+            return Err(TenantError::TooManyDigits);
         }
         Ok(TenantId(input.to_owned()))
     }
@@ -78,6 +85,19 @@ impl fmt::Display for TenantId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_card_number_fits_in_a_tenant_id() {
+        assert_eq!(
+            TenantId::parse("4111111111111111"),
+            Err(TenantError::TooManyDigits)
+        );
+        assert_eq!(
+            TenantId::parse("shop-4111-1111-1111-1111"),
+            Err(TenantError::TooManyDigits)
+        );
+        assert!(TenantId::parse("shop-2026-12-06-eu1").is_ok());
+    }
 
     #[test]
     fn rules() {

@@ -33,6 +33,47 @@ pub enum TokenError {
     LooksLikePan,
 }
 
+/// Which of the PAN's digits a tenant's tokens keep (config:
+/// `[tenants."NAME"] token_profile`). The random digits are what an
+/// attacker holding a token and the tokenize role would have to guess
+/// (docs/vault-core.md, "Token profiles and the oracle guard").
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenProfile {
+    /// The first six and last four digits when at least six digits stay
+    /// random (16–19 digit PANs), else the last four (the default).
+    #[default]
+    BinLast4,
+    /// The last four digits only, for every length: the token gives no
+    /// BIN away, and the vault does not keep or answer one.
+    Last4,
+}
+
+impl TokenProfile {
+    /// Leading digits of the PAN a token of this profile keeps.
+    pub fn kept_prefix_len(self, pan_len: usize) -> usize {
+        match self {
+            TokenProfile::BinLast4 => kept_prefix_len(pan_len),
+            TokenProfile::Last4 => 0,
+        }
+    }
+
+    /// Whether tokens of this profile keep the BIN of a `pan_len`-digit PAN.
+    pub fn keeps_bin(self, pan_len: usize) -> bool {
+        self.kept_prefix_len(pan_len) == 6
+    }
+
+    /// Lower-case name, as in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenProfile::BinLast4 => "bin_last4",
+            TokenProfile::Last4 => "last4",
+        }
+    }
+}
+
 /// A token: 12–19 ASCII digits that fail the Luhn check. Not secret.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Token {
@@ -85,20 +126,27 @@ impl Token {
         })
     }
 
-    /// Generates a fresh token for `pan` from the OS CSPRNG (DESIGN §4).
+    /// Generates a fresh token of the default profile for `pan` from the
+    /// OS CSPRNG (DESIGN §4).
     pub fn generate(pan: &Pan) -> Result<Token, RandomError> {
-        Token::generate_with(pan, random::fill)
+        Token::generate_for(pan, TokenProfile::BinLast4)
     }
 
-    /// Generates a token drawing random bytes from `fill`. Every token that
-    /// could be produced is equally likely: digits come from rejection
-    /// sampling and Luhn-passing candidates are drawn again.
+    /// Generates a fresh token of `profile` for `pan` from the OS CSPRNG.
+    pub fn generate_for(pan: &Pan, profile: TokenProfile) -> Result<Token, RandomError> {
+        Token::generate_with(pan, profile, random::fill)
+    }
+
+    /// Generates a token of `profile` drawing random bytes from `fill`.
+    /// Every token that could be produced is equally likely: digits come
+    /// from rejection sampling and Luhn-passing candidates are drawn again.
     pub fn generate_with(
         pan: &Pan,
+        profile: TokenProfile,
         mut fill: impl FnMut(&mut [u8]) -> Result<(), RandomError>,
     ) -> Result<Token, RandomError> {
         let len = pan.len();
-        let keep_front = kept_prefix_len(len);
+        let keep_front = profile.kept_prefix_len(len);
         let random_range = keep_front..len - 4;
         let mut digits = [0u8; MAX_DIGITS];
         digits[..len].copy_from_slice(pan.expose_digits());
@@ -216,7 +264,7 @@ mod tests {
         // result must fail Luhn.
         let pan = Pan::parse("4111111111111111").unwrap();
         let mut calls = 0;
-        let token = Token::generate_with(&pan, |buf| {
+        let token = Token::generate_with(&pan, TokenProfile::BinLast4, |buf| {
             calls += 1;
             buf.fill(if calls == 1 { 0 } else { 7 });
             Ok(())
@@ -241,6 +289,22 @@ mod tests {
                 prop_assert_eq!(&t[..6], &s[..6]);
             }
             prop_assert_eq!(Token::parse(t).unwrap(), token);
+        }
+
+        #[test]
+        fn last4_tokens_keep_only_the_last_four(body in "[0-9]{15,18}") {
+            let s = with_check_digit(&body);
+            let pan = Pan::parse(&s).unwrap();
+            // Six leading digits all equal to the PAN's would be kept by
+            // chance one time in a million: draw until they differ once.
+            let differs = (0..8).any(|_| {
+                let t = Token::generate_for(&pan, TokenProfile::Last4).unwrap();
+                t.as_str()[..6] != s[..6]
+            });
+            prop_assert!(differs);
+            let t = Token::generate_for(&pan, TokenProfile::Last4).unwrap();
+            prop_assert_eq!(&t.as_str()[t.len() - 4..], &s[s.len() - 4..]);
+            prop_assert!(!luhn::passes(t.as_bytes()));
         }
 
         #[test]

@@ -22,6 +22,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::client::ClientTls;
 
+pub use pans::PanGenerator;
 pub use report::Report;
 pub use run::run;
 pub use verify::{VerifyReport, verify};

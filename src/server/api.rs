@@ -61,6 +61,7 @@ async fn tokenize_one(
     let pan = parse_pan(&body.pan)?;
     let expiry = parse_expiry(body.expiry.as_deref())?;
     let expires_ms = expires_at(body.ttl_s)?;
+    state.admit_cards(caller, &tenant, &[&pan], audited.event())?;
     let info = state
         .vault
         .tokenize_with_ttl(&tenant, &[(&pan, expiry)], expires_ms)
@@ -141,6 +142,10 @@ async fn tokenize_many(
     }
     let valid: Vec<(&Pan, Option<crate::domain::Expiry>)> =
         valid.iter().map(|(p, e)| (p, *e)).collect();
+    // A batch whose cards would take one group over the guard's threshold
+    // is refused whole.
+    let cards: Vec<&Pan> = valid.iter().map(|(p, _)| *p).collect();
+    state.admit_cards(caller, &tenant, &cards, audited.event())?;
     let mut outcomes = state
         .vault
         .tokenize_with_ttl(&tenant, &valid, expires_ms)
@@ -341,7 +346,8 @@ pub async fn metadata(
     audited.close(result)
 }
 
-/// `POST /v1/lookup` (role `tokenize` or `read`): the metadata of the
+/// `POST /v1/lookup` (role `lookup`; `tokenize` or `read` while `[compat]
+/// lookup_via_tokenize_or_read` holds): the metadata of the
 /// token the PAN already has, or 404 `token_not_found`; never creates one.
 /// Counted against the metadata rate limit and burst rule (it answers "is
 /// this card on file?", so guessing PANs through it must be slow and seen).
@@ -354,14 +360,24 @@ pub async fn lookup(
     let mut audited = Audited::open(&state.audit, EventKind::Lookup, &caller, &rid);
     let result = async {
         let tenant = caller
-            .authorize(Role::Tokenize)
-            .or_else(|| caller.authorize(Role::Read))
+            .authorize(Role::Lookup)
+            .or_else(|| {
+                state
+                    .lookup_compat
+                    .then(|| {
+                        caller
+                            .authorize(Role::Tokenize)
+                            .or_else(|| caller.authorize(Role::Read))
+                    })
+                    .flatten()
+            })
             .cloned()
             .ok_or(ApiError::Forbidden)?;
         metadata_access(&state, &caller)?;
         let body: LookupRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         let pan = parse_pan(&body.pan)?;
+        state.admit_cards(&caller, &tenant, &[&pan], audited.event())?;
         let info = state
             .vault
             .lookup(&tenant, &pan)

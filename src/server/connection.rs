@@ -5,7 +5,11 @@
 //! before the first request and between requests. A peer that completes
 //! the handshake and then sends nothing, only part of a request line, or
 //! only the HTTP/2 preface and SETTINGS, is closed after the idle timeout
-//! instead of holding a connection slot for ever.
+//! instead of holding a connection slot for ever. The first request's head
+//! has its own, shorter bound (`limits.header_timeout_ms`): a connection
+//! with no complete request head that long after its handshake — nothing
+//! sent, half a request line, only the HTTP/2 preface and SETTINGS — is
+//! closed then, as nginx's `client_header_timeout` does from accept.
 
 use std::future::Future;
 use std::pin::pin;
@@ -29,6 +33,8 @@ pub struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
+    /// Whether a complete request head ever reached the service.
+    seen: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -38,6 +44,7 @@ impl Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            seen: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -49,6 +56,7 @@ impl Activity {
     /// Marks a request in flight until the returned guard is dropped.
     pub fn request(self: &Arc<Activity>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.seen.store(true, Ordering::Relaxed);
         self.touch();
         InFlight(Arc::clone(self))
     }
@@ -60,6 +68,11 @@ impl Activity {
             return None;
         }
         Some(self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle)
+    }
+
+    /// When the first request's head is overdue; `None` once one arrived.
+    fn first_head_due(&self, header: Duration) -> Option<Instant> {
+        (!self.seen.load(Ordering::Relaxed)).then(|| self.start + header)
     }
 }
 
@@ -105,27 +118,44 @@ pub enum Ended {
     Closed,
     /// Closed by the vault after the idle timeout.
     Idle,
+    /// Closed by the vault: no complete request head within the header
+    /// timeout after the handshake.
+    HeaderTimeout,
     /// Closed by shutdown.
     Shutdown,
 }
 
+/// The timeouts that end a served connection early.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// No request in flight and none finished for this long.
+    pub idle: Duration,
+    /// No complete first request head this long after the handshake.
+    pub first_head: Duration,
+}
+
 /// Serves `conn` until it ends, shutdown begins (then closes it
-/// gracefully) or it is idle for `idle` (then closes it, gracefully first,
-/// dropping it after a short grace).
+/// gracefully), its first request head is overdue or it is idle too long
+/// (then closes it, gracefully first, dropping it after a short grace).
 pub async fn serve<C>(
     conn: C,
     activity: &Activity,
-    idle: Duration,
+    deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
 ) -> Ended
 where
     C: Closable,
 {
+    let Deadlines { idle, first_head } = deadlines;
     let mut conn = pin!(conn);
     let mut ended = Ended::Closed;
     let mut give_up: Option<Instant> = None;
     loop {
-        let wake = match (give_up, activity.idle_at(idle)) {
+        let due = [activity.idle_at(idle), activity.first_head_due(first_head)]
+            .into_iter()
+            .flatten()
+            .min();
+        let wake = match (give_up, due) {
             (Some(at), _) => at,
             (None, Some(at)) => at,
             (None, None) => Instant::now() + idle,
@@ -140,12 +170,19 @@ where
                 if give_up.is_some() {
                     return ended;
                 }
-                if activity.idle_at(idle).is_some_and(|at| at <= Instant::now()) {
+                let now = Instant::now();
+                let overdue = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                if overdue(activity.first_head_due(first_head)) {
+                    ended = Ended::HeaderTimeout;
+                    metrics::counter!("cardvault_connections_header_timeout_total").increment(1);
+                } else if overdue(activity.idle_at(idle)) {
                     ended = Ended::Idle;
                     metrics::counter!("cardvault_connections_idle_closed_total").increment(1);
-                    conn.as_mut().close_gracefully();
-                    give_up = Some(Instant::now() + CLOSE_GRACE);
+                } else {
+                    continue;
                 }
+                conn.as_mut().close_gracefully();
+                give_up = Some(now + CLOSE_GRACE);
             }
         }
     }

@@ -34,6 +34,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: the principal's rate limit is spent; retry after this many seconds.
     RateLimited(u32),
+    /// 429: the request would take a token group (BIN, last 4, length)
+    /// past the distinct cards the oracle guard allows per window; retry
+    /// after this many seconds.
+    EnumerationSuspected(u32),
     /// 503: storage or a dependency is failing, or the request timed out.
     Unavailable(&'static str),
     /// 503: the vault is sealed until custodians hand in enough KEK shares.
@@ -73,7 +77,7 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 20] = [
+    pub const EVERY_KIND: [ApiError; 21] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
@@ -85,6 +89,7 @@ impl ApiError {
         ApiError::PayloadTooLarge,
         ApiError::UnsupportedMediaType,
         ApiError::RateLimited(1),
+        ApiError::EnumerationSuspected(1),
         ApiError::Unavailable(""),
         ApiError::Sealed,
         ApiError::ShareRejected(""),
@@ -110,7 +115,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::EnumerationSuspected(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) | ApiError::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamFailed(_) | ApiError::UpstreamTls => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -132,6 +139,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::EnumerationSuspected(_) => "enumeration_suspected",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Sealed => "sealed",
             ApiError::ShareRejected(_) => "share_rejected",
@@ -169,6 +177,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "request body must be application/json",
             ApiError::RateLimited(_) => {
                 "rate limit for this client certificate reached; retry after the Retry-After seconds"
+            }
+            ApiError::EnumerationSuspected(_) => {
+                "too many distinct cards with this BIN and last 4 in the window; retry after the Retry-After seconds"
             }
             ApiError::Internal => "internal error; see the vault's log by request id",
         }
@@ -230,7 +241,7 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let ApiError::RateLimited(seconds) = self {
+        if let ApiError::RateLimited(seconds) | ApiError::EnumerationSuspected(seconds) = self {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());

@@ -133,15 +133,22 @@ pub async fn reencrypt_start(
 pub async fn reencrypt_status(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = reached(&caller, &tenant)?;
-    match state.reseals.status(&tenant) {
-        Some(status) => Ok(json(StatusCode::OK, &status)),
-        None => Err(ApiError::InvalidRequest(
-            "no re-encryption job has run for this tenant since the vault started",
-        )),
-    }
+    let mut audited = Audited::open(&state.audit, EventKind::Reencrypt, &caller, &rid);
+    let result = (|| {
+        let tenant = reached(&caller, &tenant)?;
+        audited.event().tenant = Some(tenant.to_string());
+        audited.event().detail = Some("status read".into());
+        match state.reseals.status(&tenant) {
+            Some(status) => Ok(json(StatusCode::OK, &status)),
+            None => Err(ApiError::InvalidRequest(
+                "no re-encryption job has run for this tenant since the vault started",
+            )),
+        }
+    })();
+    audited.close(result)
 }
 
 /// `DELETE /v1/admin/keys/{tenant}/reencrypt`: pauses the running job

@@ -24,6 +24,7 @@ use super::audited::{access_denied, timed_out};
 use super::connection::{self, Activity, Ended};
 use super::error::ApiError;
 use super::identity::{Caller, IdentityRefused};
+use super::linger;
 use super::monitor::Monitor;
 use super::observe::{RequestId, RouteSlot, new_request_id, set_request_id};
 use super::reload::Reloadable;
@@ -144,10 +145,16 @@ impl ApiListener {
             .serve_connection(TokioIo::new(tls), service)
             .into_owned();
         metrics::gauge!("cardvault_connections_active").increment(1.0);
-        let idle = Duration::from_millis(self.limits.idle_timeout_ms.get());
-        let ended = connection::serve(conn, &activity, idle, shutdown).await;
-        if ended == Ended::Idle {
-            tracing::debug!(%peer, "closed an idle connection");
+        let deadlines = connection::Deadlines {
+            idle: Duration::from_millis(self.limits.idle_timeout_ms.get()),
+            first_head: Duration::from_millis(self.limits.header_timeout_ms.get()),
+        };
+        match connection::serve(conn, &activity, deadlines, shutdown).await {
+            Ended::Idle => tracing::debug!(%peer, "closed an idle connection"),
+            Ended::HeaderTimeout => {
+                tracing::debug!(%peer, "closed a connection that sent no request head in time")
+            }
+            Ended::Closed | Ended::Shutdown => {}
         }
         metrics::gauge!("cardvault_connections_active").decrement(1.0);
     }
@@ -185,6 +192,7 @@ impl ApiListener {
             async move {
                 let _in_flight = in_flight;
                 let request_id = new_request_id();
+                let http1 = linger::is_http1(req.version());
                 if caller.access.is_none() {
                     audit.record(access_denied(
                         &caller,
@@ -193,6 +201,11 @@ impl ApiListener {
                     ));
                     let mut response = ApiError::Forbidden.into_response();
                     set_request_id(&mut response, &request_id);
+                    // Read what the client is still sending, so it reads
+                    // this answer (see `linger`).
+                    if http1 && !linger::discard(axum::body::Body::new(req.into_body())).await {
+                        linger::close_after(&mut response);
+                    }
                     return Ok::<_, std::convert::Infallible>(response);
                 }
                 let slot = Arc::new(RouteSlot::default());
@@ -210,6 +223,9 @@ impl ApiListener {
                         let mut response =
                             ApiError::Unavailable("request timed out").into_response();
                         set_request_id(&mut response, &request_id);
+                        if http1 {
+                            linger::close_after(&mut response);
+                        }
                         response
                     }
                 };

@@ -33,7 +33,7 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 22] = [
+const COUNTERS: [(&str, &str); 23] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
     (
         "cardvault_tokens_expired_total",
@@ -88,6 +88,10 @@ const COUNTERS: [(&str, &str); 22] = [
         "Connections closed after the idle timeout",
     ),
     (
+        "cardvault_connections_header_timeout_total",
+        "Connections closed because no complete first request head arrived within limits.header_timeout_ms of the handshake",
+    ),
+    (
         "cardvault_body_budget_refused_total",
         "Requests refused because the request-body budget stayed spent (503)",
     ),
@@ -125,7 +129,8 @@ const COUNTERS: [(&str, &str); 22] = [
 const LABELLED: usize = 7;
 
 /// Alert rules, registered at 0 per rule.
-const ALERT_RULES: [&str; 6] = [
+const ALERT_RULES: [&str; 7] = [
+    "card_enumeration",
     "cryptoperiod_ending",
     "detokenize_burst",
     "detokenize_outside_hours",
@@ -155,6 +160,31 @@ fn describe() {
         metrics::Unit::Seconds,
         "API request latency by route template and outcome"
     );
+    metrics::describe_counter!(
+        "cardvault_oracle_guard_refusals_total",
+        "Requests the oracle guard refused (429 enumeration_suspected), by tier"
+    );
+    for tier in ["principal", "tenant"] {
+        metrics::counter!("cardvault_oracle_guard_refusals_total", "tier" => tier).increment(0);
+    }
+    metrics::describe_counter!(
+        "cardvault_oracle_guard_evicted_groups_total",
+        "Groups the full oracle guard forgot: idle ones, or active ones holding the fewest cards"
+    );
+    for state in ["idle", "active"] {
+        metrics::counter!("cardvault_oracle_guard_evicted_groups_total", "state" => state)
+            .increment(0);
+    }
+    metrics::describe_gauge!(
+        "cardvault_oracle_guard_groups",
+        "Token groups the oracle guard tracks (both tiers)"
+    );
+    metrics::gauge!("cardvault_oracle_guard_groups").set(0.0);
+    metrics::describe_gauge!(
+        "cardvault_oracle_guard_cards",
+        "Card hashes the oracle guard holds in its windows (both tiers)"
+    );
+    metrics::gauge!("cardvault_oracle_guard_cards").set(0.0);
     metrics::describe_gauge!("cardvault_connections_active", "Open API connections");
     metrics::gauge!("cardvault_connections_active").set(0.0);
     metrics::describe_gauge!(

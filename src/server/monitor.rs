@@ -27,6 +27,9 @@ pub mod rule {
     pub const HANDSHAKE_FAILURE_BURST: &str = "handshake_failure_burst";
     /// Too many metadata reads and deletes by one principal in the window.
     pub const METADATA_BURST: &str = "metadata_burst";
+    /// The oracle guard refused a group: too many distinct cards with one
+    /// BIN and last 4 from one principal (or one tenant) in its window.
+    pub const CARD_ENUMERATION: &str = "card_enumeration";
 }
 
 /// Most distinct addresses tracked for handshake failures; beyond this,
@@ -116,6 +119,9 @@ pub struct Monitor {
     handshakes: Mutex<BurstTracker<IpAddr>>,
     metadata: Mutex<BurstTracker<String>>,
     blocked: Mutex<BTreeSet<String>>,
+    /// Principals whose tokenizations, lookups and imports are refused
+    /// (`block_on_enumeration`).
+    tokenize_blocked: Mutex<BTreeSet<String>>,
 }
 
 /// A detokenization the monitor refuses.
@@ -135,6 +141,7 @@ impl Monitor {
             handshakes: Mutex::new(BurstTracker::new(config.alerts.handshake_failure_burst)),
             metadata: Mutex::new(BurstTracker::new(config.alerts.metadata_burst)),
             blocked: Mutex::new(BTreeSet::new()),
+            tokenize_blocked: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -197,6 +204,45 @@ impl Monitor {
         Ok(())
     }
 
+    /// Refuses `caller`'s tokenizations, lookups and imports while an
+    /// enumeration alert blocks it.
+    pub fn check_tokenize(&self, caller: &Caller) -> Result<(), Blocked> {
+        let blocked = self
+            .tokenize_blocked
+            .lock()
+            .map(|b| b.contains(caller.principal.as_str()))
+            .unwrap_or(true);
+        if blocked { Err(Blocked) } else { Ok(()) }
+    }
+
+    /// Called when the oracle guard refuses `caller` on `group` (`tier`'s
+    /// count, `limit` distinct cards). The first refusal of a group in its
+    /// window fires the `card_enumeration` alert (never a PAN: the group is
+    /// the BIN, last 4 and length a token shows anyway).
+    pub fn enumeration(&self, caller: &Caller, group: &str, tier: &str, limit: u32, first: bool) {
+        if !first {
+            return;
+        }
+        let name = rule::CARD_ENUMERATION;
+        let principal = caller.principal.as_str();
+        let block = self.config.block_on_enumeration;
+        tracing::warn!(alert = name, principal, peer = %caller.peer, group, tier, limit, blocked = block, "alert: distinct cards of one token group over the oracle guard's threshold");
+        metrics::counter!("cardvault_alerts_total", "rule" => name).increment(1);
+        let mut event = caller.event(EventKind::Alert).with_detail(format!(
+            "{name}: {group} ({tier} tier, more than {limit} distinct cards in the window){}",
+            if block {
+                "; tokenize, lookup and import blocked until an admin clears it"
+            } else {
+                ""
+            }
+        ));
+        event.count = Some(u64::from(limit));
+        self.audit.record(event);
+        if block && let Ok(mut blocked) = self.tokenize_blocked.lock() {
+            blocked.insert(principal.to_owned());
+        }
+    }
+
     /// Called for every metadata read and delete: fires the metadata burst
     /// rule (an alert; reads are not blocked).
     pub fn metadata_access(&self, caller: &Caller) {
@@ -237,7 +283,10 @@ impl Monitor {
     /// Principals whose detokenizations are blocked, among those `visible`
     /// accepts.
     pub fn blocked(&self, visible: impl Fn(&str) -> bool) -> Vec<String> {
-        let blocked = self.blocked.lock().map(|b| b.clone()).unwrap_or_default();
+        let mut blocked = self.blocked.lock().map(|b| b.clone()).unwrap_or_default();
+        if let Ok(more) = self.tokenize_blocked.lock() {
+            blocked.extend(more.iter().cloned());
+        }
         blocked.into_iter().filter(|p| visible(p)).collect()
     }
 
@@ -250,6 +299,12 @@ impl Monitor {
             .lock()
             .map(|mut b| b.remove(principal))
             .unwrap_or(false);
+        let was_blocked = self
+            .tokenize_blocked
+            .lock()
+            .map(|mut b| b.remove(principal))
+            .unwrap_or(false)
+            || was_blocked;
         if let Ok(mut t) = self.detokenize.lock() {
             t.reset(&principal.to_owned());
         }

@@ -121,8 +121,11 @@ pub async fn run(
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
-                let idle = Duration::from_millis(limits.idle_timeout_ms.get());
-                connection::serve(conn, &activity, idle, stop).await;
+                let deadlines = connection::Deadlines {
+                    idle: Duration::from_millis(limits.idle_timeout_ms.get()),
+                    first_head: Duration::from_millis(limits.header_timeout_ms.get()),
+                };
+                connection::serve(conn, &activity, deadlines, stop).await;
             });
         },
     )

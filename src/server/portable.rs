@@ -145,6 +145,10 @@ pub async fn import(
         }
         let items: Vec<(Token, &Pan, Option<crate::domain::Expiry>)> =
             valid.iter().map(|(t, p, e)| (*t, p, *e)).collect();
+        // "Already present" confirms a (token, card) pair: the oracle guard
+        // counts imports like tokenizations, and refuses the request whole.
+        let cards: Vec<&Pan> = items.iter().map(|(_, p, _)| *p).collect();
+        state.admit_cards(&caller, &tenant, &cards, audited.event())?;
         let outcomes = state.vault.import(&tenant, &items).await;
         for (at, outcome) in valid_at.into_iter().zip(outcomes) {
             let slot = &mut results[at];

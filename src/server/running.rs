@@ -15,10 +15,11 @@ use super::budget::BodyBudget;
 use super::custody::Custody;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
+use super::oracle_guard::OracleGuard;
 use super::reload::Reloadable;
 use super::reseal::Reseals;
 use super::state::AppState;
-use super::{metrics, observe, ops, ratelimit, routes, tls};
+use super::{linger, metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::vault::Vault;
@@ -102,6 +103,20 @@ pub async fn start(
     let ready = Arc::new(AtomicBool::new(true));
     let monitor = Arc::new(Monitor::new(config, audit.clone()));
     let cvcs = Arc::new(CvcHold::new(config.cvc.max_held.get()).map_err(ServerError::Cvc)?);
+    let guard = Arc::new(OracleGuard::new(
+        &config.oracle_guard,
+        config
+            .tenants
+            .iter()
+            .map(|(name, t)| (name.clone(), t.oracle_guard)),
+    ));
+    tokio::spawn(sweep_guard(Arc::clone(&guard), shutdown_rx.clone()));
+    for principal in config.lookup_via_compat() {
+        tracing::warn!(
+            principal,
+            "deprecated: this principal may call /v1/lookup only through its tokenize or read role; grant it the lookup role (or set [compat] lookup_via_tokenize_or_read = false to refuse)"
+        );
+    }
     tokio::spawn(sweep_cvcs(Arc::clone(&cvcs), shutdown_rx.clone()));
     tokio::spawn(sweep_expired_tokens(
         Arc::clone(&vault),
@@ -128,8 +143,12 @@ pub async fn start(
         bodies: BodyBudget::new(config.limits.body_budget_bytes.get(), BODY_BUDGET_WAIT),
         cvcs,
         cvc_max_ttl: std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
+        guard: Arc::clone(&guard),
+        lookup_compat: config.compat.lookup_via_tokenize_or_read,
     });
-    let router = routes::router(state).layer(middleware::from_fn(observe::observe));
+    let router = routes::router(state)
+        .layer(middleware::from_fn(observe::observe))
+        .layer(middleware::from_fn(linger::linger));
     let listener = ApiListener {
         reloadable: Arc::clone(&reloadable),
         limits: config.limits.clone(),
@@ -165,6 +184,22 @@ async fn sweep_cvcs(cvcs: Arc<CvcHold>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => { cvcs.sweep(); }
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Forgets the oracle guard's expired cards every 10 s and publishes its
+/// size (`cardvault_oracle_guard_groups`, `…_cards`).
+async fn sweep_guard(guard: Arc<OracleGuard>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let stats = guard.sweep();
+                ::metrics::gauge!("cardvault_oracle_guard_groups").set(stats.groups as f64);
+                ::metrics::gauge!("cardvault_oracle_guard_cards").set(stats.cards as f64);
+            }
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

@@ -159,7 +159,13 @@ pub async fn rotate_kek(
             }
             Err(e) => {
                 audited.event().detail = Some(e.to_string());
-                tracing::error!(error = %e, "KEK rotation failed");
+                // The caller named a KEK that cannot be used: its mistake,
+                // a warning. Anything else is the vault's own failure.
+                if matches!(e, CustodyError::BadTarget(_)) {
+                    tracing::warn!(error = %e, "KEK rotation refused");
+                } else {
+                    tracing::error!(error = %e, "KEK rotation failed");
+                }
                 Err(api_error(&e))
             }
         }

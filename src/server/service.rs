@@ -100,6 +100,7 @@ impl Service {
         let (audit, pending) = AuditLog::prepare(config.node_audit_settings())?;
         let mut options = VaultOptions {
             tenant_modes: config.tenant_modes(),
+            tenant_profiles: config.tenant_profiles(),
             audit: Some(audit.clone()),
             ..VaultOptions::default()
         };

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use super::budget::BodyBudget;
 use super::custody::Custody;
+use super::error::ApiError;
+use super::identity::Caller;
 use super::monitor::Monitor;
 use super::ratelimit::RateLimits;
 use super::reload::Reloadable;
 use super::reseal::Reseals;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::config::LimitsConfig;
+use crate::domain::{Pan, TenantId};
 use crate::vault::Vault;
 use crate::vault::cvc::CvcHold;
 
@@ -46,4 +49,45 @@ pub struct AppState {
     pub cvcs: Arc<CvcHold>,
     /// Longest time a security code may be held.
     pub cvc_max_ttl: std::time::Duration,
+    /// Distinct cards per token group, per principal and tenant.
+    pub guard: Arc<super::oracle_guard::OracleGuard>,
+    /// `[compat] lookup_via_tokenize_or_read`.
+    pub lookup_compat: bool,
+}
+
+impl AppState {
+    /// The oracle guard's admission of `pans`, presented by `caller` in
+    /// `tenant`, before any token is looked up or created: refused while
+    /// an enumeration alert blocks the caller (403), or when a token group
+    /// would go over its threshold (429 `enumeration_suspected`, the group
+    /// and tier in `event`'s detail, the alert on its first refusal).
+    pub fn admit_cards(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        pans: &[&Pan],
+        event: &mut Event,
+    ) -> Result<(), ApiError> {
+        if self.monitor.check_tokenize(caller).is_err() {
+            event.detail =
+                Some("blocked by a card_enumeration alert until an admin clears it".into());
+            return Err(ApiError::Forbidden);
+        }
+        let profile = self.vault.profile(tenant);
+        self.guard
+            .check(tenant, caller.principal.as_str(), profile, pans)
+            .map_err(|refusal| {
+                let group = refusal.group.to_string();
+                let tier = refusal.tier.as_str();
+                metrics::counter!("cardvault_oracle_guard_refusals_total", "tier" => tier)
+                    .increment(1);
+                event.detail = Some(format!(
+                    "card_enumeration: {group} ({tier} tier, more than {} distinct cards in the window)",
+                    refusal.limit
+                ));
+                self.monitor
+                    .enumeration(caller, &group, tier, refusal.limit, refusal.alert);
+                ApiError::EnumerationSuspected(refusal.retry_after_s)
+            })
+    }
 }

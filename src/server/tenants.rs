@@ -59,10 +59,14 @@ struct PendingList {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(rid)): Extension<RequestId>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Admin)?;
-    let approvals = state.approvals.list(|tenant| caller.admin_reaches(tenant));
-    Ok(json(StatusCode::OK, &PendingList { approvals }))
+    let audited = Audited::open(&state.audit, EventKind::ApprovalsListed, &caller, &rid);
+    let result = caller.require(Role::Admin).map(|_| {
+        let approvals = state.approvals.list(|tenant| caller.admin_reaches(tenant));
+        json(StatusCode::OK, &PendingList { approvals })
+    });
+    audited.close(result)
 }
 
 /// What a shred did.

@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::audit::AuditLog;
 use crate::crypto::record;
 use crate::crypto::{DataKey, Fingerprint, KeyLabel, KeyProvider, KeyPurpose, RecordView};
-use crate::domain::{Bin, Brand, Expiry, Last4, Pan, TenantId, Token};
+use crate::domain::{Bin, Brand, Expiry, Last4, Pan, TenantId, Token, TokenProfile};
 use crate::store::codec::{KeyRecord, TokenEntry, TokenMeta};
 use crate::store::rocksdb::{RocksStore, StoreOptions};
 use crate::store::{Insert, InsertOutcome, ReadMark, Store, StoredKeys};
@@ -62,6 +62,9 @@ pub struct VaultOptions {
     pub default_mode: TokenMode,
     /// Per-tenant token modes.
     pub tenant_modes: HashMap<TenantId, TokenMode>,
+    /// Per-tenant token profiles (which PAN digits a token keeps); a
+    /// tenant not listed gets [`TokenProfile::BinLast4`].
+    pub tenant_profiles: HashMap<TenantId, TokenProfile>,
     /// Rotate a tenant's data key once it has made this many encryptions.
     pub dek_rotate_after: u64,
     /// Never make more than this many encryptions with one data key.
@@ -78,6 +81,7 @@ impl Default for VaultOptions {
         VaultOptions {
             default_mode: TokenMode::Deterministic,
             tenant_modes: HashMap::new(),
+            tenant_profiles: HashMap::new(),
             dek_rotate_after: crate::crypto::keys::DEK_HARD_LIMIT - (1 << 24),
             dek_hard_limit: crate::crypto::keys::DEK_HARD_LIMIT,
             store: StoreOptions::default(),
@@ -305,6 +309,15 @@ impl Vault {
             .unwrap_or(self.options.default_mode)
     }
 
+    /// Which PAN digits `tenant`'s tokens keep.
+    pub fn profile(&self, tenant: &TenantId) -> TokenProfile {
+        self.options
+            .tenant_profiles
+            .get(tenant)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Makes a new data-key version active for `tenant`; older versions stay
     /// available for opening records. Returns the new version.
     pub async fn rotate_keys(&self, tenant: &TenantId) -> Result<u32, VaultError> {
@@ -321,7 +334,7 @@ impl Vault {
         absent_at: Option<ReadMark>,
         expires_ms: Option<u64>,
     ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
-        let token = Token::generate(pan)?;
+        let token = Token::generate_for(pan, self.profile(&keys.tenant))?;
         let mut drafted = self
             .draft_for(keys, token, pan, expiry, fingerprint, absent_at)
             .await?;
@@ -341,11 +354,16 @@ impl Vault {
     ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
         let (dek, count) = self.keys.claim(self.store.as_ref(), keys).await?;
         let sealed = record::seal(&dek, &keys.tenant, &token, pan)?;
+        // A tenant whose tokens keep only the last 4 does not keep the BIN
+        // either: metadata would otherwise hand it back.
+        let bin = pan
+            .bin()
+            .filter(|_| self.profile(&keys.tenant).keeps_bin(pan.len()));
         let entry = TokenEntry {
             meta: TokenMeta {
                 pan_len: pan.len() as u8,
                 brand: pan.brand(),
-                bin: pan.bin(),
+                bin,
                 last4: pan.last4(),
                 expiry,
                 created_ms: now_ms(),

@@ -738,3 +738,76 @@ async fn queued_events_are_written_without_a_wake_and_keep_their_order() {
     let (code, text) = verify(&dir, &kek);
     assert_eq!(code, 0, "{text}");
 }
+
+/// Every 403 is an `access_denied` event naming what was refused — on
+/// every operation of docs/openapi.json, called by a principal without the
+/// operation's role (issue 36: a refused `GET /v1/admin/alerts` was
+/// recorded as `alerts_listed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_403_is_an_access_denied_event_naming_what_was_refused() {
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let harness = Harness::with(|c| {
+        c.compat.lookup_via_tokenize_or_read = false;
+        c.principals.insert(
+            "keeper".into(),
+            cardvault::config::PrincipalConfig {
+                tenant: TenantId::parse("default").unwrap(),
+                roles: vec![cardvault::config::Role::Custodian],
+                detokenize_hours_utc: None,
+                scope: Default::default(),
+                require_reason: false,
+            },
+        );
+    });
+    cardvault::pki::issue(&harness.pki(), "keeper").unwrap();
+    let service = harness.start().await;
+    let mut refused = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            // Someone without the role: a custodian (which may only
+            // unseal) everywhere, the cart for unseal.
+            let principal = match op["x-cardvault-role"].as_str() {
+                Some("custodian") => "cart",
+                _ => "keeper",
+            };
+            let url = path
+                .replace("{token}", "4929128888881235")
+                .replace("{tenant}", "default")
+                .replace("{id}", "x")
+                .replace("{route}", "x");
+            let mut conn = harness.connect(principal, service.api_addr).await;
+            let reply = conn
+                .send(
+                    method.to_uppercase().parse().unwrap(),
+                    &url,
+                    Some(("application/json", b"{}".to_vec())),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} as {principal}"
+            );
+            refused += 1;
+        }
+    }
+    drop(service.stop().await);
+    let all = entries(&harness.config.audit.dir);
+    let forbidden: Vec<&Value> = all.iter().filter(|e| e["code"] == "forbidden").collect();
+    assert_eq!(forbidden.len(), refused, "{forbidden:#?}");
+    for e in forbidden {
+        assert_eq!(e["event"], "access_denied", "{e}");
+        assert_eq!(e["outcome"], "denied", "{e}");
+        assert!(
+            e["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "names nothing: {e}"
+        );
+    }
+}

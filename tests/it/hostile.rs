@@ -526,3 +526,149 @@ async fn a_flood_of_large_half_sent_bodies_stays_within_the_budget() {
     drop((warm, conn));
     assert!(server.stop().success());
 }
+
+/// The header timeout runs from the end of the handshake to the first
+/// complete request head, on HTTP/1 and HTTP/2: a connection that sends
+/// nothing, or only the HTTP/2 preface and SETTINGS, is closed after
+/// `header_timeout_ms`, not after the much longer idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timeout_starts_at_the_handshake() {
+    let harness = Harness::with(|c| {
+        c.limits.header_timeout_ms = ms(1500);
+        c.limits.idle_timeout_ms = ms(30_000);
+    });
+    let service = harness.start().await;
+    let tls = harness.tls("cart");
+    let mut silent = tls.connect_raw(service.api_addr).await.unwrap();
+    let mut h2 = tls.connect_raw(service.api_addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    for (what, stream) in [("silent", &mut silent), ("h2 preface", &mut h2)] {
+        let took = closed_within(stream, Duration::from_secs(10)).await;
+        assert!(
+            took >= Duration::from_millis(1000) && took < Duration::from_secs(8),
+            "{what}: closed after {took:?}"
+        );
+    }
+    // A client that sends its request in time is served. (Between
+    // requests on HTTP/1, hyper runs the header timer from the end of the
+    // previous response, so a keep-alive connection lasts at most the
+    // header timeout there.)
+    let mut conn = harness.connect("cart", service.api_addr).await;
+    common::tokenize(&mut conn, "4929123456781236").await;
+    common::tokenize(&mut conn, "4929123456781236").await;
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert!(
+        counter(&metrics, "cardvault_connections_header_timeout_total") >= 2.0,
+        "{metrics}"
+    );
+    drop(conn);
+    service.stop().await.unwrap();
+}
+
+/// HTTP/1.1 clients that send their whole body before reading (Python's
+/// `http.client`, curl without `Expect`) read the early 413 (which carries
+/// `Connection: close`) and 403 (after which the connection stays usable,
+/// its body discarded), and a client reusing its connection object after
+/// such an answer is not hurt: 10 bodies of 1-4 MiB, 10 large bodies
+/// to a route the caller may not use, then 200 rounds of a refused 20 KB
+/// body followed by a tokenize on the same connection object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_read_early_answers_to_bodies_they_are_still_sending() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let pki = harness.pki();
+    let script = r#"
+import http.client, json, ssl, sys
+pki, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=f"{pki}/ca.pem")
+ctx.load_cert_chain(f"{pki}/cart.pem", f"{pki}/cart-key.pem")
+def conn():
+    return http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+def post(c, path, body):
+    c.request("POST", path, body=body, headers={"content-type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    return r.status, r.getheader("connection"), data
+seen = {"413": 0, "403": 0, "reused_ok": 0}
+for i in range(10):
+    size = (1 + i % 4) << 20
+    body = b'{"pan": "' + b"1" * size + b'"}'
+    status, connection, data = post(conn(), "/v1/tokenize", body)
+    assert status == 413 and connection == "close", (status, connection, data[:200])
+    assert json.loads(data)["error"]["code"] == "payload_too_large"
+    seen["413"] += 1
+for i in range(10):
+    body = b'{"token": "' + b"2" * (2 << 20) + b'"}'
+    status, connection, data = post(conn(), "/v1/detokenize", body)
+    assert status == 403, (status, connection, data[:200])
+    seen["403"] += 1
+c = conn()
+for i in range(200):
+    status, _, _ = post(c, "/v1/detokenize", b'{"token": "' + b"3" * 20000 + b'"}')
+    assert status == 403, status
+    status, _, data = post(c, "/v1/tokenize", b'{"pan": "4929123456781236"}')
+    assert status == 200, (i, status, data)
+    seen["reused_ok"] += 1
+print(json.dumps(seen))
+"#;
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg("-c")
+        .arg(script)
+        .arg(&pki)
+        .arg(service.api_addr.port().to_string());
+    let out = output(python).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen, json!({"413": 10, "403": 10, "reused_ok": 200}));
+
+    // curl over HTTP/1.1, the body sent at once (no Expect: 100-continue).
+    let body = harness.dir.path().join("big.json");
+    std::fs::write(&body, format!("{{\"pan\": \"{}\"}}", "1".repeat(3 << 20))).unwrap();
+    for _ in 0..5 {
+        let mut curl = std::process::Command::new("curl");
+        curl.args([
+            "-sS",
+            "--http1.1",
+            "-H",
+            "Expect:",
+            "-H",
+            "content-type: application/json",
+        ])
+        .arg("--cacert")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("cart.pem"))
+        .arg("--key")
+        .arg(pki.join("cart-key.pem"))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "https://localhost:{}/v1/tokenize",
+            service.api_addr.port()
+        ));
+        let out = output(curl).await;
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "413",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    service.stop().await.unwrap();
+}
+
+/// Runs `command` off the async workers; its output.
+async fn output(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}

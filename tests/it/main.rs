@@ -16,6 +16,7 @@ mod hostile;
 mod leak;
 mod lifecycle;
 mod load;
+mod oracle;
 mod portable;
 mod postgres;
 mod proxy;

@@ -68,6 +68,8 @@ impl Harness {
                 ..AuditConfig::default()
             },
             alerts: AlertsConfig::default(),
+            oracle_guard: Default::default(),
+            compat: Default::default(),
             log: Default::default(),
             cvc: Default::default(),
             keys: Default::default(),

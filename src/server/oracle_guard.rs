@@ -1,0 +1,683 @@
+//! The oracle guard (docs/service.md, "The oracle guard"): a deterministic
+//! tenant answers the same token for the same card, so a caller holding a
+//! token and the `tokenize` or `lookup` role could test candidate card
+//! numbers until one comes back with that token. A token keeps the BIN and
+//! last 4, which leaves 10^5 Luhn-valid candidates for a 16-digit card.
+//!
+//! The guard counts, per token group — what a token shows of its card:
+//! (BIN, last 4, length), or (last 4, length) where tokens keep no BIN —
+//! the distinct cards each principal (and each tenant as a whole) has
+//! presented within a sliding window. A request that would take a group
+//! past its threshold is refused whole before any token is looked up or
+//! created, and the cards it carried are not counted. Real checkout
+//! traffic presents a handful of cards per group and hour; an enumeration
+//! needs tens of thousands.
+//!
+//! Memory is bounded: at most `max_groups` groups and `max_cards` card
+//! hashes (both tiers), in shards. When a shard is full it forgets idle
+//! groups first, then the groups holding the fewest cards — so to make
+//! the guard forget a group holding `c` cards an attacker must first fill
+//! every other slot with groups of at least `c` cards (`c` × the shard's
+//! capacity distinct cards, each a token created under its name), and the
+//! forced eviction is logged and counted. Cards are kept as 64-bit SipHash
+//! values under a key drawn at start, never as digits. State lives in
+//! memory: a restart starts every window afresh, as the rate limits do.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::config::{GuardThresholds, OracleGuardConfig};
+use crate::domain::{Pan, TenantId, TokenProfile};
+
+/// Shards of the guard's state, each behind its own lock.
+const SHARDS: usize = 16;
+
+/// Which count a refusal came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// One principal (or one hosted-field session).
+    Principal,
+    /// Every principal and session of one tenant together.
+    Tenant,
+}
+
+impl Tier {
+    /// Lower-case name, as in metrics labels and audit details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Principal => "principal",
+            Tier::Tenant => "tenant",
+        }
+    }
+}
+
+/// What a token shows of its card: the BIN (where the tenant's tokens keep
+/// it), the last 4 and the length. Not secret (PCI DSS allows showing the
+/// first six and last four digits), and never the PAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CardGroup {
+    bin: Option<[u8; 6]>,
+    last4: [u8; 4],
+    len: u8,
+}
+
+impl CardGroup {
+    /// The group of `pan` under `profile`.
+    pub fn of(pan: &Pan, profile: TokenProfile) -> CardGroup {
+        let digits = pan.expose_digits();
+        let mut last4 = [0u8; 4];
+        last4.copy_from_slice(&digits[digits.len() - 4..]);
+        let bin = profile.keeps_bin(digits.len()).then(|| {
+            let mut bin = [0u8; 6];
+            bin.copy_from_slice(&digits[..6]);
+            bin
+        });
+        CardGroup {
+            bin,
+            last4,
+            len: digits.len() as u8,
+        }
+    }
+
+    /// Whether the group carries a BIN (its tokens keep one).
+    pub fn has_bin(&self) -> bool {
+        self.bin.is_some()
+    }
+}
+
+impl fmt::Display for CardGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |digits: &[u8]| digits.iter().map(|d| char::from(*d)).collect::<String>();
+        if let Some(bin) = &self.bin {
+            write!(f, "BIN {} ", text(bin))?;
+        }
+        write!(f, "last 4 {}, {} digits", text(&self.last4), self.len)
+    }
+}
+
+/// A refused request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The count that would have been exceeded.
+    pub tier: Tier,
+    /// The group.
+    pub group: CardGroup,
+    /// That count's threshold (distinct cards per window).
+    pub limit: u32,
+    /// Seconds until the group's oldest card leaves the window.
+    pub retry_after_s: u32,
+    /// The first refusal of this group in its window: raise the alert.
+    pub alert: bool,
+}
+
+/// How full the guard is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuardStats {
+    /// Groups tracked.
+    pub groups: usize,
+    /// Card hashes tracked.
+    pub cards: usize,
+}
+
+/// One group's cards in the window: (card hash, second last seen).
+#[derive(Default)]
+struct Group {
+    seen: Vec<(u64, u32)>,
+    alerted_at: Option<u32>,
+}
+
+impl Group {
+    /// Forgets cards last seen a window ago or earlier; how many.
+    fn prune(&mut self, now: u32, window: u32) -> usize {
+        let before = self.seen.len();
+        self.seen.retain(|&(_, at)| at + window > now);
+        before - self.seen.len()
+    }
+
+    fn contains(&self, card: u64) -> bool {
+        self.seen.iter().any(|&(h, _)| h == card)
+    }
+
+    fn retry_after(&self, now: u32, window: u32) -> u32 {
+        let oldest = self.seen.iter().map(|&(_, at)| at).min().unwrap_or(now);
+        (oldest + window).saturating_sub(now).max(1)
+    }
+}
+
+/// Groups forgotten to make room.
+#[derive(Debug, Clone, Copy, Default)]
+struct Evicted {
+    idle: usize,
+    active: usize,
+    most_cards: usize,
+}
+
+struct Shard {
+    groups: HashMap<u64, Group, foldhash::fast::RandomState>,
+    cards: usize,
+    max_groups: usize,
+    max_cards: usize,
+}
+
+impl Shard {
+    /// Forgets expired cards and groups with none left (except `keep`).
+    fn prune_all(&mut self, now: u32, window: u32, keep: &impl Fn(u64) -> bool) -> usize {
+        let mut freed = 0;
+        let before = self.groups.len();
+        self.groups.retain(|key, group| {
+            freed += group.prune(now, window);
+            keep(*key)
+                || !group.seen.is_empty()
+                || group.alerted_at.is_some_and(|at| at + window > now)
+        });
+        self.cards -= freed;
+        before - self.groups.len()
+    }
+
+    /// Makes room for `groups` more groups and `cards` more cards: idle
+    /// groups go first, then those holding the fewest cards (never a key
+    /// `keep` names), down to seven eighths of the capacity.
+    fn make_room(
+        &mut self,
+        now: u32,
+        window: u32,
+        groups: usize,
+        cards: usize,
+        keep: &impl Fn(u64) -> bool,
+    ) -> Evicted {
+        let mut evicted = Evicted::default();
+        if self.groups.len() + groups <= self.max_groups && self.cards + cards <= self.max_cards {
+            return evicted;
+        }
+        evicted.idle = self.prune_all(now, window, keep);
+        let group_target = (self.max_groups - self.max_groups / 8).saturating_sub(groups);
+        let card_target = (self.max_cards - self.max_cards / 8).saturating_sub(cards);
+        if self.groups.len() <= group_target && self.cards <= card_target {
+            return evicted;
+        }
+        // The smallest card count `c` such that forgetting every group
+        // holding at most `c` cards gets under both targets.
+        let mut by_count: Vec<(usize, usize)> = Vec::new();
+        let mut histogram: HashMap<usize, (usize, usize)> = HashMap::new();
+        for (key, group) in &self.groups {
+            if !keep(*key) {
+                let slot = histogram.entry(group.seen.len()).or_default();
+                slot.0 += 1;
+                slot.1 += group.seen.len();
+            }
+        }
+        by_count.extend(histogram.into_iter().map(|(count, (n, _))| (count, n)));
+        by_count.sort_unstable();
+        let (mut groups_left, mut cards_left) = (self.groups.len(), self.cards);
+        let mut cut = 0;
+        for (count, n) in by_count {
+            if groups_left <= group_target && cards_left <= card_target {
+                break;
+            }
+            groups_left -= n;
+            cards_left -= n * count;
+            cut = count;
+        }
+        let before = self.groups.len();
+        let mut freed = 0;
+        self.groups.retain(|key, group| {
+            if keep(*key) || group.seen.len() > cut {
+                true
+            } else {
+                freed += group.seen.len();
+                false
+            }
+        });
+        self.cards -= freed;
+        evicted.active = before - self.groups.len();
+        evicted.most_cards = cut;
+        evicted
+    }
+}
+
+/// One card of a request in one tier.
+#[derive(Clone, Copy)]
+struct Candidate {
+    key: u64,
+    card: u64,
+    tier: Tier,
+    group: CardGroup,
+}
+
+/// The guard: counts per (principal, group) and (tenant, group).
+pub struct OracleGuard {
+    enabled: bool,
+    window: u32,
+    defaults: GuardThresholds,
+    tenants: HashMap<TenantId, GuardThresholds>,
+    /// SipHash-1-3 under keys drawn from the OS at start: card hashes and
+    /// group keys an attacker cannot predict or aim collisions at.
+    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Mutex<Shard>]>,
+    started: Instant,
+}
+
+impl OracleGuard {
+    /// A guard with `config`'s settings and each tenant's overrides.
+    pub fn new(
+        config: &OracleGuardConfig,
+        overrides: impl IntoIterator<Item = (TenantId, crate::config::GuardOverrides)>,
+    ) -> OracleGuard {
+        let per = |n: usize| n.div_ceil(SHARDS).max(8);
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    groups: HashMap::default(),
+                    cards: 0,
+                    max_groups: per(config.max_groups.get()),
+                    max_cards: per(config.max_cards.get()),
+                })
+            })
+            .collect();
+        OracleGuard {
+            enabled: config.enabled,
+            window: u32::try_from(config.window_secs.get()).unwrap_or(u32::MAX),
+            defaults: config.thresholds,
+            tenants: overrides
+                .into_iter()
+                .map(|(tenant, o)| (tenant, config.thresholds.with(&o)))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            shards,
+            started: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn limit(&self, tenant: &TenantId, tier: Tier, group: &CardGroup) -> u32 {
+        let t = self.tenants.get(tenant).unwrap_or(&self.defaults);
+        match (tier, group.has_bin()) {
+            (Tier::Principal, true) => t.principal_max.get(),
+            (Tier::Tenant, true) => t.tenant_max.get(),
+            (Tier::Principal, false) => t.last4_principal_max.get(),
+            (Tier::Tenant, false) => t.last4_tenant_max.get(),
+        }
+    }
+
+    fn shard_of(key: u64) -> usize {
+        (key >> 56) as usize % SHARDS
+    }
+
+    /// Checks the cards `pans` that `scope` (a principal, or a hosted-field
+    /// session) presents in `tenant`, whose tokens follow `profile`. Either
+    /// every card is counted and the request may go on, or nothing is
+    /// counted and the first group over its threshold is returned.
+    pub fn check(
+        &self,
+        tenant: &TenantId,
+        scope: &str,
+        profile: TokenProfile,
+        pans: &[&Pan],
+    ) -> Result<(), Refusal> {
+        if !self.enabled || pans.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut candidates = Vec::with_capacity(pans.len() * 2);
+        for pan in pans {
+            let group = CardGroup::of(pan, profile);
+            let card = self.hasher.hash_one(pan.expose_digits());
+            for (tier, scope) in [(Tier::Principal, Some(scope)), (Tier::Tenant, None)] {
+                let key = self.hasher.hash_one((tier, tenant.as_str(), scope, &group));
+                candidates.push(Candidate {
+                    key,
+                    card,
+                    tier,
+                    group,
+                });
+            }
+        }
+        candidates.sort_unstable_by_key(|c| (Self::shard_of(c.key), c.key, c.card));
+        candidates.dedup_by_key(|c| (c.key, c.card));
+        // Lock every shard the request touches, in index order (no
+        // deadlock between two requests).
+        let mut locked: Vec<(usize, MutexGuard<'_, Shard>)> = Vec::new();
+        for c in &candidates {
+            let index = Self::shard_of(c.key);
+            if locked.last().is_none_or(|(i, _)| *i != index) {
+                let guard = self.shards[index]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                locked.push((index, guard));
+            }
+        }
+        let at = |locked: &[(usize, MutexGuard<'_, Shard>)], key: u64| {
+            let index = Self::shard_of(key);
+            locked
+                .iter()
+                .position(|(i, _)| *i == index)
+                .unwrap_or_default()
+        };
+        // Phase 1: would any group go over its threshold?
+        let mut refusal: Option<Refusal> = None;
+        for run in candidates.chunk_by(|a, b| a.key == b.key) {
+            let first = run[0];
+            let slot = at(&locked, first.key);
+            let shard = &mut locked[slot].1;
+            let limit = self.limit(tenant, first.tier, &first.group);
+            let (held, new, retry) = match shard.groups.get_mut(&first.key) {
+                Some(group) => {
+                    let freed = group.prune(now, self.window);
+                    let new = run.iter().filter(|c| !group.contains(c.card)).count();
+                    let counts = (group.seen.len(), new, group.retry_after(now, self.window));
+                    shard.cards -= freed;
+                    counts
+                }
+                None => (0, run.len(), self.window),
+            };
+            if held + new > limit as usize {
+                let group = shard.groups.entry(first.key).or_default();
+                let alert = group.alerted_at.is_none_or(|at| at + self.window <= now);
+                if alert {
+                    group.alerted_at = Some(now);
+                }
+                let this = Refusal {
+                    tier: first.tier,
+                    group: first.group,
+                    limit,
+                    retry_after_s: retry,
+                    alert,
+                };
+                // Report the principal's own count before the tenant's.
+                if refusal.is_none_or(|r| r.tier == Tier::Tenant && this.tier == Tier::Principal) {
+                    refusal = Some(this);
+                }
+            }
+        }
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+        // Phase 2: count every card.
+        for (index, shard) in &mut locked {
+            let mine: Vec<&Candidate> = candidates
+                .iter()
+                .filter(|c| Self::shard_of(c.key) == *index)
+                .collect();
+            let new_groups = mine
+                .chunk_by(|a, b| a.key == b.key)
+                .filter(|run| !shard.groups.contains_key(&run[0].key))
+                .count();
+            let keys: Vec<u64> = mine.iter().map(|c| c.key).collect();
+            let keep = |key: u64| keys.binary_search(&key).is_ok();
+            let evicted = shard.make_room(now, self.window, new_groups, mine.len(), &keep);
+            report_eviction(evicted);
+            for c in mine {
+                let group = shard.groups.entry(c.key).or_default();
+                match group.seen.iter_mut().find(|(h, _)| *h == c.card) {
+                    Some(seen) => seen.1 = now,
+                    None => {
+                        group.seen.push((c.card, now));
+                        shard.cards += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets expired cards and idle groups (a periodic sweep, so memory
+    /// falls back when traffic does); returns the state's size.
+    pub fn sweep(&self) -> GuardStats {
+        let now = self.now();
+        let mut stats = GuardStats::default();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.prune_all(now, self.window, &|_| false);
+            stats.groups += shard.groups.len();
+            stats.cards += shard.cards;
+        }
+        stats
+    }
+
+    /// Whether the guard checks anything.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+}
+
+fn report_eviction(evicted: Evicted) {
+    if evicted.idle > 0 {
+        metrics::counter!("cardvault_oracle_guard_evicted_groups_total", "state" => "idle")
+            .increment(evicted.idle as u64);
+    }
+    if evicted.active > 0 {
+        metrics::counter!("cardvault_oracle_guard_evicted_groups_total", "state" => "active")
+            .increment(evicted.active as u64);
+        if evicted.most_cards >= 2 {
+            tracing::warn!(
+                alert = "oracle_guard_full",
+                groups = evicted.active,
+                most_cards = evicted.most_cards,
+                "the oracle guard is full: it forgot active groups holding up to this many cards"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GuardOverrides;
+    use std::num::NonZeroU32;
+
+    fn pan(body: &str) -> Pan {
+        let s = (b'0'..=b'9')
+            .map(|d| format!("{body}{}", char::from(d)))
+            .find(|s| crate::domain::luhn::passes(s.as_bytes()))
+            .unwrap_or_default();
+        Pan::parse(&s).unwrap_or_else(|_| panic!("test PAN"))
+    }
+
+    /// The `i`-th card of group BIN 411111, last 4 1111 … (middle digits
+    /// vary, the check digit is the fourth of the last four).
+    fn same_group(i: u32) -> Pan {
+        // 411111 + 6 middle digits + "111" + check: last 4 differ by the
+        // check digit; fix it by searching middles with check digit 1.
+        let mut found = 0;
+        for middle in 0..1_000_000u32 {
+            let p = pan(&format!("411111{middle:06}111"));
+            if p.expose_digits()[15] == b'1' {
+                if found == i {
+                    return p;
+                }
+                found += 1;
+            }
+        }
+        panic!("not enough cards")
+    }
+
+    fn guard(principal_max: u32, tenant_max: u32) -> OracleGuard {
+        let mut config = OracleGuardConfig::default();
+        config.thresholds.principal_max = NonZeroU32::new(principal_max).unwrap_or(NonZeroU32::MIN);
+        config.thresholds.tenant_max = NonZeroU32::new(tenant_max).unwrap_or(NonZeroU32::MIN);
+        OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new())
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::parse("default").unwrap_or_else(|_| panic!("tenant"))
+    }
+
+    #[test]
+    fn the_threshold_refuses_the_next_distinct_card_and_counts_nothing_refused() {
+        let g = guard(3, 100);
+        let t = tenant();
+        let cards: Vec<Pan> = (0..5).map(same_group).collect();
+        for card in &cards[..3] {
+            assert!(g.check(&t, "cart", TokenProfile::BinLast4, &[card]).is_ok());
+        }
+        let refused = g
+            .check(&t, "cart", TokenProfile::BinLast4, &[&cards[3]])
+            .unwrap_err();
+        assert_eq!(refused.tier, Tier::Principal);
+        assert_eq!(refused.limit, 3);
+        assert!(refused.alert);
+        assert_eq!(
+            refused.group.to_string(),
+            "BIN 411111 last 4 1111, 16 digits"
+        );
+        // Again: refused, no second alert.
+        assert!(
+            !g.check(&t, "cart", TokenProfile::BinLast4, &[&cards[4]])
+                .unwrap_err()
+                .alert
+        );
+        // A card already counted passes (a customer's second order).
+        assert!(
+            g.check(&t, "cart", TokenProfile::BinLast4, &[&cards[1]])
+                .is_ok()
+        );
+        // Another principal has its own count.
+        assert!(
+            g.check(&t, "other", TokenProfile::BinLast4, &[&cards[3]])
+                .is_ok()
+        );
+        // Another group is untouched.
+        let other = pan("411111000000222");
+        assert!(
+            g.check(&t, "cart", TokenProfile::BinLast4, &[&other])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_batch_over_the_threshold_is_refused_whole() {
+        let g = guard(4, 100);
+        let t = tenant();
+        let cards: Vec<Pan> = (0..5).map(same_group).collect();
+        let other = pan("510510510510510");
+        let mut batch: Vec<&Pan> = cards.iter().collect();
+        batch.push(&other);
+        assert!(g.check(&t, "cart", TokenProfile::BinLast4, &batch).is_err());
+        // Nothing was counted: four of the five now pass.
+        let four: Vec<&Pan> = cards[..4].iter().collect();
+        assert!(g.check(&t, "cart", TokenProfile::BinLast4, &four).is_ok());
+        // Duplicates within a batch count once.
+        let again = [&cards[0], &cards[0], &cards[1]];
+        assert!(g.check(&t, "cart", TokenProfile::BinLast4, &again).is_ok());
+    }
+
+    #[test]
+    fn the_tenant_tier_sees_an_enumeration_spread_over_principals() {
+        let g = guard(4, 6);
+        let t = tenant();
+        let cards: Vec<Pan> = (0..9).map(same_group).collect();
+        let mut refused = None;
+        for (i, card) in cards.iter().enumerate() {
+            let scope = ["a", "b", "c"][i % 3];
+            if let Err(r) = g.check(&t, scope, TokenProfile::BinLast4, &[card]) {
+                refused = Some((i, r));
+                break;
+            }
+        }
+        let (at, refusal) = refused.unwrap_or_else(|| panic!("never refused"));
+        assert_eq!(at, 6);
+        assert_eq!(refusal.tier, Tier::Tenant);
+    }
+
+    #[test]
+    fn last4_groups_ignore_the_bin_and_have_their_own_threshold() {
+        let mut config = OracleGuardConfig::default();
+        config.thresholds.last4_principal_max = NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN);
+        let g = OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new());
+        let t = tenant();
+        // Three 16-digit cards of different BINs, same last 4 (check digit
+        // chosen by varying the middle).
+        let mut cards = Vec::new();
+        for bin in ["411111", "522222", "601100"] {
+            let p = (0..1000)
+                .map(|m| pan(&format!("{bin}{m:06}555")))
+                .find(|p| p.expose_digits()[15] == b'5')
+                .unwrap_or_else(|| panic!("card"));
+            cards.push(p);
+        }
+        for card in &cards[..2] {
+            assert!(g.check(&t, "cart", TokenProfile::Last4, &[card]).is_ok());
+        }
+        let refusal = g
+            .check(&t, "cart", TokenProfile::Last4, &[&cards[2]])
+            .unwrap_err();
+        assert!(!refusal.group.has_bin());
+        assert_eq!(refusal.group.to_string(), "last 4 5555, 16 digits");
+        // Under the default profile the same cards are three groups.
+        for card in &cards {
+            assert!(
+                g.check(&t, "other", TokenProfile::BinLast4, &[card])
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn tenant_overrides_apply() {
+        let config = OracleGuardConfig::default();
+        let big = GuardOverrides {
+            principal_max: NonZeroU32::new(1000),
+            tenant_max: NonZeroU32::new(1000),
+            ..GuardOverrides::default()
+        };
+        let t = tenant();
+        let g = OracleGuard::new(&config, vec![(t.clone(), big)]);
+        let cards: Vec<Pan> = (0..40).map(same_group).collect();
+        let all: Vec<&Pan> = cards.iter().collect();
+        assert!(g.check(&t, "cart", TokenProfile::BinLast4, &all).is_ok());
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_a_busy_group_outlives_single_card_ones() {
+        let mut config = OracleGuardConfig {
+            max_groups: std::num::NonZeroUsize::new(16 * 64).unwrap_or(std::num::NonZeroUsize::MIN),
+            ..OracleGuardConfig::default()
+        };
+        config.thresholds.principal_max = NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN);
+        config.thresholds.tenant_max = NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN);
+        let g = OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new());
+        let t = tenant();
+        let cards: Vec<Pan> = (0..6).map(same_group).collect();
+        for card in &cards[..5] {
+            assert!(
+                g.check(&t, "attacker", TokenProfile::BinLast4, &[card])
+                    .is_ok()
+            );
+        }
+        // 20,000 one-card groups from another principal: far more than fit.
+        for i in 0..20_000u64 {
+            // A BIN of its own each: one card per group in both tiers.
+            let p = pan(&format!("5{i:05}000000000"));
+            assert!(g.check(&t, "filler", TokenProfile::BinLast4, &[&p]).is_ok());
+        }
+        let stats = g.sweep();
+        assert!(stats.groups <= 16 * 64 + 16, "{stats:?}");
+        // The attacker's group (five cards) was never the one forgotten.
+        assert!(
+            g.check(&t, "attacker", TokenProfile::BinLast4, &[&cards[5]])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_disabled_guard_counts_nothing() {
+        let config = OracleGuardConfig {
+            enabled: false,
+            ..OracleGuardConfig::default()
+        };
+        let g = OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new());
+        let cards: Vec<Pan> = (0..40).map(same_group).collect();
+        let all: Vec<&Pan> = cards.iter().collect();
+        assert!(
+            g.check(&tenant(), "cart", TokenProfile::BinLast4, &all)
+                .is_ok()
+        );
+        assert_eq!(g.sweep(), GuardStats::default());
+    }
+}
