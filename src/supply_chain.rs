@@ -2,8 +2,11 @@
 //!
 //! The dependency list comes from the binary itself when it was built with
 //! `cargo auditable` (the exact packages compiled in, in the format `cargo
-//! audit bin` reads), otherwise from the `Cargo.lock` compiled in (every
-//! package the build could use, dev-only ones too: a superset). A RustSec
+//! audit bin` reads); otherwise from the build graph `build.rs` recorded
+//! (`cargo metadata` for this target and features, normal and build
+//! dependencies only); and only if that could not be read, from the
+//! `Cargo.lock` compiled in (every package the build could use, dev-only and
+//! other platforms' too: a superset). A RustSec
 //! advisory database snapshot (a directory, no network) is matched against
 //! it by the `rustsec` crate. Used by `cardvault version` (`--check`,
 //! `--sbom`), the evidence bundle and, with `[supply_chain] advisory_db`,
@@ -14,6 +17,10 @@ use std::str::FromStr;
 
 /// The lockfile this binary was built from.
 const LOCKFILE: &str = include_str!("../Cargo.lock");
+
+/// `name version` lines of what this build compiles in (by `build.rs`;
+/// empty if `cargo metadata` could not be run).
+const COMPILED: &str = include_str!(concat!(env!("OUT_DIR"), "/compiled-deps.txt"));
 
 /// One advisory that affects a locked package.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -44,6 +51,9 @@ pub enum SupplyChainError {
 pub enum DependencySource {
     /// The binary's own `cargo auditable` data: exactly what is compiled in.
     Auditable,
+    /// The resolved build graph `build.rs` recorded: what this target and
+    /// these features compile in.
+    BuildGraph,
     /// The `Cargo.lock` compiled in: a superset.
     Lockfile,
 }
@@ -53,6 +63,7 @@ impl DependencySource {
     pub fn as_str(self) -> &'static str {
         match self {
             DependencySource::Auditable => "cargo-auditable",
+            DependencySource::BuildGraph => "build graph",
             DependencySource::Lockfile => "Cargo.lock",
         }
     }
@@ -80,9 +91,21 @@ pub fn dependencies() -> Result<Dependencies, SupplyChainError> {
             source: DependencySource::Auditable,
         });
     }
+    let mut lockfile = lockfile()?;
+    let compiled: std::collections::HashSet<(&str, &str)> =
+        COMPILED.lines().filter_map(|l| l.split_once(' ')).collect();
+    if compiled.is_empty() {
+        return Ok(Dependencies {
+            lockfile,
+            source: DependencySource::Lockfile,
+        });
+    }
+    lockfile
+        .packages
+        .retain(|p| compiled.contains(&(p.name.as_str(), p.version.to_string().as_str())));
     Ok(Dependencies {
-        lockfile: lockfile()?,
-        source: DependencySource::Lockfile,
+        lockfile,
+        source: DependencySource::BuildGraph,
     })
 }
 
@@ -112,6 +135,12 @@ pub fn sbom(facts: &serde_json::Value) -> Result<serde_json::Value, SupplyChainE
         .collect();
     let root = env!("CARGO_PKG_NAME");
     let root_ref = purl(root, env!("CARGO_PKG_VERSION"));
+    let present: std::collections::HashSet<(String, String)> = deps
+        .lockfile
+        .packages
+        .iter()
+        .map(|p| (p.name.to_string(), p.version.to_string()))
+        .collect();
     let mut components = Vec::new();
     let mut graph = Vec::new();
     for p in &deps.lockfile.packages {
@@ -121,9 +150,12 @@ pub fn sbom(facts: &serde_json::Value) -> Result<serde_json::Value, SupplyChainE
         } else {
             purl(&name, &version)
         };
+        // Only packages of this build: a lockfile edge to a crate of
+        // another platform (or a dev-dependency) is no edge here.
         let depends_on: Vec<String> = p
             .dependencies
             .iter()
+            .filter(|d| present.contains(&(d.name.to_string(), d.version.to_string())))
             .map(|d| purl(d.name.as_str(), &d.version.to_string()))
             .collect();
         graph.push(json!({"ref": reference, "dependsOn": depends_on}));

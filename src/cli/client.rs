@@ -19,11 +19,16 @@ use crate::client::{ClientTls, Connection, Reply};
 /// Where the vault is and who calls it.
 #[derive(Debug, Args)]
 pub struct Endpoint {
-    /// The vault, `https://HOST:PORT`.
-    #[arg(long, env = "CARDVAULT_ADDR", default_value = "https://127.0.0.1:8443")]
+    /// The vault, `https://HOST:PORT` (`--addr` is an alias).
+    #[arg(
+        long = "target",
+        visible_alias = "addr",
+        env = "CARDVAULT_ADDR",
+        default_value = "https://127.0.0.1:8443"
+    )]
     addr: String,
-    /// CA bundle that signed the vault's certificate.
-    #[arg(long, env = "CARDVAULT_CACERT")]
+    /// CA bundle that signed the vault's certificate (`--ca` is an alias).
+    #[arg(long, visible_alias = "ca", env = "CARDVAULT_CACERT")]
     cacert: Option<PathBuf>,
     /// Client certificate, PEM.
     #[arg(long, env = "CARDVAULT_CERT")]

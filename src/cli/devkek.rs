@@ -181,7 +181,7 @@ pub fn unseal_commands(dir: &Path, api: std::net::SocketAddr) -> String {
     for name in &DEV_CUSTODIANS[..DEV_THRESHOLD as usize] {
         let _ = writeln!(
             out,
-            "cardvault unseal --dev {} --addr https://{api} --share {}",
+            "cardvault unseal --dev {} --target https://{api} --share {}",
             dir.display(),
             dir.join("custodians")
                 .join(format!("{name}.share"))

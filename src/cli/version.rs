@@ -1,5 +1,6 @@
 //! `cardvault version`: what this build is (version, git commit, build
-//! date, compiler) and, with `--check --db DIR`, whether it is the latest
+//! date, compiler, how many packages it compiles in and where that list
+//! came from — one line; `--deps` lists them) and, with `--check --db DIR`, whether it is the latest
 //! *secure* version — yes (exit 0) or no (exit 1, listing the advisories;
 //! see [`crate::supply_chain`]). A database that cannot be read exits 2.
 
@@ -17,6 +18,10 @@ pub struct VersionArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// List every package compiled in (name and version), after the
+    /// summary line (with `--json`: a `packages` array).
+    #[arg(long, conflicts_with = "check")]
+    deps: bool,
     /// Answer yes or no: is any crate of this build affected by a known
     /// advisory in the database `--db`?
     #[arg(long, requires = "db")]
@@ -69,23 +74,28 @@ pub fn run(args: VersionArgs) -> CliResult {
     report["dependency_source"] = deps.source.as_str().into();
     if !args.check {
         if args.json {
-            report["packages"] = packages
-                .iter()
-                .map(|(name, version)| serde_json::json!({"name": name, "version": version}))
-                .collect();
+            if args.deps {
+                report["packages"] = packages
+                    .iter()
+                    .map(|(name, version)| serde_json::json!({"name": name, "version": version}))
+                    .collect();
+            }
             say!("{report}");
         } else {
             say!(
-                "cardvault {} (commit {}, built {} with {}); {} dependencies from {}:",
+                "cardvault {} (commit {}, built {} with {}); {} dependencies compiled in ({}){}",
                 env!("CARGO_PKG_VERSION"),
                 env!("CARDVAULT_GIT_COMMIT"),
                 env!("CARDVAULT_BUILD_DATE"),
                 env!("CARDVAULT_RUSTC_VERSION"),
                 packages.len(),
                 deps.source.as_str(),
+                if args.deps { ":" } else { "" },
             );
-            for (name, version) in &packages {
-                say!("  {name} {version}");
+            if args.deps {
+                for (name, version) in &packages {
+                    say!("  {name} {version}");
+                }
             }
         }
         return Ok(());

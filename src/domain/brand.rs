@@ -22,15 +22,22 @@ pub enum Brand {
     Diners = 6,
     /// UnionPay: 62, 81.
     UnionPay = 7,
-    /// Maestro: 50, 56–58, 639, 67.
+    /// Maestro: 50 and 56–69 where no other brand claims the range
+    /// (6304, 639, 67, …).
     Maestro = 8,
+    /// Mir: 2200–2204.
+    Mir = 9,
+    /// RuPay: 508, 60 (but 6011), 82.
+    RuPay = 10,
+    /// Troy: 9792.
+    Troy = 11,
     /// None of the above.
     Unknown = 0,
 }
 
 impl Brand {
     /// Every brand, for tables and decoders.
-    pub const ALL: [Brand; 9] = [
+    pub const ALL: [Brand; 12] = [
         Brand::Visa,
         Brand::Mastercard,
         Brand::Amex,
@@ -39,6 +46,9 @@ impl Brand {
         Brand::Diners,
         Brand::UnionPay,
         Brand::Maestro,
+        Brand::Mir,
+        Brand::RuPay,
+        Brand::Troy,
         Brand::Unknown,
     ];
 
@@ -66,7 +76,10 @@ impl Brand {
                 Brand::Diners
             }
             _ if p2 == 62 || p2 == 81 => Brand::UnionPay,
-            _ if p2 == 50 || (56..=58).contains(&p2) || p3 == 639 || p2 == 67 => Brand::Maestro,
+            _ if (2200..=2204).contains(&p4) => Brand::Mir,
+            _ if p3 == 508 || p2 == 60 || p2 == 82 => Brand::RuPay,
+            _ if p4 == 9792 => Brand::Troy,
+            _ if p2 == 50 || (56..=69).contains(&p2) => Brand::Maestro,
             _ => Brand::Unknown,
         }
     }
@@ -82,6 +95,9 @@ impl Brand {
             Brand::Diners => "diners",
             Brand::UnionPay => "unionpay",
             Brand::Maestro => "maestro",
+            Brand::Mir => "mir",
+            Brand::RuPay => "rupay",
+            Brand::Troy => "troy",
             Brand::Unknown => "unknown",
         }
     }

@@ -49,20 +49,25 @@ pub enum Operation {
 /// Where to connect and with which certificate.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// The vault, `https://HOST:PORT`.
-    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    /// The vault, `https://HOST:PORT` (`--addr` is an alias).
+    #[arg(
+        long,
+        visible_alias = "addr",
+        env = "CARDVAULT_ADDR",
+        default_value = "https://127.0.0.1:8443"
+    )]
     pub target: String,
     /// Take CA and client certificate (`payments`) from a `serve --dev` directory.
     #[arg(long, conflicts_with_all = ["ca", "cert", "key"])]
     pub dev: Option<PathBuf>,
-    /// CA bundle that signed the server certificate.
-    #[arg(long, requires_all = ["cert", "key"])]
+    /// CA bundle that signed the server certificate (`--cacert` is an alias).
+    #[arg(long, visible_alias = "cacert", env = "CARDVAULT_CACERT", requires_all = ["cert", "key"])]
     pub ca: Option<PathBuf>,
     /// Client certificate, PEM.
-    #[arg(long)]
+    #[arg(long, env = "CARDVAULT_CERT")]
     pub cert: Option<PathBuf>,
     /// Client private key, PEM.
-    #[arg(long)]
+    #[arg(long, env = "CARDVAULT_KEY")]
     pub key: Option<PathBuf>,
 }
 

@@ -52,8 +52,28 @@ pub struct Report {
     pub throughput_per_s: f64,
     /// Items per second.
     pub items_per_s: f64,
-    /// Latency of successful requests (open loop: from the scheduled time).
+    /// Latency of successful requests: from the moment the request was
+    /// started to its answer (compare with the vault's
+    /// `cardvault_request_duration_seconds`).
     pub latency_ms: Latency,
+    /// Open loop: how late requests started against their schedule (the
+    /// load generator's own delay, or every worker busy).
+    pub schedule_lag_ms: Option<Latency>,
+    /// Open loop: from the scheduled time to the answer (lag + latency;
+    /// what a client arriving on schedule waited).
+    pub response_ms: Option<Latency>,
+}
+
+fn percentiles(histogram: &Histogram<u64>) -> Latency {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Latency {
+        p50: ms(0.50),
+        p90: ms(0.90),
+        p99: ms(0.99),
+        p999: ms(0.999),
+        max: histogram.max() as f64 / 1000.0,
+        mean: histogram.mean() / 1000.0,
+    }
 }
 
 impl Report {
@@ -61,13 +81,13 @@ impl Report {
     pub fn new(
         args: &LoadArgs,
         histogram: &Histogram<u64>,
+        open: Option<(Histogram<u64>, Histogram<u64>)>,
         ops: u64,
         items: u64,
         errors: BTreeMap<String, u64>,
         elapsed: Duration,
     ) -> Report {
         let seconds = elapsed.as_secs_f64().max(1e-9);
-        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         let batch = matches!(
             args.op,
             Operation::TokenizeBatch | Operation::DetokenizeBatch
@@ -91,14 +111,9 @@ impl Report {
             errors,
             throughput_per_s: ops as f64 / seconds,
             items_per_s: items as f64 / seconds,
-            latency_ms: Latency {
-                p50: ms(0.50),
-                p90: ms(0.90),
-                p99: ms(0.99),
-                p999: ms(0.999),
-                max: histogram.max() as f64 / 1000.0,
-                mean: histogram.mean() / 1000.0,
-            },
+            latency_ms: percentiles(histogram),
+            schedule_lag_ms: open.as_ref().map(|(lag, _)| percentiles(lag)),
+            response_ms: open.as_ref().map(|(_, response)| percentiles(response)),
         }
     }
 
@@ -140,11 +155,20 @@ impl fmt::Display for Report {
         for (kind, n) in &self.errors {
             writeln!(f, "    {kind:<40} {n}")?;
         }
-        let l = &self.latency_ms;
-        writeln!(
-            f,
-            "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
-            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
-        )
+        let line = |f: &mut fmt::Formatter<'_>, name: &str, l: &Latency| {
+            writeln!(
+                f,
+                "  {name:<12} ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+            )
+        };
+        line(f, "latency", &self.latency_ms)?;
+        if let Some(lag) = &self.schedule_lag_ms {
+            line(f, "schedule lag", lag)?;
+        }
+        if let Some(response) = &self.response_ms {
+            line(f, "response", response)?;
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,18 @@
 //! The load engine: workers with one keep-alive connection each, driven
 //! closed-loop (back to back until the deadline) or open-loop (a dispatcher
-//! hands out scheduled send times at a fixed rate; latency counts from the
-//! scheduled time).
+//! hands out scheduled send times at a fixed rate).
+//!
+//! Three clocks per request, kept apart: *latency* runs from the moment the
+//! worker starts the request to its answer (what the vault's own
+//! `cardvault_request_duration_seconds` sees, plus the wire); in open loop,
+//! *schedule lag* runs from the scheduled time to that start (the load
+//! generator's own delay: its timer, a busy worker) and *response time*
+//! from the scheduled time to the answer (what a client arriving on
+//! schedule waits, without coordinated omission). The dispatcher is an OS
+//! thread sleeping to absolute `CLOCK_MONOTONIC` deadlines with a 1 µs timer
+//! slack: tokio's timer wheel ticks in whole milliseconds, which at 2,000
+//! requests a second put up to a millisecond of the generator's own delay
+//! into every figure.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -31,6 +42,8 @@ struct Shared {
     args: LoadArgs,
     measure_from: Instant,
     histogram: Mutex<Histogram<u64>>,
+    lag: Mutex<Histogram<u64>>,
+    response: Mutex<Histogram<u64>>,
     ops: AtomicU64,
     items: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
@@ -101,17 +114,29 @@ fn error_key(status: hyper::StatusCode, body: &Value) -> String {
     format!("http_{}_{code}", status.as_u16())
 }
 
+/// When a request went out and when its answer was in, taken around the
+/// exchange itself (not the body's making or the answer's parsing).
+struct Timing {
+    sent: Instant,
+    answered: Instant,
+}
+
 async fn one_request(
     shared: &Shared,
     conn: &mut Connection,
     generator: &mut PanGenerator,
     op: Operation,
+    timing: &mut Timing,
 ) -> Outcome {
     if op == Operation::Metadata {
         let Some(token) = shared.pick_token(generator) else {
             return Outcome::Refused("no_tokens_to_read".into());
         };
-        return match conn.get(&format!("/v1/tokens/{token}")).await {
+        let path = format!("/v1/tokens/{token}");
+        timing.sent = Instant::now();
+        let reply = conn.get(&path).await;
+        timing.answered = Instant::now();
+        return match reply {
             Ok(reply) if reply.status == hyper::StatusCode::OK => Outcome::Done(1),
             Ok(reply) => Outcome::Refused(error_key(reply.status, &reply.json())),
             Err(e) => Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
@@ -147,7 +172,10 @@ async fn one_request(
             )
         }
     };
-    let reply = match conn.post_json(path, &body).await {
+    timing.sent = Instant::now();
+    let reply = conn.post_json(path, &body).await;
+    timing.answered = Instant::now();
+    let reply = match reply {
         Ok(reply) => reply,
         Err(e) => return Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
     };
@@ -243,13 +271,23 @@ async fn worker(
             Operation::Mixed => Operation::Detokenize,
             op => op,
         };
-        let outcome = one_request(&shared, connection, &mut generator, op).await;
-        let finished = Instant::now();
+        let now = Instant::now();
+        let mut timing = Timing {
+            sent: now,
+            answered: now,
+        };
+        let outcome = one_request(&shared, connection, &mut generator, op, &mut timing).await;
         let measured = scheduled >= shared.measure_from;
         match outcome {
             Outcome::Done(items) if measured => {
-                let micros = finished.duration_since(scheduled).as_micros().max(1) as u64;
-                let _ = lock(&shared.histogram).record(micros.min(3_600_000_000));
+                let micros = |d: Duration| (d.as_micros().max(1) as u64).min(3_600_000_000);
+                let Timing { sent, answered } = timing;
+                let _ = lock(&shared.histogram).record(micros(answered - sent));
+                if schedule.is_some() {
+                    let lag = sent.saturating_duration_since(scheduled);
+                    let _ = lock(&shared.lag).record(micros(lag));
+                    let _ = lock(&shared.response).record(micros(answered - scheduled));
+                }
                 shared.ops.fetch_add(1, Ordering::Relaxed);
                 shared.items.fetch_add(items, Ordering::Relaxed);
             }
@@ -405,6 +443,8 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         tls,
         addr,
         measure_from: Instant::now(),
+        lag: Mutex::new(histogram.clone()),
+        response: Mutex::new(histogram.clone()),
         histogram: Mutex::new(histogram),
         ops: AtomicU64::new(0),
         items: AtomicU64::new(0),
@@ -445,21 +485,12 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
             tokio::spawn(worker(Arc::clone(&shared), id, seed, queue))
         })
         .collect();
-    if let Some((rate, tx, _)) = schedule {
+    let dispatcher = schedule.map(|(rate, tx, _)| {
         let end = shared.measure_from + shared.args.duration;
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let mut k: u32 = 0;
-        loop {
-            let at = start + interval.mul_f64(f64::from(k));
-            if at >= end {
-                break;
-            }
-            tokio::time::sleep_until(at).await;
-            if tx.send(at).is_err() {
-                break;
-            }
-            k = k.saturating_add(1);
-        }
+        tokio::task::spawn_blocking(move || dispatch(start, end, rate, &tx))
+    });
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
     }
     for handle in handles {
         let _ = handle.await;
@@ -468,9 +499,11 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
     if let Some(progress) = progress {
         progress.abort();
     }
+    let open = shared.args.rate.is_some();
     let report = Report::new(
         &shared.args,
         &lock(&shared.histogram),
+        open.then(|| (lock(&shared.lag).clone(), lock(&shared.response).clone())),
         shared.ops.load(Ordering::Relaxed),
         shared.items.load(Ordering::Relaxed),
         lock(&shared.errors).clone(),
@@ -481,6 +514,46 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         writer.await.context("ack log writer")??;
     }
     Ok(report)
+}
+
+/// The open loop's dispatcher, on its own OS thread: hands out the send
+/// time of request `k`, `start + k / rate`, at that time, until `end`.
+/// Sleeps to absolute `CLOCK_MONOTONIC` deadlines with the thread's timer
+/// slack at 1 µs, so a send time is handed out within microseconds of
+/// itself rather than on tokio's next millisecond tick.
+fn dispatch(start: Instant, end: Instant, rate: f64, tx: &mpsc::UnboundedSender<Instant>) {
+    use rustix::thread::{ClockId, clock_nanosleep_absolute};
+    use rustix::time::Timespec;
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1_000));
+    // One reading of both clocks maps tokio's instants to CLOCK_MONOTONIC.
+    let origin = Instant::now();
+    let origin_ts = rustix::time::clock_gettime(ClockId::Monotonic);
+    let origin_ns = i128::from(origin_ts.tv_sec) * 1_000_000_000 + i128::from(origin_ts.tv_nsec);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut k: u32 = 0;
+    loop {
+        let at = start + interval.mul_f64(f64::from(k));
+        if at >= end {
+            break;
+        }
+        let offset = if at >= origin {
+            (at - origin).as_nanos() as i128
+        } else {
+            -((origin - at).as_nanos() as i128)
+        };
+        let deadline = origin_ns + offset;
+        let request = Timespec {
+            tv_sec: (deadline / 1_000_000_000) as _,
+            tv_nsec: (deadline % 1_000_000_000) as _,
+        };
+        while let Err(rustix::io::Errno::INTR) =
+            clock_nanosleep_absolute(ClockId::Monotonic, &request)
+        {}
+        if tx.send(at).is_err() {
+            break;
+        }
+        k = k.saturating_add(1);
+    }
 }
 
 fn write_acks(file: std::fs::File, mut rx: mpsc::UnboundedReceiver<String>) -> Result<()> {

@@ -192,6 +192,17 @@ mod batch {
     }
 }
 
+/// An optional field: absent is `None` (`#[serde(default)]`), but an
+/// explicit `null` is refused like any other value of the wrong type — the
+/// API document says the field's type, and `null` is not it.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// `POST /v1/tokenize`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,10 +210,10 @@ pub struct TokenizeRequest {
     /// The card number.
     pub pan: SecretString,
     /// `MM/YY` or `MM/YYYY`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub expiry: Option<String>,
     /// Seconds until the token expires (a new token only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub ttl_s: Option<u64>,
 }
 
@@ -221,7 +232,7 @@ pub struct DetokenizeRequest {
     /// A caller may send a PAN here by mistake: wiped on drop too.
     pub token: SecretString,
     /// Why the PAN is needed (recorded in the audit event).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub reason: Option<SecretString>,
     /// Also hand over the security code held for the token (once).
     #[serde(default)]
@@ -235,7 +246,7 @@ pub struct CvcRequest {
     /// 3 or 4 digits.
     pub cvc: SecretString,
     /// Seconds to hold it (default 900, at most `cvc.max_ttl_s`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub ttl_s: Option<u64>,
 }
 
@@ -292,13 +303,13 @@ pub enum RotateKekRequest {
         /// The new key's label.
         key_label: String,
         /// The module, if not the current one.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "present")]
         module: Option<String>,
         /// The token, if not the current one.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "present")]
         token_label: Option<String>,
         /// The PIN file, if not the current one.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "present")]
         pin_file: Option<String>,
     },
     /// A fresh split, written as share files before anything is rewrapped.
@@ -334,7 +345,7 @@ pub struct ImportLine {
     /// Its card number.
     pub pan: SecretString,
     /// `MM/YY`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub expiry: Option<String>,
 }
 

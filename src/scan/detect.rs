@@ -7,11 +7,11 @@
 //! and after it is neither a letter, a digit nor `_`, and a `.` followed by
 //! a digit does not end it (that is a decimal, so the run is part of a
 //! longer number). A plain run counts only when it has 12–19 digits; a
-//! longer run is never cut into a PAN. In a chain, groups of 3–6 digits
-//! may combine (4-4-4-4, 4-6-5, 4-4-4-4-3, …); the leftmost longest
-//! combination that qualifies wins, so an order number or an expiry next
-//! to a grouped PAN does not hide it. A group of 12–19 digits in a chain
-//! stands on its own.
+//! longer run is never cut into a PAN. In a chain, groups of 1–6 digits
+//! may combine (4-4-4-4, 4-6-5, 4-4-4-2, 4-4-4-4-1, pairs, …); the
+//! leftmost longest combination that qualifies wins, so an order number or
+//! an expiry next to a grouped PAN does not hide it. A group of 12–19
+//! digits in a chain stands on its own.
 //!
 //! A candidate qualifies as a **PAN** when its leading digits fall in a
 //! major brand's IIN range, its length is one that brand issues, and it
@@ -95,6 +95,8 @@ fn length_issued(brand: Brand, len: usize) -> bool {
         Brand::Discover | Brand::Jcb | Brand::UnionPay => (16..=19).contains(&len),
         Brand::Diners => (14..=19).contains(&len),
         Brand::Maestro => (12..=19).contains(&len),
+        Brand::Mir | Brand::RuPay => (16..=19).contains(&len),
+        Brand::Troy => len == 16,
         Brand::Unknown => false,
     }
 }
@@ -179,8 +181,10 @@ fn decimal_at(buf: &[u8], dot: usize) -> bool {
 /// windows this size, so the work per byte stays bounded.
 const MAX_CHAIN: usize = 64;
 
-/// Shortest and longest group that may combine with others in a chain.
-const GROUP_MIN: usize = 3;
+/// Shortest and longest group that may combine with others in a chain:
+/// any grouping by single spaces or dashes (4-4-4-2 Diners, 4-4-4-4-1
+/// UnionPay, pairs) combines; a group of 7 or more digits stands alone.
+const GROUP_MIN: usize = 1;
 const GROUP_MAX: usize = 6;
 
 /// Calls `each` for every PAN and token in `buf`, in order. The buffer's
@@ -218,8 +222,11 @@ pub fn find_from(buf: &[u8], from: usize, mut each: impl FnMut(Finding)) {
             }
         }
         i = at;
+        // A chain after `+` is an international phone number, never a
+        // card (cards are not written with a sign).
         let left_ok = start == 0
             || !(is_word(buf[start - 1])
+                || buf[start - 1] == b'+'
                 || (start >= 2 && buf[start - 1] == b'.' && is_digit(buf[start - 2])));
         let right_ok = at == buf.len() || !(is_word(buf[at]) || decimal_at(buf, at));
         if !left_ok || !right_ok {
@@ -415,6 +422,47 @@ mod tests {
         }
     }
 
+    /// Issue 36: Maestro's whole 50 and 56–69 range (6304, 19 digits),
+    /// Diners in 4-4-4-2, UnionPay in 4-4-4-4-1, Mir, RuPay and Troy.
+    #[test]
+    fn every_range_and_unusual_grouping_is_found() {
+        let luhn = |body: &str| {
+            (b'0'..=b'9')
+                .map(|d| format!("{body}{}", char::from(d)))
+                .find(|s| luhn::passes(s.as_bytes()))
+                .unwrap_or_default()
+        };
+        for (prefix, len, brand) in [
+            ("6304", 19, Brand::Maestro),
+            ("6304", 16, Brand::Maestro),
+            ("69", 12, Brand::Maestro),
+            ("2200", 16, Brand::Mir),
+            ("2204", 19, Brand::Mir),
+            ("508", 16, Brand::RuPay),
+            ("82", 16, Brand::RuPay),
+            ("9792", 16, Brand::Troy),
+            ("36", 14, Brand::Diners),
+            ("62", 17, Brand::UnionPay),
+        ] {
+            let pan = luhn(&format!("{prefix}{}", "3".repeat(len - 1 - prefix.len())));
+            let f = find_all(pan.as_bytes());
+            assert_eq!(f.len(), 1, "{pan}");
+            assert_eq!(f[0].brand, brand, "{pan}");
+            for size in [1, 2, 3, 4, 5] {
+                let grouped: Vec<String> = pan
+                    .as_bytes()
+                    .chunks(size)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                for sep in [" ", "-"] {
+                    let text = format!("card {}.", grouped.join(sep));
+                    assert_eq!(pans(&text).len(), 1, "{text}");
+                }
+            }
+        }
+        assert_eq!(pans("card 3056 9309 0259 04 ok"), vec!["3056 9309 0259 04"]);
+    }
+
     #[test]
     fn neighbours_do_not_hide_a_grouped_card() {
         assert_eq!(
@@ -436,7 +484,7 @@ mod tests {
             "inside longer numbers: 994111111111111111199 41111111111111110",
             "decimal 0.4111111111111111 and 4111111111111111.5",
             "glued: ID4111111111111111 4111111111111111x",
-            "phone +1 555-123-4567, +44 20 7946 0958",
+            "phone +1 555-123-4567, +44 20 7946 0958, +63 917 123 4567, +82 10-1234-5678",
             "uuid 123e4567-e89b-12d3-a456-411111111111",
             "iban DE89 3704 0044 0532 0130 00 GB29NWBK60161331926819",
             "date 2024-12-02 10:15:30.123456",

@@ -470,6 +470,11 @@ impl Custody {
         let (next, config, share_files): (Arc<dyn KeyProvider>, String, Vec<PathBuf>) =
             match request {
                 RotateKekRequest::File { key_file } => {
+                    if !Path::new(&key_file).is_absolute() {
+                        return Err(CustodyError::BadTarget(
+                            "key_file must be an absolute path".into(),
+                        ));
+                    }
                     let provider =
                         KeyFileProvider::open(Path::new(&key_file)).map_err(|e| bad(e.into()))?;
                     let config = format!("[kek] provider = \"file\", key_file = {key_file:?}");
@@ -534,6 +539,19 @@ impl Custody {
                         ));
                     }
                     let dir = PathBuf::from(&out_dir);
+                    // A path from a request: absolute, and a directory of
+                    // its own that the vault creates for this split, so no
+                    // request can drop share files into an existing one.
+                    if !dir.is_absolute() || dir.parent().is_none() {
+                        return Err(CustodyError::BadTarget(
+                            "out_dir must be an absolute path below /".into(),
+                        ));
+                    }
+                    if dir.symlink_metadata().is_ok() {
+                        return Err(CustodyError::BadTarget(
+                            "out_dir must not exist yet: the vault creates it (mode 0700) for this split".into(),
+                        ));
+                    }
                     let (set, provider) = write_shares(&dir, threshold, &names).map_err(bad)?;
                     // Pin the new set as the next one before anything is
                     // rewrapped: after a crash, either set's custodians unseal.

@@ -790,3 +790,51 @@ fn the_python_cart_example_runs_against_a_dev_vault() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("5555555555554444"));
     assert!(server.stop().success());
 }
+
+/// Issue 36, item 6: every command that talks to a running vault names it
+/// the same way — `--target`, with `--addr` as an alias and
+/// `CARDVAULT_ADDR` — and takes the CA as `--cacert` or `--ca`.
+#[test]
+fn every_client_command_says_where_the_vault_is_the_same_way() {
+    let commands: [&[&str]; 16] = [
+        &["unseal"],
+        &["seal"],
+        &["tokenize"],
+        &["detokenize"],
+        &["metadata"],
+        &["delete"],
+        &["keys", "inventory"],
+        &["keys", "reencrypt"],
+        &["keys", "rotate-kek"],
+        &["import"],
+        &["export"],
+        &["approve"],
+        &["load"],
+        &["load", "verify"],
+        &["tokenize-file"],
+        &["scan"],
+    ];
+    for command in commands {
+        let out = common::cardvault()
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for needle in [
+            "--target",
+            "[alias: --addr]",
+            "CARDVAULT_ADDR",
+            "CARDVAULT_CACERT",
+        ] {
+            assert!(
+                help.contains(needle),
+                "{command:?} --help lacks {needle}:\n{help}"
+            );
+        }
+        assert!(
+            help.contains("[alias: --ca]") || help.contains("[alias: --cacert]"),
+            "{command:?} --help names the CA one way only:\n{help}"
+        );
+    }
+}

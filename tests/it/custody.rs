@@ -654,3 +654,56 @@ async fn a_split_kek_rotates_to_a_fresh_split() {
             .unwrap();
     assert!(set.get("next").is_none(), "{set}");
 }
+
+/// A KEK rotation's paths come from a request: relative paths, and an
+/// `out_dir` that already exists, are refused before anything is opened or
+/// written (found by schemathesis as admin: share files landed in the
+/// vault's working directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kek_rotation_refuses_relative_and_existing_paths() {
+    let harness = crate::common::harness::Harness::new();
+    let service = harness.start().await;
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    let existing = harness.dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    for (body, message) in [
+        (
+            serde_json::json!({"provider": "file", "key_file": "kek-2.key"}),
+            "key_file must be an absolute path",
+        ),
+        (
+            serde_json::json!({"provider": "shamir", "shares": 2, "threshold": 2, "out_dir": "shares"}),
+            "out_dir must be an absolute path",
+        ),
+        (
+            serde_json::json!({"provider": "shamir", "shares": 2, "threshold": 2, "out_dir": existing}),
+            "out_dir must not exist yet",
+        ),
+    ] {
+        let reply = admin
+            .post_json("/v1/admin/kek/rotate", &body)
+            .await
+            .unwrap();
+        crate::common::assert_api_error(
+            &reply,
+            hyper::StatusCode::BAD_REQUEST,
+            "invalid_request",
+            message,
+        );
+        drop(reply);
+    }
+    assert_eq!(std::fs::read_dir(&existing).unwrap().count(), 0);
+    assert!(!std::path::Path::new("shares").exists());
+    drop(admin);
+    service.stop().await.unwrap();
+    let trail: Vec<String> = crate::common::entries(&harness.config.audit.dir)
+        .iter()
+        .filter(|e| e["event"] == "kek_rotated")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        trail[0].contains("key_file must be an absolute path"),
+        "{trail:?}"
+    );
+    assert!(trail[2].contains("out_dir must not exist yet"), "{trail:?}");
+}

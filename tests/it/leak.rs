@@ -148,12 +148,15 @@ async fn canary_pans_are_absent_from_files_logs_and_audit() {
 /// What a caller might type into any string field: card numbers (plain,
 /// grouped, glued to other text) and a line that would forge a log record
 /// and colour the terminal.
+/// (The leading `/` makes a path field's value absolute, so a request that
+/// names a file on the vault's host gets as far as opening it — and its
+/// refusal quotes the value — instead of stopping at "must be absolute".)
 const INJECTED: [&str; 5] = [
-    "4556737586899855",
+    "/4556737586899855",
     "5555 5555 5555 4444",
     "x378282246310005y",
     "6011-1111-1111-1117",
-    "x\n2026-12-06T20:30:00.000000Z  INFO cardvault::forged: this line is forged\u{1b}[31m\u{2028}",
+    "/x\n2026-12-06T20:30:00.000000Z  INFO cardvault::forged: this line is forged\u{1b}[31m\u{2028}",
 ];
 
 /// The digits of the card-number payloads in [`INJECTED`].
