@@ -8,7 +8,7 @@
 # does all its work — hashing, counting, evicting single-card groups once
 # full — and refuses nothing.
 #
-#   benches/oracle.sh BIN [ROUNDS] [DURATION]
+#   benches/oracle.sh BIN [ROUNDS] [DURATION]     (ORACLE_OPS="tokenize-batch": one operation)
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 bin="$1"; rounds="${2:-3}"; duration="${3:-10s}"
@@ -18,7 +18,7 @@ lift_rate_limits
 side() { # round, label, enabled
   local dir="$work/$1-$2" before json
   CARDVAULT_ORACLE_GUARD__ENABLED="$3" start_dev "$bin" "$dir"
-  for op in tokenize tokenize-batch; do
+  for op in ${ORACLE_OPS:-tokenize tokenize-batch}; do
     local args=(--op "$op" --concurrency 64)
     [ "$op" = tokenize-batch ] && args=(--op tokenize-batch --batch 1000 --concurrency 4)
     "$bin" load --dev "$dir" --target "$api" "${args[@]}" --duration 2s --warmup 0s --json >/dev/null

@@ -17,9 +17,14 @@ pub struct OracleGuardConfig {
     pub enabled: bool,
     /// The sliding window, in seconds (60 to 86400; default one hour).
     pub window_secs: NonZeroU64,
-    /// The thresholds every tenant gets unless it overrides them.
-    #[serde(flatten)]
-    pub thresholds: GuardThresholds,
+    /// One principal (or one hosted-field session), groups that carry a BIN.
+    pub principal_max: NonZeroU32,
+    /// All principals and sessions of one tenant, groups that carry a BIN.
+    pub tenant_max: NonZeroU32,
+    /// One principal, groups of tokens that keep only the last 4.
+    pub last4_principal_max: NonZeroU32,
+    /// One tenant, groups of tokens that keep only the last 4.
+    pub last4_tenant_max: NonZeroU32,
     /// Most (scope, group) entries tracked, both tiers together; beyond it
     /// idle groups, then the groups with the fewest cards, are forgotten.
     pub max_groups: NonZeroUsize,
@@ -28,8 +33,7 @@ pub struct OracleGuardConfig {
 }
 
 /// Distinct cards allowed per group and window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardThresholds {
     /// One principal (or one hosted-field session), groups that carry a BIN.
     pub principal_max: NonZeroU32,
@@ -88,14 +92,57 @@ impl Default for GuardThresholds {
     }
 }
 
+impl OracleGuardConfig {
+    /// The vault-wide thresholds.
+    pub fn thresholds(&self) -> GuardThresholds {
+        GuardThresholds {
+            principal_max: self.principal_max,
+            tenant_max: self.tenant_max,
+            last4_principal_max: self.last4_principal_max,
+            last4_tenant_max: self.last4_tenant_max,
+        }
+    }
+}
+
 impl Default for OracleGuardConfig {
     fn default() -> OracleGuardConfig {
+        let t = GuardThresholds::default();
         OracleGuardConfig {
             enabled: true,
             window_secs: NonZeroU64::new(3600).unwrap_or(NonZeroU64::MIN),
-            thresholds: GuardThresholds::default(),
+            principal_max: t.principal_max,
+            tenant_max: t.tenant_max,
+            last4_principal_max: t.last4_principal_max,
+            last4_tenant_max: t.last4_tenant_max,
             max_groups: NonZeroUsize::new(1 << 18).unwrap_or(NonZeroUsize::MIN),
             max_cards: NonZeroUsize::new(1 << 20).unwrap_or(NonZeroUsize::MIN),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_with_one_field_keeps_every_other_default() {
+        let config: OracleGuardConfig =
+            parse("enabled = false\nprincipal_max = 8\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.enabled);
+        assert_eq!(config.thresholds().principal_max.get(), 8);
+        assert_eq!(config.thresholds().tenant_max.get(), 64);
+        assert_eq!(config.window_secs.get(), 3600);
+        assert!(
+            parse("principal_maxx = 8\n").is_err(),
+            "an unknown field is refused"
+        );
+    }
+
+    fn parse(text: &str) -> Result<OracleGuardConfig, Box<figment::Error>> {
+        use figment::providers::{Format, Toml};
+        figment::Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)
     }
 }

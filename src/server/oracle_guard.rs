@@ -122,10 +122,14 @@ pub struct GuardStats {
     pub cards: usize,
 }
 
-/// One group's cards in the window: (card hash, second last seen).
+/// One group's cards in the window: (card hash, second last seen), the
+/// first inline, and when the group was last touched and last alerted —
+/// all in the map's own slot, so a sweep over the groups never follows a
+/// pointer.
 #[derive(Default)]
 struct Group {
-    seen: Vec<(u64, u32)>,
+    seen: smallvec::SmallVec<[(u64, u32); 1]>,
+    last_seen: u32,
     alerted_at: Option<u32>,
 }
 
@@ -133,7 +137,7 @@ impl Group {
     /// Forgets cards last seen a window ago or earlier; how many.
     fn prune(&mut self, now: u32, window: u32) -> usize {
         let before = self.seen.len();
-        self.seen.retain(|&(_, at)| at + window > now);
+        self.seen.retain(|&mut (_, at)| at + window > now);
         before - self.seen.len()
     }
 
@@ -144,6 +148,11 @@ impl Group {
     fn retry_after(&self, now: u32, window: u32) -> u32 {
         let oldest = self.seen.iter().map(|&(_, at)| at).min().unwrap_or(now);
         (oldest + window).saturating_sub(now).max(1)
+    }
+
+    /// Nothing in the window and no alert to remember.
+    fn idle(&self, now: u32, window: u32) -> bool {
+        self.last_seen + window <= now && self.alerted_at.is_none_or(|at| at + window <= now)
     }
 }
 
@@ -163,23 +172,31 @@ struct Shard {
 }
 
 impl Shard {
-    /// Forgets expired cards and groups with none left (except `keep`).
-    fn prune_all(&mut self, now: u32, window: u32, keep: &impl Fn(u64) -> bool) -> usize {
-        let mut freed = 0;
+    /// Removes the groups `doomed` picks (never one `keep` names); how many.
+    fn remove(&mut self, keep: &impl Fn(u64) -> bool, doomed: impl Fn(&Group) -> bool) -> usize {
         let before = self.groups.len();
+        let mut freed = 0;
         self.groups.retain(|key, group| {
-            freed += group.prune(now, window);
-            keep(*key)
-                || !group.seen.is_empty()
-                || group.alerted_at.is_some_and(|at| at + window > now)
+            if keep(*key) || !doomed(group) {
+                true
+            } else {
+                freed += group.seen.len();
+                false
+            }
         });
         self.cards -= freed;
         before - self.groups.len()
     }
 
+    /// Forgets idle groups (except those `keep` names); how many.
+    fn forget_idle(&mut self, now: u32, window: u32, keep: &impl Fn(u64) -> bool) -> usize {
+        self.remove(keep, |group| group.idle(now, window))
+    }
+
     /// Makes room for `groups` more groups and `cards` more cards: idle
     /// groups go first, then those holding the fewest cards (never a key
-    /// `keep` names), down to seven eighths of the capacity.
+    /// `keep` names), down to three quarters of the capacity, so a full
+    /// shard is swept once per quarter of its size, not per insert.
     fn make_room(
         &mut self,
         now: u32,
@@ -192,28 +209,29 @@ impl Shard {
         if self.groups.len() + groups <= self.max_groups && self.cards + cards <= self.max_cards {
             return evicted;
         }
-        evicted.idle = self.prune_all(now, window, keep);
-        let group_target = (self.max_groups - self.max_groups / 8).saturating_sub(groups);
-        let card_target = (self.max_cards - self.max_cards / 8).saturating_sub(cards);
+        evicted.idle = self.forget_idle(now, window, keep);
+        let group_target = (self.max_groups - self.max_groups / 4).saturating_sub(groups);
+        let card_target = (self.max_cards - self.max_cards / 4).saturating_sub(cards);
         if self.groups.len() <= group_target && self.cards <= card_target {
             return evicted;
         }
-        // The smallest card count `c` such that forgetting every group
-        // holding at most `c` cards gets under both targets.
-        let mut by_count: Vec<(usize, usize)> = Vec::new();
-        let mut histogram: HashMap<usize, (usize, usize)> = HashMap::new();
+        // Groups by card count (a group holds at most a threshold's worth,
+        // so a short table), then the smallest count `c` such that
+        // forgetting every group holding at most `c` cards gets under both
+        // targets.
+        let mut histogram: Vec<usize> = Vec::new();
         for (key, group) in &self.groups {
             if !keep(*key) {
-                let slot = histogram.entry(group.seen.len()).or_default();
-                slot.0 += 1;
-                slot.1 += group.seen.len();
+                let n = group.seen.len();
+                if histogram.len() <= n {
+                    histogram.resize(n + 1, 0);
+                }
+                histogram[n] += 1;
             }
         }
-        by_count.extend(histogram.into_iter().map(|(count, (n, _))| (count, n)));
-        by_count.sort_unstable();
         let (mut groups_left, mut cards_left) = (self.groups.len(), self.cards);
         let mut cut = 0;
-        for (count, n) in by_count {
+        for (count, n) in histogram.iter().enumerate() {
             if groups_left <= group_target && cards_left <= card_target {
                 break;
             }
@@ -221,18 +239,7 @@ impl Shard {
             cards_left -= n * count;
             cut = count;
         }
-        let before = self.groups.len();
-        let mut freed = 0;
-        self.groups.retain(|key, group| {
-            if keep(*key) || group.seen.len() > cut {
-                true
-            } else {
-                freed += group.seen.len();
-                false
-            }
-        });
-        self.cards -= freed;
-        evicted.active = before - self.groups.len();
+        evicted.active = self.remove(keep, |group| group.seen.len() <= cut);
         evicted.most_cards = cut;
         evicted
     }
@@ -280,10 +287,10 @@ impl OracleGuard {
         OracleGuard {
             enabled: config.enabled,
             window: u32::try_from(config.window_secs.get()).unwrap_or(u32::MAX),
-            defaults: config.thresholds,
+            defaults: config.thresholds(),
             tenants: overrides
                 .into_iter()
-                .map(|(tenant, o)| (tenant, config.thresholds.with(&o)))
+                .map(|(tenant, o)| (tenant, config.thresholds().with(&o)))
                 .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             shards,
@@ -324,14 +331,31 @@ impl OracleGuard {
             return Ok(());
         }
         let now = self.now();
+        // The scope's part of each key is hashed once per request; each
+        // card then costs one short hash per tier and one for its digits.
+        let seeds = [
+            (
+                Tier::Principal,
+                self.hasher
+                    .hash_one((Tier::Principal, tenant.as_str(), scope)),
+            ),
+            (
+                Tier::Tenant,
+                self.hasher.hash_one((Tier::Tenant, tenant.as_str())),
+            ),
+        ];
         let mut candidates = Vec::with_capacity(pans.len() * 2);
         for pan in pans {
             let group = CardGroup::of(pan, profile);
             let card = self.hasher.hash_one(pan.expose_digits());
-            for (tier, scope) in [(Tier::Principal, Some(scope)), (Tier::Tenant, None)] {
-                let key = self.hasher.hash_one((tier, tenant.as_str(), scope, &group));
+            let mut bytes = [0u8; 20];
+            bytes[8..14].copy_from_slice(group.bin.as_ref().unwrap_or(&[0xFF; 6]));
+            bytes[14..18].copy_from_slice(&group.last4);
+            bytes[18] = group.len;
+            for (tier, seed) in seeds {
+                bytes[..8].copy_from_slice(&seed.to_le_bytes());
                 candidates.push(Candidate {
-                    key,
+                    key: self.hasher.hash_one(bytes),
                     card,
                     tier,
                     group,
@@ -352,88 +376,106 @@ impl OracleGuard {
                 locked.push((index, guard));
             }
         }
-        let at = |locked: &[(usize, MutexGuard<'_, Shard>)], key: u64| {
-            let index = Self::shard_of(key);
-            locked
-                .iter()
-                .position(|(i, _)| *i == index)
-                .unwrap_or_default()
-        };
-        // Phase 1: would any group go over its threshold?
+        // Counted optimistically, one map lookup per group: the common
+        // case passes. A refusal then takes back every card this request
+        // added (and every group it made), so a refused request counts
+        // nothing.
         let mut refusal: Option<Refusal> = None;
-        for run in candidates.chunk_by(|a, b| a.key == b.key) {
-            let first = run[0];
-            let slot = at(&locked, first.key);
-            let shard = &mut locked[slot].1;
-            let limit = self.limit(tenant, first.tier, &first.group);
-            let (held, new, retry) = match shard.groups.get_mut(&first.key) {
-                Some(group) => {
-                    let freed = group.prune(now, self.window);
-                    let new = run.iter().filter(|c| !group.contains(c.card)).count();
-                    let counts = (group.seen.len(), new, group.retry_after(now, self.window));
-                    shard.cards -= freed;
-                    counts
-                }
-                None => (0, run.len(), self.window),
-            };
-            if held + new > limit as usize {
-                let group = shard.groups.entry(first.key).or_default();
-                let alert = group.alerted_at.is_none_or(|at| at + self.window <= now);
-                if alert {
-                    group.alerted_at = Some(now);
-                }
-                let this = Refusal {
-                    tier: first.tier,
-                    group: first.group,
-                    limit,
-                    retry_after_s: retry,
-                    alert,
-                };
-                // Report the principal's own count before the tenant's.
-                if refusal.is_none_or(|r| r.tier == Tier::Tenant && this.tier == Tier::Principal) {
-                    refusal = Some(this);
-                }
-            }
-        }
-        if let Some(refusal) = refusal {
-            return Err(refusal);
-        }
-        // Phase 2: count every card.
-        for (index, shard) in &mut locked {
-            let mine: Vec<&Candidate> = candidates
+        let mut added: Vec<(usize, u64, u64)> = Vec::new();
+        let mut made: Vec<(usize, u64)> = Vec::new();
+        let mut rest = &candidates[..];
+        for (slot, (index, guard)) in locked.iter_mut().enumerate() {
+            let shard: &mut Shard = guard;
+            let split = rest
                 .iter()
-                .filter(|c| Self::shard_of(c.key) == *index)
-                .collect();
-            let new_groups = mine
-                .chunk_by(|a, b| a.key == b.key)
-                .filter(|run| !shard.groups.contains_key(&run[0].key))
-                .count();
-            let keys: Vec<u64> = mine.iter().map(|c| c.key).collect();
-            let keep = |key: u64| keys.binary_search(&key).is_ok();
-            let evicted = shard.make_room(now, self.window, new_groups, mine.len(), &keep);
-            report_eviction(evicted);
-            for c in mine {
-                let group = shard.groups.entry(c.key).or_default();
-                match group.seen.iter_mut().find(|(h, _)| *h == c.card) {
-                    Some(seen) => seen.1 = now,
-                    None => {
-                        group.seen.push((c.card, now));
-                        shard.cards += 1;
+                .position(|c| Self::shard_of(c.key) != *index)
+                .unwrap_or(rest.len());
+            let (mine, others) = rest.split_at(split);
+            rest = others;
+            let runs = mine.chunk_by(|a, b| a.key == b.key).count();
+            let keep = |key: u64| mine.binary_search_by_key(&key, |c| c.key).is_ok();
+            report_eviction(shard.make_room(now, self.window, runs, mine.len(), &keep));
+            for run in mine.chunk_by(|a, b| a.key == b.key) {
+                let first = run[0];
+                let limit = self.limit(tenant, first.tier, &first.group);
+                let mut fresh = false;
+                let group = shard.groups.entry(first.key).or_insert_with(|| {
+                    fresh = true;
+                    Group::default()
+                });
+                shard.cards -= group.prune(now, self.window);
+                let new = run.iter().filter(|c| !group.contains(c.card)).count();
+                if group.seen.len() + new > limit as usize {
+                    let alert = group.alerted_at.is_none_or(|at| at + self.window <= now);
+                    if alert {
+                        group.alerted_at = Some(now);
+                    }
+                    let this = Refusal {
+                        tier: first.tier,
+                        group: first.group,
+                        limit,
+                        retry_after_s: group.retry_after(now, self.window),
+                        alert,
+                    };
+                    // Report the principal's own count before the tenant's.
+                    if refusal
+                        .is_none_or(|r| r.tier == Tier::Tenant && this.tier == Tier::Principal)
+                    {
+                        refusal = Some(this);
+                    }
+                } else {
+                    group.last_seen = now;
+                    for c in run {
+                        match group.seen.iter_mut().find(|(h, _)| *h == c.card) {
+                            Some(seen) => seen.1 = now,
+                            None => {
+                                group.seen.push((c.card, now));
+                                added.push((slot, c.key, c.card));
+                            }
+                        }
                     }
                 }
+                if fresh {
+                    made.push((slot, first.key));
+                }
             }
         }
-        Ok(())
+        match refusal {
+            None => {
+                for (slot, _, _) in &added {
+                    locked[*slot].1.cards += 1;
+                }
+                Ok(())
+            }
+            Some(refusal) => {
+                for (slot, key, card) in added {
+                    if let Some(group) = locked[slot].1.groups.get_mut(&key) {
+                        group.seen.retain(|&mut (h, _)| h != card);
+                    }
+                }
+                for (slot, key) in made {
+                    let shard = &mut locked[slot].1;
+                    if shard
+                        .groups
+                        .get(&key)
+                        .is_some_and(|g| g.seen.is_empty() && g.alerted_at.is_none())
+                    {
+                        shard.groups.remove(&key);
+                    }
+                }
+                Err(refusal)
+            }
+        }
     }
 
-    /// Forgets expired cards and idle groups (a periodic sweep, so memory
-    /// falls back when traffic does); returns the state's size.
+    /// Forgets idle groups (a periodic sweep, so memory falls back when
+    /// traffic does); returns the state's size.
     pub fn sweep(&self) -> GuardStats {
         let now = self.now();
         let mut stats = GuardStats::default();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard.prune_all(now, self.window, &|_| false);
+            shard.forget_idle(now, self.window, &|_| false);
             stats.groups += shard.groups.len();
             stats.cards += shard.cards;
         }
@@ -446,6 +488,20 @@ impl OracleGuard {
     }
 }
 
+/// At most one "guard full" warning a minute (the metric counts them all).
+fn warn_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 fn report_eviction(evicted: Evicted) {
     if evicted.idle > 0 {
         metrics::counter!("cardvault_oracle_guard_evicted_groups_total", "state" => "idle")
@@ -454,7 +510,7 @@ fn report_eviction(evicted: Evicted) {
     if evicted.active > 0 {
         metrics::counter!("cardvault_oracle_guard_evicted_groups_total", "state" => "active")
             .increment(evicted.active as u64);
-        if evicted.most_cards >= 2 {
+        if evicted.most_cards >= 2 && warn_now() {
             tracing::warn!(
                 alert = "oracle_guard_full",
                 groups = evicted.active,
@@ -498,9 +554,11 @@ mod tests {
     }
 
     fn guard(principal_max: u32, tenant_max: u32) -> OracleGuard {
-        let mut config = OracleGuardConfig::default();
-        config.thresholds.principal_max = NonZeroU32::new(principal_max).unwrap_or(NonZeroU32::MIN);
-        config.thresholds.tenant_max = NonZeroU32::new(tenant_max).unwrap_or(NonZeroU32::MIN);
+        let config = OracleGuardConfig {
+            principal_max: NonZeroU32::new(principal_max).unwrap_or(NonZeroU32::MIN),
+            tenant_max: NonZeroU32::new(tenant_max).unwrap_or(NonZeroU32::MIN),
+            ..OracleGuardConfig::default()
+        };
         OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new())
     }
 
@@ -587,8 +645,10 @@ mod tests {
 
     #[test]
     fn last4_groups_ignore_the_bin_and_have_their_own_threshold() {
-        let mut config = OracleGuardConfig::default();
-        config.thresholds.last4_principal_max = NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN);
+        let config = OracleGuardConfig {
+            last4_principal_max: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+            ..OracleGuardConfig::default()
+        };
         let g = OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new());
         let t = tenant();
         // Three 16-digit cards of different BINs, same last 4 (check digit
@@ -639,8 +699,8 @@ mod tests {
             max_groups: std::num::NonZeroUsize::new(16 * 64).unwrap_or(std::num::NonZeroUsize::MIN),
             ..OracleGuardConfig::default()
         };
-        config.thresholds.principal_max = NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN);
-        config.thresholds.tenant_max = NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN);
+        config.principal_max = NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN);
+        config.tenant_max = NonZeroU32::new(1000).unwrap_or(NonZeroU32::MIN);
         let g = OracleGuard::new(&config, Vec::<(TenantId, GuardOverrides)>::new());
         let t = tenant();
         let cards: Vec<Pan> = (0..6).map(same_group).collect();
