@@ -50,7 +50,6 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct DirLock {
     file: File,
-    dir: PathBuf,
 }
 
 impl DirLock {
@@ -97,15 +96,7 @@ impl DirLock {
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(DirLock {
-            file,
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// The locked directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(DirLock { file })
     }
 }
 

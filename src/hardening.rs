@@ -20,9 +20,7 @@ pub fn install_panic_hook() {
 }
 
 #[cfg(feature = "vault")]
-pub use process::{
-    MemoryLock, ProcessHardening, harden_process, raise_open_files_limit, refuse_unsafe_files,
-};
+pub use process::{harden_process, raise_open_files_limit, refuse_unsafe_files};
 
 #[cfg(feature = "vault")]
 mod process {

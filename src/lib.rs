@@ -1,15 +1,25 @@
 //! cardvault: a hardened card-data tokenization vault.
 //!
-//! Layers, inside out (docs/ARCHITECTURE.md): [`domain`] (PANs, tokens,
-//! Luhn, brands; pure), [`crypto`] (key hierarchy, sealed records,
-//! fingerprints), [`store`] (the storage interface, the byte layouts of
-//! stored data in [`store::codec`], and the RocksDB backend, the only module
-//! that touches a database), [`vault`] (the service core), [`audit`] (the
-//! tamper-evident trail), `server` (mTLS HTTP API and ops listener), `cli`.
-//! `config`, `pki` and `client` (the mTLS client used by tests and the load
-//! tool) support them. Domain, crypto, the codec and the audit chain build
-//! without RocksDB or tokio (`--no-default-features`), which is how the
-//! fuzz targets build.
+//! Layers, inside out, each using only those before it
+//! (docs/ARCHITECTURE.md): [`domain`] (PANs, tokens, Luhn, brands; pure),
+//! [`crypto`] (key hierarchy, sealed records, fingerprints), [`store`] (the
+//! storage interface, the byte layouts in [`store::codec`], and the RocksDB
+//! and PostgreSQL backends — the only code that touches a database),
+//! [`audit`] (the tamper-evident trail), [`vault`] (the service core, no
+//! HTTP), [`config`], `runtime` (work that outlives a request: key custody,
+//! re-encryption, cryptoperiods, approvals, the oracle guard, sweeps),
+//! [`server`] (the mTLS API and ops listeners and the routes) and [`cli`].
+//! Beside them: [`peer`] (what a peer sends, parsed; pure), `scan` (finding
+//! card numbers in files), `evidence` and `rewrite` (the engines of
+//! `cardvault evidence` and `tokenize-file`), [`pki`], [`client`] and
+//! [`load`]. Domain, crypto, the codec and the audit chain build without
+//! RocksDB or tokio (`--no-default-features`), which is how the fuzz
+//! targets build.
+
+// Without the `vault` feature the library is the pure layers the fuzz
+// crate builds (domain, crypto, codecs, parsers); what only the vault uses
+// is unused there.
+#![cfg_attr(not(feature = "vault"), allow(dead_code))]
 
 pub mod audit;
 #[cfg(feature = "vault")]
@@ -17,29 +27,33 @@ pub mod cli;
 #[cfg(feature = "vault")]
 pub mod client;
 #[cfg(feature = "vault")]
+pub(crate) mod clock;
+#[cfg(feature = "vault")]
 pub mod config;
 pub mod crypto;
-pub mod dirlock;
+pub(crate) mod dirlock;
 pub mod domain;
 #[cfg(feature = "vault")]
-pub mod evidence;
+pub(crate) mod evidence;
 pub mod fuzzing;
-pub mod hardening;
+pub(crate) mod hardening;
 #[cfg(feature = "vault")]
 pub mod load;
 pub mod peer;
 #[cfg(feature = "vault")]
 pub mod pki;
-pub mod random;
-pub mod redact;
+pub(crate) mod random;
+pub(crate) mod redact;
 #[cfg(feature = "vault")]
-pub mod rewrite;
-pub mod scan;
+pub(crate) mod rewrite;
+#[cfg(feature = "vault")]
+pub(crate) mod runtime;
+pub(crate) mod scan;
 #[cfg(feature = "vault")]
 pub mod server;
 pub mod store;
 #[cfg(feature = "vault")]
-pub mod supply_chain;
+pub(crate) mod supply_chain;
 #[cfg(feature = "vault")]
 pub mod vault;
 pub mod zero_on_free;

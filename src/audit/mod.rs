@@ -13,15 +13,15 @@
 
 pub mod chain;
 #[cfg(feature = "vault")]
-pub mod event;
+pub(crate) mod event;
 #[cfg(feature = "vault")]
-pub mod key;
+pub(crate) mod key;
 #[cfg(feature = "vault")]
-pub mod syslog;
+pub(crate) mod syslog;
 #[cfg(feature = "vault")]
-pub mod verify;
+pub(crate) mod verify;
 #[cfg(feature = "vault")]
-pub mod writer;
+pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::dev::dev_config;
 use super::error::{CliError, CliResult};
-use super::offline::{dev_config, offline_provider};
+use super::offline::offline_provider;
 use crate::config::{Config, KekSource};
 
 /// Subcommands of `audit`.

@@ -79,14 +79,14 @@ pub enum KeysCommand {
     /// key and the audit key are wrapped under the new KEK too (one durable
     /// commit) while it keeps serving; the rotation finishes when the vault
     /// next opens on the new KEK (docs/keys.md).
-    RotateKek(super::keylife::RotateKekArgs),
+    RotateKek(super::keys_online::RotateKekArgs),
     /// Seal every record of a tenant under older data keys again with the
     /// active one, on the running vault, and destroy the emptied keys;
     /// follows the job with a progress bar. Resumes after a restart.
-    Reencrypt(super::keylife::ReencryptArgs),
+    Reencrypt(super::keys_online::ReencryptArgs),
     /// List every key of the running vault: purpose, tenant, version,
     /// state, dates, encryptions and limit, records, the KEK that wraps it.
-    Inventory(super::keylife::InventoryArgs),
+    Inventory(super::keys_online::InventoryArgs),
     /// Show each tenant's active data-key version and its encryption count.
     Status {
         #[command(flatten)]
@@ -147,9 +147,9 @@ pub async fn run(command: KeysCommand) -> CliResult {
             let version = version.context("rotating the data key")?;
             say!("tenant {tenant}: data key version {version} is now active");
         }
-        KeysCommand::RotateKek(args) => super::keylife::rotate_kek(args).await?,
-        KeysCommand::Reencrypt(args) => super::keylife::reencrypt(args).await?,
-        KeysCommand::Inventory(args) => super::keylife::inventory(args).await?,
+        KeysCommand::RotateKek(args) => super::keys_online::rotate_kek(args).await?,
+        KeysCommand::Reencrypt(args) => super::keys_online::reencrypt(args).await?,
+        KeysCommand::Inventory(args) => super::keys_online::inventory(args).await?,
         KeysCommand::Status { vault } => {
             let offline = vault.open()?;
             for (tenant, version, sealed) in offline.vault.key_status() {
@@ -219,7 +219,7 @@ fn custodian_names(count: u8, given: Vec<String>) -> Result<Vec<String>, CliErro
 /// Generates a KEK, splits it, writes one share file per custodian (mode
 /// 0600, never overwriting) and drops the KEK. Returns the set id.
 pub fn write_shares(dir: &Path, threshold: u8, names: &[String]) -> Result<String, CliError> {
-    let (set, kek) = crate::server::custody::write_shares(dir, threshold, names)
+    let (set, kek) = crate::runtime::custody::write_shares(dir, threshold, names)
         .map_err(|e| CliError::Usage(format!("{e:#}")))?;
     drop(kek);
     Ok(set.id_hex())

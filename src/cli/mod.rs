@@ -27,12 +27,13 @@ macro_rules! say_raw {
 
 mod audit;
 mod client;
+mod custody;
 mod demo;
-mod devkek;
+mod dev;
 mod error;
 mod evidence;
-mod keylife;
 mod keys;
+mod keys_online;
 mod load;
 mod log;
 mod offline;
@@ -79,7 +80,7 @@ enum Command {
     Demo {
         /// Directory for the dev KEK and the database (`--dev DIR`, as for
         /// every subcommand; `--data-dir DIR` too).
-        #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = serve::DEV_DIR)]
+        #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = dev::DEV_DIR)]
         data_dir: PathBuf,
         /// Run against the vault of this config file instead (its KEK must
         /// exist; the test cards land in tenant `default`).
@@ -90,6 +91,9 @@ enum Command {
     /// CARDVAULT_CACERT, CARDVAULT_CERT, CARDVAULT_KEY, or --dev DIR).
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// Custody: hand in a KEK share (`unseal`), or seal the vault.
+    #[command(flatten)]
+    Custody(custody::CustodyCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -134,7 +138,7 @@ pub fn main() -> ExitCode {
         }
     };
     let args: Vec<String> = std::env::args().collect();
-    if let Some(conf) = devkek::softhsm_env_from_args(&args) {
+    if let Some(conf) = dev::softhsm_env_from_args(&args) {
         set_softhsm_env(&conf);
     }
     log::init();
@@ -182,6 +186,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Approve(args) => portable::approve(args).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
+        Command::Custody(command) => custody::run(command).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cardvault", &mut out);

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
+use super::dev::{create_dev_kek_if_missing, dev_config};
 use super::error::CliError;
 use crate::audit::{AuditLog, AuditSettings};
 use crate::config::{Config, KekSource};
-use crate::crypto::{KeyFileProvider, KeyProvider};
+use crate::crypto::KeyProvider;
 use crate::dirlock::DirLock;
-use crate::server::custody::{Kek, open_kek};
+use crate::runtime::custody::{Kek, open_kek};
 use crate::vault::{Vault, VaultOptions};
 
 /// Where an offline command finds the vault.
@@ -26,7 +27,7 @@ pub struct VaultLocation {
     pub config: Option<PathBuf>,
     /// A `serve --dev` directory holding `kek.key`, `db/` and `audit/`
     /// (`--dev DIR`, as for every subcommand; `--data-dir DIR` too).
-    #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = super::serve::DEV_DIR)]
+    #[arg(long = "dev", visible_alias = "data-dir", value_name = "DIR", default_value = super::dev::DEV_DIR)]
     pub data_dir: PathBuf,
 }
 
@@ -66,14 +67,6 @@ pub fn offline_provider(source: &KekSource) -> Result<Arc<dyn KeyProvider>, CliE
     }
 }
 
-/// The config `serve --dev` wrote in a dev directory: it names the KEK
-/// (a key file, a token, custodians — or another key file after a KEK
-/// rotation). A directory without one uses [`Layout::dev`].
-pub fn dev_config(dir: &Path) -> Option<PathBuf> {
-    let config = dir.join("cardvault.toml");
-    config.is_file().then_some(config)
-}
-
 /// A vault opened in-process: its data and audit directories are locked
 /// until [`OfflineVault::close`].
 pub struct OfflineVault {
@@ -101,7 +94,7 @@ impl VaultLocation {
     pub fn from_config(path: &Path) -> VaultLocation {
         VaultLocation {
             config: Some(path.to_path_buf()),
-            data_dir: PathBuf::from(super::serve::DEV_DIR),
+            data_dir: PathBuf::from(super::dev::DEV_DIR),
         }
     }
 
@@ -135,16 +128,6 @@ pub fn open_or_create_dev(dir: &Path) -> Result<OfflineVault, CliError> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     create_dev_kek_if_missing(&dir.join("kek.key"))?;
     open(&Layout::dev(dir))
-}
-
-/// Creates a development KEK at `path` unless one is there (`demo` and
-/// `serve --dev` only).
-pub fn create_dev_kek_if_missing(path: &Path) -> anyhow::Result<()> {
-    if !path.exists() {
-        KeyFileProvider::create(path)?;
-        tracing::info!(path = %path.display(), "created development KEK");
-    }
-    Ok(())
 }
 
 fn open(layout: &Layout) -> Result<OfflineVault, CliError> {

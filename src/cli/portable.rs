@@ -267,7 +267,7 @@ pub async fn export(args: ExportArgs) -> CliResult {
 
 /// Runs `approve`.
 pub async fn approve(args: ApproveArgs) -> CliResult {
-    if !crate::server::approvals::is_approval_id(&args.id) {
+    if !crate::runtime::approvals::is_approval_id(&args.id) {
         return Err(CliError::Usage("not an approval id (24 hex digits)".into()));
     }
     let mut conn = args.endpoint.connect_as("admin").await?;

@@ -7,18 +7,17 @@
 //! Exit 0 when no PAN was found, 1 when one was, 2 when a file could not
 //! be read (and no PAN was found): usable as a CI gate.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::{Value, json};
 
 use super::error::{CliError, CliResult};
 use crate::load::TargetArgs;
 use crate::scan::Kind;
-use crate::scan::source::Located;
-use crate::scan::walk::{self, FileOutcome, Skip, WalkOptions};
+use crate::scan::report::{Scan, report_json, report_sarif, scan_all};
+use crate::scan::walk::WalkOptions;
 
 /// Arguments of `scan`.
 #[derive(Debug, Args)]
@@ -67,119 +66,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size (bytes, or a number with K, M or G)"))
 }
 
-/// One finding as reported.
-struct Reported {
-    file: String,
-    at: Located,
-    /// For tokens: the token's digits (not secret), to confirm.
-    token: Option<String>,
-    confirmed: Option<bool>,
-}
-
-/// Counts per file with something to say.
-#[derive(Default)]
-struct FileSummary {
-    bytes: u64,
-    pans: u64,
-    tokens: u64,
-    truncated: bool,
-}
-
-#[derive(Default)]
-struct Scan {
-    findings: Vec<Reported>,
-    files: BTreeMap<String, FileSummary>,
-    errors: Vec<(String, String)>,
-    scanned: u64,
-    bytes: u64,
-    skipped_binary: u64,
-    skipped_large: u64,
-}
-
-impl Scan {
-    fn pans(&self) -> u64 {
-        self.files.values().map(|f| f.pans).sum()
-    }
-
-    fn tokens(&self) -> u64 {
-        self.files.values().map(|f| f.tokens).sum()
-    }
-}
-
-fn display(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-/// Walks and scans every file (blocking).
-fn scan_all(args: &ScanArgs) -> Result<Scan, CliError> {
-    let excludes = walk::exclude_set(&args.exclude).map_err(CliError::Usage)?;
-    let options = WalkOptions {
-        max_file_size: args.max_file_size,
-        include_binary: args.include_binary,
-        exclude: args.exclude.clone(),
-    };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed} {msg} ({binary_bytes} at {binary_bytes_per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    let mut scan = Scan::default();
-    let mut failures = Vec::new();
-    walk::walk(
-        &args.paths,
-        &excludes,
-        |path| {
-            let name = display(path);
-            let mut summary = FileSummary::default();
-            let mut found = Vec::new();
-            let outcome = walk::scan_file(path, &options, |at| {
-                match at.finding.kind {
-                    Kind::Pan => summary.pans += 1,
-                    Kind::Token => summary.tokens += 1,
-                }
-                found.push(at);
-            });
-            match outcome {
-                FileOutcome::Scanned(done) => {
-                    scan.scanned += 1;
-                    scan.bytes += done.bytes;
-                    bar.inc(done.bytes);
-                    summary.bytes = done.bytes;
-                    summary.truncated = done.truncated;
-                    if done.truncated {
-                        scan.errors.push((
-                            name.clone(),
-                            format!(
-                                "content larger than --max-file-size ({}); the rest was not scanned",
-                                args.max_file_size
-                            ),
-                        ));
-                    }
-                }
-                FileOutcome::Skipped(Skip::Binary) => scan.skipped_binary += 1,
-                FileOutcome::Skipped(Skip::TooLarge) => scan.skipped_large += 1,
-                FileOutcome::Failed(why) => scan.errors.push((name.clone(), why)),
-            }
-            scan.findings.extend(found.into_iter().map(|at| Reported {
-                file: name.clone(),
-                token: at.token.map(|t| t.to_string()),
-                at,
-                confirmed: None,
-            }));
-            if summary.pans + summary.tokens > 0 || summary.truncated {
-                scan.files.insert(name, summary);
-            }
-            bar.set_message(format!("{} files", scan.scanned));
-        },
-        |path, why| failures.push((display(path), why)),
-    );
-    bar.finish_and_clear();
-    scan.errors.extend(failures);
-    Ok(scan)
-}
-
 /// Confirms token findings against the vault: `GET /v1/tokens/{token}` on
 /// one connection, each distinct token once.
 async fn confirm(scan: &mut Scan, vault: &TargetArgs) -> Result<(), CliError> {
@@ -225,126 +111,6 @@ async fn confirm(scan: &mut Scan, vault: &TargetArgs) -> Result<(), CliError> {
         reported.confirmed = Some(answer);
     }
     Ok(())
-}
-
-fn finding_json(r: &Reported) -> Value {
-    let f = &r.at.finding;
-    json!({
-        "file": r.file,
-        "line": r.at.line,
-        "offset": r.at.offset,
-        "length": r.at.length,
-        "kind": f.kind.as_str(),
-        "brand": f.brand.as_str(),
-        "bin": f.bin.map(|b| b.to_string()),
-        "last4": f.last4.to_string(),
-        "masked": f.masked(),
-        "digits": f.digits,
-        "confirmed": r.confirmed,
-    })
-}
-
-fn summary_json(scan: &Scan) -> Value {
-    json!({
-        "files_scanned": scan.scanned,
-        "bytes_scanned": scan.bytes,
-        "skipped_binary": scan.skipped_binary,
-        "skipped_too_large": scan.skipped_large,
-        "errors": scan.errors.len(),
-        "pans": scan.pans(),
-        "tokens": scan.tokens(),
-        "files_with_pans": scan.files.values().filter(|f| f.pans > 0).count(),
-    })
-}
-
-/// The whole report as one JSON object.
-fn report_json(scan: &Scan) -> Value {
-    json!({
-        "findings": scan.findings.iter().map(finding_json).collect::<Vec<_>>(),
-        "files": scan.files.iter().map(|(file, s)| json!({
-            "file": file, "bytes": s.bytes, "pans": s.pans, "tokens": s.tokens,
-            "truncated": s.truncated,
-        })).collect::<Vec<_>>(),
-        "errors": scan.errors.iter().map(|(file, error)| json!({"file": file, "error": error}))
-            .collect::<Vec<_>>(),
-        "summary": summary_json(scan),
-    })
-}
-
-/// A relative file URI for SARIF (each byte outside the unreserved set and
-/// `/` percent-encoded).
-fn sarif_uri(file: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(file.trim_start_matches("./"), KEEP).to_string()
-}
-
-/// The report as a SARIF 2.1.0 log.
-fn report_sarif(scan: &Scan) -> Value {
-    let results: Vec<Value> = scan
-        .findings
-        .iter()
-        .map(|r| {
-            let f = &r.at.finding;
-            let (rule, index, level, what) = match f.kind {
-                Kind::Pan => ("CV1001", 0, "error", "card number"),
-                Kind::Token => ("CV1002", 1, "note", "cardvault token"),
-            };
-            json!({
-                "ruleId": rule,
-                "ruleIndex": index,
-                "level": level,
-                "message": { "text": format!("{} {what} {}", f.brand, f.masked()) },
-                "locations": [{ "physicalLocation": {
-                    "artifactLocation": { "uri": sarif_uri(&r.file) },
-                    "region": { "startLine": r.at.line, "byteOffset": r.at.offset,
-                                "byteLength": r.at.length },
-                }}],
-            })
-        })
-        .collect();
-    let notifications: Vec<Value> = scan
-        .errors
-        .iter()
-        .map(|(file, error)| {
-            json!({
-                "level": "error",
-                "message": { "text": format!("{file}: {error}") },
-                "locations": [{ "physicalLocation": {
-                    "artifactLocation": { "uri": sarif_uri(file) } } }],
-            })
-        })
-        .collect();
-    json!({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [{
-            "tool": { "driver": {
-                "name": "cardvault scan",
-                "version": env!("CARGO_PKG_VERSION"),
-                "informationUri": "https://github.com/cardvault/cardvault/blob/main/docs/scope-reduction.md",
-                "rules": [
-                    { "id": "CV1001", "name": "CardNumberInClear",
-                      "shortDescription": { "text": "A card number (PAN) stored in clear text" },
-                      "fullDescription": { "text": "Digits in a card brand's IIN range, of a length it issues, passing the Luhn check. Replace it with a token (cardvault tokenize-file) or delete it." },
-                      "defaultConfiguration": { "level": "error" } },
-                    { "id": "CV1002", "name": "CardvaultToken",
-                      "shortDescription": { "text": "A cardvault token (not card data)" },
-                      "fullDescription": { "text": "Shaped like a cardvault token: BIN and last 4 of a real range, failing the Luhn check." },
-                      "defaultConfiguration": { "level": "note" } },
-                ],
-            }},
-            "invocations": [{
-                "executionSuccessful": scan.errors.is_empty(),
-                "toolExecutionNotifications": notifications,
-            }],
-            "results": results,
-        }],
-    })
 }
 
 fn print_text(scan: &Scan) {
@@ -401,13 +167,16 @@ pub async fn run(args: ScanArgs) -> CliResult {
     if confirm_tokens {
         args.vault.validate()?;
     }
-    let (args, scan) = tokio::task::spawn_blocking(move || {
-        let scan = scan_all(&args);
-        (args, scan)
-    })
-    .await
-    .context("the scan thread stopped")?;
-    let mut scan = scan?;
+    let options = WalkOptions {
+        max_file_size: args.max_file_size,
+        include_binary: args.include_binary,
+        exclude: args.exclude.clone(),
+    };
+    let paths = args.paths.clone();
+    let scan = tokio::task::spawn_blocking(move || scan_all(&paths, &options))
+        .await
+        .context("the scan thread stopped")?;
+    let mut scan = scan.map_err(CliError::Usage)?;
     if confirm_tokens {
         confirm(&mut scan, &args.vault).await?;
     }
@@ -445,13 +214,5 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("G").is_err());
         assert!(parse_size("99999999999G").is_err());
-    }
-
-    #[test]
-    fn sarif_uris_are_encoded() {
-        assert_eq!(
-            sarif_uri("./dumps/old orders.csv"),
-            "dumps/old%20orders.csv"
-        );
     }
 }

@@ -7,16 +7,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
-use super::error::CliResult;
 use clap::Args;
 
-use super::devkek::{self, DevKek};
+use super::dev::{self, DEV_DIR, DevKek};
+use super::error::CliResult;
 use crate::config::{Config, KekSource};
-
-/// Where `--dev` puts the development setup unless told otherwise.
-pub const DEV_DIR: &str = "./cardvault-dev";
 
 /// Descriptors kept beyond the connection caps for RocksDB's files, the
 /// audit segments and everything else the process opens.
@@ -54,112 +49,6 @@ pub struct ServeArgs {
     ops_listen: Option<SocketAddr>,
 }
 
-/// Creates whatever of the dev setup is missing (with a new directory's
-/// KEK where `kek` says); returns the config path.
-pub fn prepare_dev(
-    dir: &Path,
-    kek: Option<DevKek>,
-) -> std::result::Result<PathBuf, super::error::CliError> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let pki = dir.join("pki");
-    if !pki.join("ca.pem").exists() {
-        crate::pki::init(&pki).map_err(anyhow::Error::from)?;
-        tracing::info!(dir = %pki.display(), "created development PKI");
-    } else if crate::pki::renew_server_if_due(&pki).map_err(anyhow::Error::from)? {
-        tracing::info!(dir = %pki.display(), "renewed the development server certificate");
-    }
-    let config = dir.join("cardvault.toml");
-    let kek = if config.exists() {
-        let found = devkek::existing(&config)?;
-        devkek::check_matches(dir, kek, found)?;
-        found
-    } else {
-        kek.unwrap_or(DevKek::File)
-    };
-    devkek::prepare(dir, kek)?;
-    if !config.exists() {
-        std::fs::write(&config, devkek::config_text(kek))
-            .with_context(|| format!("writing {}", config.display()))?;
-    }
-    Ok(config)
-}
-
-/// What `serve --dev` says about itself: not for production, where its
-/// data, trail and KEK live, and who may do what.
-pub fn dev_banner(dir: &Path, config: &Config) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "==> DEV MODE — not for production (cardvault {})",
-        env!("CARGO_PKG_VERSION")
-    );
-    let _ = writeln!(out, "    data:   {}", config.storage.data_dir.display());
-    let _ = writeln!(out, "    audit:  {}", config.audit.dir.display());
-    let _ = match config.kek() {
-        Ok(KekSource::File(path)) => writeln!(
-            out,
-            "    KEK:    {} (a key file beside the data: dev only)",
-            path.display()
-        ),
-        Ok(KekSource::Pkcs11 {
-            token_label,
-            key_label,
-            ..
-        }) => writeln!(
-            out,
-            "    KEK:    key {key_label:?} in SoftHSM2 token {token_label:?} ({})",
-            devkek::softhsm_conf(dir).display()
-        ),
-        Ok(KekSource::Shamir(_)) => writeln!(
-            out,
-            "    KEK:    split among custodian-1..3 (any two unseal; shares in {})",
-            dir.join("custodians").display()
-        ),
-        Err(e) => writeln!(out, "    KEK:    {e}"),
-    };
-    let _ = writeln!(out, "    PKI:    {}", dir.join("pki").display());
-    let _ = writeln!(out, "    principals (client certificate → tenant: roles):");
-    for (name, p) in &config.principals {
-        let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
-        let _ = writeln!(out, "      {name} → {}: {}", p.tenant, roles.join(", "));
-    }
-    out
-}
-
-/// Copy-paste curl commands for a dev setup in `dir` listening on `api`.
-pub fn curl_commands(dir: &Path, api: SocketAddr) -> String {
-    let pki = dir.join("pki");
-    let host = if api.ip().is_loopback() || api.ip().is_unspecified() {
-        "localhost".to_string()
-    } else {
-        api.ip().to_string()
-    };
-    let base = format!("https://{host}:{}", api.port());
-    let client = |name: &str| {
-        format!(
-            "curl -sS --cacert {ca} --cert {cert} --key {key} -H 'content-type: application/json'",
-            ca = pki.join("ca.pem").display(),
-            cert = pki.join(format!("{name}.pem")).display(),
-            key = pki.join(format!("{name}-key.pem")).display(),
-        )
-    };
-    let mut out = String::new();
-    let _ = writeln!(out, "# tokenize (as cart):");
-    let _ = writeln!(
-        out,
-        "{} -d '{{\"pan\":\"4111111111111111\"}}' {base}/v1/tokenize",
-        client("cart")
-    );
-    let _ = writeln!(out, "# tokenize, then detokenize the token (as payments):");
-    let _ = writeln!(
-        out,
-        "TOKEN=$({} -d '{{\"pan\":\"4111111111111111\"}}' {base}/v1/tokenize | sed -E 's/.*\"token\":\"([0-9]+)\".*/\\1/') && {} -d \"{{\\\"token\\\":\\\"$TOKEN\\\"}}\" {base}/v1/detokenize",
-        client("payments"),
-        client("payments"),
-    );
-    out
-}
-
 /// Runs the server until SIGTERM or SIGINT, then drains and closes.
 pub async fn run(args: ServeArgs) -> CliResult {
     // clap requires exactly one of --config and --dev.
@@ -168,7 +57,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
         (None, dir) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(DEV_DIR));
             let dir = std::path::absolute(&dir).unwrap_or(dir);
-            (prepare_dev(&dir, args.kek)?, Some(dir))
+            (dev::prepare_dev(&dir, args.kek)?, Some(dir))
         }
     };
     let mut config = Config::load(&config_path)?;
@@ -196,7 +85,7 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if let Some(dir) = dev_dir {
         say!("\n{}", dev_banner(&dir, &config));
         if service.is_sealed() {
-            say!("{}", devkek::unseal_commands(&dir, service.api_addr));
+            say!("{}", unseal_commands(&dir, service.api_addr));
         }
         say!("{}", curl_commands(&dir, service.api_addr));
     }
@@ -282,4 +171,96 @@ async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// What `serve --dev` says about itself: not for production, where its
+/// data, trail and KEK live, and who may do what.
+fn dev_banner(dir: &Path, config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "==> DEV MODE — not for production (cardvault {})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(out, "    data:   {}", config.storage.data_dir.display());
+    let _ = writeln!(out, "    audit:  {}", config.audit.dir.display());
+    let _ = match config.kek() {
+        Ok(KekSource::File(path)) => writeln!(
+            out,
+            "    KEK:    {} (a key file beside the data: dev only)",
+            path.display()
+        ),
+        Ok(KekSource::Pkcs11 {
+            token_label,
+            key_label,
+            ..
+        }) => writeln!(
+            out,
+            "    KEK:    key {key_label:?} in SoftHSM2 token {token_label:?} ({})",
+            dev::softhsm_conf(dir).display()
+        ),
+        Ok(KekSource::Shamir(_)) => writeln!(
+            out,
+            "    KEK:    split among custodian-1..3 (any two unseal; shares in {})",
+            dir.join("custodians").display()
+        ),
+        Err(e) => writeln!(out, "    KEK:    {e}"),
+    };
+    let _ = writeln!(out, "    PKI:    {}", dir.join("pki").display());
+    let _ = writeln!(out, "    principals (client certificate → tenant: roles):");
+    for (name, p) in &config.principals {
+        let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
+        let _ = writeln!(out, "      {name} → {}: {}", p.tenant, roles.join(", "));
+    }
+    out
+}
+
+/// Copy-paste curl commands for a dev setup in `dir` listening on `api`.
+fn curl_commands(dir: &Path, api: SocketAddr) -> String {
+    let pki = dir.join("pki");
+    let host = if api.ip().is_loopback() || api.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        api.ip().to_string()
+    };
+    let base = format!("https://{host}:{}", api.port());
+    let client = |name: &str| {
+        format!(
+            "curl -sS --cacert {ca} --cert {cert} --key {key} -H 'content-type: application/json'",
+            ca = pki.join("ca.pem").display(),
+            cert = pki.join(format!("{name}.pem")).display(),
+            key = pki.join(format!("{name}-key.pem")).display(),
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "# tokenize (as cart):");
+    let _ = writeln!(
+        out,
+        "{} -d '{{\"pan\":\"4111111111111111\"}}' {base}/v1/tokenize",
+        client("cart")
+    );
+    let _ = writeln!(out, "# tokenize, then detokenize the token (as payments):");
+    let _ = writeln!(
+        out,
+        "TOKEN=$({} -d '{{\"pan\":\"4111111111111111\"}}' {base}/v1/tokenize | sed -E 's/.*\"token\":\"([0-9]+)\".*/\\1/') && {} -d \"{{\\\"token\\\":\\\"$TOKEN\\\"}}\" {base}/v1/detokenize",
+        client("payments"),
+        client("payments"),
+    );
+    out
+}
+
+/// The exact commands that unseal the dev vault in `dir` listening on `api`.
+fn unseal_commands(dir: &Path, api: std::net::SocketAddr) -> String {
+    let mut out = String::from("# the vault is SEALED; any two custodians unseal it:\n");
+    for name in &dev::DEV_CUSTODIANS[..dev::DEV_THRESHOLD as usize] {
+        let _ = writeln!(
+            out,
+            "cardvault unseal --dev {} --target https://{api} --share {}",
+            dir.display(),
+            dir.join("custodians")
+                .join(format!("{name}.share"))
+                .display()
+        );
+    }
+    out
 }

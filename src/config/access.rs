@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::guard::GuardOverrides;
+use super::oracle_guard::GuardOverrides;
 use crate::domain::{TenantId, TokenProfile};
 use crate::vault::TokenMode;
 

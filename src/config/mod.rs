@@ -4,8 +4,7 @@
 //! against the config file's directory. Validation errors name the field.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -18,17 +17,21 @@ use crate::vault::TokenMode;
 mod access;
 mod alerts;
 pub mod dev;
-mod guard;
 mod kek;
 mod limits;
+mod listeners;
+mod oracle_guard;
 mod proxy;
+mod storage;
 
 pub use access::{AdminScope, HoursUtc, PrincipalConfig, Role, TenantConfig};
 pub use alerts::{AlertsConfig, BurstRule};
-pub use guard::{GuardOverrides, GuardThresholds, OracleGuardConfig};
 pub use kek::{KekConfig, KekSource};
 pub use limits::{LimitsConfig, RateLimit};
+pub use listeners::{ApiConfig, OpsConfig};
+pub use oracle_guard::{GuardOverrides, GuardThresholds, OracleGuardConfig};
 pub use proxy::{ProxyConfig, ProxyRoute};
+pub use storage::{DatabaseUrl, StorageBackend, StorageConfig};
 
 /// A configuration problem, naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -306,184 +309,6 @@ impl AuditConfig {
         settings.node = self.node_id.clone();
         settings
     }
-}
-
-/// The API listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Address to listen on.
-    #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
-    /// Server certificate chain, PEM.
-    pub cert: PathBuf,
-    /// Server private key, PEM (must not be readable by group/others).
-    pub key: PathBuf,
-    /// CA bundle that client certificates must chain to, PEM.
-    pub client_ca: PathBuf,
-    /// Certificate revocation lists, PEM.
-    #[serde(default)]
-    pub crls: Vec<PathBuf>,
-    /// Also accept TLS 1.2 (TLS 1.3 only by default).
-    #[serde(default)]
-    pub allow_tls12: bool,
-}
-
-/// The ops listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpsConfig {
-    /// Address to listen on (keep it on loopback or a management network).
-    #[serde(default = "default_ops_listen")]
-    pub listen: SocketAddr,
-    /// Concurrent connections on the ops listener (its own cap: a flood of
-    /// scrapers or idle sockets cannot take the API's slots or file
-    /// descriptors).
-    #[serde(default = "default_ops_max_connections")]
-    pub max_connections: std::num::NonZeroUsize,
-    /// On SIGTERM, how long `/readyz` answers 503 while the API keeps
-    /// serving, before the listeners close (`drain_delay_ms`; 0 closes at
-    /// once). Give load balancers their health-check interval or more.
-    #[serde(default, rename = "drain_delay_ms", with = "millis")]
-    pub drain_delay: std::time::Duration,
-}
-
-/// A duration written as whole milliseconds.
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-fn default_ops_max_connections() -> std::num::NonZeroUsize {
-    std::num::NonZeroUsize::new(32).unwrap_or(std::num::NonZeroUsize::MIN)
-}
-
-impl Default for OpsConfig {
-    fn default() -> OpsConfig {
-        OpsConfig {
-            listen: default_ops_listen(),
-            max_connections: default_ops_max_connections(),
-            drain_delay: std::time::Duration::ZERO,
-        }
-    }
-}
-
-/// Storage.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// `rocksdb` (embedded, the default) or `postgres` (shared by several
-    /// stateless nodes).
-    #[serde(default)]
-    pub backend: StorageBackend,
-    /// PostgreSQL: libpq-style URL or `key=value` string (multi-host with
-    /// `target_session_attrs=read-write` follows a failover). May hold the
-    /// password: never printed (`<redacted>` when the config is shown).
-    #[serde(default)]
-    pub url: Option<DatabaseUrl>,
-    /// PostgreSQL: connections per node.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: NonZeroUsize,
-    /// PostgreSQL: CA bundle for TLS to the database (rustls; the server's
-    /// certificate and name are always verified). Required unless the URL
-    /// says `sslmode=disable`.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// RocksDB directory; with PostgreSQL, the node's own state (its lock,
-    /// the custodian set file).
-    pub data_dir: PathBuf,
-    /// KEK file (32 bytes, mode 0600) for the file provider.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Refuse writes (503) while the data directory's filesystem has less
-    /// free space than this, so RocksDB never meets a full disk.
-    #[serde(default = "default_min_free_bytes")]
-    pub min_free_bytes: u64,
-    /// RocksDB block cache, shared by all column families: index and filter
-    /// partitions (about 6 bytes per stored token) and hot data blocks.
-    #[serde(default = "default_block_cache_bytes")]
-    pub block_cache_bytes: NonZeroUsize,
-    /// RocksDB memtable size of each of the tokens and fingerprints column
-    /// families (docs/BENCHMARKS.md, "Seventh sitting").
-    #[serde(default = "default_write_buffer_bytes")]
-    pub write_buffer_bytes: NonZeroUsize,
-}
-
-/// Which store a node uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageBackend {
-    /// Embedded RocksDB in `storage.data_dir`.
-    #[default]
-    Rocksdb,
-    /// PostgreSQL at `storage.url`.
-    Postgres,
-}
-
-/// A database URL: read from the config or `CARDVAULT_STORAGE__URL`,
-/// wiped on drop, printed and serialized as `<redacted>`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct DatabaseUrl(pub secrecy::SecretString);
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DatabaseUrl(<redacted>)")
-    }
-}
-
-impl Serialize for DatabaseUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
-
-fn default_pool_size() -> NonZeroUsize {
-    NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN)
-}
-
-impl StorageConfig {
-    /// The PostgreSQL settings (`backend = "postgres"`).
-    pub fn postgres(&self) -> Result<crate::store::postgres::PgSettings, ConfigError> {
-        let url = self.url.clone().ok_or_else(|| {
-            ConfigError::new("storage.url", "required with backend = \"postgres\"")
-        })?;
-        Ok(crate::store::postgres::PgSettings {
-            url: url.0,
-            pool_size: self.pool_size.get(),
-            ca_file: self.ca_file.clone(),
-        })
-    }
-}
-
-fn default_min_free_bytes() -> u64 {
-    crate::store::rocksdb::StoreOptions::default().min_free_bytes
-}
-
-fn default_block_cache_bytes() -> NonZeroUsize {
-    NonZeroUsize::new(crate::store::rocksdb::StoreOptions::default().block_cache_bytes)
-        .unwrap_or(NonZeroUsize::MIN)
-}
-
-fn default_write_buffer_bytes() -> NonZeroUsize {
-    NonZeroUsize::new(crate::store::rocksdb::StoreOptions::default().write_buffer_bytes)
-        .unwrap_or(NonZeroUsize::MIN)
-}
-
-fn default_api_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8443))
-}
-
-fn default_ops_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 
 impl Config {

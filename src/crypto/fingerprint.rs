@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Guarded;
-use super::keys::{KeyError, SecretKey};
+use super::hierarchy::{KeyError, SecretKey};
 use crate::domain::Pan;
 
 /// Length of a fingerprint in bytes.

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::kek::AesKek;
-use super::keys::{KEY_LEN, KeyError, KeyLabel, KeyProvider, SecretKey};
+use super::hierarchy::{KEY_LEN, KeyError, KeyLabel, KeyProvider, SecretKey};
+use super::wrap::AesKek;
 use crate::random;
 
 /// Why a key file could not be used. Never carries key bytes.
@@ -185,7 +185,7 @@ impl KeyProvider for KeyFileProvider {
 mod tests {
     use super::*;
     use crate::crypto::KeyPurpose;
-    use crate::crypto::kek::WRAPPED_KEY_LEN;
+    use crate::crypto::wrap::WRAPPED_KEY_LEN;
     use crate::domain::TenantId;
 
     fn label(tenant: &str, version: u32) -> KeyLabel {

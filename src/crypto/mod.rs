@@ -4,24 +4,24 @@
 //! PAN fingerprints. No I/O except the key providers' own (reading the key
 //! file, talking to the HSM).
 
-pub mod fingerprint;
-pub mod guarded;
-pub mod kek;
-pub mod keyfile;
-pub mod keys;
+pub(crate) mod fingerprint;
+pub(crate) mod guarded;
+pub(crate) mod hierarchy;
+pub(crate) mod keyfile;
 #[cfg(feature = "vault")]
-pub mod pkcs11;
+pub(crate) mod pkcs11;
 pub mod record;
-pub mod shares;
-pub mod transient;
+pub(crate) mod shares;
+pub(crate) mod transient;
+pub(crate) mod wrap;
 
 pub use fingerprint::{Fingerprint, Fingerprinter};
 pub use guarded::Guarded;
-pub use kek::AesKek;
+pub use hierarchy::{DataKey, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 pub use keyfile::{KeyFileError, KeyFileProvider};
-pub use keys::{DataKey, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 pub use record::{RecordError, RecordView};
 pub use transient::TransientKey;
+pub use wrap::AesKek;
 
 /// Appends `bytes` to `out` behind a 4-byte big-endian length, so that
 /// concatenated fields can never be re-split differently (`ab‖c` ≠ `a‖bc`).

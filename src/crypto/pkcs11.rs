@@ -26,8 +26,8 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use super::kek::{NONCE_LEN, WRAP_FORMAT_PKCS11, WRAPPED_KEY_LEN, check_layout, label_name};
-use super::keys::{KEY_LEN, KeyError, KeyLabel, KeyProvider, SecretKey};
+use super::hierarchy::{KEY_LEN, KeyError, KeyLabel, KeyProvider, SecretKey};
+use super::wrap::{NONCE_LEN, WRAP_FORMAT_PKCS11, WRAPPED_KEY_LEN, check_layout, label_name};
 use crate::random;
 
 /// Where the KEK lives in a PKCS#11 token (the `[kek]` section).
@@ -343,11 +343,6 @@ impl Pkcs11Provider {
         Ok(())
     }
 
-    /// The KEK object's attributes as the token reports them.
-    pub fn key_facts(&self) -> Result<KeyFacts, KeyError> {
-        self.with_session(|open| key_facts(&open.session, open.key).map_err(Retry::Fatal))
-    }
-
     fn reopen(&self) -> Result<Open, Pkcs11Error> {
         let session = login(&self.pkcs11, self.slot, &self.pin, &self.settings.pin_file)?;
         let key = find_key(&session, &self.settings.key_label)?
@@ -377,7 +372,6 @@ impl Pkcs11Provider {
             match op(open) {
                 Ok(value) => return Ok(value),
                 Err(Retry::Final(e)) => return Err(e),
-                Err(Retry::Fatal(e)) => return Err(KeyError::Unavailable(e.to_string())),
                 Err(Retry::Again(why)) => {
                     tracing::warn!(error = %why, "PKCS#11 operation failed; retrying on a fresh session");
                     last = why;
@@ -395,8 +389,6 @@ enum Retry {
     Again(String),
     /// The answer stands (a wrapped key that does not decrypt).
     Final(KeyError),
-    /// Not worth retrying, and the device is to blame.
-    Fatal(Pkcs11Error),
 }
 
 fn classify(e: CkError, final_error: impl FnOnce() -> KeyError) -> Retry {

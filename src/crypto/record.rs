@@ -9,7 +9,7 @@ use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Nonce, Tag};
 use zeroize::Zeroizing;
 
-use super::keys::DataKey;
+use super::hierarchy::DataKey;
 use super::push_length_prefixed;
 use crate::domain::{MAX_DIGITS, MIN_DIGITS, Pan, TenantId, Token};
 use crate::random::{self, RandomError};

@@ -11,7 +11,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use zeroize::Zeroizing;
 
 use super::guarded::Guarded;
-use super::keys::{KeyError, SecretKey};
+use super::hierarchy::{KeyError, SecretKey};
 use crate::random;
 
 /// Bytes of the random nonce in front of each sealed value.

@@ -2,12 +2,12 @@
 //! Luhn check. Every type here is built only by parsing outside input, and no
 //! error ever carries the input it rejected. No I/O.
 
-pub mod brand;
-pub mod expiry;
+pub(crate) mod brand;
+pub(crate) mod expiry;
 pub mod luhn;
-pub mod pan;
-pub mod tenant;
-pub mod token;
+pub(crate) mod pan;
+pub(crate) mod tenant;
+pub(crate) mod token;
 
 pub use brand::Brand;
 pub use expiry::{Expiry, ExpiryError};

@@ -3,5 +3,5 @@
 //! ([`names`]). Pure, so the fuzz targets reach them; the server reads the
 //! bytes and calls these.
 
-pub mod body;
+pub(crate) mod body;
 pub mod names;

@@ -364,7 +364,8 @@ pub fn safe_cut(buf: &[u8]) -> usize {
         .map_or(buf.len(), |p| p + 1)
 }
 
-/// Every finding in `buf`, for tests and the fuzz target.
+/// Every finding in `buf`, for tests.
+#[cfg(test)]
 pub fn find_all(buf: &[u8]) -> Vec<Finding> {
     let mut out = Vec::new();
     find(buf, |f| out.push(f));

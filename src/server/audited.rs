@@ -1,17 +1,72 @@
-//! The one way a request is audited. A handler opens an [`Audited`] scope
-//! when it starts (who, from where, which tenant, which request), fills in
-//! what it learns (tokens, counts, detail), calls [`Audited::reveal`] before
-//! a PAN leaves (the event must be on disk first; if it cannot be written,
-//! nothing is revealed: 503), and ends with [`Audited::close`], which
-//! records the outcome — success as is, a 403 as `access_denied` naming what
-//! was attempted, any other error with its code — unless the reveal already
-//! wrote the event.
+//! The one way a request is handled and audited. Every handler takes a
+//! [`Call`] (the shared state, the caller and the request id, extracted
+//! once) and runs its body through [`Call::audited`], which opens the
+//! request's [`Audited`] scope (who, from where, which tenant, which
+//! request), lets the body fill in what it learns (tokens, counts, detail)
+//! and call [`Audited::reveal`] before a PAN leaves (the event must be on
+//! disk first; if it cannot be written, nothing is revealed: 503), and
+//! closes it with the body's result — success as is, a 403 as
+//! `access_denied` naming what was attempted, any other error with its
+//! code — unless the reveal already wrote the event.
 
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::response::Response;
 
 use super::error::ApiError;
 use super::identity::Caller;
+use super::observe::RequestId;
+use super::state::AppState;
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
+
+/// What every handler starts from: the shared state, the caller (set by
+/// the listener from the verified certificate) and the request id.
+pub struct Call {
+    /// The handlers' shared state.
+    pub state: Arc<AppState>,
+    /// Who is calling, with the principals table in force.
+    pub caller: Caller,
+    /// This request's id (the `x-request-id` header).
+    pub request_id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Call, ApiError> {
+        // The listener puts both on every request before routing; a
+        // request without them never came through it.
+        let caller = parts.extensions.get::<Caller>().cloned();
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        match (caller, request_id) {
+            (Some(caller), Some(request_id)) => Ok(Call {
+                state: Arc::clone(state),
+                caller,
+                request_id,
+            }),
+            _ => Err(ApiError::Internal),
+        }
+    }
+}
+
+impl Call {
+    /// Runs `body` inside this request's audit scope of `kind` and closes
+    /// the scope with its result.
+    pub async fn audited(
+        &self,
+        kind: EventKind,
+        body: impl AsyncFnOnce(&mut Audited<'_>) -> Result<Response, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let mut audited = Audited::open(&self.state.audit, kind, &self.caller, &self.request_id);
+        let result = body(&mut audited).await;
+        audited.close(result)
+    }
+}
 
 /// The audit event of one request, from open to close.
 pub struct Audited<'a> {

@@ -1,52 +1,50 @@
-//! The mTLS service: the API listener ([`listener`]: rustls, client
-//! certificate required, own accept loop with a handshake timeout and a
-//! connection cap, HTTP/1.1 and HTTP/2 via hyper, graceful drain on
-//! shutdown) and the plain-HTTP ops listener ([`ops`]). Thin: all card logic
-//! is in [`crate::vault`]. Each concern has its file: requests
-//! ([`request`]), responses ([`response`]), auditing ([`audited`]), the card
-//! routes ([`api`]), admin routes ([`admin`]), key custody ([`custody`]:
-//! the KEK provider, sealed state, shares) and its routes ([`seal`]), identity, errors, alert
-//! rules, rate limits, TLS and metrics; [`running`] binds and starts the
-//! listeners over the route table ([`routes`]); [`service`] wires the whole
-//! vault.
+//! The wire: the mTLS API listener and the plain-HTTP ops listener, and
+//! the routes behind them. Thin: card logic is in [`crate::vault`], work
+//! that outlives a request in [`crate::runtime`].
+//!
+//! - Transport: the accept loop both listeners share (`accept`), the API
+//!   listener (`listener`: TLS handshake, identity, connection quota,
+//!   hyper's HTTP/1.1 and HTTP/2), one connection's life (`connection`:
+//!   header and idle timeouts), early answers on HTTP/1 (`linger`), TLS
+//!   settings (`tls`), SIGHUP reload (`reload`), connection quotas
+//!   (`conn_quota`), the body budget (`budget`), the per-request
+//!   middleware (`observe`), the ops listener (`ops`), the Prometheus
+//!   recorder (`metrics`), alert rules (`monitor`), rate limits
+//!   (`ratelimit`), binding and starting (`running`) and the whole vault
+//!   as `serve` runs it (`service`).
+//! - Handling: identity (`identity`), what handlers share (`state`), the
+//!   one audited-handler helper (`audited`: [`Call`]), errors (`error`),
+//!   reading requests (`request`) and writing responses (`response`).
+//! - `routes`: the route table and one file per route family.
+//!
 //! Request bodies and certificate names are parsed in [`crate::peer`].
 
-pub mod accept;
-pub mod admin;
-pub mod api;
-pub mod approvals;
-pub mod audited;
-pub mod budget;
-pub mod connection;
-pub mod cryptoperiod;
-pub mod custody;
-pub mod error;
-pub mod identity;
-pub mod keys;
-pub mod linger;
-pub mod listener;
-pub mod metrics;
-pub mod monitor;
-pub mod observe;
-pub mod ops;
-pub mod oracle_guard;
-pub mod portable;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod request;
-pub mod reseal;
-pub mod response;
-pub mod routes;
-pub mod running;
-pub mod seal;
-pub mod service;
-pub mod shares;
-pub mod state;
-pub mod tenants;
-pub mod tls;
-pub mod upstream;
+mod accept;
+mod audited;
+mod budget;
+mod conn_quota;
+mod connection;
+mod error;
+mod identity;
+mod linger;
+mod listener;
+mod metrics;
+mod monitor;
+mod observe;
+mod ops;
+mod ratelimit;
+mod reload;
+mod request;
+mod response;
+mod routes;
+mod running;
+mod service;
+mod state;
+mod tls;
 
+pub use audited::Call;
+pub use error::ApiError;
 pub use listener::DRAIN_TIMEOUT;
 pub use running::{Running, ServerError, start};
 pub use service::Service;
+pub use tls::{TlsError, server_config};

@@ -23,8 +23,8 @@ use tokio::sync::watch;
 
 use super::accept;
 use super::connection::{self, Activity};
-use super::custody::{Custody, SealStatus};
 use crate::config::LimitsConfig;
+use crate::runtime::custody::{Custody, SealStatus};
 
 /// What `/healthz` and `/readyz` answer: `{"state": "serving" |
 /// "draining", "sealed", "shares_received", "threshold", "version"}`.

@@ -12,16 +12,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::budget::BodyBudget;
-use super::custody::Custody;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
-use super::oracle_guard::OracleGuard;
 use super::reload::Reloadable;
-use super::reseal::Reseals;
 use super::state::AppState;
 use super::{linger, metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::runtime::custody::Custody;
+use crate::runtime::oracle_guard::OracleGuard;
+use crate::runtime::reencrypt::Reseals;
+use crate::runtime::sweeps;
 use crate::vault::Vault;
 use crate::vault::cvc::CvcHold;
 
@@ -60,6 +61,9 @@ pub struct Running {
     ready: Arc<AtomicBool>,
     api: JoinHandle<()>,
     ops: JoinHandle<()>,
+    /// The background sweeps: they hold the vault, so shutdown waits for
+    /// them before the vault is closed.
+    jobs: Vec<JoinHandle<()>>,
     reloadable: Arc<Reloadable>,
 }
 
@@ -83,6 +87,9 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = self.api.await;
         let _ = self.ops.await;
+        for job in self.jobs {
+            let _ = job.await;
+        }
     }
 }
 
@@ -110,28 +117,34 @@ pub async fn start(
             .iter()
             .map(|(name, t)| (name.clone(), t.oracle_guard)),
     ));
-    tokio::spawn(sweep_guard(Arc::clone(&guard), shutdown_rx.clone()));
+    let mut jobs = vec![tokio::spawn(sweeps::oracle_guard(
+        Arc::clone(&guard),
+        shutdown_rx.clone(),
+    ))];
     for principal in config.lookup_via_compat() {
         tracing::warn!(
             principal,
             "deprecated: this principal may call /v1/lookup only through its tokenize or read role; grant it the lookup role (or set [compat] lookup_via_tokenize_or_read = false to refuse)"
         );
     }
-    tokio::spawn(sweep_cvcs(Arc::clone(&cvcs), shutdown_rx.clone()));
-    tokio::spawn(sweep_expired_tokens(
+    jobs.push(tokio::spawn(sweeps::cvcs(
+        Arc::clone(&cvcs),
+        shutdown_rx.clone(),
+    )));
+    jobs.push(tokio::spawn(sweeps::expired_tokens(
         Arc::clone(&vault),
         audit.clone(),
         shutdown_rx.clone(),
-    ));
+    )));
     let state = Arc::new(AppState {
         vault,
         custody: Arc::clone(&custody),
         reseals,
-        approvals: super::approvals::Approvals::new(std::time::Duration::from_secs(
+        approvals: crate::runtime::approvals::Approvals::new(std::time::Duration::from_secs(
             config.keys.approval_ttl_s.get(),
         )),
-        proxy: super::upstream::build_routes(&config.proxy).map_err(ServerError::Proxy)?,
-        exports: super::approvals::GrantedExports::new(std::time::Duration::from_secs(
+        proxy: crate::runtime::upstream::build_routes(&config.proxy).map_err(ServerError::Proxy)?,
+        exports: crate::runtime::approvals::GrantedExports::new(std::time::Duration::from_secs(
             config.keys.approval_ttl_s.get(),
         )),
         keys: config.keys,
@@ -173,76 +186,9 @@ pub async fn start(
         ready,
         api,
         ops,
+        jobs,
         reloadable,
     })
-}
-
-/// Removes expired security codes every second, so a code is gone at its
-/// time to live even if nobody asks for it.
-async fn sweep_cvcs(cvcs: Arc<CvcHold>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => { cvcs.sweep(); }
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-    }
-}
-
-/// Forgets the oracle guard's expired cards every 10 s and publishes its
-/// size (`cardvault_oracle_guard_groups`, `…_cards`).
-async fn sweep_guard(guard: Arc<OracleGuard>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let stats = guard.sweep();
-                ::metrics::gauge!("cardvault_oracle_guard_groups").set(stats.groups as f64);
-                ::metrics::gauge!("cardvault_oracle_guard_cards").set(stats.cards as f64);
-            }
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-    }
-}
-
-/// Tokens deleted per sweep commit.
-const EXPIRY_SWEEP_BATCH: usize = 1000;
-
-/// Deletes expired tokens every second (at once again while a whole batch
-/// was due), so an expiring token's record is gone soon after its time,
-/// not only hidden. Each commit that deleted some is audited
-/// (`tokens_expired` with the count) and counted.
-async fn sweep_expired_tokens(
-    vault: Arc<crate::vault::Vault>,
-    audit: crate::audit::AuditLog,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        loop {
-            match vault.sweep_expired(EXPIRY_SWEEP_BATCH).await {
-                Ok(0) => break,
-                Ok(deleted) => {
-                    ::metrics::counter!("cardvault_tokens_expired_total").increment(deleted as u64);
-                    let mut event =
-                        crate::audit::Event::new(crate::audit::EventKind::TokensExpired);
-                    event.count = Some(deleted as u64);
-                    audit.record(event);
-                    if deleted < EXPIRY_SWEEP_BATCH {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the expired-token sweep failed; retrying in a second");
-                    break;
-                }
-            }
-        }
-    }
 }
 
 /// Binds `addr`; returns the listener and the address it really got (the

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::custody::{Custody, Kek, open_kek};
-use super::reseal::Reseals;
 use super::running::{Running, start};
 use crate::audit::{AuditLog, Event, EventKind};
 use crate::config::{Config, KekSource};
 use crate::dirlock::DirLock;
+use crate::runtime::custody::{Custody, Kek, open_kek};
+use crate::runtime::reencrypt::Reseals;
 use crate::vault::{Vault, VaultOptions};
 
 /// The whole vault as `serve` runs it: KEK provider, audit trail, vault
@@ -150,7 +150,7 @@ impl Service {
         )
         .await?;
         let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);
-        let watcher = super::cryptoperiod::spawn(
+        let watcher = crate::runtime::cryptoperiod::spawn(
             Arc::clone(&vault),
             Arc::clone(&reseals),
             audit.clone(),

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 
 use super::budget::BodyBudget;
-use super::custody::Custody;
 use super::error::ApiError;
 use super::identity::Caller;
 use super::monitor::Monitor;
 use super::ratelimit::RateLimits;
 use super::reload::Reloadable;
-use super::reseal::Reseals;
 use crate::audit::{AuditLog, Event};
 use crate::config::LimitsConfig;
 use crate::domain::{Pan, TenantId};
+use crate::runtime::custody::Custody;
+use crate::runtime::reencrypt::Reseals;
 use crate::vault::Vault;
 use crate::vault::cvc::CvcHold;
 
@@ -26,11 +26,11 @@ pub struct AppState {
     /// Re-encryption jobs.
     pub reseals: Arc<Reseals>,
     /// Destructive requests waiting for a second admin.
-    pub approvals: super::approvals::Approvals,
+    pub approvals: crate::runtime::approvals::Approvals,
     /// The reveal proxy's routes.
-    pub proxy: std::collections::HashMap<String, super::upstream::ProxyUpstream>,
+    pub proxy: std::collections::HashMap<String, crate::runtime::upstream::ProxyUpstream>,
     /// Exports a second admin approved, until the admin who asked fetches them.
-    pub exports: super::approvals::GrantedExports,
+    pub exports: crate::runtime::approvals::GrantedExports,
     /// Key lifecycle settings.
     pub keys: crate::config::KeysConfig,
     /// Body and batch limits.
@@ -50,7 +50,7 @@ pub struct AppState {
     /// Longest time a security code may be held.
     pub cvc_max_ttl: std::time::Duration,
     /// Distinct cards per token group, per principal and tenant.
-    pub guard: Arc<super::oracle_guard::OracleGuard>,
+    pub guard: Arc<crate::runtime::oracle_guard::OracleGuard>,
     /// `[compat] lookup_via_tokenize_or_read`.
     pub lookup_compat: bool,
 }

@@ -18,105 +18,24 @@
 //! A node on PostgreSQL opens no RocksDB. The URL's password never reaches a
 //! log, an error or [`Store::describe`].
 
+mod connect;
+mod counters;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::str::FromStr as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use secrecy::{ExposeSecret as _, SecretString};
+use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
-use zeroize::Zeroizing;
 
 use super::codec::{self, KeyRecord, KeysEntry, TokenEntry};
 use super::{Checkpoint, Insert, InsertOutcome, Reseal, Store, StoreError, StoredKeys};
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
+pub use connect::PgSettings;
+use counters::Baselines;
 pub use schema::SCHEMA_VERSION;
 use schema::pg;
-
-/// Where and how to reach the database.
-pub struct PgSettings {
-    /// libpq-style URL or key=value string (multi-host with
-    /// `target_session_attrs=read-write` follows a failover). Secret: it may
-    /// hold the password.
-    pub url: SecretString,
-    /// Connections per node.
-    pub pool_size: usize,
-    /// CA bundle for TLS to the database; required unless the URL says
-    /// `sslmode=disable`.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// Counter increments to add in one statement, and this node's new
-/// baselines once they are committed.
-pub(crate) struct Increments {
-    keys: Vec<Vec<u8>>,
-    tenants: Vec<String>,
-    deltas: Vec<i64>,
-    next: Vec<(Vec<u8>, u64)>,
-}
-
-impl Increments {
-    /// Adds them in `tx` (nothing to do when empty).
-    async fn add(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-        if !self.keys.is_empty() {
-            let statement = tx.prepare_cached(ADD_COUNTERS).await.map_err(pg)?;
-            tx.execute(&statement, &[&self.keys, &self.tenants, &self.deltas])
-                .await
-                .map_err(pg)?;
-        }
-        Ok(())
-    }
-}
-
-/// Per-node increments of the encryption counters: what this node has
-/// written of each (the database holds the sum over nodes).
-#[derive(Default)]
-pub(crate) struct Baselines(Mutex<HashMap<Vec<u8>, u64>>);
-
-impl Baselines {
-    /// Turns absolute counts (this node's view) into increments; applied
-    /// with [`Baselines::commit`] once the write is durable.
-    pub(crate) fn deltas(&self, counters: &[(KeyLabel, u64)]) -> Increments {
-        let seen = self.0.lock().map(|m| m.clone()).unwrap_or_default();
-        // Sorted by key: concurrent transactions lock counter rows in one order.
-        let mut highest: std::collections::BTreeMap<Vec<u8>, (String, u64)> = Default::default();
-        for (label, value) in counters {
-            let key = codec::counter_key(label);
-            let slot = highest.entry(key).or_insert((label.tenant.to_string(), 0));
-            slot.1 = slot.1.max(*value);
-        }
-        let (mut keys, mut tenants, mut deltas, mut next) = (vec![], vec![], vec![], vec![]);
-        for (key, (tenant, value)) in highest {
-            let base = seen.get(&key).copied().unwrap_or(0);
-            if value > base {
-                keys.push(key.clone());
-                tenants.push(tenant);
-                deltas.push((value - base) as i64);
-                next.push((key, value));
-            }
-        }
-        Increments {
-            keys,
-            tenants,
-            deltas,
-            next,
-        }
-    }
-
-    pub(crate) fn commit(&self, next: Vec<(Vec<u8>, u64)>) {
-        if let Ok(mut m) = self.0.lock() {
-            for (key, value) in next {
-                let slot = m.entry(key).or_insert(0);
-                *slot = (*slot).max(value);
-            }
-        }
-    }
-}
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -124,132 +43,6 @@ pub struct PgStore {
     describe: String,
     inserts: mpsc::Sender<writer::Job>,
     baselines: Arc<Baselines>,
-}
-
-/// The session setting that plans every execution of a prepared statement
-/// for its parameters, as an unprepared statement is.
-const CUSTOM_PLANS: &str = "-c plan_cache_mode=force_custom_plan";
-
-/// The counters upsert: an increment per node.
-const ADD_COUNTERS: &str = "INSERT INTO cardvault_counters (key, tenant, value) \
-     SELECT * FROM unnest($1::bytea[], $2::text[], $3::int8[]) \
-     ON CONFLICT (key) DO UPDATE SET value = cardvault_counters.value + EXCLUDED.value";
-
-impl PgStore {
-    /// Connects (the pool opens connections on demand; one is opened now to
-    /// check the URL and apply migrations) and starts the insert writer.
-    pub async fn connect(settings: &PgSettings) -> Result<PgStore, StoreError> {
-        // tokio-postgres knows disable/prefer/require; rustls always
-        // verifies, so verify-full and verify-ca mean require here.
-        let url = Zeroizing::new(
-            settings
-                .url
-                .expose_secret()
-                .replace("sslmode=verify-full", "sslmode=require")
-                .replace("sslmode=verify-ca", "sslmode=require"),
-        );
-        let mut config = tokio_postgres::Config::from_str(&url).map_err(|_| {
-            StoreError::Backend("storage.url is not a PostgreSQL connection string".into())
-        })?;
-        // Statements are prepared once per connection (`prepare_cached`);
-        // the server still plans each execution for the table as it is.
-        // PostgreSQL's default may switch a statement to a generic plan
-        // after five executions, made from the statistics of that moment:
-        // on a table analyzed while small that plan scans the whole tenant
-        // and is kept as the table grows (auto_explain showed it; tokenize
-        // fell 3-5x in benches/postgres.sh). Per-execution planning gives
-        // back about half of what preparing gains on reads; plans that
-        // follow the table are worth it (docs/BENCHMARKS.md, ninth sitting).
-        let options = match config.get_options() {
-            Some(given) => format!("{given} {CUSTOM_PLANS}"),
-            None => CUSTOM_PLANS.to_owned(),
-        };
-        config.options(&options);
-        let describe = describe(&config);
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match (&settings.ca_file, config.get_ssl_mode()) {
-            (Some(ca), _) => Manager::from_config(config, tls(ca)?, manager_config),
-            (None, tokio_postgres::config::SslMode::Disable) => {
-                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
-            }
-            (None, _) => {
-                return Err(StoreError::Backend(
-                    "storage.ca_file is required for TLS to PostgreSQL (or sslmode=disable in storage.url)"
-                        .into(),
-                ));
-            }
-        };
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size.max(1))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let mut client = pool.get().await.map_err(pool_error)?;
-        schema::migrate(&mut client, &describe).await?;
-        drop(client);
-        let baselines = Arc::new(Baselines::default());
-        let (inserts, jobs) = mpsc::channel(1024);
-        tokio::spawn(writer::run(pool.clone(), jobs, Arc::clone(&baselines)));
-        Ok(PgStore {
-            pool,
-            describe,
-            inserts,
-            baselines,
-        })
-    }
-
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(pool_error)
-    }
-}
-
-/// Hosts, ports, database and user — never the password.
-fn describe(config: &tokio_postgres::Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
-        .map(|(host, port)| match host {
-            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
-            tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
-        })
-        .collect();
-    format!(
-        "postgres://{}@{}/{}",
-        config.get_user().unwrap_or(""),
-        hosts.join(","),
-        config.get_dbname().unwrap_or("")
-    )
-}
-
-fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject as _;
-    let problem = |e: &dyn std::fmt::Display| {
-        StoreError::Backend(format!("storage.ca_file {}: {e}", ca.display()))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| problem(&e))? {
-        roots
-            .add(cert.map_err(|e| problem(&e))?)
-            .map_err(|e| problem(&e))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| problem(&e))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
-fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg(e),
-        other => StoreError::Backend(format!("postgres pool: {other}")),
-    }
 }
 
 /// A key state as the `state` column holds it.

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::connect::pool_error;
 use super::schema::pg;
-use super::{Baselines, pool_error, token_of};
+use super::{Baselines, token_of};
 use crate::crypto::KeyLabel;
 use crate::store::codec;
 use crate::store::{Insert, InsertOutcome, StoreError};

@@ -1,31 +1,32 @@
 //! The card routes of the API (docs/openapi.json): tokenize, detokenize
 //! (single and batch), metadata and delete. Each handler authorizes the
-//! caller, reads its request through [`super::request`], calls the vault
-//! core and answers through [`super::response`], inside one
+//! caller, reads its request through [`crate::server::request`], calls the vault
+//! core and answers through [`crate::server::response`], inside one
 //! [`Audited`] scope. Nothing here logs a body.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Path, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::audited::Audited;
-use super::error::ApiError;
-use super::identity::Caller;
-use super::observe::RequestId;
-use super::request::{
+use crate::audit::EventKind;
+use crate::clock::rfc3339 as created_at;
+use crate::config::Role;
+use crate::domain::Pan;
+use crate::server::audited::{Audited, Call};
+use crate::server::error::ApiError;
+use crate::server::error::ErrorObject;
+use crate::server::identity::Caller;
+use crate::server::request::{
     CvcRequest, DetokenizeRequest, LookupRequest, TokenizeRequest, parse_expiry, parse_pan,
     parse_token, path_token, read_batch, read_json, reveal_reason,
 };
-use super::response::{Item, MetadataView, Results, RevealView, TokenView, json};
-use super::state::AppState;
-use crate::audit::EventKind;
-use crate::config::Role;
-use crate::domain::Pan;
+use crate::server::response::json;
+use crate::server::state::AppState;
 use crate::vault::cvc::CvcError;
+use crate::vault::{Revealed, TokenInfo};
 use secrecy::ExposeSecret;
+use serde::Serialize;
 
 /// Maps a vault error to its API error, logging the ones that are bugs.
 fn vault_error(e: crate::vault::VaultError) -> ApiError {
@@ -37,15 +38,11 @@ fn vault_error(e: crate::vault::VaultError) -> ApiError {
 }
 
 /// `POST /v1/tokenize`.
-pub async fn tokenize(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Tokenize, &caller, &rid);
-    let result = tokenize_one(&state, &caller, req, &mut audited).await;
-    audited.close(result)
+pub async fn tokenize(call: Call, req: Request) -> Result<Response, ApiError> {
+    call.audited(EventKind::Tokenize, async |audited| {
+        tokenize_one(&call.state, &call.caller, req, audited).await
+    })
+    .await
 }
 
 async fn tokenize_one(
@@ -93,15 +90,11 @@ fn expires_at(ttl_s: Option<u64>) -> Result<Option<u64>, ApiError> {
 }
 
 /// `POST /v1/tokenize/batch`.
-pub async fn tokenize_batch(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::TokenizeBatch, &caller, &rid);
-    let result = tokenize_many(&state, &caller, req, &mut audited).await;
-    audited.close(result)
+pub async fn tokenize_batch(call: Call, req: Request) -> Result<Response, ApiError> {
+    call.audited(EventKind::TokenizeBatch, async |audited| {
+        tokenize_many(&call.state, &call.caller, req, audited).await
+    })
+    .await
 }
 
 async fn tokenize_many(
@@ -178,15 +171,11 @@ async fn tokenize_many(
 }
 
 /// `POST /v1/detokenize`.
-pub async fn detokenize(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Detokenize, &caller, &rid);
-    let result = detokenize_one(&state, &caller, req, &mut audited).await;
-    audited.close(result)
+pub async fn detokenize(call: Call, req: Request) -> Result<Response, ApiError> {
+    call.audited(EventKind::Detokenize, async |audited| {
+        detokenize_one(&call.state, &call.caller, req, audited).await
+    })
+    .await
 }
 
 /// A metadata read, delete or lookup: the principal's metadata rate limit,
@@ -256,15 +245,11 @@ async fn detokenize_one(
 }
 
 /// `POST /v1/detokenize/batch`.
-pub async fn detokenize_batch(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::DetokenizeBatch, &caller, &rid);
-    let result = detokenize_many(&state, &caller, req, &mut audited).await;
-    audited.close(result)
+pub async fn detokenize_batch(call: Call, req: Request) -> Result<Response, ApiError> {
+    call.audited(EventKind::DetokenizeBatch, async |audited| {
+        detokenize_many(&call.state, &call.caller, req, audited).await
+    })
+    .await
 }
 
 async fn detokenize_many(
@@ -324,15 +309,13 @@ async fn detokenize_many(
 
 /// `GET /v1/tokens/{token}`.
 pub async fn metadata(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::MetadataRead, &caller, &rid);
-    let result = async {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::MetadataRead, async |audited| {
         let tenant = caller.require(Role::Read)?;
-        metadata_access(&state, &caller)?;
+        metadata_access(state, caller)?;
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
         let info = state
@@ -341,9 +324,8 @@ pub async fn metadata(
             .await
             .map_err(vault_error)?;
         Ok(json(StatusCode::OK, &MetadataView::from(&info)))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `POST /v1/lookup` (role `lookup`; `tokenize` or `read` while `[compat]
@@ -351,14 +333,9 @@ pub async fn metadata(
 /// token the PAN already has, or 404 `token_not_found`; never creates one.
 /// Counted against the metadata rate limit and burst rule (it answers "is
 /// this card on file?", so guessing PANs through it must be slow and seen).
-pub async fn lookup(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Lookup, &caller, &rid);
-    let result = async {
+pub async fn lookup(call: Call, req: Request) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Lookup, async |audited| {
         let tenant = caller
             .authorize(Role::Lookup)
             .or_else(|| {
@@ -373,11 +350,11 @@ pub async fn lookup(
             })
             .cloned()
             .ok_or(ApiError::Forbidden)?;
-        metadata_access(&state, &caller)?;
+        metadata_access(state, caller)?;
         let body: LookupRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         let pan = parse_pan(&body.pan)?;
-        state.admit_cards(&caller, &tenant, &[&pan], audited.event())?;
+        state.admit_cards(caller, &tenant, &[&pan], audited.event())?;
         let info = state
             .vault
             .lookup(&tenant, &pan)
@@ -385,9 +362,8 @@ pub async fn lookup(
             .map_err(vault_error)?;
         audited.event().token = Some(info.token.to_string());
         Ok(json(StatusCode::OK, &MetadataView::from(&info)))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `POST /v1/tokens/{token}/cvc` (role `tokenize`, the token's own
@@ -395,14 +371,12 @@ pub async fn lookup(
 /// (default 900, at most `cvc.max_ttl_s`), until one detokenize with
 /// `include_cvc` takes it. 204; audited as `cvc_held` without the code.
 pub async fn hold_cvc(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     token: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::CvcHeld, &caller, &rid);
-    let result = async {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::CvcHeld, async |audited| {
         let tenant = caller.require(Role::Tokenize)?;
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
@@ -437,22 +411,19 @@ pub async fn hold_cvc(
             })?;
         audited.event().detail = Some(format!("held for {ttl} s"));
         Ok(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `DELETE /v1/tokens/{token}`.
 pub async fn delete_token(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Delete, &caller, &rid);
-    let result = async {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Delete, async |audited| {
         let tenant = caller.require(Role::Delete)?;
-        metadata_access(&state, &caller)?;
+        metadata_access(state, caller)?;
         let token = path_token(token)?;
         audited.event().token = Some(token.to_string());
         state
@@ -461,7 +432,118 @@ pub async fn delete_token(
             .await
             .map_err(vault_error)?;
         Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// `{"token", "bin", "last4", "brand"}`.
+#[derive(Serialize)]
+pub struct TokenView {
+    token: String,
+    bin: Option<String>,
+    last4: String,
+    brand: &'static str,
+    /// When an expiring token expires (absent for tokens that do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+}
+
+impl From<&TokenInfo> for TokenView {
+    fn from(info: &TokenInfo) -> TokenView {
+        TokenView {
+            token: info.token.to_string(),
+            bin: info.bin.map(|b| b.to_string()),
+            last4: info.last4.to_string(),
+            brand: info.brand.as_str(),
+            expires_at: info.expires_ms.map(created_at),
+        }
     }
-    .await;
-    audited.close(result)
+}
+
+/// `{"token", "bin", "last4", "brand", "expiry"?, "created_at"}`.
+#[derive(Serialize)]
+pub struct MetadataView {
+    #[serde(flatten)]
+    token: TokenView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<String>,
+    created_at: String,
+}
+
+impl From<&TokenInfo> for MetadataView {
+    fn from(info: &TokenInfo) -> MetadataView {
+        MetadataView {
+            token: TokenView::from(info),
+            expiry: info.expiry.map(|e| e.to_string()),
+            created_at: created_at(info.created_ms),
+        }
+    }
+}
+
+/// The PAN of a detokenize response, serialized straight from the `Pan`.
+struct RevealedPan(Pan);
+
+impl Serialize for RevealedPan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose_str())
+    }
+}
+
+/// A security code on its way out: written straight into the body, wiped
+/// on drop.
+struct RevealedCvc(zeroize::Zeroizing<String>);
+
+impl Serialize for RevealedCvc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// `{"pan", "expiry"?, "cvc"?}` (`cvc` only when asked for: the held code,
+/// or `null`).
+#[derive(Serialize)]
+pub struct RevealView {
+    pan: RevealedPan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cvc: Option<Option<RevealedCvc>>,
+}
+
+impl RevealView {
+    /// Adds the answer to `include_cvc`: the code, or `null`.
+    pub fn with_cvc(mut self, cvc: Option<zeroize::Zeroizing<String>>) -> RevealView {
+        self.cvc = Some(cvc.map(RevealedCvc));
+        self
+    }
+}
+
+impl From<Revealed> for RevealView {
+    fn from(r: Revealed) -> RevealView {
+        RevealView {
+            expiry: r.expiry.map(|e| e.to_string()),
+            pan: RevealedPan(r.pan),
+            cvc: None,
+        }
+    }
+}
+
+/// One result of a batch: the value or `{"error": {...}}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Item<T> {
+    /// The item's value.
+    Ok(T),
+    /// The item's error.
+    Err {
+        /// Code and fixed message.
+        error: ErrorObject,
+    },
+}
+
+/// `{"results": [...]}` in input order.
+#[derive(Serialize)]
+pub struct Results<T> {
+    /// One per input item.
+    pub results: Vec<Item<T>>,
 }

@@ -11,60 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::error::ApiError;
 use crate::domain::TenantId;
-
-/// The tenant of a dual-control request: a valid name the calling admin
-/// reaches (recorded in the request's audit event).
-pub fn requested_tenant(
-    caller: &super::identity::Caller,
-    audited: &mut super::audited::Audited<'_>,
-    tenant: &str,
-) -> Result<TenantId, ApiError> {
-    caller.require(crate::config::Role::Admin)?;
-    let tenant =
-        TenantId::parse(tenant).map_err(|_| ApiError::InvalidRequest("not a valid tenant name"))?;
-    audited.event().tenant = Some(tenant.to_string());
-    if caller.admin_reaches(&tenant) {
-        Ok(tenant)
-    } else {
-        Err(ApiError::Forbidden)
-    }
-}
-
-/// Records `action` on `tenant` for a second admin and answers 202 with
-/// the pending approval; the audit detail says `what` and the id.
-pub fn ask(
-    approvals: &Approvals,
-    caller: &super::identity::Caller,
-    audited: &mut super::audited::Audited<'_>,
-    action: Action,
-    tenant: TenantId,
-    what: &str,
-) -> Result<axum::response::Response, ApiError> {
-    let pending = approvals
-        .request(action, tenant, &caller.principal.to_string())
-        .map_err(|e| approval_error(&e))?;
-    audited.event().detail = Some(format!(
-        "{what}, approval {}; another admin must approve it",
-        pending.id
-    ));
-    Ok(super::response::json(
-        axum::http::StatusCode::ACCEPTED,
-        &pending,
-    ))
-}
-
-/// The API error for an approval refusal.
-pub fn approval_error(e: &ApprovalError) -> ApiError {
-    match e {
-        ApprovalError::Unknown => {
-            ApiError::InvalidRequest("no pending approval with this id (unknown, used or expired)")
-        }
-        ApprovalError::SameAdmin | ApprovalError::NotYours => ApiError::Forbidden,
-        ApprovalError::Full => ApiError::Unavailable("too many approvals pending; retry later"),
-    }
-}
 
 /// Exports a second admin approved, waiting (at most the approval
 /// lifetime) for the admin who asked to fetch them, once.

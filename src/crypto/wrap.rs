@@ -10,7 +10,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use zeroize::Zeroizing;
 
 use super::Guarded;
-use super::keys::{KEY_LEN, KeyError, KeyLabel, SecretKey};
+use super::hierarchy::{KEY_LEN, KeyError, KeyLabel, SecretKey};
 use crate::random;
 
 /// Format byte of a key wrapped by a software KEK (key file or shares).

@@ -13,9 +13,8 @@
 
 use std::io::Write as _;
 use std::str::FromStr as _;
-use std::sync::Arc;
 
-use axum::extract::{Extension, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
@@ -23,17 +22,17 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::approvals::{Action, approval_error, ask, requested_tenant};
-use super::audited::Audited;
-use super::error::{ApiError, ErrorObject};
-use super::identity::Caller;
-use super::observe::RequestId;
-use super::request::{ExportRequest, ImportLine, parse_expiry, read_json, read_ndjson};
-use super::response::json;
-use super::state::AppState;
+use super::approvals::{approval_error, ask, requested_tenant};
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::domain::{Pan, TenantId, Token, TokenError};
+use crate::runtime::approvals::Action;
+use crate::server::audited::Call;
+use crate::server::error::{ApiError, ErrorObject};
+use crate::server::identity::Caller;
+use crate::server::request::{ExportRequest, ImportLine, parse_expiry, read_json, read_ndjson};
+use crate::server::response::json;
+use crate::server::state::AppState;
 use crate::vault::ImportOutcome;
 
 /// Records per page read from the store while an export is written.
@@ -81,7 +80,7 @@ struct ImportDone {
 /// A line's (token, PAN, expiry), or why it is refused.
 fn parse_line(line: &[u8]) -> Result<(Token, Pan, Option<crate::domain::Expiry>), ApiError> {
     let parsed: ImportLine = crate::peer::body::parse(line)?;
-    let pan = super::request::parse_pan(&parsed.pan)?;
+    let pan = crate::server::request::parse_pan(&parsed.pan)?;
     let token = Token::parse(parsed.token.expose_secret()).map_err(|e| match e {
         TokenError::LooksLikePan => ApiError::InvalidRequest(
             "the token passes the Luhn check: cardvault tokens never do, so they can never be taken for card numbers",
@@ -97,15 +96,13 @@ fn parse_line(line: &[u8]) -> Result<(Token, Pan, Option<crate::domain::Expiry>)
 
 /// `POST /v1/admin/import`.
 pub async fn import(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     RawQuery(query): RawQuery,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Import, &caller, &rid);
-    let result = async {
-        let tenant = target_tenant(&caller, query.as_deref())?;
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Import, async |audited| {
+        let tenant = target_tenant(caller, query.as_deref())?;
         audited.event().tenant = Some(tenant.to_string());
         let (body, _reserved) = read_ndjson(
             req,
@@ -148,7 +145,7 @@ pub async fn import(
         // "Already present" confirms a (token, card) pair: the oracle guard
         // counts imports like tokenizations, and refuses the request whole.
         let cards: Vec<&Pan> = items.iter().map(|(_, p, _)| *p).collect();
-        state.admit_cards(&caller, &tenant, &cards, audited.event())?;
+        state.admit_cards(caller, &tenant, &cards, audited.event())?;
         let outcomes = state.vault.import(&tenant, &items).await;
         for (at, outcome) in valid_at.into_iter().zip(outcomes) {
             let slot = &mut results[at];
@@ -171,7 +168,7 @@ pub async fn import(
                 }
                 Err(e) => {
                     slot.status = "refused";
-                    slot.error = Some(super::error::admin_key_error("import", &e).object());
+                    slot.error = Some(crate::server::error::admin_key_error("import", &e).object());
                 }
             }
         }
@@ -191,22 +188,19 @@ pub async fn import(
             done.imported, done.already_present, done.refused
         ));
         Ok(json(StatusCode::OK, &done))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `POST /v1/admin/tenants/{tenant}/export`: 202 with the pending approval.
 pub async fn export_request(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     Path(tenant): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::ApprovalRequested, &caller, &rid);
-    let result = async {
-        let tenant = requested_tenant(&caller, &mut audited, &tenant)?;
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::ApprovalRequested, async |audited| {
+        let tenant = requested_tenant(caller, &mut *audited, &tenant)?;
         let body: ExportRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         let recipient = age::x25519::Recipient::from_str(body.recipient.trim()).map_err(|_| {
@@ -219,15 +213,14 @@ pub async fn export_request(
         let what = format!("export_tenant to {recipient}");
         ask(
             &state.approvals,
-            &caller,
-            &mut audited,
+            caller,
+            &mut *audited,
             action,
             tenant,
             &what,
         )
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `{"status": "pending", …}` while the approval waits.
@@ -240,16 +233,11 @@ struct ExportPending {
 
 /// `GET /v1/admin/exports/{id}`: 202 while pending; the age ciphertext once
 /// approved (to the admin who asked, once).
-pub async fn export_download(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Export, &caller, &rid);
-    let result = async {
+pub async fn export_download(call: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Export, async |audited| {
         caller.require(Role::Admin)?;
-        if !super::approvals::is_approval_id(&id) {
+        if !crate::runtime::approvals::is_approval_id(&id) {
             return Err(ApiError::InvalidRequest("not an export id"));
         }
         let principal = caller.principal.to_string();
@@ -275,7 +263,7 @@ pub async fn export_download(
             };
         };
         audited.event().tenant = Some(granted.tenant.to_string());
-        let (ciphertext, count) = encrypt_tenant(&state, &granted.tenant, &granted.recipient).await?;
+        let (ciphertext, count) = encrypt_tenant(state, &granted.tenant, &granted.recipient).await?;
         let digest = hex::encode(Sha256::digest(&ciphertext));
         let event = audited.event();
         event.count = Some(count);
@@ -295,9 +283,8 @@ pub async fn export_download(
             ciphertext,
         )
             .into_response())
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// The tenant's (token, PAN, expiry) lines, encrypted to `recipient` as
@@ -321,7 +308,7 @@ async fn encrypt_tenant(
             .vault
             .export_page(tenant, after, EXPORT_PAGE)
             .await
-            .map_err(|e| super::error::admin_key_error("export", &e))?;
+            .map_err(|e| crate::server::error::admin_key_error("export", &e))?;
         for (token, revealed) in &page {
             let mut line = Zeroizing::new(Vec::with_capacity(96));
             line.extend_from_slice(b"{\"token\":\"");

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::reseal::Reseals;
+use super::reencrypt::Reseals;
 use crate::audit::{AuditLog, Event, EventKind};
 use crate::config::KeysConfig;
 use crate::crypto::{KeyLabel, KeyPurpose};

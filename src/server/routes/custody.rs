@@ -6,24 +6,19 @@
 //! "threshold"}` — and `POST /v1/admin/kek/rotate` (global admin, audited
 //! as `kek_rotated` naming both KEKs).
 
-use std::sync::Arc;
-
-use axum::extract::{Extension, Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::ExposeSecret;
 
-use super::audited::Audited;
-use super::custody::CustodyError;
-use super::error::ApiError;
-use super::identity::Caller;
-use super::observe::RequestId;
-use super::request::{RotateKekRequest, UnsealRequest, read_json};
-use super::response::json;
-use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::crypto::shares::ShareError;
+use crate::runtime::custody::CustodyError;
+use crate::server::audited::Call;
+use crate::server::error::ApiError;
+use crate::server::request::{RotateKekRequest, UnsealRequest, read_json};
+use crate::server::response::json;
 
 /// The fixed message for a refusal (no set ids or input in it).
 fn api_error(e: &CustodyError) -> ApiError {
@@ -58,42 +53,38 @@ fn api_error(e: &CustodyError) -> ApiError {
 }
 
 /// `POST /v1/admin/unseal` (custodian) `{"share": "<share file text>"}`.
-pub async fn unseal(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::UnsealShareAccepted, &caller, &rid);
+pub async fn unseal(call: Call, req: Request) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
     let mut unsealed = None;
-    let result = async {
-        caller.require(Role::Custodian)?;
-        let body: UnsealRequest =
-            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
-        match state.custody.offer(body.share.expose_secret()).await {
-            Ok(offered) => {
-                audited.event().detail = Some(offered.detail);
-                unsealed = offered.unsealed.map(|detail| {
-                    let mut event = audited.event().clone();
-                    event.event = EventKind::Unsealed;
-                    event.detail = Some(detail);
-                    event
-                });
-                Ok(json(StatusCode::OK, &offered.status))
-            }
-            Err(e) => {
-                let event = audited.event();
-                event.event = EventKind::UnsealShareRejected;
-                event.detail = Some(e.to_string());
-                if let CustodyError::Failed(why) = &e {
-                    tracing::error!(error = %why, "unseal failed");
+    let response = call
+        .audited(EventKind::UnsealShareAccepted, async |audited| {
+            caller.require(Role::Custodian)?;
+            let body: UnsealRequest =
+                read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+            match state.custody.offer(body.share.expose_secret()).await {
+                Ok(offered) => {
+                    audited.event().detail = Some(offered.detail);
+                    unsealed = offered.unsealed.map(|detail| {
+                        let mut event = audited.event().clone();
+                        event.event = EventKind::Unsealed;
+                        event.detail = Some(detail);
+                        event
+                    });
+                    Ok(json(StatusCode::OK, &offered.status))
                 }
-                Err(api_error(&e))
+                Err(e) => {
+                    let event = audited.event();
+                    event.event = EventKind::UnsealShareRejected;
+                    event.detail = Some(e.to_string());
+                    if let CustodyError::Failed(why) = &e {
+                        tracing::error!(error = %why, "unseal failed");
+                    }
+                    Err(api_error(&e))
+                }
             }
-        }
-    }
-    .await;
-    let response = audited.close(result);
+        })
+        .await;
+    // The `unsealed` event follows the share's own.
     if let Some(event) = unsealed {
         state.audit.record(event);
     }
@@ -101,13 +92,9 @@ pub async fn unseal(
 }
 
 /// `POST /v1/admin/seal` (admin, global scope): drops the KEK and every key.
-pub async fn seal(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Sealed, &caller, &rid);
-    let result = async {
+pub async fn seal(call: Call) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Sealed, async |audited| {
         caller.require(Role::Admin)?;
         if !caller.is_global_admin() {
             audited.event().detail = Some("sealing needs scope = \"global\"".into());
@@ -125,21 +112,15 @@ pub async fn seal(
                 Err(api_error(&e))
             }
         }
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `POST /v1/admin/kek/rotate` (admin, global scope): wraps every key under
 /// a new KEK too; answers what was rewrapped and how to finish.
-pub async fn rotate_kek(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::KekRotated, &caller, &rid);
-    let result = async {
+pub async fn rotate_kek(call: Call, req: Request) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::KekRotated, async |audited| {
         caller.require(Role::Admin)?;
         if !caller.is_global_admin() {
             audited.event().detail = Some("a KEK rotation needs scope = \"global\"".into());
@@ -169,7 +150,6 @@ pub async fn rotate_kek(
                 Err(api_error(&e))
             }
         }
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }

@@ -1,8 +1,11 @@
-//! The KEK of a `serve --dev` directory: a key file (the default), a
-//! SoftHSM2 token inside the directory (`--kek pkcs11`), or a KEK split
-//! 2-of-3 among three dev custodians whose share files and client
-//! certificates sit in the directory (`--kek shamir`). The choice is made
-//! once, when the directory's config is written; later runs reuse it.
+//! The development directory (`--dev DIR`, default `./cardvault-dev`) in
+//! one place: creating what is missing — PKI, KEK, config — and what
+//! `serve --dev` prints about it (the DEV MODE banner, curl commands, unseal
+//! commands). Its KEK is a key file (the default), a SoftHSM2 token inside
+//! the directory (`--kek pkcs11`), or a KEK split 2-of-3 among three dev
+//! custodians whose share files and client certificates sit in the
+//! directory (`--kek shamir`); the choice is made once, when the
+//! directory's config is written, and later runs reuse it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use anyhow::Context;
 
 use super::error::CliError;
 use crate::config::Config;
+use crate::crypto::KeyFileProvider;
 use crate::crypto::pkcs11::{Pkcs11Provider, Pkcs11Settings};
 
 /// Which KEK provider a dev directory uses.
@@ -41,7 +45,7 @@ const DEV_TOKEN: &str = "cardvault-dev";
 const DEV_KEY_LABEL: &str = "cardvault-kek-1";
 /// The dev custodians.
 pub const DEV_CUSTODIANS: [&str; 3] = ["custodian-1", "custodian-2", "custodian-3"];
-const DEV_THRESHOLD: u8 = 2;
+pub const DEV_THRESHOLD: u8 = 2;
 
 /// The SoftHSM2 config of a dev directory (SoftHSM2 reads it from the
 /// `SOFTHSM2_CONF` environment variable, which `cardvault` sets for a dev
@@ -99,7 +103,7 @@ pub fn check_matches(dir: &Path, wanted: Option<DevKek>, found: DevKek) -> Resul
 /// Creates whatever the dev KEK of `kek` still lacks in `dir`.
 pub fn prepare(dir: &Path, kek: DevKek) -> anyhow::Result<()> {
     match kek {
-        DevKek::File => super::offline::create_dev_kek_if_missing(&dir.join("kek.key")),
+        DevKek::File => create_dev_kek_if_missing(&dir.join("kek.key")),
         DevKek::Pkcs11 => prepare_softhsm(dir),
         DevKek::Shamir => prepare_custodians(dir),
     }
@@ -163,7 +167,7 @@ fn prepare_custodians(dir: &Path) -> anyhow::Result<()> {
     let pki = dir.join("pki");
     if !shares.exists() {
         let names: Vec<String> = DEV_CUSTODIANS.iter().map(|s| (*s).to_owned()).collect();
-        super::keys::write_shares(&shares, DEV_THRESHOLD, &names)
+        crate::runtime::custody::write_shares(&shares, DEV_THRESHOLD, &names)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(dir = %shares.display(), "split the dev KEK among three custodians (any two unseal)");
     }
@@ -173,22 +177,6 @@ fn prepare_custodians(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The exact commands that unseal the dev vault in `dir` listening on `api`.
-pub fn unseal_commands(dir: &Path, api: std::net::SocketAddr) -> String {
-    let mut out = String::from("# the vault is SEALED; any two custodians unseal it:\n");
-    for name in &DEV_CUSTODIANS[..DEV_THRESHOLD as usize] {
-        let _ = writeln!(
-            out,
-            "cardvault unseal --dev {} --target https://{api} --share {}",
-            dir.display(),
-            dir.join("custodians")
-                .join(format!("{name}.share"))
-                .display()
-        );
-    }
-    out
 }
 
 /// Sets `SOFTHSM2_CONF` for a dev directory that has (or is about to get)
@@ -203,7 +191,7 @@ pub fn softhsm_env_from_args(args: &[String]) -> Option<PathBuf> {
     for (i, arg) in args.iter().enumerate() {
         let next = args.get(i + 1).filter(|n| !n.starts_with('-'));
         match arg.as_str() {
-            "--dev" => dir = Some(next.map_or(super::serve::DEV_DIR, String::as_str)),
+            "--dev" => dir = Some(next.map_or(DEV_DIR, String::as_str)),
             "--data-dir" => dir = next.map(String::as_str).or(dir),
             "--kek" => wants_pkcs11 |= next.is_some_and(|n| n == "pkcs11"),
             "--kek=pkcs11" => wants_pkcs11 = true,
@@ -217,4 +205,55 @@ pub fn softhsm_env_from_args(args: &[String]) -> Option<PathBuf> {
     let dir = std::path::absolute(dir?).ok()?;
     let conf = softhsm_conf(&dir);
     (wants_pkcs11 || conf.exists()).then_some(conf)
+}
+
+/// Where `--dev` puts the development setup unless told otherwise.
+pub const DEV_DIR: &str = "./cardvault-dev";
+
+/// The config `serve --dev` wrote in a dev directory: it names the KEK
+/// (a key file, a token, custodians — or another key file after a KEK
+/// rotation). A directory without one uses [`Layout::dev`].
+pub fn dev_config(dir: &Path) -> Option<PathBuf> {
+    let config = dir.join("cardvault.toml");
+    config.is_file().then_some(config)
+}
+
+/// Creates a development KEK at `path` unless one is there (`demo` and
+/// `serve --dev` only).
+pub fn create_dev_kek_if_missing(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        KeyFileProvider::create(path)?;
+        tracing::info!(path = %path.display(), "created development KEK");
+    }
+    Ok(())
+}
+
+/// Creates whatever of the dev setup is missing (with a new directory's
+/// KEK where `kek` says); returns the config path.
+pub fn prepare_dev(
+    dir: &Path,
+    kek: Option<DevKek>,
+) -> std::result::Result<PathBuf, super::error::CliError> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pki = dir.join("pki");
+    if !pki.join("ca.pem").exists() {
+        crate::pki::init(&pki).map_err(anyhow::Error::from)?;
+        tracing::info!(dir = %pki.display(), "created development PKI");
+    } else if crate::pki::renew_server_if_due(&pki).map_err(anyhow::Error::from)? {
+        tracing::info!(dir = %pki.display(), "renewed the development server certificate");
+    }
+    let config = dir.join("cardvault.toml");
+    let kek = if config.exists() {
+        let found = existing(&config)?;
+        check_matches(dir, kek, found)?;
+        found
+    } else {
+        kek.unwrap_or(DevKek::File)
+    };
+    prepare(dir, kek)?;
+    if !config.exists() {
+        std::fs::write(&config, config_text(kek))
+            .with_context(|| format!("writing {}", config.display()))?;
+    }
+    Ok(config)
 }

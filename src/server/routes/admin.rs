@@ -4,21 +4,19 @@
 //! with `scope = "global"`; a principal outside the admin's reach is
 //! answered exactly like one that does not exist (no name oracle).
 
-use std::sync::Arc;
-
-use axum::extract::{Extension, Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::audited::Audited;
-use super::error::ApiError;
-use super::identity::Caller;
-use super::observe::RequestId;
-use super::request::{ClearRequest, read_json};
-use super::response::{BlockList, Cleared, json};
-use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
+use crate::server::audited::Call;
+use crate::server::error::ApiError;
+use crate::server::identity::Caller;
+use crate::server::request::{ClearRequest, read_json};
+use crate::server::response::json;
+use crate::server::state::AppState;
+use serde::Serialize;
 
 /// Whether `principal` is configured (in the principals table in force)
 /// and in the admin `caller`'s reach. Only those can be listed or cleared,
@@ -33,39 +31,27 @@ fn reaches(state: &AppState, caller: &Caller, principal: &str) -> bool {
 
 /// `GET /v1/admin/alerts` (admin): principals whose detokenizations an
 /// alert has blocked. Audited as `alerts_listed`.
-pub async fn list_blocks(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-) -> Result<Response, ApiError> {
-    let audited = Audited::open(&state.audit, EventKind::AlertsListed, &caller, &rid);
-    let result = caller.require(Role::Admin).map(|_| {
-        json(
-            StatusCode::OK,
-            &BlockList {
-                blocked: state
-                    .monitor
-                    .blocked(|principal| reaches(&state, &caller, principal)),
-            },
-        )
-    });
-    audited.close(result)
+pub async fn list_blocks(call: Call) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::AlertsListed, async |_| {
+        caller.require(Role::Admin)?;
+        let blocked = state
+            .monitor
+            .blocked(|principal| reaches(state, caller, principal));
+        Ok(json(StatusCode::OK, &BlockList { blocked }))
+    })
+    .await
 }
 
 /// `POST /v1/admin/alerts/clear` (admin) `{"principal": "..."}`: lifts a
 /// block. Audited as `alert_cleared`, naming whose block.
-pub async fn clear_block(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::AlertCleared, &caller, &rid);
-    let result = async {
+pub async fn clear_block(call: Call, req: Request) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::AlertCleared, async |audited| {
         caller.require(Role::Admin)?;
         let body: ClearRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
-        if !reaches(&state, &caller, &body.principal) {
+        if !reaches(state, caller, &body.principal) {
             return Err(ApiError::InvalidRequest(
                 "no such principal in the config for your tenant",
             ));
@@ -87,7 +73,22 @@ pub async fn clear_block(
                 was_blocked,
             },
         ))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
+}
+
+/// `GET /v1/admin/alerts`: `{"blocked": [...]}`.
+#[derive(Serialize)]
+pub struct BlockList {
+    /// Blocked principals.
+    pub blocked: Vec<String>,
+}
+
+/// `POST /v1/admin/alerts/clear`: `{"principal", "was_blocked"}`.
+#[derive(Serialize)]
+pub struct Cleared {
+    /// Whose block was lifted.
+    pub principal: String,
+    /// Whether it was blocked.
+    pub was_blocked: bool,
 }

@@ -6,23 +6,20 @@
 //! counts each data key's records). Audited as `key_rotated`,
 //! `reencrypt`, `keys_listed`.
 
-use std::sync::Arc;
-
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::audited::Audited;
-use super::error::{ApiError, admin_key_error};
-use super::identity::Caller;
-use super::observe::RequestId;
-use super::response::{created_at, json};
-use super::state::AppState;
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::domain::TenantId;
-use crate::vault::{KeyInfo, VaultError};
+use crate::runtime::inventory::InventoryEntry;
+use crate::server::audited::Call;
+use crate::server::error::{ApiError, admin_key_error};
+use crate::server::identity::Caller;
+use crate::server::response::json;
+use crate::vault::VaultError;
 
 /// The tenant of the path, if the admin reaches it (403 otherwise).
 fn reached(caller: &Caller, tenant: &str) -> Result<TenantId, ApiError> {
@@ -52,15 +49,13 @@ struct Rotated {
 /// key by default; the fingerprint key with `purpose=fingerprint` (older
 /// ones are looked up until a re-encryption pass moves every index entry).
 pub async fn rotate(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     Path(tenant): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::KeyRotated, &caller, &rid);
-    let result = async {
-        let tenant = reached(&caller, &tenant)?;
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::KeyRotated, async |audited| {
+        let tenant = reached(caller, &tenant)?;
         audited.event().tenant = Some(tenant.to_string());
         let fingerprint = match query.as_deref().unwrap_or("") {
             "" | "purpose=pan-encryption" => false,
@@ -97,21 +92,15 @@ pub async fn rotate(
                 version,
             },
         ))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `POST /v1/admin/keys/{tenant}/reencrypt`: 202 with the job's status.
-pub async fn reencrypt_start(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    Path(tenant): Path<String>,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Reencrypt, &caller, &rid);
-    let result = async {
-        let tenant = reached(&caller, &tenant)?;
+pub async fn reencrypt_start(call: Call, Path(tenant): Path<String>) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Reencrypt, async |audited| {
+        let tenant = reached(caller, &tenant)?;
         audited.event().tenant = Some(tenant.to_string());
         let status = state
             .reseals
@@ -123,22 +112,19 @@ pub async fn reencrypt_start(
             status.target_version
         ));
         Ok(json(StatusCode::ACCEPTED, &status))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// `GET /v1/admin/keys/{tenant}/reencrypt`: the job's status (404 if none
 /// ran since the vault started). Not audited: it reveals progress only.
 pub async fn reencrypt_status(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Reencrypt, &caller, &rid);
-    let result = (|| {
-        let tenant = reached(&caller, &tenant)?;
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Reencrypt, async |audited| {
+        let tenant = reached(caller, &tenant)?;
         audited.event().tenant = Some(tenant.to_string());
         audited.event().detail = Some("status read".into());
         match state.reseals.status(&tenant) {
@@ -147,21 +133,16 @@ pub async fn reencrypt_status(
                 "no re-encryption job has run for this tenant since the vault started",
             )),
         }
-    })();
-    audited.close(result)
+    })
+    .await
 }
 
 /// `DELETE /v1/admin/keys/{tenant}/reencrypt`: pauses the running job
 /// after its current step (it keeps its checkpoint; `POST` continues it).
-pub async fn reencrypt_pause(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    Path(tenant): Path<String>,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::Reencrypt, &caller, &rid);
-    let result = async {
-        let tenant = reached(&caller, &tenant)?;
+pub async fn reencrypt_pause(call: Call, Path(tenant): Path<String>) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::Reencrypt, async |audited| {
+        let tenant = reached(caller, &tenant)?;
         audited.event().tenant = Some(tenant.to_string());
         match state.reseals.pause(&tenant).await {
             Some(status) => {
@@ -172,9 +153,8 @@ pub async fn reencrypt_pause(
                 "no re-encryption job has run for this tenant since the vault started",
             )),
         }
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 /// Whether the query asks for record counts (`records=true`); anything
@@ -189,56 +169,6 @@ fn wants_records(query: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-/// One inventory line.
-#[derive(Serialize)]
-pub struct InventoryEntry {
-    tenant: String,
-    purpose: &'static str,
-    version: u32,
-    state: &'static str,
-    created_at: String,
-    changed_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    encryptions: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limit: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    records: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wrapped_by: Option<String>,
-    rotation_pending: bool,
-    /// When an active key's cryptoperiod ends (`[keys]`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cryptoperiod_ends_at: Option<String>,
-}
-
-impl InventoryEntry {
-    /// The inventory line of `k` (its cryptoperiod from `settings`).
-    pub fn of(k: KeyInfo, settings: &crate::config::KeysConfig) -> InventoryEntry {
-        let period_s = match k.label.purpose {
-            crate::crypto::KeyPurpose::PanEncryption => settings.dek_cryptoperiod_s,
-            crate::crypto::KeyPurpose::Fingerprint => settings.fingerprint_cryptoperiod_s,
-            crate::crypto::KeyPurpose::AuditMac => 0,
-        };
-        let cryptoperiod_ends_at = (k.state == "active" && period_s > 0)
-            .then(|| created_at(k.changed_ms.saturating_add(period_s.saturating_mul(1000))));
-        InventoryEntry {
-            cryptoperiod_ends_at,
-            tenant: k.label.tenant.to_string(),
-            purpose: k.label.purpose.as_str(),
-            version: k.label.version,
-            state: k.state,
-            created_at: created_at(k.created_ms),
-            changed_at: created_at(k.changed_ms),
-            encryptions: k.encryptions,
-            limit: k.limit,
-            records: k.records,
-            wrapped_by: k.wrapped_by,
-            rotation_pending: k.rotation_pending,
-        }
-    }
-}
-
 /// `{"keys": [...]}`.
 #[derive(Serialize)]
 struct Inventory {
@@ -246,14 +176,9 @@ struct Inventory {
 }
 
 /// `GET /v1/admin/keys`: every key the admin's reach covers.
-pub async fn inventory(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::KeysListed, &caller, &rid);
-    let result = async {
+pub async fn inventory(call: Call, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::KeysListed, async |audited| {
         caller.require(Role::Admin)?;
         let records = wants_records(query.as_deref())?;
         let keys = state
@@ -268,7 +193,6 @@ pub async fn inventory(
             .collect();
         audited.event().count = Some(keys.len() as u64);
         Ok(json(StatusCode::OK, &Inventory { keys }))
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }

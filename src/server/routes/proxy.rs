@@ -12,24 +12,19 @@
 //! `upstream_failed`, one whose certificate is refused 502 `upstream_tls`,
 //! one too slow 504 `upstream_timeout`.
 
-use std::sync::Arc;
-
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Path, Request};
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::audited::Audited;
-use super::error::ApiError;
-use super::identity::Caller;
-use super::observe::RequestId;
-use super::request::read_json_document;
-use super::state::AppState;
-use super::upstream::UpstreamError;
 use crate::audit::{EventKind, Outcome};
 use crate::config::Role;
 use crate::domain::Token;
+use crate::runtime::upstream::UpstreamError;
+use crate::server::audited::Call;
+use crate::server::error::ApiError;
+use crate::server::request::read_json_document;
 
 /// The headers of the connector's request that go upstream.
 fn forwarded(headers: &HeaderMap, allowed: &[String]) -> HeaderMap {
@@ -67,14 +62,12 @@ fn set_at(document: &mut Value, pointer: &str, new: Value) -> bool {
 
 /// `POST /v1/proxy/{route}`.
 pub async fn proxy(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    call: Call,
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mut audited = Audited::open(&state.audit, EventKind::ProxyReveal, &caller, &rid);
-    let result = async {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::ProxyReveal, async |audited| {
         let tenant = caller.require(Role::Detokenize)?;
         let Some(route) = state.proxy.get(&name) else {
             return Err(ApiError::NotFound);
@@ -106,7 +99,7 @@ pub async fn proxy(
         state.rates.detokenize(caller.principal.as_str(), tokens.len())?;
         state
             .monitor
-            .check_detokenize(&caller, tokens.len() as u64)
+            .check_detokenize(caller, tokens.len() as u64)
             .map_err(|_| ApiError::Forbidden)?;
         let mut revealed = Vec::with_capacity(tokens.len());
         for token in &tokens {
@@ -148,7 +141,7 @@ pub async fn proxy(
         drop(revealed);
         let answer = route.upstream.post(headers, body).await;
         let mut response_event = caller.event(EventKind::ProxyResponse);
-        response_event.request_id = Some(rid.clone());
+        response_event.request_id = Some(call.request_id.clone());
         let outcome = match &answer {
             Ok(a) => {
                 response_event.detail = Some(format!(
@@ -180,9 +173,8 @@ pub async fn proxy(
             response.headers_mut().insert(header::CONTENT_TYPE, content_type);
         }
         Ok(response)
-    }
-    .await;
-    audited.close(result)
+    })
+    .await
 }
 
 fn upstream_error(e: UpstreamError) -> ApiError {

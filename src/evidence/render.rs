@@ -1,0 +1,86 @@
+//! The bundle as a readable Markdown file: one heading per requirement,
+//! facts as nested lists, arrays of objects as tables.
+
+use serde_json::Value;
+
+/// A readable rendering: one heading per requirement, facts as nested
+/// lists, arrays of objects as tables.
+pub fn render_markdown(bundle: &Value) -> String {
+    let mut out = format!(
+        "# PCI DSS v4.0.1 evidence — cardvault\n\nCreated {}. Signed in `signature.json` (verify with `cardvault evidence verify DIR`). Every fact below was read from the vault's configuration, key store, audit trail and files when the bundle was made.\n\n",
+        bundle["created"].as_str().unwrap_or("")
+    );
+    for s in bundle["sections"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "## {} — {}\n\n",
+            s["requirement"].as_str().unwrap_or(""),
+            s["title"].as_str().unwrap_or("")
+        ));
+        render_value(&s["facts"], 0, &mut out);
+        out.push('\n');
+    }
+    out
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.replace('|', "\\|").replace('\n', " "),
+        Value::Null => "—".into(),
+        other => other.to_string(),
+    }
+}
+
+fn render_value(v: &Value, depth: usize, out: &mut String) {
+    let indent = "  ".repeat(depth);
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Object(_) => {
+                        out.push_str(&format!("{indent}- **{k}**:\n"));
+                        render_value(v, depth + 1, out);
+                    }
+                    Value::Array(items) if items.iter().any(Value::is_object) => {
+                        out.push_str(&format!("{indent}- **{k}**:\n\n"));
+                        render_table(items, out);
+                        out.push('\n');
+                    }
+                    Value::Array(items) => out.push_str(&format!(
+                        "{indent}- **{k}**: {}\n",
+                        if items.is_empty() {
+                            "none".into()
+                        } else {
+                            items.iter().map(scalar).collect::<Vec<_>>().join(", ")
+                        }
+                    )),
+                    other => out.push_str(&format!("{indent}- **{k}**: {}\n", scalar(other))),
+                }
+            }
+        }
+        other => out.push_str(&format!("{indent}{}\n", scalar(other))),
+    }
+}
+
+fn render_table(items: &[Value], out: &mut String) {
+    let mut columns: Vec<String> = Vec::new();
+    for item in items {
+        for k in item.as_object().into_iter().flat_map(|m| m.keys()) {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    out.push_str(&format!("| {} |\n", columns.join(" | ")));
+    out.push_str(&format!("|{}\n", " --- |".repeat(columns.len())));
+    for item in items {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &item[c] {
+                Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(", "),
+                Value::Object(_) => scalar(&Value::String(item[c].to_string())),
+                other => scalar(other),
+            })
+            .collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+}

@@ -1,0 +1,328 @@
+//! One function per requirement group of the bundle, each reading the
+//! gathered facts; [`collect`] runs them in order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::facts::{self, TrailFacts};
+use crate::config::{Config, Role};
+use crate::crypto::KeyProvider;
+use crate::vault::KeyInfo;
+
+/// What the caller read from the stopped vault.
+pub struct Inputs {
+    /// The vault's configuration.
+    pub config: Config,
+    /// Every key, with record counts.
+    pub inventory: Vec<KeyInfo>,
+    /// The KEK provider as it describes itself (never key material).
+    pub kek: String,
+    /// The KEK provider, to verify the audit trail's chain.
+    pub provider: Arc<dyn KeyProvider>,
+    /// A dev directory's PKI, whose client certificates the bundle lists.
+    pub dev_pki: Option<PathBuf>,
+    /// A RustSec advisory database for the 6.3.3 answer.
+    pub advisory_db: Option<PathBuf>,
+    /// The build's facts (`cardvault version --json`).
+    pub build: Value,
+}
+
+/// The facts the sections read, gathered once.
+struct Facts<'a> {
+    config: &'a Config,
+    kek: &'a str,
+    keys: Vec<Value>,
+    tokens_per_tenant: BTreeMap<String, u64>,
+    audit: Value,
+    trail: TrailFacts,
+    dev_pki: Option<&'a Path>,
+    dependencies: Value,
+    vulnerabilities: Value,
+    build: Value,
+}
+
+/// The bundle: `{"format", "standard", "created", "vault", "sections"}`.
+pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
+    let facts = gather(inputs)?;
+    let sections = [
+        retention,
+        authentication_data,
+        masking,
+        unreadable,
+        key_inventory,
+        key_lifecycle,
+        transit,
+        access,
+        identities,
+        audit_events,
+        audit_protection,
+        alerts,
+        vulnerabilities,
+    ]
+    .iter()
+    .map(|section| section(&facts))
+    .collect::<anyhow::Result<Vec<Value>>>()?;
+    let config = &inputs.config;
+    Ok(json!({
+        "format": 1,
+        "standard": "PCI DSS v4.0.1",
+        "created": created,
+        "vault": {"data_dir": config.storage.data_dir.display().to_string(), "audit_dir": config.audit.dir.display().to_string()},
+        "sections": sections,
+    }))
+}
+
+fn gather(inputs: &Inputs) -> anyhow::Result<Facts<'_>> {
+    let config = &inputs.config;
+    let keys = inputs
+        .inventory
+        .iter()
+        .map(|k| {
+            serde_json::to_value(crate::runtime::inventory::InventoryEntry::of(
+                k.clone(),
+                &config.keys,
+            ))
+            .unwrap_or(Value::Null)
+        })
+        .collect();
+    let mut tokens_per_tenant: BTreeMap<String, u64> = BTreeMap::new();
+    for k in &inputs.inventory {
+        if let Some(records) = k.records {
+            *tokens_per_tenant
+                .entry(k.label.tenant.to_string())
+                .or_default() += records;
+        }
+    }
+    let verdict = crate::audit::verify(&config.audit.dir, inputs.provider.as_ref(), true)
+        .context("verifying the audit trail")?;
+    let audit = match &verdict {
+        Ok(report) => json!({"intact": true, "report": report}),
+        Err(failure) => json!({"intact": false, "failure": failure}),
+    };
+    let advisory_db = inputs
+        .advisory_db
+        .clone()
+        .or_else(|| config.supply_chain.advisory_db.clone());
+    // Read once: from the binary itself when it carries cargo-auditable data.
+    let dependencies = crate::supply_chain::dependencies();
+    let vulnerabilities = match (&advisory_db, &dependencies) {
+        (Some(db), Err(e)) => json!({"database": db.display().to_string(), "error": e.to_string()}),
+        (Some(db), Ok(deps)) => match crate::supply_chain::known_vulnerabilities(db, deps) {
+            Ok(found) => json!({
+                "database": db.display().to_string(),
+                "latest_secure_version": if found.is_empty() { "yes" } else { "no" },
+                "advisories": found,
+            }),
+            Err(e) => json!({"database": db.display().to_string(), "error": e.to_string()}),
+        },
+        (None, _) => {
+            json!({"database": null, "latest_secure_version": "not checked: no advisory database given (--advisory-db or [supply_chain] advisory_db)"})
+        }
+    };
+    Ok(Facts {
+        config,
+        kek: &inputs.kek,
+        keys,
+        tokens_per_tenant,
+        audit,
+        trail: facts::read_trail(&config.audit.dir)?,
+        dev_pki: inputs.dev_pki.as_deref(),
+        dependencies: dependencies
+            .as_ref()
+            .map(|d| json!({"count": d.lockfile.packages.len(), "source": d.source.as_str()}))
+            .unwrap_or(Value::Null),
+        vulnerabilities,
+        build: inputs.build.clone(),
+    })
+}
+
+fn section(id: &str, title: &str, facts: Value) -> Value {
+    json!({"requirement": id, "title": title, "facts": facts})
+}
+
+/// The principals holding `role`.
+fn holding(config: &Config, role: Role) -> Vec<&String> {
+    config
+        .principals
+        .iter()
+        .filter(|(_, p)| p.roles.contains(&role))
+        .map(|(n, _)| n)
+        .collect()
+}
+
+fn retention(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "3.2.1",
+        "Account data storage is kept to a minimum (retention)",
+        json!({
+            "tokens_per_tenant": s.tokens_per_tenant,
+            "token_expiry": "a token made with ttl_s (1 s to ten years) answers 404 after its expiry and its record is deleted by a sweep every second; a token without ttl_s is kept until it is deleted (DELETE /v1/tokens/{token}) or its tenant is crypto-shredded",
+            "principals_allowed_to_delete": holding(s.config, Role::Delete),
+            "tenant_crypto_shred": format!("DELETE /v1/admin/tenants/{{tenant}}, approved by a second admin within {} s", s.config.keys.approval_ttl_s),
+            "security_codes": format!("held in memory only, for at most {} s, never written to disk; lost on restart", s.config.cvc.max_ttl_s),
+        }),
+    ))
+}
+
+fn authentication_data(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "3.3.1",
+        "Sensitive authentication data is not stored",
+        json!({
+            "refused_request_fields": crate::peer::body::SENSITIVE_FIELDS,
+            "refusal": "a request naming any of these fields (or one containing them) is refused with 400 before it is parsed further",
+            "stored_schema": {
+                "engine": "RocksDB",
+                "column_families": {
+                    "tokens": "token → entry: flags, brand, BIN/last 4 (16+ digits), data-key version, AES-256-GCM ciphertext of PAN and expiry",
+                    "fingerprints": "HMAC-SHA-256 fingerprint of the PAN → token (deterministic tenants)",
+                    "keys": "data and fingerprint keys, wrapped by the KEK",
+                    "meta": "format version, counters, re-encryption checkpoints",
+                },
+                "security_code_field": "none",
+            },
+            "scan_of_data_and_audit_directories": facts::scan_dirs(&[s.config.storage.data_dir.clone(), s.config.audit.dir.clone()]),
+        }),
+    ))
+}
+
+fn masking(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "3.4.1",
+        "PAN is masked when displayed",
+        json!({
+            "metadata_shows": "brand, BIN6 (only for PANs of 16+ digits, so at least 6 digits stay hidden), last 4, expiry — never the PAN",
+            "roles": {
+                "tokenize": "sends PANs, receives tokens and metadata",
+                "read": "metadata only (masked)",
+                "detokenize": "the full PAN, each reveal audited durably before the answer is sent",
+                "delete": "deletes tokens",
+                "admin": "keys, alerts, approvals — never PANs",
+                "custodian": "hands in a KEK share — never PANs",
+            },
+            "principals_who_see_full_pan": holding(s.config, Role::Detokenize),
+            "logs_and_errors": "never carry a PAN: errors have fixed messages, logs and metrics labels carry tokens or masked values",
+        }),
+    ))
+}
+
+fn unreadable(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "3.5.1 / 3.5.1.1",
+        "PAN is unreadable wherever stored; keyed cryptographic hashes",
+        json!({
+            "pan_encryption": "AES-256-GCM, a fresh 96-bit nonce per record, per-tenant data keys (256-bit); the associated data binds tenant, token and key version",
+            "fingerprints": "HMAC-SHA-256 under a per-tenant 256-bit fingerprint key (keyed: a PAN cannot be found from a fingerprint without the key)",
+            "tokens": "random digits from the OS CSPRNG, BIN6/last 4 kept, always failing Luhn; not derived from the PAN",
+            "key_encryption_key": s.kek,
+        }),
+    ))
+}
+
+fn key_inventory(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "3.6.1.1",
+        "Key inventory",
+        json!({
+            "keys": s.keys,
+            "cryptoperiods_s": {"data_key": s.config.keys.dek_cryptoperiod_s, "fingerprint_key": s.config.keys.fingerprint_cryptoperiod_s},
+        }),
+    ))
+}
+
+fn key_lifecycle(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "3.7.x",
+        "Key lifecycle: creation, rotation, retirement (from the audit trail)",
+        json!({
+            "events": s.trail.rotations,
+        }),
+    ))
+}
+
+fn transit(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "4.2.1 / 4.2.1.1",
+        "Strong cryptography in transit; certificate inventory",
+        facts::tls_inventory(s.config)?,
+    ))
+}
+
+fn access(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "7.2",
+        "Access by role: principals and their roles",
+        json!({
+            "principals": facts::principals(s.config),
+            "default": "a certificate whose name matches no principal has no role",
+        }),
+    ))
+}
+
+fn identities(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "8.x",
+        "Identities: client certificates",
+        json!({
+            "issued_by_this_dev_directory": facts::dev_client_certificates(s.dev_pki),
+            "seen_in_the_audit_trail": s.trail.identities.iter().map(|((p, s), (first, last, n))| json!({
+                "principal": p, "certificate_serial": s, "first_seen": first, "last_seen": last, "events": n,
+            })).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+fn audit_events(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "10.2.1 / 10.2.2",
+        "Audit logs record events and their details",
+        json!({
+            "events_by_kind": s.trail.by_kind,
+            "fields_recorded": s.trail.fields,
+        }),
+    ))
+}
+
+fn audit_protection(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "10.3.2 / 10.5.1",
+        "Audit logs protected; retained",
+        json!({
+            "verify": s.audit,
+            "first_event": s.trail.first,
+            "last_event": s.trail.last,
+            "protection": "HMAC-SHA-256 chain under a key wrapped by the KEK; files 0600, synced before each reveal is answered",
+            "segments": {"max_file_bytes": s.config.audit.max_file_bytes, "rotate_secs": s.config.audit.rotate_secs},
+            "retention": "segments are never deleted by the vault; archive them off the host (audit verify --anchored checks a trail whose older segments were archived)",
+            "mirror": {"syslog_tcp": s.config.audit.syslog_tcp, "syslog_unix": s.config.audit.syslog_unix},
+        }),
+    ))
+}
+
+fn alerts(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "11.5",
+        "Alerts: rules configured and raised",
+        json!({
+            "rules": s.config.alerts,
+            "raised_and_cleared": s.trail.alerts,
+            "prometheus_rules": "deploy/prometheus/cardvault-rules.yml",
+        }),
+    ))
+}
+
+fn vulnerabilities(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "6.3.3",
+        "Known vulnerabilities in the components",
+        json!({
+            "build": s.build.clone(),
+            "dependencies": s.dependencies,
+            "check": s.vulnerabilities,
+        }),
+    ))
+}

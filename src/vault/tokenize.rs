@@ -1,0 +1,383 @@
+//! Tokenize and lookup: a PAN's keyed fingerprint, its existing token in a
+//! deterministic tenant (looked up across fingerprint-key versions while a
+//! rotation runs), and otherwise a fresh token drawn, its PAN sealed under
+//! the active data key and the entry handed to the store's writer, which
+//! inserts it unless a racing caller got there first (then the racer's token
+//! is returned) or the token is taken (then a new one is drawn). A single
+//! tokenize is a batch of one: the draw, collision and race logic exists
+//! once.
+
+use super::*;
+
+impl Vault {
+    /// Prepares the insert of a fresh token for `pan`.
+    pub(super) async fn draft(
+        &self,
+        keys: &TenantKeys,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+        fingerprint: Option<Fingerprint>,
+        absent_at: Option<ReadMark>,
+        expires_ms: Option<u64>,
+    ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
+        let token = Token::generate_for(pan, self.profile(&keys.tenant))?;
+        let mut drafted = self
+            .draft_for(keys, token, pan, expiry, fingerprint, absent_at)
+            .await?;
+        drafted.0.entry.meta.expires_ms = expires_ms;
+        Ok(drafted)
+    }
+
+    /// [`Vault::draft`] for a given token (an import keeps the token).
+    pub(super) async fn draft_for(
+        &self,
+        keys: &TenantKeys,
+        token: Token,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+        fingerprint: Option<Fingerprint>,
+        absent_at: Option<ReadMark>,
+    ) -> Result<(Insert, Arc<DataKey>, u64), VaultError> {
+        let (dek, count) = self.keys.claim(self.store.as_ref(), keys).await?;
+        let sealed = record::seal(&dek, &keys.tenant, &token, pan)?;
+        // A tenant whose tokens keep only the last 4 does not keep the BIN
+        // either: metadata would otherwise hand it back.
+        let bin = pan
+            .bin()
+            .filter(|_| self.profile(&keys.tenant).keeps_bin(pan.len()));
+        let entry = TokenEntry {
+            meta: TokenMeta {
+                pan_len: pan.len() as u8,
+                brand: pan.brand(),
+                bin,
+                last4: pan.last4(),
+                expiry,
+                created_ms: now_ms(),
+                expires_ms: None,
+            },
+            fingerprint,
+            record: sealed,
+        };
+        let insert = Insert {
+            tenant: keys.tenant.clone(),
+            token,
+            fingerprint,
+            entry,
+            counter: Some((keys.label(KeyPurpose::PanEncryption, dek.version()), count)),
+            fingerprint_absent_at: fingerprint.and(absent_at),
+            token_absent_at: None,
+            fingerprint_key: None,
+        };
+        Ok((insert, dek, count))
+    }
+
+    /// Answers for a token that already exists for the PAN, updating its
+    /// stored expiry if a new one was given. `None` if the token vanished
+    /// meanwhile (deleted concurrently): the caller draws again.
+    pub(super) async fn existing(
+        &self,
+        tenant: &TenantId,
+        token: Token,
+        expiry: Option<Expiry>,
+    ) -> Result<Option<TokenInfo>, VaultError> {
+        let Some(entry) = self.store.get_entry(tenant, &token).await? else {
+            return Ok(None);
+        };
+        if entry.meta.expired_at(now_ms()) {
+            // Expired: gone for every route. Delete it now (the sweep would
+            // later) so the PAN's index entry is free for a new token.
+            self.store.delete(tenant, &token).await?;
+            return Ok(None);
+        }
+        let mut info = TokenInfo::from_meta(token, &entry.meta);
+        if let Some(expiry) = expiry.filter(|e| entry.meta.expiry != Some(*e)) {
+            if !self.store.update_expiry(tenant, &token, expiry).await? {
+                return Ok(None);
+            }
+            info.expiry = Some(expiry);
+        }
+        Ok(Some(info))
+    }
+
+    /// Tokenizes one PAN for `tenant` (a batch of one).
+    pub async fn tokenize(
+        &self,
+        tenant: &TenantId,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+    ) -> Result<TokenInfo, VaultError> {
+        self.tokenize_items(tenant, &[(pan, expiry)], None)
+            .await
+            .pop()
+            .unwrap_or(Err(VaultError::TokenSpaceExhausted))
+    }
+
+    /// Tokenizes PANs whose new tokens expire at `expires_ms` (ms since the
+    /// epoch; `None`: never). A PAN that already has a live token gets it,
+    /// with its own expiry; an expired token is never returned.
+    pub async fn tokenize_with_ttl(
+        &self,
+        tenant: &TenantId,
+        items: &[(&Pan, Option<Expiry>)],
+        expires_ms: Option<u64>,
+    ) -> Vec<Result<TokenInfo, VaultError>> {
+        self.tokenize_items(tenant, items, expires_ms).await
+    }
+
+    /// The one tokenize loop. Each round looks up the pending PANs'
+    /// fingerprints, drafts fresh tokens for the unknown ones and inserts
+    /// them in one store commit; a PAN that a racing caller tokenized first
+    /// gets that token, a drawn token that is taken is drawn again.
+    pub(super) async fn tokenize_items(
+        &self,
+        tenant: &TenantId,
+        items: &[(&Pan, Option<Expiry>)],
+        expires_ms: Option<u64>,
+    ) -> Vec<Result<TokenInfo, VaultError>> {
+        let keys = match self.keys.get_or_create(self.store.as_ref(), tenant).await {
+            Ok(keys) => keys,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let deterministic = self.mode(tenant) == TokenMode::Deterministic;
+        // Held to the end: a fingerprint-key rotation waits for it.
+        let _epoch = if deterministic {
+            Some(keys.fp_epoch.read().await)
+        } else {
+            None
+        };
+        let (mut fingerprinter, mut older) = keys.fingerprinters();
+        // The keys that seal and fingerprint: replaced when the store says
+        // another node rotated the active data or fingerprint key.
+        let mut sealing = Arc::clone(&keys);
+        let mut results: Vec<Option<Result<TokenInfo, VaultError>>> =
+            items.iter().map(|_| None).collect();
+        let fingerprint_all = |f: &crate::crypto::Fingerprinter| -> Vec<Option<Fingerprint>> {
+            items
+                .iter()
+                .map(|(pan, _)| deterministic.then(|| f.fingerprint(pan)))
+                .collect()
+        };
+        let mut fingerprints = fingerprint_all(&fingerprinter);
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        for _ in 0..MAX_TOKEN_DRAWS {
+            if pending.is_empty() {
+                break;
+            }
+            let mut inserts = Vec::with_capacity(pending.len());
+            let mut inserted_for = Vec::with_capacity(pending.len());
+            let mut existing = Vec::new();
+            let mut last_claim = None;
+            // Taken before the lookups: their "absent" answers hold as of
+            // this mark, which lets the store skip repeating them.
+            let mark = self.store.read_mark();
+            // The pending PANs' existing tokens, in one batched read.
+            let fingerprinted: Vec<usize> = pending
+                .iter()
+                .copied()
+                .filter(|&i| fingerprints[i].is_some())
+                .collect();
+            let lookups: Vec<(&Pan, Fingerprint)> = fingerprinted
+                .iter()
+                .filter_map(|&i| fingerprints[i].map(|fp| (items[i].0, fp)))
+                .collect();
+            let mut known: Vec<Option<Result<Option<Token>, VaultError>>> =
+                items.iter().map(|_| None).collect();
+            for (i, found) in fingerprinted
+                .into_iter()
+                .zip(self.existing_tokens(tenant, &lookups, &older).await)
+            {
+                known[i] = Some(found);
+            }
+            for &i in &pending {
+                let (pan, expiry) = &items[i];
+                match known[i].take() {
+                    Some(Ok(Some(token))) => {
+                        existing.push((i, token));
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                    Some(Ok(None)) | None => {}
+                }
+                match self
+                    .draft(&sealing, pan, *expiry, fingerprints[i], mark, expires_ms)
+                    .await
+                {
+                    Ok((mut insert, dek, count)) => {
+                        insert.fingerprint_key = fingerprints[i].map(|_| {
+                            sealing.label(KeyPurpose::Fingerprint, fingerprinter.version())
+                        });
+                        inserts.push(insert);
+                        inserted_for.push(i);
+                        last_claim = Some((dek, count));
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            if let Some(mark) = mark {
+                self.vouch_tokens_free(tenant, &mut inserts, mark).await;
+            }
+            let infos: Vec<TokenInfo> = inserts
+                .iter()
+                .map(|ins| TokenInfo::from_meta(ins.token, &ins.entry.meta))
+                .collect();
+            let outcomes = if inserts.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.store.insert(inserts).await
+            };
+            if let Some((dek, count)) = last_claim {
+                self.keys
+                    .rotate_if_due(self.store.as_ref(), &keys, &dek, count)
+                    .await;
+            }
+            let mut retry = Vec::new();
+            let mut stale = false;
+            match outcomes {
+                Ok(outcomes) => {
+                    for ((i, info), outcome) in inserted_for.into_iter().zip(infos).zip(outcomes) {
+                        match outcome {
+                            InsertOutcome::Inserted => {
+                                metrics::counter!("cardvault_tokens_created_total").increment(1);
+                                results[i] = Some(Ok(info));
+                            }
+                            InsertOutcome::Existing(token) => existing.push((i, token)),
+                            InsertOutcome::TokenCollision => retry.push(i),
+                            InsertOutcome::StaleKey => {
+                                stale = true;
+                                retry.push(i);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    for i in inserted_for {
+                        results[i] = Some(Err(e.clone().into()));
+                    }
+                }
+            }
+            if stale {
+                match self.keys.refresh(self.store.as_ref(), tenant).await {
+                    Ok(Some(fresh)) => {
+                        (fingerprinter, older) = fresh.fingerprinters();
+                        fingerprints = fingerprint_all(&fingerprinter);
+                        sealing = fresh;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        for &i in &retry {
+                            results[i] = Some(Err(e.clone()));
+                        }
+                        retry.clear();
+                    }
+                }
+            }
+            for (i, token) in existing {
+                match self.existing(tenant, token, items[i].1).await {
+                    Ok(Some(info)) => results[i] = Some(Ok(info)),
+                    Ok(None) => retry.push(i),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            retry.sort_unstable();
+            pending = retry;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(VaultError::TokenSpaceExhausted)))
+            .collect()
+    }
+
+    /// Reads the drafted tokens of `inserts` in one batched lookup (after
+    /// `mark`) and vouches for each one found free, so a store that tracks
+    /// its recent writes skips its own collision read (on RocksDB, on the
+    /// single writer thread). A token found taken, or a failed read, leaves
+    /// the check to the store.
+    pub(super) async fn vouch_tokens_free(
+        &self,
+        tenant: &TenantId,
+        inserts: &mut [Insert],
+        mark: ReadMark,
+    ) {
+        if inserts.is_empty() {
+            return;
+        }
+        let tokens: Vec<Token> = inserts.iter().map(|insert| insert.token).collect();
+        if let Ok(taken) = self.store.tokens_taken(tenant, &tokens).await {
+            for (insert, taken) in inserts.iter_mut().zip(taken) {
+                if !taken {
+                    insert.token_absent_at = Some(mark);
+                }
+            }
+        }
+    }
+
+    /// The token `pan` already has in `tenant`, never creating one ("is
+    /// this card on file?"). Deterministic tenants only: a random-mode
+    /// tenant stores no fingerprints, so every lookup there is not found.
+    pub async fn lookup(&self, tenant: &TenantId, pan: &Pan) -> Result<TokenInfo, VaultError> {
+        let keys = self.known_keys(tenant).await?;
+        let (fingerprinter, older) = keys.fingerprinters();
+        let fingerprint = fingerprinter.fingerprint(pan);
+        let token = self
+            .existing_tokens(tenant, &[(pan, fingerprint)], &older)
+            .await
+            .pop()
+            .unwrap_or(Ok(None))?
+            .ok_or(VaultError::TokenNotFound)?;
+        self.metadata(tenant, &token).await
+    }
+
+    /// The tokens `tenant` already has for the PANs of `lookups`, each with
+    /// its fingerprint under the active key, in input order: the active
+    /// key's fingerprints in one batched read, then — while a
+    /// fingerprint-key rotation is in progress — each miss under the older
+    /// keys' fingerprints of the same PAN. A failed batched read fails every
+    /// item.
+    pub(super) async fn existing_tokens(
+        &self,
+        tenant: &TenantId,
+        lookups: &[(&Pan, Fingerprint)],
+        older: &[Arc<crate::crypto::Fingerprinter>],
+    ) -> Vec<Result<Option<Token>, VaultError>> {
+        if lookups.is_empty() {
+            return Vec::new();
+        }
+        let fingerprints: Vec<Fingerprint> = lookups.iter().map(|(_, fp)| *fp).collect();
+        let found = match self.store.get_tokens_for(tenant, &fingerprints).await {
+            Ok(found) => found,
+            Err(e) => {
+                let e = VaultError::from(e);
+                return lookups.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        let mut out = Vec::with_capacity(lookups.len());
+        for ((pan, _), token) in lookups.iter().zip(found) {
+            out.push(match token {
+                Some(token) => Ok(Some(token)),
+                None => self.token_for_older(tenant, pan, older).await,
+            });
+        }
+        out
+    }
+
+    /// The token for `pan` under the tenant's older fingerprint keys (a
+    /// fingerprint rotation whose re-encryption has not moved every index
+    /// entry yet), newest first.
+    pub(super) async fn token_for_older(
+        &self,
+        tenant: &TenantId,
+        pan: &Pan,
+        older: &[Arc<crate::crypto::Fingerprinter>],
+    ) -> Result<Option<Token>, VaultError> {
+        for fingerprinter in older {
+            let old = fingerprinter.fingerprint(pan);
+            if let Some(token) = self.store.get_token_for(tenant, &old).await? {
+                return Ok(Some(token));
+            }
+        }
+        Ok(None)
+    }
+}
