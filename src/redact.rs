@@ -4,7 +4,9 @@
 //! chain of 12 or more digits — single spaces or dashes between groups
 //! allowed — is masked but for its last four (`************1111`), so no
 //! card number survives, not even one a caller typed into a field that was
-//! never meant for one. Tokens in free text are masked too; the audit
+//! never meant for one. Digests are the one exception: a standalone hex
+//! word of 32, 40, 64 or 128 characters holding a letter (a SHA-256, a
+//! commit id) keeps its digits, or the evidence it is would be corrupted. Tokens in free text are masked too; the audit
 //! trail keeps them in their own fields. Pure, no allocation when there is
 //! nothing to change. The log writer (`cli`) and the audit trail
 //! ([`crate::audit`]) run every line and detail through it.
@@ -31,14 +33,47 @@ pub fn is_unsafe_char(c: char) -> bool {
         )
 }
 
+/// Where the digests are: standalone hex words of a digest's length (32,
+/// 40, 64 or 128 characters) with at least one letter — the hashes and
+/// commit ids the vault writes itself. Their digits are not card numbers:
+/// masking them would corrupt the evidence they are.
+fn digests(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        if !text[i].is_ascii_hexdigit() || (i > 0 && text[i - 1].is_ascii_alphanumeric()) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < text.len() && text[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        let standalone = i == text.len() || !text[i].is_ascii_alphanumeric();
+        if standalone
+            && matches!(i - start, 32 | 40 | 64 | 128)
+            && text[start..i].iter().any(u8::is_ascii_alphabetic)
+        {
+            found.push((start, i));
+        }
+    }
+    found
+}
+
 /// Where the digit chains of at least [`MIN_MASKED_DIGITS`] digits are:
-/// byte ranges covering first to last digit.
+/// byte ranges covering first to last digit, digests left out.
 fn long_chains(text: &[u8]) -> Vec<(usize, usize)> {
+    let digests = digests(text);
+    let digest_at = |k: usize| digests.iter().find(|&&(s, e)| s <= k && k < e);
     let mut chains = Vec::new();
     let mut i = 0;
     while i < text.len() {
         if !text[i].is_ascii_digit() {
             i += 1;
+            continue;
+        }
+        if let Some(&(_, end)) = digest_at(i) {
+            i = end;
             continue;
         }
         let start = i;
@@ -52,7 +87,10 @@ fn long_chains(text: &[u8]) -> Vec<(usize, usize)> {
             }
             end = j.max(end);
             // One space or dash followed by a digit continues the chain.
-            if j + 1 < text.len() && matches!(text[j], b' ' | b'-') && text[j + 1].is_ascii_digit()
+            if j + 1 < text.len()
+                && matches!(text[j], b' ' | b'-')
+                && text[j + 1].is_ascii_digit()
+                && digest_at(j + 1).is_none()
             {
                 j += 1;
                 continue;
@@ -185,6 +223,24 @@ mod tests {
         assert_eq!(text("1234567890 2026"), "********** 2026");
         // Two spaces end a chain.
         assert_eq!(text("123456  789012"), "123456  789012");
+    }
+
+    #[test]
+    fn digests_keep_their_digits() {
+        let digest = "1234567890123456789012345678901234567890123456789012345678abcdef";
+        let detail = format!("age ciphertext sha256 {digest}");
+        assert_eq!(text(&detail), detail);
+        let commit = "0123456789012345678901234567890123456a7e";
+        assert_eq!(
+            text(&format!("commit {commit}")),
+            format!("commit {commit}")
+        );
+        // Not a digest: the wrong length, no letter, or glued to a word.
+        assert_eq!(text("4111111111111111abcdef"), "************1111abcdef");
+        assert!(text(&format!("x{digest}")).contains('*'));
+        assert!(text(&"4".repeat(64)).contains('*'));
+        let json = format!(r#"{{"detail":"sha256 {digest}"}}"#);
+        assert_eq!(json_line(&json), json);
     }
 
     #[test]

@@ -382,32 +382,36 @@ impl Config {
     /// bursts fit a full batch. (Names, tenants, hours, modes and non-zero
     /// numbers are typed: they were checked when the file was read.)
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let file = |field: &str, p: &Path| {
-            if p.is_file() {
-                Ok(())
-            } else {
-                Err(ConfigError::new(
-                    field,
-                    format!("file not found: {}", p.display()),
-                ))
-            }
-        };
-        file("api.cert", &self.api.cert)?;
-        file("api.key", &self.api.key)?;
-        file("api.client_ca", &self.api.client_ca)?;
+        self.validate_tls_and_kek_files()?;
+        self.validate_principals()?;
+        self.validate_limits()?;
+        self.validate_node_id()?;
+        self.validate_backends()
+    }
+
+    /// The API's certificate, key, client CA and CRLs, and the KEK's files.
+    fn validate_tls_and_kek_files(&self) -> Result<(), ConfigError> {
+        existing_file("api.cert", &self.api.cert)?;
+        existing_file("api.key", &self.api.key)?;
+        existing_file("api.client_ca", &self.api.client_ca)?;
         for (i, crl) in self.api.crls.iter().enumerate() {
-            file(&format!("api.crls[{i}]"), crl)?;
+            existing_file(&format!("api.crls[{i}]"), crl)?;
         }
         match self.kek()? {
-            KekSource::File(path) => file("storage.key_file", &path)?,
+            KekSource::File(path) => existing_file("storage.key_file", &path)?,
             KekSource::Pkcs11 {
                 module, pin_file, ..
             } => {
-                file("kek.module", &module)?;
-                file("kek.pin_file", &pin_file)?;
+                existing_file("kek.module", &module)?;
+                existing_file("kek.pin_file", &pin_file)?;
             }
             KekSource::Shamir(_) => {}
         }
+        Ok(())
+    }
+
+    /// At least one principal, each named and holding a role.
+    fn validate_principals(&self) -> Result<(), ConfigError> {
         if self.principals.is_empty() {
             return Err(ConfigError::new(
                 "principals",
@@ -425,6 +429,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Limits that must fit one another, and the bounded durations.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (field, rate) in [
             ("limits.tokenize_rate.burst", l.tokenize_rate),
@@ -467,6 +476,11 @@ impl Config {
                 "must not exceed limits.max_connections",
             ));
         }
+        Ok(())
+    }
+
+    /// The audit node id: 1-32 letters, digits, '-', '_' or '.'.
+    fn validate_node_id(&self) -> Result<(), ConfigError> {
         if let Some(node) = &self.audit.node_id
             && (node.is_empty()
                 || node.len() > 32
@@ -479,18 +493,23 @@ impl Config {
                 "1-32 letters, digits, '-', '_' or '.'",
             ));
         }
+        Ok(())
+    }
+
+    /// The PostgreSQL settings and the proxy routes, with their files.
+    fn validate_backends(&self) -> Result<(), ConfigError> {
         if self.storage.backend == StorageBackend::Postgres {
             self.storage.postgres()?;
             if let Some(ca) = &self.storage.ca_file {
-                file("storage.ca_file", ca)?;
+                existing_file("storage.ca_file", ca)?;
             }
         }
         for (name, route) in &self.proxy.routes {
             route.validate(name)?;
-            file(&format!("proxy.routes.{name}.ca_file"), &route.ca_file)?;
+            existing_file(&format!("proxy.routes.{name}.ca_file"), &route.ca_file)?;
             if let (Some(cert), Some(key)) = (&route.client_cert, &route.client_key) {
-                file(&format!("proxy.routes.{name}.client_cert"), cert)?;
-                file(&format!("proxy.routes.{name}.client_key"), key)?;
+                existing_file(&format!("proxy.routes.{name}.client_cert"), cert)?;
+                existing_file(&format!("proxy.routes.{name}.client_key"), key)?;
             }
         }
         Ok(())
@@ -544,5 +563,17 @@ impl Config {
             .iter()
             .map(|(name, t)| (name.clone(), t.token_mode))
             .collect()
+    }
+}
+
+/// Err naming `field` unless `p` is a file.
+fn existing_file(field: &str, p: &Path) -> Result<(), ConfigError> {
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("file not found: {}", p.display()),
+        ))
     }
 }

@@ -8,6 +8,8 @@
 //! omission). Latencies go into HDR histograms; PANs are synthetic
 //! Luhn-valid numbers across brands and lengths, never real ones.
 
+mod acks;
+mod dispatch;
 mod pans;
 mod report;
 mod run;

@@ -15,7 +15,6 @@
 //! into every figure.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,13 +27,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::acks::{ack_log, tokens_from};
+use super::dispatch::dispatch;
 use super::pans::PanGenerator;
 use super::report::Report;
 use super::{LoadArgs, Operation};
 use crate::client::{ClientTls, Connection};
 
 /// Tokens and PANs kept for detokenize and repeat traffic.
-const POOL_LIMIT: usize = 100_000;
+pub(super) const POOL_LIMIT: usize = 100_000;
 
 struct Shared {
     tls: ClientTls,
@@ -323,24 +324,6 @@ fn refused(shared: &Shared) -> String {
     )
 }
 
-/// The tokens of an ack log, at most [`POOL_LIMIT`] of them, evenly spaced.
-fn tokens_from(path: &std::path::Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let all: Vec<String> = text
-        .lines()
-        .filter_map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).ok()?;
-            value["token"].as_str().map(str::to_owned)
-        })
-        .collect();
-    if all.is_empty() {
-        bail!("{} holds no tokens", path.display());
-    }
-    let stride = all.len().div_ceil(POOL_LIMIT);
-    Ok(all.into_iter().step_by(stride).collect())
-}
-
 /// Tokenizes a first set of PANs so detokenize traffic has tokens.
 async fn prefill(shared: &Shared, generator: &mut PanGenerator) -> Result<()> {
     let mut conn = open(shared).await?;
@@ -423,21 +406,7 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
             u64::from_le_bytes(bytes)
         }
     };
-    let (acks, ack_writer) = match &args.ack_log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open ack log {}", path.display()))?;
-            let (tx, rx) = mpsc::unbounded_channel::<String>();
-            (
-                Some(tx),
-                Some(tokio::task::spawn_blocking(move || write_acks(file, rx))),
-            )
-        }
-        None => (None, None),
-    };
+    let (acks, ack_writer) = ack_log(args.ack_log.as_deref())?;
     let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?;
     let mut shared = Shared {
         tls,
@@ -455,46 +424,12 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         acknowledged: AtomicU64::new(0),
         args,
     };
-    if let Some(path) = shared.args.tokens_from.clone() {
-        *lock(&shared.tokens) = tokens_from(&path)?;
-    } else if matches!(
-        shared.args.op,
-        Operation::Detokenize | Operation::DetokenizeBatch | Operation::Mixed | Operation::Metadata
-    ) {
-        prefill(&shared, &mut PanGenerator::new(seed ^ 0xA5A5)).await?;
-    } else {
-        // Fail fast with a clear message when the vault is down or refuses us.
-        let mut conn = open(&shared).await?;
-        conn.get("/v1/tokens/4111111111111112")
-            .await
-            .with_context(|| refused(&shared))?;
-    }
+    prepare(&shared, seed).await?;
     let start = Instant::now();
     shared.measure_from = start + shared.args.warmup;
     let shared = Arc::new(shared);
     let progress = progress(&shared);
-    let workers = shared.args.concurrency as u64;
-    // Open loop: workers take scheduled send times from one queue.
-    let schedule = shared.args.rate.map(|rate| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (rate, tx, Arc::new(tokio::sync::Mutex::new(rx)))
-    });
-    let handles: Vec<_> = (0..workers)
-        .map(|id| {
-            let queue = schedule.as_ref().map(|(_, _, rx)| Arc::clone(rx));
-            tokio::spawn(worker(Arc::clone(&shared), id, seed, queue))
-        })
-        .collect();
-    let dispatcher = schedule.map(|(rate, tx, _)| {
-        let end = shared.measure_from + shared.args.duration;
-        tokio::task::spawn_blocking(move || dispatch(start, end, rate, &tx))
-    });
-    if let Some(dispatcher) = dispatcher {
-        let _ = dispatcher.await;
-    }
-    for handle in handles {
-        let _ = handle.await;
-    }
+    drive(&shared, start, seed).await;
     let elapsed = Instant::now().saturating_duration_since(shared.measure_from);
     if let Some(progress) = progress {
         progress.abort();
@@ -516,58 +451,52 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// The open loop's dispatcher, on its own OS thread: hands out the send
-/// time of request `k`, `start + k / rate`, at that time, until `end`.
-/// Sleeps to absolute `CLOCK_MONOTONIC` deadlines with the thread's timer
-/// slack at 1 µs, so a send time is handed out within microseconds of
-/// itself rather than on tokio's next millisecond tick.
-fn dispatch(start: Instant, end: Instant, rate: f64, tx: &mpsc::UnboundedSender<Instant>) {
-    use rustix::thread::{ClockId, clock_nanosleep_absolute};
-    use rustix::time::Timespec;
-    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1_000));
-    // One reading of both clocks maps tokio's instants to CLOCK_MONOTONIC.
-    let origin = Instant::now();
-    let origin_ts = rustix::time::clock_gettime(ClockId::Monotonic);
-    let origin_ns = i128::from(origin_ts.tv_sec) * 1_000_000_000 + i128::from(origin_ts.tv_nsec);
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut k: u32 = 0;
-    loop {
-        let at = start + interval.mul_f64(f64::from(k));
-        if at >= end {
-            break;
-        }
-        let offset = if at >= origin {
-            (at - origin).as_nanos() as i128
-        } else {
-            -((origin - at).as_nanos() as i128)
-        };
-        let deadline = origin_ns + offset;
-        let request = Timespec {
-            tv_sec: (deadline / 1_000_000_000) as _,
-            tv_nsec: (deadline % 1_000_000_000) as _,
-        };
-        while let Err(rustix::io::Errno::INTR) =
-            clock_nanosleep_absolute(ClockId::Monotonic, &request)
-        {}
-        if tx.send(at).is_err() {
-            break;
-        }
-        k = k.saturating_add(1);
+/// Before the clock starts: the tokens to read (from a file, or made by a
+/// prefill for the operations that read), or one request that fails fast
+/// with a clear message when the vault is down or refuses us.
+async fn prepare(shared: &Shared, seed: u64) -> Result<()> {
+    if let Some(path) = shared.args.tokens_from.clone() {
+        *lock(&shared.tokens) = tokens_from(&path)?;
+    } else if matches!(
+        shared.args.op,
+        Operation::Detokenize | Operation::DetokenizeBatch | Operation::Mixed | Operation::Metadata
+    ) {
+        prefill(shared, &mut PanGenerator::new(seed ^ 0xA5A5)).await?;
+    } else {
+        // Fail fast with a clear message when the vault is down or refuses us.
+        let mut conn = open(shared).await?;
+        conn.get("/v1/tokens/4111111111111112")
+            .await
+            .with_context(|| refused(shared))?;
     }
+    Ok(())
 }
 
-fn write_acks(file: std::fs::File, mut rx: mpsc::UnboundedReceiver<String>) -> Result<()> {
-    let mut out = std::io::BufWriter::new(file);
-    while let Some(line) = rx.blocking_recv() {
-        writeln!(out, "{line}")?;
-        // Keep what is acknowledged on disk promptly: flush when idle.
-        if rx.is_empty() {
-            out.flush()?;
-        }
+/// Runs the workers (closed loop, or fed send times by the open loop's
+/// dispatcher) to the end of the run.
+async fn drive(shared: &Arc<Shared>, start: Instant, seed: u64) {
+    let workers = shared.args.concurrency as u64;
+    // Open loop: workers take scheduled send times from one queue.
+    let schedule = shared.args.rate.map(|rate| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (rate, tx, Arc::new(tokio::sync::Mutex::new(rx)))
+    });
+    let handles: Vec<_> = (0..workers)
+        .map(|id| {
+            let queue = schedule.as_ref().map(|(_, _, rx)| Arc::clone(rx));
+            tokio::spawn(worker(Arc::clone(shared), id, seed, queue))
+        })
+        .collect();
+    let dispatcher = schedule.map(|(rate, tx, _)| {
+        let end = shared.measure_from + shared.args.duration;
+        tokio::task::spawn_blocking(move || dispatch(start, end, rate, &tx))
+    });
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
     }
-    out.flush()?;
-    out.get_ref().sync_all()?;
-    Ok(())
+    for handle in handles {
+        let _ = handle.await;
+    }
 }
 
 #[cfg(test)]

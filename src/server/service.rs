@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::running::{Running, start};
-use crate::audit::{AuditLog, Event, EventKind};
+use crate::audit::{AuditLog, Event, EventKind, PendingAudit};
 use crate::config::{Config, KekSource};
 use crate::dirlock::DirLock;
 use crate::runtime::custody::{Custody, Kek, open_kek};
@@ -75,70 +75,14 @@ impl Service {
     /// vault, then starts serving and records `vault_start`.
     pub async fn launch(config: &Config) -> anyhow::Result<Service> {
         let source = config.kek()?;
-        let mut secrets = vec![("TLS private key (api.key)", config.api.key.as_path())];
-        match &source {
-            KekSource::File(path) => secrets.push(("KEK file (storage.key_file)", path)),
-            KekSource::Pkcs11 { pin_file, .. } => {
-                secrets.push(("HSM PIN file (kek.pin_file)", pin_file))
-            }
-            KekSource::Shamir(_) => {}
-        }
-        crate::hardening::refuse_unsafe_files(
-            &secrets,
-            &[
-                (
-                    "data directory (storage.data_dir)",
-                    &config.storage.data_dir,
-                ),
-                ("audit directory (audit.dir)", &config.audit.dir),
-            ],
-        )?;
+        refuse_unsafe_files(config, &source)?;
         // First of all: one vault per data directory. A second process stops
         // here, before it touches the KEK, the trail or the database.
         let data_lock = DirLock::acquire(&config.storage.data_dir, "data directory")?;
         let kek = open_kek(&source)?;
         let (audit, pending) = AuditLog::prepare(config.node_audit_settings())?;
-        let mut options = VaultOptions {
-            tenant_modes: config.tenant_modes(),
-            tenant_profiles: config.tenant_profiles(),
-            audit: Some(audit.clone()),
-            ..VaultOptions::default()
-        };
-        options.store.min_free_bytes = config.storage.min_free_bytes;
-        options.store.block_cache_bytes = config.storage.block_cache_bytes.get();
-        options.store.write_buffer_bytes = config.storage.write_buffer_bytes.get();
-        // A node on PostgreSQL opens no RocksDB; its data directory keeps
-        // only its lock and custody files.
-        let shared: Option<Box<dyn crate::store::Store>> = match config.storage.backend {
-            crate::config::StorageBackend::Rocksdb => None,
-            crate::config::StorageBackend::Postgres => Some(Box::new(
-                crate::store::postgres::PgStore::connect(&config.storage.postgres()?).await?,
-            )),
-        };
-        let (vault, custody) = match kek {
-            Kek::Ready(provider) => {
-                pending.start(provider.as_ref()).map_err(|(_, e)| e)?;
-                let vault = Arc::new(match shared {
-                    Some(store) => Vault::with_store(store, provider, options).await?,
-                    None => Vault::open(&config.storage.data_dir, provider, options)?,
-                });
-                let custody =
-                    Custody::fixed(Arc::clone(&vault), source.clone(), &config.storage.data_dir);
-                (vault, custody)
-            }
-            Kek::Sealed(set_file) => {
-                let vault = Arc::new(match shared {
-                    Some(store) => Vault::with_store_sealed(store, options),
-                    None => Vault::open_sealed(&config.storage.data_dir, options)?,
-                });
-                let custody =
-                    Custody::sealed(Arc::clone(&vault), pending, source.clone(), set_file)?;
-                tracing::warn!(
-                    "vault sealed: the KEK is split among custodians; it serves once enough of them run `cardvault unseal`"
-                );
-                (vault, custody)
-            }
-        };
+        let options = vault_options(config, &audit);
+        let (vault, custody) = open_vault(config, kek, &source, pending, options).await?;
         let custody = Arc::new(custody);
         let reseals = Reseals::new(Arc::clone(&vault), audit.clone(), config.keys);
         let running = start(
@@ -157,27 +101,8 @@ impl Service {
             config.keys,
             watch_rx,
         );
-        // Interrupted re-encryption jobs go on, once the keys are in memory.
-        let resume = Arc::clone(&reseals);
-        let unsealed = Arc::clone(&vault);
-        tokio::spawn(async move {
-            while unsealed.is_sealed() {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            resume.resume_all().await;
-        });
-        audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
-            "api {} ops {} version {} commit {}",
-            running.api_addr,
-            running.ops_addr,
-            env!("CARGO_PKG_VERSION"),
-            env!("CARDVAULT_GIT_COMMIT")
-        )));
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            commit = env!("CARDVAULT_GIT_COMMIT"),
-            "cardvault started"
-        );
+        resume_when_unsealed(Arc::clone(&reseals), Arc::clone(&vault));
+        announce(&audit, &running);
         if let Some(db) = config.supply_chain.advisory_db.clone() {
             let audit = audit.clone();
             tokio::task::spawn_blocking(move || check_supply_chain(&db, &audit));
@@ -265,4 +190,111 @@ impl Service {
         }
         closed
     }
+}
+
+/// Refuses private keys readable by others and directories owned by another
+/// user.
+fn refuse_unsafe_files(config: &Config, source: &KekSource) -> anyhow::Result<()> {
+    let mut secrets = vec![("TLS private key (api.key)", config.api.key.as_path())];
+    match source {
+        KekSource::File(path) => secrets.push(("KEK file (storage.key_file)", path)),
+        KekSource::Pkcs11 { pin_file, .. } => {
+            secrets.push(("HSM PIN file (kek.pin_file)", pin_file))
+        }
+        KekSource::Shamir(_) => {}
+    }
+    crate::hardening::refuse_unsafe_files(
+        &secrets,
+        &[
+            (
+                "data directory (storage.data_dir)",
+                &config.storage.data_dir,
+            ),
+            ("audit directory (audit.dir)", &config.audit.dir),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The vault's options from `config`, recording to `audit`.
+fn vault_options(config: &Config, audit: &AuditLog) -> VaultOptions {
+    let mut options = VaultOptions {
+        tenant_modes: config.tenant_modes(),
+        tenant_profiles: config.tenant_profiles(),
+        audit: Some(audit.clone()),
+        ..VaultOptions::default()
+    };
+    options.store.min_free_bytes = config.storage.min_free_bytes;
+    options.store.block_cache_bytes = config.storage.block_cache_bytes.get();
+    options.store.write_buffer_bytes = config.storage.write_buffer_bytes.get();
+    options
+}
+
+/// Opens the store (RocksDB here, or the shared PostgreSQL) and the vault
+/// on it: unsealed with a ready KEK, sealed until custodians unseal it
+/// otherwise.
+async fn open_vault(
+    config: &Config,
+    kek: Kek,
+    source: &KekSource,
+    pending: PendingAudit,
+    options: VaultOptions,
+) -> anyhow::Result<(Arc<Vault>, Custody)> {
+    // A node on PostgreSQL opens no RocksDB; its data directory keeps
+    // only its lock and custody files.
+    let shared: Option<Box<dyn crate::store::Store>> = match config.storage.backend {
+        crate::config::StorageBackend::Rocksdb => None,
+        crate::config::StorageBackend::Postgres => Some(Box::new(
+            crate::store::postgres::PgStore::connect(&config.storage.postgres()?).await?,
+        )),
+    };
+    Ok(match kek {
+        Kek::Ready(provider) => {
+            pending.start(provider.as_ref()).map_err(|(_, e)| e)?;
+            let vault = Arc::new(match shared {
+                Some(store) => Vault::with_store(store, provider, options).await?,
+                None => Vault::open(&config.storage.data_dir, provider, options)?,
+            });
+            let custody =
+                Custody::fixed(Arc::clone(&vault), source.clone(), &config.storage.data_dir);
+            (vault, custody)
+        }
+        Kek::Sealed(set_file) => {
+            let vault = Arc::new(match shared {
+                Some(store) => Vault::with_store_sealed(store, options),
+                None => Vault::open_sealed(&config.storage.data_dir, options)?,
+            });
+            let custody = Custody::sealed(Arc::clone(&vault), pending, source.clone(), set_file)?;
+            tracing::warn!(
+                "vault sealed: the KEK is split among custodians; it serves once enough of them run `cardvault unseal`"
+            );
+            (vault, custody)
+        }
+    })
+}
+
+/// Resumes interrupted re-encryption jobs once the keys are in memory.
+fn resume_when_unsealed(reseals: Arc<Reseals>, vault: Arc<Vault>) {
+    tokio::spawn(async move {
+        while vault.is_sealed() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        reseals.resume_all().await;
+    });
+}
+
+/// Records `vault_start` and logs the start.
+fn announce(audit: &AuditLog, running: &Running) {
+    audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
+        "api {} ops {} version {} commit {}",
+        running.api_addr,
+        running.ops_addr,
+        env!("CARGO_PKG_VERSION"),
+        env!("CARDVAULT_GIT_COMMIT")
+    )));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("CARDVAULT_GIT_COMMIT"),
+        "cardvault started"
+    );
 }

@@ -12,9 +12,13 @@
 
 use subtle::ConstantTimeEq as _;
 
+use std::sync::Arc;
+
+use super::keys::TenantKeys;
 use super::{Revealed, TokenMode, Vault, VaultError};
+use crate::crypto::{DataKey, Fingerprint};
 use crate::domain::{Expiry, Pan, TenantId, Token};
-use crate::store::InsertOutcome;
+use crate::store::{Insert, InsertOutcome};
 
 /// What became of one imported pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,16 +54,58 @@ impl Vault {
         } else {
             None
         };
-        let (fingerprinter, older) = keys.fingerprinters();
         let mut results: Vec<Option<Result<ImportOutcome, VaultError>>> =
             items.iter().map(|_| None).collect();
-        let mut inserts = Vec::new();
-        let mut inserted_for = Vec::new();
-        let mut last_claim = None;
+        let drafts = self
+            .draft_imports(&keys, items, deterministic, &mut results)
+            .await;
+        let outcomes = if drafts.inserts.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.insert(drafts.inserts).await
+        };
+        if let Some((dek, count)) = drafts.last_claim {
+            self.keys
+                .rotate_if_due(self.store.as_ref(), &keys, &dek, count)
+                .await;
+        }
+        match outcomes {
+            Ok(outcomes) => {
+                for (i, outcome) in drafts.inserted_for.into_iter().zip(outcomes) {
+                    let (token, pan, _) = &items[i];
+                    results[i] = Some(self.settle_import(tenant, token, pan, outcome).await);
+                }
+            }
+            Err(e) => {
+                for i in drafts.inserted_for {
+                    results[i] = Some(Err(e.clone().into()));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(VaultError::TokenNotFound)))
+            .collect()
+    }
+
+    /// Drafts the inserts of the items whose PAN has no token yet; an item
+    /// whose PAN has one (deterministic tenants, read in one batch) or that
+    /// fails is settled in `results` at once.
+    async fn draft_imports(
+        &self,
+        keys: &TenantKeys,
+        items: &[(Token, &Pan, Option<Expiry>)],
+        deterministic: bool,
+        results: &mut [Option<Result<ImportOutcome, VaultError>>],
+    ) -> ImportDrafts {
+        let mut drafts = ImportDrafts {
+            inserts: Vec::new(),
+            inserted_for: Vec::new(),
+            last_claim: None,
+        };
+        let (fingerprinter, older) = keys.fingerprinters();
         let mark = self.store.read_mark();
-        // Every PAN's existing token (deterministic tenants), in one
-        // batched read.
-        let lookups: Vec<(&Pan, crate::crypto::Fingerprint)> = if deterministic {
+        let lookups: Vec<(&Pan, Fingerprint)> = if deterministic {
             items
                 .iter()
                 .map(|(_, pan, _)| (*pan, fingerprinter.fingerprint(pan)))
@@ -68,7 +114,7 @@ impl Vault {
             Vec::new()
         };
         let mut known = self
-            .existing_tokens(tenant, &lookups, &older)
+            .existing_tokens(&keys.tenant, &lookups, &older)
             .await
             .into_iter();
         for (i, (token, pan, expiry)) in items.iter().enumerate() {
@@ -89,70 +135,54 @@ impl Vault {
                 Some(Ok(None)) | None => {}
             }
             match self
-                .draft_for(&keys, *token, pan, *expiry, fingerprint, mark)
+                .draft_for(keys, *token, pan, *expiry, fingerprint, mark)
                 .await
             {
                 Ok((insert, dek, count)) => {
-                    inserts.push(insert);
-                    inserted_for.push(i);
-                    last_claim = Some((dek, count));
+                    drafts.inserts.push(insert);
+                    drafts.inserted_for.push(i);
+                    drafts.last_claim = Some((dek, count));
                 }
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let outcomes = if inserts.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.store.insert(inserts).await
-        };
-        if let Some((dek, count)) = last_claim {
-            self.keys
-                .rotate_if_due(self.store.as_ref(), &keys, &dek, count)
-                .await;
-        }
-        match outcomes {
-            Ok(outcomes) => {
-                for (i, outcome) in inserted_for.into_iter().zip(outcomes) {
-                    let (token, pan, _) = &items[i];
-                    results[i] = Some(match outcome {
-                        InsertOutcome::Inserted => {
-                            metrics::counter!("cardvault_tokens_imported_total").increment(1);
-                            Ok(ImportOutcome::Imported)
-                        }
-                        InsertOutcome::Existing(existing) if existing == *token => {
-                            Ok(ImportOutcome::AlreadyPresent)
-                        }
-                        InsertOutcome::Existing(_) => Ok(ImportOutcome::PanHasOtherToken),
-                        // Another node rotated the key: the import is
-                        // refused for now; a re-run seals it again.
-                        InsertOutcome::StaleKey => {
-                            let _ = self.keys.refresh(self.store.as_ref(), tenant).await;
-                            Err(VaultError::KeyState(
-                                tenant.clone(),
-                                "another node rotated the data key; import again",
-                            ))
-                        }
-                        // The token is stored: for this PAN (a re-run in a
-                        // random-mode tenant), or another.
-                        InsertOutcome::TokenCollision => match self.detokenize(tenant, token).await
-                        {
-                            Ok(held) if same_pan(&held, pan) => Ok(ImportOutcome::AlreadyPresent),
-                            Ok(_) => Ok(ImportOutcome::TokenTaken),
-                            Err(e) => Err(e),
-                        },
-                    });
-                }
+        drafts
+    }
+
+    /// What the store's answer to one imported pair's insert means.
+    async fn settle_import(
+        &self,
+        tenant: &TenantId,
+        token: &Token,
+        pan: &Pan,
+        outcome: InsertOutcome,
+    ) -> Result<ImportOutcome, VaultError> {
+        match outcome {
+            InsertOutcome::Inserted => {
+                metrics::counter!("cardvault_tokens_imported_total").increment(1);
+                Ok(ImportOutcome::Imported)
             }
-            Err(e) => {
-                for i in inserted_for {
-                    results[i] = Some(Err(e.clone().into()));
-                }
+            InsertOutcome::Existing(existing) if existing == *token => {
+                Ok(ImportOutcome::AlreadyPresent)
             }
+            InsertOutcome::Existing(_) => Ok(ImportOutcome::PanHasOtherToken),
+            // Another node rotated the key: the import is refused for now;
+            // a re-run seals it again.
+            InsertOutcome::StaleKey => {
+                let _ = self.keys.refresh(self.store.as_ref(), tenant).await;
+                Err(VaultError::KeyState(
+                    tenant.clone(),
+                    "another node rotated the data key; import again",
+                ))
+            }
+            // The token is stored: for this PAN (a re-run in a random-mode
+            // tenant), or another.
+            InsertOutcome::TokenCollision => match self.detokenize(tenant, token).await {
+                Ok(held) if same_pan(&held, pan) => Ok(ImportOutcome::AlreadyPresent),
+                Ok(_) => Ok(ImportOutcome::TokenTaken),
+                Err(e) => Err(e),
+            },
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(VaultError::TokenNotFound)))
-            .collect()
     }
 
     /// `tenant`'s live tokens among the next `limit` after `after`, each
@@ -191,4 +221,13 @@ impl Vault {
 
 fn same_pan(held: &Revealed, pan: &Pan) -> bool {
     bool::from(held.pan.expose_digits().ct_eq(pan.expose_digits()))
+}
+
+/// The inserts an import drafted.
+struct ImportDrafts {
+    inserts: Vec<Insert>,
+    /// The item index of each insert.
+    inserted_for: Vec<usize>,
+    /// The last data-key claim, checked against the rotation policy.
+    last_claim: Option<(Arc<DataKey>, u64)>,
 }

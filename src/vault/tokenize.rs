@@ -8,6 +8,7 @@
 //! once.
 
 use super::*;
+use crate::crypto::Fingerprinter;
 
 impl Vault {
     /// Prepares the insert of a fresh token for `pan`.
@@ -145,149 +146,179 @@ impl Vault {
         } else {
             None
         };
-        let (mut fingerprinter, mut older) = keys.fingerprinters();
-        // The keys that seal and fingerprint: replaced when the store says
-        // another node rotated the active data or fingerprint key.
-        let mut sealing = Arc::clone(&keys);
-        let mut results: Vec<Option<Result<TokenInfo, VaultError>>> =
-            items.iter().map(|_| None).collect();
-        let fingerprint_all = |f: &crate::crypto::Fingerprinter| -> Vec<Option<Fingerprint>> {
-            items
-                .iter()
-                .map(|(pan, _)| deterministic.then(|| f.fingerprint(pan)))
-                .collect()
-        };
-        let mut fingerprints = fingerprint_all(&fingerprinter);
+        let mut run = TokenizeRun::new(tenant, items, expires_ms, deterministic, &keys);
         let mut pending: Vec<usize> = (0..items.len()).collect();
         for _ in 0..MAX_TOKEN_DRAWS {
             if pending.is_empty() {
                 break;
             }
-            let mut inserts = Vec::with_capacity(pending.len());
-            let mut inserted_for = Vec::with_capacity(pending.len());
-            let mut existing = Vec::new();
-            let mut last_claim = None;
-            // Taken before the lookups: their "absent" answers hold as of
-            // this mark, which lets the store skip repeating them.
-            let mark = self.store.read_mark();
-            // The pending PANs' existing tokens, in one batched read.
-            let fingerprinted: Vec<usize> = pending
-                .iter()
-                .copied()
-                .filter(|&i| fingerprints[i].is_some())
-                .collect();
-            let lookups: Vec<(&Pan, Fingerprint)> = fingerprinted
-                .iter()
-                .filter_map(|&i| fingerprints[i].map(|fp| (items[i].0, fp)))
-                .collect();
-            let mut known: Vec<Option<Result<Option<Token>, VaultError>>> =
-                items.iter().map(|_| None).collect();
-            for (i, found) in fingerprinted
-                .into_iter()
-                .zip(self.existing_tokens(tenant, &lookups, &older).await)
-            {
-                known[i] = Some(found);
-            }
-            for &i in &pending {
-                let (pan, expiry) = &items[i];
-                match known[i].take() {
-                    Some(Ok(Some(token))) => {
-                        existing.push((i, token));
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        results[i] = Some(Err(e));
-                        continue;
-                    }
-                    Some(Ok(None)) | None => {}
-                }
-                match self
-                    .draft(&sealing, pan, *expiry, fingerprints[i], mark, expires_ms)
-                    .await
-                {
-                    Ok((mut insert, dek, count)) => {
-                        insert.fingerprint_key = fingerprints[i].map(|_| {
-                            sealing.label(KeyPurpose::Fingerprint, fingerprinter.version())
-                        });
-                        inserts.push(insert);
-                        inserted_for.push(i);
-                        last_claim = Some((dek, count));
-                    }
-                    Err(e) => results[i] = Some(Err(e)),
-                }
-            }
-            if let Some(mark) = mark {
-                self.vouch_tokens_free(tenant, &mut inserts, mark).await;
-            }
-            let infos: Vec<TokenInfo> = inserts
-                .iter()
-                .map(|ins| TokenInfo::from_meta(ins.token, &ins.entry.meta))
-                .collect();
-            let outcomes = if inserts.is_empty() {
-                Ok(Vec::new())
-            } else {
-                self.store.insert(inserts).await
-            };
-            if let Some((dek, count)) = last_claim {
-                self.keys
-                    .rotate_if_due(self.store.as_ref(), &keys, &dek, count)
-                    .await;
-            }
-            let mut retry = Vec::new();
-            let mut stale = false;
-            match outcomes {
-                Ok(outcomes) => {
-                    for ((i, info), outcome) in inserted_for.into_iter().zip(infos).zip(outcomes) {
-                        match outcome {
-                            InsertOutcome::Inserted => {
-                                metrics::counter!("cardvault_tokens_created_total").increment(1);
-                                results[i] = Some(Ok(info));
-                            }
-                            InsertOutcome::Existing(token) => existing.push((i, token)),
-                            InsertOutcome::TokenCollision => retry.push(i),
-                            InsertOutcome::StaleKey => {
-                                stale = true;
-                                retry.push(i);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    for i in inserted_for {
-                        results[i] = Some(Err(e.clone().into()));
-                    }
-                }
-            }
-            if stale {
-                match self.keys.refresh(self.store.as_ref(), tenant).await {
-                    Ok(Some(fresh)) => {
-                        (fingerprinter, older) = fresh.fingerprinters();
-                        fingerprints = fingerprint_all(&fingerprinter);
-                        sealing = fresh;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        for &i in &retry {
-                            results[i] = Some(Err(e.clone()));
-                        }
-                        retry.clear();
-                    }
-                }
-            }
-            for (i, token) in existing {
-                match self.existing(tenant, token, items[i].1).await {
-                    Ok(Some(info)) => results[i] = Some(Ok(info)),
-                    Ok(None) => retry.push(i),
-                    Err(e) => results[i] = Some(Err(e)),
-                }
-            }
-            retry.sort_unstable();
-            pending = retry;
+            let round = self.draft_round(&mut run, &pending).await;
+            pending = self.commit_round(&mut run, round).await;
         }
-        results
+        run.results
             .into_iter()
             .map(|r| r.unwrap_or(Err(VaultError::TokenSpaceExhausted)))
             .collect()
+    }
+
+    /// One round's drafts: the pending PANs' existing tokens, read in one
+    /// batch, and fresh tokens drafted for the others.
+    async fn draft_round(&self, run: &mut TokenizeRun<'_>, pending: &[usize]) -> Round {
+        let mut round = Round {
+            inserts: Vec::with_capacity(pending.len()),
+            inserted_for: Vec::with_capacity(pending.len()),
+            existing: Vec::new(),
+            last_claim: None,
+        };
+        // Taken before the lookups: their "absent" answers hold as of this
+        // mark, which lets the store skip repeating them.
+        let mark = self.store.read_mark();
+        let mut known = self.known_tokens(run, pending).await;
+        for &i in pending {
+            let (pan, expiry) = &run.items[i];
+            match known[i].take() {
+                Some(Ok(Some(token))) => {
+                    round.existing.push((i, token));
+                    continue;
+                }
+                Some(Err(e)) => {
+                    run.results[i] = Some(Err(e));
+                    continue;
+                }
+                Some(Ok(None)) | None => {}
+            }
+            let fingerprint = run.fingerprints[i];
+            match self
+                .draft(
+                    &run.sealing,
+                    pan,
+                    *expiry,
+                    fingerprint,
+                    mark,
+                    run.expires_ms,
+                )
+                .await
+            {
+                Ok((mut insert, dek, count)) => {
+                    insert.fingerprint_key = fingerprint.map(|_| {
+                        run.sealing
+                            .label(KeyPurpose::Fingerprint, run.fingerprinter.version())
+                    });
+                    round.inserts.push(insert);
+                    round.inserted_for.push(i);
+                    round.last_claim = Some((dek, count));
+                }
+                Err(e) => run.results[i] = Some(Err(e)),
+            }
+        }
+        if let Some(mark) = mark {
+            self.vouch_tokens_free(run.tenant, &mut round.inserts, mark)
+                .await;
+        }
+        round
+    }
+
+    /// The existing tokens of the pending PANs that have a fingerprint, by
+    /// item index (`None`: not looked up).
+    async fn known_tokens(
+        &self,
+        run: &TokenizeRun<'_>,
+        pending: &[usize],
+    ) -> Vec<Option<Result<Option<Token>, VaultError>>> {
+        let fingerprinted: Vec<usize> = pending
+            .iter()
+            .copied()
+            .filter(|&i| run.fingerprints[i].is_some())
+            .collect();
+        let lookups: Vec<(&Pan, Fingerprint)> = fingerprinted
+            .iter()
+            .filter_map(|&i| run.fingerprints[i].map(|fp| (run.items[i].0, fp)))
+            .collect();
+        let mut known: Vec<Option<Result<Option<Token>, VaultError>>> =
+            run.items.iter().map(|_| None).collect();
+        let found = self.existing_tokens(run.tenant, &lookups, &run.older).await;
+        for (i, found) in fingerprinted.into_iter().zip(found) {
+            known[i] = Some(found);
+        }
+        known
+    }
+
+    /// Inserts one round's drafts and settles each item: its token, its
+    /// error, or a place among the indexes returned to draw again.
+    async fn commit_round(&self, run: &mut TokenizeRun<'_>, round: Round) -> Vec<usize> {
+        let Round {
+            inserts,
+            inserted_for,
+            mut existing,
+            last_claim,
+        } = round;
+        let infos: Vec<TokenInfo> = inserts
+            .iter()
+            .map(|ins| TokenInfo::from_meta(ins.token, &ins.entry.meta))
+            .collect();
+        let outcomes = if inserts.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.insert(inserts).await
+        };
+        if let Some((dek, count)) = last_claim {
+            self.keys
+                .rotate_if_due(self.store.as_ref(), run.keys, &dek, count)
+                .await;
+        }
+        let mut retry = Vec::new();
+        let mut stale = false;
+        match outcomes {
+            Ok(outcomes) => {
+                for ((i, info), outcome) in inserted_for.into_iter().zip(infos).zip(outcomes) {
+                    match outcome {
+                        InsertOutcome::Inserted => {
+                            metrics::counter!("cardvault_tokens_created_total").increment(1);
+                            run.results[i] = Some(Ok(info));
+                        }
+                        InsertOutcome::Existing(token) => existing.push((i, token)),
+                        InsertOutcome::TokenCollision => retry.push(i),
+                        InsertOutcome::StaleKey => {
+                            stale = true;
+                            retry.push(i);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for i in inserted_for {
+                    run.results[i] = Some(Err(e.clone().into()));
+                }
+            }
+        }
+        if stale {
+            self.refresh_sealing(run, &mut retry).await;
+        }
+        for (i, token) in existing {
+            match self.existing(run.tenant, token, run.items[i].1).await {
+                Ok(Some(info)) => run.results[i] = Some(Ok(info)),
+                Ok(None) => retry.push(i),
+                Err(e) => run.results[i] = Some(Err(e)),
+            }
+        }
+        retry.sort_unstable();
+        retry
+    }
+
+    /// Reads the tenant's keys again after the store said another node
+    /// rotated the active data or fingerprint key; on failure the items
+    /// waiting to retry get the error instead.
+    async fn refresh_sealing(&self, run: &mut TokenizeRun<'_>, retry: &mut Vec<usize>) {
+        match self.keys.refresh(self.store.as_ref(), run.tenant).await {
+            Ok(Some(fresh)) => run.reseat(fresh),
+            Ok(None) => {}
+            Err(e) => {
+                for &i in retry.iter() {
+                    run.results[i] = Some(Err(e.clone()));
+                }
+                retry.clear();
+            }
+        }
     }
 
     /// Reads the drafted tokens of `inserts` in one batched lookup (after
@@ -340,7 +371,7 @@ impl Vault {
         &self,
         tenant: &TenantId,
         lookups: &[(&Pan, Fingerprint)],
-        older: &[Arc<crate::crypto::Fingerprinter>],
+        older: &[Arc<Fingerprinter>],
     ) -> Vec<Result<Option<Token>, VaultError>> {
         if lookups.is_empty() {
             return Vec::new();
@@ -370,7 +401,7 @@ impl Vault {
         &self,
         tenant: &TenantId,
         pan: &Pan,
-        older: &[Arc<crate::crypto::Fingerprinter>],
+        older: &[Arc<Fingerprinter>],
     ) -> Result<Option<Token>, VaultError> {
         for fingerprinter in older {
             let old = fingerprinter.fingerprint(pan);
@@ -380,4 +411,76 @@ impl Vault {
         }
         Ok(None)
     }
+}
+
+/// One tokenize call's state across its rounds.
+struct TokenizeRun<'a> {
+    tenant: &'a TenantId,
+    items: &'a [(&'a Pan, Option<Expiry>)],
+    expires_ms: Option<u64>,
+    deterministic: bool,
+    /// The keys the call started with (its claims count against them).
+    keys: &'a Arc<TenantKeys>,
+    /// The keys that seal and fingerprint: replaced when the store says
+    /// another node rotated the active data or fingerprint key.
+    sealing: Arc<TenantKeys>,
+    fingerprinter: Arc<Fingerprinter>,
+    older: Vec<Arc<Fingerprinter>>,
+    fingerprints: Vec<Option<Fingerprint>>,
+    results: Vec<Option<Result<TokenInfo, VaultError>>>,
+}
+
+impl<'a> TokenizeRun<'a> {
+    fn new(
+        tenant: &'a TenantId,
+        items: &'a [(&'a Pan, Option<Expiry>)],
+        expires_ms: Option<u64>,
+        deterministic: bool,
+        keys: &'a Arc<TenantKeys>,
+    ) -> Self {
+        let (fingerprinter, older) = keys.fingerprinters();
+        let mut run = TokenizeRun {
+            tenant,
+            items,
+            expires_ms,
+            deterministic,
+            keys,
+            sealing: Arc::clone(keys),
+            fingerprinter,
+            older,
+            fingerprints: Vec::new(),
+            results: items.iter().map(|_| None).collect(),
+        };
+        run.fingerprint_all();
+        run
+    }
+
+    /// Fingerprints every item under the active fingerprinter (deterministic
+    /// tenants only).
+    fn fingerprint_all(&mut self) {
+        let (deterministic, fingerprinter) = (self.deterministic, &self.fingerprinter);
+        self.fingerprints = self
+            .items
+            .iter()
+            .map(|(pan, _)| deterministic.then(|| fingerprinter.fingerprint(pan)))
+            .collect();
+    }
+
+    /// Seals and fingerprints with `fresh` keys from here on.
+    fn reseat(&mut self, fresh: Arc<TenantKeys>) {
+        (self.fingerprinter, self.older) = fresh.fingerprinters();
+        self.sealing = fresh;
+        self.fingerprint_all();
+    }
+}
+
+/// What one tokenize round drafted.
+struct Round {
+    inserts: Vec<Insert>,
+    /// The item index of each insert.
+    inserted_for: Vec<usize>,
+    /// Items whose PAN already has a token.
+    existing: Vec<(usize, Token)>,
+    /// The last data-key claim, checked against the rotation policy.
+    last_claim: Option<(Arc<DataKey>, u64)>,
 }

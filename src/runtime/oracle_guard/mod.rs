@@ -254,6 +254,45 @@ struct Candidate {
     group: CardGroup,
 }
 
+/// What one check counted so far, to keep or take back.
+#[derive(Default)]
+struct Tally {
+    refusal: Option<Refusal>,
+    /// (locked slot, group key, card) of every card the request added.
+    added: Vec<(usize, u64, u64)>,
+    /// (locked slot, group key) of every group the request made.
+    made: Vec<(usize, u64)>,
+}
+
+impl Tally {
+    /// Keeps the counts (no refusal), or takes back every card added and
+    /// every group made, and returns the refusal.
+    fn settle(self, locked: &mut [(usize, MutexGuard<'_, Shard>)]) -> Result<(), Refusal> {
+        let Some(refusal) = self.refusal else {
+            for (slot, _, _) in &self.added {
+                locked[*slot].1.cards += 1;
+            }
+            return Ok(());
+        };
+        for (slot, key, card) in self.added {
+            if let Some(group) = locked[slot].1.groups.get_mut(&key) {
+                group.seen.retain(|&mut (h, _)| h != card);
+            }
+        }
+        for (slot, key) in self.made {
+            let shard = &mut locked[slot].1;
+            if shard
+                .groups
+                .get(&key)
+                .is_some_and(|g| g.seen.is_empty() && g.alerted_at.is_none())
+            {
+                shard.groups.remove(&key);
+            }
+        }
+        Err(refusal)
+    }
+}
+
 /// The guard: counts per (principal, group) and (tenant, group).
 pub struct OracleGuard {
     enabled: bool,
@@ -331,6 +370,41 @@ impl OracleGuard {
             return Ok(());
         }
         let now = self.now();
+        let candidates = self.candidates(tenant, scope, profile, pans);
+        let mut locked = self.lock_shards(&candidates);
+        // Counted optimistically, one map lookup per group: the common
+        // case passes. A refusal then takes back every card this request
+        // added (and every group it made), so a refused request counts
+        // nothing.
+        let mut tally = Tally::default();
+        let mut rest = &candidates[..];
+        for (slot, (index, guard)) in locked.iter_mut().enumerate() {
+            let shard: &mut Shard = guard;
+            let split = rest
+                .iter()
+                .position(|c| Self::shard_of(c.key) != *index)
+                .unwrap_or(rest.len());
+            let (mine, others) = rest.split_at(split);
+            rest = others;
+            let runs = mine.chunk_by(|a, b| a.key == b.key).count();
+            let keep = |key: u64| mine.binary_search_by_key(&key, |c| c.key).is_ok();
+            report_eviction(shard.make_room(now, self.window, runs, mine.len(), &keep));
+            for run in mine.chunk_by(|a, b| a.key == b.key) {
+                self.count_group(tenant, now, shard, slot, run, &mut tally);
+            }
+        }
+        tally.settle(&mut locked)
+    }
+
+    /// Each card of `pans` once per tier, keyed by its group, sorted by
+    /// shard, group and card, without repeats.
+    fn candidates(
+        &self,
+        tenant: &TenantId,
+        scope: &str,
+        profile: TokenProfile,
+        pans: &[&Pan],
+    ) -> Vec<Candidate> {
         // The scope's part of each key is hashed once per request; each
         // card then costs one short hash per tier and one for its digits.
         let seeds = [
@@ -364,10 +438,14 @@ impl OracleGuard {
         }
         candidates.sort_unstable_by_key(|c| (Self::shard_of(c.key), c.key, c.card));
         candidates.dedup_by_key(|c| (c.key, c.card));
-        // Lock every shard the request touches, in index order (no
-        // deadlock between two requests).
+        candidates
+    }
+
+    /// Locks every shard the (sorted) candidates touch, in index order, so
+    /// two requests never deadlock.
+    fn lock_shards(&self, candidates: &[Candidate]) -> Vec<(usize, MutexGuard<'_, Shard>)> {
         let mut locked: Vec<(usize, MutexGuard<'_, Shard>)> = Vec::new();
-        for c in &candidates {
+        for c in candidates {
             let index = Self::shard_of(c.key);
             if locked.last().is_none_or(|(i, _)| *i != index) {
                 let guard = self.shards[index]
@@ -376,95 +454,62 @@ impl OracleGuard {
                 locked.push((index, guard));
             }
         }
-        // Counted optimistically, one map lookup per group: the common
-        // case passes. A refusal then takes back every card this request
-        // added (and every group it made), so a refused request counts
-        // nothing.
-        let mut refusal: Option<Refusal> = None;
-        let mut added: Vec<(usize, u64, u64)> = Vec::new();
-        let mut made: Vec<(usize, u64)> = Vec::new();
-        let mut rest = &candidates[..];
-        for (slot, (index, guard)) in locked.iter_mut().enumerate() {
-            let shard: &mut Shard = guard;
-            let split = rest
-                .iter()
-                .position(|c| Self::shard_of(c.key) != *index)
-                .unwrap_or(rest.len());
-            let (mine, others) = rest.split_at(split);
-            rest = others;
-            let runs = mine.chunk_by(|a, b| a.key == b.key).count();
-            let keep = |key: u64| mine.binary_search_by_key(&key, |c| c.key).is_ok();
-            report_eviction(shard.make_room(now, self.window, runs, mine.len(), &keep));
-            for run in mine.chunk_by(|a, b| a.key == b.key) {
-                let first = run[0];
-                let limit = self.limit(tenant, first.tier, &first.group);
-                let mut fresh = false;
-                let group = shard.groups.entry(first.key).or_insert_with(|| {
-                    fresh = true;
-                    Group::default()
-                });
-                shard.cards -= group.prune(now, self.window);
-                let new = run.iter().filter(|c| !group.contains(c.card)).count();
-                if group.seen.len() + new > limit as usize {
-                    let alert = group.alerted_at.is_none_or(|at| at + self.window <= now);
-                    if alert {
-                        group.alerted_at = Some(now);
+        locked
+    }
+
+    /// Counts one group's cards of this request (`run`, one key) in
+    /// `shard`, the `slot`-th locked one, or notes the refusal.
+    fn count_group(
+        &self,
+        tenant: &TenantId,
+        now: u32,
+        shard: &mut Shard,
+        slot: usize,
+        run: &[Candidate],
+        tally: &mut Tally,
+    ) {
+        let first = run[0];
+        let limit = self.limit(tenant, first.tier, &first.group);
+        let mut fresh = false;
+        let group = shard.groups.entry(first.key).or_insert_with(|| {
+            fresh = true;
+            Group::default()
+        });
+        shard.cards -= group.prune(now, self.window);
+        let new = run.iter().filter(|c| !group.contains(c.card)).count();
+        if group.seen.len() + new > limit as usize {
+            let alert = group.alerted_at.is_none_or(|at| at + self.window <= now);
+            if alert {
+                group.alerted_at = Some(now);
+            }
+            let this = Refusal {
+                tier: first.tier,
+                group: first.group,
+                limit,
+                retry_after_s: group.retry_after(now, self.window),
+                alert,
+            };
+            // Report the principal's own count before the tenant's.
+            if tally
+                .refusal
+                .is_none_or(|r| r.tier == Tier::Tenant && this.tier == Tier::Principal)
+            {
+                tally.refusal = Some(this);
+            }
+        } else {
+            group.last_seen = now;
+            for c in run {
+                match group.seen.iter_mut().find(|(h, _)| *h == c.card) {
+                    Some(seen) => seen.1 = now,
+                    None => {
+                        group.seen.push((c.card, now));
+                        tally.added.push((slot, c.key, c.card));
                     }
-                    let this = Refusal {
-                        tier: first.tier,
-                        group: first.group,
-                        limit,
-                        retry_after_s: group.retry_after(now, self.window),
-                        alert,
-                    };
-                    // Report the principal's own count before the tenant's.
-                    if refusal
-                        .is_none_or(|r| r.tier == Tier::Tenant && this.tier == Tier::Principal)
-                    {
-                        refusal = Some(this);
-                    }
-                } else {
-                    group.last_seen = now;
-                    for c in run {
-                        match group.seen.iter_mut().find(|(h, _)| *h == c.card) {
-                            Some(seen) => seen.1 = now,
-                            None => {
-                                group.seen.push((c.card, now));
-                                added.push((slot, c.key, c.card));
-                            }
-                        }
-                    }
-                }
-                if fresh {
-                    made.push((slot, first.key));
                 }
             }
         }
-        match refusal {
-            None => {
-                for (slot, _, _) in &added {
-                    locked[*slot].1.cards += 1;
-                }
-                Ok(())
-            }
-            Some(refusal) => {
-                for (slot, key, card) in added {
-                    if let Some(group) = locked[slot].1.groups.get_mut(&key) {
-                        group.seen.retain(|&mut (h, _)| h != card);
-                    }
-                }
-                for (slot, key) in made {
-                    let shard = &mut locked[slot].1;
-                    if shard
-                        .groups
-                        .get(&key)
-                        .is_some_and(|g| g.seen.is_empty() && g.alerted_at.is_none())
-                    {
-                        shard.groups.remove(&key);
-                    }
-                }
-                Err(refusal)
-            }
+        if fresh {
+            tally.made.push((slot, first.key));
         }
     }
 

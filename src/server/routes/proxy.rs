@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::audit::{EventKind, Outcome};
 use crate::config::Role;
 use crate::domain::Token;
-use crate::runtime::upstream::UpstreamError;
+use crate::runtime::upstream::{Answer, ProxyUpstream, UpstreamError};
 use crate::server::audited::Call;
 use crate::server::error::ApiError;
 use crate::server::request::read_json_document;
@@ -84,19 +84,11 @@ pub async fn proxy(
         let headers = forwarded(req.headers(), &route.config.forward_headers);
         let mut document: Value =
             read_json_document(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
-        let mut tokens = Vec::with_capacity(route.config.reveal.len());
-        for pointer in &route.config.reveal {
-            let token = document
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .ok_or(ApiError::InvalidRequest(
-                    "a field the route reveals is missing or not a string",
-                ))?;
-            let token = Token::parse(token).map_err(|e| ApiError::InvalidRequest(e.client_message()))?;
-            tokens.push(token);
-        }
+        let tokens = tokens_at(&document, &route.config.reveal)?;
         audited.event().tokens = Some(tokens.iter().map(Token::to_string).collect());
-        state.rates.detokenize(caller.principal.as_str(), tokens.len())?;
+        state
+            .rates
+            .detokenize(caller.principal.as_str(), tokens.len())?;
         state
             .monitor
             .check_detokenize(caller, tokens.len() as u64)
@@ -131,7 +123,11 @@ pub async fn proxy(
         metrics::counter!("cardvault_detokenizations_total", "principal" => caller.metric_label())
             .increment(tokens.len() as u64);
         for (pointer, pan) in route.config.reveal.iter().zip(&revealed) {
-            set_at(&mut document, pointer, Value::String(pan.pan.expose_str().to_owned()));
+            set_at(
+                &mut document,
+                pointer,
+                Value::String(pan.pan.expose_str().to_owned()),
+            );
         }
         if let (Some(at), Some(code)) = (&route.config.cvc_at, &cvc) {
             set_at(&mut document, at, Value::String(code.to_string()));
@@ -140,41 +136,67 @@ pub async fn proxy(
         drop(document);
         drop(revealed);
         let answer = route.upstream.post(headers, body).await;
-        let mut response_event = caller.event(EventKind::ProxyResponse);
-        response_event.request_id = Some(call.request_id.clone());
-        let outcome = match &answer {
-            Ok(a) => {
-                response_event.detail = Some(format!(
-                    "route {name} to {}: status {}, {} bytes",
-                    route.upstream.authority(),
-                    a.status.as_u16(),
-                    a.body.len()
-                ));
-                a.status.as_u16().to_string()
-            }
-            Err(e) => {
-                response_event.outcome = Outcome::Error;
-                let error = upstream_error(*e);
-                response_event.code = Some(error.code().to_owned());
-                response_event.detail = Some(format!(
-                    "route {name} to {}: {}",
-                    route.upstream.authority(),
-                    error.message()
-                ));
-                error.code().to_owned()
-            }
-        };
-        state.audit.record(response_event);
-        metrics::counter!("cardvault_proxy_requests_total", "route" => name.clone(), "outcome" => outcome)
-            .increment(1);
+        record_answer(&call, &name, route, &answer);
         let answer = answer.map_err(upstream_error)?;
         let mut response = (answer.status, answer.body).into_response();
         if let Some(content_type) = answer.content_type {
-            response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
         }
         Ok(response)
     })
     .await
+}
+
+/// The tokens at the route's `reveal` pointers, in order.
+fn tokens_at(document: &Value, pointers: &[String]) -> Result<Vec<Token>, ApiError> {
+    pointers
+        .iter()
+        .map(|pointer| {
+            let token = document.pointer(pointer).and_then(Value::as_str).ok_or(
+                ApiError::InvalidRequest("a field the route reveals is missing or not a string"),
+            )?;
+            Token::parse(token).map_err(|e| ApiError::InvalidRequest(e.client_message()))
+        })
+        .collect()
+}
+
+/// Audits the upstream's answer (`proxy_response`: its status and size, or
+/// the failure) and counts it per route and outcome.
+fn record_answer(
+    call: &Call,
+    name: &str,
+    route: &ProxyUpstream,
+    answer: &Result<Answer, UpstreamError>,
+) {
+    let mut event = call.caller.event(EventKind::ProxyResponse);
+    event.request_id = Some(call.request_id.clone());
+    let outcome = match answer {
+        Ok(a) => {
+            event.detail = Some(format!(
+                "route {name} to {}: status {}, {} bytes",
+                route.upstream.authority(),
+                a.status.as_u16(),
+                a.body.len()
+            ));
+            a.status.as_u16().to_string()
+        }
+        Err(e) => {
+            event.outcome = Outcome::Error;
+            let error = upstream_error(*e);
+            event.code = Some(error.code().to_owned());
+            event.detail = Some(format!(
+                "route {name} to {}: {}",
+                route.upstream.authority(),
+                error.message()
+            ));
+            error.code().to_owned()
+        }
+    };
+    call.state.audit.record(event);
+    metrics::counter!("cardvault_proxy_requests_total", "route" => name.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 fn upstream_error(e: UpstreamError) -> ApiError {

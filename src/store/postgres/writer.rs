@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::connect::pool_error;
@@ -119,6 +119,8 @@ fn retryable(message: &str) -> bool {
     message.starts_with("postgres: 40P01") || message.starts_with("postgres: 40001")
 }
 
+/// Inserts `items` in one transaction, in order: the keys' state checked
+/// (0), fingerprints (1), tokens (2), counters (3). One outcome per item.
 async fn commit(
     pool: &Pool,
     items: &[&Insert],
@@ -127,7 +129,27 @@ async fn commit(
     let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; items.len()];
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg)?;
+    mark_stale_keys(&tx, items, &mut outcomes).await?;
+    let fp_won = insert_fingerprints(&tx, items, &mut outcomes).await?;
+    insert_tokens(&tx, items, &mut outcomes, &fp_won).await?;
+    // 3. Counters: the seals happened whatever the outcomes.
+    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
+    let increments = baselines.deltas(&counters);
+    increments.add(&tx).await?;
+    tx.commit().await.map_err(pg)?;
+    baselines.commit(increments.next);
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(InsertOutcome::TokenCollision))
+        .collect())
+}
 
+/// Step 0: marks `StaleKey` the items sealed under a key no longer active.
+async fn mark_stale_keys(
+    tx: &Transaction<'_>,
+    items: &[&Insert],
+    outcomes: &mut [Option<InsertOutcome>],
+) -> Result<(), StoreError> {
     // 0. The data keys that sealed the records must still be active: a
     // rotation committed by another node makes them stale (the vault reads
     // the keys again and seals again). The rows stay share-locked to the
@@ -162,7 +184,17 @@ async fn commit(
             }
         }
     }
+    Ok(())
+}
 
+/// Step 1: indexes the fingerprints of the items still in; returns the
+/// items whose fingerprint this call indexed, and marks the others
+/// `Existing` with the holder's token.
+async fn insert_fingerprints(
+    tx: &Transaction<'_>,
+    items: &[&Insert],
+    outcomes: &mut [Option<InsertOutcome>],
+) -> Result<HashSet<usize>, StoreError> {
     // 1. Fingerprints: the first writer of each (tenant, fingerprint) wins.
     // Rows go in key order, so concurrent transactions of several nodes
     // take their locks in one order and do not deadlock.
@@ -235,7 +267,17 @@ async fn commit(
             }
         }
     }
+    Ok(fp_won)
+}
 
+/// Step 2: stores the tokens of the items still in (`Inserted`, or
+/// `TokenCollision` with the fingerprint it indexed taken back).
+async fn insert_tokens(
+    tx: &Transaction<'_>,
+    items: &[&Insert],
+    outcomes: &mut [Option<InsertOutcome>],
+    fp_won: &HashSet<usize>,
+) -> Result<(), StoreError> {
     // 2. Tokens, for the items still in: a taken token is a collision.
     let mut candidates: Vec<usize> = (0..items.len())
         .filter(|&i| outcomes[i].is_none())
@@ -291,17 +333,7 @@ async fn commit(
                 .map_err(pg)?;
         }
     }
-
-    // 3. Counters: the seals happened whatever the outcomes.
-    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
-    let increments = baselines.deltas(&counters);
-    increments.add(&tx).await?;
-    tx.commit().await.map_err(pg)?;
-    baselines.commit(increments.next);
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(InsertOutcome::TokenCollision))
-        .collect())
+    Ok(())
 }
 
 /// The (tenant, fingerprint) pair an insert is indexed under, as the

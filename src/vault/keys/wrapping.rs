@@ -210,19 +210,11 @@ fn converge(
 /// Unwraps every stored key with `provider`, tenant by tenant, raising each
 /// data key's counter by `margin` (after an unclean shutdown). Also returns
 /// what a KEK rotation in progress leaves to write back ([`converge`]).
-#[allow(clippy::type_complexity)]
 pub(super) fn unwrap_all(
     provider: &dyn KeyProvider,
     stored: StoredKeys,
     margin: u64,
-) -> Result<
-    (
-        HashMap<TenantId, Arc<TenantKeys>>,
-        Vec<(KeyLabel, KeyRecord)>,
-        bool,
-    ),
-    VaultError,
-> {
+) -> Result<Unwrapped, VaultError> {
     let counters: HashMap<KeyLabel, u64> = stored.counters.into_iter().collect();
     let mut opened = Vec::with_capacity(stored.keys.len());
     let mut secrets = Vec::with_capacity(stored.keys.len());
@@ -255,65 +247,93 @@ pub(super) fn unwrap_all(
     }
     let mut tenants = HashMap::new();
     for (tenant, keys) in by_tenant {
-        let mut versions = HashMap::new();
-        let mut active = None;
-        let mut fingerprinters: Vec<(Arc<Fingerprinter>, KeyRecord)> = Vec::new();
-        for (label, record, secret) in keys {
-            match label.purpose {
-                KeyPurpose::PanEncryption => {
-                    let sealed = counters.get(&label).copied().unwrap_or(0);
-                    let sealed = if sealed > 0 || margin > 0 {
-                        sealed.saturating_add(margin)
-                    } else {
-                        sealed
-                    };
-                    if record.state == KeyState::Active && active.is_none_or(|v| v < label.version)
-                    {
-                        active = Some(label.version);
-                    }
-                    let key = Arc::new(DataKey::new(label.version, &secret, sealed));
-                    versions.insert(label.version, DekSlot { key, record });
-                }
-                KeyPurpose::Fingerprint => {
-                    fingerprinters.push((
-                        Arc::new(Fingerprinter::new(label.version, &secret)?),
-                        record,
-                    ));
-                }
-                KeyPurpose::AuditMac => {}
-            }
-        }
-        let active = active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;
-        // The newest fingerprint key fingerprints; older ones are looked up.
-        fingerprinters.sort_by_key(|(f, _)| std::cmp::Reverse(f.version()));
-        let records: HashMap<u32, KeyRecord> = fingerprinters
-            .iter()
-            .map(|(f, r)| (f.version(), r.clone()))
-            .collect();
-        let mut fingerprinters = fingerprinters.into_iter().map(|(f, _)| f);
-        let fp_active = fingerprinters
-            .next()
-            .ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
-        let fp_older: Vec<Arc<Fingerprinter>> = fingerprinters.collect();
-        tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
-        let destroyed = destroyed.remove(&tenant).unwrap_or_default();
-        let fp_destroyed = fp_destroyed.remove(&tenant).unwrap_or_default();
-        let keys = TenantKeys {
-            tenant: tenant.clone(),
-            deks: RwLock::new(DekSet {
-                active,
-                versions,
-                destroyed,
-            }),
-            fps: RwLock::new(FpSet {
-                active: fp_active,
-                older: fp_older,
-                records,
-                destroyed: fp_destroyed,
-            }),
-            fp_epoch: tokio::sync::RwLock::new(()),
+        let destroyed = Destroyed {
+            data: destroyed.remove(&tenant).unwrap_or_default(),
+            fingerprint: fp_destroyed.remove(&tenant).unwrap_or_default(),
         };
+        let keys = tenant_keys(&tenant, keys, &counters, margin, destroyed)?;
         tenants.insert(tenant, Arc::new(keys));
     }
     Ok((tenants, converged, finished))
+}
+
+/// Every tenant's keys, the records a KEK rotation in progress leaves to
+/// write back, and whether that rotation is finished.
+type Unwrapped = (
+    HashMap<TenantId, Arc<TenantKeys>>,
+    Vec<(KeyLabel, KeyRecord)>,
+    bool,
+);
+
+/// The versions of a tenant's destroyed keys.
+struct Destroyed {
+    data: std::collections::BTreeSet<u32>,
+    fingerprint: std::collections::BTreeSet<u32>,
+}
+
+/// One tenant's key ring from its unwrapped keys: data keys with their
+/// counters raised by `margin` (if ever used), the newest fingerprint key
+/// active and older ones kept for lookups.
+fn tenant_keys(
+    tenant: &TenantId,
+    keys: Vec<(KeyLabel, KeyRecord, SecretKey)>,
+    counters: &HashMap<KeyLabel, u64>,
+    margin: u64,
+    destroyed: Destroyed,
+) -> Result<TenantKeys, VaultError> {
+    let mut versions = HashMap::new();
+    let mut active = None;
+    let mut fingerprinters: Vec<(Arc<Fingerprinter>, KeyRecord)> = Vec::new();
+    for (label, record, secret) in keys {
+        match label.purpose {
+            KeyPurpose::PanEncryption => {
+                let sealed = counters.get(&label).copied().unwrap_or(0);
+                let sealed = if sealed > 0 || margin > 0 {
+                    sealed.saturating_add(margin)
+                } else {
+                    sealed
+                };
+                if record.state == KeyState::Active && active.is_none_or(|v| v < label.version) {
+                    active = Some(label.version);
+                }
+                let key = Arc::new(DataKey::new(label.version, &secret, sealed));
+                versions.insert(label.version, DekSlot { key, record });
+            }
+            KeyPurpose::Fingerprint => {
+                fingerprinters.push((
+                    Arc::new(Fingerprinter::new(label.version, &secret)?),
+                    record,
+                ));
+            }
+            KeyPurpose::AuditMac => {}
+        }
+    }
+    let active = active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;
+    // The newest fingerprint key fingerprints; older ones are looked up.
+    fingerprinters.sort_by_key(|(f, _)| std::cmp::Reverse(f.version()));
+    let records: HashMap<u32, KeyRecord> = fingerprinters
+        .iter()
+        .map(|(f, r)| (f.version(), r.clone()))
+        .collect();
+    let mut fingerprinters = fingerprinters.into_iter().map(|(f, _)| f);
+    let fp_active = fingerprinters
+        .next()
+        .ok_or(VaultError::KeyState(tenant.clone(), "no fingerprint key"))?;
+    let fp_older: Vec<Arc<Fingerprinter>> = fingerprinters.collect();
+    tracing::info!(tenant = %tenant, active_dek = active, versions = versions.len(), "loaded tenant keys");
+    Ok(TenantKeys {
+        tenant: tenant.clone(),
+        deks: RwLock::new(DekSet {
+            active,
+            versions,
+            destroyed: destroyed.data,
+        }),
+        fps: RwLock::new(FpSet {
+            active: fp_active,
+            older: fp_older,
+            records,
+            destroyed: destroyed.fingerprint,
+        }),
+        fp_epoch: tokio::sync::RwLock::new(()),
+    })
 }
