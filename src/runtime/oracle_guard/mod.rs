@@ -537,9 +537,7 @@ impl OracleGuard {
 fn warn_now() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::now_ms() / 1000;
     let last = LAST.load(Ordering::Relaxed);
     now >= last + 60
         && LAST

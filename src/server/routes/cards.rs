@@ -83,10 +83,7 @@ fn expires_at(ttl_s: Option<u64>) -> Result<Option<u64>, ApiError> {
             "ttl_s must be 1 to 316224000 seconds (ten years)",
         ));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Ok(Some(now + ttl_s * 1000))
+    Ok(Some(crate::clock::now_ms() + ttl_s * 1000))
 }
 
 /// `POST /v1/tokenize/batch`.
