@@ -20,7 +20,9 @@ pub fn install_panic_hook() {
 }
 
 #[cfg(feature = "vault")]
-pub use process::{harden_process, raise_open_files_limit, refuse_unsafe_files};
+pub use process::{
+    harden_process, lower_thread_priority, raise_open_files_limit, refuse_unsafe_files,
+};
 
 #[cfg(feature = "vault")]
 mod process {
@@ -91,6 +93,18 @@ mod process {
             core_dumps_off,
             non_dumpable,
             memory,
+        }
+    }
+
+    /// Lowers the calling thread's scheduling priority by `nice` steps (a
+    /// Linux thread has its own nice value), so work on it yields the CPU
+    /// to the rest of the process when both want it. Used by the public
+    /// listener's runtime: a flood of the internet-facing port then costs
+    /// the mTLS API little. A failure is logged, not fatal.
+    pub fn lower_thread_priority(nice: i32) {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+            tracing::warn!(error = %e, "cannot lower the public listener's thread priority");
         }
     }
 

@@ -108,6 +108,22 @@ pub enum EventKind {
     ProxyResponse,
     /// The sweep deleted expired tokens (`count`).
     TokensExpired,
+    /// A cart created a hosted-field collection session (`session`;
+    /// `detail`: the page origin).
+    CollectSessionCreated,
+    /// The public listener served a session's card frame (`session`).
+    CollectFrameServed,
+    /// A shopper's card was tokenized through a session (`session`,
+    /// `token`; never the PAN or the code).
+    CollectSubmitted,
+    /// The public listener refused a submit or a frame (`session` when
+    /// known, `detail`: the reason).
+    CollectRefused,
+    /// A cart read a session's result (`session`, `token` once completed).
+    CollectResultRead,
+    /// The sweep deleted collection sessions an hour past their expiry
+    /// (`count`).
+    CollectSessionsSwept,
 }
 
 impl EventKind {
@@ -156,6 +172,12 @@ impl EventKind {
             EventKind::ProxyReveal => "proxy_reveal",
             EventKind::ProxyResponse => "proxy_response",
             EventKind::TokensExpired => "tokens_expired",
+            EventKind::CollectSessionCreated => "collect_session_created",
+            EventKind::CollectFrameServed => "collect_frame_served",
+            EventKind::CollectSubmitted => "collect_submitted",
+            EventKind::CollectRefused => "collect_refused",
+            EventKind::CollectResultRead => "collect_result_read",
+            EventKind::CollectSessionsSwept => "collect_sessions_swept",
         }
     }
 }
@@ -211,6 +233,9 @@ pub struct Event {
     /// characters, no control characters, nothing card-number-like).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The hosted-field collection session acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// Request id (the `x-request-id` response header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -251,6 +276,7 @@ impl Event {
             count: None,
             failed: None,
             reason: None,
+            session: None,
             request_id: None,
             detail: None,
         }

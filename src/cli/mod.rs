@@ -27,6 +27,7 @@ macro_rules! say_raw {
 
 mod audit;
 mod client;
+mod collect;
 mod custody;
 mod demo;
 mod dev;
@@ -121,6 +122,12 @@ enum Command {
     Export(portable::ExportArgs),
     /// Approve another admin's pending request (a tenant shred or export).
     Approve(portable::ApproveArgs),
+    /// Hosted card fields: `collect snippet` prints the checkout page's
+    /// script tag with its integrity hash.
+    Collect {
+        #[command(subcommand)]
+        command: collect::CollectCommand,
+    },
 }
 
 /// Runs the command line; returns the process exit status.
@@ -184,6 +191,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Import(args) => portable::import(args).await,
         Command::Export(args) => portable::export(args).await,
         Command::Approve(args) => portable::approve(args).await,
+        Command::Collect { command } => collect::run(command),
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Custody(command) => custody::run(command).await,

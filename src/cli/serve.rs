@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// Override `ops.listen`.
     #[arg(long)]
     ops_listen: Option<SocketAddr>,
+    /// Override `collect.listen`, the hosted card fields' public listener
+    /// (`--dev` enables it on 127.0.0.1:8444 with the dev certificate, or
+    /// on a free port when `--listen` asks for port 0).
+    #[arg(long)]
+    collect_listen: Option<SocketAddr>,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and closes.
@@ -68,11 +73,37 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if let Some(listen) = args.ops_listen {
         config.ops.listen = listen;
     }
+    // The dev setup takes cards in a browser too: the public listener with
+    // the dev server certificate, loopback pages over plain HTTP allowed.
+    // `--listen ADDR:0` (tests, benches) moves it to a free port as well.
+    if dev_dir.is_some() && config.collect.is_none() {
+        let mut collect =
+            crate::config::CollectConfig::dev(config.api.cert.clone(), config.api.key.clone());
+        if let Some(api) = args.listen.filter(|a| a.port() == 0) {
+            collect.listen = api;
+        }
+        config.collect = Some(collect);
+    }
+    if let Some(listen) = args.collect_listen {
+        match &mut config.collect {
+            Some(collect) => collect.listen = listen,
+            None => {
+                return Err(super::error::CliError::Usage(
+                    "--collect-listen needs a [collect] section in the config (or --dev)".into(),
+                ));
+            }
+        }
+    }
     crate::hardening::harden_process(dev_dir.is_some());
     // Descriptors for both listeners' caps, plus a reserve for the
     // database's files, the audit trail and the PKI.
     crate::hardening::raise_open_files_limit(
-        (config.limits.max_connections.get() + config.ops.max_connections.get()) as u64
+        (config.limits.max_connections.get()
+            + config.ops.max_connections.get()
+            + config
+                .collect
+                .as_ref()
+                .map_or(0, |c| c.limits.max_connections.get())) as u64
             + OPEN_FILES_RESERVE,
     );
     let mut signals = StopSignals::install();
@@ -82,6 +113,9 @@ pub async fn run(args: ServeArgs) -> CliResult {
         service.api_addr,
         service.ops_addr
     );
+    if let Some((addr, url)) = &service.collect {
+        say!("hosted card fields: {url} (public listener on {addr})");
+    }
     if let Some(dir) = dev_dir {
         say!("\n{}", dev_banner(&dir, &config));
         if service.is_sealed() {

@@ -16,6 +16,7 @@ use crate::vault::TokenMode;
 
 mod access;
 mod alerts;
+mod collect;
 pub mod dev;
 mod kek;
 mod limits;
@@ -26,6 +27,7 @@ mod storage;
 
 pub use access::{AdminScope, HoursUtc, PrincipalConfig, Role, TenantConfig};
 pub use alerts::{AlertsConfig, BurstRule};
+pub use collect::{CollectConfig, CollectLimits};
 pub use kek::{KekConfig, KekSource};
 pub use limits::{LimitsConfig, RateLimit};
 pub use listeners::{ApiConfig, OpsConfig};
@@ -103,6 +105,9 @@ pub struct Config {
     /// The reveal proxy's upstreams.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// The hosted card fields' public listener (absent: none).
+    #[serde(default)]
+    pub collect: Option<CollectConfig>,
 }
 
 /// The `[compat]` section: behaviour kept for configs written before a
@@ -376,6 +381,10 @@ impl Config {
             route.client_cert.iter_mut().for_each(fix);
             route.client_key.iter_mut().for_each(fix);
         }
+        if let Some(collect) = &mut self.collect {
+            fix(&mut collect.cert_file);
+            fix(&mut collect.key_file);
+        }
     }
 
     /// Checks what types cannot: files exist, principals have roles, rate
@@ -386,7 +395,20 @@ impl Config {
         self.validate_principals()?;
         self.validate_limits()?;
         self.validate_node_id()?;
+        self.validate_collect()?;
         self.validate_backends()
+    }
+
+    /// The public listener's files, URL and block list.
+    fn validate_collect(&self) -> Result<(), ConfigError> {
+        let Some(collect) = &self.collect else {
+            return Ok(());
+        };
+        existing_file("collect.cert_file", &collect.cert_file)?;
+        existing_file("collect.key_file", &collect.key_file)?;
+        collect
+            .validate()
+            .map_err(|(field, problem)| ConfigError::new(field, problem))
     }
 
     /// The API's certificate, key, client CA and CRLs, and the KEK's files.

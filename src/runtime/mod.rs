@@ -6,6 +6,7 @@
 //! nothing from either.
 
 pub(crate) mod approvals;
+pub(crate) mod collect;
 pub(crate) mod cryptoperiod;
 pub(crate) mod custody;
 pub(crate) mod inventory;

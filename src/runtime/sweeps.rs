@@ -1,7 +1,9 @@
 //! The background sweeps `serve` runs beside the listeners, each until
 //! shutdown: security codes past their time to live wiped every second,
-//! expired tokens deleted every second (audited), and the oracle guard's
-//! idle groups forgotten every 10 s (its size published).
+//! expired tokens deleted every second (audited), the oracle guard's
+//! idle groups forgotten every 10 s (its size published), and collection
+//! sessions an hour past their expiry deleted every 10 s (audited), with
+//! the card-testing rules' idle state.
 
 use std::sync::Arc;
 
@@ -73,6 +75,42 @@ pub async fn expired_tokens(
                     tracing::warn!(error = %e, "the expired-token sweep failed; retrying in a second");
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Sessions deleted per sweep commit.
+const SESSION_SWEEP_BATCH: usize = 500;
+
+/// Deletes collection sessions an hour past their expiry every 10 s (each
+/// pass that deleted some is audited as `collect_sessions_swept`) and
+/// forgets the card-testing rules' idle keys.
+pub async fn collect_sessions(
+    vault: Arc<crate::vault::Vault>,
+    collect: Arc<super::collect::Collect>,
+    audit: crate::audit::AuditLog,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        collect.sweep();
+        match vault.sweep_sessions(SESSION_SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                ::metrics::counter!("cardvault_collect_sessions_swept_total")
+                    .increment(deleted as u64);
+                let mut event =
+                    crate::audit::Event::new(crate::audit::EventKind::CollectSessionsSwept);
+                event.count = Some(deleted as u64);
+                audit.record(event);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the collection-session sweep failed; retrying in 10 s");
             }
         }
     }

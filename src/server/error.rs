@@ -57,6 +57,16 @@ pub enum ApiError {
     UpstreamTls,
     /// 504: the upstream did not answer within the route's timeout.
     UpstreamTimeout,
+    /// 404: no such collection session in the caller's tenant.
+    SessionNotFound,
+    /// 409: the collection session already holds a card.
+    SessionCompleted,
+    /// 410: the collection session's time is up.
+    SessionExpired,
+    /// 423: the collection session took too many refused submits.
+    SessionLocked,
+    /// 422: the card's number range is refused by this vault's block list.
+    CardRefused,
     /// 500: a bug or corrupted data; details are in the log, not the response.
     Internal,
 }
@@ -77,7 +87,7 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// One of each kind (messages left empty), for documentation checks.
-    pub const EVERY_KIND: [ApiError; 21] = [
+    pub const EVERY_KIND: [ApiError; 26] = [
         ApiError::InvalidRequest(""),
         ApiError::InvalidPan(""),
         ApiError::BatchTooLarge,
@@ -98,6 +108,11 @@ impl ApiError {
         ApiError::UpstreamFailed(""),
         ApiError::UpstreamTls,
         ApiError::UpstreamTimeout,
+        ApiError::SessionNotFound,
+        ApiError::SessionCompleted,
+        ApiError::SessionExpired,
+        ApiError::SessionLocked,
+        ApiError::CardRefused,
         ApiError::Internal,
     ];
 
@@ -111,7 +126,13 @@ impl ApiError {
             | ApiError::ShareRejected(_) => StatusCode::BAD_REQUEST,
             ApiError::SealState(_) | ApiError::TokenConflict(_) => StatusCode::CONFLICT,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::TokenNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::TokenNotFound | ApiError::NotFound | ApiError::SessionNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::SessionCompleted => StatusCode::CONFLICT,
+            ApiError::SessionExpired => StatusCode::GONE,
+            ApiError::SessionLocked => StatusCode::LOCKED,
+            ApiError::CardRefused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -148,6 +169,11 @@ impl ApiError {
             ApiError::UpstreamFailed(_) => "upstream_failed",
             ApiError::UpstreamTls => "upstream_tls",
             ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::SessionNotFound => "session_not_found",
+            ApiError::SessionCompleted => "session_completed",
+            ApiError::SessionExpired => "session_expired",
+            ApiError::SessionLocked => "session_locked",
+            ApiError::CardRefused => "card_refused",
             ApiError::Internal => "internal",
         }
     }
@@ -181,6 +207,13 @@ impl ApiError {
             ApiError::EnumerationSuspected(_) => {
                 "too many distinct cards with this BIN and last 4 in the window; retry after the Retry-After seconds"
             }
+            ApiError::SessionNotFound => "no such collection session",
+            ApiError::SessionCompleted => "this collection session already holds a card",
+            ApiError::SessionExpired => "this collection session has expired",
+            ApiError::SessionLocked => {
+                "this collection session is locked after too many refused submits"
+            }
+            ApiError::CardRefused => "this card cannot be accepted here",
             ApiError::Internal => "internal error; see the vault's log by request id",
         }
     }
@@ -215,6 +248,30 @@ impl ApiError {
             | VaultError::KeyState(..)
             | VaultError::MissingKeyVersion { .. }
             | VaultError::KeyDestroyed { .. } => ApiError::Internal,
+        }
+    }
+}
+
+/// Maps a refusal of the hosted fields (logging the vault's failures).
+pub fn collect_error(e: &crate::runtime::collect::CollectError) -> ApiError {
+    use crate::runtime::collect::CollectError;
+    match e {
+        CollectError::NotFound => ApiError::SessionNotFound,
+        CollectError::Expired => ApiError::SessionExpired,
+        CollectError::Completed => ApiError::SessionCompleted,
+        CollectError::Locked => ApiError::SessionLocked,
+        CollectError::RateLimited(_, seconds) => ApiError::RateLimited(*seconds),
+        CollectError::Invalid(m) => ApiError::InvalidRequest(m),
+        CollectError::InvalidPan(m) => ApiError::InvalidPan(m),
+        CollectError::CardRefused => ApiError::CardRefused,
+        CollectError::BadNonce => ApiError::Forbidden,
+        CollectError::Enumeration(refusal) => ApiError::EnumerationSuspected(refusal.retry_after_s),
+        CollectError::Vault(e) => {
+            let api = ApiError::from_vault(e);
+            if api == ApiError::Internal {
+                tracing::error!(error = %e, "collection session operation failed");
+            }
+            api
         }
     }
 }

@@ -16,12 +16,15 @@
 //!   one audited-handler helper (`audited`: [`Call`]), errors (`error`),
 //!   reading requests (`request`) and writing responses (`response`).
 //! - `routes`: the route table and one file per route family.
+//! - `collect`: the hosted card fields' public listener (frame, assets,
+//!   submit), internet-facing, on its own bounds and runtime.
 //!
 //! Request bodies and certificate names are parsed in [`crate::peer`].
 
 mod accept;
 mod audited;
 mod budget;
+mod collect;
 mod conn_quota;
 mod connection;
 mod error;
@@ -43,6 +46,7 @@ mod state;
 mod tls;
 
 pub use audited::Call;
+pub use collect::{inventory as collect_inventory, snippet};
 pub use error::ApiError;
 pub use listener::DRAIN_TIMEOUT;
 pub use running::{Running, ServerError, start};

@@ -30,6 +30,10 @@ pub mod rule {
     /// The oracle guard refused a group: too many distinct cards with one
     /// BIN and last 4 from one principal (or one tenant) in its window.
     pub const CARD_ENUMERATION: &str = "card_enumeration";
+    /// The hosted fields' velocity rule: the same card submitted through
+    /// more collection sessions within an hour than
+    /// `collect.limits.sessions_per_card_per_hour`.
+    pub const CARD_TESTING: &str = "card_testing";
 }
 
 /// Most distinct addresses tracked for handshake failures; beyond this,
@@ -241,6 +245,24 @@ impl Monitor {
         if block && let Ok(mut blocked) = self.tokenize_blocked.lock() {
             blocked.insert(principal.to_owned());
         }
+    }
+
+    /// Called when the hosted fields' velocity rule fires for a card
+    /// submitted from `peer` through session `session` of `tenant` (the
+    /// card's `sessions` within the hour; never the card).
+    pub fn card_testing(&self, tenant: &str, session: &str, peer: IpAddr, sessions: usize) {
+        let name = rule::CARD_TESTING;
+        tracing::warn!(alert = name, tenant, session, %peer, sessions, "alert: the same card submitted through many collection sessions");
+        metrics::counter!("cardvault_alerts_total", "rule" => name).increment(1);
+        let mut event = Event::new(EventKind::Alert)
+            .with_tenant(tenant)
+            .with_detail(format!(
+                "{name}: one card through {sessions} collection sessions within an hour"
+            ));
+        event.peer = Some(peer.to_string());
+        event.session = Some(session.to_owned());
+        event.count = Some(sessions as u64);
+        self.audit.record(event);
     }
 
     /// Called for every metadata read and delete: fires the metadata burst

@@ -43,6 +43,21 @@ pub async fn read_json<T: DeserializeOwned>(
     Ok(body::parse(&bytes)?)
 }
 
+/// Reads a JSON body like [`read_json`] for a shape that names a
+/// security-code field by design (a collection session's `cvc` policy, a
+/// hosted-field submit's code): the same media type, size and budget
+/// checks and the fixed `message` on any parse failure, without the
+/// sensitive-field refusal. Unknown fields are refused by the shape.
+pub async fn read_json_shape<T: DeserializeOwned>(
+    req: Request,
+    limit: usize,
+    budget: &BodyBudget,
+    message: &'static str,
+) -> Result<T, ApiError> {
+    let (bytes, _reserved) = read_body(req, limit, budget).await?;
+    serde_json::from_slice(&bytes).map_err(|_| ApiError::InvalidRequest(message))
+}
+
 /// Reads any JSON document (the reveal proxy's request, whose shape is the
 /// upstream's) with [`read_json`]'s media type, size and budget checks.
 pub async fn read_json_document(

@@ -1,6 +1,8 @@
-//! Binding both listeners and starting them: the API listener over the
-//! route table with the observing middleware, and the ops listener; a
-//! [`Running`] handle stops them in order.
+//! Binding the listeners and starting them: the API listener over the
+//! route table with the observing middleware, the ops listener, and — with
+//! `[collect]` — the hosted fields' public listener on its own
+//! lower-priority runtime; the background sweeps; a [`Running`] handle
+//! stops them in order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use super::listener::ApiListener;
 use super::monitor::Monitor;
 use super::reload::Reloadable;
 use super::state::AppState;
-use super::{linger, metrics, observe, ops, ratelimit, routes, tls};
+use super::{collect, linger, metrics, observe, ops, ratelimit, routes, tls};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::runtime::custody::Custody;
@@ -57,6 +59,11 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// Where the ops listener listens.
     pub ops_addr: SocketAddr,
+    /// The hosted fields' public listener, when `[collect]` is configured:
+    /// where it listens and its public URL.
+    pub collect: Option<(SocketAddr, String)>,
+    /// The public listener's own runtime and accept task.
+    public: Option<PublicRuntime>,
     shutdown: watch::Sender<bool>,
     ready: Arc<AtomicBool>,
     api: JoinHandle<()>,
@@ -87,10 +94,59 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = self.api.await;
         let _ = self.ops.await;
+        if let Some(public) = self.public {
+            let _ = public.task.await;
+            public.runtime.shutdown_background();
+        }
         for job in self.jobs {
             let _ = job.await;
         }
     }
+}
+
+/// The public listener's runtime: its worker threads run at a lower
+/// priority (nice 10), so under a flood of the public port the kernel
+/// gives the API's threads the CPU first.
+struct PublicRuntime {
+    runtime: tokio::runtime::Runtime,
+    task: JoinHandle<()>,
+}
+
+/// How far below the vault's own threads the public listener's run.
+const PUBLIC_NICE: i32 = 10;
+
+/// Binds the public listener and starts it on its own runtime.
+fn start_public(
+    config: &crate::config::CollectConfig,
+    public: impl FnOnce(String) -> Arc<collect::Public>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(PublicRuntime, SocketAddr, String), ServerError> {
+    let tls = tls::public_server_config(config)?;
+    let addr = config.listen;
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    std_listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = std_listener.local_addr().map_err(bind_error)?;
+    let url = config.public_url_for(bound);
+    let public = public(url.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("cardvault-public")
+        .on_thread_start(|| crate::hardening::lower_thread_priority(PUBLIC_NICE))
+        .enable_all()
+        .build()
+        .map_err(bind_error)?;
+    let listener = collect::PublicListener {
+        public,
+        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+    };
+    let task = runtime.spawn(async move {
+        match TcpListener::from_std(std_listener) {
+            Ok(tcp) => listener.run(tcp, shutdown).await,
+            Err(e) => tracing::error!(error = %e, "the public listener could not start"),
+        }
+    });
+    Ok((PublicRuntime { runtime, task }, bound, url))
 }
 
 /// Binds both listeners and starts serving.
@@ -136,6 +192,40 @@ pub async fn start(
         audit.clone(),
         shutdown_rx.clone(),
     )));
+    let mut public_runtime = None;
+    let mut collect_state = None;
+    let mut collect_at = None;
+    if let Some(collect_config) = &config.collect {
+        let make = |url: String| {
+            let sessions = Arc::new(crate::runtime::collect::Collect::new(
+                collect_config,
+                url.clone(),
+                Arc::clone(&vault),
+                Arc::clone(&cvcs),
+                Arc::clone(&guard),
+                std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
+            ));
+            collect_state = Some(Arc::clone(&sessions));
+            Arc::new(collect::Public {
+                collect: sessions,
+                audit: audit.clone(),
+                monitor: Arc::clone(&monitor),
+                limits: collect_config.limits.clone(),
+                origin: url,
+            })
+        };
+        let (runtime, bound, url) = start_public(collect_config, make, shutdown_rx.clone())?;
+        public_runtime = Some(runtime);
+        collect_at = Some((bound, url));
+    }
+    if let Some(sessions) = &collect_state {
+        jobs.push(tokio::spawn(sweeps::collect_sessions(
+            Arc::clone(&vault),
+            Arc::clone(sessions),
+            audit.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let state = Arc::new(AppState {
         vault,
         custody: Arc::clone(&custody),
@@ -158,6 +248,7 @@ pub async fn start(
         cvc_max_ttl: std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
         guard: Arc::clone(&guard),
         lookup_compat: config.compat.lookup_via_tokenize_or_read,
+        collect: collect_state,
     });
     let router = routes::router(state)
         .layer(middleware::from_fn(observe::observe))
@@ -178,10 +269,17 @@ pub async fn start(
         config.limits.clone(),
         shutdown_rx,
     ));
-    tracing::info!(api = %api_addr, ops = %ops_addr, "cardvault listening");
+    match &collect_at {
+        Some((public, url)) => {
+            tracing::info!(api = %api_addr, ops = %ops_addr, public = %public, url, "cardvault listening")
+        }
+        None => tracing::info!(api = %api_addr, ops = %ops_addr, "cardvault listening"),
+    }
     Ok(Running {
         api_addr,
         ops_addr,
+        collect: collect_at,
+        public: public_runtime,
         shutdown,
         ready,
         api,

@@ -20,6 +20,9 @@ pub struct Service {
     pub api_addr: SocketAddr,
     /// Where the ops listener listens.
     pub ops_addr: SocketAddr,
+    /// The hosted fields' public listener (`[collect]`): its address and
+    /// public URL.
+    pub collect: Option<(SocketAddr, String)>,
     running: Running,
     vault: Arc<Vault>,
     custody: Arc<Custody>,
@@ -110,6 +113,7 @@ impl Service {
         Ok(Service {
             api_addr: running.api_addr,
             ops_addr: running.ops_addr,
+            collect: running.collect.clone(),
             running,
             vault,
             custody,
@@ -285,8 +289,13 @@ fn resume_when_unsealed(reseals: Arc<Reseals>, vault: Arc<Vault>) {
 
 /// Records `vault_start` and logs the start.
 fn announce(audit: &AuditLog, running: &Running) {
+    let public = running
+        .collect
+        .as_ref()
+        .map(|(addr, _)| format!(" public {addr}"))
+        .unwrap_or_default();
     audit.record(Event::new(EventKind::VaultStart).with_detail(format!(
-        "api {} ops {} version {} commit {}",
+        "api {} ops {}{public} version {} commit {}",
         running.api_addr,
         running.ops_addr,
         env!("CARGO_PKG_VERSION"),

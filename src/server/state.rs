@@ -53,6 +53,8 @@ pub struct AppState {
     pub guard: Arc<crate::runtime::oracle_guard::OracleGuard>,
     /// `[compat] lookup_via_tokenize_or_read`.
     pub lookup_compat: bool,
+    /// The hosted card fields, when `[collect]` is configured.
+    pub collect: Option<Arc<crate::runtime::collect::Collect>>,
 }
 
 impl AppState {

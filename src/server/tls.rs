@@ -1,6 +1,7 @@
-//! The API listener's TLS: rustls (ring provider), TLS 1.3 only unless the
-//! config allows 1.2, and a client certificate that must chain to the
-//! configured CA bundle and not be revoked by any configured CRL.
+//! The listeners' TLS: rustls (ring provider). The API: TLS 1.3 only
+//! unless the config allows 1.2, and a client certificate that must chain
+//! to the configured CA bundle and not be revoked by any configured CRL.
+//! The hosted fields' public listener: TLS 1.3, a server certificate only.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -107,6 +108,30 @@ pub fn server_config(api: &ApiConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The hosted fields' public listener's TLS: the `[collect]` certificate,
+/// no client certificate, TLS 1.3 only (every browser that can run the
+/// frame speaks it), HTTP/2 and HTTP/1.1.
+pub fn public_server_config(
+    collect: &crate::config::CollectConfig,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&collect.cert_file)
+        .map_err(|e| file_error("collect.cert_file", &collect.cert_file, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error("collect.cert_file", &collect.cert_file, e))?;
+    publish_not_after("collect", &chain[..chain.len().min(1)]);
+    let key = PrivateKeyDer::from_pem_file(&collect.key_file)
+        .map_err(|e| file_error("collect.key_file", &collect.key_file, e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -26,6 +26,9 @@
 //!   record only if the entry still holds the record the caller read (a
 //!   token deleted or re-sealed meanwhile is skipped), keeps the entry's
 //!   current metadata, and commits the job's checkpoint with the records.
+//! - **Sessions compare and swap**: [`Store::swap_session`] writes a
+//!   collection session only if its record is still the one the caller
+//!   read, so one submit completes a session however many nodes race.
 //!
 //! `tests/it/store_suite.rs` checks this contract once, generically; every
 //! backend runs it.
@@ -325,6 +328,26 @@ pub trait Store: Send + Sync {
     /// any case. Returns how many tokens were deleted.
     async fn delete_expired(&self, items: Vec<(u64, TenantId, Token)>)
     -> Result<usize, StoreError>;
+
+    /// The stored record of collection session `id`
+    /// ([`codec::SessionRecord`]'s bytes).
+    async fn get_session(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Compare-and-swap of collection session `id` in one durable commit:
+    /// writes only if the stored record is still `expected` (`None`: no
+    /// session `id` exists). `new` is the record and the time (ms since
+    /// the epoch) after which the sweep may delete it; `None` deletes.
+    /// `false`: the record changed meanwhile; nothing was written.
+    async fn swap_session(
+        &self,
+        id: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<(u64, Vec<u8>)>,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` collection sessions whose sweep time is at or
+    /// before `now_ms`; returns how many.
+    async fn sweep_sessions(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError>;
 
     /// Rewrites the database's files so deleted and overwritten values are
     /// physically gone (after a crypto-shred; slow, rare).

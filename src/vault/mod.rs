@@ -17,6 +17,7 @@ mod import;
 mod inventory;
 mod keys;
 mod reseal;
+pub(crate) mod sessions;
 mod shred;
 mod tokenize;
 

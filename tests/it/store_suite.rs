@@ -670,6 +670,119 @@ pub async fn expiring_tokens_are_listed_and_swept(backend: &dyn Backend) {
     store.close(Vec::new()).await.unwrap();
 }
 
+/// Collection sessions: create-if-absent, compare-and-swap (one winner
+/// among concurrent swaps from the same read), delete, durability across
+/// a reopen, and the sweep by time.
+pub async fn sessions_compare_and_swap(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let id = |n: u8| [n; 16];
+    let v1 = b"\x01record-one".to_vec();
+    let v2 = b"\x01record-two".to_vec();
+    assert_eq!(store.get_session(&id(1)).await.unwrap(), None);
+    assert!(
+        store
+            .swap_session(&id(1), None, Some((5_000, v1.clone())))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .swap_session(&id(1), None, Some((5_000, v2.clone())))
+            .await
+            .unwrap(),
+        "created twice"
+    );
+    assert_eq!(store.get_session(&id(1)).await.unwrap(), Some(v1.clone()));
+    // Eight swaps from the same read: exactly one wins.
+    let mut racers = Vec::new();
+    for n in 0..8u8 {
+        let expected = v1.clone();
+        let store = &store;
+        racers.push(async move {
+            let mut new = b"\x01racer-".to_vec();
+            new.push(b'0' + n);
+            store
+                .swap_session(&id(1), Some(&expected), Some((5_000, new)))
+                .await
+                .unwrap()
+        });
+    }
+    let won = futures_join_all(racers).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let current = store.get_session(&id(1)).await.unwrap().unwrap();
+    assert!(current.starts_with(b"\x01racer-"));
+    assert!(
+        !store.swap_session(&id(1), Some(&v1), None).await.unwrap(),
+        "stale delete"
+    );
+    assert!(
+        store
+            .swap_session(&id(2), None, Some((1_000, v2.clone())))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .swap_session(&id(3), None, Some((9_000, v2.clone())))
+            .await
+            .unwrap()
+    );
+    drop(store);
+    let store = backend.open().await;
+    assert_eq!(
+        store.get_session(&id(1)).await.unwrap(),
+        Some(current.clone())
+    );
+    // The sweep takes what is due (id 2 at 1 000) and nothing else.
+    assert_eq!(store.sweep_sessions(4_999, 10).await.unwrap(), 1);
+    assert_eq!(store.get_session(&id(2)).await.unwrap(), None);
+    assert_eq!(
+        store.get_session(&id(1)).await.unwrap(),
+        Some(current.clone())
+    );
+    assert_eq!(store.sweep_sessions(u64::MAX, 10).await.unwrap(), 2);
+    assert_eq!(store.get_session(&id(3)).await.unwrap(), None);
+    assert!(
+        store
+            .swap_session(&id(1), None, Some((1, v1)))
+            .await
+            .unwrap(),
+        "recreated"
+    );
+    assert!(
+        store
+            .swap_session(&id(1), Some(b"\x01record-one"), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_session(&id(1)).await.unwrap(), None);
+    store.close(Vec::new()).await.unwrap();
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, fut) in out.iter_mut().zip(pinned.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.unwrap()).collect()
+}
+
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -722,6 +835,10 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn scans_and_reseals_compare_and_swap() {
                 super::scans_and_reseals_compare_and_swap(&$make).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sessions_compare_and_swap() {
+                super::sessions_compare_and_swap(&$make).await;
             }
         }
     };

@@ -5,7 +5,7 @@
 //! `admin` (alert blocks), `keys` (rotation, re-encryption, inventory),
 //! `custody` (unseal, seal, KEK rotation), `tenants` (crypto-shred),
 //! `approvals` (dual control), `portable` (import, export) and `proxy`
-//! (the reveal proxy). Every handler takes a [`Call`] and runs through
+//! (the reveal proxy), `collect` (hosted-field sessions). Every handler takes a [`Call`] and runs through
 //! [`Call::audited`].
 
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use super::state::AppState;
 mod admin;
 mod approvals;
 pub(super) mod cards;
+mod collect;
 mod custody;
 pub(super) mod keys;
 mod portable;
@@ -40,6 +41,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/tokens/{token}",
             get(cards::metadata).delete(cards::delete_token),
         )
+        .route("/v1/collect/sessions", post(collect::create))
+        .route("/v1/collect/sessions/{id}", get(collect::read))
         .route("/v1/admin/alerts", get(admin::list_blocks))
         .route("/v1/admin/alerts/clear", post(admin::clear_block))
         .route("/v1/admin/unseal", post(custody::unseal))

@@ -2,13 +2,14 @@
 //! (non-secret metadata plus the sealed record, `entry`), wrapped-key
 //! records (`key_record`) and the database keys they are stored under
 //! (`db_keys`: tokens, fingerprints, expiries, data keys, counters,
-//! checkpoints). Pure functions, no RocksDB, so the decoders can be fuzzed
+//! checkpoints) and hosted-field collection sessions (`session`). Pure functions, no RocksDB, so the decoders can be fuzzed
 //! without it. Every decoder rejects truncated, oversized, trailing or
 //! unknown bytes with a [`CodecError`], never a panic.
 
 mod db_keys;
 mod entry;
 mod key_record;
+mod session;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +18,7 @@ pub use entry::{ENTRY_FORMAT_V1, ENTRY_FORMAT_V2, TokenEntry, TokenMeta};
 pub use key_record::{
     KEY_RECORD_FORMAT_V1, KEY_RECORD_FORMAT_V2, KEY_RECORD_FORMAT_V3, KeyRecord, KeyState,
 };
+pub use session::{CvcPolicy, SESSION_FORMAT_V1, SessionRecord, SessionResult, SessionState};
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

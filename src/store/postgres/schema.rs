@@ -12,10 +12,10 @@ use deadpool_postgres::Object;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Migration `n` (1-based) brings the schema from `n - 1` to `n`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE cardvault_tokens (
     tenant text COLLATE "C" NOT NULL,
@@ -58,6 +58,16 @@ ALTER TABLE cardvault_keys ADD COLUMN state text NOT NULL DEFAULT 'active';
 -- codec reads both).
 UPDATE cardvault_fingerprints SET fingerprint = substring(fingerprint FROM 1 FOR 16)
     WHERE length(fingerprint) = 32;
+"#,
+    r#"
+-- Hosted-field collection sessions (store::codec::SessionRecord: no PAN,
+-- no security code), deleted by the sweep after sweep_at_ms.
+CREATE TABLE cardvault_collect_sessions (
+    id bytea PRIMARY KEY,
+    sweep_at_ms bigint NOT NULL,
+    record bytea NOT NULL
+);
+CREATE INDEX cardvault_collect_sessions_sweep ON cardvault_collect_sessions (sweep_at_ms);
 "#,
 ];
 

@@ -3,8 +3,9 @@
 //!
 //! Column families: `tokens` (tenant ‖ token → [`TokenEntry`]), `fingerprints`
 //! (tenant ‖ HMAC(PAN) → token), `keys` (wrapped data keys and their
-//! encryption counters) and `meta` (on-disk format version, clean-shutdown
-//! marker). Reads go straight to RocksDB from any thread. Every write goes
+//! encryption counters), `meta` (on-disk format version, clean-shutdown
+//! marker), `expiry` (expiring tokens by time) and `sessions` (collection
+//! session id → sweep time ‖ record). Reads go straight to RocksDB from any thread. Every write goes
 //! through one writer thread fed by a channel ([`writer`]): it makes
 //! check-then-insert atomic without locks, and it commits whatever queued up
 //! while the previous sync ran as one synced `WriteBatch` (group commit). A
@@ -52,7 +53,32 @@ const CF_KEYS: &str = "keys";
 const CF_META: &str = "meta";
 /// Expiring tokens by expiry time (`codec::expiry_key`), for the sweep.
 const CF_EXPIRY: &str = "expiry";
-const COLUMN_FAMILIES: [&str; 5] = [CF_TOKENS, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_EXPIRY];
+/// Collection sessions by id: sweep time (u64 BE) ‖ the session record.
+const CF_SESSIONS: &str = "sessions";
+const COLUMN_FAMILIES: [&str; 6] = [
+    CF_TOKENS,
+    CF_FINGERPRINTS,
+    CF_KEYS,
+    CF_META,
+    CF_EXPIRY,
+    CF_SESSIONS,
+];
+
+/// Bytes before a stored session's record: its sweep time.
+const SESSION_SWEEP_BYTES: usize = 8;
+
+/// The record part of a stored session value.
+fn session_record(value: &[u8]) -> &[u8] {
+    value.get(SESSION_SWEEP_BYTES..).unwrap_or_default()
+}
+
+/// The sweep time of a stored session value (0, due at once, if damaged).
+fn session_sweep_at(value: &[u8]) -> u64 {
+    value
+        .get(..SESSION_SWEEP_BYTES)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
 
 const META_FORMAT_VERSION: &[u8] = b"format_version";
 const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
@@ -386,6 +412,62 @@ impl Store for RocksStore {
             reply,
         })
         .await
+    }
+
+    async fn get_session(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_SESSIONS)?, id)?
+            .map(|value| session_record(&value).to_vec()))
+    }
+
+    async fn swap_session(
+        &self,
+        id: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<(u64, Vec<u8>)>,
+    ) -> Result<bool, StoreError> {
+        let value = new.map(|(sweep_at, record)| {
+            let mut value = Vec::with_capacity(SESSION_SWEEP_BYTES + record.len());
+            value.extend_from_slice(&sweep_at.to_be_bytes());
+            value.extend_from_slice(&record);
+            value
+        });
+        self.ask(|reply| Command::SwapSession {
+            id: id.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            value,
+            reply,
+        })
+        .await
+    }
+
+    async fn sweep_sessions(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        // Sessions live an hour or so and their count is bounded by the
+        // creation limits: a walk of the column family is cheap.
+        let db = Arc::clone(&self.db);
+        let due = tokio::task::spawn_blocking(move || {
+            let mut due = Vec::new();
+            for item in db.iterator_cf(cf(&db, CF_SESSIONS)?, IteratorMode::Start) {
+                let (id, value) = item?;
+                if session_sweep_at(&value) <= now_ms {
+                    due.push((id.to_vec(), session_record(&value).to_vec()));
+                    if due.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, StoreError>(due)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("session sweep task failed: {e}")))??;
+        let mut deleted = 0;
+        for (id, record) in due {
+            if self.swap_session(&id, Some(&record), None).await? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     async fn compact(&self) -> Result<(), StoreError> {

@@ -160,7 +160,9 @@ impl RocksStore {
 }
 
 /// The database's options and its column families'.
-fn db_options(options: &StoreOptions) -> (Options, [ColumnFamilyDescriptor; 5]) {
+fn db_options(
+    options: &StoreOptions,
+) -> (Options, [ColumnFamilyDescriptor; COLUMN_FAMILIES.len()]) {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);

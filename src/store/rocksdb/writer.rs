@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::key_filter::{KeyFilter, key_digest};
 use super::{
-    CF_EXPIRY, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_TOKENS, META_CLEAN_SHUTDOWN, StoreError, cf,
-    fingerprint_entry_token, synced,
+    CF_EXPIRY, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_SESSIONS, CF_TOKENS, META_CLEAN_SHUTDOWN,
+    StoreError, cf, fingerprint_entry_token, session_record, synced,
 };
 use crate::crypto::KeyLabel;
 use crate::domain::{Expiry, TenantId, Token};
@@ -82,6 +82,14 @@ pub(super) enum Command {
         counters: Vec<(KeyLabel, u64)>,
         reply: Reply<()>,
     },
+    /// A collection session's compare-and-swap: `value` is the stored
+    /// bytes (sweep time ‖ record), `None` deletes.
+    SwapSession {
+        id: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        reply: Reply<bool>,
+    },
 }
 
 /// An answer held back until the group's write is synced.
@@ -99,6 +107,8 @@ enum Pending {
 struct Overlay {
     keys: Written<HashMap<Vec<u8>, Option<usize>>>,
     counters: HashMap<Vec<u8>, u64>,
+    /// Collection sessions written by the group (`None`: deleted).
+    sessions: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// Keys written since `horizon` (a sequence number), with the sequence
@@ -282,6 +292,30 @@ impl Group<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A collection session's compare-and-swap ([`Store::swap_session`]):
+    /// writes `value` (sweep time ‖ record; `None` deletes) only if the
+    /// record stored, or written earlier in this group, is `expected`.
+    ///
+    /// [`Store::swap_session`]: crate::store::Store::swap_session
+    fn swap_session(
+        &mut self,
+        id: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        let current = match self.overlay.sessions.get(&id) {
+            Some(written) => written.clone(),
+            None => self.db.get_cf(cf(self.db, CF_SESSIONS)?, &id)?,
+        };
+        let record = current.as_deref().map(session_record);
+        if record != expected.as_deref() {
+            return Ok(false);
+        }
+        self.write(CF_SESSIONS, id.clone(), value.clone())?;
+        self.overlay.sessions.insert(id, value);
+        Ok(true)
     }
 
     fn count(&mut self, label: &KeyLabel, sealed: u64) {
@@ -649,6 +683,15 @@ pub(super) fn run(
                     reply,
                 } => match group.delete_tenant(&tenant, keys) {
                     Ok(count) => pending.push(Pending::Total(reply, count)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Command::SwapSession {
+                    id,
+                    expected,
+                    value,
+                    reply,
+                } => match group.swap_session(id, expected, value) {
+                    Ok(swapped) => pending.push(Pending::Flag(reply, swapped)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
                 Command::Close { counters, reply } => {

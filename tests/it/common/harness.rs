@@ -75,6 +75,7 @@ impl Harness {
             keys: Default::default(),
             supply_chain: Default::default(),
             proxy: Default::default(),
+            collect: None,
         };
         adjust(&mut config);
         config.validate().unwrap();
