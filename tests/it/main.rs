@@ -6,6 +6,7 @@
 
 mod audit;
 mod cli;
+mod collect;
 mod common;
 mod custody;
 mod deploy;
