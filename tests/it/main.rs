@@ -7,6 +7,7 @@
 mod audit;
 mod cli;
 mod collect;
+mod collect_browser;
 mod common;
 mod custody;
 mod deploy;
