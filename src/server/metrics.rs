@@ -129,8 +129,9 @@ const COUNTERS: [(&str, &str); 23] = [
 const LABELLED: usize = 7;
 
 /// Alert rules, registered at 0 per rule.
-const ALERT_RULES: [&str; 7] = [
+const ALERT_RULES: [&str; 8] = [
     "card_enumeration",
+    "card_testing",
     "cryptoperiod_ending",
     "detokenize_burst",
     "detokenize_outside_hours",
@@ -138,6 +139,61 @@ const ALERT_RULES: [&str; 7] = [
     "known_vulnerabilities",
     "metadata_burst",
 ];
+
+/// The hosted card fields' series (registered at 0, so a dashboard and
+/// the alert rules see them before the first session).
+fn describe_collect() {
+    for (name, help) in [
+        (
+            "cardvault_collect_sessions_created_total",
+            "Hosted-field collection sessions created",
+        ),
+        (
+            "cardvault_collect_frames_served_total",
+            "Card frames served by the public listener",
+        ),
+        (
+            "cardvault_collect_submits_total",
+            "Cards tokenized through the hosted fields",
+        ),
+        (
+            "cardvault_collect_sessions_swept_total",
+            "Collection sessions deleted an hour past their expiry",
+        ),
+        (
+            "cardvault_collect_requests_timed_out_total",
+            "Public-listener requests cut off by its request timeout",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    metrics::describe_counter!(
+        "cardvault_collect_refusals_total",
+        "Hosted-field requests refused, by reason (card-testing limits, nonces, origins, closed sessions, bad cards)"
+    );
+    for reason in [
+        "ip_submits",
+        "session_submits",
+        "tenant_sessions",
+        "card_refused",
+        "bad_nonce",
+        "not_from_frame",
+        "invalid_pan",
+        "session_locked",
+    ] {
+        metrics::counter!("cardvault_collect_refusals_total", "reason" => reason).increment(0);
+    }
+    metrics::describe_counter!(
+        "cardvault_collect_handshake_failures_total",
+        "Failed TLS handshakes on the public listener, by reason"
+    );
+    metrics::describe_gauge!(
+        "cardvault_collect_connections_active",
+        "Open connections on the hosted fields' public listener"
+    );
+    metrics::gauge!("cardvault_collect_connections_active").set(0.0);
+}
 
 fn describe() {
     for (name, help) in COUNTERS {
@@ -185,6 +241,7 @@ fn describe() {
         "Card hashes the oracle guard holds in its windows (both tiers)"
     );
     metrics::gauge!("cardvault_oracle_guard_cards").set(0.0);
+    describe_collect();
     metrics::describe_gauge!("cardvault_connections_active", "Open API connections");
     metrics::gauge!("cardvault_connections_active").set(0.0);
     metrics::describe_gauge!(

@@ -199,6 +199,33 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         .expect("a WebDriver session in headless Chromium")
 }
 
+/// A headless Chromium trusting `ca`, with its driver, home and profile.
+struct Browser {
+    client: Client,
+    _driver: Driver,
+    _home: tempfile::TempDir,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn open(ca: &Path) -> Browser {
+        let home = browser_home(ca);
+        let driver = start_driver(home.path());
+        let profile = tempfile::tempdir().unwrap();
+        let client = browser(&driver, profile.path()).await;
+        Browser {
+            client,
+            _driver: driver,
+            _home: home,
+            _profile: profile,
+        }
+    }
+
+    async fn close(self) {
+        self.client.clone().close().await.unwrap();
+    }
+}
+
 /// Runs `script` until it returns a non-empty string (every 100 ms, at
 /// most `limit`); the string, or empty when time ran out.
 async fn poll_text(client: &Client, script: &str, limit: Duration) -> String {
@@ -271,10 +298,8 @@ async fn hosted_fields_in_a_real_browser() {
         .to_owned();
     let (shop, shop_addr) = start_shop().await;
     let shop_origin = format!("http://127.0.0.1:{}", shop_addr.port());
-    let home = browser_home(&server.data_dir.join("pki/ca.pem"));
-    let driver = start_driver(home.path());
-    let profile = tempfile::tempdir().unwrap();
-    let client = browser(&driver, profile.path()).await;
+    let session_browser = Browser::open(&server.data_dir.join("pki/ca.pem")).await;
+    let client = session_browser.client.clone();
     let frame_ready = "var f = document.querySelector('iframe'); return f ? 'yes' : ''";
 
     // 1. The shopper types the card; the page gets the token.
@@ -295,7 +320,7 @@ async fn hosted_fields_in_a_real_browser() {
     client
         .wait()
         .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("number"))
+        .for_element(Locator::Css("body[data-ready=yes] #number"))
         .await
         .expect("the card form loaded in the frame");
     // Everything the frame loaded came from the vault itself.
@@ -430,7 +455,7 @@ async fn hosted_fields_in_a_real_browser() {
     client
         .wait()
         .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("number"))
+        .for_element(Locator::Css("body[data-ready=yes] #number"))
         .await
         .unwrap();
     // An error shown on the field is announced, then axe runs on the form.
@@ -478,7 +503,7 @@ async fn hosted_fields_in_a_real_browser() {
     client
         .wait()
         .at_most(Duration::from_secs(15))
-        .for_element(Locator::Id("number"))
+        .for_element(Locator::Css("body[data-ready=yes] #number"))
         .await
         .unwrap();
     let tab = char::from(Key::Tab);
@@ -577,8 +602,7 @@ async fn hosted_fields_in_a_real_browser() {
         .unwrap();
     assert_eq!(form, "none", "another origin framed the form");
     client.enter_parent_frame().await.unwrap();
-    client.close().await.unwrap();
-    drop(driver);
+    session_browser.close().await;
 
     // The shop's server never saw the card; neither did the vault's log.
     let log = shop.log.lock().unwrap().join("\n");
@@ -627,4 +651,152 @@ async fn lock_over_the_wire(server: &DevServer, public_url: &str, session: &str)
         let answer = sender.send_request(request).await.unwrap();
         assert_eq!(answer.status(), StatusCode::FORBIDDEN);
     }
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `python3 SCRIPT ARGS` and waits (at most 20 s) for `port` to
+/// accept connections.
+fn start_python(script: &str, args: &[&str], port: u16) -> Child {
+    let child = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/examples/checkout/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let child = Child(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{script} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// examples/checkout end to end in a real browser: the shop's server makes
+/// the session, the shopper types the card into the frame, the shop
+/// confirms the token and pays through the reveal proxy, and the payment
+/// provider gets the card number from the vault. The shop's request log
+/// never holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkout_example_pays_without_touching_a_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    // A first start makes the dev directory; then the payment provider's
+    // route goes into its config.
+    DevServer::start(&data).stop();
+    let psp_port = free_port();
+    let mut config = std::fs::read_to_string(data.join("cardvault.toml")).unwrap();
+    config.push_str(&format!(
+        "\n[proxy.routes.\"psp\"]\nupstream = \"https://localhost:{psp_port}/charge\"\nca_file = \"pki/ca.pem\"\nallowed_principals = [\"payments\"]\nreveal = [\"/card/number\"]\ncvc_at = \"/card/cvc\"\n"
+    ));
+    std::fs::write(data.join("cardvault.toml"), config).unwrap();
+    let pki = data.join("pki");
+    let _psp = start_python(
+        "psp.py",
+        &[
+            "--cert",
+            pki.join("server.pem").to_str().unwrap(),
+            "--key",
+            pki.join("server-key.pem").to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{psp_port}"),
+        ],
+        psp_port,
+    );
+    let server = DevServer::start(&data);
+    let shop_port = free_port();
+    let shop_log = dir.path().join("shop.log");
+    let _shop = start_python(
+        "shop.py",
+        &[
+            "--dev",
+            data.to_str().unwrap(),
+            "--api",
+            &server.api,
+            "--listen",
+            &format!("127.0.0.1:{shop_port}"),
+            "--route",
+            "psp",
+            "--log",
+            shop_log.to_str().unwrap(),
+        ],
+        shop_port,
+    );
+    let browser = Browser::open(&pki.join("ca.pem")).await;
+    let client = &browser.client;
+    client
+        .goto(&format!("http://127.0.0.1:{shop_port}/"))
+        .await
+        .unwrap();
+    let ready = "return document.querySelector('iframe') ? 'yes' : ''";
+    assert_eq!(
+        poll_text(client, ready, Duration::from_secs(10)).await,
+        "yes"
+    );
+    client.enter_frame(0).await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("body[data-ready=yes] #number"))
+        .await
+        .expect("the card frame loaded in the shop's page");
+    client
+        .find(Locator::Id("number"))
+        .await
+        .unwrap()
+        .send_keys("4012888888881881")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("expiry"))
+        .await
+        .unwrap()
+        .send_keys("11/31")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("cvc"))
+        .await
+        .unwrap()
+        .send_keys("321")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client.enter_parent_frame().await.unwrap();
+    let result = poll_text(
+        client,
+        "var t = document.getElementById('result').textContent; return t.indexOf('Paid') === 0 || t.indexOf('failed') > 0 ? t : ''",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(result, "Paid. Thank you!");
+    browser.close().await;
+    let log = std::fs::read_to_string(&shop_log).unwrap();
+    assert!(
+        log.contains("POST /confirm") && log.contains("approved"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("4012888888881881") && !log.contains("321\""),
+        "the shop saw the card: {log}"
+    );
+    assert!(server.stop().success());
 }

@@ -160,4 +160,8 @@
     if (event.origin !== origin || event.source !== window.parent) return;
     if (event.data && event.data.type === 'cardvault:submit') form.requestSubmit();
   });
+  // Only now can the form be sent (before, CSP form-action 'none' stops a
+  // native submit anyway).
+  save.disabled = false;
+  document.body.setAttribute('data-ready', 'yes');
 })();
