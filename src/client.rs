@@ -166,6 +166,18 @@ impl Connection {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Reply, ClientError> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// [`Connection::send`] with extra request headers (a browser's
+    /// `Origin` and `Sec-Fetch-Site`, for the hosted fields' submit).
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Reply, ClientError> {
         self.sender
             .ready()
             .await
@@ -174,6 +186,9 @@ impl Connection {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let body = match body {
             Some((content_type, bytes)) => {
                 request = request.header(hyper::header::CONTENT_TYPE, content_type);

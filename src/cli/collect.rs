@@ -51,8 +51,8 @@ pub fn run(command: CollectCommand) -> CliResult {
             say!("{}", crate::server::snippet(&url));
             say!();
             say!("# The card frame's scripts and styles (PCI DSS 6.4.3 inventory):");
-            for (path, integrity) in inventory {
-                say!("#   {path}  {integrity}");
+            for (path, integrity, bytes) in inventory {
+                say!("#   {path}  {integrity}  ({bytes} bytes)");
             }
             Ok(())
         }

@@ -257,3 +257,22 @@ pub fn prepare_dev(
     }
     Ok(config)
 }
+
+/// The hosted card fields of a dev directory: its config's `[collect]`, or
+/// the listener `serve --dev` adds (the dev server certificate, loopback
+/// page origins over plain HTTP allowed, on `api_listen`'s address when it
+/// asks for port 0).
+pub fn add_dev_collect(
+    config: &mut crate::config::Config,
+    api_listen: Option<std::net::SocketAddr>,
+) {
+    if config.collect.is_some() {
+        return;
+    }
+    let mut collect =
+        crate::config::CollectConfig::dev(config.api.cert.clone(), config.api.key.clone());
+    if let Some(api) = api_listen.filter(|a| a.port() == 0) {
+        collect.listen = api;
+    }
+    config.collect = Some(collect);
+}

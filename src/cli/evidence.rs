@@ -92,7 +92,12 @@ fn config_of(location: &VaultLocation) -> Result<Config, CliError> {
                 location.data_dir.display()
             ))
         })?;
-    Ok(Config::load(&path)?)
+    let mut config = Config::load(&path)?;
+    // What `serve --dev` runs: its hosted card fields too.
+    if location.config.is_none() {
+        super::dev::add_dev_collect(&mut config, None);
+    }
+    Ok(config)
 }
 
 /// The signer of the vault whose config this is.

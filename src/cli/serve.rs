@@ -73,16 +73,10 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if let Some(listen) = args.ops_listen {
         config.ops.listen = listen;
     }
-    // The dev setup takes cards in a browser too: the public listener with
-    // the dev server certificate, loopback pages over plain HTTP allowed.
-    // `--listen ADDR:0` (tests, benches) moves it to a free port as well.
-    if dev_dir.is_some() && config.collect.is_none() {
-        let mut collect =
-            crate::config::CollectConfig::dev(config.api.cert.clone(), config.api.key.clone());
-        if let Some(api) = args.listen.filter(|a| a.port() == 0) {
-            collect.listen = api;
-        }
-        config.collect = Some(collect);
+    // The dev setup takes cards in a browser too (`--listen ADDR:0`, as
+    // tests and benches use, moves the public listener to a free port).
+    if dev_dir.is_some() {
+        dev::add_dev_collect(&mut config, args.listen);
     }
     if let Some(listen) = args.collect_listen {
         match &mut config.collect {

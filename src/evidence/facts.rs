@@ -112,6 +112,69 @@ pub(super) fn tls_inventory(config: &Config) -> anyhow::Result<Value> {
     }))
 }
 
+/// 6.4.3 and 4.2.1 for the hosted card fields: the frame's scripts and
+/// styles with their integrity hashes (all compiled into this build, none
+/// from another origin), the frame's policy, the public listener's TLS,
+/// and the sessions the trail records.
+pub(super) fn hosted_fields(config: &Config, trail: &TrailFacts) -> anyhow::Result<Value> {
+    let Some(collect) = &config.collect else {
+        return Ok(json!({"enabled": false}));
+    };
+    let server = crate::server::public_server_config(collect)
+        .map_err(|e| anyhow::anyhow!("the public listener's TLS settings: {e}"))?;
+    let suites: Vec<String> = server
+        .crypto_provider()
+        .cipher_suites
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS13)
+        .map(|s| format!("{:?}", s.suite()))
+        .collect();
+    let scripts: Vec<Value> = crate::server::collect_inventory()
+        .into_iter()
+        .map(|(path, integrity, bytes)| {
+            json!({
+                "path": path,
+                "integrity": integrity,
+                "bytes": bytes,
+                "authorized": "compiled into this build; served only by the vault's public listener",
+            })
+        })
+        .collect();
+    let count = |kind: &str| trail.by_kind.get(kind).copied().unwrap_or(0);
+    Ok(json!({
+        "enabled": true,
+        "listen": collect.listen.to_string(),
+        "public_url": collect.public_url.clone().unwrap_or_else(|| "derived from the bound address".into()),
+        "loopback_http_pages_allowed": collect.allow_loopback_http,
+        "scripts": scripts,
+        "frame_policy": {
+            "content_security_policy": crate::server::frame_policy(),
+            "other_headers": ["X-Content-Type-Options: nosniff", "Referrer-Policy: no-referrer", "Cache-Control: no-store", "Strict-Transport-Security", "Permissions-Policy (camera, microphone, geolocation, payment, usb … off)"],
+            "submit": "same-origin only (Origin and Sec-Fetch-Site), with the nonce of the frame served last",
+        },
+        "tls": {
+            "protocols": ["TLSv1.3"],
+            "cipher_suites": suites,
+            "client_certificates": "none: browsers connect with the server certificate only",
+            "server_certificate": certificates(&collect.cert_file),
+        },
+        "card_testing": {
+            "submits_per_ip_per_minute": collect.limits.submits_per_ip_per_minute.get(),
+            "submits_per_session": collect.limits.submits_per_session.get(),
+            "sessions_per_tenant_per_minute": collect.limits.sessions_per_tenant_per_minute.get(),
+            "sessions_per_card_per_hour": collect.limits.sessions_per_card_per_hour.get(),
+            "blocked_bins": collect.blocked_bins.len(),
+        },
+        "in_the_audit_trail": {
+            "sessions_created": count("collect_session_created"),
+            "frames_served": count("collect_frame_served"),
+            "cards_submitted": count("collect_submitted"),
+            "submits_refused": count("collect_refused"),
+            "results_read": count("collect_result_read"),
+        },
+    }))
+}
+
 /// What the audit trail says: events by kind, fields, span, rotations,
 /// alerts, identities seen.
 pub(super) struct TrailFacts {

@@ -62,6 +62,7 @@ pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
         audit_protection,
         alerts,
         vulnerabilities,
+        hosted_fields,
     ]
     .iter()
     .map(|section| section(&facts))
@@ -249,6 +250,14 @@ fn transit(s: &Facts<'_>) -> anyhow::Result<Value> {
         "4.2.1 / 4.2.1.1",
         "Strong cryptography in transit; certificate inventory",
         facts::tls_inventory(s.config)?,
+    ))
+}
+
+fn hosted_fields(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "6.4.3 / 4.2.1 (hosted card fields)",
+        "Hosted card fields: the frame's script inventory and the public listener",
+        facts::hosted_fields(s.config, &s.trail)?,
     ))
 }
 

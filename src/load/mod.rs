@@ -9,6 +9,7 @@
 //! Luhn-valid numbers across brands and lengths, never real ones.
 
 mod acks;
+mod collect;
 mod dispatch;
 mod pans;
 mod report;
@@ -46,6 +47,11 @@ pub enum Operation {
     /// lightest authenticated request (a read, no sync), so it measures
     /// what mTLS + HTTP + JSON alone cost on the machine.
     Metadata,
+    /// `POST /collect/v1/sessions/{id}/submit` on the hosted fields' public
+    /// listener (`--collect URL`) with a browser's headers, into sessions
+    /// created and framed before the clock starts (`--sessions N`, as
+    /// `payments` over mTLS): the card path of the hosted fields.
+    CollectSubmit,
 }
 
 /// Where to connect and with which certificate.
@@ -174,6 +180,13 @@ pub struct LoadArgs {
     /// Seed for the synthetic PAN generator (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// `--op collect-submit`: the public listener, `https://HOST:PORT`.
+    #[arg(long)]
+    pub collect: Option<String>,
+    /// `--op collect-submit`: sessions prepared before the clock starts
+    /// (one per submit; the run ends early when they are used up).
+    #[arg(long, default_value_t = 20_000)]
+    pub sessions: usize,
 }
 
 /// Subcommands of `load`.
@@ -230,6 +243,19 @@ impl LoadArgs {
         }
         if self.ack_every == 0 {
             return Err(usage("--ack-every must be at least 1"));
+        }
+        if self.op == Operation::CollectSubmit
+            && !self
+                .collect
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
+        {
+            return Err(usage(
+                "--op collect-submit needs --collect https://HOST:PORT (the public listener)",
+            ));
+        }
+        if self.sessions == 0 || self.sessions > 1_000_000 {
+            return Err(usage("--sessions must be 1 to 1000000"));
         }
         Ok(())
     }

@@ -40,6 +40,8 @@ pub(super) const POOL_LIMIT: usize = 100_000;
 struct Shared {
     tls: ClientTls,
     addr: SocketAddr,
+    /// `--op collect-submit`: the public listener and its sessions.
+    public: Option<super::collect::Public>,
     args: LoadArgs,
     measure_from: Instant,
     histogram: Mutex<Histogram<u64>>,
@@ -108,6 +110,9 @@ enum Outcome {
     Refused(String),
     /// The connection failed.
     Broken(String),
+    /// Nothing left to send (`collect-submit`'s prepared sessions): the
+    /// worker stops.
+    Exhausted,
 }
 
 fn error_key(status: hyper::StatusCode, body: &Value) -> String {
@@ -129,6 +134,21 @@ async fn one_request(
     op: Operation,
     timing: &mut Timing,
 ) -> Outcome {
+    if op == Operation::CollectSubmit {
+        let Some(public) = &shared.public else {
+            return Outcome::Refused("no_public_listener".into());
+        };
+        timing.sent = Instant::now();
+        let Some(reply) = super::collect::submit(public, conn, generator).await else {
+            return Outcome::Exhausted;
+        };
+        timing.answered = Instant::now();
+        return match reply {
+            Ok(reply) if reply.status == hyper::StatusCode::OK => Outcome::Done(1),
+            Ok(reply) => Outcome::Refused(error_key(reply.status, &reply.json())),
+            Err(e) => Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
+        };
+    }
     if op == Operation::Metadata {
         let Some(token) = shared.pick_token(generator) else {
             return Outcome::Refused("no_tokens_to_read".into());
@@ -155,13 +175,14 @@ async fn one_request(
             ("/v1/tokenize/batch", json!({ "pans": pans }), pans)
         }
         // `Mixed` is resolved to Tokenize or Detokenize by the caller;
-        // `Metadata` was answered above.
-        Operation::Detokenize | Operation::Mixed | Operation::Metadata => {
-            match shared.pick_token(generator) {
-                Some(token) => ("/v1/detokenize", json!({ "token": token }), Vec::new()),
-                None => return Outcome::Refused("no_tokens_to_detokenize".into()),
-            }
-        }
+        // `Metadata` and `CollectSubmit` were answered above.
+        Operation::Detokenize
+        | Operation::Mixed
+        | Operation::Metadata
+        | Operation::CollectSubmit => match shared.pick_token(generator) {
+            Some(token) => ("/v1/detokenize", json!({ "token": token }), Vec::new()),
+            None => return Outcome::Refused("no_tokens_to_detokenize".into()),
+        },
         Operation::DetokenizeBatch => {
             let tokens: Vec<String> = (0..shared.args.batch)
                 .filter_map(|_| shared.pick_token(generator))
@@ -256,7 +277,7 @@ async fn worker(
         };
         let connection = match conn.as_mut() {
             Some(c) => c,
-            None => match shared.tls.connect(shared.addr).await {
+            None => match shared.connect().await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     if scheduled >= shared.measure_from {
@@ -304,6 +325,22 @@ async fn worker(
                 }
                 conn = None;
             }
+            Outcome::Exhausted => break,
+        }
+    }
+}
+
+fn shared_op_is_collect(args: &LoadArgs) -> bool {
+    args.op == Operation::CollectSubmit
+}
+
+impl Shared {
+    /// A worker's connection: the public listener for `collect-submit`,
+    /// else the mTLS API.
+    async fn connect(&self) -> Result<Connection, crate::client::ClientError> {
+        match &self.public {
+            Some(public) => public.tls.connect(public.addr).await,
+            None => self.tls.connect(self.addr).await,
         }
     }
 }
@@ -408,9 +445,14 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
     };
     let (acks, ack_writer) = ack_log(args.ack_log.as_deref())?;
     let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?;
+    let public = match (shared_op_is_collect(&args), args.collect.as_deref()) {
+        (true, Some(url)) => Some(super::collect::Public::new(&args.target, url).await?),
+        _ => None,
+    };
     let mut shared = Shared {
         tls,
         addr,
+        public,
         measure_from: Instant::now(),
         lag: Mutex::new(histogram.clone()),
         response: Mutex::new(histogram.clone()),
@@ -455,7 +497,16 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
 /// prefill for the operations that read), or one request that fails fast
 /// with a clear message when the vault is down or refuses us.
 async fn prepare(shared: &Shared, seed: u64) -> Result<()> {
-    if let Some(path) = shared.args.tokens_from.clone() {
+    if let Some(public) = &shared.public {
+        super::collect::prefill(
+            public,
+            (&shared.tls, shared.addr),
+            shared.args.sessions,
+            shared.args.concurrency,
+        )
+        .await
+        .with_context(|| refused(shared))?;
+    } else if let Some(path) = shared.args.tokens_from.clone() {
         *lock(&shared.tokens) = tokens_from(&path)?;
     } else if matches!(
         shared.args.op,

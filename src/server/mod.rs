@@ -46,9 +46,9 @@ mod state;
 mod tls;
 
 pub use audited::Call;
-pub use collect::{inventory as collect_inventory, snippet};
+pub use collect::{frame_policy, inventory as collect_inventory, snippet};
 pub use error::ApiError;
 pub use listener::DRAIN_TIMEOUT;
 pub use running::{Running, ServerError, start};
 pub use service::Service;
-pub use tls::{TlsError, server_config};
+pub use tls::{TlsError, public_server_config, server_config};

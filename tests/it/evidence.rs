@@ -110,6 +110,22 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     let tls = section(&bundle, "4.2.1 / 4.2.1.1");
     assert_eq!(tls["protocols"], serde_json::json!(["TLSv1.3"]));
     assert!(tls["server_certificate"]["certificates"][0]["not_after"].is_string());
+    let hosted = section(&bundle, "6.4.3 / 4.2.1 (hosted card fields)");
+    assert_eq!(hosted["enabled"], true);
+    let scripts = hosted["scripts"].as_array().unwrap();
+    assert_eq!(scripts.len(), 3);
+    assert!(
+        scripts
+            .iter()
+            .all(|s| s["integrity"].as_str().unwrap().starts_with("sha384-"))
+    );
+    assert_eq!(hosted["tls"]["protocols"], serde_json::json!(["TLSv1.3"]));
+    assert!(
+        hosted["frame_policy"]["content_security_policy"]
+            .as_str()
+            .unwrap()
+            .contains("frame-ancestors")
+    );
     let principals = section(&bundle, "7.2")["principals"].as_array().unwrap();
     assert!(principals.iter().any(|p| p["name"] == "payments"));
     let seen = section(&bundle, "8.x")["seen_in_the_audit_trail"]

@@ -37,14 +37,32 @@ use crate::runtime::collect::{Collect, CollectError};
 use crate::vault::sessions::SessionId;
 
 /// The public listener's scripts and styles with their integrity hashes
-/// (PCI DSS 6.4.3's inventory): path → `sha384-…`.
-pub fn inventory() -> [(&'static str, String); 3] {
+/// (PCI DSS 6.4.3's inventory): path → (`sha384-…`, bytes).
+pub fn inventory() -> [(&'static str, String, usize); 3] {
     let hashes = pages::integrity();
     [
-        ("/collect/v1/frame.js", hashes.frame_js.clone()),
-        ("/collect/v1/frame.css", hashes.frame_css.clone()),
-        ("/collect/v1/cardvault.js", hashes.cardvault_js.clone()),
+        (
+            "/collect/v1/frame.js",
+            hashes.frame_js.clone(),
+            pages::FRAME_JS.len(),
+        ),
+        (
+            "/collect/v1/frame.css",
+            hashes.frame_css.clone(),
+            pages::FRAME_CSS.len(),
+        ),
+        (
+            "/collect/v1/cardvault.js",
+            hashes.cardvault_js.clone(),
+            pages::CARDVAULT_JS.len(),
+        ),
     ]
+}
+
+/// The frame's Content-Security-Policy as a template (`{nonce}` is fresh
+/// per answer, `{origin}` the session's), for the evidence bundle.
+pub fn frame_policy() -> String {
+    pages::frame_csp("{nonce}", "{session origin}")
 }
 
 /// The HTML a shop puts on its checkout page to load `cardvault.js` from
