@@ -63,7 +63,7 @@ echo "frame: html $html + frame.js $js + frame.css $css = $((html + js + css)) b
 measure() { # label, load args…
   local label="$1"; shift
   local json
-  json="$("$bin" load --dev "$dir" --target "$api" --concurrency 64 --duration "$duration" --warmup 1s --json "$@")"
+  json="$(${LOAD_NICE:+nice -n $LOAD_NICE} "$bin" load --dev "$dir" --target "$api" --concurrency 64 --duration "$duration" --warmup 1s --json "$@")"
   python3 - "$label" "$json" <<'PY'
 import json, sys
 label, r = sys.argv[1], json.loads(sys.argv[2])

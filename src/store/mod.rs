@@ -160,6 +160,31 @@ pub enum Checkpoint {
     Clear,
 }
 
+/// Makes a completed session record for a token.
+pub type CompletedRecord = std::sync::Arc<dyn Fn(&Token) -> Vec<u8> + Send + Sync>;
+
+/// A collection session completed by the commit that stores its card's
+/// token ([`Store::insert_completing`]).
+#[derive(Clone)]
+pub struct SessionCompletion {
+    /// The session's id.
+    pub id: Vec<u8>,
+    /// Its record as read: the swap happens only if it is still there.
+    pub expected: Vec<u8>,
+    /// When the sweep may delete the completed record (ms since the epoch).
+    pub sweep_at: u64,
+    /// The completed record for the token the card ends up with.
+    pub record: CompletedRecord,
+}
+
+impl std::fmt::Debug for SessionCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCompletion")
+            .field("sweep_at", &self.sweep_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything the key store holds, read at open.
 #[derive(Debug, Default)]
 pub struct StoredKeys {
@@ -344,6 +369,39 @@ pub trait Store: Send + Sync {
         expected: Option<&[u8]>,
         new: Option<(u64, Vec<u8>)>,
     ) -> Result<bool, StoreError>;
+
+    /// [`Store::insert`] of one item and the compare-and-swap of the
+    /// collection session it completes, in one durable commit where the
+    /// backend can: the session gets `session.record` of the item's token
+    /// when it was inserted, of the PAN's token when it had one
+    /// ([`InsertOutcome::Existing`]); nothing of the session is written for
+    /// a collision or a stale key. Returns the item's outcome and whether
+    /// the session was swapped. The default: the insert, then the swap.
+    async fn insert_completing(
+        &self,
+        item: Insert,
+        session: SessionCompletion,
+    ) -> Result<(InsertOutcome, bool), StoreError> {
+        let token = item.token;
+        let outcome = self
+            .insert(vec![item])
+            .await?
+            .pop()
+            .unwrap_or(InsertOutcome::TokenCollision);
+        let token = match outcome {
+            InsertOutcome::Inserted => token,
+            InsertOutcome::Existing(existing) => existing,
+            InsertOutcome::TokenCollision | InsertOutcome::StaleKey => return Ok((outcome, false)),
+        };
+        let swapped = self
+            .swap_session(
+                &session.id,
+                Some(&session.expected),
+                Some((session.sweep_at, (session.record)(&token))),
+            )
+            .await?;
+        Ok((outcome, swapped))
+    }
 
     /// Deletes up to `limit` collection sessions whose sweep time is at or
     /// before `now_ms`; returns how many.

@@ -83,6 +83,39 @@ impl Vault {
         }
     }
 
+    /// The session `id` and its stored bytes (for
+    /// [`Vault::completion`]'s compare-and-swap).
+    pub async fn session_stored(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(SessionRecord, Vec<u8>)>, VaultError> {
+        match self.store.get_session(id.as_bytes()).await? {
+            Some(bytes) => {
+                let record =
+                    SessionRecord::decode(&bytes).map_err(crate::store::StoreError::from)?;
+                Ok(Some((record, bytes)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The completion of session `id`, read as `stored`, by the commit that
+    /// stores its card's token ([`Vault::tokenize_completing`]): `complete`
+    /// makes the completed record for the token.
+    pub fn completion(
+        id: &SessionId,
+        stored: Vec<u8>,
+        sweep_from: &SessionRecord,
+        complete: impl Fn(&crate::domain::Token) -> SessionRecord + Send + Sync + 'static,
+    ) -> crate::store::SessionCompletion {
+        crate::store::SessionCompletion {
+            id: id.as_bytes().to_vec(),
+            expected: stored,
+            sweep_at: sweep_at(sweep_from),
+            record: std::sync::Arc::new(move |token| complete(token).encode()),
+        }
+    }
+
     /// Stores a new session under `id`; `false` if the id is taken.
     pub async fn create_session(
         &self,

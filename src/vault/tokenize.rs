@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::crypto::Fingerprinter;
+use crate::store::{SessionCompletion, StoreError};
 
 impl Vault {
     /// Prepares the insert of a fresh token for `pan`.
@@ -125,6 +126,30 @@ impl Vault {
         self.tokenize_items(tenant, items, expires_ms).await
     }
 
+    /// Tokenizes one PAN and, in the same store commit where the backend
+    /// can, completes the collection session `completion` describes with
+    /// the token (see `Store::insert_completing`). The flag: whether the
+    /// session was completed here — `false` when its record changed
+    /// meanwhile, or when the PAN already had a token and nothing was
+    /// inserted (the caller completes it then).
+    pub async fn tokenize_completing(
+        &self,
+        tenant: &TenantId,
+        pan: &Pan,
+        expiry: Option<Expiry>,
+        completion: SessionCompletion,
+    ) -> Result<(TokenInfo, bool), VaultError> {
+        let items = [(pan, expiry)];
+        let mut run = self.start_run(tenant, &items, None).await?;
+        run.completion = Some(completion);
+        let (result, completed) = self.run_rounds(run).await;
+        let info = result
+            .into_iter()
+            .next()
+            .unwrap_or(Err(VaultError::TokenSpaceExhausted))?;
+        Ok((info, completed))
+    }
+
     /// The one tokenize loop. Each round looks up the pending PANs'
     /// fingerprints, drafts fresh tokens for the unknown ones and inserts
     /// them in one store commit; a PAN that a racing caller tokenized first
@@ -135,19 +160,44 @@ impl Vault {
         items: &[(&Pan, Option<Expiry>)],
         expires_ms: Option<u64>,
     ) -> Vec<Result<TokenInfo, VaultError>> {
-        let keys = match self.keys.get_or_create(self.store.as_ref(), tenant).await {
-            Ok(keys) => keys,
-            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
-        };
+        match self.start_run(tenant, items, expires_ms).await {
+            Ok(run) => self.run_rounds(run).await.0,
+            Err(e) => items.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    /// A run over `items` with the tenant's keys (created on first use).
+    async fn start_run<'a>(
+        &self,
+        tenant: &'a TenantId,
+        items: &'a [(&'a Pan, Option<Expiry>)],
+        expires_ms: Option<u64>,
+    ) -> Result<TokenizeRun<'a>, VaultError> {
+        let keys = self.keys.get_or_create(self.store.as_ref(), tenant).await?;
         let deterministic = self.mode(tenant) == TokenMode::Deterministic;
+        Ok(TokenizeRun::new(
+            tenant,
+            items,
+            expires_ms,
+            deterministic,
+            keys,
+        ))
+    }
+
+    /// Drafts and commits rounds until every item has a result (or the
+    /// draws run out); the results and whether a session was completed.
+    async fn run_rounds(
+        &self,
+        mut run: TokenizeRun<'_>,
+    ) -> (Vec<Result<TokenInfo, VaultError>>, bool) {
+        let keys = Arc::clone(&run.keys);
         // Held to the end: a fingerprint-key rotation waits for it.
-        let _epoch = if deterministic {
+        let _epoch = if run.deterministic {
             Some(keys.fp_epoch.read().await)
         } else {
             None
         };
-        let mut run = TokenizeRun::new(tenant, items, expires_ms, deterministic, &keys);
-        let mut pending: Vec<usize> = (0..items.len()).collect();
+        let mut pending: Vec<usize> = (0..run.items.len()).collect();
         for _ in 0..MAX_TOKEN_DRAWS {
             if pending.is_empty() {
                 break;
@@ -155,10 +205,12 @@ impl Vault {
             let round = self.draft_round(&mut run, &pending).await;
             pending = self.commit_round(&mut run, round).await;
         }
-        run.results
+        let results = run
+            .results
             .into_iter()
             .map(|r| r.unwrap_or(Err(VaultError::TokenSpaceExhausted)))
-            .collect()
+            .collect();
+        (results, run.completed)
     }
 
     /// One round's drafts: the pending PANs' existing tokens, read in one
@@ -247,7 +299,7 @@ impl Vault {
     /// error, or a place among the indexes returned to draw again.
     async fn commit_round(&self, run: &mut TokenizeRun<'_>, round: Round) -> Vec<usize> {
         let Round {
-            inserts,
+            mut inserts,
             inserted_for,
             mut existing,
             last_claim,
@@ -256,14 +308,27 @@ impl Vault {
             .iter()
             .map(|ins| TokenInfo::from_meta(ins.token, &ins.entry.meta))
             .collect();
-        let outcomes = if inserts.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.store.insert(inserts).await
+        let outcomes = match (&run.completion, inserts.len()) {
+            (_, 0) => Ok(Vec::new()),
+            (Some(completion), 1) => {
+                let item = inserts.pop().map(Ok).unwrap_or(Err(StoreError::WriterGone));
+                match item {
+                    Ok(item) => self
+                        .store
+                        .insert_completing(item, completion.clone())
+                        .await
+                        .map(|(outcome, swapped)| {
+                            run.completed |= swapped;
+                            vec![outcome]
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.store.insert(inserts).await,
         };
         if let Some((dek, count)) = last_claim {
             self.keys
-                .rotate_if_due(self.store.as_ref(), run.keys, &dek, count)
+                .rotate_if_due(self.store.as_ref(), &run.keys, &dek, count)
                 .await;
         }
         let mut retry = Vec::new();
@@ -420,7 +485,7 @@ struct TokenizeRun<'a> {
     expires_ms: Option<u64>,
     deterministic: bool,
     /// The keys the call started with (its claims count against them).
-    keys: &'a Arc<TenantKeys>,
+    keys: Arc<TenantKeys>,
     /// The keys that seal and fingerprint: replaced when the store says
     /// another node rotated the active data or fingerprint key.
     sealing: Arc<TenantKeys>,
@@ -428,6 +493,10 @@ struct TokenizeRun<'a> {
     older: Vec<Arc<Fingerprinter>>,
     fingerprints: Vec<Option<Fingerprint>>,
     results: Vec<Option<Result<TokenInfo, VaultError>>>,
+    /// A collection session the (single) insert completes in its commit.
+    completion: Option<SessionCompletion>,
+    /// Whether it was completed.
+    completed: bool,
 }
 
 impl<'a> TokenizeRun<'a> {
@@ -436,7 +505,7 @@ impl<'a> TokenizeRun<'a> {
         items: &'a [(&'a Pan, Option<Expiry>)],
         expires_ms: Option<u64>,
         deterministic: bool,
-        keys: &'a Arc<TenantKeys>,
+        keys: Arc<TenantKeys>,
     ) -> Self {
         let (fingerprinter, older) = keys.fingerprinters();
         let mut run = TokenizeRun {
@@ -444,12 +513,14 @@ impl<'a> TokenizeRun<'a> {
             items,
             expires_ms,
             deterministic,
+            sealing: Arc::clone(&keys),
             keys,
-            sealing: Arc::clone(keys),
             fingerprinter,
             older,
             fingerprints: Vec::new(),
             results: items.iter().map(|_| None).collect(),
+            completion: None,
+            completed: false,
         };
         run.fingerprint_all();
         run

@@ -759,6 +759,83 @@ pub async fn sessions_compare_and_swap(backend: &dyn Backend) {
     store.close(Vec::new()).await.unwrap();
 }
 
+/// An insert that completes a collection session: the session gets the
+/// record of the token the card ends up with (its own when inserted, the
+/// PAN's existing one otherwise), in the same commit; nothing of the
+/// session for a collision, and no swap over a record that changed.
+pub async fn an_insert_completes_its_session(backend: &dyn Backend) {
+    use cardvault::store::SessionCompletion;
+    let store = backend.open().await;
+    let cards = Cards::new();
+    let completion = |id: u8, expected: &[u8]| SessionCompletion {
+        id: vec![id; 16],
+        expected: expected.to_vec(),
+        sweep_at: 9_000,
+        record: std::sync::Arc::new(|token: &Token| format!("\x01done {token}").into_bytes()),
+    };
+    let open = b"\x01open".to_vec();
+    for id in 1..=4u8 {
+        assert!(
+            store
+                .swap_session(&[id; 16], None, Some((9_000, open.clone())))
+                .await
+                .unwrap()
+        );
+    }
+    // A new card: inserted, and the session holds its token.
+    let first = cards.token(1);
+    let (outcome, swapped) = store
+        .insert_completing(cards.insert(1, first), completion(1, &open))
+        .await
+        .unwrap();
+    assert_eq!((outcome, swapped), (InsertOutcome::Inserted, true));
+    assert_eq!(
+        store.get_session(&[1; 16]).await.unwrap().unwrap(),
+        format!("\x01done {first}").into_bytes()
+    );
+    assert!(
+        store
+            .get_entry(&cards.tenant, &first)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The same card again under another drafted token: the existing token.
+    let (outcome, swapped) = store
+        .insert_completing(cards.insert(1, cards.token(1)), completion(2, &open))
+        .await
+        .unwrap();
+    assert_eq!((outcome, swapped), (InsertOutcome::Existing(first), true));
+    assert_eq!(
+        store.get_session(&[2; 16]).await.unwrap().unwrap(),
+        format!("\x01done {first}").into_bytes()
+    );
+    // Another card drawing a taken token: nothing of the session.
+    let (outcome, swapped) = store
+        .insert_completing(cards.insert(2, first), completion(3, &open))
+        .await
+        .unwrap();
+    assert_eq!((outcome, swapped), (InsertOutcome::TokenCollision, false));
+    assert_eq!(store.get_session(&[3; 16]).await.unwrap().unwrap(), open);
+    // A session that changed since it was read: the card is stored, the
+    // session is not swapped.
+    let third = cards.token(3);
+    let (outcome, swapped) = store
+        .insert_completing(cards.insert(3, third), completion(4, b"\x01stale"))
+        .await
+        .unwrap();
+    assert_eq!((outcome, swapped), (InsertOutcome::Inserted, false));
+    assert_eq!(store.get_session(&[4; 16]).await.unwrap().unwrap(), open);
+    assert!(
+        store
+            .get_entry(&cards.tenant, &third)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close(Vec::new()).await.unwrap();
+}
+
 /// Runs the futures concurrently and returns their outputs in order.
 async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
@@ -839,6 +916,10 @@ macro_rules! store_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sessions_compare_and_swap() {
                 super::sessions_compare_and_swap(&$make).await;
+            }
+            #[tokio::test]
+            async fn an_insert_completes_its_session() {
+                super::an_insert_completes_its_session(&$make).await;
             }
         }
     };

@@ -341,14 +341,18 @@ impl Collect {
         self.testing
             .submit_to(id.as_bytes())
             .map_err(|s| CollectError::RateLimited("session_submits", s))?;
-        let record = self
+        let (record, stored) = self
             .vault
-            .session(id)
+            .session_stored(id)
             .await?
             .ok_or(CollectError::NotFound)?;
         open_state(&record, crate::clock::now_ms())?;
-        match self.checked_tokenize(id, &record, nonce, &card).await {
-            Ok(completed) => self.complete(id, nonce, completed).await,
+        match self
+            .checked_tokenize(id, &record, stored, nonce, &card)
+            .await
+        {
+            Ok((completed, true)) => Ok(completed),
+            Ok((completed, false)) => self.complete(id, nonce, completed).await,
             Err(refused) if refused.counts() => {
                 self.count_refusal(id).await?;
                 Err(refused)
@@ -358,14 +362,16 @@ impl Collect {
     }
 
     /// The checks of one submit, then the token: nonce, card, block list,
-    /// oracle guard, velocity, tokenize, security code.
+    /// oracle guard, velocity, tokenize (completing the session read as
+    /// `stored` in the same commit where it can: the flag), security code.
     async fn checked_tokenize(
         &self,
         id: &SessionId,
         record: &SessionRecord,
+        stored: Vec<u8>,
         nonce: &str,
         card: &CardInput,
-    ) -> Result<Completed, CollectError> {
+    ) -> Result<(Completed, bool), CollectError> {
         let expected = record.frame_nonce.as_deref().unwrap_or_default();
         let given = nonce_digest(nonce);
         if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
@@ -389,34 +395,69 @@ impl Collect {
             .check(&tenant, &scope, profile, &[&pan])
             .map_err(CollectError::Enumeration)?;
         let velocity = self.testing.card_seen(&pan, id.as_bytes());
-        let info = self
+        let bin = if profile.keeps_bin(pan.len()) {
+            pan.bin().map(|b| b.as_str().to_owned())
+        } else {
+            None
+        };
+        let template = SessionResult {
+            token: String::new(),
+            bin,
+            last4: pan.last4().as_str().to_owned(),
+            brand: pan.brand().as_str().to_owned(),
+            exp_month: expiry.month(),
+            exp_year: expiry.year(),
+            cvc_held: code.is_some(),
+            completed_ms: crate::clock::now_ms(),
+        };
+        let open = record.clone();
+        let filled = template.clone();
+        let completion = Vault::completion(id, stored, record, move |token| {
+            let mut done = open.clone();
+            done.state = SessionState::Completed;
+            done.frame_nonce = None;
+            done.result = Some(SessionResult {
+                token: token.to_string(),
+                ..filled.clone()
+            });
+            done
+        });
+        let (info, completed_here) = self
             .vault
-            .tokenize_with_ttl(&tenant, &[(&pan, Some(expiry))], None)
-            .await
-            .pop()
-            .unwrap_or(Err(VaultError::TokenSpaceExhausted))?;
-        let cvc_held = match code {
-            Some(code) => self
+            .tokenize_completing(&tenant, &pan, Some(expiry), completion)
+            .await?;
+        let mut result = SessionResult {
+            token: info.token.to_string(),
+            // What the token's metadata says (the same, read back).
+            bin: info.bin.map(|b| b.as_str().to_owned()),
+            ..template
+        };
+        if let Some(code) = code
+            && self
                 .cvcs
                 .hold(&tenant, &info.token, code, self.cvc_ttl)
-                .is_ok(),
-            None => false,
-        };
-        Ok(Completed {
+                .is_err()
+        {
+            // Rare (the hold is full): the session must not claim a code.
+            result.cvc_held = false;
+            if completed_here {
+                self.vault
+                    .update_session(id, |r| {
+                        if let Some(stored) = r.result.as_mut() {
+                            stored.cvc_held = false;
+                        }
+                        Ok::<_, CollectError>(Change::Write(()))
+                    })
+                    .await?;
+            }
+        }
+        let completed = Completed {
             tenant: record.tenant.clone(),
             origin: record.origin.clone(),
-            result: SessionResult {
-                token: info.token.to_string(),
-                bin: info.bin.map(|b| b.as_str().to_owned()),
-                last4: info.last4.as_str().to_owned(),
-                brand: info.brand.as_str().to_owned(),
-                exp_month: expiry.month(),
-                exp_year: expiry.year(),
-                cvc_held,
-                completed_ms: crate::clock::now_ms(),
-            },
+            result,
             velocity,
-        })
+        };
+        Ok((completed, completed_here))
     }
 
     /// Completes the session with `completed` if it is still open and the

@@ -25,7 +25,10 @@ use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, CodecError, KeyRecord, KeysEntry, TokenEntry};
-use super::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal, Store, StoreError, StoredKeys};
+use super::{
+    Checkpoint, Insert, InsertOutcome, ReadMark, Reseal, SessionCompletion, Store, StoreError,
+    StoredKeys,
+};
 use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 
@@ -437,6 +440,19 @@ impl Store for RocksStore {
             id: id.to_vec(),
             expected: expected.map(<[u8]>::to_vec),
             value,
+            reply,
+        })
+        .await
+    }
+
+    async fn insert_completing(
+        &self,
+        item: Insert,
+        session: SessionCompletion,
+    ) -> Result<(InsertOutcome, bool), StoreError> {
+        self.ask(|reply| Command::InsertCompleting {
+            item: Box::new(item),
+            session,
             reply,
         })
         .await

@@ -35,7 +35,7 @@ use super::{
 use crate::crypto::KeyLabel;
 use crate::domain::{Expiry, TenantId, Token};
 use crate::store::codec::{self, KeyRecord, TokenEntry};
-use crate::store::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal};
+use crate::store::{Checkpoint, Insert, InsertOutcome, ReadMark, Reseal, SessionCompletion};
 
 /// Where the writer sends one command's answer.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -82,6 +82,12 @@ pub(super) enum Command {
         counters: Vec<(KeyLabel, u64)>,
         reply: Reply<()>,
     },
+    /// One insert and the session it completes, in the same group.
+    InsertCompleting {
+        item: Box<Insert>,
+        session: SessionCompletion,
+        reply: Reply<(InsertOutcome, bool)>,
+    },
     /// A collection session's compare-and-swap: `value` is the stored
     /// bytes (sweep time ‖ record), `None` deletes.
     SwapSession {
@@ -95,6 +101,7 @@ pub(super) enum Command {
 /// An answer held back until the group's write is synced.
 enum Pending {
     Inserted(Reply<Vec<InsertOutcome>>, Vec<InsertOutcome>),
+    Completed(Reply<(InsertOutcome, bool)>, (InsertOutcome, bool)),
     Flag(Reply<bool>, bool),
     Count(Reply<usize>, usize),
     Total(Reply<u64>, u64),
@@ -316,6 +323,33 @@ impl Group<'_> {
         self.write(CF_SESSIONS, id.clone(), value.clone())?;
         self.overlay.sessions.insert(id, value);
         Ok(true)
+    }
+
+    /// [`Store::insert_completing`]: the insert, then the session's swap
+    /// with the record of the token the card ended up with.
+    ///
+    /// [`Store::insert_completing`]: crate::store::Store::insert_completing
+    fn insert_completing(
+        &mut self,
+        item: Insert,
+        session: SessionCompletion,
+    ) -> Result<(InsertOutcome, bool), StoreError> {
+        let token = item.token;
+        let outcome = self
+            .insert(vec![item])?
+            .pop()
+            .unwrap_or(InsertOutcome::TokenCollision);
+        let token = match outcome {
+            InsertOutcome::Inserted => token,
+            InsertOutcome::Existing(existing) => existing,
+            InsertOutcome::TokenCollision | InsertOutcome::StaleKey => return Ok((outcome, false)),
+        };
+        let record = (session.record)(&token);
+        let mut value = Vec::with_capacity(8 + record.len());
+        value.extend_from_slice(&session.sweep_at.to_be_bytes());
+        value.extend_from_slice(&record);
+        let swapped = self.swap_session(session.id, Some(session.expected), Some(value))?;
+        Ok((outcome, swapped))
     }
 
     fn count(&mut self, label: &KeyLabel, sealed: u64) {
@@ -685,6 +719,14 @@ pub(super) fn run(
                     Ok(count) => pending.push(Pending::Total(reply, count)),
                     Err(e) => drop(reply.send(Err(e))),
                 },
+                Command::InsertCompleting {
+                    item,
+                    session,
+                    reply,
+                } => match group.insert_completing(*item, session) {
+                    Ok(done) => pending.push(Pending::Completed(reply, done)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
                 Command::SwapSession {
                     id,
                     expected,
@@ -736,6 +778,9 @@ pub(super) fn run(
                     reply.send(written.clone().map(|()| outcomes)).is_ok()
                 }
                 Pending::Flag(reply, flag) => reply.send(written.clone().map(|()| flag)).is_ok(),
+                Pending::Completed(reply, done) => {
+                    reply.send(written.clone().map(|()| done)).is_ok()
+                }
                 Pending::Count(reply, n) => reply.send(written.clone().map(|()| n)).is_ok(),
                 Pending::Total(reply, n) => reply.send(written.clone().map(|()| n)).is_ok(),
                 Pending::Done(reply) => reply.send(written.clone()).is_ok(),
