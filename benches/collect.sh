@@ -76,19 +76,7 @@ PY
 mkdir -p "$work/nginx/root/collect/v1"
 curl -sS --cacert "$pki/ca.pem" "$public/collect/v1/frame.js" >"$work/nginx/root/collect/v1/frame.js"
 control_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
+{ nginx_conf_head "$work"; cat <<CONF
   server {
     listen 127.0.0.1:$control_port ssl;
     ssl_certificate $pki/server.pem;
@@ -99,6 +87,7 @@ http {
   }
 }
 CONF
+} >"$work/nginx/nginx.conf"
 nice -n 10 "$(command -v nginx || echo /usr/sbin/nginx)" -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
 control=$!
 trap 'kill "$server" "$control" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -52,6 +52,27 @@ server_cpu() {
   awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"
 }
 
+# nginx_conf_head WORK_DIR: the top of a one-worker nginx config under
+# WORK_DIR/nginx (pid, logs and temp paths there), up to the open `http {`;
+# the caller adds its `server` blocks and the closing brace.
+nginx_conf_head() {
+  local work="$1"
+  cat <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+CONF
+}
+
 # start_nginx_anchor DEV_DIR WORK_DIR: the TLS floor a request is measured
 # against — nginx (Debian's, installed if missing) on 127.0.0.1 with the dev
 # PKI, a required client certificate, TLS 1.3 only, one worker, answering
@@ -65,19 +86,7 @@ start_nginx_anchor() {
   fi
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   mkdir -p "$work/nginx"
-  cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
+  { nginx_conf_head "$work"; cat <<CONF
   server {
     listen 127.0.0.1:$port ssl;
     ssl_certificate $dev/pki/server.pem;
@@ -94,6 +103,7 @@ http {
   }
 }
 CONF
+  } >"$work/nginx/nginx.conf"
   "$(command -v nginx || echo /usr/sbin/nginx)" -c "$work/nginx/nginx.conf" 2>>"$work/nginx/error.log" &
   nginx=$!
   nginx_api="https://127.0.0.1:$port"

@@ -94,7 +94,7 @@ pub(super) async fn prefill(
             Ok::<_, anyhow::Error>(())
         });
     }
-    for result in futures_join(jobs).await {
+    for result in futures_util::future::join_all(jobs).await {
         result?;
     }
     Ok(())
@@ -152,31 +152,4 @@ pub(super) async fn submit(
         )
         .await,
     )
-}
-
-/// Runs the futures concurrently; their outputs in order.
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::with_capacity(futures.len());
-    for future in futures {
-        set.push(Box::pin(future));
-    }
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, future) in out.iter_mut().zip(set.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }

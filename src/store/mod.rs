@@ -135,6 +135,19 @@ pub enum InsertOutcome {
     StaleKey,
 }
 
+impl InsertOutcome {
+    /// The token the PAN of an insert whose drafted token was `drafted`
+    /// has now: that one when inserted, the existing one otherwise; `None`
+    /// when nothing was stored (a collision, a stale key).
+    pub fn token(self, drafted: Token) -> Option<Token> {
+        match self {
+            InsertOutcome::Inserted => Some(drafted),
+            InsertOutcome::Existing(existing) => Some(existing),
+            InsertOutcome::TokenCollision | InsertOutcome::StaleKey => None,
+        }
+    }
+}
+
 /// One record sealed again under a newer data key ([`Store::reseal`]).
 #[derive(Debug)]
 pub struct Reseal {
@@ -382,16 +395,14 @@ pub trait Store: Send + Sync {
         item: Insert,
         session: SessionCompletion,
     ) -> Result<(InsertOutcome, bool), StoreError> {
-        let token = item.token;
+        let drafted = item.token;
         let outcome = self
             .insert(vec![item])
             .await?
             .pop()
             .unwrap_or(InsertOutcome::TokenCollision);
-        let token = match outcome {
-            InsertOutcome::Inserted => token,
-            InsertOutcome::Existing(existing) => existing,
-            InsertOutcome::TokenCollision | InsertOutcome::StaleKey => return Ok((outcome, false)),
+        let Some(token) = outcome.token(drafted) else {
+            return Ok((outcome, false));
         };
         let swapped = self
             .swap_session(

@@ -243,6 +243,42 @@ async fn poll_text(client: &Client, script: &str, limit: Duration) -> String {
     }
 }
 
+/// Whether the page has its iframe yet.
+const FRAME_MOUNTED: &str = "return document.querySelector('iframe') ? 'yes' : ''";
+
+/// Serves `html` at `path` of the shop and opens it at `origin`.
+async fn open_page(client: &Client, shop: &Shop, origin: &str, path: &str, html: String) {
+    shop.pages.lock().unwrap().insert(path.into(), html);
+    client.goto(&format!("{origin}{path}")).await.unwrap();
+}
+
+/// Waits for the page's iframe, enters it, and waits until the card form's
+/// script is ready.
+async fn enter_card_frame(client: &Client) {
+    assert_eq!(
+        poll_text(client, FRAME_MOUNTED, Duration::from_secs(10)).await,
+        "yes"
+    );
+    client.enter_frame(0).await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("body[data-ready=yes] #number"))
+        .await
+        .expect("the card form loaded in the frame");
+}
+
+/// Types `text` into the element with id `id`.
+async fn fill(client: &Client, id: &str, text: &str) {
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 /// Types `text` with the keyboard only (key down and up per character).
 async fn type_keys(client: &Client, text: &str) {
     let mut actions = KeyActions::new("keyboard".into());
@@ -300,29 +336,18 @@ async fn hosted_fields_in_a_real_browser() {
     let shop_origin = format!("http://127.0.0.1:{}", shop_addr.port());
     let session_browser = Browser::open(&server.data_dir.join("pki/ca.pem")).await;
     let client = session_browser.client.clone();
-    let frame_ready = "var f = document.querySelector('iframe'); return f ? 'yes' : ''";
 
     // 1. The shopper types the card; the page gets the token.
     let (session, frame_url) = create(&server, &shop_origin, json!({"reference": "order-7"})).await;
-    shop.pages
-        .lock()
-        .unwrap()
-        .insert("/checkout/1".into(), checkout_page(&public_url, &frame_url));
-    client
-        .goto(&format!("{shop_origin}/checkout/1"))
-        .await
-        .unwrap();
-    assert_eq!(
-        poll_text(&client, frame_ready, Duration::from_secs(10)).await,
-        "yes"
-    );
-    client.enter_frame(0).await.unwrap();
-    client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("body[data-ready=yes] #number"))
-        .await
-        .expect("the card form loaded in the frame");
+    open_page(
+        &client,
+        &shop,
+        &shop_origin,
+        "/checkout/1",
+        checkout_page(&public_url, &frame_url),
+    )
+    .await;
+    enter_card_frame(&client).await;
     // Everything the frame loaded came from the vault itself.
     let resources = client
         .execute(
@@ -339,27 +364,9 @@ async fn hosted_fields_in_a_real_browser() {
             "the frame loaded {url}"
         );
     }
-    client
-        .find(Locator::Id("number"))
-        .await
-        .unwrap()
-        .send_keys(CANARY)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("expiry"))
-        .await
-        .unwrap()
-        .send_keys("12/30")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("cvc"))
-        .await
-        .unwrap()
-        .send_keys("123")
-        .await
-        .unwrap();
+    fill(&client, "number", CANARY).await;
+    fill(&client, "expiry", "12/30").await;
+    fill(&client, "cvc", "123").await;
     // A script of the shop's page cannot read the frame's inputs.
     client.enter_parent_frame().await.unwrap();
     let peek = client
@@ -439,33 +446,17 @@ async fn hosted_fields_in_a_real_browser() {
 
     // 2. axe-core inside an open frame: no violation.
     let (_, frame_url) = create(&server, &shop_origin, json!({"cvc": "optional"})).await;
-    shop.pages
-        .lock()
-        .unwrap()
-        .insert("/checkout/2".into(), checkout_page(&public_url, &frame_url));
-    client
-        .goto(&format!("{shop_origin}/checkout/2"))
-        .await
-        .unwrap();
-    assert_eq!(
-        poll_text(&client, frame_ready, Duration::from_secs(10)).await,
-        "yes"
-    );
-    client.enter_frame(0).await.unwrap();
-    client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("body[data-ready=yes] #number"))
-        .await
-        .unwrap();
+    open_page(
+        &client,
+        &shop,
+        &shop_origin,
+        "/checkout/2",
+        checkout_page(&public_url, &frame_url),
+    )
+    .await;
+    enter_card_frame(&client).await;
     // An error shown on the field is announced, then axe runs on the form.
-    client
-        .find(Locator::Id("number"))
-        .await
-        .unwrap()
-        .send_keys("4111111111111112")
-        .await
-        .unwrap();
+    fill(&client, "number", "4111111111111112").await;
     let invalid = client
         .execute("return document.getElementById('number').getAttribute('aria-invalid') + '|' + document.getElementById('number-error').textContent", vec![])
         .await
@@ -487,25 +478,15 @@ async fn hosted_fields_in_a_real_browser() {
 
     // 3. Keyboard only: Tab into the frame's fields, type, Enter.
     let (session3, frame_url) = create(&server, &shop_origin, json!({})).await;
-    shop.pages
-        .lock()
-        .unwrap()
-        .insert("/checkout/3".into(), checkout_page(&public_url, &frame_url));
-    client
-        .goto(&format!("{shop_origin}/checkout/3"))
-        .await
-        .unwrap();
-    assert_eq!(
-        poll_text(&client, frame_ready, Duration::from_secs(10)).await,
-        "yes"
-    );
-    client.enter_frame(0).await.unwrap();
-    client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("body[data-ready=yes] #number"))
-        .await
-        .unwrap();
+    open_page(
+        &client,
+        &shop,
+        &shop_origin,
+        "/checkout/3",
+        checkout_page(&public_url, &frame_url),
+    )
+    .await;
+    enter_card_frame(&client).await;
     let tab = char::from(Key::Tab);
     let enter = char::from(Key::Enter);
     type_keys(
@@ -577,7 +558,7 @@ async fn hosted_fields_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(
-        poll_text(&client, frame_ready, Duration::from_secs(10)).await,
+        poll_text(&client, FRAME_MOUNTED, Duration::from_secs(10)).await,
         "yes"
     );
     client.enter_frame(0).await.unwrap();
@@ -740,39 +721,10 @@ async fn the_checkout_example_pays_without_touching_a_card() {
         .goto(&format!("http://127.0.0.1:{shop_port}/"))
         .await
         .unwrap();
-    let ready = "return document.querySelector('iframe') ? 'yes' : ''";
-    assert_eq!(
-        poll_text(client, ready, Duration::from_secs(10)).await,
-        "yes"
-    );
-    client.enter_frame(0).await.unwrap();
-    client
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("body[data-ready=yes] #number"))
-        .await
-        .expect("the card frame loaded in the shop's page");
-    client
-        .find(Locator::Id("number"))
-        .await
-        .unwrap()
-        .send_keys("4012888888881881")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("expiry"))
-        .await
-        .unwrap()
-        .send_keys("11/31")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("cvc"))
-        .await
-        .unwrap()
-        .send_keys("321")
-        .await
-        .unwrap();
+    enter_card_frame(client).await;
+    fill(client, "number", "4012888888881881").await;
+    fill(client, "expiry", "11/31").await;
+    fill(client, "cvc", "321").await;
     client
         .find(Locator::Id("save"))
         .await

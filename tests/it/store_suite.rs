@@ -707,7 +707,7 @@ pub async fn sessions_compare_and_swap(backend: &dyn Backend) {
                 .unwrap()
         });
     }
-    let won = futures_join_all(racers).await;
+    let won = futures_util::future::join_all(racers).await;
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
     let current = store.get_session(&id(1)).await.unwrap().unwrap();
     assert!(current.starts_with(b"\x01racer-"));
@@ -834,30 +834,6 @@ pub async fn an_insert_completes_its_session(backend: &dyn Backend) {
             .is_some()
     );
     store.close(Vec::new()).await.unwrap();
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, fut) in out.iter_mut().zip(pinned.iter_mut()) {
-            if slot.is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.unwrap()).collect()
 }
 
 macro_rules! store_suite {

@@ -334,15 +334,13 @@ impl Group<'_> {
         item: Insert,
         session: SessionCompletion,
     ) -> Result<(InsertOutcome, bool), StoreError> {
-        let token = item.token;
+        let drafted = item.token;
         let outcome = self
             .insert(vec![item])?
             .pop()
             .unwrap_or(InsertOutcome::TokenCollision);
-        let token = match outcome {
-            InsertOutcome::Inserted => token,
-            InsertOutcome::Existing(existing) => existing,
-            InsertOutcome::TokenCollision | InsertOutcome::StaleKey => return Ok((outcome, false)),
+        let Some(token) = outcome.token(drafted) else {
+            return Ok((outcome, false));
         };
         let record = (session.record)(&token);
         let mut value = Vec::with_capacity(8 + record.len());
