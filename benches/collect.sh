@@ -27,6 +27,9 @@ bin="$1"; rounds="${2:-3}"; duration="${3:-10s}"; sessions="${SESSIONS:-150000}"
 command -v wrk >/dev/null || { echo "benches/collect.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
 server_work_dir
 lift_rate_limits
+# Every submit holds a security code (sessions of an hour): room for all of
+# a run's codes, as a vault sized for this rate would have.
+export CARDVAULT_CVC__MAX_HELD=2000000
 dir="$work/dev"
 
 # A first start makes the dev directory; then its [collect] section.

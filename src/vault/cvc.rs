@@ -135,6 +135,12 @@ impl CvcHold {
     pub fn held(&self) -> usize {
         self.lock().len()
     }
+
+    /// Whether another code would fit now (a hint: a racing hold may take
+    /// the last place).
+    pub fn has_room(&self) -> bool {
+        self.held() < self.max_held
+    }
 }
 
 #[cfg(test)]

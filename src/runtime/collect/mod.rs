@@ -385,6 +385,9 @@ impl Collect {
             return Err(CollectError::Invalid("the card has expired"));
         }
         let code = check_code(record.cvc, card.cvc.expose_secret())?;
+        // A code is held only while the hold has room (`[cvc] max_held`);
+        // the session then says none is held, and no second write is needed.
+        let code = code.filter(|_| self.cvcs.has_room());
         if self.testing.blocked(&pan) {
             return Err(CollectError::CardRefused);
         }
@@ -435,7 +438,7 @@ impl Collect {
         if let Some(code) = code
             && self
                 .cvcs
-                .hold(&tenant, &info.token, code, self.cvc_ttl)
+                .hold(&tenant, &info.token, code, self.code_ttl(record))
                 .is_err()
         {
             // Rare (the hold is full): the session must not claim a code.
@@ -507,6 +510,16 @@ impl Collect {
             })
             .await?;
         Ok(())
+    }
+
+    /// How long a code typed into `record`'s frame is held: until the
+    /// session expires (at least a minute, so a cart that confirms at the
+    /// last moment can still pay), at most `[cvc] max_ttl_s`.
+    fn code_ttl(&self, record: &SessionRecord) -> Duration {
+        let left = record.expires_ms.saturating_sub(crate::clock::now_ms());
+        Duration::from_millis(left)
+            .max(Duration::from_secs(60))
+            .min(self.cvc_ttl)
     }
 
     /// Forgets idle card-testing state (from the sweep).
