@@ -63,10 +63,12 @@ shop_js="$(bytes /collect/v1/cardvault.js)"
 echo "# $(date -u +%FT%TZ) $(nproc) cores; $bin; $rounds rounds of $duration"
 echo "frame: html $html + frame.js $js + frame.css $css = $((html + js + css)) bytes (target < 20480); cardvault.js $shop_js bytes"
 
+rate="" # the last measured rate
 measure() { # label, load args…
   local label="$1"; shift
   local json
   json="$(${LOAD_NICE:+nice -n $LOAD_NICE} "$bin" load --dev "$dir" --target "$api" --concurrency 64 --duration "$duration" --warmup 1s --json "$@")"
+  rate="$(python3 -c 'import json, sys; print(round(json.loads(sys.argv[1])["throughput_per_s"]))' "$json")"
   python3 - "$label" "$json" <<'PY'
 import json, sys
 label, r = sys.argv[1], json.loads(sys.argv[2])
@@ -108,9 +110,12 @@ flood() { # label, base URL, wrk args… : tokenize while wrk floods BASE
 
 for round in $(seq "$rounds"); do
   echo "## round $round"
-  measure "tokenize (mTLS)" --op tokenize
-  measure "collect-submit (public listener)" --op collect-submit --collect "$public" --sessions "$sessions"
+  # Submits bracketed by tokenize before and after (this VM drifts within
+  # a minute): the ratio is submits over the two tokenize runs' mean.
+  measure "tokenize (mTLS)" --op tokenize; before="$rate"
+  measure "collect-submit (public listener)" --op collect-submit --collect "$public" --sessions "$sessions"; submits="$rate"
   measure "tokenize (mTLS), no flood" --op tokenize
+  python3 -c 'import sys; b, s, a = map(float, sys.argv[1:]); print(f"  submits / tokenize (bracketed) = {s / ((b + a) / 2):.2f}  (target >= 0.70)")' "$before" "$submits" "$rate"
   flood "tokenize, keep-alive flood → vault" "$public" -t 1 -c 256
   flood "tokenize, keep-alive flood → control" "$control_url" -t 1 -c 256
   flood "tokenize, handshake flood → vault" "$public" -t 1 -c 64 -H "Connection: close"

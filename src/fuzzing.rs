@@ -157,6 +157,14 @@ pub fn kek_share(data: &[u8]) {
     }
 }
 
+/// A stored collection session record: arbitrary bytes decode or are
+/// refused, never panic; what decodes encodes back to the same bytes.
+pub fn session_record(data: &[u8]) {
+    if let Ok(record) = codec::SessionRecord::decode(data) {
+        assert_eq!(record.encode(), data);
+    }
+}
+
 /// The card-number detector (`cardvault scan`, `tokenize-file`) on
 /// arbitrary bytes: every finding spans only digits and single separators,
 /// holds 12–19 digits of a known brand, passes Luhn exactly when it is a

@@ -279,13 +279,21 @@ async fn fill(client: &Client, id: &str, text: &str) {
         .unwrap();
 }
 
-/// Types `text` with the keyboard only (key down and up per character).
+/// Types `text` with the keyboard only (key down and up per character),
+/// pausing 100 ms after a Tab as a person does: a key typed the same
+/// instant focus moves can reach the field it left.
 async fn type_keys(client: &Client, text: &str) {
+    let tab = char::from(Key::Tab);
     let mut actions = KeyActions::new("keyboard".into());
     for c in text.chars() {
         actions = actions
             .then(KeyAction::Down { value: c })
             .then(KeyAction::Up { value: c });
+        if c == tab {
+            actions = actions.then(KeyAction::Pause {
+                duration: Duration::from_millis(100),
+            });
+        }
     }
     client.perform_actions(actions).await.unwrap();
 }
@@ -487,20 +495,47 @@ async fn hosted_fields_in_a_real_browser() {
     )
     .await;
     enter_card_frame(&client).await;
+    // From the top of the frame: Tab into each field, type, check what the
+    // field shows (the frame formats as it goes), Tab on, Enter on the button.
     let tab = char::from(Key::Tab);
     let enter = char::from(Key::Enter);
-    type_keys(
-        &client,
-        &format!("{tab}5555555555554444{tab}1230{tab}737{tab}{enter}"),
-    )
-    .await;
-    let focused = client
+    client
         .execute(
-            "return document.getElementById('status').textContent",
+            "document.activeElement && document.activeElement.blur(); return true;",
             vec![],
         )
         .await
         .unwrap();
+    for (keys, field, shown) in [
+        (
+            format!("{tab}5555555555554444"),
+            "number",
+            "5555 5555 5555 4444",
+        ),
+        (format!("{tab}1230"), "expiry", "12/30"),
+        (format!("{tab}737"), "cvc", "737"),
+    ] {
+        type_keys(&client, &keys).await;
+        let script = format!(
+            "var e = document.getElementById('{field}'); return document.activeElement === e && e.value === '{shown}' ? 'ok' : ''"
+        );
+        let typed = poll_text(&client, &script, Duration::from_secs(10)).await;
+        let state = client
+            .execute(
+                "return ['number','expiry','cvc'].map(function (id) { var e = document.getElementById(id); return id + '=' + (id === 'number' ? e.value.length : e.value) + (document.activeElement === e ? '*' : ''); }).join(' ')",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(typed, "ok", "keyboard entry into {field}: {state}");
+    }
+    type_keys(&client, &format!("{tab}{enter}")).await;
+    let status = poll_text(
+        &client,
+        "return document.getElementById('status').textContent",
+        Duration::from_secs(15),
+    )
+    .await;
     client.enter_parent_frame().await.unwrap();
     let token3 = poll_text(
         &client,
@@ -511,7 +546,7 @@ async fn hosted_fields_in_a_real_browser() {
     assert_eq!(
         token3.len(),
         16,
-        "keyboard-only entry delivered no token ({focused})"
+        "keyboard-only entry delivered no token (the frame said {status:?})"
     );
     let confirmed = cart
         .get(&format!("/v1/collect/sessions/{session3}"))
