@@ -135,19 +135,7 @@ async fn one_request(
     timing: &mut Timing,
 ) -> Outcome {
     if op == Operation::CollectSubmit {
-        let Some(public) = &shared.public else {
-            return Outcome::Refused("no_public_listener".into());
-        };
-        timing.sent = Instant::now();
-        let Some(reply) = super::collect::submit(public, conn, generator).await else {
-            return Outcome::Exhausted;
-        };
-        timing.answered = Instant::now();
-        return match reply {
-            Ok(reply) if reply.status == hyper::StatusCode::OK => Outcome::Done(1),
-            Ok(reply) => Outcome::Refused(error_key(reply.status, &reply.json())),
-            Err(e) => Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
-        };
+        return collect_submit(shared, conn, generator, timing).await;
     }
     if op == Operation::Metadata {
         let Some(token) = shared.pick_token(generator) else {
@@ -228,6 +216,28 @@ async fn one_request(
             Outcome::Done(ok)
         }
         _ => Outcome::Done(1),
+    }
+}
+
+/// One `collect-submit` request: a card into the next prepared session.
+async fn collect_submit(
+    shared: &Shared,
+    conn: &mut Connection,
+    generator: &mut PanGenerator,
+    timing: &mut Timing,
+) -> Outcome {
+    let Some(public) = &shared.public else {
+        return Outcome::Refused("no_public_listener".into());
+    };
+    timing.sent = Instant::now();
+    let Some(reply) = super::collect::submit(public, conn, generator).await else {
+        return Outcome::Exhausted;
+    };
+    timing.answered = Instant::now();
+    match reply {
+        Ok(reply) if reply.status == hyper::StatusCode::OK => Outcome::Done(1),
+        Ok(reply) => Outcome::Refused(error_key(reply.status, &reply.json())),
+        Err(e) => Outcome::Broken(format!("connection: {}", label(&e.to_string()))),
     }
 }
 

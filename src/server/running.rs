@@ -43,6 +43,9 @@ pub enum ServerError {
     /// A proxy route's CA, certificate or key.
     #[error("config error: {0}")]
     Proxy(String),
+    /// The hosted fields' public listener.
+    #[error("the hosted card fields' listener: {0}")]
+    Collect(&'static str),
     /// Binding a listener.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -112,6 +115,62 @@ struct PublicRuntime {
     task: JoinHandle<()>,
 }
 
+/// What the hosted fields share with the rest of the vault.
+struct CollectParts<'a> {
+    vault: &'a Arc<Vault>,
+    cvcs: &'a Arc<CvcHold>,
+    guard: &'a Arc<OracleGuard>,
+    audit: &'a AuditLog,
+    monitor: &'a Arc<Monitor>,
+}
+
+/// The started public listener: its runtime, address, URL and sessions.
+struct StartedPublic {
+    runtime: PublicRuntime,
+    addr: SocketAddr,
+    url: String,
+    sessions: Arc<crate::runtime::collect::Collect>,
+}
+
+/// With `[collect]`: the hosted fields' sessions and their public listener,
+/// started on its own runtime.
+fn start_collect(
+    config: &Config,
+    parts: CollectParts<'_>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<StartedPublic>, ServerError> {
+    let Some(collect_config) = &config.collect else {
+        return Ok(None);
+    };
+    let mut sessions = None;
+    let make = |url: String| {
+        let made = Arc::new(crate::runtime::collect::Collect::new(
+            collect_config,
+            url.clone(),
+            Arc::clone(parts.vault),
+            Arc::clone(parts.cvcs),
+            Arc::clone(parts.guard),
+            std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
+        ));
+        sessions = Some(Arc::clone(&made));
+        Arc::new(collect::Public {
+            collect: made,
+            audit: parts.audit.clone(),
+            monitor: Arc::clone(parts.monitor),
+            limits: collect_config.limits.clone(),
+            origin: url,
+        })
+    };
+    let (runtime, addr, url) = start_public(collect_config, make, shutdown.clone())?;
+    let sessions = sessions.ok_or(ServerError::Collect("its sessions were not made"))?;
+    Ok(Some(StartedPublic {
+        runtime,
+        addr,
+        url,
+        sessions,
+    }))
+}
+
 /// How far below the vault's own threads the public listener's run.
 const PUBLIC_NICE: i32 = 10;
 
@@ -173,59 +232,26 @@ pub async fn start(
             .iter()
             .map(|(name, t)| (name.clone(), t.oracle_guard)),
     ));
-    let mut jobs = vec![tokio::spawn(sweeps::oracle_guard(
-        Arc::clone(&guard),
-        shutdown_rx.clone(),
-    ))];
-    for principal in config.lookup_via_compat() {
-        tracing::warn!(
-            principal,
-            "deprecated: this principal may call /v1/lookup only through its tokenize or read role; grant it the lookup role (or set [compat] lookup_via_tokenize_or_read = false to refuse)"
-        );
-    }
-    jobs.push(tokio::spawn(sweeps::cvcs(
-        Arc::clone(&cvcs),
-        shutdown_rx.clone(),
-    )));
-    jobs.push(tokio::spawn(sweeps::expired_tokens(
-        Arc::clone(&vault),
-        audit.clone(),
-        shutdown_rx.clone(),
-    )));
-    let mut public_runtime = None;
-    let mut collect_state = None;
-    let mut collect_at = None;
-    if let Some(collect_config) = &config.collect {
-        let make = |url: String| {
-            let sessions = Arc::new(crate::runtime::collect::Collect::new(
-                collect_config,
-                url.clone(),
-                Arc::clone(&vault),
-                Arc::clone(&cvcs),
-                Arc::clone(&guard),
-                std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
-            ));
-            collect_state = Some(Arc::clone(&sessions));
-            Arc::new(collect::Public {
-                collect: sessions,
-                audit: audit.clone(),
-                monitor: Arc::clone(&monitor),
-                limits: collect_config.limits.clone(),
-                origin: url,
-            })
-        };
-        let (runtime, bound, url) = start_public(collect_config, make, shutdown_rx.clone())?;
-        public_runtime = Some(runtime);
-        collect_at = Some((bound, url));
-    }
-    if let Some(sessions) = &collect_state {
-        jobs.push(tokio::spawn(sweeps::collect_sessions(
-            Arc::clone(&vault),
-            Arc::clone(sessions),
-            audit.clone(),
-            shutdown_rx.clone(),
-        )));
-    }
+    warn_deprecated(config);
+    let public = start_collect(
+        config,
+        CollectParts {
+            vault: &vault,
+            cvcs: &cvcs,
+            guard: &guard,
+            audit: &audit,
+            monitor: &monitor,
+        },
+        &shutdown_rx,
+    )?;
+    let jobs = spawn_sweeps(
+        &vault,
+        &cvcs,
+        &guard,
+        public.as_ref().map(|p| &p.sessions),
+        &audit,
+        &shutdown_rx,
+    );
     let state = Arc::new(AppState {
         vault,
         custody: Arc::clone(&custody),
@@ -248,7 +274,7 @@ pub async fn start(
         cvc_max_ttl: std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
         guard: Arc::clone(&guard),
         lookup_compat: config.compat.lookup_via_tokenize_or_read,
-        collect: collect_state,
+        collect: public.as_ref().map(|p| Arc::clone(&p.sessions)),
     });
     let router = routes::router(state)
         .layer(middleware::from_fn(observe::observe))
@@ -269,12 +295,7 @@ pub async fn start(
         config.limits.clone(),
         shutdown_rx,
     ));
-    match &collect_at {
-        Some((public, url)) => {
-            tracing::info!(api = %api_addr, ops = %ops_addr, public = %public, url, "cardvault listening")
-        }
-        None => tracing::info!(api = %api_addr, ops = %ops_addr, "cardvault listening"),
-    }
+    let (collect_at, public_runtime) = listening(api_addr, ops_addr, public);
     Ok(Running {
         api_addr,
         ops_addr,
@@ -287,6 +308,64 @@ pub async fn start(
         jobs,
         reloadable,
     })
+}
+
+/// Logs where the vault listens; the public listener's address and URL,
+/// and its runtime, apart.
+fn listening(
+    api: SocketAddr,
+    ops: SocketAddr,
+    public: Option<StartedPublic>,
+) -> (Option<(SocketAddr, String)>, Option<PublicRuntime>) {
+    match public {
+        Some(p) => {
+            tracing::info!(api = %api, ops = %ops, public = %p.addr, url = %p.url, "cardvault listening");
+            (Some((p.addr, p.url)), Some(p.runtime))
+        }
+        None => {
+            tracing::info!(api = %api, ops = %ops, "cardvault listening");
+            (None, None)
+        }
+    }
+}
+
+/// The background sweeps (runtime/sweeps.rs), each until shutdown.
+fn spawn_sweeps(
+    vault: &Arc<Vault>,
+    cvcs: &Arc<CvcHold>,
+    guard: &Arc<OracleGuard>,
+    sessions: Option<&Arc<crate::runtime::collect::Collect>>,
+    audit: &AuditLog,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut jobs = vec![
+        tokio::spawn(sweeps::oracle_guard(Arc::clone(guard), shutdown.clone())),
+        tokio::spawn(sweeps::cvcs(Arc::clone(cvcs), shutdown.clone())),
+        tokio::spawn(sweeps::expired_tokens(
+            Arc::clone(vault),
+            audit.clone(),
+            shutdown.clone(),
+        )),
+    ];
+    if let Some(sessions) = sessions {
+        jobs.push(tokio::spawn(sweeps::collect_sessions(
+            Arc::clone(vault),
+            Arc::clone(sessions),
+            audit.clone(),
+            shutdown.clone(),
+        )));
+    }
+    jobs
+}
+
+/// Warns at start about each deprecated behaviour the config keeps.
+fn warn_deprecated(config: &Config) {
+    for principal in config.lookup_via_compat() {
+        tracing::warn!(
+            principal,
+            "deprecated: this principal may call /v1/lookup only through its tokenize or read role; grant it the lookup role (or set [compat] lookup_via_tokenize_or_read = false to refuse)"
+        );
+    }
 }
 
 /// Binds `addr`; returns the listener and the address it really got (the

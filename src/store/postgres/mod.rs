@@ -21,6 +21,7 @@
 mod connect;
 mod counters;
 mod schema;
+mod sessions;
 mod writer;
 
 use std::sync::Arc;
@@ -516,15 +517,7 @@ impl Store for PgStore {
     }
 
     async fn get_session(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT record FROM cardvault_collect_sessions WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        self.session(id).await
     }
 
     async fn swap_session(
@@ -533,48 +526,11 @@ impl Store for PgStore {
         expected: Option<&[u8]>,
         new: Option<(u64, Vec<u8>)>,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let changed = match (expected, new) {
-            (None, None) => return Ok(false),
-            (None, Some((sweep_at, record))) => client
-                .execute(
-                    "INSERT INTO cardvault_collect_sessions (id, sweep_at_ms, record) \
-                     VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-                    &[&id, &millis(sweep_at), &record],
-                )
-                .await
-                .map_err(pg)?,
-            (Some(expected), Some((sweep_at, record))) => client
-                .execute(
-                    "UPDATE cardvault_collect_sessions SET sweep_at_ms = $2, record = $3 \
-                     WHERE id = $1 AND record = $4",
-                    &[&id, &millis(sweep_at), &record, &expected],
-                )
-                .await
-                .map_err(pg)?,
-            (Some(expected), None) => client
-                .execute(
-                    "DELETE FROM cardvault_collect_sessions WHERE id = $1 AND record = $2",
-                    &[&id, &expected],
-                )
-                .await
-                .map_err(pg)?,
-        };
-        Ok(changed == 1)
+        self.swap(id, expected, new).await
     }
 
     async fn sweep_sessions(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let client = self.client().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let deleted = client
-            .execute(
-                "DELETE FROM cardvault_collect_sessions WHERE id IN \
-                 (SELECT id FROM cardvault_collect_sessions WHERE sweep_at_ms <= $1 LIMIT $2)",
-                &[&millis(now_ms), &limit],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+        self.sweep(now_ms, limit).await
     }
 
     async fn compact(&self) -> Result<(), StoreError> {
@@ -635,9 +591,4 @@ async fn delete_token(
         .map_err(pg)?;
     }
     Ok(true)
-}
-
-/// Milliseconds since the epoch as PostgreSQL's bigint (saturating).
-fn millis(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
 }

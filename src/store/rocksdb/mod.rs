@@ -14,6 +14,7 @@
 pub mod ceiling;
 mod key_filter;
 mod open;
+mod sessions;
 mod writer;
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ use crate::domain::{Expiry, TenantId, Token};
 
 use key_filter::{KeyFilter, key_digest};
 pub use open::StoreOptions;
+use sessions::session_record;
 use writer::{Command, Written};
 
 /// The on-disk format this build writes. A database with a newer one is
@@ -67,22 +69,6 @@ const COLUMN_FAMILIES: [&str; 6] = [
     CF_SESSIONS,
 ];
 
-/// Bytes before a stored session's record: its sweep time.
-const SESSION_SWEEP_BYTES: usize = 8;
-
-/// The record part of a stored session value.
-fn session_record(value: &[u8]) -> &[u8] {
-    value.get(SESSION_SWEEP_BYTES..).unwrap_or_default()
-}
-
-/// The sweep time of a stored session value (0, due at once, if damaged).
-fn session_sweep_at(value: &[u8]) -> u64 {
-    value
-        .get(..SESSION_SWEEP_BYTES)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
 const META_FORMAT_VERSION: &[u8] = b"format_version";
 const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
 
@@ -107,6 +93,8 @@ pub struct RocksStore {
     filter_scans: Vec<JoinHandle<()>>,
     stop_filter_scan: Arc<AtomicBool>,
     was_clean: bool,
+    /// When the session sweep must next walk the `sessions` column family.
+    sessions_due: sessions::SweepSchedule,
 }
 
 impl RocksStore {
@@ -418,10 +406,7 @@ impl Store for RocksStore {
     }
 
     async fn get_session(&self, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(cf(&self.db, CF_SESSIONS)?, id)?
-            .map(|value| session_record(&value).to_vec()))
+        self.session(id)
     }
 
     async fn swap_session(
@@ -430,19 +415,7 @@ impl Store for RocksStore {
         expected: Option<&[u8]>,
         new: Option<(u64, Vec<u8>)>,
     ) -> Result<bool, StoreError> {
-        let value = new.map(|(sweep_at, record)| {
-            let mut value = Vec::with_capacity(SESSION_SWEEP_BYTES + record.len());
-            value.extend_from_slice(&sweep_at.to_be_bytes());
-            value.extend_from_slice(&record);
-            value
-        });
-        self.ask(|reply| Command::SwapSession {
-            id: id.to_vec(),
-            expected: expected.map(<[u8]>::to_vec),
-            value,
-            reply,
-        })
-        .await
+        self.swap(id, expected, new).await
     }
 
     async fn insert_completing(
@@ -450,40 +423,11 @@ impl Store for RocksStore {
         item: Insert,
         session: SessionCompletion,
     ) -> Result<(InsertOutcome, bool), StoreError> {
-        self.ask(|reply| Command::InsertCompleting {
-            item: Box::new(item),
-            session,
-            reply,
-        })
-        .await
+        self.insert_and_complete(item, session).await
     }
 
     async fn sweep_sessions(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        // Sessions live an hour or so and their count is bounded by the
-        // creation limits: a walk of the column family is cheap.
-        let db = Arc::clone(&self.db);
-        let due = tokio::task::spawn_blocking(move || {
-            let mut due = Vec::new();
-            for item in db.iterator_cf(cf(&db, CF_SESSIONS)?, IteratorMode::Start) {
-                let (id, value) = item?;
-                if session_sweep_at(&value) <= now_ms {
-                    due.push((id.to_vec(), session_record(&value).to_vec()));
-                    if due.len() >= limit {
-                        break;
-                    }
-                }
-            }
-            Ok::<_, StoreError>(due)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("session sweep task failed: {e}")))??;
-        let mut deleted = 0;
-        for (id, record) in due {
-            if self.swap_session(&id, Some(&record), None).await? {
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
+        self.sweep(now_ms, limit).await
     }
 
     async fn compact(&self) -> Result<(), StoreError> {

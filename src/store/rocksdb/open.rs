@@ -155,6 +155,7 @@ impl RocksStore {
             filter_scans,
             stop_filter_scan,
             was_clean,
+            sessions_due: Default::default(),
         })
     }
 }
