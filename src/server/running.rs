@@ -43,9 +43,6 @@ pub enum ServerError {
     /// A proxy route's CA, certificate or key.
     #[error("config error: {0}")]
     Proxy(String),
-    /// The hosted fields' public listener.
-    #[error("the hosted card fields' listener: {0}")]
-    Collect(&'static str),
     /// Binding a listener.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -142,27 +139,25 @@ fn start_collect(
     let Some(collect_config) = &config.collect else {
         return Ok(None);
     };
-    let mut sessions = None;
-    let make = |url: String| {
-        let made = Arc::new(crate::runtime::collect::Collect::new(
-            collect_config,
-            url.clone(),
-            Arc::clone(parts.vault),
-            Arc::clone(parts.cvcs),
-            Arc::clone(parts.guard),
-            std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
-        ));
-        sessions = Some(Arc::clone(&made));
-        Arc::new(collect::Public {
-            collect: made,
-            audit: parts.audit.clone(),
-            monitor: Arc::clone(parts.monitor),
-            limits: collect_config.limits.clone(),
-            origin: url,
-        })
-    };
-    let (runtime, addr, url) = start_public(collect_config, make, shutdown.clone())?;
-    let sessions = sessions.ok_or(ServerError::Collect("its sessions were not made"))?;
+    let (std_listener, addr) = bind_public(collect_config.listen)?;
+    let url = collect_config.public_url_for(addr);
+    let sessions = Arc::new(crate::runtime::collect::Collect::new(
+        collect_config,
+        url.clone(),
+        Arc::clone(parts.vault),
+        Arc::clone(parts.cvcs),
+        Arc::clone(parts.guard),
+        std::time::Duration::from_secs(config.cvc.max_ttl_s.get()),
+    ));
+    let public = Arc::new(collect::Public {
+        collect: Arc::clone(&sessions),
+        audit: parts.audit.clone(),
+        monitor: Arc::clone(parts.monitor),
+        limits: collect_config.limits.clone(),
+        origin: url.clone(),
+        bodies: collect::Public::body_budget(&collect_config.limits),
+    });
+    let runtime = run_public(collect_config, std_listener, public, shutdown.clone())?;
     Ok(Some(StartedPublic {
         runtime,
         addr,
@@ -174,38 +169,43 @@ fn start_collect(
 /// How far below the vault's own threads the public listener's run.
 const PUBLIC_NICE: i32 = 10;
 
-/// Binds the public listener and starts it on its own runtime.
-fn start_public(
+/// Binds the public listener's address (a std listener: its runtime is
+/// not built yet); the address really bound.
+fn bind_public(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), ServerError> {
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Starts the public listener on `listener`, on its own runtime.
+fn run_public(
     config: &crate::config::CollectConfig,
-    public: impl FnOnce(String) -> Arc<collect::Public>,
+    listener: std::net::TcpListener,
+    public: Arc<collect::Public>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(PublicRuntime, SocketAddr, String), ServerError> {
+) -> Result<PublicRuntime, ServerError> {
     let tls = tls::public_server_config(config)?;
     let addr = config.listen;
-    let bind_error = |source| ServerError::Bind { addr, source };
-    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-    std_listener.set_nonblocking(true).map_err(bind_error)?;
-    let bound = std_listener.local_addr().map_err(bind_error)?;
-    let url = config.public_url_for(bound);
-    let public = public(url.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .thread_name("cardvault-public")
         .on_thread_start(|| crate::hardening::lower_thread_priority(PUBLIC_NICE))
         .enable_all()
         .build()
-        .map_err(bind_error)?;
-    let listener = collect::PublicListener {
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let public_listener = collect::PublicListener {
         public,
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
     };
     let task = runtime.spawn(async move {
-        match TcpListener::from_std(std_listener) {
-            Ok(tcp) => listener.run(tcp, shutdown).await,
+        match TcpListener::from_std(listener) {
+            Ok(tcp) => public_listener.run(tcp, shutdown).await,
             Err(e) => tracing::error!(error = %e, "the public listener could not start"),
         }
     });
-    Ok((PublicRuntime { runtime, task }, bound, url))
+    Ok(PublicRuntime { runtime, task })
 }
 
 /// Binds both listeners and starts serving.

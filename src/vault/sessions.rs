@@ -75,12 +75,7 @@ fn sweep_at(record: &SessionRecord) -> u64 {
 impl Vault {
     /// The session `id`, if it exists (expired ones until the sweep).
     pub async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, VaultError> {
-        match self.store.get_session(id.as_bytes()).await? {
-            Some(bytes) => Ok(Some(
-                SessionRecord::decode(&bytes).map_err(crate::store::StoreError::from)?,
-            )),
-            None => Ok(None),
-        }
+        Ok(self.session_stored(id).await?.map(|(record, _)| record))
     }
 
     /// The session `id` and its stored bytes (for
@@ -142,11 +137,9 @@ impl Vault {
         mut change: impl FnMut(&mut SessionRecord) -> Result<Change<T>, E>,
     ) -> Result<Option<Result<T, E>>, VaultError> {
         for _ in 0..SWAP_ATTEMPTS {
-            let Some(stored) = self.store.get_session(id.as_bytes()).await? else {
+            let Some((mut record, stored)) = self.session_stored(id).await? else {
                 return Ok(None);
             };
-            let mut record =
-                SessionRecord::decode(&stored).map_err(crate::store::StoreError::from)?;
             let answer = match change(&mut record) {
                 Err(e) => return Ok(Some(Err(e))),
                 Ok(Change::Keep(answer)) => return Ok(Some(Ok(answer))),

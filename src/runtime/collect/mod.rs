@@ -253,11 +253,7 @@ impl Collect {
             result: None,
         };
         // 128 random bits: a clash is a broken random source, not luck.
-        let id = SessionId::generate().map_err(|_| {
-            CollectError::Vault(VaultError::Store(crate::store::StoreError::Backend(
-                "the random source failed".into(),
-            )))
-        })?;
+        let id = SessionId::generate().map_err(VaultError::Random)?;
         if !self.vault.create_session(&id, &record).await? {
             return Err(CollectError::Vault(VaultError::Store(
                 crate::store::StoreError::Backend("session id already taken".into()),
@@ -287,11 +283,7 @@ impl Collect {
     /// (replacing the last frame's), or why it takes no card.
     pub async fn frame(&self, id: &SessionId) -> Result<Frame, CollectError> {
         let mut nonce_bytes = [0u8; 16];
-        crate::random::fill(&mut nonce_bytes).map_err(|_| {
-            CollectError::Vault(VaultError::Store(crate::store::StoreError::Backend(
-                "the random source failed".into(),
-            )))
-        })?;
+        crate::random::fill(&mut nonce_bytes).map_err(VaultError::Random)?;
         let nonce = data_encoding::BASE64URL_NOPAD.encode(&nonce_bytes);
         let digest = nonce_digest(&nonce);
         let now = crate::clock::now_ms();

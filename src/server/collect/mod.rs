@@ -89,6 +89,21 @@ pub struct Public {
     /// This listener's own origin (`https://host[:port]`): the only
     /// `Origin` a submit may carry.
     pub origin: String,
+    /// Submit bodies held in memory, all public connections together.
+    pub bodies: super::budget::BodyBudget,
+}
+
+impl Public {
+    /// The body budget of a listener with `limits`: every stream of every
+    /// connection holding a whole body at once fits, so it never refuses a
+    /// request the connection cap and body limit let through; it is the
+    /// reader's accounting, shared with the mTLS API's.
+    pub fn body_budget(limits: &CollectLimits) -> super::budget::BodyBudget {
+        super::budget::BodyBudget::new(
+            limits.max_connections.get() * HTTP2_MAX_STREAMS as usize * limits.max_body_bytes.get(),
+            Duration::from_secs(2),
+        )
+    }
 }
 
 /// The peer of the connection a request came on.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +17,7 @@ use super::{Peer, Public, event, public_error, refused};
 use crate::audit::EventKind;
 use crate::runtime::collect::CardInput;
 use crate::server::error::{ApiError, collect_error};
+use crate::server::request::read_json_shape;
 use crate::vault::sessions::SessionId;
 
 /// The frame's body.
@@ -87,7 +87,14 @@ pub async fn submit(
         );
         return public_error(ApiError::SessionNotFound);
     };
-    let body = match read_body(req, public.limits.max_body_bytes.get()).await {
+    let body: SubmitBody = match read_json_shape(
+        req,
+        public.limits.max_body_bytes.get(),
+        &public.bodies,
+        "the body must be {\"nonce\", \"number\", \"expiry\", \"code\"}",
+    )
+    .await
+    {
         Ok(body) => body,
         Err(error) => {
             refused(&public, Some(&id), None, peer, error.code(), error);
@@ -139,30 +146,4 @@ pub async fn submit(
             public_error(error)
         }
     }
-}
-
-/// The body: `application/json`, at most `limit` bytes (413), the frame's
-/// shape (400 with a fixed message).
-async fn read_body(req: Request, limit: usize) -> Result<SubmitBody, ApiError> {
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let bytes = http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge)?
-        .to_bytes();
-    let bytes = zeroize::Zeroizing::new(bytes.to_vec());
-    serde_json::from_slice(&bytes).map_err(|_| {
-        ApiError::InvalidRequest("the body must be {\"nonce\", \"number\", \"expiry\", \"code\"}")
-    })
 }

@@ -86,6 +86,25 @@ fn expires_at(ttl_s: Option<u64>) -> Result<Option<u64>, ApiError> {
     Ok(Some(crate::clock::now_ms() + ttl_s * 1000))
 }
 
+/// A batch body of `field` items (with a reveal `reason` when
+/// `with_reason`) under the vault's batch limits.
+async fn batch_body(
+    state: &AppState,
+    req: Request,
+    field: &'static str,
+    with_reason: bool,
+) -> Result<crate::peer::body::Batch, ApiError> {
+    read_batch(
+        req,
+        state.limits.batch_body_limit_bytes.get(),
+        &state.bodies,
+        field,
+        state.limits.max_batch.get(),
+        with_reason,
+    )
+    .await
+}
+
 /// `POST /v1/tokenize/batch`.
 pub async fn tokenize_batch(call: Call, req: Request) -> Result<Response, ApiError> {
     call.audited(EventKind::TokenizeBatch, async |audited| {
@@ -101,15 +120,7 @@ async fn tokenize_many(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Tokenize)?;
-    let batch = read_batch(
-        req,
-        state.limits.batch_body_limit_bytes.get(),
-        &state.bodies,
-        "pans",
-        state.limits.max_batch.get(),
-        false,
-    )
-    .await?;
+    let batch = batch_body(state, req, "pans", false).await?;
     let expires_ms = expires_at(batch.ttl_s)?;
     let pans = batch.items;
     state
@@ -256,15 +267,7 @@ async fn detokenize_many(
     audited: &mut Audited<'_>,
 ) -> Result<Response, ApiError> {
     let tenant = caller.require(Role::Detokenize)?;
-    let batch = read_batch(
-        req,
-        state.limits.batch_body_limit_bytes.get(),
-        &state.bodies,
-        "tokens",
-        state.limits.max_batch.get(),
-        true,
-    )
-    .await?;
+    let batch = batch_body(state, req, "tokens", true).await?;
     audited.event().reason = reveal_reason(batch.reason.as_ref(), caller.must_give_reason())?;
     let raw_tokens = batch.items;
     state

@@ -35,7 +35,7 @@ use crate::domain::{Expiry, TenantId, Token};
 
 use key_filter::{KeyFilter, key_digest};
 pub use open::StoreOptions;
-use sessions::session_record;
+use sessions::{session_record, session_value};
 use writer::{Command, Written};
 
 /// The on-disk format this build writes. A database with a newer one is

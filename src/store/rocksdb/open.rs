@@ -228,6 +228,21 @@ fn db_options(
     (db_opts, descriptors)
 }
 
+/// Records this build's format version in `meta`, synced.
+fn stamp_format(
+    db: &DB,
+    meta: &rocksdb::ColumnFamily,
+    sync: &rocksdb::WriteOptions,
+) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    batch.put_cf(
+        meta,
+        META_FORMAT_VERSION,
+        u64::from(FORMAT_VERSION).to_be_bytes(),
+    );
+    Ok(db.write_opt(batch, sync)?)
+}
+
 /// Refuses a database of a newer format; raises an older one to this
 /// build's format (rewriting what must be rewritten first); stamps a new
 /// one.
@@ -255,25 +270,11 @@ fn check_format(db: &DB, path: &Path) -> Result<(), StoreError> {
                     shorten_fingerprint_keys(db, path)?;
                 }
                 // Everything else reads as is; the marker moves.
-                let mut batch = WriteBatch::default();
-                batch.put_cf(
-                    meta,
-                    META_FORMAT_VERSION,
-                    u64::from(FORMAT_VERSION).to_be_bytes(),
-                );
-                db.write_opt(batch, &sync)?;
+                stamp_format(db, meta, &sync)?;
                 tracing::info!(from = found, to = FORMAT_VERSION, path = %path.display(), "raised the database's format version");
             }
         }
-        None => {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                meta,
-                META_FORMAT_VERSION,
-                u64::from(FORMAT_VERSION).to_be_bytes(),
-            );
-            db.write_opt(batch, &sync)?;
-        }
+        None => stamp_format(db, meta, &sync)?,
     }
     Ok(())
 }

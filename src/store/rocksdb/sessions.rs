@@ -20,6 +20,14 @@ pub(super) fn session_record(value: &[u8]) -> &[u8] {
     value.get(SESSION_SWEEP_BYTES..).unwrap_or_default()
 }
 
+/// The stored value of a session record swept after `sweep_at`.
+pub(super) fn session_value(sweep_at: u64, record: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(SESSION_SWEEP_BYTES + record.len());
+    value.extend_from_slice(&sweep_at.to_be_bytes());
+    value.extend_from_slice(record);
+    value
+}
+
 /// The sweep time of a stored session value (0, due at once, if damaged).
 pub(super) fn session_sweep_at(value: &[u8]) -> u64 {
     value
@@ -72,12 +80,7 @@ impl RocksStore {
         expected: Option<&[u8]>,
         new: Option<(u64, Vec<u8>)>,
     ) -> Result<bool, StoreError> {
-        let value = new.map(|(sweep_at, record)| {
-            let mut value = Vec::with_capacity(SESSION_SWEEP_BYTES + record.len());
-            value.extend_from_slice(&sweep_at.to_be_bytes());
-            value.extend_from_slice(&record);
-            value
-        });
+        let value = new.map(|(sweep_at, record)| session_value(sweep_at, &record));
         self.ask(|reply| Command::SwapSession {
             id: id.to_vec(),
             expected: expected.map(<[u8]>::to_vec),

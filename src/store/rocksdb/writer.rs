@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::key_filter::{KeyFilter, key_digest};
 use super::{
     CF_EXPIRY, CF_FINGERPRINTS, CF_KEYS, CF_META, CF_SESSIONS, CF_TOKENS, META_CLEAN_SHUTDOWN,
-    StoreError, cf, fingerprint_entry_token, session_record, synced,
+    StoreError, cf, fingerprint_entry_token, session_record, session_value, synced,
 };
 use crate::crypto::KeyLabel;
 use crate::domain::{Expiry, TenantId, Token};
@@ -342,10 +342,7 @@ impl Group<'_> {
         let Some(token) = outcome.token(drafted) else {
             return Ok((outcome, false));
         };
-        let record = (session.record)(&token);
-        let mut value = Vec::with_capacity(8 + record.len());
-        value.extend_from_slice(&session.sweep_at.to_be_bytes());
-        value.extend_from_slice(&record);
+        let value = session_value(session.sweep_at, &(session.record)(&token));
         let swapped = self.swap_session(session.id, Some(session.expected), Some(value))?;
         Ok((outcome, swapped))
     }
