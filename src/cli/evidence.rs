@@ -165,6 +165,7 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
         )));
     }
     let config = config_of(&args.location)?;
+    super::offline::refuse_postgres(&config)?;
     let signer = signer_of(&config)?;
     let created = crate::clock::rfc3339(crate::clock::now_ms());
     // The store, in-process (the vault must be stopped).

@@ -13,24 +13,31 @@ pub async fn run(args: LoadArgs) -> CliResult {
         Some(LoadCommand::Verify {
             target,
             ack_log,
+            retokenize,
             json,
         }) => {
             target.validate()?;
-            let report = crate::load::verify(target, ack_log).await?;
+            let report = crate::load::verify(target, ack_log, *retokenize).await?;
             if *json {
                 say!("{}", serde_json::to_string(&report).context("report")?);
             } else {
                 say!(
-                    "ack log {}: {} entries, {} verified, {} lost, {} mismatched, {} unreadable",
+                    "ack log {}: {} entries, {} verified, {} lost, {} mismatched, {} unreadable; {} tokenized again, {} given another token",
                     ack_log.display(),
                     report.entries,
                     report.verified,
                     report.lost,
                     report.mismatched,
-                    report.errors
+                    report.errors,
+                    report.retokenized,
+                    report.second_tokens
                 );
             }
-            if report.lost != 0 || report.mismatched != 0 || report.errors != 0 {
+            if report.lost != 0
+                || report.mismatched != 0
+                || report.errors != 0
+                || report.second_tokens != 0
+            {
                 return Err(anyhow::anyhow!("acknowledged tokens were lost or changed").into());
             }
             Ok(())

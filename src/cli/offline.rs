@@ -1,7 +1,9 @@
 //! Opening the vault in-process for the offline commands (`keys`, `demo`):
 //! from a config file (production layout) or a `serve --dev` directory.
 //! Only `demo` may create a development KEK; every other command refuses a
-//! directory without one, so a mistyped `--data-dir` never mints a key.
+//! directory without one, so a mistyped `--data-dir` never mints a key. A
+//! vault on PostgreSQL is refused with what to use instead (its node
+//! directory holds no RocksDB to open, and an empty one must not be made).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,12 +50,24 @@ impl Layout {
     }
 
     fn of(config: &Config) -> Result<Layout, CliError> {
+        refuse_postgres(config)?;
         Ok(Layout {
             kek: config.kek()?,
             db: config.storage.data_dir.clone(),
             audit: config.audit.settings(),
         })
     }
+}
+
+/// Refuses a vault whose data is in PostgreSQL: the offline commands open
+/// RocksDB only, and its node directory holds none (one must not be made).
+pub fn refuse_postgres(config: &Config) -> Result<(), CliError> {
+    if config.storage.backend == crate::config::StorageBackend::Postgres {
+        return Err(CliError::Usage(
+            "this vault's data is in PostgreSQL ([storage] backend = \"postgres\"); offline commands open RocksDB only — use a running node's admin API instead (keys: GET /v1/admin/keys, POST /v1/admin/keys/{tenant}/rotate, …; docs/keys.md)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The KEK provider of `source`, for an offline command: a vault whose KEK

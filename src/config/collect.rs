@@ -51,8 +51,14 @@ pub struct CollectLimits {
     pub max_connections: NonZeroUsize,
     /// Concurrent connections from one IP address.
     pub max_connections_per_ip: NonZeroUsize,
-    /// Time allowed for a TLS handshake.
+    /// Time allowed for a TLS handshake (waiting for the handshake rate
+    /// included).
     pub handshake_timeout_ms: NonZeroU64,
+    /// TLS handshakes per second the listener starts at most (the burst is
+    /// the same): the CPU a flood of new connections can take is bounded;
+    /// a connection beyond it waits, within the handshake timeout, then is
+    /// closed.
+    pub handshakes_per_second: NonZeroU32,
     /// Time allowed for the first request's head after the handshake.
     pub header_timeout_ms: NonZeroU64,
     /// A connection with no request in flight this long is closed.
@@ -83,6 +89,7 @@ impl Default for CollectLimits {
             max_connections: z(1024),
             max_connections_per_ip: z(64),
             handshake_timeout_ms: ms(5_000),
+            handshakes_per_second: n(1000),
             header_timeout_ms: ms(5_000),
             idle_timeout_ms: ms(30_000),
             request_timeout_ms: ms(10_000),

@@ -2,7 +2,7 @@
 //! PostgreSQL by `url`, redacted wherever it is printed), the KEK file of
 //! the file provider, the free-space reserve and RocksDB's memory.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,12 @@ pub struct StorageConfig {
     /// says `sslmode=disable`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: a node whose probe commit (one a second, waiting for the
+    /// synchronous standby like every insert) has not completed within
+    /// this many milliseconds answers `/readyz` 503 until one does; also
+    /// the connect timeout per host when the URL sets none.
+    #[serde(default = "default_commit_bound_ms")]
+    pub commit_bound_ms: NonZeroU64,
     /// RocksDB directory; with PostgreSQL, the node's own state (its lock,
     /// the custodian set file).
     pub data_dir: PathBuf,
@@ -79,6 +85,10 @@ impl Serialize for DatabaseUrl {
     }
 }
 
+fn default_commit_bound_ms() -> NonZeroU64 {
+    NonZeroU64::new(5000).unwrap_or(NonZeroU64::MIN)
+}
+
 fn default_pool_size() -> NonZeroUsize {
     NonZeroUsize::new(16).unwrap_or(NonZeroUsize::MIN)
 }
@@ -93,6 +103,8 @@ impl StorageConfig {
             url: url.0,
             pool_size: self.pool_size.get(),
             ca_file: self.ca_file.clone(),
+            commit_bound: std::time::Duration::from_millis(self.commit_bound_ms.get()),
+            node_dir: Some(self.data_dir.clone()),
         })
     }
 }

@@ -40,7 +40,9 @@ impl TransientKey {
     /// AES-256-GCM under a random nonce, bound to `aad`: nonce ‖ ciphertext.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
-        random::fill(&mut nonce)?;
+        // A per-use draw (the module's rule for AES-GCM nonces): the key
+        // is fresh per process and never leaves it.
+        random::fill_per_use(&mut nonce)?;
         let sealed = self
             .cipher
             .encrypt(

@@ -200,6 +200,11 @@ pub enum LoadCommand {
         /// The ack log written by `load --ack-log`.
         #[arg(long)]
         ack_log: PathBuf,
+        /// Also tokenize every logged PAN again and count those given a
+        /// token other than the logged one (deterministic tenants: one
+        /// token per PAN, whatever happened in between).
+        #[arg(long)]
+        retokenize: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

@@ -62,6 +62,9 @@ pub struct Report {
     /// Open loop: from the scheduled time to the answer (lag + latency;
     /// what a client arriving on schedule waited).
     pub response_ms: Option<Latency>,
+    /// The longest stretch of the measured window in which no request
+    /// succeeded (the time without service during a fault), milliseconds.
+    pub longest_gap_ms: f64,
 }
 
 fn percentiles(histogram: &Histogram<u64>) -> Latency {
@@ -114,6 +117,7 @@ impl Report {
             latency_ms: percentiles(histogram),
             schedule_lag_ms: open.as_ref().map(|(lag, _)| percentiles(lag)),
             response_ms: open.as_ref().map(|(_, response)| percentiles(response)),
+            longest_gap_ms: 0.0,
         }
     }
 
@@ -155,6 +159,11 @@ impl fmt::Display for Report {
         for (kind, n) in &self.errors {
             writeln!(f, "    {kind:<40} {n}")?;
         }
+        writeln!(
+            f,
+            "  longest gap without a success {:.0} ms",
+            self.longest_gap_ms
+        )?;
         let line = |f: &mut fmt::Formatter<'_>, name: &str, l: &Latency| {
             writeln!(
                 f,

@@ -54,6 +54,10 @@ struct Shared {
     seen: Mutex<Vec<String>>,
     acks: Option<mpsc::UnboundedSender<String>>,
     acknowledged: AtomicU64,
+    /// Microseconds from `measure_from` to the latest success, and the
+    /// longest stretch between two successes so far.
+    last_success_us: AtomicU64,
+    longest_gap_us: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -322,6 +326,7 @@ async fn worker(
                 }
                 shared.ops.fetch_add(1, Ordering::Relaxed);
                 shared.items.fetch_add(items, Ordering::Relaxed);
+                shared.close_gap_at(answered);
             }
             Outcome::Done(_) => {}
             Outcome::Refused(key) => {
@@ -345,6 +350,17 @@ fn shared_op_is_collect(args: &LoadArgs) -> bool {
 }
 
 impl Shared {
+    /// Ends the stretch without a success at `at` (a success, or the end
+    /// of the window), keeping the longest such stretch.
+    fn close_gap_at(&self, at: Instant) {
+        let now = at.saturating_duration_since(self.measure_from).as_micros() as u64;
+        let before = self.last_success_us.fetch_max(now, Ordering::Relaxed);
+        if now > before {
+            self.longest_gap_us
+                .fetch_max(now - before, Ordering::Relaxed);
+        }
+    }
+
     /// A worker's connection: the public listener for `collect-submit`,
     /// else the mTLS API.
     async fn connect(&self) -> Result<Connection, crate::client::ClientError> {
@@ -474,6 +490,8 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         seen: Mutex::new(Vec::new()),
         acks,
         acknowledged: AtomicU64::new(0),
+        last_success_us: AtomicU64::new(0),
+        longest_gap_us: AtomicU64::new(0),
         args,
     };
     prepare(&shared, seed).await?;
@@ -487,7 +505,9 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         progress.abort();
     }
     let open = shared.args.rate.is_some();
-    let report = Report::new(
+    // The window's end counts as well: a run that never recovered.
+    shared.close_gap_at(Instant::now());
+    let mut report = Report::new(
         &shared.args,
         &lock(&shared.histogram),
         open.then(|| (lock(&shared.lag).clone(), lock(&shared.response).clone())),
@@ -496,6 +516,7 @@ pub async fn run(args: LoadArgs) -> Result<Report> {
         lock(&shared.errors).clone(),
         elapsed,
     );
+    report.longest_gap_ms = shared.longest_gap_us.load(Ordering::Relaxed) as f64 / 1000.0;
     drop(shared);
     if let Some(writer) = ack_writer {
         writer.await.context("ack log writer")??;

@@ -101,7 +101,7 @@ const COUNTERS: [(&str, &str); 23] = [
     ),
     (
         "cardvault_connections_refused_total",
-        "Connections closed at once: over a listener's cap or a principal's share",
+        "Connections closed: over a listener's cap, a principal's or an address's share, or the public listener's handshake rate",
     ),
     (
         "cardvault_accept_errors_total",
@@ -242,6 +242,10 @@ fn describe() {
     );
     metrics::gauge!("cardvault_oracle_guard_cards").set(0.0);
     describe_collect();
+    metrics::describe_gauge!(
+        "cardvault_store_ready",
+        "PostgreSQL: 1 while the readiness probe's commits complete within the bound, else 0"
+    );
     metrics::describe_gauge!("cardvault_connections_active", "Open API connections");
     metrics::gauge!("cardvault_connections_active").set(0.0);
     metrics::describe_gauge!(

@@ -25,12 +25,16 @@ use super::accept;
 use super::connection::{self, Activity};
 use crate::config::LimitsConfig;
 use crate::runtime::custody::{Custody, SealStatus};
+use crate::store::Readiness;
+use crate::vault::Vault;
 
 /// What `/healthz` and `/readyz` answer: `{"state": "serving" |
-/// "draining", "sealed", "shares_received", "threshold", "version"}`.
-fn status(ready: bool, seal: SealStatus) -> axum::Json<serde_json::Value> {
+/// "draining", "storage": "ready" | "unreachable" | "commit_stalled",
+/// "sealed", "shares_received", "threshold", "version"}`.
+fn status(ready: bool, storage: Readiness, seal: SealStatus) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "state": if ready { "serving" } else { "draining" },
+        "storage": storage.as_str(),
         "sealed": seal.sealed,
         "shares_received": seal.shares_received,
         "threshold": seal.threshold,
@@ -40,30 +44,43 @@ fn status(ready: bool, seal: SealStatus) -> axum::Json<serde_json::Value> {
 
 /// The ops routes; `ready` turns false when shutdown begins (then
 /// `/readyz` answers 503, `/healthz` still 200). A sealed vault is alive
-/// (`/healthz` 200) but not ready (`/readyz` 503 with the seal status).
-pub fn router(ready: Arc<AtomicBool>, custody: Arc<Custody>, metrics: PrometheusHandle) -> Router {
+/// (`/healthz` 200) but not ready (`/readyz` 503 with the seal status);
+/// so is one whose store cannot commit (a database unreachable or a
+/// commit stalled), until it can again.
+pub fn router(
+    ready: Arc<AtomicBool>,
+    custody: Arc<Custody>,
+    vault: Arc<Vault>,
+    metrics: PrometheusHandle,
+) -> Router {
     let live = Arc::clone(&ready);
     let live_custody = Arc::clone(&custody);
+    let live_vault = Arc::clone(&vault);
     let process = metrics_process::Collector::default();
     process.describe();
     Router::new()
         .route(
             "/healthz",
             get(move || {
-                std::future::ready(status(live.load(Ordering::SeqCst), live_custody.status()))
+                std::future::ready(status(
+                    live.load(Ordering::SeqCst),
+                    live_vault.store_readiness(),
+                    live_custody.status(),
+                ))
             }),
         )
         .route(
             "/readyz",
             get(move || {
                 let ready = ready.load(Ordering::SeqCst);
+                let storage = vault.store_readiness();
                 let seal = custody.status();
-                let code = if ready && !seal.sealed {
+                let code = if ready && !seal.sealed && storage == Readiness::Ready {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                std::future::ready((code, status(ready, seal)))
+                std::future::ready((code, status(ready, storage, seal)))
             }),
         )
         .route(

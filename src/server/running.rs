@@ -196,6 +196,7 @@ fn run_public(
         .build()
         .map_err(|source| ServerError::Bind { addr, source })?;
     let public_listener = collect::PublicListener {
+        handshakes: collect::PublicListener::handshake_rate(&public.limits),
         public,
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
     };
@@ -276,6 +277,7 @@ pub async fn start(
         lookup_compat: config.compat.lookup_via_tokenize_or_read,
         collect: public.as_ref().map(|p| Arc::clone(&p.sessions)),
     });
+    let vault = Arc::clone(&state.vault);
     let router = routes::router(state)
         .layer(middleware::from_fn(observe::observe))
         .layer(middleware::from_fn(linger::linger));
@@ -287,7 +289,7 @@ pub async fn start(
         monitor,
     };
     let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
-    let ops_router = ops::router(Arc::clone(&ready), custody, metrics);
+    let ops_router = ops::router(Arc::clone(&ready), custody, vault, metrics);
     let ops = tokio::spawn(ops::run(
         ops_listener,
         ops_router,

@@ -207,6 +207,29 @@ pub struct StoredKeys {
     pub counters: Vec<(KeyLabel, u64)>,
 }
 
+/// Whether a store can take writes now, as its own probe last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Writes commit.
+    Ready,
+    /// No database server answers (or none is writable).
+    Unreachable,
+    /// A commit has not completed within the bound (a synchronous commit
+    /// waiting for a standby that is gone, a stuck server).
+    CommitStalled,
+}
+
+impl Readiness {
+    /// The name `/readyz` and the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Ready => "ready",
+            Readiness::Unreachable => "unreachable",
+            Readiness::CommitStalled => "commit_stalled",
+        }
+    }
+}
+
 /// The storage interface of the vault core; the module docs state the
 /// contract. Implementations are shared by every request task.
 #[async_trait::async_trait]
@@ -224,6 +247,13 @@ pub trait Store: Send + Sync {
     /// Whether the previous process closed this store cleanly (so the
     /// persisted encryption counters are exact).
     fn was_clean_shutdown(&self) -> bool;
+
+    /// Whether writes commit now (`/readyz`). An embedded store is ready
+    /// while it is open (its failures answer each request); a database
+    /// over the network is probed.
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
+    }
 
     /// The entry of `token` in `tenant`.
     async fn get_entry(

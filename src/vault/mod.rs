@@ -222,6 +222,11 @@ impl Vault {
         })
     }
 
+    /// Whether the store takes writes now (`/readyz`).
+    pub fn store_readiness(&self) -> crate::store::Readiness {
+        self.store.readiness()
+    }
+
     /// [`Vault::open_sealed`] over any [`Store`].
     pub fn with_store_sealed(store: Box<dyn Store>, options: VaultOptions) -> Vault {
         let keys = Keyring::sealed(

@@ -305,6 +305,52 @@ fn offline_key_commands_never_create_a_kek() {
     assert!(!dir.path().join("kek").exists());
 }
 
+/// A vault on PostgreSQL: the offline commands refuse (exit 64) and say
+/// what to use instead; no RocksDB is made in the node's directory.
+#[test]
+fn offline_commands_refuse_a_postgres_vault_and_name_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cardvault.toml");
+    std::fs::write(
+        &config,
+        "[api]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n[storage]\nbackend = \"postgres\"\nurl = \"host=127.0.0.1 port=1 user=u password=pw-canary-77 dbname=d sslmode=disable\"\ndata_dir = \"node\"\nkey_file = \"kek\"\n[principals.cart]\ntenant = \"default\"\nroles = [\"tokenize\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("kek"), [7u8; 32]).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("kek"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    for file in ["c", "k", "ca"] {
+        std::fs::write(dir.path().join(file), "").unwrap();
+    }
+    for args in [
+        vec!["keys", "status"],
+        vec!["keys", "rotate"],
+        vec!["evidence", "--out", "bundle"],
+        vec!["demo"],
+    ] {
+        let out = cardvault()
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("PostgreSQL"), "{args:?}: {stderr}");
+        assert!(stderr.contains("/v1/admin/keys"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("pw-canary-77"), "{args:?}: {stderr}");
+        assert!(
+            !dir.path().join("node").exists(),
+            "{args:?} made a directory"
+        );
+    }
+}
+
 /// A second process never touches a running vault's trail: every offline
 /// command and a second `serve` exit 75 naming the lock, write nothing, and
 /// the running vault's chain still verifies afterwards.

@@ -737,3 +737,49 @@ async fn the_public_port_bounds_hostile_clients_and_the_api_keeps_serving() {
     assert_eq!(token.len(), 16);
     service.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_beyond_the_handshake_rate_wait_then_are_closed() {
+    let harness = harness_with(|limits, _| {
+        limits.handshakes_per_second = std::num::NonZeroU32::new(1).unwrap();
+        limits.handshake_timeout_ms = std::num::NonZeroU64::new(1500).unwrap();
+    });
+    let service = harness.start().await;
+    let shopper = Shopper::new(&harness, &service);
+    let tls = ClientTls::from_files(&harness.pki().join("ca.pem"), None, false).unwrap();
+    // Six at once against one handshake a second (burst one) and 1.5 s to
+    // wait: one or two get through, the others are closed unshaken.
+    let attempts: Vec<_> = (0..6)
+        .map(|_| {
+            let tls = tls.clone();
+            let addr = shopper.addr;
+            tokio::spawn(async move { tls.connect_raw(addr).await.is_ok() })
+        })
+        .collect();
+    let mut shaken = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap() {
+            shaken += 1;
+        }
+    }
+    assert!(
+        (1..=3).contains(&shaken),
+        "{shaken} of 6 handshakes completed"
+    );
+    let (_, metrics) = crate::common::harness::ops_get(service.ops_addr, "/metrics").await;
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("cardvault_connections_refused_total")
+                && l.contains("reason=\"handshake_rate\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 3.0, "refused for the rate: {refused}");
+    // The mTLS API serves throughout.
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    let token = crate::common::tokenize(&mut cart, "4012888888881881").await;
+    assert_eq!(token.len(), 16);
+    service.stop().await.unwrap();
+}

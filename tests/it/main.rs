@@ -21,6 +21,7 @@ mod load;
 mod oracle;
 mod portable;
 mod postgres;
+mod postgres_faults;
 mod proxy;
 mod scan;
 mod server;

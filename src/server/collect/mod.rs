@@ -116,6 +116,15 @@ pub struct PublicListener {
     pub public: Arc<Public>,
     /// TLS with the `[collect]` certificate, no client certificate.
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The handshake rate (`[collect.limits] handshakes_per_second`).
+    pub handshakes: governor::DefaultDirectRateLimiter,
+}
+
+impl PublicListener {
+    /// The handshake rate of `limits`, its burst the same.
+    pub fn handshake_rate(limits: &CollectLimits) -> governor::DefaultDirectRateLimiter {
+        governor::RateLimiter::direct(governor::Quota::per_second(limits.handshakes_per_second))
+    }
 }
 
 /// Concurrent HTTP/2 streams on one public connection.
@@ -165,8 +174,17 @@ impl PublicListener {
         shutdown: watch::Receiver<bool>,
     ) {
         let limits = &self.public.limits;
-        let handshake = Duration::from_millis(limits.handshake_timeout_ms.get());
-        let tls = match tokio::time::timeout(handshake, self.acceptor.accept(stream)).await {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(limits.handshake_timeout_ms.get());
+        if tokio::time::timeout_at(deadline, self.handshakes.until_ready())
+            .await
+            .is_err()
+        {
+            metrics::counter!("cardvault_connections_refused_total", "listener" => "collect", "reason" => "handshake_rate")
+                .increment(1);
+            return;
+        }
+        let tls = match tokio::time::timeout_at(deadline, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 let reason = super::tls::handshake_failure_reason(&e);

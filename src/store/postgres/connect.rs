@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::counters::Baselines;
 use super::schema::{self, pg};
-use super::{PgStore, writer};
+use super::{PgStore, marker, probe, writer};
 use crate::store::StoreError;
 use std::path::PathBuf;
 
@@ -28,6 +28,14 @@ pub struct PgSettings {
     /// CA bundle for TLS to the database; required unless the URL says
     /// `sslmode=disable`.
     pub ca_file: Option<PathBuf>,
+    /// A node whose probe commit has not completed within this long is not
+    /// ready (`/readyz` 503); also the connect timeout per host when the
+    /// URL sets none.
+    pub commit_bound: std::time::Duration,
+    /// The node's own directory, for its clean-shutdown marker (a crash
+    /// costs key budget, a clean restart none); `None`: every start is
+    /// taken as after a crash.
+    pub node_dir: Option<PathBuf>,
 }
 
 /// The session setting that plans every execution of a prepared statement
@@ -64,43 +72,75 @@ impl PgStore {
             None => CUSTOM_PLANS.to_owned(),
         };
         config.options(&options);
+        // A host that does not answer (a partition, a machine gone) must
+        // not hold a connection attempt for the kernel's minutes.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(settings.commit_bound);
+        }
         let describe = describe(&config);
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match (&settings.ca_file, config.get_ssl_mode()) {
-            (Some(ca), _) => Manager::from_config(config, tls(ca)?, manager_config),
-            (None, tokio_postgres::config::SslMode::Disable) => {
-                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
-            }
-            (None, _) => {
-                return Err(StoreError::Backend(
-                    "storage.ca_file is required for TLS to PostgreSQL (or sslmode=disable in storage.url)"
-                        .into(),
-                ));
-            }
-        };
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size.max(1))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let pool = pool(&config, settings.ca_file.as_deref(), settings.pool_size)?;
         let mut client = pool.get().await.map_err(pool_error)?;
         schema::migrate(&mut client, &describe).await?;
         drop(client);
+        // Taken once the database is reached: a start that fails before
+        // leaves the marker for the next.
+        let clean = match &settings.node_dir {
+            Some(dir) => marker::take(dir)?,
+            None => false,
+        };
         let baselines = Arc::new(Baselines::default());
         let (inserts, jobs) = mpsc::channel(1024);
         tokio::spawn(writer::run(pool.clone(), jobs, Arc::clone(&baselines)));
+        let verdict = Arc::new(probe::Verdict::default());
+        let probe = tokio::spawn(probe::run(
+            self::pool(&config, settings.ca_file.as_deref(), 1)?,
+            Arc::clone(&verdict),
+            settings.commit_bound,
+        ));
         Ok(PgStore {
             pool,
             describe,
             inserts,
             baselines,
+            verdict,
+            probe,
+            node_dir: settings.node_dir.clone(),
+            clean,
         })
     }
 
     pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
+}
+
+/// A pool of at most `size` connections made by `config`, over TLS with
+/// `ca` unless the URL says `sslmode=disable`.
+fn pool(
+    config: &tokio_postgres::Config,
+    ca: Option<&std::path::Path>,
+    size: usize,
+) -> Result<Pool, StoreError> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let config = config.clone();
+    let manager = match (ca, config.get_ssl_mode()) {
+        (Some(ca), _) => Manager::from_config(config, tls(ca)?, manager_config),
+        (None, tokio_postgres::config::SslMode::Disable) => {
+            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        }
+        (None, _) => {
+            return Err(StoreError::Backend(
+                "storage.ca_file is required for TLS to PostgreSQL (or sslmode=disable in storage.url)"
+                    .into(),
+            ));
+        }
+    };
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))
 }
 
 /// Hosts, ports, database and user — never the password.

@@ -20,6 +20,8 @@
 
 mod connect;
 mod counters;
+mod marker;
+mod probe;
 mod schema;
 mod sessions;
 mod writer;
@@ -44,6 +46,20 @@ pub struct PgStore {
     describe: String,
     inserts: mpsc::Sender<writer::Job>,
     baselines: Arc<Baselines>,
+    /// The readiness probe's latest verdict, and the probe (stopped with
+    /// the store).
+    verdict: Arc<probe::Verdict>,
+    probe: tokio::task::JoinHandle<()>,
+    /// The node's own directory (its clean-shutdown marker), and whether
+    /// its previous run closed cleanly.
+    node_dir: Option<std::path::PathBuf>,
+    clean: bool,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.probe.abort();
+    }
 }
 
 /// A key state as the `state` column holds it.
@@ -76,12 +92,16 @@ impl Store for PgStore {
         true
     }
 
-    /// Counters are summed per node increments, never a stale snapshot, so
-    /// there is no "unclean shutdown" to make up for; the keyring still
-    /// adds its margin (the safe side) since a node's unwritten count is
-    /// lost with it.
+    /// Counters are summed per-node increments committed with each group,
+    /// so only what a node encrypted after its last commit can be missing:
+    /// after its crash (no marker in its directory), never after a clean
+    /// close. Without a node directory: assumed unclean (the safe side).
     fn was_clean_shutdown(&self) -> bool {
-        false
+        self.clean
+    }
+
+    fn readiness(&self) -> crate::store::Readiness {
+        self.verdict.get()
     }
 
     async fn get_entry(
@@ -544,7 +564,10 @@ impl Store for PgStore {
     async fn close(self: Box<Self>, counters: Vec<(KeyLabel, u64)>) -> Result<(), StoreError> {
         self.put_keys(Vec::new(), counters).await?;
         self.pool.close();
-        Ok(())
+        match &self.node_dir {
+            Some(dir) => marker::put(dir),
+            None => Ok(()),
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -116,7 +116,12 @@ pub async fn migrate(client: &mut Object, describe: &str) -> Result<(), StoreErr
 pub fn pg(e: tokio_postgres::Error) -> StoreError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        // "error connecting to server" and why: refused, timed out, "database
+        // does not allow writes" (the URL's hosts, never its password).
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     };
     StoreError::Backend(format!("postgres: {message}"))
 }

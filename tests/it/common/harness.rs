@@ -54,6 +54,7 @@ impl Harness {
                 url: None,
                 pool_size: std::num::NonZeroUsize::new(4).unwrap(),
                 ca_file: None,
+                commit_bound_ms: std::num::NonZeroU64::new(5000).unwrap(),
                 data_dir: dir.path().join("db"),
                 key_file: Some(dir.path().join("kek.key")),
                 min_free_bytes: 1 << 20,

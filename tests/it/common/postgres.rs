@@ -73,10 +73,20 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let log = dir.path().join("server.log");
+        let server = Postgres { dir, port };
+        server.start_again();
+        server
+    }
+
+    /// Starts the server (again) on its data directory and port; panics
+    /// with the server log if it does not come up.
+    pub fn start_again(&self) {
+        let data = self.data_dir();
+        let log = self.dir.path().join("server.log");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
-            dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=50",
+            self.port,
+            self.dir.path().display()
         );
         let out = run(
             "pg_ctl",
@@ -100,7 +110,20 @@ impl Postgres {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        Postgres { dir, port }
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, as in a restart).
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        let out = run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A connection string for the `postgres` database (trust, loopback).
@@ -133,6 +156,8 @@ impl Postgres {
             url: self.url().into(),
             pool_size,
             ca_file: None,
+            commit_bound: std::time::Duration::from_secs(5),
+            node_dir: None,
         };
         cardvault::store::postgres::PgStore::connect(&settings)
             .await
