@@ -13,28 +13,16 @@ source "$(dirname "$0")/../scripts/lib.sh"
 lift_rate_limits
 bin="$1"; rounds="${2:-2}"; duration="${3:-10s}"
 pgbin=/usr/lib/postgresql/15/bin
-work="$(mktemp -d)"
-server=""
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$work"
-cleanup() {
-  kill "$server" 2>/dev/null || true; wait 2>/dev/null || true
-  as_pg "$pgbin/pg_ctl" -D "$work/pg" -m immediate -w stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-as_pg "$pgbin/initdb" -D "$work/pg" --auth=trust --username=postgres >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
-  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
-url="host=127.0.0.1 port=$port user=postgres dbname=postgres sslmode=disable"
+postgres_work_dir
+start_postgres "$work"
+port="$pg_port"; url="$pg_url"
 
 side() { # rocksdb|postgres round
   local backend="$1" dir="$work/$1-$2"
   mkdir -p "$dir"
   if [ "$backend" = postgres ]; then
     PGOPTIONS="--client-min-messages=warning" as_pg "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc \
-      "DROP TABLE IF EXISTS cardvault_tokens, cardvault_fingerprints, cardvault_keys, cardvault_counters, cardvault_checkpoints, cardvault_schema" >/dev/null
+      "DROP TABLE IF EXISTS cardvault_tokens, cardvault_fingerprints, cardvault_keys, cardvault_counters, cardvault_checkpoints, cardvault_sessions, cardvault_schema" >/dev/null
     CARDVAULT_STORAGE__BACKEND=postgres CARDVAULT_STORAGE__URL="$url" RUST_LOG=warn \
       "$bin" serve --dev "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$dir.out" 2>"$dir.err" &
   else

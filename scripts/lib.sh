@@ -122,3 +122,35 @@ tree_cpu() {
   done
   echo "$total"
 }
+
+# as_pg CMD…: runs CMD as the `postgres` user when root (PostgreSQL refuses
+# root), else as is.
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# start_postgres DIR [SERVER_OPTIONS]: a fresh PostgreSQL 15 in DIR/pg
+# (fsync and synchronous_commit on) on a free loopback port, its socket in
+# DIR (given to `postgres` when root); sets $pg_port and $pg_url (trust,
+# sslmode=disable). Stop it with stop_postgres DIR.
+start_postgres() {
+  local dir="$1" options="${2:-}" pgbin=/usr/lib/postgresql/15/bin
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
+  as_pg "$pgbin/initdb" -D "$dir/pg" --auth=trust --username=postgres >/dev/null
+  pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
+    -o "-p $pg_port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=100 $options" start >/dev/null
+  pg_url="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres sslmode=disable"
+}
+
+# stop_postgres DIR: stops what start_postgres DIR started (if anything).
+stop_postgres() {
+  as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$1/pg" -m immediate -w stop >/dev/null 2>&1 || true
+}
+
+# postgres_work_dir: server_work_dir for a script that also runs
+# start_postgres "$work": on exit the server in $server, then PostgreSQL,
+# then $work.
+postgres_work_dir() {
+  work="$(mktemp -d)"
+  server=""
+  trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; stop_postgres "$work"; rm -rf "$work"' EXIT
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Where the PostgreSQL path spends its time (issue 32): a dev vault on a
+# local PostgreSQL 15 with pg_stat_statements, `cardvault load` at 64
+# connections, `perf record -a -g` for 6 s mid-run. Prints the rate, the
+# CPU share of each process (idle included: a path waiting on round trips
+# or WAL flushes leaves the CPUs idle) and the statements by total time.
+#
+#   benches/pg_profile.sh BIN [OP]        (OP: tokenize, the default, or detokenize)
+#   perf report -i "${PERF_DATA:-/tmp/pg_profile.data}" …   afterwards, for more
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+lift_rate_limits
+bin="$1"; op="${2:-tokenize}"; data="${PERF_DATA:-/tmp/pg_profile.data}"
+command -v perf >/dev/null || { echo "benches/pg_profile.sh needs perf" >&2; exit 1; }
+postgres_work_dir
+start_postgres "$work" "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+psql_() { as_pg /usr/lib/postgresql/15/bin/psql -X -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres "$@"; }
+psql_ -qc "CREATE EXTENSION pg_stat_statements"
+dir="$work/vault"
+mkdir -p "$dir"
+CARDVAULT_STORAGE__BACKEND=postgres CARDVAULT_STORAGE__URL="$pg_url" RUST_LOG=warn \
+  "$bin" serve --dev "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$dir.out" 2>"$dir.err" &
+server=$!
+api="$(await_api "$dir.out")"
+# Tokens for detokenize, and warm caches; then a clean slate of statistics.
+"$bin" load --dev "$dir" --target "$api" --op tokenize --concurrency 64 --duration 3s --warmup 0s --json >/dev/null
+psql_ -qc "SELECT pg_stat_statements_reset()" >/dev/null
+"$bin" load --dev "$dir" --target "$api" --op "$op" --concurrency 64 --duration 12s --warmup 1s --json >"$work/load.json" &
+load=$!
+sleep 4
+perf record -F 999 -a -g -o "$data" -- sleep 6 >/dev/null 2>&1
+wait "$load"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; $bin; $op"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("rate %.0f/s, p99 %.2f ms" % (r["throughput_per_s"], r["latency_ms"]["p99"]))' "$work/load.json"
+echo "CPU by process (swapper = idle):"
+perf report -i "$data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+psql_ -c "SELECT calls, round(total_exec_time::numeric, 0) AS ms, round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+  left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10"
