@@ -17,8 +17,6 @@ work="$(mktemp -d)"
 server=""
 trap 'kill -9 "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-now_ms() { date +%s%3N; }
-
 start_server() { # sets server, api, ready_ms
   local t0 out="$work/serve-$1.out"
   t0="$(now_ms)"

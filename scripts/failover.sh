@@ -68,8 +68,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-now_ms() { date +%s%3N; }
 fail() { # the message, and the tails of the logs (the vault logs no card data)
   echo "FAIL: $*" >&2
   for f in "$work"/A.log "$work"/B.log "$work"/pg1.log "$work"/pg2.log; do
@@ -83,7 +81,7 @@ if [ -n "${FAILOVER_DEFAULTS:-}" ]; then ttl=30 loop_wait=10 retry_timeout=10; e
 password="pw-canary-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 
 # --- etcd ---------------------------------------------------------------
-etcd_client="$(port)"; etcd_peer="$(port)"
+etcd_client="$(free_port)"; etcd_peer="$(free_port)"
 etcd --name e1 --data-dir "$work/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
@@ -93,7 +91,7 @@ pids+=($!)
 # --- two Patroni members ------------------------------------------------
 declare -A pg_port rest_port patroni_pid
 for m in pg1 pg2; do
-  pg_port[$m]="$(port)"; rest_port[$m]="$(port)"
+  pg_port[$m]="$(free_port)"; rest_port[$m]="$(free_port)"
   cat >"$work/$m.yml" <<YAML
 scope: cardvault
 namespace: /failover/
@@ -338,7 +336,7 @@ bad_start() { # label url
   ! grep -q "$password" "$out" || fail "$1: the password is in the output"
   echo "  $1: exit $status — $(grep -m1 -iE 'error|refus|cannot' "$out" | cut -c1-160)"
 }
-dead="$(port)"
+dead="$(free_port)"
 bad_start "unreachable hosts" "$(url_for "$dead,$dead" "$password")"
 bad_start "wrong password" "$(url_for "${pg_port[pg1]},${pg_port[pg2]}" "wrong-$password")"
 bad_start "read-only server only" "$(url_for "${pg_port[$(member_with 'Sync Standby')]}" "$password")"

@@ -26,6 +26,12 @@ lift_rate_limits() {
   export CARDVAULT_ALERTS__METADATA_BURST__MAX=100000000000
 }
 
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# now_ms: the wall clock in milliseconds.
+now_ms() { date +%s%3N; }
+
 # server_work_dir [TEMPLATE]: makes the temp dir $work (`mktemp -d
 # [TEMPLATE]`) and, on exit, stops the server in $server (if any) and
 # removes $work. Start servers into $server so they are stopped.
@@ -84,7 +90,7 @@ start_nginx_anchor() {
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx >/dev/null
     $sudo systemctl stop nginx 2>/dev/null || true
   fi
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   mkdir -p "$work/nginx"
   { nginx_conf_head "$work"; cat <<CONF
   server {
@@ -135,7 +141,7 @@ start_postgres() {
   local dir="$1" options="${2:-}" pgbin=/usr/lib/postgresql/15/bin
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
   as_pg "$pgbin/initdb" -D "$dir/pg" --auth=trust --username=postgres >/dev/null
-  pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  pg_port="$(free_port)"
   as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
     -o "-p $pg_port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=100 $options" start >/dev/null
   pg_url="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres sslmode=disable"

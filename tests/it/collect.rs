@@ -767,15 +767,10 @@ async fn new_connections_beyond_the_handshake_rate_wait_then_are_closed() {
         "{shaken} of 6 handshakes completed"
     );
     let (_, metrics) = crate::common::harness::ops_get(service.ops_addr, "/metrics").await;
-    let refused = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("cardvault_connections_refused_total")
-                && l.contains("reason=\"handshake_rate\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let refused = crate::common::harness::counter(
+        &metrics,
+        "cardvault_connections_refused_total{listener=\"collect\",reason=\"handshake_rate\"}",
+    );
     assert!(refused >= 3.0, "refused for the rate: {refused}");
     // The mTLS API serves throughout.
     let mut cart = harness.connect("cart", service.api_addr).await;

@@ -90,9 +90,7 @@ async fn reveal(
 }
 
 async fn readyz(server: &DevServer) -> (u16, serde_json::Value) {
-    let (code, text) = common::harness::ops_get(server.ops_addr(), "/readyz").await;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (code, serde_json::from_str(body).unwrap())
+    common::harness::ops_json(server.ops_addr(), "/readyz").await
 }
 
 /// The `data:` line of a share file: the secret part.

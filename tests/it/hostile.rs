@@ -15,7 +15,7 @@ use hyper::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::common::harness::{Harness, ops_get};
+use crate::common::harness::{Harness, counter, ops_get};
 use crate::common::{self, assert_api_error, entries, of_kind};
 
 fn ms(n: u64) -> NonZeroU64 {
@@ -27,13 +27,6 @@ fn count(n: usize) -> NonZeroUsize {
 }
 
 /// The value of an unlabelled series in Prometheus text (0 if absent).
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Reads until the peer closes (or fails); how long that took. Panics if
 /// the peer keeps the connection open past `limit`.
 async fn closed_within(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> Duration {

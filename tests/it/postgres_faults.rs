@@ -11,15 +11,13 @@ use std::time::{Duration, Instant};
 use cardvault::config::{DatabaseUrl, StorageBackend};
 use serde_json::json;
 
-use crate::common::harness::{Harness, ops_get};
+use crate::common::harness::{Harness, ops_json};
 use crate::common::postgres::Postgres;
 use crate::common::{luhn_complete, tokenize};
 
 /// `/readyz`: status and the `storage` field.
 async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
-    let (status, text) = ops_get(addr, "/readyz").await;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let (status, value) = ops_json(addr, "/readyz").await;
     (status, value["storage"].as_str().unwrap_or("").to_owned())
 }
 

@@ -24,11 +24,7 @@ pub(super) struct Verdict(AtomicU8);
 
 impl Verdict {
     pub(super) fn get(&self) -> Readiness {
-        match self.0.load(Ordering::Relaxed) {
-            0 => Readiness::Ready,
-            1 => Readiness::Unreachable,
-            _ => Readiness::CommitStalled,
-        }
+        decode(self.0.load(Ordering::Relaxed))
     }
 
     /// Sets the verdict; the previous one.
@@ -38,11 +34,16 @@ impl Verdict {
             Readiness::Unreachable => 1,
             Readiness::CommitStalled => 2,
         };
-        match self.0.swap(code, Ordering::Relaxed) {
-            0 => Readiness::Ready,
-            1 => Readiness::Unreachable,
-            _ => Readiness::CommitStalled,
-        }
+        decode(self.0.swap(code, Ordering::Relaxed))
+    }
+}
+
+/// The readiness a stored code stands for.
+fn decode(code: u8) -> Readiness {
+    match code {
+        0 => Readiness::Ready,
+        1 => Readiness::Unreachable,
+        _ => Readiness::CommitStalled,
     }
 }
 

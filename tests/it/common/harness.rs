@@ -124,3 +124,20 @@ pub async fn ops_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, text)
 }
+
+/// GET of a JSON page from the ops listener (`/healthz`, `/readyz`):
+/// status and the parsed body.
+pub async fn ops_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, text) = ops_get(addr, path).await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+/// The value of the series `name` (with its labels, as rendered) in a
+/// `/metrics` page; 0 when absent.
+pub fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
