@@ -22,7 +22,7 @@ side() { # rocksdb|postgres round
   mkdir -p "$dir"
   if [ "$backend" = postgres ]; then
     PGOPTIONS="--client-min-messages=warning" as_pg "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc \
-      "DROP TABLE IF EXISTS cardvault_tokens, cardvault_fingerprints, cardvault_keys, cardvault_counters, cardvault_checkpoints, cardvault_collect_sessions, cardvault_schema" >/dev/null
+      "DROP TABLE IF EXISTS cardvault_tokens, cardvault_fingerprints, cardvault_keys, cardvault_counters, cardvault_checkpoints, cardvault_collect_sessions, cardvault_migration, cardvault_schema" >/dev/null
     CARDVAULT_STORAGE__BACKEND=postgres CARDVAULT_STORAGE__URL="$url" RUST_LOG=warn \
       "$bin" serve --dev "$dir" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >"$dir.out" 2>"$dir.err" &
   else

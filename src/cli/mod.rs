@@ -37,6 +37,7 @@ mod keys;
 mod keys_online;
 mod load;
 mod log;
+mod migrate;
 mod offline;
 mod pki;
 mod portable;
@@ -128,6 +129,9 @@ enum Command {
         #[command(subcommand)]
         command: collect::CollectCommand,
     },
+    /// Copy a stopped vault's data between RocksDB and PostgreSQL as it is
+    /// stored (resumable with --resume), then check counts and a sample.
+    Migrate(Box<migrate::MigrateArgs>),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -192,6 +196,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Export(args) => portable::export(args).await,
         Command::Approve(args) => portable::approve(args).await,
         Command::Collect { command } => collect::run(command),
+        Command::Migrate(args) => migrate::run(*args).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Custody(command) => custody::run(command).await,

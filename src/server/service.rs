@@ -248,9 +248,13 @@ async fn open_vault(
     // only its lock and custody files.
     let shared: Option<Box<dyn crate::store::Store>> = match config.storage.backend {
         crate::config::StorageBackend::Rocksdb => None,
-        crate::config::StorageBackend::Postgres => Some(Box::new(
-            crate::store::postgres::PgStore::connect(&config.storage.postgres()?).await?,
-        )),
+        crate::config::StorageBackend::Postgres => {
+            let store =
+                crate::store::postgres::PgStore::connect(&config.storage.postgres()?).await?;
+            let describe = crate::store::Store::describe(&store);
+            crate::store::transfer::refuse_unfinished(&store, describe).await?;
+            Some(Box::new(store))
+        }
     };
     Ok(match kek {
         Kek::Ready(provider) => {

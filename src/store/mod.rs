@@ -38,6 +38,8 @@ pub mod codec;
 pub mod postgres;
 #[cfg(feature = "vault")]
 pub mod rocksdb;
+#[cfg(feature = "vault")]
+pub mod transfer;
 
 use std::path::PathBuf;
 
@@ -70,6 +72,15 @@ pub enum StoreError {
     /// The writer is gone (the store is closing or crashed).
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// A `cardvault migrate` into this store has not finished: what it
+    /// holds is part of a vault, and no vault may use it yet.
+    #[error(
+        "{target} holds an unfinished copy (cardvault migrate was interrupted); run the same cardvault migrate again with --resume before a vault uses it"
+    )]
+    UnfinishedCopy {
+        /// The store, as it describes itself.
+        target: String,
+    },
     /// Free space for the database is below the reserve; the write was
     /// refused before the database saw it.
     #[error(

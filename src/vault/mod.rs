@@ -159,6 +159,7 @@ impl Vault {
         options: VaultOptions,
     ) -> Result<Vault, VaultError> {
         let store = RocksStore::open(path, &options.store)?;
+        store.refuse_unfinished_copy()?;
         let stored = store.read_keys()?;
         let keys = Vault::keyring(&store, stored, provider, &options)?;
         store.write_keys_now(&keys.1)?;
@@ -210,6 +211,7 @@ impl Vault {
     /// [`Vault::unseal`] is given the KEK provider.
     pub fn open_sealed(path: &Path, options: VaultOptions) -> Result<Vault, VaultError> {
         let store = RocksStore::open(path, &options.store)?;
+        store.refuse_unfinished_copy()?;
         let keys = Keyring::sealed(
             store.was_clean_shutdown(),
             rotation_policy(&options),

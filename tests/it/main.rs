@@ -18,6 +18,7 @@ mod hostile;
 mod leak;
 mod lifecycle;
 mod load;
+mod migrate;
 mod oracle;
 mod portable;
 mod postgres;

@@ -347,7 +347,8 @@ async fn a_schema_2_database_is_raised_to_short_fingerprints() {
     long.extend_from_slice(&[0xee; 16]);
     client
         .batch_execute(
-            "DELETE FROM cardvault_schema WHERE version >= 3; DROP TABLE cardvault_collect_sessions",
+            "DELETE FROM cardvault_schema WHERE version >= 3; DROP TABLE cardvault_collect_sessions; \
+             DROP TABLE cardvault_migration",
         )
         .await
         .unwrap();
@@ -372,8 +373,11 @@ async fn a_schema_2_database_is_raised_to_short_fingerprints() {
         )
         .await
         .unwrap();
-    // Raised through schema 3 to this build's (4: collection sessions).
-    assert_eq!(row.get::<_, Option<i32>>(0), Some(4));
+    // Raised through schema 3 to this build's (5: migration cursors).
+    assert_eq!(
+        row.get::<_, Option<i32>>(0),
+        Some(cardvault::store::postgres::SCHEMA_VERSION)
+    );
     assert_eq!(row.get::<_, Option<i32>>(1), Some(16));
 }
 
@@ -481,4 +485,58 @@ async fn lookups_prepared_on_a_small_table_use_the_index_once_it_grows() {
     for ((table, _, idx), n) in scans.iter().zip(per_table_lookups) {
         assert!(*idx >= n, "{table}: {scans:?}");
     }
+}
+
+/// Point reads of concurrent requests share one query (store/postgres/
+/// reads.rs): the same token and the same card asked for by 200 requests
+/// at once, mixed with absent ones, each get their own answer — a batch
+/// holding a key twice answers both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_of_the_same_token_each_get_it() {
+    use cardvault::crypto::KeyFileProvider;
+    use cardvault::{TenantId, Token, Vault, VaultOptions};
+    let pg = Postgres::start();
+    let dir = common::TestVaultDir::new();
+    let provider =
+        std::sync::Arc::new(KeyFileProvider::open(&dir.dir.path().join("kek.key")).unwrap());
+    let vault = std::sync::Arc::new(
+        Vault::with_store(
+            Box::new(pg.store(4).await),
+            provider,
+            VaultOptions::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let tenant = TenantId::parse("shop").unwrap();
+    let pan = || common::synthetic_pan(7);
+    let token = vault.tokenize_batch(&tenant, &[(pan(), None)]).await[0]
+        .as_ref()
+        .unwrap()
+        .token;
+    let absent = Token::parse("4900000000000000").unwrap_or(token);
+    let mut reads = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let (vault, tenant) = (std::sync::Arc::clone(&vault), tenant.clone());
+        reads.spawn(async move {
+            match i % 4 {
+                0 | 1 => Some(vault.detokenize(&tenant, &token).await.unwrap().pan == pan()),
+                2 => Some(vault.lookup(&tenant, &pan()).await.unwrap().token == token),
+                _ => {
+                    if absent != token {
+                        assert!(vault.detokenize(&tenant, &absent).await.is_err());
+                    }
+                    None
+                }
+            }
+        });
+    }
+    let mut answered = 0;
+    while let Some(done) = reads.join_next().await {
+        if let Some(right) = done.unwrap() {
+            assert!(right);
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 300);
 }

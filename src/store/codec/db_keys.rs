@@ -57,6 +57,23 @@ pub fn token_key(tenant: &TenantId, token: &Token) -> Vec<u8> {
     key
 }
 
+/// The tenant and the rest of a tenant-prefixed key (`tokens`,
+/// `fingerprints`): the token digits or the fingerprint bytes.
+pub fn split_tenant_key(key: &[u8]) -> Result<(TenantId, &[u8]), CodecError> {
+    let invalid = CodecError::InvalidField {
+        what: "tenant key",
+        field: "tenant",
+    };
+    let (&len, rest) = key.split_first().ok_or(invalid)?;
+    let len = usize::from(len);
+    let tenant = rest
+        .get(..len)
+        .and_then(|name| std::str::from_utf8(name).ok())
+        .and_then(|name| TenantId::parse(name).ok())
+        .ok_or(invalid)?;
+    Ok((tenant, &rest[len..]))
+}
+
 /// `expiry` key: expiry time (ms, big-endian, so keys sort by time) ‖
 /// tenant (length-prefixed) ‖ token digits. The value is empty.
 pub fn expiry_key(expires_ms: u64, tenant: &TenantId, token: &Token) -> Vec<u8> {

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::counters::Baselines;
 use super::schema::{self, pg};
-use super::{PgStore, marker, probe, writer};
+use super::{PgStore, marker, probe, reads, writer};
 use crate::store::StoreError;
 use std::path::PathBuf;
 
@@ -67,16 +67,21 @@ impl PgStore {
         // fell 3-5x in benches/postgres.sh). Per-execution planning gives
         // back about half of what preparing gains on reads; plans that
         // follow the table are worth it (docs/BENCHMARKS.md, ninth sitting).
-        let options = match config.get_options() {
-            Some(given) => format!("{given} {CUSTOM_PLANS}"),
-            None => CUSTOM_PLANS.to_owned(),
-        };
-        config.options(&options);
         // A host that does not answer (a partition, a machine gone) must
         // not hold a connection attempt for the kernel's minutes.
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(settings.commit_bound);
         }
+        // The writer's own connection keeps PostgreSQL's plan caching: its
+        // statements insert from arrays, one plan whatever the tables
+        // hold, and planning the group's statement at every commit is
+        // work on the one path every tokenize waits for.
+        let writer_config = config.clone();
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {CUSTOM_PLANS}"),
+            None => CUSTOM_PLANS.to_owned(),
+        };
+        config.options(&options);
         let describe = describe(&config);
         let pool = pool(&config, settings.ca_file.as_deref(), settings.pool_size)?;
         let mut client = pool.get().await.map_err(pool_error)?;
@@ -90,7 +95,10 @@ impl PgStore {
         };
         let baselines = Arc::new(Baselines::default());
         let (inserts, jobs) = mpsc::channel(1024);
-        tokio::spawn(writer::run(pool.clone(), jobs, Arc::clone(&baselines)));
+        let writer_pool = self::pool(&writer_config, settings.ca_file.as_deref(), 1)?;
+        tokio::spawn(writer::run(writer_pool, jobs, Arc::clone(&baselines)));
+        let (reads, queued) = mpsc::channel(4096);
+        tokio::spawn(reads::run(pool.clone(), queued));
         let verdict = Arc::new(probe::Verdict::default());
         let probe = tokio::spawn(probe::run(
             self::pool(&config, settings.ca_file.as_deref(), 1)?,
@@ -101,6 +109,7 @@ impl PgStore {
             pool,
             describe,
             inserts,
+            reads,
             baselines,
             verdict,
             probe,

@@ -22,8 +22,10 @@ mod connect;
 mod counters;
 mod marker;
 mod probe;
+mod reads;
 mod schema;
 mod sessions;
+mod transfer;
 mod writer;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct PgStore {
     pool: Pool,
     describe: String,
     inserts: mpsc::Sender<writer::Job>,
+    /// Point reads, batched ([`reads`]).
+    reads: mpsc::Sender<reads::Read>,
     baselines: Arc<Baselines>,
     /// The readiness probe's latest verdict, and the probe (stopped with
     /// the store).
@@ -54,6 +58,21 @@ pub struct PgStore {
     /// its previous run closed cleanly.
     node_dir: Option<std::path::PathBuf>,
     clean: bool,
+}
+
+impl PgStore {
+    /// Queues a point read for the next batch and waits for its answer.
+    async fn read<T>(
+        &self,
+        read: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> reads::Read,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.reads
+            .send(read(reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
 }
 
 impl Drop for PgStore {
@@ -109,16 +128,15 @@ impl Store for PgStore {
         tenant: &TenantId,
         token: &Token,
     ) -> Result<Option<TokenEntry>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT entry FROM cardvault_tokens WHERE tenant = $1 AND token = $2")
-            .await
-            .map_err(pg)?;
-        let row = client
-            .query_opt(&statement, &[&tenant.as_str(), &token.as_str()])
-            .await
-            .map_err(pg)?;
-        row.map(|r| TokenEntry::decode(r.get::<_, &[u8]>(0), token).map_err(StoreError::from))
+        let bytes = self
+            .read(|reply| reads::Read::Entry {
+                tenant: tenant.clone(),
+                token: *token,
+                reply,
+            })
+            .await?;
+        bytes
+            .map(|b| TokenEntry::decode(&b, token).map_err(StoreError::from))
             .transpose()
     }
 
@@ -127,22 +145,11 @@ impl Store for PgStore {
         tenant: &TenantId,
         fingerprint: &Fingerprint,
     ) -> Result<Option<Token>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT token FROM cardvault_fingerprints WHERE tenant = $1 AND fingerprint = $2",
-            )
-            .await
-            .map_err(pg)?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[&tenant.as_str(), &fingerprint.as_bytes().as_slice()],
-            )
-            .await
-            .map_err(pg)?;
-        row.map(|r| token_of(r.get(0), "fingerprint entry"))
-            .transpose()
+        Ok(self
+            .get_tokens_for(tenant, std::slice::from_ref(fingerprint))
+            .await?
+            .pop()
+            .flatten())
     }
 
     async fn get_tokens_for(
@@ -150,35 +157,12 @@ impl Store for PgStore {
         tenant: &TenantId,
         fingerprints: &[Fingerprint],
     ) -> Result<Vec<Option<Token>>, StoreError> {
-        // One round trip for the whole batch instead of one per PAN.
-        let wanted: Vec<&[u8]> = fingerprints
-            .iter()
-            .map(|fp| fp.as_bytes().as_slice())
-            .collect();
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT fingerprint, token FROM cardvault_fingerprints \
-                 WHERE tenant = $1 AND fingerprint = ANY($2)",
-            )
-            .await
-            .map_err(pg)?;
-        let rows = client
-            .query(&statement, &[&tenant.as_str(), &wanted])
-            .await
-            .map_err(pg)?;
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let fingerprint: &[u8] = row.get(0);
-            found.insert(
-                fingerprint.to_vec(),
-                token_of(row.get(1), "fingerprint entry")?,
-            );
-        }
-        Ok(fingerprints
-            .iter()
-            .map(|fp| found.get(fp.as_bytes().as_slice()).copied())
-            .collect())
+        self.read(|reply| reads::Read::Tokens {
+            tenant: tenant.clone(),
+            fingerprints: fingerprints.to_vec(),
+            reply,
+        })
+        .await
     }
 
     async fn load_keys(&self) -> Result<StoredKeys, StoreError> {
@@ -210,7 +194,7 @@ impl Store for PgStore {
         }
         // What is stored now is this node's starting point: only what it
         // seals from here on is added.
-        self.baselines.commit(seen);
+        self.baselines.raise(seen);
         Ok(stored)
     }
 
@@ -282,10 +266,10 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         }
-        let increments = self.baselines.deltas(&counters);
+        let increments = self.baselines.claim(&counters);
         increments.add(&tx).await?;
         tx.commit().await.map_err(pg)?;
-        self.baselines.commit(increments.next);
+        increments.settle();
         Ok(())
     }
 
@@ -316,10 +300,10 @@ impl Store for PgStore {
                 return Ok(false);
             }
         }
-        let increments = self.baselines.deltas(&counters);
+        let increments = self.baselines.claim(&counters);
         increments.add(&tx).await?;
         tx.commit().await.map_err(pg)?;
-        self.baselines.commit(increments.next);
+        increments.settle();
         Ok(true)
     }
 
@@ -404,7 +388,7 @@ impl Store for PgStore {
             .map_err(pg)?;
             replaced += 1;
         }
-        let increments = self.baselines.deltas(&counters);
+        let increments = self.baselines.claim(&counters);
         increments.add(&tx).await?;
         match checkpoint {
             Checkpoint::Set(bytes) => tx
@@ -424,7 +408,7 @@ impl Store for PgStore {
                 .map_err(pg)?,
         };
         tx.commit().await.map_err(pg)?;
-        self.baselines.commit(increments.next);
+        increments.settle();
         Ok(replaced)
     }
 

@@ -12,10 +12,10 @@ use deadpool_postgres::Object;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Migration `n` (1-based) brings the schema from `n - 1` to `n`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 6] = [
     r#"
 CREATE TABLE cardvault_tokens (
     tenant text COLLATE "C" NOT NULL,
@@ -68,6 +68,25 @@ CREATE TABLE cardvault_collect_sessions (
     record bytea NOT NULL
 );
 CREATE INDEX cardvault_collect_sessions_sweep ON cardvault_collect_sessions (sweep_at_ms);
+"#,
+    r#"
+-- The cursors of an unfinished `cardvault migrate` into this database
+-- (store::transfer), one row a table; deleted when the copy ends.
+CREATE TABLE cardvault_migration (
+    name text PRIMARY KEY,
+    cursor bytea NOT NULL
+);
+"#,
+    r#"
+-- Refuses a group insert written in one statement (store::postgres::writer)
+-- when anything but a plain insert of every item happened: the statement,
+-- and so everything it wrote, is rolled back, and the node writes the
+-- group step by step.
+CREATE OR REPLACE FUNCTION cardvault_refuse_group() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'cardvault: the group needs steps' USING ERRCODE = 'CV001';
+END
+$$;
 "#,
 ];
 

@@ -57,7 +57,10 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
 }
 
-/// The writer task: one transaction per group until the store is dropped.
+/// The writer task: one group at a time until the store is dropped. (Two
+/// groups in flight on two connections measured slower here: both upsert
+/// the same counter rows, so the second waits for the first's commit —
+/// docs/BENCHMARKS.md.)
 pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Arc<Baselines>) {
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
@@ -67,30 +70,37 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Ar
                 Err(_) => break,
             }
         }
-        let items: Vec<&Insert> = group.iter().flat_map(|j| j.items.iter()).collect();
-        let mut result = commit(&pool, &items, &baselines).await;
-        // Transactions of several nodes can still deadlock or fail to
-        // serialize under contention; the group is simply run again.
-        for _ in 0..5 {
-            match &result {
-                Err(StoreError::Backend(message)) if retryable(message) => {
-                    result = commit(&pool, &items, &baselines).await;
-                }
-                _ => break,
+        answer(&pool, group, &baselines).await;
+    }
+}
+
+/// Commits one group (again after a deadlock or a serialization failure)
+/// and answers each of its callers.
+async fn answer(pool: &Pool, group: Vec<Job>, baselines: &Baselines) {
+    let items: Vec<&Insert> = group.iter().flat_map(|j| j.items.iter()).collect();
+    let mut result = commit(pool, &items, baselines).await;
+    // Transactions of several nodes can still
+    // deadlock or fail to serialize under contention; the group is simply
+    // run again.
+    for _ in 0..5 {
+        match &result {
+            Err(StoreError::Backend(message)) if retryable(message) => {
+                result = commit(pool, &items, baselines).await;
+            }
+            _ => break,
+        }
+    }
+    match result {
+        Ok(mut outcomes) => {
+            for job in group {
+                let rest = outcomes.split_off(job.items.len());
+                let _ = job.reply.send(Ok(outcomes));
+                outcomes = rest;
             }
         }
-        match result {
-            Ok(mut outcomes) => {
-                for job in group {
-                    let rest = outcomes.split_off(job.items.len());
-                    let _ = job.reply.send(Ok(outcomes));
-                    outcomes = rest;
-                }
-            }
-            Err(e) => {
-                for job in group {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
+        Err(e) => {
+            for job in group {
+                let _ = job.reply.send(Err(e.clone()));
             }
         }
     }
@@ -119,25 +129,190 @@ fn retryable(message: &str) -> bool {
     message.starts_with("postgres: 40P01") || message.starts_with("postgres: 40001")
 }
 
-/// Inserts `items` in one transaction, in order: the keys' state checked
-/// (0), fingerprints (1), tokens (2), counters (3). One outcome per item.
+/// Inserts `items` in one transaction: first optimistically, in one
+/// statement ([`INSERT_GROUP`]); when that finds anything but a plain
+/// insert of every item, step by step ([`commit_in_steps`]). One outcome
+/// per item.
 async fn commit(
     pool: &Pool,
     items: &[&Insert],
     baselines: &Baselines,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; items.len()];
     let mut client = pool.get().await.map_err(pool_error)?;
+    if let Some(outcomes) = commit_at_once(&mut client, items, baselines).await? {
+        return Ok(outcomes);
+    }
+    commit_in_steps(&mut client, items, baselines).await
+}
+
+/// The group's data keys (wrapped-key names), sorted and distinct.
+fn key_names(items: &[&Insert]) -> Vec<Vec<u8>> {
+    items
+        .iter()
+        .flat_map(|item| keys_of(item))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The wrapped-key names of the data keys an item was sealed and
+/// fingerprinted with.
+fn keys_of(item: &Insert) -> Vec<Vec<u8>> {
+    item.counter
+        .iter()
+        .map(|(label, _)| label)
+        .chain(item.fingerprint_key.iter())
+        .map(codec::wrapped_key_key)
+        .collect()
+}
+
+/// The common case in one statement — its own transaction, one round
+/// trip: the keys' share lock, every fingerprint, every token and the
+/// counters, as the steps write them. Committed when every key is active
+/// and every fingerprint and token went in (each item `Inserted`);
+/// otherwise the statement refuses itself and nothing of it stays
+/// (`None`): a stale key, a PAN indexed meanwhile, a taken token or the
+/// same PAN twice in the group need the steps.
+const INSERT_GROUP: &str = "WITH keys AS ( \
+       SELECT key, state FROM cardvault_keys WHERE key = ANY($1::bytea[]) ORDER BY key FOR SHARE \
+     ), fps AS ( \
+       INSERT INTO cardvault_fingerprints (tenant, fingerprint, token) \
+       SELECT * FROM unnest($2::text[], $3::bytea[], $4::text[]) \
+       ON CONFLICT DO NOTHING RETURNING 1 \
+     ), toks AS ( \
+       INSERT INTO cardvault_tokens (tenant, token, entry, expires_ms) \
+       SELECT * FROM unnest($5::text[], $6::text[], $7::bytea[], $8::int8[]) \
+       ON CONFLICT DO NOTHING RETURNING 1 \
+     ), counted AS ( \
+       INSERT INTO cardvault_counters (key, tenant, value) \
+       SELECT * FROM unnest($9::bytea[], $10::text[], $11::int8[]) \
+       ON CONFLICT (key) DO UPDATE SET value = cardvault_counters.value + EXCLUDED.value \
+       RETURNING 1 \
+     ) \
+     SELECT CASE WHEN (SELECT count(*) FROM fps) = cardinality($3::bytea[]) \
+                  AND (SELECT count(*) FROM toks) = cardinality($6::text[]) \
+                  AND (SELECT count(*) FROM counted) = cardinality($9::bytea[]) \
+                  AND NOT EXISTS (SELECT 1 FROM keys WHERE state <> 'active') \
+             THEN 'inserted' ELSE cardvault_refuse_group() END";
+
+/// The SQLSTATE `cardvault_refuse_group()` raises (schema 6).
+const GROUP_REFUSED: &str = "CV001";
+
+async fn commit_at_once(
+    client: &mut deadpool_postgres::Object,
+    items: &[&Insert],
+    baselines: &Baselines,
+) -> Result<Option<Vec<InsertOutcome>>, StoreError> {
+    let mut with_fp: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].fingerprint.is_some())
+        .collect();
+    sort_by_index_key(&mut with_fp, items);
+    let mut all: Vec<usize> = (0..items.len()).collect();
+    sort_by_token(&mut all, items);
+    let labels = key_names(items);
+    let (fp_tenants, fps, fp_tokens) = fingerprint_columns(items, &with_fp);
+    let c = token_columns(items, &all);
+    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
+    let increments = baselines.claim(&counters);
+    let (keys, tenants, deltas) = increments.columns();
+    let statement = client.prepare_cached(INSERT_GROUP).await.map_err(pg)?;
+    let done = client
+        .query_one(
+            &statement,
+            &[
+                &labels,
+                &fp_tenants,
+                &fps,
+                &fp_tokens,
+                &c.tenants,
+                &c.tokens,
+                &c.entries,
+                &c.expires,
+                keys,
+                tenants,
+                deltas,
+            ],
+        )
+        .await;
+    match done {
+        Ok(_) => {
+            increments.settle();
+            Ok(Some(vec![InsertOutcome::Inserted; items.len()]))
+        }
+        Err(e) if e.code().is_some_and(|c| c.code() == GROUP_REFUSED) => Ok(None),
+        Err(e) => Err(pg(e)),
+    }
+}
+
+/// Sorts `rows` of `items` by index key, the order fingerprint rows are
+/// written in, so concurrent transactions of several nodes lock them in
+/// one order.
+fn sort_by_index_key(rows: &mut [usize], items: &[&Insert]) {
+    let key = |i: usize| {
+        (
+            items[i].tenant.as_str(),
+            items[i].fingerprint.map(|f| *f.as_bytes()),
+            i,
+        )
+    };
+    rows.sort_by(|&a, &b| key(a).cmp(&key(b)));
+}
+
+/// Sorts `rows` of `items` by primary key, the order token rows are
+/// written in.
+fn sort_by_token(rows: &mut [usize], items: &[&Insert]) {
+    let key = |i: usize| (items[i].tenant.as_str(), items[i].token.as_str(), i);
+    rows.sort_by(|&a, &b| key(a).cmp(&key(b)));
+}
+
+/// The columns of `cardvault_tokens` rows for `rows` of `items`.
+struct TokenColumns<'a> {
+    tenants: Vec<&'a str>,
+    tokens: Vec<&'a str>,
+    entries: Vec<Vec<u8>>,
+    expires: Vec<Option<i64>>,
+}
+
+fn token_columns<'a>(items: &[&'a Insert], rows: &[usize]) -> TokenColumns<'a> {
+    TokenColumns {
+        tenants: rows.iter().map(|&i| items[i].tenant.as_str()).collect(),
+        tokens: rows.iter().map(|&i| items[i].token.as_str()).collect(),
+        entries: rows
+            .iter()
+            .map(|&i| items[i].entry.encode(&items[i].token))
+            .collect(),
+        expires: rows
+            .iter()
+            .map(|&i| items[i].entry.meta.expires_ms.map(|t| t as i64))
+            .collect(),
+    }
+}
+
+/// Inserts `items` in one transaction, in order: the keys' state checked
+/// (0), fingerprints (1), tokens (2), counters (3), each step's outcome
+/// deciding what the next one writes.
+async fn commit_in_steps(
+    client: &mut deadpool_postgres::Object,
+    items: &[&Insert],
+    baselines: &Baselines,
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; items.len()];
     let tx = client.transaction().await.map_err(pg)?;
+    // The steps read the index by the group's keys: planned for the
+    // tables as they are, as every other read is (connect.rs), not by a
+    // plan cached while they were small.
+    tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await
+        .map_err(pg)?;
     mark_stale_keys(&tx, items, &mut outcomes).await?;
     let fp_won = insert_fingerprints(&tx, items, &mut outcomes).await?;
     insert_tokens(&tx, items, &mut outcomes, &fp_won).await?;
     // 3. Counters: the seals happened whatever the outcomes.
     let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
-    let increments = baselines.deltas(&counters);
+    let increments = baselines.claim(&counters);
     increments.add(&tx).await?;
     tx.commit().await.map_err(pg)?;
-    baselines.commit(increments.next);
+    increments.settle();
     Ok(outcomes
         .into_iter()
         .map(|o| o.unwrap_or(InsertOutcome::TokenCollision))
@@ -154,20 +329,7 @@ async fn mark_stale_keys(
     // rotation committed by another node makes them stale (the vault reads
     // the keys again and seals again). The rows stay share-locked to the
     // end, so a rotation cannot commit in between.
-    let keys_of = |item: &Insert| -> Vec<Vec<u8>> {
-        item.counter
-            .iter()
-            .map(|(label, _)| label)
-            .chain(item.fingerprint_key.iter())
-            .map(codec::wrapped_key_key)
-            .collect()
-    };
-    let labels: Vec<Vec<u8>> = items
-        .iter()
-        .flat_map(|item| keys_of(item))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let labels = key_names(items);
     if !labels.is_empty() {
         let statement = tx.prepare_cached(LOCK_ACTIVE_KEYS).await.map_err(pg)?;
         let rows = tx.query(&statement, &[&labels]).await.map_err(pg)?;
@@ -201,18 +363,7 @@ async fn insert_fingerprints(
     let mut with_fp: Vec<usize> = (0..items.len())
         .filter(|&i| items[i].fingerprint.is_some() && outcomes[i].is_none())
         .collect();
-    with_fp.sort_by(|&a, &b| {
-        (
-            items[a].tenant.as_str(),
-            items[a].fingerprint.map(|f| *f.as_bytes()),
-            a,
-        )
-            .cmp(&(
-                items[b].tenant.as_str(),
-                items[b].fingerprint.map(|f| *f.as_bytes()),
-                b,
-            ))
-    });
+    sort_by_index_key(&mut with_fp, items);
     let mut fp_won: HashSet<usize> = HashSet::new();
     if !with_fp.is_empty() {
         let (tenants, fps, tokens) = fingerprint_columns(items, &with_fp);
@@ -282,33 +433,12 @@ async fn insert_tokens(
     let mut candidates: Vec<usize> = (0..items.len())
         .filter(|&i| outcomes[i].is_none())
         .collect();
-    candidates.sort_by(|&a, &b| {
-        (items[a].tenant.as_str(), items[a].token.as_str(), a).cmp(&(
-            items[b].tenant.as_str(),
-            items[b].token.as_str(),
-            b,
-        ))
-    });
+    sort_by_token(&mut candidates, items);
     if !candidates.is_empty() {
-        let tenants: Vec<&str> = candidates
-            .iter()
-            .map(|&i| items[i].tenant.as_str())
-            .collect();
-        let tokens: Vec<&str> = candidates
-            .iter()
-            .map(|&i| items[i].token.as_str())
-            .collect();
-        let entries: Vec<Vec<u8>> = candidates
-            .iter()
-            .map(|&i| items[i].entry.encode(&items[i].token))
-            .collect();
-        let expires: Vec<Option<i64>> = candidates
-            .iter()
-            .map(|&i| items[i].entry.meta.expires_ms.map(|t| t as i64))
-            .collect();
+        let c = token_columns(items, &candidates);
         let statement = tx.prepare_cached(INSERT_TOKENS).await.map_err(pg)?;
         let rows = tx
-            .query(&statement, &[&tenants, &tokens, &entries, &expires])
+            .query(&statement, &[&c.tenants, &c.tokens, &c.entries, &c.expires])
             .await
             .map_err(pg)?;
         let mut stored: HashSet<(String, String)> =

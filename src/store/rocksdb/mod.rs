@@ -15,6 +15,7 @@ pub mod ceiling;
 mod key_filter;
 mod open;
 mod sessions;
+mod transfer;
 mod writer;
 
 use std::path::PathBuf;
