@@ -28,10 +28,18 @@ psql_ -qc "SELECT pg_stat_statements_reset()" >/dev/null
 "$bin" load --dev "$dir" --target "$api" --op "$op" --concurrency 64 --duration 12s --warmup 1s --json >"$work/load.json" &
 load=$!
 sleep 4
+postmaster="$(head -1 "$work/pg/postmaster.pid")"
+vault_cpu0="$(server_cpu "$server")"; pg_cpu0="$(tree_cpu "$postmaster")"
 perf record -F 999 -a -g -o "$data" -- sleep 6 >/dev/null 2>&1
+vault_cpu1="$(server_cpu "$server")"; pg_cpu1="$(tree_cpu "$postmaster")"
 wait "$load"
 echo "# $(date -u +%FT%TZ) $(nproc) cores; $bin; $op"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("rate %.0f/s, p99 %.2f ms" % (r["throughput_per_s"], r["latency_ms"]["p99"]))' "$work/load.json"
+# CPU per operation over the 6 s of the profile (the rate as measured
+# over the whole run): the vault process, and PostgreSQL's postmaster
+# with its backends.
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["throughput_per_s"]; n=6*r; print("CPU per %s: vault %.1f us, PostgreSQL %.1f us" % (sys.argv[2], (float(sys.argv[4])-float(sys.argv[3]))/n*1e6, (float(sys.argv[6])-float(sys.argv[5]))/n*1e6))' \
+  "$work/load.json" "$op" "$vault_cpu0" "$vault_cpu1" "$pg_cpu0" "$pg_cpu1"
 echo "CPU by process (swapper = idle):"
 perf report -i "$data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
 psql_ -c "SELECT calls, round(total_exec_time::numeric, 0) AS ms, round(mean_exec_time::numeric, 3) AS mean_ms, rows,

@@ -8,14 +8,25 @@
 #
 # PG_OPS picks the runs (default "tokenize detokenize"); "tokenize-batch"
 # runs batches of 1,000 at 4 connections and prints items/s.
+# PG_SYNC=patroni puts the PostgreSQL side on two Patroni members with
+# synchronous_mode instead (etcd, streaming replication: every commit
+# waits for the standby), reached through the multi-host URL.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 lift_rate_limits
 bin="$1"; rounds="${2:-2}"; duration="${3:-10s}"
 pgbin=/usr/lib/postgresql/15/bin
 postgres_work_dir
-start_postgres "$work"
-port="$pg_port"; url="$pg_url"
+if [ "${PG_SYNC:-}" = patroni ]; then
+  mkdir -p "$work/patroni"; chmod 755 "$work"
+  trap 'kill "$server" 2>/dev/null || true; stop_patroni_pair "$work/patroni"; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  start_patroni_pair "$work/patroni" 10 1 4 || { echo "no Patroni leader and synchronous standby" >&2; exit 1; }
+  port="${pg_port[$(member_with Leader)]}"
+  url="host=127.0.0.1,127.0.0.1 port=${pg_port[pg1]},${pg_port[pg2]} user=postgres dbname=postgres sslmode=disable target_session_attrs=read-write"
+else
+  start_postgres "$work"
+  port="$pg_port"; url="$pg_url"
+fi
 
 side() { # rocksdb|postgres round
   local backend="$1" dir="$work/$1-$2"
@@ -41,7 +52,7 @@ side() { # rocksdb|postgres round
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores; $bin; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'); $rounds rounds of $duration"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; $bin; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')${PG_SYNC:+ under Patroni, a synchronous standby}; $rounds rounds of $duration"
 for round in $(seq "$rounds"); do
   side rocksdb "$round"
   side postgres "$round"

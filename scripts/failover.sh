@@ -80,75 +80,8 @@ if [ -n "${FAILOVER_DEFAULTS:-}" ]; then ttl=30 loop_wait=10 retry_timeout=10; e
 # The database password: a canary that must appear nowhere.
 password="pw-canary-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 
-# --- etcd ---------------------------------------------------------------
-etcd_client="$(free_port)"; etcd_peer="$(free_port)"
-etcd --name e1 --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
-  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-  --initial-cluster "e1=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
-pids+=($!)
-
-# --- two Patroni members ------------------------------------------------
-declare -A pg_port rest_port patroni_pid
-for m in pg1 pg2; do
-  pg_port[$m]="$(free_port)"; rest_port[$m]="$(free_port)"
-  cat >"$work/$m.yml" <<YAML
-scope: cardvault
-namespace: /failover/
-name: $m
-log: {level: WARNING}
-restapi: {listen: "127.0.0.1:${rest_port[$m]}", connect_address: "127.0.0.1:${rest_port[$m]}"}
-etcd3: {hosts: "127.0.0.1:$etcd_client"}
-bootstrap:
-  dcs:
-    ttl: $ttl
-    loop_wait: $loop_wait
-    retry_timeout: $retry_timeout
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: true
-    master_start_timeout: 0
-    postgresql:
-      use_pg_rewind: true
-      parameters: {wal_log_hints: "on", max_wal_senders: 10, max_replication_slots: 10, hot_standby: "on"}
-  initdb: [{encoding: UTF8}, {auth: trust}]
-postgresql:
-  pg_hba:
-    - host all cardvault 127.0.0.1/32 scram-sha-256
-    - host replication replicator 127.0.0.1/32 trust
-    - host all all 127.0.0.1/32 trust
-    - local all all trust
-  listen: "127.0.0.1:${pg_port[$m]}"
-  connect_address: "127.0.0.1:${pg_port[$m]}"
-  data_dir: $work/$m
-  bin_dir: $pgbin
-  pgpass: $work/$m.pgpass
-  authentication:
-    superuser: {username: postgres, password: postgres}
-    replication: {username: replicator, password: replicator}
-    rewind: {username: postgres, password: postgres}
-  parameters: {unix_socket_directories: "$work"}
-YAML
-done
-start_member() { patroni "$work/$1.yml" >>"$work/$1.log" 2>&1 & patroni_pid[$1]=$!; pids+=($!); }
-patronictl_() { patronictl -c "$work/pg1.yml" "$@" 2>/dev/null; }
-members() { patronictl_ list -f json || echo '[]'; }
-# The member with the given role (Leader, "Sync Standby", Replica), if any.
-member_with() { members | python3 -c 'import json,sys; r=[m["Member"] for m in json.load(sys.stdin) if m["Role"]==sys.argv[1] and m["State"] in ("running","streaming")]; print(r[0] if r else "")' "$1"; }
-postmaster_of() { head -1 "$work/$1/postmaster.pid"; }
-# Waits until one leader runs and one synchronous standby streams.
-await_cluster() {
-  local deadline=$(( $(now_ms) + ${1:-120} * 1000 ))
-  while [ "$(now_ms)" -lt "$deadline" ]; do
-    [ -n "$(member_with Leader)" ] && [ -n "$(member_with 'Sync Standby')" ] && return 0
-    sleep 0.5
-  done
-  members >&2; tail -n 20 "$work"/pg*.log >&2
-  fail "the cluster did not reach a leader and a synchronous standby"
-}
-start_member pg1
-for _ in $(seq 240); do [ -n "$(member_with Leader)" ] && break; sleep 0.5; done
-start_member pg2
-await_cluster 180
+# --- etcd and two Patroni members (scripts/lib.sh) -----------------------
+start_patroni_pair "$work" "$ttl" "$loop_wait" "$retry_timeout" || fail "the cluster did not reach a leader and a synchronous standby"
 leader="$(member_with Leader)"
 psql_() { "$pgbin/psql" -X -q -h 127.0.0.1 -p "${pg_port[$1]}" -U postgres -d postgres -v ON_ERROR_STOP=1 "${@:2}"; }
 psql_ "$leader" -c "CREATE ROLE cardvault LOGIN PASSWORD '$password'" -c "CREATE DATABASE cardvault OWNER cardvault"
@@ -293,17 +226,17 @@ kill_node_b() {
 }
 
 fault "primary postmaster killed" kill_postmaster
-await_cluster 180                 # its Patroni brings it back as a standby
+await_cluster 180 || fail "no leader and synchronous standby again"   # its Patroni brings it back as a standby
 fault "primary member killed" kill_primary_member
 start_member "$killed_member"     # back as a standby (pg_rewind)
-await_cluster 180
+await_cluster 180 || fail "no leader and synchronous standby again"
 fault "switchover" switchover
-await_cluster 180
+await_cluster 180 || fail "no leader and synchronous standby again"
 fault "database restarted" restart_database
-await_cluster 180
+await_cluster 180 || fail "no leader and synchronous standby again"
 fault "standby stopped" stop_standby
 start_member "$stopped_member"
-await_cluster 180
+await_cluster 180 || fail "no leader and synchronous standby again"
 fault "vault node B killed" kill_node_b
 start_node B
 for n in A B; do verify_on B "$work/acks-$fault_no-$n.jsonl"; done
@@ -323,7 +256,7 @@ await_readyz A 200 120 || fail "node A's /readyz did not turn 200 again once com
 await_readyz B 200 30 || fail "node B's /readyz did not turn 200 again"
 echo "  /readyz 200 again $(( $(now_ms) - t0 )) ms after the standby was started"
 patronictl_ edit-config -s synchronous_mode_strict=false --force >/dev/null
-await_cluster 180
+await_cluster 180 || fail "no leader and synchronous standby again"
 
 # --- bad settings at start --------------------------------------------------
 echo "## bad settings at start"

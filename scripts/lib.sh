@@ -160,3 +160,99 @@ postgres_work_dir() {
   server=""
   trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; stop_postgres "$work"; rm -rf "$work"' EXIT
 }
+
+# start_patroni_pair DIR TTL LOOP_WAIT RETRY_TIMEOUT: etcd and two Patroni
+# members (PostgreSQL 15, streaming replication, synchronous_mode,
+# master_start_timeout 0, pg_rewind; trust on loopback, scram for the
+# `cardvault` role) in DIR — as the `postgres` user when root — and waits
+# for a leader and a synchronous standby (status 1 if none comes). Sets
+# pg_port[pg1|pg2], patroni_pid[…] and appends what it starts to pids;
+# defines start_member, patronictl_, members, member_with, postmaster_of and
+# await_cluster. stop_patroni_pair DIR stops everything it started.
+start_patroni_pair() {
+  patroni_dir="$1"
+  local ttl="$2" loop_wait="$3" retry_timeout="$4" m etcd_peer
+  local pgbin=/usr/lib/postgresql/15/bin
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$patroni_dir"
+  declare -gA pg_port rest_port patroni_pid
+  declare -ga pids
+  etcd_client="$(free_port)"; etcd_peer="$(free_port)"
+  exec_as_pg etcd --name e1 --data-dir "$patroni_dir/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "e1=http://127.0.0.1:$etcd_peer" >"$patroni_dir/etcd.log" 2>&1 &
+  pids+=($!)
+  for m in pg1 pg2; do
+    pg_port[$m]="$(free_port)"; rest_port[$m]="$(free_port)"
+    cat >"$patroni_dir/$m.yml" <<YAML
+scope: cardvault
+namespace: /failover/
+name: $m
+log: {level: WARNING}
+restapi: {listen: "127.0.0.1:${rest_port[$m]}", connect_address: "127.0.0.1:${rest_port[$m]}"}
+etcd3: {hosts: "127.0.0.1:$etcd_client"}
+bootstrap:
+  dcs:
+    ttl: $ttl
+    loop_wait: $loop_wait
+    retry_timeout: $retry_timeout
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    master_start_timeout: 0
+    postgresql:
+      use_pg_rewind: true
+      parameters: {wal_log_hints: "on", max_wal_senders: 10, max_replication_slots: 10, hot_standby: "on"}
+  initdb: [{encoding: UTF8}, {auth: trust}]
+postgresql:
+  pg_hba:
+    - host all cardvault 127.0.0.1/32 scram-sha-256
+    - host replication replicator 127.0.0.1/32 trust
+    - host all all 127.0.0.1/32 trust
+    - local all all trust
+  listen: "127.0.0.1:${pg_port[$m]}"
+  connect_address: "127.0.0.1:${pg_port[$m]}"
+  data_dir: $patroni_dir/$m
+  bin_dir: $pgbin
+  pgpass: $patroni_dir/$m.pgpass
+  authentication:
+    superuser: {username: postgres, password: postgres}
+    replication: {username: replicator, password: replicator}
+    rewind: {username: postgres, password: postgres}
+  parameters: {unix_socket_directories: "$patroni_dir"}
+YAML
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$patroni_dir/$m.yml"
+  done
+  start_member pg1
+  for _ in $(seq 240); do [ -n "$(member_with Leader)" ] && break; sleep 0.5; done
+  start_member pg2
+  await_cluster 180
+}
+start_member() { exec_as_pg patroni "$patroni_dir/$1.yml" >>"$patroni_dir/$1.log" 2>&1 & patroni_pid[$1]=$!; pids+=($!); }
+# exec_as_pg CMD…: as_pg that replaces the shell, so `exec_as_pg CMD &`
+# leaves $! the command's own pid (signals reach it, not a subshell).
+exec_as_pg() { if [ "$(id -u)" -eq 0 ]; then exec runuser -u postgres -- "$@"; else exec "$@"; fi; }
+patronictl_() { as_pg patronictl -c "$patroni_dir/pg1.yml" "$@" 2>/dev/null; }
+members() { patronictl_ list -f json || echo '[]'; }
+# The member with the given role (Leader, "Sync Standby", Replica), if any.
+member_with() { members | python3 -c 'import json,sys; r=[m["Member"] for m in json.load(sys.stdin) if m["Role"]==sys.argv[1] and m["State"] in ("running","streaming")]; print(r[0] if r else "")' "$1"; }
+postmaster_of() { head -1 "$patroni_dir/$1/postmaster.pid"; }
+# await_cluster SECONDS: until one leader runs and one synchronous standby
+# streams (status 1, the members and their logs printed, if not).
+await_cluster() {
+  local deadline=$(( $(now_ms) + ${1:-120} * 1000 ))
+  while [ "$(now_ms)" -lt "$deadline" ]; do
+    [ -n "$(member_with Leader)" ] && [ -n "$(member_with 'Sync Standby')" ] && return 0
+    sleep 0.5
+  done
+  members >&2; tail -n 20 "$patroni_dir"/pg*.log >&2
+  return 1
+}
+stop_patroni_pair() {
+  local d
+  pkill -9 -f "patroni $1/pg[12].yml" 2>/dev/null || true
+  pkill -9 -f "etcd --name e1 --data-dir $1/etcd" 2>/dev/null || true
+  # Patroni's postmasters outlive a killed Patroni: stop them by their data directory.
+  for d in "$1"/pg1 "$1"/pg2; do
+    [ -f "$d/postmaster.pid" ] && kill -9 "$(head -1 "$d/postmaster.pid")" 2>/dev/null || true
+  done
+}

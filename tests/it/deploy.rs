@@ -56,6 +56,21 @@ fn systemd_unit_scores_two_or_lower() {
     assert!(score <= 2.0, "exposure {score}:\n{text}");
 }
 
+/// A manifest's config (the lines indented under `cardvault.toml: |`),
+/// as text and parsed into the real config type.
+fn embedded_config(manifest: &str) -> (String, Config) {
+    let block: String = manifest
+        .split("cardvault.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let config = Figment::from(Toml::string(&block)).extract().unwrap();
+    (block, config)
+}
+
 /// The Kubernetes manifest defines what it references (the ConfigMap and
 /// Secret it mounts), carries a scrape annotation, lets DNS out, and its
 /// embedded config parses into the real config type.
@@ -72,19 +87,54 @@ fn kubernetes_manifest_defines_what_it_mounts() {
     ] {
         assert!(text.contains(needle), "manifest lacks {needle:?}");
     }
-    // The config block: the lines indented under `cardvault.toml: |`.
-    let block: String = text
-        .split("cardvault.toml: |\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .take_while(|l| l.starts_with("    ") || l.is_empty())
-        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
-        .collect();
-    let config: Config = Figment::from(Toml::string(&block)).extract().unwrap();
+    let config = embedded_config(&text).1;
     assert_eq!(config.principals.len(), 2);
     assert_eq!(config.log.format, cardvault::config::LogFormat::Json);
     assert_eq!(config.ops.drain_delay.as_millis(), 5000);
+}
+
+/// The manifest for several replicas on CloudNativePG: its config parses
+/// as a PostgreSQL vault with a commit bound and no URL in the file (the
+/// URL and its password come from the environment, the password from
+/// CNPG's application secret); the database keeps an acknowledged token
+/// on two instances (synchronous, `dataDurability: required`); two or more
+/// replicas, a disruption budget, and the vault alone may reach the
+/// database.
+#[test]
+fn kubernetes_postgres_manifest_keeps_the_guarantees() {
+    let text = std::fs::read_to_string(deploy("kubernetes/cardvault-postgres.yaml")).unwrap();
+    for needle in [
+        "kind: Cluster\nmetadata:\n  name: cardvault-db",
+        "    synchronous:\n      method: any\n      number: 1\n      dataDurability: required",
+        "enableSuperuserAccess: false",
+        "secretKeyRef: { name: cardvault-db-app, key: password }",
+        "password=$(CARDVAULT_DB_PASSWORD)",
+        "sslmode=verify-full target_session_attrs=read-write",
+        "host=cardvault-db-rw",
+        "kind: PodDisruptionBudget",
+        "podSelector: { matchLabels: { cnpg.io/cluster: cardvault-db } }",
+        "path: /readyz",
+    ] {
+        assert!(text.contains(needle), "manifest lacks {needle:?}");
+    }
+    let replicas: u32 = text
+        .split("replicas: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(replicas >= 2);
+    let (block, config) = embedded_config(&text);
+    assert!(
+        !block.contains("url ="),
+        "a URL (and its password) in the config file"
+    );
+    assert_eq!(
+        config.storage.backend,
+        cardvault::config::StorageBackend::Postgres
+    );
+    assert_eq!(config.storage.commit_bound_ms.get(), 5000);
+    assert!(config.storage.ca_file.is_some());
 }
 
 /// Every `cardvault_…` metric name in `text`.
