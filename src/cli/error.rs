@@ -1,7 +1,8 @@
 //! The command line's one error type and its exit statuses: usage and
 //! config errors (an HSM's module, token, PIN or key label included) exit
 //! 64 (`EX_USAGE`), a vault directory locked by a
-//! running vault exits 75 (`EX_TEMPFAIL`: stop it and try again), a broken
+//! running vault exits 75 (`EX_TEMPFAIL`: stop it and try again), a
+//! signature that checks against a key nobody pinned exits 3, a broken
 //! audit trail and every other failure exit 1.
 
 use crate::audit::AuditError;
@@ -13,6 +14,10 @@ pub const EXIT_USAGE: u8 = 64;
 /// Exit status when another process holds the vault's directories
 /// (sysexits.h `EX_TEMPFAIL`).
 pub const EXIT_LOCKED: u8 = 75;
+
+/// Exit status of a verification whose signature is valid but whose
+/// signer was not pinned: nothing says who signed.
+pub const EXIT_UNPINNED: u8 = 3;
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,9 @@ pub enum CliError {
     /// A running vault holds the data or audit directory (exit 75).
     #[error(transparent)]
     Locked(LockError),
+    /// A valid signature by a key that was not pinned (exit 3).
+    #[error("{0}")]
+    Unpinned(String),
     /// Anything else (exit 1).
     #[error(transparent)]
     Failed(anyhow::Error),
@@ -82,6 +90,7 @@ impl CliError {
             CliError::Usage(_) | CliError::Config(_) => EXIT_USAGE,
             CliError::Locked(_) => EXIT_LOCKED,
             CliError::Unreadable(_) => 2,
+            CliError::Unpinned(_) => EXIT_UNPINNED,
             CliError::TrailBroken(_) | CliError::Failed(_) | CliError::Answer(_) => 1,
         }
     }

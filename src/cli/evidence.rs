@@ -44,8 +44,9 @@ pub struct EvidenceArgs {
 /// Subcommands of `evidence`.
 #[derive(Debug, Subcommand)]
 enum EvidenceCommand {
-    /// Verify a bundle: the signature and every file. Exit 0 intact, 1
-    /// changed (naming what) or signed by another key, 2 unreadable.
+    /// Verify a bundle: the signature and every file. Exit 0 intact and
+    /// signed by the pinned key, 1 changed (naming what) or signed by
+    /// another key, 2 unreadable, 3 unchanged but no key pinned.
     Verify {
         /// The bundle directory.
         dir: PathBuf,
@@ -133,20 +134,23 @@ fn verify(
         (None, None, None) => None,
     };
     match evidence::verify_dir(dir, pinned.as_deref()) {
-        Ok(manifest) => {
+        Ok(manifest) if pinned.is_some() => {
             say!(
-                "evidence bundle intact: {} files signed {} by key {}{}",
+                "evidence bundle intact: {} files signed {} by key {} (the expected key)",
                 manifest.files.len(),
                 manifest.created,
                 manifest.key_id,
-                if pinned.is_some() {
-                    " (the expected key)"
-                } else {
-                    " (not pinned: give --public-key, --config or --dev to check the signer)"
-                }
             );
             Ok(())
         }
+        // Anyone can sign a bundle with a key of their own: without a pin
+        // the files match their signature, and nothing says whose it is.
+        Ok(manifest) => Err(CliError::Unpinned(format!(
+            "the {} files match their signature, made {} by key {} — but no key was pinned, so nothing shows who signed: give --public-key (the key the vault printed), --config or --dev",
+            manifest.files.len(),
+            manifest.created,
+            manifest.key_id,
+        ))),
         Err(EvidenceError::Io(why)) => Err(CliError::Unreadable(why)),
         Err(e) => Err(CliError::Answer(e.to_string())),
     }

@@ -200,7 +200,12 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("signature does not match"), "{err}");
     std::fs::write(&sig, text).unwrap();
-    let (code, _, err) = run(&["evidence", "verify", o]);
+    // Unchanged, but nobody pinned the signer: never "intact".
+    let (code, stdout, err) = run(&["evidence", "verify", o]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("no key was pinned"), "{err}");
+    assert!(!stdout.contains("intact") && !err.contains("intact"));
+    let (code, _, err) = run(&["evidence", "verify", o, "--dev", d]);
     assert_eq!(code, Some(0), "{err}");
 
     // Relative paths (a relative --dev once resolved its config's key file
