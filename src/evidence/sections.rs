@@ -202,7 +202,7 @@ fn masking(s: &Facts<'_>) -> anyhow::Result<Value> {
                 "read": "metadata only (masked)",
                 "detokenize": "the full PAN, each reveal audited durably before the answer is sent",
                 "delete": "deletes tokens",
-                "admin": "keys, alerts, approvals — never PANs",
+                "admin": "keys, alerts, approvals; never a PAN in the clear, but two admins together (one requests, another approves) can export a tenant's tokens and PANs encrypted to an age recipient",
                 "custodian": "hands in a KEK share — never PANs",
             },
             "principals_who_see_full_pan": holding(s.config, Role::Detokenize),
@@ -304,12 +304,32 @@ fn audit_protection(s: &Facts<'_>) -> anyhow::Result<Value> {
             "verify": s.audit,
             "first_event": s.trail.first,
             "last_event": s.trail.last,
-            "protection": "HMAC-SHA-256 chain under a key wrapped by the KEK; files 0600, synced before each reveal is answered",
+            "protection": "HMAC-SHA-256 chain under a key wrapped by the KEK; synced before each reveal is answered",
+            "file_modes": file_modes(&s.config.audit.dir),
             "segments": {"max_file_bytes": s.config.audit.max_file_bytes, "rotate_secs": s.config.audit.rotate_secs},
             "retention": "segments are never deleted by the vault; archive them off the host (audit verify --anchored checks a trail whose older segments were archived)",
             "mirror": {"syslog_tcp": s.config.audit.syslog_tcp, "syslog_unix": s.config.audit.syslog_unix},
         }),
     ))
+}
+
+/// The permission bits of the files in `dir`, counted by mode, read from
+/// the files themselves (measured, not declared).
+fn file_modes(dir: &Path) -> Value {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut modes: BTreeMap<String, u64> = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+            {
+                *modes
+                    .entry(format!("{:04o}", meta.permissions().mode() & 0o7777))
+                    .or_default() += 1;
+            }
+        }
+    }
+    json!({"source": "measured: the mode of every file in the audit directory", "files_by_mode": modes})
 }
 
 fn alerts(s: &Facts<'_>) -> anyhow::Result<Value> {

@@ -137,6 +137,25 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
         section(&bundle, "10.3.2 / 10.5.1")["verify"]["intact"],
         true
     );
+    // File modes are read from the files, not declared: re-checked here
+    // against the audit directory (every mode the bundle counts is on a
+    // file there, and the segments are not claimed to be 0600).
+    let modes = section(&bundle, "10.3.2 / 10.5.1")["file_modes"]["files_by_mode"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut on_disk = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("audit")).unwrap().flatten() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = entry.metadata().unwrap();
+        if meta.is_file() {
+            on_disk.insert(format!("{:04o}", meta.permissions().mode() & 0o7777));
+        }
+    }
+    assert!(!modes.is_empty());
+    for mode in modes.keys() {
+        assert!(on_disk.contains(mode), "{mode} not on disk: {on_disk:?}");
+    }
     assert_eq!(
         section(&bundle, "6.3.3")["check"]["latest_secure_version"],
         "yes"
