@@ -191,6 +191,7 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
             .config
             .is_none()
             .then(|| args.location.data_dir.join("pki")),
+        development: args.location.config.is_none(),
         advisory_db: args.advisory_db.clone(),
         build: super::version::facts(),
     };

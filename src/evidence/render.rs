@@ -3,18 +3,34 @@
 
 use serde_json::Value;
 
+/// What a development vault's bundle says of itself.
+pub const DEVELOPMENT: &str = "A development vault (cardvault serve --dev): its KEK, keys and PKI are dev files beside the data. Not evidence for an assessment.";
+
 /// A readable rendering: one heading per requirement, facts as nested
 /// lists, arrays of objects as tables.
+/// A development vault's bundle says so under the title and in every
+/// section's heading.
 pub fn render_markdown(bundle: &Value) -> String {
+    let development = bundle["development"].as_bool().unwrap_or(false);
     let mut out = format!(
-        "# PCI DSS v4.0.1 evidence — cardvault\n\nCreated {}. Signed in `signature.json` (verify with `cardvault evidence verify DIR`). Every fact below was read from the vault's configuration, key store, audit trail and files when the bundle was made.\n\n",
+        "# PCI DSS v4.0.1 evidence — cardvault\n\n{}Created {}. Signed in `signature.json` (verify with `cardvault evidence verify DIR`). The facts below were read from the vault's configuration, key store, audit trail and files when the bundle was made.\n\n",
+        if development {
+            format!("**{DEVELOPMENT}**\n\n")
+        } else {
+            String::new()
+        },
         bundle["created"].as_str().unwrap_or("")
     );
     for s in bundle["sections"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "## {} — {}\n\n",
+            "## {} — {}{}\n\n",
             s["requirement"].as_str().unwrap_or(""),
-            s["title"].as_str().unwrap_or("")
+            s["title"].as_str().unwrap_or(""),
+            if development {
+                " (development vault)"
+            } else {
+                ""
+            }
         ));
         render_value(&s["facts"], 0, &mut out);
         out.push('\n');

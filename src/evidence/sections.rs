@@ -25,6 +25,8 @@ pub struct Inputs {
     pub provider: Arc<dyn KeyProvider>,
     /// A dev directory's PKI, whose client certificates the bundle lists.
     pub dev_pki: Option<PathBuf>,
+    /// Whether the vault is a `serve --dev` directory (the bundle says so).
+    pub development: bool,
     /// A RustSec advisory database for the 6.3.3 answer.
     pub advisory_db: Option<PathBuf>,
     /// The build's facts (`cardvault version --json`).
@@ -45,7 +47,7 @@ struct Facts<'a> {
     build: Value,
 }
 
-/// The bundle: `{"format", "standard", "created", "vault", "sections"}`.
+/// The bundle: `{"format", "standard", "created", "development", "vault", "sections"}`.
 pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
     let facts = gather(inputs)?;
     let sections = [
@@ -72,6 +74,7 @@ pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
         "format": 1,
         "standard": "PCI DSS v4.0.1",
         "created": created,
+        "development": inputs.development,
         "vault": {"data_dir": config.storage.data_dir.display().to_string(), "audit_dir": config.audit.dir.display().to_string()},
         "sections": sections,
     }))

@@ -78,6 +78,17 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     let bundle: Value =
         serde_json::from_slice(&std::fs::read(out.join("evidence.json")).unwrap()).unwrap();
     assert_eq!(bundle["standard"], "PCI DSS v4.0.1");
+    // A dev directory's bundle says so, under the title and on every
+    // section.
+    assert_eq!(bundle["development"], true);
+    let markdown = std::fs::read_to_string(out.join("evidence.md")).unwrap();
+    assert!(markdown.contains("Not evidence for an assessment"));
+    let headings: Vec<&str> = markdown.lines().filter(|l| l.starts_with("## ")).collect();
+    assert!(headings.len() >= 10);
+    assert!(
+        headings.iter().all(|h| h.ends_with("(development vault)")),
+        "{headings:?}"
+    );
     for id in [
         "3.2.1",
         "3.3.1",
