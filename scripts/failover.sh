@@ -59,10 +59,7 @@ work="$(mktemp -d)"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  # Patroni's postmasters outlive a killed Patroni: stop them by their data directory.
-  for d in "$work"/pg1 "$work"/pg2; do
-    [ -f "$d/postmaster.pid" ] && kill -9 "$(head -1 "$d/postmaster.pid")" 2>/dev/null || true
-  done
+  stop_patroni_pair "$work"
   wait 2>/dev/null || true
   rm -rf "$work"
 }

@@ -156,21 +156,18 @@ pub async fn run(args: MigrateArgs) -> Result<(), CliError> {
     let mut progress = Progress::new(total, held.min(total));
     let mut picked = Vec::new();
     let mut seen = 0u64;
-    let mut copied = 0u64;
     transfer::copy(
         source.store.as_ref(),
         target.store.as_ref(),
         args.page,
         |table, rows| {
-            copied += rows.len() as u64;
-            progress.advance(table, rows.len() as u64, copied);
-            for row in rows {
-                if let Some(token) = pick(row) {
-                    if seen.is_multiple_of(stride) && picked.len() < args.sample {
-                        picked.push(token);
-                    }
-                    seen += 1;
+            progress.advance(table, rows.len() as u64);
+            for row in rows.iter().filter(|r| matches!(r, Row::Token { .. })) {
+                // Only a picked row's entry is decoded.
+                if seen.is_multiple_of(stride) && picked.len() < args.sample {
+                    picked.extend(pick(row));
                 }
+                seen += 1;
             }
         },
     )
@@ -317,6 +314,8 @@ async fn open_pg(url: &str, plan: &Plan) -> anyhow::Result<Side> {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
+    /// Rows in the target when this run started (a resumed copy's).
+    held: u64,
     done: u64,
     started: Instant,
     printed: Instant,
@@ -339,13 +338,14 @@ impl Progress {
         Progress {
             bar,
             total,
+            held: at,
             done: at,
             started: now,
             printed: now,
         }
     }
 
-    fn advance(&mut self, table: Table, rows: u64, copied: u64) {
+    fn advance(&mut self, table: Table, rows: u64) {
         self.done += rows;
         if let Some(bar) = &self.bar {
             bar.inc(rows);
@@ -356,6 +356,7 @@ impl Progress {
             return;
         }
         self.printed = Instant::now();
+        let copied = self.done - self.held;
         let rate = copied as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let eta = self.total.saturating_sub(self.done) as f64 / rate.max(1.0);
         eprintln!(

@@ -60,6 +60,19 @@ pub struct PgStore {
     clean: bool,
 }
 
+/// `first` and whatever else is queued on `rx` now, at most `max` in all:
+/// one group of writes or one batch of reads.
+fn with_queued<T>(first: T, rx: &mut mpsc::Receiver<T>, max: usize) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(more) => batch.push(more),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 impl PgStore {
     /// Queues a point read for the next batch and waits for its answer.
     async fn read<T>(

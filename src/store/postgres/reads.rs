@@ -37,6 +37,13 @@ const READ_FINGERPRINTS: &str = "SELECT f.tenant, f.fingerprint, f.token \
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// A token-entry read of a batch: owner, token, where its answer goes.
+type EntryRead = (TenantId, Token, Reply<Option<Vec<u8>>>);
+
+/// A fingerprint lookup of a batch: owner, fingerprints, where its answer
+/// goes.
+type TokensRead = (TenantId, Vec<Fingerprint>, Reply<Vec<Option<Token>>>);
+
 /// One caller's read.
 pub(super) enum Read {
     /// The stored entry bytes of a token.
@@ -65,13 +72,7 @@ pub(super) async fn run(pool: Pool, mut reads: mpsc::Receiver<Read>) {
         let Some(first) = reads.recv().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match reads.try_recv() {
-                Ok(read) => batch.push(read),
-                Err(_) => break,
-            }
-        }
+        let batch = super::with_queued(first, &mut reads, MAX_BATCH);
         let pool = pool.clone();
         tokio::spawn(async move {
             answer(&pool, batch).await;
@@ -82,7 +83,7 @@ pub(super) async fn run(pool: Pool, mut reads: mpsc::Receiver<Read>) {
 
 /// Runs one batch: at most one query for entries, one for fingerprints.
 async fn answer(pool: &Pool, batch: Vec<Read>) {
-    let (mut entries, mut lookups) = (Vec::new(), Vec::new());
+    let (mut entries, mut lookups): (Vec<EntryRead>, Vec<TokensRead>) = (Vec::new(), Vec::new());
     for read in batch {
         match read {
             Read::Entry {
@@ -97,85 +98,93 @@ async fn answer(pool: &Pool, batch: Vec<Read>) {
             } => lookups.push((tenant, fingerprints, reply)),
         }
     }
-    let client = match pool.get().await.map_err(pool_error) {
-        Ok(client) => client,
-        Err(e) => {
-            for (_, _, reply) in entries {
-                let _ = reply.send(Err(e.clone()));
-            }
-            for (_, _, reply) in lookups {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
-        }
-    };
+    let client = pool.get().await.map_err(pool_error);
     if !entries.is_empty() {
-        let tenants: Vec<&str> = entries.iter().map(|(t, _, _)| t.as_str()).collect();
-        let tokens: Vec<&str> = entries.iter().map(|(_, t, _)| t.as_str()).collect();
-        let found = query(&client, READ_ENTRIES, &tenants, &tokens).await;
-        match found {
-            Ok(rows) => {
-                // A token asked for twice in one batch comes back in two
-                // rows; each asker gets a copy.
-                let by_key: HashMap<(&str, &str), &[u8]> = rows
-                    .iter()
-                    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-                    .collect();
-                let answers: Vec<Option<Vec<u8>>> = entries
-                    .iter()
-                    .map(|(tenant, token, _)| {
-                        by_key
-                            .get(&(tenant.as_str(), token.as_str()))
-                            .map(|entry| entry.to_vec())
-                    })
-                    .collect();
-                for ((_, _, reply), entry) in entries.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(entry));
-                }
-            }
-            Err(e) => entries.into_iter().for_each(|(_, _, reply)| {
-                let _ = reply.send(Err(e.clone()));
-            }),
-        }
+        let found = match &client {
+            Ok(client) => read_entries(client, &entries).await,
+            Err(e) => Err(e.clone()),
+        };
+        send_each(entries.into_iter().map(|(_, _, reply)| reply), found);
     }
     if !lookups.is_empty() {
-        let mut tenants: Vec<&str> = Vec::new();
-        let mut fps: Vec<&[u8]> = Vec::new();
-        for (tenant, fingerprints, _) in &lookups {
-            for fp in fingerprints {
-                tenants.push(tenant.as_str());
-                fps.push(fp.as_bytes().as_slice());
-            }
-        }
-        match query(&client, READ_FINGERPRINTS, &tenants, &fps).await {
-            Ok(rows) => {
-                let mut by_key: HashMap<(&str, &[u8]), &str> = HashMap::with_capacity(rows.len());
-                for r in &rows {
-                    by_key.insert((r.get(0), r.get(1)), r.get(2));
-                }
-                let answers: Vec<Result<Vec<Option<Token>>, StoreError>> = lookups
-                    .iter()
-                    .map(|(tenant, fingerprints, _)| {
-                        fingerprints
-                            .iter()
-                            .map(|fp| {
-                                by_key
-                                    .get(&(tenant.as_str(), fp.as_bytes().as_slice()))
-                                    .map(|t| token_of(t, "fingerprint entry"))
-                                    .transpose()
-                            })
-                            .collect()
-                    })
-                    .collect();
-                for ((_, _, reply), tokens) in lookups.into_iter().zip(answers) {
-                    let _ = reply.send(tokens);
-                }
-            }
-            Err(e) => lookups.into_iter().for_each(|(_, _, reply)| {
-                let _ = reply.send(Err(e.clone()));
-            }),
+        let found = match &client {
+            Ok(client) => read_tokens(client, &lookups).await,
+            Err(e) => Err(e.clone()),
+        };
+        send_each(lookups.into_iter().map(|(_, _, reply)| reply), found);
+    }
+}
+
+/// Each caller its answer, or the batch's failure to every one of them.
+fn send_each<T>(
+    replies: impl Iterator<Item = Reply<T>>,
+    answers: Result<Vec<Result<T, StoreError>>, StoreError>,
+) {
+    match answers {
+        Ok(answers) => replies.zip(answers).for_each(|(reply, answer)| {
+            let _ = reply.send(answer);
+        }),
+        Err(e) => replies.for_each(|reply| {
+            let _ = reply.send(Err(e.clone()));
+        }),
+    }
+}
+
+/// The entries of the batch's tokens, in its order. A token asked for
+/// twice in one batch comes back in two rows; each asker gets a copy.
+async fn read_entries(
+    client: &deadpool_postgres::Object,
+    entries: &[EntryRead],
+) -> Result<Vec<Result<Option<Vec<u8>>, StoreError>>, StoreError> {
+    let tenants: Vec<&str> = entries.iter().map(|(t, _, _)| t.as_str()).collect();
+    let tokens: Vec<&str> = entries.iter().map(|(_, t, _)| t.as_str()).collect();
+    let rows = query(client, READ_ENTRIES, &tenants, &tokens).await?;
+    let by_key: HashMap<(&str, &str), &[u8]> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    Ok(entries
+        .iter()
+        .map(|(tenant, token, _)| {
+            Ok(by_key
+                .get(&(tenant.as_str(), token.as_str()))
+                .map(|entry| entry.to_vec()))
+        })
+        .collect())
+}
+
+/// The tokens of each lookup's fingerprints, in the batch's order.
+async fn read_tokens(
+    client: &deadpool_postgres::Object,
+    lookups: &[TokensRead],
+) -> Result<Vec<Result<Vec<Option<Token>>, StoreError>>, StoreError> {
+    let mut tenants: Vec<&str> = Vec::new();
+    let mut fps: Vec<&[u8]> = Vec::new();
+    for (tenant, fingerprints, _) in lookups {
+        for fp in fingerprints {
+            tenants.push(tenant.as_str());
+            fps.push(fp.as_bytes().as_slice());
         }
     }
+    let rows = query(client, READ_FINGERPRINTS, &tenants, &fps).await?;
+    let by_key: HashMap<(&str, &[u8]), &str> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    Ok(lookups
+        .iter()
+        .map(|(tenant, fingerprints, _)| {
+            fingerprints
+                .iter()
+                .map(|fp| {
+                    by_key
+                        .get(&(tenant.as_str(), fp.as_bytes().as_slice()))
+                        .map(|t| token_of(t, "fingerprint entry"))
+                        .transpose()
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// One prepared two-array query.

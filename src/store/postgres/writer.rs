@@ -63,13 +63,7 @@ pub(super) struct Job {
 /// docs/BENCHMARKS.md.)
 pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Arc<Baselines>) {
     while let Some(first) = jobs.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
+        let group = super::with_queued(first, &mut jobs, MAX_GROUP);
         answer(&pool, group, &baselines).await;
     }
 }
@@ -79,9 +73,8 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, baselines: Ar
 async fn answer(pool: &Pool, group: Vec<Job>, baselines: &Baselines) {
     let items: Vec<&Insert> = group.iter().flat_map(|j| j.items.iter()).collect();
     let mut result = commit(pool, &items, baselines).await;
-    // Transactions of several nodes can still
-    // deadlock or fail to serialize under contention; the group is simply
-    // run again.
+    // Transactions of several nodes can still deadlock or fail to
+    // serialize under contention; the group is simply run again.
     for _ in 0..5 {
         match &result {
             Err(StoreError::Backend(message)) if retryable(message) => {
@@ -138,11 +131,14 @@ async fn commit(
     items: &[&Insert],
     baselines: &Baselines,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
+    // The seals happened whatever the outcomes: their counts go in with
+    // whichever way the group is written.
+    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
     let mut client = pool.get().await.map_err(pool_error)?;
-    if let Some(outcomes) = commit_at_once(&mut client, items, baselines).await? {
+    if let Some(outcomes) = commit_at_once(&mut client, items, &counters, baselines).await? {
         return Ok(outcomes);
     }
-    commit_in_steps(&mut client, items, baselines).await
+    commit_in_steps(&mut client, items, &counters, baselines).await
 }
 
 /// The group's data keys (wrapped-key names), sorted and distinct.
@@ -201,6 +197,7 @@ const GROUP_REFUSED: &str = "CV001";
 async fn commit_at_once(
     client: &mut deadpool_postgres::Object,
     items: &[&Insert],
+    counters: &[(KeyLabel, u64)],
     baselines: &Baselines,
 ) -> Result<Option<Vec<InsertOutcome>>, StoreError> {
     let mut with_fp: Vec<usize> = (0..items.len())
@@ -212,8 +209,7 @@ async fn commit_at_once(
     let labels = key_names(items);
     let (fp_tenants, fps, fp_tokens) = fingerprint_columns(items, &with_fp);
     let c = token_columns(items, &all);
-    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
-    let increments = baselines.claim(&counters);
+    let increments = baselines.claim(counters);
     let (keys, tenants, deltas) = increments.columns();
     let statement = client.prepare_cached(INSERT_GROUP).await.map_err(pg)?;
     let done = client
@@ -294,6 +290,7 @@ fn token_columns<'a>(items: &[&'a Insert], rows: &[usize]) -> TokenColumns<'a> {
 async fn commit_in_steps(
     client: &mut deadpool_postgres::Object,
     items: &[&Insert],
+    counters: &[(KeyLabel, u64)],
     baselines: &Baselines,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; items.len()];
@@ -307,9 +304,8 @@ async fn commit_in_steps(
     mark_stale_keys(&tx, items, &mut outcomes).await?;
     let fp_won = insert_fingerprints(&tx, items, &mut outcomes).await?;
     insert_tokens(&tx, items, &mut outcomes, &fp_won).await?;
-    // 3. Counters: the seals happened whatever the outcomes.
-    let counters: Vec<(KeyLabel, u64)> = items.iter().filter_map(|i| i.counter.clone()).collect();
-    let increments = baselines.claim(&counters);
+    // 3. Counters.
+    let increments = baselines.claim(counters);
     increments.add(&tx).await?;
     tx.commit().await.map_err(pg)?;
     increments.settle();
