@@ -216,6 +216,17 @@ pub fn sbom(facts: &serde_json::Value) -> Result<serde_json::Value, SupplyChainE
     }))
 }
 
+/// How many advisories the database at `db` holds and the date of the
+/// newest: what "no advisory matched" is worth (a stale snapshot proves
+/// little).
+pub fn database_span(db: &Path) -> Result<(usize, Option<String>), SupplyChainError> {
+    let database = rustsec::Database::open(db).map_err(|e| {
+        SupplyChainError::Database(format!("advisory database {}: {e}", db.display()))
+    })?;
+    let newest = database.iter().map(|a| a.metadata.date.to_string()).max();
+    Ok((database.iter().count(), newest))
+}
+
 /// The advisories of `db` (withdrawn and informational ones left out) that
 /// affect a locked package.
 pub fn known_vulnerabilities(

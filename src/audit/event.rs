@@ -124,6 +124,9 @@ pub enum EventKind {
     /// The sweep deleted collection sessions an hour past their expiry
     /// (`count`).
     CollectSessionsSwept,
+    /// The evidence-signing key was created (`detail`: its public key and
+    /// fingerprint, never the seed).
+    EvidenceKeyCreated,
 }
 
 impl EventKind {
@@ -178,6 +181,7 @@ impl EventKind {
             EventKind::CollectRefused => "collect_refused",
             EventKind::CollectResultRead => "collect_result_read",
             EventKind::CollectSessionsSwept => "collect_sessions_swept",
+            EventKind::EvidenceKeyCreated => "evidence_key_created",
         }
     }
 }

@@ -1,8 +1,11 @@
-//! The audit MAC key: a 32-byte key from the OS CSPRNG, wrapped by the KEK
-//! under the label (`_system`, audit-mac, version) and kept beside the trail
-//! in `audit.key`. Wrapped, it is no secret; without the KEK nobody can
-//! unwrap it, so nobody can forge a MAC. It serves no other purpose.
-//! During a KEK rotation the file also holds the key wrapped under the next
+//! The trail's two keys, each 32 bytes from the OS CSPRNG, wrapped by the
+//! KEK under the label (`_system`, purpose, version) and kept beside the
+//! trail: the audit MAC key in `audit.key` ([`AUDIT`], the HMAC chain) and
+//! the evidence key in `evidence.key` ([`EVIDENCE`], the Ed25519 seed that
+//! signs checkpoints and evidence bundles). Wrapped, neither is a secret;
+//! without the KEK nobody can unwrap them, so nobody can forge a MAC or a
+//! signature. Each serves its one purpose only.
+//! During a KEK rotation a file also holds the key wrapped under the next
 //! KEK; whichever KEK opens it next time, the file converges to it (as the
 //! vault's key records do).
 
@@ -17,8 +20,28 @@ use super::AuditError;
 use crate::crypto::{KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 use crate::domain::TenantId;
 
+/// One of the trail's wrapped keys: its file and its purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyKind {
+    /// File name inside the audit directory.
+    pub file: &'static str,
+    purpose: KeyPurpose,
+}
+
+/// The audit MAC key (`audit.key`).
+pub const AUDIT: KeyKind = KeyKind {
+    file: "audit.key",
+    purpose: KeyPurpose::AuditMac,
+};
+
+/// The evidence-signing key (`evidence.key`).
+pub const EVIDENCE: KeyKind = KeyKind {
+    file: "evidence.key",
+    purpose: KeyPurpose::EvidenceSigning,
+};
+
 /// File name of the wrapped audit key inside the audit directory.
-pub const KEY_FILE: &str = "audit.key";
+pub const KEY_FILE: &str = AUDIT.file;
 
 const KEY_VERSION: u32 = 1;
 
@@ -42,7 +65,7 @@ impl KeyFile {
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<KeyFile, AuditError> {
     let parsed: KeyFile = serde_json::from_slice(bytes)
-        .map_err(|_| AuditError::Key(format!("{} is not an audit key file", path.display())))?;
+        .map_err(|_| AuditError::Key(format!("{} is not a wrapped key file", path.display())))?;
     if parsed.format != 1 {
         return Err(AuditError::Key(format!(
             "{}: unknown format {}",
@@ -58,47 +81,57 @@ fn unhex(path: &Path, text: &str) -> Result<Vec<u8>, AuditError> {
         .map_err(|_| AuditError::Key(format!("{}: wrapped key is not hex", path.display())))
 }
 
-fn label(version: u32) -> KeyLabel {
+fn label(kind: KeyKind, version: u32) -> KeyLabel {
     KeyLabel {
         tenant: TenantId::system(),
-        purpose: KeyPurpose::AuditMac,
+        purpose: kind.purpose,
         version,
     }
 }
 
-/// The unwrapped audit key and its wrapped form (to write it again into a
-/// directory that lost it).
+/// An unwrapped key of the trail and its wrapped form (to write it again
+/// into a directory that lost it).
 pub struct AuditKey {
     /// The key.
     pub key: SecretKey,
-    /// `audit.key` as stored.
+    /// The key file as stored.
     pub file_bytes: Vec<u8>,
 }
 
-/// Loads `DIR/audit.key` for the trail's writer; `None` if there is none.
-/// A KEK rotation in progress converges (the file is rewritten).
-pub fn load(dir: &Path, provider: &dyn KeyProvider) -> Result<Option<AuditKey>, AuditError> {
-    load_with(dir, provider, true)
+/// Loads `DIR/<kind's file>` for the trail's writer; `None` if there is
+/// none. A KEK rotation in progress converges (the file is rewritten).
+pub fn load(
+    dir: &Path,
+    kind: KeyKind,
+    provider: &dyn KeyProvider,
+) -> Result<Option<AuditKey>, AuditError> {
+    load_with(dir, kind, provider, true)
 }
 
-/// Loads `DIR/audit.key` without writing anything (`audit verify`).
-pub fn read(dir: &Path, provider: &dyn KeyProvider) -> Result<Option<AuditKey>, AuditError> {
-    load_with(dir, provider, false)
+/// Loads `DIR/<kind's file>` without writing anything (`audit verify`,
+/// `evidence`).
+pub fn read(
+    dir: &Path,
+    kind: KeyKind,
+    provider: &dyn KeyProvider,
+) -> Result<Option<AuditKey>, AuditError> {
+    load_with(dir, kind, provider, false)
 }
 
 fn load_with(
     dir: &Path,
+    kind: KeyKind,
     provider: &dyn KeyProvider,
     write: bool,
 ) -> Result<Option<AuditKey>, AuditError> {
-    let path = dir.join(KEY_FILE);
+    let path = dir.join(kind.file);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(AuditError::io(&path, e)),
     };
     let mut parsed = parse(&path, &bytes)?;
-    let label = label(parsed.key_version);
+    let label = label(kind, parsed.key_version);
     let unwrap = |text: &str| {
         provider
             .unwrap(&label, &unhex(&path, text)?)
@@ -120,7 +153,7 @@ fn load_with(
     };
     let bytes = if converged && write {
         let bytes = parsed.bytes()?;
-        replace_key_file(dir, &bytes)?;
+        replace_key_file(dir, kind, &bytes)?;
         bytes
     } else {
         bytes
@@ -131,17 +164,19 @@ fn load_with(
     }))
 }
 
-/// Phase one of a KEK rotation for the audit key: `DIR/audit.key` gets the
-/// key wrapped under `next` too (replaced atomically). Returns the new file.
+/// Phase one of a KEK rotation for one of the trail's keys: its file gets
+/// the key wrapped under `next` too (replaced atomically). Returns the new
+/// file.
 pub fn rewrap(
     dir: &Path,
+    kind: KeyKind,
     current: &dyn KeyProvider,
     next: &dyn KeyProvider,
 ) -> Result<Vec<u8>, AuditError> {
-    let path = dir.join(KEY_FILE);
+    let path = dir.join(kind.file);
     let bytes = fs::read(&path).map_err(|e| AuditError::io(&path, e))?;
     let mut parsed = parse(&path, &bytes)?;
-    let label = label(parsed.key_version);
+    let label = label(kind, parsed.key_version);
     let key = current
         .unwrap(&label, &unhex(&path, &parsed.wrapped)?)
         .map_err(|e| AuditError::Key(format!("{}: {e}", path.display())))?;
@@ -150,28 +185,32 @@ pub fn rewrap(
         .map_err(|e| AuditError::Key(e.to_string()))?;
     parsed.wrapped_next = Some(hex::encode(wrapped));
     let bytes = parsed.bytes()?;
-    replace_key_file(dir, &bytes)?;
+    replace_key_file(dir, kind, &bytes)?;
     Ok(bytes)
 }
 
-/// Replaces `DIR/audit.key` with `bytes` atomically (a synced temporary
-/// file renamed over it, then the directory synced).
-fn replace_key_file(dir: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    const TMP: &str = "audit.key.tmp";
-    let _ = fs::remove_file(dir.join(TMP));
-    write_new_file(dir, TMP, bytes)?;
-    let path = dir.join(KEY_FILE);
-    fs::rename(dir.join(TMP), &path).map_err(|e| AuditError::io(&path, e))?;
+/// Replaces the key file with `bytes` atomically (a synced temporary file
+/// renamed over it, then the directory synced).
+fn replace_key_file(dir: &Path, kind: KeyKind, bytes: &[u8]) -> Result<(), AuditError> {
+    let tmp = format!("{}.tmp", kind.file);
+    let _ = fs::remove_file(dir.join(&tmp));
+    write_new_file(dir, &tmp, bytes)?;
+    let path = dir.join(kind.file);
+    fs::rename(dir.join(&tmp), &path).map_err(|e| AuditError::io(&path, e))?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| AuditError::io(dir, e))
 }
 
-/// Creates a new audit key and writes `DIR/audit.key` (never overwrites).
-pub fn create(dir: &Path, provider: &dyn KeyProvider) -> Result<AuditKey, AuditError> {
+/// Creates a new key of `kind` and writes its file (never overwrites).
+pub fn create(
+    dir: &Path,
+    kind: KeyKind,
+    provider: &dyn KeyProvider,
+) -> Result<AuditKey, AuditError> {
     let key = SecretKey::generate().map_err(|e| AuditError::Key(e.to_string()))?;
     let wrapped = provider
-        .wrap(&label(KEY_VERSION), &key)
+        .wrap(&label(kind, KEY_VERSION), &key)
         .map_err(|e| AuditError::Key(e.to_string()))?;
     let file = KeyFile {
         format: 1,
@@ -180,16 +219,17 @@ pub fn create(dir: &Path, provider: &dyn KeyProvider) -> Result<AuditKey, AuditE
         wrapped_next: None,
     };
     let bytes = file.bytes()?;
-    write_key_file(dir, &bytes)?;
+    write_key_file(dir, kind, &bytes)?;
     Ok(AuditKey {
         key,
         file_bytes: bytes,
     })
 }
 
-/// Writes `bytes` as `DIR/audit.key` (mode 0600, never overwriting) and syncs it.
-pub fn write_key_file(dir: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    write_new_file(dir, KEY_FILE, bytes)
+/// Writes `bytes` as the key file of `kind` (mode 0600, never
+/// overwriting) and syncs it.
+pub fn write_key_file(dir: &Path, kind: KeyKind, bytes: &[u8]) -> Result<(), AuditError> {
+    write_new_file(dir, kind.file, bytes)
 }
 
 /// Writes `bytes` as the new file `DIR/NAME` (mode 0600), syncs it and `DIR`.

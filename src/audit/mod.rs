@@ -13,6 +13,8 @@
 
 pub mod chain;
 #[cfg(feature = "vault")]
+pub(crate) mod checkpoint;
+#[cfg(feature = "vault")]
 pub(crate) mod event;
 #[cfg(feature = "vault")]
 pub(crate) mod key;
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "vault")]
 pub use event::{Event, EventKind, Outcome};
 #[cfg(feature = "vault")]
-pub use verify::{VerifyFailure, VerifyReport, verify};
+pub use verify::{VerifyFailure, VerifyReport, VerifyWith, verify};
 #[cfg(feature = "vault")]
 pub use writer::{AuditLog, AuditSettings, PendingAudit};
 

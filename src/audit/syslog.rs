@@ -1,6 +1,7 @@
 //! Optional off-host mirror of the audit trail (PCI DSS 10.3.3): each sealed
 //! entry is sent as one RFC 5424 message (facility authpriv, severity
-//! notice, app-name `cardvault`, msgid `audit`) over TCP with octet-counting
+//! notice, app-name `cardvault`, msgid `audit`; a signed checkpoint has
+//! msgid `checkpoint`) over TCP with octet-counting
 //! framing (RFC 6587) or to a Unix datagram socket such as `/dev/log`.
 //! A separate thread sends, so a slow or absent collector never delays the
 //! trail: when its queue is full, entries are dropped from the mirror (never
@@ -30,13 +31,13 @@ const PRI: u8 = 10 * 8 + 5;
 
 /// The sending side of the mirror thread.
 pub struct Mirror {
-    tx: mpsc::SyncSender<Vec<u8>>,
+    tx: mpsc::SyncSender<(&'static str, Vec<u8>)>,
 }
 
 impl Mirror {
     /// Starts the mirror thread.
     pub fn start(target: SyslogTarget) -> Mirror {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<(&'static str, Vec<u8>)>(QUEUE);
         let _ = std::thread::Builder::new()
             .name("cardvault-syslog".into())
             .spawn(move || run(target, rx));
@@ -45,21 +46,30 @@ impl Mirror {
 
     /// Queues every line of `sealed` (newline-separated entries).
     pub fn send(&self, sealed: &[u8]) {
-        for line in sealed.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if self.tx.try_send(line.to_vec()).is_err() {
+        self.queue("audit", sealed);
+    }
+
+    /// Queues a signed checkpoint line (msgid `checkpoint`).
+    pub fn send_checkpoint(&self, line: &[u8]) {
+        self.queue("checkpoint", line);
+    }
+
+    fn queue(&self, msgid: &'static str, lines: &[u8]) {
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if self.tx.try_send((msgid, line.to_vec())).is_err() {
                 metrics::counter!("cardvault_audit_syslog_dropped_total").increment(1);
             }
         }
     }
 }
 
-/// One RFC 5424 message carrying `entry` as its MSG.
-pub fn format_message(hostname: &str, entry: &[u8]) -> Vec<u8> {
+/// One RFC 5424 message carrying `entry` as its MSG, with `msgid`.
+pub fn format_message(hostname: &str, msgid: &str, entry: &[u8]) -> Vec<u8> {
     let ts = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "-".into());
     let mut message = format!(
-        "<{PRI}>1 {ts} {hostname} cardvault {} audit - ",
+        "<{PRI}>1 {ts} {hostname} cardvault {} {msgid} - ",
         std::process::id()
     )
     .into_bytes();
@@ -95,13 +105,13 @@ fn connect(target: &SyslogTarget) -> std::io::Result<Connection> {
     }
 }
 
-fn run(target: SyslogTarget, rx: mpsc::Receiver<Vec<u8>>) {
+fn run(target: SyslogTarget, rx: mpsc::Receiver<(&'static str, Vec<u8>)>) {
     let host = hostname();
     let mut connection: Option<Connection> = None;
     let mut backoff = Duration::from_millis(100);
     let mut warned = false;
-    for entry in rx {
-        let message = format_message(&host, &entry);
+    for (msgid, entry) in rx {
+        let message = format_message(&host, msgid, &entry);
         for attempt in 0..2 {
             if connection.is_none() {
                 match connect(&target) {

@@ -1,8 +1,12 @@
 //! `cardvault audit verify`: walks a trail (one segment or a directory of
 //! them, oldest first), checks that sequence numbers run 1, 2, 3, … without
 //! gaps and that every MAC chains to the one before, and names the first
-//! sequence number where that fails. Needs the KEK (to unwrap the audit
-//! key), not the running vault.
+//! sequence number where that fails. The MACs need the KEK (to unwrap the
+//! audit key), not the running vault. With signed checkpoints
+//! ([`super::checkpoint`]) it also proves the trail reaches the last one
+//! and holds, at each checkpointed seq, the entry the checkpoint names —
+//! which needs only the evidence public key: without a KEK the sequence
+//! and the checkpoints are checked, the MACs between them are not.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::chain::{Chain, GENESIS, LineError, MAC_LEN};
+use super::checkpoint::{CheckpointReport, Checkpoints};
 use super::{AuditError, key, segments};
 use crate::crypto::KeyProvider;
 
@@ -29,6 +34,12 @@ pub struct VerifyReport {
     /// The first entry was taken on trust because earlier segments are not
     /// in the path (archived); everything after it is verified.
     pub anchored: bool,
+    /// Whether the MAC chain was checked (with the KEK); without it only
+    /// the sequence and the checkpoints were.
+    pub chain_checked: bool,
+    /// What the signed checkpoints prove, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointReport>,
 }
 
 /// Where and why the chain breaks.
@@ -62,16 +73,28 @@ impl std::fmt::Display for VerifyFailure {
 struct Head {
     seq: u64,
     event: String,
+    #[serde(default)]
+    node: Option<String>,
 }
 
-/// Verifies the trail at `path` (a segment or a directory). `allow_anchor`
-/// accepts a trail whose earlier segments were archived away: its first
-/// entry is then trusted instead of chained from the start.
+/// What `verify` checks a trail against.
+pub struct VerifyWith<'a> {
+    /// The KEK that unwraps the audit key (the MAC chain); `None` checks
+    /// the sequence and the checkpoints only.
+    pub provider: Option<&'a dyn KeyProvider>,
+    /// Accept a trail whose earlier segments were archived away: its first
+    /// entry is then trusted instead of chained from the start.
+    pub allow_anchor: bool,
+    /// Signed checkpoints the trail must reach and agree with.
+    pub checkpoints: Option<&'a Checkpoints>,
+}
+
+/// Verifies the trail at `path` (a segment or a directory).
 pub fn verify(
     path: &Path,
-    provider: &dyn KeyProvider,
-    allow_anchor: bool,
+    with: &VerifyWith<'_>,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    let allow_anchor = with.allow_anchor;
     let (dir, files) = if path.is_dir() {
         (
             path.to_path_buf(),
@@ -87,9 +110,15 @@ pub fn verify(
             message: "no audit segments (audit-NNNNNNNN.jsonl) here".into(),
         });
     }
-    let audit_key = key::read(&dir, provider)?
-        .ok_or_else(|| AuditError::Key(format!("no {} in {}", key::KEY_FILE, dir.display())))?;
-    let chain = Chain::new(&audit_key.key);
+    let chain = match with.provider {
+        Some(provider) => {
+            let audit_key = key::read(&dir, key::AUDIT, provider)?.ok_or_else(|| {
+                AuditError::Key(format!("no {} in {}", key::KEY_FILE, dir.display()))
+            })?;
+            Some(Chain::new(&audit_key.key))
+        }
+        None => None,
+    };
     let mut report = VerifyReport {
         files: files.len(),
         entries: 0,
@@ -97,8 +126,14 @@ pub fn verify(
         last_seq: 0,
         last_event: None,
         anchored: false,
+        chain_checked: chain.is_some(),
+        checkpoints: None,
     };
+    // The trail's node (from its first entry) and its checkpoints.
+    let mut node: Option<Option<String>> = None;
+    let mut expected_macs = std::collections::BTreeMap::new();
     let mut previous: [u8; MAC_LEN] = GENESIS;
+    let mut last_place = (PathBuf::new(), 0);
     for file in &files {
         let bytes = fs::read(file).map_err(|e| AuditError::io(file, e))?;
         let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
@@ -129,6 +164,26 @@ pub fn verify(
                     "entry is not valid JSON with seq and event".into(),
                 )));
             };
+            if node.is_none() {
+                if let Some(checkpoints) = with.checkpoints {
+                    expected_macs = checkpoints.of_node(head.node.as_deref());
+                }
+                node = Some(head.node.clone());
+            }
+            if let Some((mac_hex, time)) = expected_macs.get(&head.seq)
+                && *mac_hex != hex::encode(mac)
+            {
+                return Ok(Err(VerifyFailure {
+                    seq: head.seq,
+                    file: file.clone(),
+                    line: index + 1,
+                    problem: format!(
+                        "this is not the entry the checkpoint of {time} names for seq {} (its MAC differs): the trail was rewritten, or rolled back and continued",
+                        head.seq
+                    ),
+                }));
+            }
+            last_place = (file.clone(), index + 1);
             if report.entries == 0 {
                 if head.seq != 1 && !allow_anchor {
                     return Ok(Err(fail(format!(
@@ -153,14 +208,49 @@ pub fn verify(
                     head.seq
                 ))));
             }
-            match chain.open(&previous, line) {
-                Ok((_, mac)) => previous = mac,
-                Err(e) => return Ok(Err(fail(e.to_string()))),
+            match &chain {
+                Some(chain) => match chain.open(&previous, line) {
+                    Ok((_, mac)) => previous = mac,
+                    Err(e) => return Ok(Err(fail(e.to_string()))),
+                },
+                None => previous = mac,
             }
             report.entries += 1;
             report.last_seq = head.seq;
             report.last_event = Some(head.event);
         }
+    }
+    if let Some(checkpoints) = with.checkpoints {
+        let node = node.flatten();
+        let Some((&last_seq, (_, last_time))) = expected_macs.last_key_value() else {
+            return Ok(Err(VerifyFailure {
+                seq: report.last_seq,
+                file: last_place.0,
+                line: last_place.1,
+                problem: format!(
+                    "none of the {} checkpoints is of this trail (node {}): nothing proves where it should end",
+                    checkpoints.len(),
+                    node.as_deref().unwrap_or("-")
+                ),
+            }));
+        };
+        if last_seq > report.last_seq {
+            return Ok(Err(VerifyFailure {
+                seq: report.last_seq + 1,
+                file: last_place.0,
+                line: last_place.1,
+                problem: format!(
+                    "the trail ends at seq {}, but the checkpoint of {last_time} proves it reached seq {last_seq}: entries were cut from its end, a segment was removed, or it was rolled back to an older copy",
+                    report.last_seq
+                ),
+            }));
+        }
+        report.checkpoints = Some(CheckpointReport {
+            checkpoints: expected_macs.len(),
+            files: checkpoints.files,
+            last_seq,
+            last_time: Some(last_time.clone()),
+        });
     }
     Ok(Ok(report))
 }

@@ -14,6 +14,12 @@
 //! and the lost events are counted; the next successful write starts with
 //! an `audit_resumed` event carrying that count. Segments rotate by size or
 //! age; each new segment continues the chain of the previous one.
+//!
+//! Every N events or T seconds, and at close, the writer signs a checkpoint
+//! of the synced end of the chain with the evidence key
+//! ([`super::checkpoint`]) and sends it to the checkpoint directory and the
+//! syslog mirror. The evidence key is created beside the audit key on the
+//! first start that lacks one, and its public key written as PEM.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -27,10 +33,11 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::chain::{self, Chain, GENESIS, MAC_LEN};
+use super::checkpoint::{CheckpointSettings, Checkpointer};
 use super::event::{Event, EventKind};
 use super::syslog::{Mirror, SyslogTarget};
 use super::{AuditError, key, segment_name, segments};
-use crate::crypto::KeyProvider;
+use crate::crypto::{KeyProvider, SigningKey};
 use crate::dirlock::DirLock;
 
 /// Where and how the trail is written.
@@ -49,6 +56,10 @@ pub struct AuditSettings {
     /// This node's id, for nodes of a shared store: in every entry and in
     /// the segment names.
     pub node: Option<String>,
+    /// Signed checkpoints: where, and how often.
+    pub checkpoints: CheckpointSettings,
+    /// Where the evidence key's public half is written (PEM), if anywhere.
+    pub public_key_file: Option<PathBuf>,
 }
 
 impl AuditSettings {
@@ -61,6 +72,8 @@ impl AuditSettings {
             sync_interval: Duration::from_millis(200),
             syslog: None,
             node: None,
+            checkpoints: CheckpointSettings::default(),
+            public_key_file: None,
         }
     }
 }
@@ -79,9 +92,9 @@ const GATHER: Duration = Duration::from_millis(1);
 const LINGER: Duration = Duration::from_micros(200);
 
 enum Message {
-    /// The wrapped audit key file changed (a KEK rotation): the bytes the
-    /// writer puts back into a directory that lost it.
-    KeyFile(Vec<u8>),
+    /// A wrapped key file changed (a KEK rotation): the bytes the writer
+    /// puts back into a directory that lost it.
+    KeyFile(key::KeyKind, Vec<u8>),
     Record(Event),
     Durable(Event, oneshot::Sender<Result<u64, AuditError>>),
     Close(oneshot::Sender<Result<(), AuditError>>),
@@ -136,15 +149,18 @@ impl AuditLog {
         ))
     }
 
-    /// Phase one of a KEK rotation for the audit key: wraps it under `next`
-    /// too (see [`key::rewrap`]).
+    /// Phase one of a KEK rotation for the audit and evidence keys: wraps
+    /// each under `next` too (see [`key::rewrap`]).
     pub fn rewrap_key(
         &self,
         current: &dyn KeyProvider,
         next: &dyn KeyProvider,
     ) -> Result<(), AuditError> {
-        let bytes = key::rewrap(&self.dir, current, next)?;
-        self.send_now(Message::KeyFile(bytes))
+        for kind in [key::AUDIT, key::EVIDENCE] {
+            let bytes = key::rewrap(&self.dir, kind, current, next)?;
+            self.send_now(Message::KeyFile(kind, bytes))?;
+        }
+        Ok(())
     }
 
     /// Queues `message` and wakes the writer if it is gathering.
@@ -205,11 +221,11 @@ impl PendingAudit {
     /// comes back with the error, its queue intact.
     #[allow(clippy::result_large_err)]
     pub fn start(self, provider: &dyn KeyProvider) -> Result<(), (PendingAudit, AuditError)> {
-        let (audit_key, existing) = match self.audit_key(provider) {
+        let (keys, existing) = match self.keys(provider) {
             Ok(found) => found,
             Err(e) => return Err((self, e)),
         };
-        self.start_with(audit_key, existing)
+        self.start_with(keys, existing)
             .map_err(|e| (PendingAudit::dead(), e))
     }
 
@@ -225,15 +241,15 @@ impl PendingAudit {
         }
     }
 
-    fn audit_key(
+    fn keys(
         &self,
         provider: &dyn KeyProvider,
-    ) -> Result<(key::AuditKey, Vec<(u64, PathBuf)>), AuditError> {
+    ) -> Result<(TrailKeys, Vec<(u64, PathBuf)>), AuditError> {
         let dir = &self.settings.dir;
         let existing = segments(dir)?;
-        let audit_key = match key::load(dir, provider)? {
+        let audit_key = match key::load(dir, key::AUDIT, provider)? {
             Some(k) => k,
-            None if existing.is_empty() => key::create(dir, provider)?,
+            None if existing.is_empty() => key::create(dir, key::AUDIT, provider)?,
             None => {
                 return Err(AuditError::Key(format!(
                     "{} holds audit segments but no {}; the chain can be neither continued nor verified",
@@ -242,17 +258,31 @@ impl PendingAudit {
                 )));
             }
         };
-        Ok((audit_key, existing))
+        // The evidence key: made on the first start that lacks one (a trail
+        // from before it existed gets one too; checkpoints start then).
+        let (evidence, evidence_created) = match key::load(dir, key::EVIDENCE, provider)? {
+            Some(k) => (k, false),
+            None => (key::create(dir, key::EVIDENCE, provider)?, true),
+        };
+        let signing = SigningKey::from_seed(&evidence.key)
+            .map_err(|e| AuditError::Key(format!("{}: {e}", key::EVIDENCE.file)))?;
+        Ok((
+            TrailKeys {
+                audit: audit_key,
+                evidence_file: evidence.file_bytes,
+                signing,
+                evidence_created,
+            },
+            existing,
+        ))
     }
 
-    fn start_with(
-        self,
-        audit_key: key::AuditKey,
-        existing: Vec<(u64, PathBuf)>,
-    ) -> Result<(), AuditError> {
+    fn start_with(self, keys: TrailKeys, existing: Vec<(u64, PathBuf)>) -> Result<(), AuditError> {
         let settings = self.settings;
         let lock = self.lock;
         let tail = find_tail(&existing)?;
+        let public = keys.signing.public();
+        let public_note = write_public_key(settings.public_key_file.as_deref(), &public);
         let mut detail = match tail.seq {
             0 => "new chain".to_owned(),
             n => format!("continuing the chain after seq {n}"),
@@ -268,9 +298,18 @@ impl PendingAudit {
             );
         }
         let mirror = settings.syslog.clone().map(Mirror::start);
+        let checkpointer = Checkpointer::new(
+            settings.checkpoints.clone(),
+            settings.node.clone(),
+            keys.signing,
+            tail.seq,
+        );
         let mut writer = Writer {
-            chain: Chain::new(&audit_key.key),
-            key_file: audit_key.file_bytes,
+            chain: Chain::new(&keys.audit.key),
+            key_file: keys.audit.file_bytes,
+            evidence_file: keys.evidence_file,
+            checkpointer,
+            last_event: "",
             segment: None,
             next_index: existing.last().map_or(1, |(i, _)| i + 1),
             seq: tail.seq,
@@ -285,7 +324,20 @@ impl PendingAudit {
             lock,
         };
         writer.append(&Event::new(EventKind::AuditStart).with_detail(detail));
+        if keys.evidence_created {
+            tracing::info!(fingerprint = %public.fingerprint(), public_key = %public.hex(), "evidence signing key created; pin its fingerprint");
+            writer.append(
+                &Event::new(EventKind::EvidenceKeyCreated).with_detail(format!(
+                    "Ed25519 public key {}, fingerprint (SHA-256 of its DER) {}; {public_note}",
+                    public.hex(),
+                    public.fingerprint()
+                )),
+            );
+        }
         writer.commit(true)?;
+        // The trail as found at start, signed: a copy rolled back while
+        // the vault was stopped is caught by the checkpoints before it.
+        writer.checkpoint();
         tracing::info!(dir = %writer.settings.dir.display(), seq = writer.seq, "audit trail open");
         let rx = self.rx;
         let thread = std::thread::Builder::new()
@@ -296,6 +348,34 @@ impl PendingAudit {
         // which the writer drains before it first gathers.
         let _ = self.writer.set(thread.thread().clone());
         Ok(())
+    }
+}
+
+/// The trail's keys, unwrapped.
+struct TrailKeys {
+    audit: key::AuditKey,
+    evidence_file: Vec<u8>,
+    signing: SigningKey,
+    evidence_created: bool,
+}
+
+/// Writes the evidence public key as PEM to `path` unless it already holds
+/// it; says what happened (for the audit event). A path that cannot be
+/// written is logged, never a failure: the key is also in the trail.
+fn write_public_key(path: Option<&Path>, public: &crate::crypto::PublicKey) -> String {
+    let Some(path) = path else {
+        return "no public key file configured".into();
+    };
+    let pem = public.pem();
+    if fs::read_to_string(path).is_ok_and(|text| text == pem) {
+        return format!("public key in {}", path.display());
+    }
+    match fs::write(path, &pem) {
+        Ok(()) => format!("public key written to {}", path.display()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the evidence public key file");
+            format!("public key file {} not writable", path.display())
+        }
     }
 }
 
@@ -364,6 +444,11 @@ struct Writer {
     settings: AuditSettings,
     chain: Chain,
     key_file: Vec<u8>,
+    /// `evidence.key` as stored (put back like `audit.key`).
+    evidence_file: Vec<u8>,
+    checkpointer: Checkpointer,
+    /// The last entry's event name (for its checkpoint).
+    last_event: &'static str,
     segment: Option<Segment>,
     next_index: u64,
     seq: u64,
@@ -448,7 +533,10 @@ impl Writer {
         let mut events = 0u64;
         for message in batch.drain(..) {
             match message {
-                Message::KeyFile(bytes) => self.key_file = bytes,
+                Message::KeyFile(kind, bytes) if kind == key::EVIDENCE => {
+                    self.evidence_file = bytes;
+                }
+                Message::KeyFile(_, bytes) => self.key_file = bytes,
                 Message::Record(event) => {
                     self.append(&event);
                     events += 1;
@@ -464,12 +552,17 @@ impl Writer {
             }
         }
         let reveals = durable.len();
+        let checkpoint = self.checkpointer.due(self.seq, closing.is_some());
         let must_sync = !durable.is_empty()
             || closing.is_some()
+            || checkpoint
             || (self.dirty || !self.buf.is_empty())
                 && self.last_sync.elapsed() >= self.settings.sync_interval;
         match self.commit(must_sync) {
             Ok(()) => {
+                if checkpoint && !self.dirty {
+                    self.checkpoint();
+                }
                 if lost_before > 0 {
                     tracing::warn!(lost = lost_before, "audit trail writable again");
                     self.lost = 0;
@@ -508,9 +601,21 @@ impl Writer {
         Some(reveals)
     }
 
+    /// Signs a checkpoint of the last entry (synced by the caller) and
+    /// sends it to the checkpoint directory and the mirror.
+    fn checkpoint(&mut self) {
+        let line = self
+            .checkpointer
+            .make(self.seq, &self.last_mac, self.last_event);
+        if let Some(mirror) = &self.mirror {
+            mirror.send_checkpoint(&line);
+        }
+    }
+
     /// Seals `event` as the next entry into the buffer; returns its seq.
     fn append(&mut self, event: &Event) -> u64 {
         self.seq += 1;
+        self.last_event = event.event.as_str();
         let entry = Entry {
             seq: self.seq,
             ts: now_utc(),
@@ -599,8 +704,11 @@ impl Writer {
         }
         if self.segment.is_none() {
             let dir = &self.settings.dir;
-            if !dir.join(key::KEY_FILE).exists() {
-                key::write_key_file(dir, &self.key_file)?;
+            if !dir.join(key::AUDIT.file).exists() {
+                key::write_key_file(dir, key::AUDIT, &self.key_file)?;
+            }
+            if !dir.join(key::EVIDENCE.file).exists() {
+                key::write_key_file(dir, key::EVIDENCE, &self.evidence_file)?;
             }
             let path = dir.join(segment_name(self.settings.node.as_deref(), self.next_index));
             let file = fs::OpenOptions::new()

@@ -258,6 +258,15 @@ pub fn prepare_dev(
     Ok(config)
 }
 
+/// Signed checkpoints of a dev directory's trail go to `DIR/checkpoints/`
+/// unless its config says otherwise (a directory made before they existed
+/// gets them too).
+pub fn add_dev_checkpoints(config: &mut crate::config::Config, dir: &Path) {
+    if config.audit.checkpoint_dir.is_none() {
+        config.audit.checkpoint_dir = Some(dir.join("checkpoints"));
+    }
+}
+
 /// The hosted card fields of a dev directory: its config's `[collect]`, or
 /// the listener `serve --dev` adds (the dev server certificate, loopback
 /// page origins over plain HTTP allowed, on `api_listen`'s address when it

@@ -2,14 +2,18 @@
 //! bundle for a PCI DSS v4.0.1 assessor, built from the vault's own
 //! configuration, key store, audit trail and files — facts, not promises —
 //! as `evidence.json` and a readable `evidence.md`, signed in
-//! `signature.json` ([`crate::evidence`]). `cardvault evidence verify DIR`
-//! detects any edit: exit 0 intact, 1 changed or signed by another key,
-//! 2 unreadable.
+//! `signature.json` ([`crate::evidence`]) with the vault's evidence key.
+//! `cardvault evidence verify DIR --pubkey KEY` detects any edit: exit 0
+//! intact and signed by the pinned key, 1 changed or signed by another
+//! key, 2 unreadable, 3 unchanged but no key pinned.
 //!
 //! The vault must be stopped (the bundle reads the store in-process; a
-//! running vault holds its directories and this exits 75). The bundle holds
-//! no PAN and no key material: the data and audit directories are scanned
-//! for card numbers and only the counts go in.
+//! running vault holds its directories and this exits 75). The trail is
+//! read and verified first, as a snapshot; the run's own events (opening
+//! the store) come after it and are not in the bundle, whose `created`
+//! time follows its last event. The bundle holds no PAN and no key
+//! material: the data and audit directories are scanned for card numbers
+//! and only the counts go in.
 
 use std::path::{Path, PathBuf};
 
@@ -50,9 +54,10 @@ enum EvidenceCommand {
     Verify {
         /// The bundle directory.
         dir: PathBuf,
-        /// The signer's public key (hex) to pin; printed by `evidence`.
-        #[arg(long, conflicts_with_all = ["config", "dev"])]
-        public_key: Option<String>,
+        /// The signer's public key to pin: 64 hex digits or a PEM file
+        /// (`evidence.pub`), as the vault printed when it made it.
+        #[arg(long, visible_alias = "public-key", value_name = "KEY|FILE", conflicts_with_all = ["config", "dev"])]
+        pubkey: Option<String>,
         /// Pin the key of the vault of this config file.
         #[arg(long, conflicts_with = "dev")]
         config: Option<PathBuf>,
@@ -67,10 +72,10 @@ pub async fn run(args: EvidenceArgs) -> CliResult {
     match args.command {
         Some(EvidenceCommand::Verify {
             dir,
-            public_key,
+            pubkey,
             config,
             dev,
-        }) => verify(&dir, public_key, config, dev),
+        }) => verify(&dir, pubkey, config, dev),
         None => {
             let out = args
                 .out
@@ -97,32 +102,39 @@ fn config_of(location: &VaultLocation) -> Result<Config, CliError> {
     // What `serve --dev` runs: its hosted card fields too.
     if location.config.is_none() {
         super::dev::add_dev_collect(&mut config, None);
+        super::dev::add_dev_checkpoints(&mut config, &location.data_dir);
     }
     Ok(config)
 }
 
-/// The signer of the vault whose config this is.
+/// The signer of the vault whose config this is: its evidence key.
 fn signer_of(config: &Config) -> Result<Signer, CliError> {
+    use crate::audit::key;
     let provider = offline_provider(&config.kek()?)?;
-    let audit_key = crate::audit::key::read(&config.audit.dir, provider.as_ref())
-        .context("reading the audit key")?
+    let evidence = key::read(&config.audit.dir, key::EVIDENCE, provider.as_ref())
+        .context("reading the evidence key")?
         .ok_or_else(|| {
             CliError::Unreadable(format!(
-                "no audit key in {}: the vault has never run",
+                "no {} in {}: the vault has not run since evidence keys exist; start it once",
+                key::EVIDENCE.file,
                 config.audit.dir.display()
             ))
         })?;
-    Signer::derive(&audit_key.key).map_err(|e| CliError::Failed(e.into()))
+    Signer::from_seed(&evidence.key).map_err(|e| CliError::Failed(e.into()))
 }
 
 fn verify(
     dir: &Path,
-    public_key: Option<String>,
+    pubkey: Option<String>,
     config: Option<PathBuf>,
     dev: Option<PathBuf>,
 ) -> CliResult {
-    let pinned = match (public_key, config, dev) {
-        (Some(key), ..) => Some(key),
+    let pinned = match (pubkey, config, dev) {
+        (Some(key), ..) => Some(
+            crate::crypto::PublicKey::parse_or_read(&key)
+                .map_err(|e| CliError::Usage(format!("--pubkey: {e}")))?
+                .hex(),
+        ),
         (None, Some(config), _) => Some(signer_of(&Config::load(&config)?)?.public_key()),
         (None, None, Some(dir)) => Some(
             signer_of(&config_of(&VaultLocation {
@@ -146,7 +158,7 @@ fn verify(
         // Anyone can sign a bundle with a key of their own: without a pin
         // the files match their signature, and nothing says whose it is.
         Ok(manifest) => Err(CliError::Unpinned(format!(
-            "the {} files match their signature, made {} by key {} — but no key was pinned, so nothing shows who signed: give --public-key (the key the vault printed), --config or --dev",
+            "the {} files match their signature, made {} by key {} — but no key was pinned, so nothing shows who signed: give --pubkey (evidence.pub, or the key the vault printed), --config or --dev",
             manifest.files.len(),
             manifest.created,
             manifest.key_id,
@@ -170,21 +182,50 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
     }
     let config = config_of(&args.location)?;
     super::offline::refuse_postgres(&config)?;
-    let signer = signer_of(&config)?;
-    let created = crate::clock::rfc3339(crate::clock::now_ms());
+    let provider = offline_provider(&config.kek()?)?;
+    // The trail first, before this run writes to it — and only if no
+    // running vault holds the store (75 otherwise, nothing written).
+    let snapshot = {
+        let _held = crate::dirlock::DirLock::acquire(&config.storage.data_dir, "data directory")
+            .map_err(CliError::Locked)?;
+        evidence::snapshot(&config, provider).map_err(CliError::Failed)?
+    };
     // The store, in-process (the vault must be stopped).
     let offline = args.location.open()?;
     let inventory = offline
         .vault
         .inventory(true, 4096)
         .await
-        .context("reading the key inventory")?;
+        .context("reading the key inventory")?
+        .into_iter()
+        .map(|k| {
+            serde_json::to_value(crate::runtime::inventory::InventoryEntry::of(
+                k,
+                &config.keys,
+            ))
+            .unwrap_or_default()
+        })
+        .collect();
     let kek = offline.vault.describe_kek();
     offline.close().await?;
+    // After the store was opened: a vault that never made an evidence key
+    // has one now.
+    let signer = signer_of(&config)?;
+    // Never before the last event the bundle reports.
+    let created = crate::clock::rfc3339(crate::clock::now_ms());
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let created = match snapshot.last_event_time() {
+        Some(last) if parse(last) > parse(&created) => last.to_owned(),
+        _ => created,
+    };
     let inputs = evidence::Inputs {
-        provider: offline_provider(&config.kek()?)?,
+        snapshot,
         config,
         inventory,
+        inventory_source: "measured: the key store, opened in-process (the vault was stopped)"
+            .into(),
         kek,
         dev_pki: args
             .location
@@ -205,11 +246,12 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
         .sign_dir(out, &created)
         .map_err(|e| CliError::Failed(e.into()))?;
     say!(
-        "evidence bundle written to {} ({} files), signed by key {} (public key {})",
+        "evidence bundle written to {} ({} files), signed by key {} (public key {}, fingerprint {})",
         out.display(),
         manifest.files.len() + 1,
         manifest.key_id,
-        manifest.public_key
+        manifest.public_key,
+        signer.fingerprint()
     );
     Ok(())
 }

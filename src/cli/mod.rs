@@ -121,7 +121,8 @@ enum Command {
     /// Export a tenant's tokens and PANs, encrypted to an age recipient by
     /// the vault, once a second admin approves. Role admin.
     Export(portable::ExportArgs),
-    /// Approve another admin's pending request (a tenant shred or export).
+    /// Approve another admin's pending request (a tenant shred or export;
+    /// sealing or a KEK rotation under `[keys.dual_control]`).
     Approve(portable::ApproveArgs),
     /// Hosted card fields: `collect snippet` prints the checkout page's
     /// script tag with its integrity hash.

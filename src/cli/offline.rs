@@ -42,11 +42,21 @@ struct Layout {
 
 impl Layout {
     fn dev(dir: &Path) -> Layout {
+        let mut audit = AuditSettings::new(dir.join("audit"));
+        audit.checkpoints.dir = Some(dir.join("checkpoints"));
+        audit.public_key_file = Some(dir.join("evidence.pub"));
         Layout {
             kek: KekSource::File(dir.join("kek.key")),
             db: dir.join("db"),
-            audit: AuditSettings::new(dir.join("audit")),
+            audit,
         }
+    }
+
+    /// The layout of a dev directory's own config.
+    fn of_dev(config: &Path, dir: &Path) -> Result<Layout, CliError> {
+        let mut config = Config::load(config)?;
+        super::dev::add_dev_checkpoints(&mut config, dir);
+        Layout::of(&config)
     }
 
     fn of(config: &Config) -> Result<Layout, CliError> {
@@ -115,10 +125,10 @@ impl VaultLocation {
     /// Opens the existing vault (the KEK must exist). Key operations made
     /// through it are audited like the server's.
     pub fn open(&self) -> Result<OfflineVault, CliError> {
-        let config = self.config.clone().or_else(|| dev_config(&self.data_dir));
-        let layout = match config {
-            Some(path) => Layout::of(&Config::load(&path)?)?,
-            None => {
+        let layout = match (&self.config, dev_config(&self.data_dir)) {
+            (Some(path), _) => Layout::of(&Config::load(path)?)?,
+            (None, Some(path)) => Layout::of_dev(&path, &self.data_dir)?,
+            (None, None) => {
                 let layout = Layout::dev(&self.data_dir);
                 if !self.data_dir.join("kek.key").is_file() {
                     return Err(CliError::Usage(format!(
@@ -137,7 +147,7 @@ impl VaultLocation {
 /// KEK on first use (for `demo` only).
 pub fn open_or_create_dev(dir: &Path) -> Result<OfflineVault, CliError> {
     if let Some(config) = dev_config(dir) {
-        return open(&Layout::of(&Config::load(&config)?)?);
+        return open(&Layout::of_dev(&config, dir)?);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     create_dev_kek_if_missing(&dir.join("kek.key"))?;

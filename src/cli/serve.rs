@@ -75,8 +75,9 @@ pub async fn run(args: ServeArgs) -> CliResult {
     }
     // The dev setup takes cards in a browser too (`--listen ADDR:0`, as
     // tests and benches use, moves the public listener to a free port).
-    if dev_dir.is_some() {
+    if let Some(dir) = &dev_dir {
         dev::add_dev_collect(&mut config, args.listen);
+        dev::add_dev_checkpoints(&mut config, dir);
     }
     if let Some(listen) = args.collect_listen {
         match &mut config.collect {

@@ -108,6 +108,11 @@ pub struct Config {
     /// The hosted card fields' public listener (absent: none).
     #[serde(default)]
     pub collect: Option<CollectConfig>,
+    /// Who holds each of the vault's own keys, by name — declared, for the
+    /// evidence bundle's key inventory (3.6.1.1): `kek`, `audit-mac`,
+    /// `evidence-signing`, `tls-server`, `ca`.
+    #[serde(default)]
+    pub custodians: BTreeMap<String, Vec<String>>,
 }
 
 /// The `[compat]` section: behaviour kept for configs written before a
@@ -202,7 +207,34 @@ pub struct KeysConfig {
     pub cryptoperiod_warning_s: u64,
     /// How often the cryptoperiods are checked, seconds.
     pub cryptoperiod_check_s: std::num::NonZeroU64,
+    /// Which vault-wide key operations wait for a second admin.
+    pub dual_control: DualControl,
 }
+
+/// `[keys.dual_control]`: the vault-wide key operations one admin asks for
+/// and a different global admin must approve (`POST
+/// /v1/admin/approvals/{id}`) before they happen — PCI DSS 3.6.1.2 / 3.7.6
+/// split knowledge and dual control. On unless turned off.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DualControl {
+    /// `POST /v1/admin/kek/rotate`.
+    pub kek_rotation: bool,
+    /// `POST /v1/admin/seal`.
+    pub seal: bool,
+}
+
+impl Default for DualControl {
+    fn default() -> DualControl {
+        DualControl {
+            kek_rotation: true,
+            seal: true,
+        }
+    }
+}
+
+/// The names `[custodians]` may use: the vault's own keys.
+pub const CUSTODIED_KEYS: [&str; 5] = ["kek", "audit-mac", "evidence-signing", "tls-server", "ca"];
 
 impl Default for KeysConfig {
     fn default() -> KeysConfig {
@@ -217,6 +249,7 @@ impl Default for KeysConfig {
             cryptoperiod_warning_s: 30 * 86_400,
             cryptoperiod_check_s: std::num::NonZeroU64::new(3600)
                 .unwrap_or(std::num::NonZeroU64::MIN),
+            dual_control: DualControl::default(),
         }
     }
 }
@@ -277,6 +310,17 @@ pub struct AuditConfig {
     /// `-`, `_`, `.`). On PostgreSQL the default is the host name and a
     /// hash of `storage.data_dir`; on RocksDB there is none.
     pub node_id: Option<String>,
+    /// Append signed checkpoints of the trail to this directory — best one
+    /// the vault's operator cannot rewrite alone (another host's mount,
+    /// another owner's spool). The syslog mirror gets them too.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// A checkpoint at least every this many entries.
+    pub checkpoint_every_events: NonZeroU64,
+    /// A checkpoint at least this often while entries are written.
+    pub checkpoint_interval_s: NonZeroU64,
+    /// Where the evidence key's public half is written as PEM (default:
+    /// `evidence.pub` beside this config file).
+    pub public_key_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -294,6 +338,10 @@ impl Default for AuditConfig {
             syslog_tcp: None,
             syslog_unix: None,
             node_id: None,
+            checkpoint_dir: writer.checkpoints.dir,
+            checkpoint_every_events: nz(writer.checkpoints.every_events),
+            checkpoint_interval_s: nz(writer.checkpoints.interval.as_secs()),
+            public_key_file: None,
         }
     }
 }
@@ -312,6 +360,12 @@ impl AuditConfig {
             (None, None) => None,
         };
         settings.node = self.node_id.clone();
+        settings.checkpoints = crate::audit::checkpoint::CheckpointSettings {
+            dir: self.checkpoint_dir.clone(),
+            every_events: self.checkpoint_every_events.get(),
+            interval: std::time::Duration::from_secs(self.checkpoint_interval_s.get()),
+        };
+        settings.public_key_file = self.public_key_file.clone();
         settings
     }
 }
@@ -375,6 +429,11 @@ impl Config {
             None => {}
         }
         fix(&mut self.audit.dir);
+        self.audit.checkpoint_dir.iter_mut().for_each(fix);
+        match &mut self.audit.public_key_file {
+            Some(path) => fix(path),
+            None => self.audit.public_key_file = Some(base.join("evidence.pub")),
+        }
         self.supply_chain.advisory_db.iter_mut().for_each(fix);
         for route in self.proxy.routes.values_mut() {
             fix(&mut route.ca_file);
@@ -396,7 +455,26 @@ impl Config {
         self.validate_limits()?;
         self.validate_node_id()?;
         self.validate_collect()?;
+        self.validate_custodians()?;
         self.validate_backends()
+    }
+
+    /// `[custodians]` names only the vault's own keys.
+    fn validate_custodians(&self) -> Result<(), ConfigError> {
+        match self
+            .custodians
+            .keys()
+            .find(|k| !CUSTODIED_KEYS.contains(&k.as_str()))
+        {
+            Some(unknown) => Err(ConfigError::new(
+                format!("custodians.{unknown}"),
+                format!(
+                    "not one of the vault's keys ({})",
+                    CUSTODIED_KEYS.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The public listener's files, URL and block list.

@@ -69,6 +69,8 @@ pub enum KeyPurpose {
     Fingerprint = 2,
     /// HMAC-SHA-256 chain over the audit trail.
     AuditMac = 3,
+    /// The Ed25519 seed that signs audit checkpoints and evidence bundles.
+    EvidenceSigning = 4,
 }
 
 impl KeyPurpose {
@@ -83,6 +85,7 @@ impl KeyPurpose {
             1 => Some(KeyPurpose::PanEncryption),
             2 => Some(KeyPurpose::Fingerprint),
             3 => Some(KeyPurpose::AuditMac),
+            4 => Some(KeyPurpose::EvidenceSigning),
             _ => None,
         }
     }
@@ -93,6 +96,7 @@ impl KeyPurpose {
             KeyPurpose::PanEncryption => "pan-encryption",
             KeyPurpose::Fingerprint => "fingerprint",
             KeyPurpose::AuditMac => "audit-mac",
+            KeyPurpose::EvidenceSigning => "evidence-signing",
         }
     }
 }

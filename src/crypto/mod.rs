@@ -12,6 +12,8 @@ pub(crate) mod keyfile;
 pub(crate) mod pkcs11;
 pub mod record;
 pub(crate) mod shares;
+#[cfg(feature = "vault")]
+pub(crate) mod signing;
 pub(crate) mod transient;
 pub(crate) mod wrap;
 
@@ -20,6 +22,8 @@ pub use guarded::Guarded;
 pub use hierarchy::{DataKey, KeyError, KeyLabel, KeyProvider, KeyPurpose, SecretKey};
 pub use keyfile::{KeyFileError, KeyFileProvider};
 pub use record::{RecordError, RecordView};
+#[cfg(feature = "vault")]
+pub use signing::{PublicKey, PublicKeyError, SigningKey};
 pub use transient::TransientKey;
 pub use wrap::AesKek;
 

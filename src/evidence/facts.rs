@@ -15,7 +15,7 @@ use crate::scan::Kind;
 use crate::scan::walk::{self, FileOutcome, WalkOptions};
 
 /// Reads a PEM file's certificates: subject, SANs, validity, serial.
-fn certificates(path: &Path) -> Value {
+pub(super) fn certificates(path: &Path) -> Value {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
     let Ok(iter) = CertificateDer::pem_file_iter(path) else {
@@ -49,6 +49,28 @@ fn certificates(path: &Path) -> Value {
         })
         .collect();
     json!({"file": path.display().to_string(), "certificates": certs})
+}
+
+/// Each certificate in a PEM file: (subject, is a CA, days valid, not after).
+pub(super) fn lifetimes(path: &Path) -> Vec<(String, bool, i64, String)> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let Ok(iter) = CertificateDer::pem_file_iter(path) else {
+        return Vec::new();
+    };
+    iter.filter_map(Result::ok)
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+            let validity = cert.validity();
+            let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
+            Some((
+                cert.subject().to_string(),
+                cert.is_ca(),
+                days,
+                validity.not_after.to_string(),
+            ))
+        })
+        .collect()
 }
 
 fn crls(paths: &[PathBuf]) -> Vec<Value> {
@@ -185,15 +207,23 @@ pub(super) struct TrailFacts {
     pub(super) rotations: Vec<Value>,
     pub(super) alerts: Vec<Value>,
     pub(super) identities: BTreeMap<(String, String), (String, String, u64)>,
+    /// When the chain began (its first `audit_start`, "new chain"): the
+    /// audit MAC key was made then.
+    pub(super) chain_started: Option<String>,
+    /// The last event of each kind: its time.
+    pub(super) last_of_kind: BTreeMap<String, String>,
+    /// The first event of each kind: its time.
+    pub(super) first_of_kind: BTreeMap<String, String>,
 }
 
-const KEY_EVENTS: [&str; 6] = [
+const KEY_EVENTS: [&str; 7] = [
     "key_created",
     "key_rotated",
     "key_destroyed",
     "kek_rotated",
     "reencrypt",
     "tenant_shredded",
+    "evidence_key_created",
 ];
 
 pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
@@ -205,6 +235,9 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
         rotations: Vec::new(),
         alerts: Vec::new(),
         identities: BTreeMap::new(),
+        chain_started: None,
+        last_of_kind: BTreeMap::new(),
+        first_of_kind: BTreeMap::new(),
     };
     let segments = crate::audit::segments(dir).context("listing the audit trail")?;
     for (_, path) in segments {
@@ -230,6 +263,20 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
                 facts.first = Some(ts.clone());
             }
             facts.last = Some(ts.clone());
+            facts.last_of_kind.insert(kind.clone(), ts.clone());
+            facts
+                .first_of_kind
+                .entry(kind.clone())
+                .or_insert_with(|| ts.clone());
+            if kind == "audit_start"
+                && facts.chain_started.is_none()
+                && event
+                    .get("detail")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.starts_with("new chain"))
+            {
+                facts.chain_started = Some(ts.clone());
+            }
             let pick = |fields: &[&str]| -> Value {
                 let mut out = serde_json::Map::new();
                 for f in fields {

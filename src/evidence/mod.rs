@@ -7,10 +7,12 @@
 //! stopped vault, hands its facts here and writes the result.
 
 mod facts;
+mod findings;
+mod keys;
 mod render;
 mod sections;
 mod sign;
 
 pub use render::render_markdown;
-pub use sections::{Inputs, collect};
+pub use sections::{Inputs, collect, snapshot};
 pub use sign::*;

@@ -13,7 +13,7 @@ pub const DEVELOPMENT: &str = "A development vault (cardvault serve --dev): its 
 pub fn render_markdown(bundle: &Value) -> String {
     let development = bundle["development"].as_bool().unwrap_or(false);
     let mut out = format!(
-        "# PCI DSS v4.0.1 evidence — cardvault\n\n{}Created {}. Signed in `signature.json` (verify with `cardvault evidence verify DIR`). The facts below were read from the vault's configuration, key store, audit trail and files when the bundle was made.\n\n",
+        "# PCI DSS v4.0.1 evidence — cardvault\n\n{}Created {}. Signed in `signature.json` with the vault's evidence key (verify with `cardvault evidence verify DIR --pubkey evidence.pub`, or with openssl: docs/evidence.md). Each section lists where its facts come from: measured (a file's stat, the audit trail, a scan) or declared (the config, this build's code).\n\n",
         if development {
             format!("**{DEVELOPMENT}**\n\n")
         } else {
@@ -33,6 +33,12 @@ pub fn render_markdown(bundle: &Value) -> String {
             }
         ));
         render_value(&s["facts"], 0, &mut out);
+        if let Some(sources) = s["sources"].as_object().filter(|m| !m.is_empty()) {
+            out.push_str("\n*Sources:*\n\n");
+            for (fact, source) in sources {
+                out.push_str(&format!("- {fact}: {}\n", scalar(source)));
+            }
+        }
         out.push('\n');
     }
     out

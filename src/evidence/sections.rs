@@ -1,5 +1,8 @@
 //! One function per requirement group of the bundle, each reading the
-//! gathered facts; [`collect`] runs them in order.
+//! gathered facts; [`collect`] runs them in order. Every section carries
+//! `sources`: for each fact, whether it was measured (and how: a file's
+//! stat, the trail, a scan, a probe) or declared (the config, this build's
+//! code and constants).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,18 +14,20 @@ use serde_json::{Value, json};
 use super::facts::{self, TrailFacts};
 use crate::config::{Config, Role};
 use crate::crypto::KeyProvider;
-use crate::vault::KeyInfo;
 
 /// What the caller read from the stopped vault.
 pub struct Inputs {
     /// The vault's configuration.
     pub config: Config,
-    /// Every key, with record counts.
-    pub inventory: Vec<KeyInfo>,
+    /// Every tenant key with record counts, as `GET /v1/admin/keys` shows
+    /// them.
+    pub inventory: Vec<Value>,
+    /// How the inventory was read (the store in-process, or the admin API).
+    pub inventory_source: String,
     /// The KEK provider as it describes itself (never key material).
     pub kek: String,
-    /// The KEK provider, to verify the audit trail's chain.
-    pub provider: Arc<dyn KeyProvider>,
+    /// The trail as it stood before this run opened the vault.
+    pub snapshot: Snapshot,
     /// A dev directory's PKI, whose client certificates the bundle lists.
     pub dev_pki: Option<PathBuf>,
     /// Whether the vault is a `serve --dev` directory (the bundle says so).
@@ -33,14 +38,82 @@ pub struct Inputs {
     pub build: Value,
 }
 
+/// The audit trail read and verified before the bundle's own run touches
+/// it ([`snapshot`]): the bundle reports this, and its `created` time is
+/// after the last event in it.
+pub struct Snapshot {
+    trail: TrailFacts,
+    audit: Value,
+}
+
+impl Snapshot {
+    /// The time of the last event in the snapshot (RFC 3339), if any.
+    pub fn last_event_time(&self) -> Option<&str> {
+        self.trail.last.as_deref()
+    }
+}
+
+/// Reads and verifies the trail of the stopped vault — its chain with the
+/// KEK (`provider`), and its checkpoints when `audit.checkpoint_dir` holds
+/// any, with the vault's own evidence key — before anything else opens it.
+pub fn snapshot(config: &Config, provider: Arc<dyn KeyProvider>) -> anyhow::Result<Snapshot> {
+    use crate::audit::checkpoint::Checkpoints;
+    let dir = &config.audit.dir;
+    let trail = facts::read_trail(dir)?;
+    let key = crate::audit::key::read(dir, crate::audit::key::EVIDENCE, provider.as_ref())
+        .context("reading the evidence key")?
+        .map(|k| crate::crypto::SigningKey::from_seed(&k.key))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the evidence key: {e}"))?;
+    let checkpoint_dir = config.audit.checkpoint_dir.as_ref().filter(|d| d.is_dir());
+    let checkpoints = match (checkpoint_dir, &key) {
+        (Some(at), Some(key)) => Some(Checkpoints::read(at, &key.public())),
+        _ => None,
+    };
+    let (checkpoints, checkpoint_problem) = match checkpoints {
+        Some(Ok(found)) if !found.is_empty() => (Some(found), None),
+        Some(Ok(_)) | None => (None, None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+    };
+    let with = crate::audit::VerifyWith {
+        provider: Some(provider.as_ref()),
+        allow_anchor: true,
+        checkpoints: checkpoints.as_ref(),
+    };
+    let verdict = crate::audit::verify(dir, &with).context("verifying the audit trail")?;
+    let checked_against = match (&checkpoints, &checkpoint_problem) {
+        (Some(c), _) => {
+            json!({"checkpoints": c.len(), "directory": checkpoint_dir.map(|d| d.display().to_string())})
+        }
+        (None, Some(problem)) => json!({"checkpoints": 0, "refused": problem}),
+        (None, None) => {
+            json!({"checkpoints": 0, "note": "no signed checkpoints configured or found: entries cut from the end of the trail would leave no trace"})
+        }
+    };
+    let audit = match &verdict {
+        Ok(report) if checkpoint_problem.is_none() => {
+            json!({"intact": true, "source": "measured: audit verify over the trail as found, before this run opened the vault", "report": report, "checkpoints": checked_against})
+        }
+        Ok(report) => {
+            json!({"intact": false, "source": "measured", "report": report, "checkpoints": checked_against})
+        }
+        Err(failure) => {
+            json!({"intact": false, "source": "measured", "failure": failure, "checkpoints": checked_against})
+        }
+    };
+    Ok(Snapshot { trail, audit })
+}
+
 /// The facts the sections read, gathered once.
 struct Facts<'a> {
     config: &'a Config,
     kek: &'a str,
-    keys: Vec<Value>,
+    keys: &'a [Value],
+    inventory_source: &'a str,
+    development: bool,
     tokens_per_tenant: BTreeMap<String, u64>,
-    audit: Value,
-    trail: TrailFacts,
+    audit: &'a Value,
+    trail: &'a TrailFacts,
     dev_pki: Option<&'a Path>,
     dependencies: Value,
     vulnerabilities: Value,
@@ -51,6 +124,7 @@ struct Facts<'a> {
 pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
     let facts = gather(inputs)?;
     let sections = [
+        findings,
         retention,
         authentication_data,
         masking,
@@ -82,31 +156,12 @@ pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
 
 fn gather(inputs: &Inputs) -> anyhow::Result<Facts<'_>> {
     let config = &inputs.config;
-    let keys = inputs
-        .inventory
-        .iter()
-        .map(|k| {
-            serde_json::to_value(crate::runtime::inventory::InventoryEntry::of(
-                k.clone(),
-                &config.keys,
-            ))
-            .unwrap_or(Value::Null)
-        })
-        .collect();
     let mut tokens_per_tenant: BTreeMap<String, u64> = BTreeMap::new();
     for k in &inputs.inventory {
-        if let Some(records) = k.records {
-            *tokens_per_tenant
-                .entry(k.label.tenant.to_string())
-                .or_default() += records;
+        if let (Some(tenant), Some(records)) = (k["tenant"].as_str(), k["records"].as_u64()) {
+            *tokens_per_tenant.entry(tenant.to_owned()).or_default() += records;
         }
     }
-    let verdict = crate::audit::verify(&config.audit.dir, inputs.provider.as_ref(), true)
-        .context("verifying the audit trail")?;
-    let audit = match &verdict {
-        Ok(report) => json!({"intact": true, "report": report}),
-        Err(failure) => json!({"intact": false, "failure": failure}),
-    };
     let advisory_db = inputs
         .advisory_db
         .clone()
@@ -116,24 +171,36 @@ fn gather(inputs: &Inputs) -> anyhow::Result<Facts<'_>> {
     let vulnerabilities = match (&advisory_db, &dependencies) {
         (Some(db), Err(e)) => json!({"database": db.display().to_string(), "error": e.to_string()}),
         (Some(db), Ok(deps)) => match crate::supply_chain::known_vulnerabilities(db, deps) {
-            Ok(found) => json!({
-                "database": db.display().to_string(),
-                "latest_secure_version": if found.is_empty() { "yes" } else { "no" },
-                "advisories": found,
-            }),
+            Ok(found) => {
+                let (held, newest) = crate::supply_chain::database_span(db).unwrap_or((0, None));
+                json!({
+                    "database": db.display().to_string(),
+                    "database_advisories": held,
+                    "database_newest_advisory": newest,
+                    "advisories_matched": found.len(),
+                    "answer": format!(
+                        "{} of this build's locked dependencies match an advisory in this database, whose newest advisory is dated {}: the answer is only as current as that snapshot",
+                        found.len(),
+                        newest.as_deref().unwrap_or("— (it holds none)")
+                    ),
+                    "advisories": found,
+                })
+            }
             Err(e) => json!({"database": db.display().to_string(), "error": e.to_string()}),
         },
         (None, _) => {
-            json!({"database": null, "latest_secure_version": "not checked: no advisory database given (--advisory-db or [supply_chain] advisory_db)"})
+            json!({"database": null, "answer": "not checked: no advisory database given (--advisory-db or [supply_chain] advisory_db)"})
         }
     };
     Ok(Facts {
         config,
         kek: &inputs.kek,
-        keys,
+        keys: &inputs.inventory,
+        inventory_source: &inputs.inventory_source,
+        development: inputs.development,
         tokens_per_tenant,
-        audit,
-        trail: facts::read_trail(&config.audit.dir)?,
+        audit: &inputs.snapshot.audit,
+        trail: &inputs.snapshot.trail,
         dev_pki: inputs.dev_pki.as_deref(),
         dependencies: dependencies
             .as_ref()
@@ -144,8 +211,27 @@ fn gather(inputs: &Inputs) -> anyhow::Result<Facts<'_>> {
     })
 }
 
-fn section(id: &str, title: &str, facts: Value) -> Value {
-    json!({"requirement": id, "title": title, "facts": facts})
+/// A section: its facts and, for each, where it comes from.
+fn section(id: &str, title: &str, facts: Value, sources: &[(&str, &str)]) -> Value {
+    let sources: serde_json::Map<String, Value> = sources
+        .iter()
+        .map(|(fact, source)| ((*fact).to_owned(), Value::String((*source).to_owned())))
+        .collect();
+    json!({"requirement": id, "title": title, "facts": facts, "sources": sources})
+}
+
+/// A fact read from the config file.
+const CONFIG: &str = "declared: the config";
+/// A fact fixed in this build's code.
+const CODE: &str = "declared: this build's code (the same for every vault of this version)";
+
+fn findings(s: &Facts<'_>) -> anyhow::Result<Value> {
+    Ok(section(
+        "Findings",
+        "What this bundle flags against a requirement",
+        json!({"findings": super::findings::findings(s.config, s.development, s.dev_pki)}),
+        &[("findings", "each finding says how it was established")],
+    ))
 }
 
 /// The principals holding `role`.
@@ -169,6 +255,16 @@ fn retention(s: &Facts<'_>) -> anyhow::Result<Value> {
             "tenant_crypto_shred": format!("DELETE /v1/admin/tenants/{{tenant}}, approved by a second admin within {} s", s.config.keys.approval_ttl_s),
             "security_codes": format!("held in memory only, for at most {} s, never written to disk; lost on restart", s.config.cvc.max_ttl_s),
         }),
+        &[
+            (
+                "tokens_per_tenant",
+                "measured: records counted per data key",
+            ),
+            ("token_expiry", CODE),
+            ("principals_allowed_to_delete", CONFIG),
+            ("tenant_crypto_shred", CONFIG),
+            ("security_codes", CODE),
+        ],
     ))
 }
 
@@ -191,6 +287,15 @@ fn authentication_data(s: &Facts<'_>) -> anyhow::Result<Value> {
             },
             "scan_of_data_and_audit_directories": facts::scan_dirs(&[s.config.storage.data_dir.clone(), s.config.audit.dir.clone()]),
         }),
+        &[
+            ("refused_request_fields", CODE),
+            ("refusal", CODE),
+            ("stored_schema", CODE),
+            (
+                "scan_of_data_and_audit_directories",
+                "measured: every file scanned for card numbers",
+            ),
+        ],
     ))
 }
 
@@ -211,6 +316,15 @@ fn masking(s: &Facts<'_>) -> anyhow::Result<Value> {
             "principals_who_see_full_pan": holding(s.config, Role::Detokenize),
             "logs_and_errors": "never carry a PAN: errors have fixed messages, logs and metrics labels carry tokens or masked values",
         }),
+        &[
+            ("metadata_shows", CODE),
+            ("roles", CODE),
+            ("principals_who_see_full_pan", CONFIG),
+            (
+                "logs_and_errors",
+                "declared: this build's code, and its leak tests (canary PANs)",
+            ),
+        ],
     ))
 }
 
@@ -224,6 +338,15 @@ fn unreadable(s: &Facts<'_>) -> anyhow::Result<Value> {
             "tokens": "random digits from the OS CSPRNG, BIN6/last 4 kept, always failing Luhn; not derived from the PAN",
             "key_encryption_key": s.kek,
         }),
+        &[
+            ("pan_encryption", CODE),
+            ("fingerprints", CODE),
+            ("tokens", CODE),
+            (
+                "key_encryption_key",
+                "measured: the KEK provider opened for this bundle, as it describes itself",
+            ),
+        ],
     ))
 }
 
@@ -232,9 +355,18 @@ fn key_inventory(s: &Facts<'_>) -> anyhow::Result<Value> {
         "3.6.1.1",
         "Key inventory",
         json!({
+            "vault_keys": super::keys::vault_keys(s.config, s.kek, s.trail, s.dev_pki),
             "keys": s.keys,
             "cryptoperiods_s": {"data_key": s.config.keys.dek_cryptoperiod_s, "fingerprint_key": s.config.keys.fingerprint_cryptoperiod_s},
         }),
+        &[
+            (
+                "vault_keys",
+                "each value names its source (file stat, trail, certificate, config)",
+            ),
+            ("keys", s.inventory_source),
+            ("cryptoperiods_s", CONFIG),
+        ],
     ))
 }
 
@@ -244,7 +376,19 @@ fn key_lifecycle(s: &Facts<'_>) -> anyhow::Result<Value> {
         "Key lifecycle: creation, rotation, retirement (from the audit trail)",
         json!({
             "events": s.trail.rotations,
+            "dual_control": {
+                "kek_rotation": s.config.keys.dual_control.kek_rotation,
+                "seal": s.config.keys.dual_control.seal,
+                "tenant_shred_and_export": true,
+            },
         }),
+        &[
+            ("events", "measured: the audit trail"),
+            (
+                "dual_control",
+                "declared: the config ([keys.dual_control]); shred and export always need two admins",
+            ),
+        ],
     ))
 }
 
@@ -253,6 +397,26 @@ fn transit(s: &Facts<'_>) -> anyhow::Result<Value> {
         "4.2.1 / 4.2.1.1",
         "Strong cryptography in transit; certificate inventory",
         facts::tls_inventory(s.config)?,
+        &[
+            ("listen", CONFIG),
+            (
+                "protocols",
+                "declared: the config and the code that builds the listener (no live probe: the vault was stopped)",
+            ),
+            (
+                "cipher_suites",
+                "declared: the code that builds the listener",
+            ),
+            (
+                "key_exchange_groups",
+                "declared: the code that builds the listener",
+            ),
+            ("server_certificate", "measured: the certificate file"),
+            ("client_ca", "measured: the certificate file"),
+            ("crls", "measured: the CRL files the config names"),
+            ("client_certificates", CODE),
+            ("alpn", CODE),
+        ],
     ))
 }
 
@@ -260,7 +424,24 @@ fn hosted_fields(s: &Facts<'_>) -> anyhow::Result<Value> {
     Ok(section(
         "6.4.3 / 4.2.1 (hosted card fields)",
         "Hosted card fields: the frame's script inventory and the public listener",
-        facts::hosted_fields(s.config, &s.trail)?,
+        facts::hosted_fields(s.config, s.trail)?,
+        &[
+            ("enabled", CONFIG),
+            ("listen", CONFIG),
+            ("public_url", CONFIG),
+            ("loopback_http_pages_allowed", CONFIG),
+            ("card_testing", CONFIG),
+            (
+                "scripts",
+                "measured: the assets compiled into this build, hashed",
+            ),
+            ("frame_policy", CODE),
+            (
+                "tls",
+                "declared: the config and the code that builds the listener",
+            ),
+            ("in_the_audit_trail", "measured: the audit trail"),
+        ],
     ))
 }
 
@@ -272,6 +453,7 @@ fn access(s: &Facts<'_>) -> anyhow::Result<Value> {
             "principals": facts::principals(s.config),
             "default": "a certificate whose name matches no principal has no role",
         }),
+        &[("principals", CONFIG), ("default", CODE)],
     ))
 }
 
@@ -285,6 +467,13 @@ fn identities(s: &Facts<'_>) -> anyhow::Result<Value> {
                 "principal": p, "certificate_serial": s, "first_seen": first, "last_seen": last, "events": n,
             })).collect::<Vec<_>>(),
         }),
+        &[
+            (
+                "issued_by_this_dev_directory",
+                "measured: the dev directory's certificate files",
+            ),
+            ("seen_in_the_audit_trail", "measured: the audit trail"),
+        ],
     ))
 }
 
@@ -296,6 +485,10 @@ fn audit_events(s: &Facts<'_>) -> anyhow::Result<Value> {
             "events_by_kind": s.trail.by_kind,
             "fields_recorded": s.trail.fields,
         }),
+        &[
+            ("events_by_kind", "measured: the audit trail"),
+            ("fields_recorded", "measured: the audit trail"),
+        ],
     ))
 }
 
@@ -312,7 +505,29 @@ fn audit_protection(s: &Facts<'_>) -> anyhow::Result<Value> {
             "segments": {"max_file_bytes": s.config.audit.max_file_bytes, "rotate_secs": s.config.audit.rotate_secs},
             "retention": "segments are never deleted by the vault; archive them off the host (audit verify --anchored checks a trail whose older segments were archived)",
             "mirror": {"syslog_tcp": s.config.audit.syslog_tcp, "syslog_unix": s.config.audit.syslog_unix},
+            "checkpoints": {
+                "directory": s.config.audit.checkpoint_dir,
+                "every_events": s.config.audit.checkpoint_every_events,
+                "interval_s": s.config.audit.checkpoint_interval_s,
+            },
         }),
+        &[
+            (
+                "verify",
+                "measured: audit verify (chain with the KEK, and the signed checkpoints) over the snapshot",
+            ),
+            ("first_event", "measured: the audit trail"),
+            ("last_event", "measured: the audit trail"),
+            ("protection", CODE),
+            (
+                "file_modes",
+                "measured: stat of every file in the audit directory",
+            ),
+            ("segments", CONFIG),
+            ("retention", CODE),
+            ("mirror", CONFIG),
+            ("checkpoints", CONFIG),
+        ],
     ))
 }
 
@@ -337,13 +552,18 @@ fn file_modes(dir: &Path) -> Value {
 
 fn alerts(s: &Facts<'_>) -> anyhow::Result<Value> {
     Ok(section(
-        "11.5",
-        "Alerts: rules configured and raised",
+        "10.4.1.1",
+        "Automated review of audit events: alert rules configured and raised",
         json!({
             "rules": s.config.alerts,
             "raised_and_cleared": s.trail.alerts,
             "prometheus_rules": "deploy/prometheus/cardvault-rules.yml",
         }),
+        &[
+            ("rules", CONFIG),
+            ("raised_and_cleared", "measured: the audit trail"),
+            ("prometheus_rules", "declared: shipped with this version"),
+        ],
     ))
 }
 
@@ -356,5 +576,16 @@ fn vulnerabilities(s: &Facts<'_>) -> anyhow::Result<Value> {
             "dependencies": s.dependencies,
             "check": s.vulnerabilities,
         }),
+        &[
+            ("build", "measured: this binary's build facts"),
+            (
+                "dependencies",
+                "measured: the dependency list embedded in this binary (or its Cargo.lock)",
+            ),
+            (
+                "check",
+                "measured: the advisory database given, as of its newest advisory",
+            ),
+        ],
     ))
 }

@@ -6,30 +6,24 @@
 //! assessor verifies with the public key alone, without the KEK (which an
 //! assessor must never hold), and nobody without the vault's KEK can sign.
 //!
-//! The signing key is derived, not stored: HMAC-SHA-256 of a fixed label
-//! under the audit trail's MAC key (which the KEK wraps) gives the 32-byte
-//! Ed25519 seed. It therefore needs no file of its own, follows the audit
-//! key through KEK rotations, and one vault always signs with the same
-//! public key — an assessor pins it once (`evidence verify --public-key`).
-//! The derivation is one-way: the public key and signatures reveal nothing
-//! of the audit key.
+//! The signing key is the vault's evidence key ([`crate::crypto::SigningKey`],
+//! kept wrapped by the KEK in `evidence.key` beside the audit trail, made
+//! on the vault's first start); the same key signs the trail's checkpoints.
+//! An assessor pins its public key (`evidence.pub`, or its fingerprint)
+//! once: `evidence verify --pubkey`, or `openssl pkeyutl -verify` by hand
+//! (docs/evidence.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hmac::{Hmac, Mac};
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
-use crate::crypto::SecretKey;
+use crate::crypto::{SecretKey, SigningKey};
 
 /// The signature file's name inside a bundle.
 pub const SIGNATURE_FILE: &str = "signature.json";
-
-/// Label of the signing-key derivation (changing it changes the key).
-const DERIVATION_LABEL: &[u8] = b"cardvault evidence signing key v1";
 
 /// Largest bundle file read back by `verify` (a bundle is kilobytes).
 const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -55,7 +49,7 @@ pub enum EvidenceError {
 
 /// The signing key of one vault.
 pub struct Signer {
-    pair: Ed25519KeyPair,
+    key: SigningKey,
 }
 
 /// What `signature.json` signs: the bundle's files.
@@ -102,20 +96,21 @@ pub fn key_id(public_key_hex: &str) -> String {
 }
 
 impl Signer {
-    /// The vault's evidence signer, derived from its audit MAC key.
-    pub fn derive(audit_key: &SecretKey) -> Result<Signer, EvidenceError> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(audit_key.expose())
-            .map_err(|e| EvidenceError::Io(e.to_string()))?;
-        mac.update(DERIVATION_LABEL);
-        let seed = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let pair = Ed25519KeyPair::from_seed_unchecked(seed.as_slice())
-            .map_err(|e| EvidenceError::Io(format!("deriving the signing key: {e}")))?;
-        Ok(Signer { pair })
+    /// The signer whose Ed25519 seed is `seed` (the unwrapped evidence key).
+    pub fn from_seed(seed: &SecretKey) -> Result<Signer, EvidenceError> {
+        SigningKey::from_seed(seed)
+            .map(|key| Signer { key })
+            .map_err(|e| EvidenceError::Io(e.to_string()))
     }
 
     /// The public key, hex.
     pub fn public_key(&self) -> String {
-        hex::encode(self.pair.public_key().as_ref())
+        self.key.public().hex()
+    }
+
+    /// The public key's fingerprint (SHA-256 of its DER, hex).
+    pub fn fingerprint(&self) -> String {
+        self.key.public().fingerprint()
     }
 
     /// Signs every file in `dir` (but `signature.json`) and writes
@@ -132,7 +127,7 @@ impl Signer {
         };
         let text = serde_json::to_string_pretty(&manifest)
             .map_err(|e| EvidenceError::Io(e.to_string()))?;
-        let signature = hex::encode(self.pair.sign(text.as_bytes()).as_ref());
+        let signature = hex::encode(self.key.sign(text.as_bytes()));
         let file = SignatureFile {
             manifest: text,
             signature,
@@ -243,17 +238,17 @@ mod tests {
         std::fs::write(dir.path().join("evidence.json"), b"{\"a\":1}").unwrap();
         std::fs::write(dir.path().join("evidence.md"), b"# A\n").unwrap();
         let key = SecretKey::from_slice(&[7u8; 32]).unwrap();
-        let signer = Signer::derive(&key).unwrap();
+        let signer = Signer::from_seed(&key).unwrap();
         assert_eq!(
             signer.public_key(),
-            Signer::derive(&key).unwrap().public_key()
+            Signer::from_seed(&key).unwrap().public_key()
         );
         let manifest = signer.sign_dir(dir.path(), "2026-12-02T00:00:00Z").unwrap();
         assert_eq!(manifest.files.len(), 2);
         let pk = signer.public_key();
         verify_dir(dir.path(), Some(&pk)).unwrap();
 
-        let other = Signer::derive(&SecretKey::from_slice(&[8u8; 32]).unwrap()).unwrap();
+        let other = Signer::from_seed(&SecretKey::from_slice(&[8u8; 32]).unwrap()).unwrap();
         assert!(matches!(
             verify_dir(dir.path(), Some(&other.public_key())),
             Err(EvidenceError::WrongKey { .. })

@@ -289,7 +289,7 @@ pub struct ClearRequest {
 
 /// `POST /v1/admin/kek/rotate`: the KEK to rotate to. Paths are on the
 /// vault's host; no key material travels in the request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RotateKekRequest {
     /// A key file (`cardvault keys init --out FILE`).

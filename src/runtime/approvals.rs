@@ -1,6 +1,7 @@
 //! Dual control: a destructive or revealing request (a tenant shred, a
-//! tenant export) by one admin waits as a pending
-//! approval until a different admin principal confirms it, within its
+//! tenant export) and, unless `[keys.dual_control]` turns them off, the
+//! vault-wide key operations (sealing, a KEK rotation) by one admin wait
+//! as a pending approval until a different admin principal confirms it, within its
 //! lifetime (`[keys] approval_ttl_s`, at most and by default 10 minutes),
 //! or it expires. Pending approvals live in memory
 //! only: a restart cancels them, which fails safe.
@@ -109,6 +110,22 @@ pub enum Action {
         /// The age X25519 public key the export is encrypted to.
         recipient: String,
     },
+    /// Seal the vault (vault-wide: a global admin approves).
+    SealVault,
+    /// Rotate the KEK to `to` (vault-wide: a global admin approves).
+    RotateKek {
+        /// The KEK to rotate to, as the request named it (paths, labels;
+        /// never key material).
+        to: crate::peer::body::RotateKekRequest,
+    },
+}
+
+impl Action {
+    /// Whether the action acts on the whole vault (asked and approved by
+    /// global admins only).
+    pub fn is_vault_wide(&self) -> bool {
+        matches!(self, Action::SealVault | Action::RotateKek { .. })
+    }
 }
 
 /// A pending approval, as the API shows it.

@@ -75,7 +75,7 @@ impl Watch {
         match purpose {
             KeyPurpose::PanEncryption => self.settings.dek_cryptoperiod_s,
             KeyPurpose::Fingerprint => self.settings.fingerprint_cryptoperiod_s,
-            KeyPurpose::AuditMac => 0,
+            KeyPurpose::AuditMac | KeyPurpose::EvidenceSigning => 0,
         }
     }
 

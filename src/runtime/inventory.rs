@@ -37,7 +37,7 @@ impl InventoryEntry {
         let period_s = match k.label.purpose {
             crate::crypto::KeyPurpose::PanEncryption => settings.dek_cryptoperiod_s,
             crate::crypto::KeyPurpose::Fingerprint => settings.fingerprint_cryptoperiod_s,
-            crate::crypto::KeyPurpose::AuditMac => 0,
+            crate::crypto::KeyPurpose::AuditMac | crate::crypto::KeyPurpose::EvidenceSigning => 0,
         };
         let cryptoperiod_ends_at = (k.state == "active" && period_s > 0)
             .then(|| created_at(k.changed_ms.saturating_add(period_s.saturating_mul(1000))));

@@ -33,7 +33,7 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
-const COUNTERS: [(&str, &str); 23] = [
+const COUNTERS: [(&str, &str); 25] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
     (
         "cardvault_tokens_expired_total",
@@ -78,6 +78,14 @@ const COUNTERS: [(&str, &str); 23] = [
     (
         "cardvault_audit_syslog_dropped_total",
         "Audit entries the syslog mirror dropped",
+    ),
+    (
+        "cardvault_audit_checkpoints_total",
+        "Signed checkpoints of the audit trail written to the checkpoint directory",
+    ),
+    (
+        "cardvault_audit_checkpoint_failures_total",
+        "Signed checkpoints that could not be written to the checkpoint directory",
     ),
     (
         "cardvault_writes_refused_disk_full_total",

@@ -390,6 +390,197 @@ async fn segments_rotate_and_keep_one_chain() {
     assert!(err.to_string().contains("audit.key"), "{err}");
 }
 
+/// Runs `cardvault audit verify PATH` with `args`: (exit code, stdout + stderr).
+fn verify_with(path: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cardvault"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Opens the trail in `dir` with checkpoints every 7 entries into
+/// `checkpoints` and the public key in `public`, writes `n` events, closes.
+async fn checkpointed(dir: &Path, kek: &Path, checkpoints: &Path, public: &Path, n: usize) {
+    let provider = KeyFileProvider::open(kek).unwrap();
+    let mut settings = AuditSettings::new(dir.to_path_buf());
+    settings.max_file_bytes = 2_000;
+    settings.checkpoints.dir = Some(checkpoints.to_path_buf());
+    settings.checkpoints.every_events = 7;
+    settings.public_key_file = Some(public.to_path_buf());
+    let audit = AuditLog::open(settings, &provider).unwrap();
+    for i in 0..n {
+        let mut event = Event::new(EventKind::MetadataRead).with_tenant("default");
+        event.principal = Some(format!("p{i}"));
+        audit.record_durable(event).await.unwrap();
+    }
+    audit.close().await.unwrap();
+}
+
+/// The last `n` lines of the trail in `dir` removed (from its last segments).
+fn cut_tail(dir: &Path, mut n: usize) {
+    for (_, segment) in cardvault::audit::segments(dir).unwrap().into_iter().rev() {
+        let mut lines: Vec<String> = std::fs::read_to_string(&segment)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let cut = n.min(lines.len());
+        lines.truncate(lines.len() - cut);
+        n -= cut;
+        let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        std::fs::write(&segment, text).unwrap();
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_catch_a_cut_tail_a_removed_segment_and_a_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kek = tmp.path().join("kek.key");
+    KeyFileProvider::create(&kek).unwrap();
+    let trail = tmp.path().join("audit");
+    let spool = tmp.path().join("checkpoints");
+    let public = tmp.path().join("evidence.pub");
+    checkpointed(&trail, &kek, &spool, &public, 40).await;
+    let k = kek.to_str().unwrap();
+    let c = spool.to_str().unwrap();
+    let p = public.to_str().unwrap();
+    let full = ["--key-file", k, "--checkpoints", c, "--pubkey", p];
+
+    let (code, text) = verify_with(&trail, &full);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("checkpoints: ") && text.contains("agree with the trail"),
+        "{text}"
+    );
+    // The public key and the checkpoints alone, no KEK.
+    let (code, text) = verify_with(&trail, &["--checkpoints", c, "--pubkey", p]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("MACs between entries were not checked"),
+        "{text}"
+    );
+    // Each checkpoint line verifies with plain openssl, as docs/evidence.md
+    // tells an assessor without cardvault.
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(spool.join("checkpoints.jsonl"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let message = tmp.path().join("checkpoint.msg");
+    let signature = tmp.path().join("checkpoint.sig");
+    std::fs::write(&message, line["signed"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        &signature,
+        hex::decode(line["signature"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let openssl = Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-inkey", p, "-rawin", "-in"])
+        .arg(&message)
+        .arg("-sigfile")
+        .arg(&signature)
+        .output()
+        .unwrap();
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+
+    // 1. The last seven entries cut: the chain alone cannot tell; the
+    // checkpoints can.
+    let cut = tmp.path().join("cut");
+    copy_dir(&trail, &cut);
+    cut_tail(&cut, 7);
+    let (code, text) = verify_with(&cut, &["--key-file", k]);
+    assert_eq!(code, 0, "the chain alone misses a cut tail: {text}");
+    let (code, text) = verify_with(&cut, &full);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("entries were cut from its end"), "{text}");
+
+    // 2. The newest segment deleted, then a middle one.
+    let removed = tmp.path().join("removed");
+    copy_dir(&trail, &removed);
+    let segments = cardvault::audit::segments(&removed).unwrap();
+    assert!(segments.len() >= 3, "{segments:?}");
+    std::fs::remove_file(&segments.last().unwrap().1).unwrap();
+    let (code, text) = verify_with(&removed, &["--key-file", k]);
+    assert_eq!(
+        code, 0,
+        "the chain alone misses a removed last segment: {text}"
+    );
+    let (code, text) = verify_with(&removed, &full);
+    assert_eq!(code, 1, "{text}");
+    std::fs::remove_file(&segments[1].1).unwrap();
+    let (code, text) = verify_with(&removed, &full);
+    assert_eq!(code, 1, "{text}");
+
+    // 3. Rolled back: an older copy of the trail put back after the vault
+    // went on writing...
+    let old = tmp.path().join("old");
+    copy_dir(&trail, &old);
+    checkpointed(&trail, &kek, &spool, &public, 20).await;
+    let (code, text) = verify_with(&trail, &full);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = verify_with(&old, &["--key-file", k]);
+    assert_eq!(code, 0, "the old copy's chain is intact: {text}");
+    let (code, text) = verify_with(&old, &full);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("rolled back to an older copy"), "{text}");
+    // ... and then continued past the checkpoints: the entries at their
+    // sequence numbers are not the signed ones.
+    checkpointed(&old, &kek, &tmp.path().join("elsewhere"), &public, 40).await;
+    let (code, text) = verify_with(&old, &["--key-file", k]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = verify_with(&old, &full);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("rolled back and continued"), "{text}");
+
+    // A checkpoint edited, or checked against another key, is refused.
+    let forged = tmp.path().join("forged.jsonl");
+    let lines = std::fs::read_to_string(spool.join("checkpoints.jsonl")).unwrap();
+    std::fs::write(&forged, lines.replacen("\\\"seq\\\":", "\\\"seq\\\":1", 1)).unwrap();
+    let (code, text) = verify_with(
+        &trail,
+        &[
+            "--key-file",
+            k,
+            "--checkpoints",
+            forged.to_str().unwrap(),
+            "--pubkey",
+            p,
+        ],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("signature does not verify"), "{text}");
+    let (code, text) = verify_with(
+        &trail,
+        &[
+            "--key-file",
+            k,
+            "--checkpoints",
+            c,
+            "--pubkey",
+            &"ab".repeat(32),
+        ],
+    );
+    assert_eq!(code, 1, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detokenize_fails_closed_when_the_trail_cannot_be_written() {
     let harness = Harness::new();
@@ -609,15 +800,39 @@ async fn entries_are_mirrored_to_syslog_over_tcp() {
         rest = &tail[len..];
     }
     assert!(frames.len() >= 4, "{text}");
+    // Entries (msgid audit) and signed checkpoints (msgid checkpoint).
+    let (mut entries_seen, mut checkpoints) = (Vec::new(), Vec::new());
     for frame in &frames {
         assert!(frame.starts_with("<85>1 "), "{frame}");
         assert!(frame.contains(" cardvault "), "{frame}");
-        let entry = &frame[frame.find('{').unwrap()..];
-        let entry: Value = serde_json::from_str(entry).unwrap();
-        assert!(entry["mac"].is_string());
+        let body: Value = serde_json::from_str(&frame[frame.find('{').unwrap()..]).unwrap();
+        if frame.contains(" checkpoint - ") {
+            checkpoints.push(body["signed"].as_str().unwrap().to_owned());
+        } else {
+            assert!(frame.contains(" audit - "), "{frame}");
+            assert!(body["mac"].is_string());
+            entries_seen.push(frame);
+        }
     }
-    assert!(frames.iter().any(|f| f.contains("\"event\":\"tokenize\"")));
-    assert!(frames.last().unwrap().contains("\"event\":\"audit_stop\""));
+    assert!(
+        entries_seen
+            .iter()
+            .any(|f| f.contains("\"event\":\"tokenize\""))
+    );
+    assert!(
+        entries_seen
+            .last()
+            .unwrap()
+            .contains("\"event\":\"audit_stop\"")
+    );
+    // The collector holds a checkpoint of the trail's end, signed.
+    assert!(
+        checkpoints
+            .last()
+            .unwrap()
+            .contains("\"event\":\"audit_stop\""),
+        "{checkpoints:?}"
+    );
     assert!(!text.contains(CANARY));
 }
 
@@ -728,12 +943,13 @@ async fn queued_events_are_written_without_a_wake_and_keep_their_order() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    // audit_start is seq 1, the 50 queued events 2..=51.
+    // audit_start is seq 1, evidence_key_created 2 (a new trail), the 50
+    // queued events 3..=52.
     let seq = audit
         .record_durable(Event::new(EventKind::Tokenize))
         .await
         .unwrap();
-    assert_eq!(seq, 52);
+    assert_eq!(seq, 53);
     audit.close().await.unwrap();
     let (code, text) = verify(&dir, &kek);
     assert_eq!(code, 0, "{text}");

@@ -705,3 +705,105 @@ async fn a_kek_rotation_refuses_relative_and_existing_paths() {
     );
     assert!(trail[2].contains("out_dir must not exist yet"), "{trail:?}");
 }
+
+/// Dual control (`[keys.dual_control]`, on by default): one global admin's
+/// KEK rotation or seal waits as a pending approval — nothing is rewrapped
+/// or dropped — until a *different* global admin approves it; the asker
+/// cannot approve their own, a non-admin cannot approve at all, and the
+/// trail names both admins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kek_rotation_and_a_seal_wait_for_a_second_admin() {
+    let harness = crate::common::harness::Harness::with(|c| {
+        c.keys.dual_control = cardvault::config::DualControl::default();
+        let pki = c.api.client_ca.parent().unwrap().to_path_buf();
+        cardvault::pki::issue(&pki, "admin2").unwrap();
+        let admin = c.principals["admin"].clone();
+        c.principals.insert("admin2".into(), admin);
+    });
+    let service = harness.start().await;
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    let next = harness.dir.path().join("kek-2.key");
+    cardvault::crypto::KeyFileProvider::create(&next).unwrap();
+    let reply = admin
+        .post_json(
+            "/v1/admin/kek/rotate",
+            &json!({"provider": "file", "key_file": next}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json());
+    let pending = reply.json();
+    assert_eq!(pending["action"], "rotate_kek");
+    assert_eq!(pending["to"]["provider"], "file");
+    assert_eq!(pending["requested_by"], "admin");
+    let id = pending["id"].as_str().unwrap().to_owned();
+    // Nothing was rewrapped yet.
+    let audit_key = std::fs::read_to_string(harness.config.audit.dir.join("audit.key")).unwrap();
+    assert!(!audit_key.contains("wrapped_next"), "{audit_key}");
+    // The asker cannot approve; neither can a non-admin.
+    let path = format!("/v1/admin/approvals/{id}");
+    let reply = admin.post_json(&path, &json!({})).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    let reply = cart.post_json(&path, &json!({})).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    // A second global admin carries it out.
+    let mut admin2 = harness.connect("admin2", service.api_addr).await;
+    let reply = admin2.post_json(&path, &json!({})).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json());
+    assert!(reply.json()["keys"].is_u64(), "{:?}", reply.json());
+    let audit_key = std::fs::read_to_string(harness.config.audit.dir.join("audit.key")).unwrap();
+    assert!(audit_key.contains("wrapped_next"), "{audit_key}");
+    let evidence_key =
+        std::fs::read_to_string(harness.config.audit.dir.join("evidence.key")).unwrap();
+    assert!(evidence_key.contains("wrapped_next"), "{evidence_key}");
+    // Used up: a second approval of the same id is refused.
+    let reply = admin2.post_json(&path, &json!({})).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // Sealing waits the same way (this vault's KEK is a file, so the
+    // approved seal answers that it cannot be sealed: it was attempted).
+    let reply = admin.post_json("/v1/admin/seal", &json!({})).await.unwrap();
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.json());
+    assert_eq!(reply.json()["action"], "seal_vault");
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let reply = admin2
+        .post_json(&format!("/v1/admin/approvals/{id}"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{:?}", reply.json());
+    drop((admin, admin2, cart));
+    service.stop().await.unwrap();
+
+    let trail = entries(&harness.config.audit.dir);
+    let asked = of_kind(&trail, "approval_requested");
+    assert!(
+        asked.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("rotate_kek, approval")),
+        "{asked:?}"
+    );
+    let rotated = of_kind(&trail, "kek_rotated");
+    let done = rotated
+        .iter()
+        .find(|e| e["outcome"] == "success")
+        .unwrap_or_else(|| panic!("{rotated:?}"));
+    assert_eq!(done["principal"], "admin2");
+    assert!(
+        done["detail"]
+            .as_str()
+            .unwrap()
+            .contains("requested by admin, approved by admin2"),
+        "{done}"
+    );
+    let sealed = of_kind(&trail, "sealed");
+    assert!(
+        sealed.iter().any(|e| e["principal"] == "admin2"
+            && e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("requested by admin, approved by admin2")),
+        "{sealed:?}"
+    );
+}

@@ -30,6 +30,40 @@ fn section<'a>(bundle: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no section {id}"))["facts"]
 }
 
+/// Re-signs the bundle in `dir` as a forger would: a manifest of its
+/// files, signed with a key of the forger's own.
+fn resign(dir: &Path) {
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+    use sha2::Digest as _;
+    let pair = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).unwrap();
+    let public = hex::encode(pair.public_key().as_ref());
+    let mut files = serde_json::Map::new();
+    for (name, bytes) in bundle_bytes(dir) {
+        if name != "signature.json" {
+            files.insert(
+                name,
+                serde_json::json!({"bytes": bytes.len(), "sha256": hex::encode(sha2::Sha256::digest(&bytes))}),
+            );
+        }
+    }
+    let manifest = serde_json::to_string_pretty(&serde_json::json!({
+        "format": 1,
+        "algorithm": "Ed25519",
+        "public_key": public,
+        "key_id": hex::encode(&sha2::Sha256::digest(public.as_bytes())[..8]),
+        "created": "2026-12-07T00:00:00Z",
+        "files": files,
+    }))
+    .unwrap();
+    let signature = hex::encode(pair.sign(manifest.as_bytes()).as_ref());
+    std::fs::write(
+        dir.join("signature.json"),
+        serde_json::to_vec(&serde_json::json!({"manifest": manifest, "signature": signature}))
+            .unwrap(),
+    )
+    .unwrap();
+}
+
 fn bundle_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -101,11 +135,81 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
         "8.x",
         "10.2.1 / 10.2.2",
         "10.3.2 / 10.5.1",
-        "11.5",
+        "10.4.1.1",
         "6.3.3",
+        "Findings",
     ] {
         assert!(section(&bundle, id).is_object(), "{id}");
     }
+    // Every fact of every section says where it comes from.
+    for s in bundle["sections"].as_array().unwrap() {
+        let facts = s["facts"].as_object().unwrap();
+        let sources = s["sources"].as_object().unwrap();
+        for fact in facts.keys() {
+            let source = sources
+                .get(fact)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{}: no source for {fact}", s["requirement"]));
+            assert!(
+                source.starts_with("measured")
+                    || source.starts_with("declared")
+                    || source.starts_with("each"),
+                "{}: {fact}: {source}",
+                s["requirement"]
+            );
+        }
+    }
+    // The snapshot: taken before this run opened the store, so the last
+    // event reported is the server's own stop, and the bundle is made
+    // after it.
+    let protection = section(&bundle, "10.3.2 / 10.5.1");
+    let last = protection["last_event"].as_str().unwrap();
+    assert!(bundle["created"].as_str().unwrap() >= last, "{bundle}");
+    assert_eq!(protection["verify"]["report"]["last_event"], "audit_stop");
+    let reported = protection["verify"]["report"]["last_seq"].as_u64().unwrap();
+    let on_disk = common::entries(&dir.join("audit"));
+    assert!(
+        on_disk.len() as u64 > reported,
+        "this run's own events come after the snapshot"
+    );
+    assert!(protection["verify"]["checkpoints"]["checkpoints"].as_u64() > Some(0));
+    // The flags a dev vault earns, each against its requirement.
+    let findings = section(&bundle, "Findings")["findings"].as_array().unwrap();
+    for (requirement, words) in [
+        ("3.6.1.2", "same file system"),
+        ("4.2.1 / 8.2.5", "no certificate revocation list"),
+        ("7.2.2 / 3.4.1", "principal payments holds both"),
+        ("3.6.1.2 / 3.7.6", "sealing the vault needs one admin"),
+        ("10.3.3", "on the trail's own file system"),
+        ("all", "development vault"),
+    ] {
+        assert!(
+            findings.iter().any(|f| f["requirement"] == requirement
+                && f["finding"].as_str().unwrap().contains(words)),
+            "{requirement} {words}: {findings:?}"
+        );
+    }
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f["finding"].as_str().unwrap().contains("principal cart"))
+    );
+    // Every kind of key is in the inventory.
+    let vault_keys = section(&bundle, "3.6.1.1")["vault_keys"]
+        .as_array()
+        .unwrap();
+    for kind in ["kek", "audit-mac", "evidence-signing", "tls-server", "ca"] {
+        assert!(
+            vault_keys.iter().any(|k| k["key"] == kind),
+            "{kind}: {vault_keys:?}"
+        );
+    }
+    let evidence_key = vault_keys
+        .iter()
+        .find(|k| k["key"] == "evidence-signing")
+        .unwrap();
+    assert!(evidence_key["created"].is_string(), "{evidence_key}");
+    assert_eq!(evidence_key["location"]["mode"], "0600");
     assert_eq!(section(&bundle, "3.2.1")["tokens_per_tenant"]["default"], 1);
     let scan = &section(&bundle, "3.3.1")["scan_of_data_and_audit_directories"];
     assert_eq!(scan["card_numbers_found"], 0, "{scan}");
@@ -167,9 +271,14 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     for mode in modes.keys() {
         assert!(on_disk.contains(mode), "{mode} not on disk: {on_disk:?}");
     }
-    assert_eq!(
-        section(&bundle, "6.3.3")["check"]["latest_secure_version"],
-        "yes"
+    let check = &section(&bundle, "6.3.3")["check"];
+    assert_eq!(check["advisories_matched"], 0);
+    assert!(
+        check["answer"]
+            .as_str()
+            .unwrap()
+            .contains("only as current as"),
+        "{check}"
     );
 
     // No PAN and no key material anywhere in the bundle (the token may be).
@@ -237,6 +346,38 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     assert!(!stdout.contains("intact") && !err.contains("intact"));
     let (code, _, err) = run(&["evidence", "verify", o, "--dev", d]);
     assert_eq!(code, Some(0), "{err}");
+    // Pinned by the public key file the vault wrote, as an assessor does.
+    let public = dir.join("evidence.pub");
+    let (code, stdout, err) = run(&[
+        "evidence",
+        "verify",
+        o,
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("the expected key"), "{stdout}");
+    // Edited and re-signed with another key: its own signature holds,
+    // so unpinned it is only "unpinned"; pinned, it is refused.
+    let forged = tmp.path().join("forged");
+    std::fs::create_dir(&forged).unwrap();
+    for (name, bytes) in bundle_bytes(&out) {
+        std::fs::write(forged.join(name), bytes).unwrap();
+    }
+    std::fs::write(forged.join("evidence.md"), b"# all good\n").unwrap();
+    resign(&forged);
+    let f = forged.to_str().unwrap();
+    let (code, _, err) = run(&["evidence", "verify", f]);
+    assert_eq!(code, Some(3), "{err}");
+    let (code, _, err) = run(&[
+        "evidence",
+        "verify",
+        f,
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not the expected"), "{err}");
 
     // Relative paths (a relative --dev once resolved its config's key file
     // against `/`).

@@ -227,7 +227,12 @@ async fn three_nodes_on_one_database_agree_on_every_token() {
         let provider =
             cardvault::crypto::KeyFileProvider::open(config.storage.key_file.as_ref().unwrap())
                 .unwrap();
-        let verdict = cardvault::audit::verify(&config.audit.dir, &provider, false).unwrap();
+        let with = cardvault::audit::VerifyWith {
+            provider: Some(&provider),
+            allow_anchor: false,
+            checkpoints: None,
+        };
+        let verdict = cardvault::audit::verify(&config.audit.dir, &with).unwrap();
         assert!(verdict.is_ok(), "each node's chain verifies");
         ids.insert(id);
     }

@@ -2,7 +2,8 @@
 //! waiting for a second admin on tenants the admin reaches;
 //! `POST /v1/admin/approvals/{id}` by a **different** admin who also
 //! reaches the tenant carries a shred out (keys destroyed, records deleted,
-//! files compacted) or releases an export to the admin who asked. And the
+//! files compacted), releases an export to the admin who asked, or — a
+//! different *global* admin — seals the vault or rotates its KEK. And the
 //! helpers the asking routes share (`tenants`, `portable`): the requested
 //! tenant, the pending approval's 202, the refusals. Audited as
 //! `approvals_listed`, `tenant_shredded` (naming both admins),
@@ -119,10 +120,18 @@ pub async fn approve(call: Call, Path(id): Path<String>) -> Result<Response, Api
         if !is_approval_id(&id) {
             return Err(ApiError::InvalidRequest("not an approval id"));
         }
-        // The approver must reach the tenant too; checked before the
-        // approval is used up.
+        // The approver must reach the tenant too (a vault-wide action:
+        // be a global admin); checked before the approval is used up.
         if let Some(tenant) = state.approvals.tenant_of(&id)
             && !caller.admin_reaches(&tenant)
+        {
+            return Err(ApiError::Forbidden);
+        }
+        if state
+            .approvals
+            .pending(&id)
+            .is_some_and(|p| p.action.is_vault_wide())
+            && !caller.is_global_admin()
         {
             return Err(ApiError::Forbidden);
         }
@@ -145,6 +154,22 @@ pub async fn approve(call: Call, Path(id): Path<String>) -> Result<Response, Api
                 Ok(release_export(&state.exports, audited, approval, recipient))
             }
             Action::ShredTenant { .. } => shred(state, audited, approval).await,
+            Action::SealVault => {
+                audited.event().tenant = None;
+                let detail = format!(
+                    "approval {}: requested by {}, approved by {}; seal: KEK and every key dropped",
+                    approval.id, approval.requested_by, approval.approved_by
+                );
+                super::custody::seal_now(state, audited, detail).await
+            }
+            Action::RotateKek { to } => {
+                audited.event().tenant = None;
+                let lead = format!(
+                    "approval {}: requested by {}, approved by {}; ",
+                    approval.id, approval.requested_by, approval.approved_by
+                );
+                super::custody::rotate_now(state, audited, to, lead).await
+            }
         }
     })
     .await

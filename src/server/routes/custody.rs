@@ -4,21 +4,27 @@
 //! `POST /v1/admin/seal` (role `admin` with `scope = "global"`, audited as
 //! `sealed`) — both answer the seal status `{"sealed", "shares_received",
 //! "threshold"}` — and `POST /v1/admin/kek/rotate` (global admin, audited
-//! as `kek_rotated` naming both KEKs).
+//! as `kek_rotated` naming both KEKs). Under `[keys.dual_control]` (the
+//! default) seal and rotation wait for a second global admin's approval
+//! (`approval_requested`; carried out by `POST /v1/admin/approvals/{id}`).
 
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::ExposeSecret;
 
+use super::approvals::ask;
 use crate::audit::EventKind;
 use crate::config::Role;
 use crate::crypto::shares::ShareError;
+use crate::domain::TenantId;
+use crate::runtime::approvals::Action;
 use crate::runtime::custody::CustodyError;
-use crate::server::audited::Call;
+use crate::server::audited::{Audited, Call};
 use crate::server::error::ApiError;
 use crate::server::request::{RotateKekRequest, UnsealRequest, read_json};
 use crate::server::response::json;
+use crate::server::state::AppState;
 
 /// The fixed message for a refusal (no set ids or input in it).
 fn api_error(e: &CustodyError) -> ApiError {
@@ -91,7 +97,9 @@ pub async fn unseal(call: Call, req: Request) -> Result<Response, ApiError> {
     response
 }
 
-/// `POST /v1/admin/seal` (admin, global scope): drops the KEK and every key.
+/// `POST /v1/admin/seal` (admin, global scope): drops the KEK and every
+/// key — at once, or, under `[keys.dual_control] seal`, once a second
+/// global admin approves (202 with the pending approval).
 pub async fn seal(call: Call) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
     call.audited(EventKind::Sealed, async |audited| {
@@ -100,24 +108,49 @@ pub async fn seal(call: Call) -> Result<Response, ApiError> {
             audited.event().detail = Some("sealing needs scope = \"global\"".into());
             return Err(ApiError::Forbidden);
         }
-        match state.custody.seal().await {
-            Ok(status) => {
-                audited.event().detail = Some("KEK and every key dropped".into());
-                Ok(json(StatusCode::OK, &status))
-            }
-            Err(e) => {
-                if let CustodyError::Failed(why) = &e {
-                    tracing::error!(error = %why, "seal failed");
-                }
-                Err(api_error(&e))
-            }
+        if state.keys.dual_control.seal {
+            audited.event().event = EventKind::ApprovalRequested;
+            return ask(
+                &state.approvals,
+                caller,
+                audited,
+                Action::SealVault,
+                TenantId::system(),
+                "seal_vault",
+            );
         }
+        seal_now(state, audited, "KEK and every key dropped".into()).await
     })
     .await
 }
 
+/// Seals the vault; `detail` (what was asked, by whom) goes into the
+/// `sealed` event, with the refusal when it could not be done.
+pub(super) async fn seal_now(
+    state: &AppState,
+    audited: &mut Audited<'_>,
+    detail: String,
+) -> Result<Response, ApiError> {
+    audited.event().event = EventKind::Sealed;
+    match state.custody.seal().await {
+        Ok(status) => {
+            audited.event().detail = Some(detail);
+            Ok(json(StatusCode::OK, &status))
+        }
+        Err(e) => {
+            audited.event().detail = Some(format!("{detail}: not done, {e}"));
+            if let CustodyError::Failed(why) = &e {
+                tracing::error!(error = %why, "seal failed");
+            }
+            Err(api_error(&e))
+        }
+    }
+}
+
 /// `POST /v1/admin/kek/rotate` (admin, global scope): wraps every key under
-/// a new KEK too; answers what was rewrapped and how to finish.
+/// a new KEK too; answers what was rewrapped and how to finish — or, under
+/// `[keys.dual_control] kek_rotation`, 202 with the pending approval a
+/// second global admin gives.
 pub async fn rotate_kek(call: Call, req: Request) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
     call.audited(EventKind::KekRotated, async |audited| {
@@ -128,28 +161,51 @@ pub async fn rotate_kek(call: Call, req: Request) -> Result<Response, ApiError> 
         }
         let body: RotateKekRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
-        match state.custody.rotate_kek(body).await {
-            Ok(rotated) => {
-                audited.event().count = Some(rotated.keys as u64);
-                audited.event().detail = Some(format!(
-                    "from {} to {}: {} keys and the audit key wrapped under the new KEK too; {}",
-                    rotated.from, rotated.to, rotated.keys, rotated.finish
-                ));
-                tracing::info!(keys = rotated.keys, to = %rotated.to, "KEK rotation: every key wrapped under the new KEK too");
-                Ok(json(StatusCode::OK, &rotated))
-            }
-            Err(e) => {
-                audited.event().detail = Some(e.to_string());
-                // The caller named a KEK that cannot be used: its mistake,
-                // a warning. Anything else is the vault's own failure.
-                if matches!(e, CustodyError::BadTarget(_)) {
-                    tracing::warn!(error = %e, "KEK rotation refused");
-                } else {
-                    tracing::error!(error = %e, "KEK rotation failed");
-                }
-                Err(api_error(&e))
-            }
+        if state.keys.dual_control.kek_rotation {
+            audited.event().event = EventKind::ApprovalRequested;
+            return ask(
+                &state.approvals,
+                caller,
+                audited,
+                Action::RotateKek { to: body },
+                TenantId::system(),
+                "rotate_kek",
+            );
         }
+        rotate_now(state, audited, body, String::new()).await
     })
     .await
+}
+
+/// Rotates the KEK to `body`; `approval` (empty, or "approval ID: …; ")
+/// leads the `kek_rotated` event's detail.
+pub(super) async fn rotate_now(
+    state: &AppState,
+    audited: &mut Audited<'_>,
+    body: RotateKekRequest,
+    approval: String,
+) -> Result<Response, ApiError> {
+    audited.event().event = EventKind::KekRotated;
+    match state.custody.rotate_kek(body).await {
+        Ok(rotated) => {
+            audited.event().count = Some(rotated.keys as u64);
+            audited.event().detail = Some(format!(
+                "{approval}from {} to {}: {} keys and the audit and evidence keys wrapped under the new KEK too; {}",
+                rotated.from, rotated.to, rotated.keys, rotated.finish
+            ));
+            tracing::info!(keys = rotated.keys, to = %rotated.to, "KEK rotation: every key wrapped under the new KEK too");
+            Ok(json(StatusCode::OK, &rotated))
+        }
+        Err(e) => {
+            audited.event().detail = Some(format!("{approval}{e}"));
+            // The caller named a KEK that cannot be used: its mistake,
+            // a warning. Anything else is the vault's own failure.
+            if matches!(e, CustodyError::BadTarget(_)) {
+                tracing::warn!(error = %e, "KEK rotation refused");
+            } else {
+                tracing::error!(error = %e, "KEK rotation failed");
+            }
+            Err(api_error(&e))
+        }
+    }
 }

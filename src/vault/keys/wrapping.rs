@@ -124,7 +124,7 @@ impl Keyring {
                         *slot = record;
                     }
                 }
-                KeyPurpose::AuditMac => {}
+                KeyPurpose::AuditMac | KeyPurpose::EvidenceSigning => {}
             }
         }
         if let Ok(mut slot) = self.next.write() {
@@ -305,7 +305,7 @@ fn tenant_keys(
                     record,
                 ));
             }
-            KeyPurpose::AuditMac => {}
+            KeyPurpose::AuditMac | KeyPurpose::EvidenceSigning => {}
         }
     }
     let active = active.ok_or(VaultError::KeyState(tenant.clone(), "no active data key"))?;

@@ -73,10 +73,19 @@ impl Harness {
             compat: Default::default(),
             log: Default::default(),
             cvc: Default::default(),
-            keys: Default::default(),
+            // As the dev config: one admin, so no second one for sealing
+            // and KEK rotation (tests of dual control turn it on).
+            keys: cardvault::config::KeysConfig {
+                dual_control: cardvault::config::DualControl {
+                    kek_rotation: false,
+                    seal: false,
+                },
+                ..Default::default()
+            },
             supply_chain: Default::default(),
             proxy: Default::default(),
             collect: None,
+            custodians: BTreeMap::new(),
         };
         adjust(&mut config);
         config.validate().unwrap();
