@@ -51,6 +51,11 @@ pub struct Checkpoint {
     pub ts: String,
     /// Fingerprint of the signing key (SHA-256 of its DER, hex).
     pub key: String,
+    /// A handover: the evidence key was rotated, and this checkpoint,
+    /// signed by the old key, names the new public key (hex) that signs
+    /// from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,8 +139,14 @@ impl Checkpointer {
     /// Signs the checkpoint of the synced entry `seq` (`mac`, `event`) and
     /// writes it to the directory; returns its line for the mirror. A
     /// directory that cannot be written is logged and counted, never a
-    /// failure of the trail.
-    pub fn make(&mut self, seq: u64, mac: &[u8], event: &str) -> Vec<u8> {
+    /// failure of the trail. `next_key` makes it a handover to that key.
+    pub fn make(
+        &mut self,
+        seq: u64,
+        mac: &[u8],
+        event: &str,
+        next_key: Option<&PublicKey>,
+    ) -> Vec<u8> {
         let checkpoint = Checkpoint {
             format: 1,
             node: self.node.clone(),
@@ -144,6 +155,7 @@ impl Checkpointer {
             event: event.to_owned(),
             ts: crate::clock::rfc3339(crate::clock::now_ms()),
             key: self.fingerprint.clone(),
+            next_key: next_key.map(PublicKey::hex),
         };
         // Plain strings and numbers: serializing cannot fail.
         let signed = serde_json::to_string(&checkpoint).unwrap_or_default();
@@ -171,6 +183,19 @@ impl Checkpointer {
             }
         }
         line
+    }
+}
+
+impl Checkpointer {
+    /// The signing key's fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Signs with `key` from now on (after a handover).
+    pub fn switch_key(&mut self, key: SigningKey) {
+        self.fingerprint = key.public().fingerprint();
+        self.key = key;
     }
 }
 
@@ -217,6 +242,10 @@ pub struct Checkpoints {
     by_entry: BTreeMap<(Option<String>, u64), (String, String)>,
     /// Files read.
     pub files: usize,
+    /// Checkpoints signed by keys older than the pinned one, before any the
+    /// pinned key vouches for: not checked (pin the older key to check
+    /// them).
+    pub skipped: usize,
 }
 
 /// What the checkpoints prove about a trail.
@@ -235,8 +264,11 @@ pub struct CheckpointReport {
 impl Checkpoints {
     /// Reads every checkpoint in `path` (a file, or every
     /// `checkpoints*.jsonl` of a directory) and verifies each signature
-    /// with `key`. A line that is not a checkpoint or is signed by another
-    /// key fails, naming the file and line.
+    /// with the pinned `key` — or a key a verified handover named (an
+    /// evidence-key rotation). A line that is not a checkpoint, or is
+    /// signed by a key not trusted that way, fails, naming the file and
+    /// line; only lines of older keys before the first trusted one are
+    /// skipped (and counted).
     pub fn read(path: &Path, key: &PublicKey) -> Result<Checkpoints, CheckpointError> {
         let io = |p: &Path, e: std::io::Error| CheckpointError::Io(format!("{}: {e}", p.display()));
         let files: Vec<PathBuf> = if path.is_dir() {
@@ -260,12 +292,15 @@ impl Checkpoints {
                 path.display()
             )));
         }
-        let fingerprint = key.fingerprint();
         let mut found = Checkpoints {
             files: files.len(),
             ..Checkpoints::default()
         };
         for file in &files {
+            // Trust starts with the pinned key, in each file.
+            let mut trusted: BTreeMap<String, PublicKey> = BTreeMap::new();
+            trusted.insert(key.fingerprint(), key.clone());
+            let mut vouched = false;
             let meta = fs::metadata(file).map_err(|e| io(file, e))?;
             if meta.len() > MAX_FILE_BYTES {
                 return Err(CheckpointError::Io(format!(
@@ -291,17 +326,30 @@ impl Checkpoints {
                     serde_json::from_slice(line).map_err(|_| bad("not a checkpoint line"))?;
                 let signature =
                     hex::decode(&parsed.signature).map_err(|_| bad("the signature is not hex"))?;
-                if !key.verifies(parsed.signed.as_bytes(), &signature) {
+                let checkpoint: Checkpoint = serde_json::from_str(&parsed.signed)
+                    .map_err(|_| bad("the signed text is not a checkpoint"))?;
+                if checkpoint.format != 1 {
+                    return Err(bad("unknown checkpoint format"));
+                }
+                let Some(signer) = trusted.get(&checkpoint.key) else {
+                    if !vouched {
+                        found.skipped += 1;
+                        continue;
+                    }
+                    return Err(bad(
+                        "signed by a key neither pinned nor handed over to by a checkpoint of the pinned key",
+                    ));
+                };
+                if !signer.verifies(parsed.signed.as_bytes(), &signature) {
                     return Err(bad(
                         "the signature does not verify with the pinned key (edited, or signed by another key)",
                     ));
                 }
-                let checkpoint: Checkpoint = serde_json::from_str(&parsed.signed)
-                    .map_err(|_| bad("the signed text is not a checkpoint"))?;
-                if checkpoint.format != 1 || checkpoint.key != fingerprint {
-                    return Err(bad(
-                        "unknown format, or a key other than the one that signed it",
-                    ));
+                vouched = true;
+                if let Some(next) = &checkpoint.next_key {
+                    let next = PublicKey::parse(next)
+                        .map_err(|_| bad("the handover names no valid public key"))?;
+                    trusted.insert(next.fingerprint(), next);
                 }
                 found.by_entry.insert(
                     (checkpoint.node, checkpoint.seq),

@@ -127,6 +127,9 @@ pub enum EventKind {
     /// The evidence-signing key was created (`detail`: its public key and
     /// fingerprint, never the seed).
     EvidenceKeyCreated,
+    /// The evidence-signing key was rotated (`detail`: both fingerprints,
+    /// the new public key, the handover checkpoint's seq, the approval).
+    EvidenceKeyRotated,
 }
 
 impl EventKind {
@@ -182,6 +185,7 @@ impl EventKind {
             EventKind::CollectResultRead => "collect_result_read",
             EventKind::CollectSessionsSwept => "collect_sessions_swept",
             EventKind::EvidenceKeyCreated => "evidence_key_created",
+            EventKind::EvidenceKeyRotated => "evidence_key_rotated",
         }
     }
 }

@@ -202,6 +202,43 @@ fn replace_key_file(dir: &Path, kind: KeyKind, bytes: &[u8]) -> Result<(), Audit
         .map_err(|e| AuditError::io(dir, e))
 }
 
+/// The next version of the key of `kind` in `dir`: a fresh key, wrapped
+/// under `current` (and under `next` too while a KEK rotation is under
+/// way), as the file that will replace the current one — not yet written
+/// (the trail's writer replaces the file when it switches keys).
+pub fn prepare_next(
+    dir: &Path,
+    kind: KeyKind,
+    current: &dyn KeyProvider,
+    next: Option<&dyn KeyProvider>,
+) -> Result<AuditKey, AuditError> {
+    let path = dir.join(kind.file);
+    let bytes = fs::read(&path).map_err(|e| AuditError::io(&path, e))?;
+    let version = parse(&path, &bytes)?.key_version.saturating_add(1);
+    let key = SecretKey::generate().map_err(|e| AuditError::Key(e.to_string()))?;
+    let wrap = |provider: &dyn KeyProvider| {
+        provider
+            .wrap(&label(kind, version), &key)
+            .map(hex::encode)
+            .map_err(|e| AuditError::Key(e.to_string()))
+    };
+    let file = KeyFile {
+        format: 1,
+        key_version: version,
+        wrapped: wrap(current)?,
+        wrapped_next: next.map(wrap).transpose()?,
+    };
+    Ok(AuditKey {
+        file_bytes: file.bytes()?,
+        key,
+    })
+}
+
+/// Replaces the key file of `kind` with `bytes` (atomically).
+pub fn replace(dir: &Path, kind: KeyKind, bytes: &[u8]) -> Result<(), AuditError> {
+    replace_key_file(dir, kind, bytes)
+}
+
 /// Creates a new key of `kind` and writes its file (never overwrites).
 pub fn create(
     dir: &Path,

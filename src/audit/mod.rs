@@ -32,7 +32,7 @@ pub use event::{Event, EventKind, Outcome};
 #[cfg(feature = "vault")]
 pub use verify::{VerifyFailure, VerifyReport, VerifyWith, verify};
 #[cfg(feature = "vault")]
-pub use writer::{AuditLog, AuditSettings, PendingAudit};
+pub use writer::{AuditLog, AuditSettings, EvidenceHandover, PendingAudit};
 
 /// Why the audit trail could not be opened, written or read. Carries paths
 /// and OS messages only, never event contents.

@@ -97,7 +97,29 @@ enum Message {
     KeyFile(key::KeyKind, Vec<u8>),
     Record(Event),
     Durable(Event, oneshot::Sender<Result<u64, AuditError>>),
+    /// A new evidence key and its wrapped file: hand over to it.
+    RotateEvidence(Box<EvidenceRotation>),
     Close(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// An evidence-key rotation on its way to the writer.
+struct EvidenceRotation {
+    key: SigningKey,
+    file: Vec<u8>,
+    done: oneshot::Sender<Result<EvidenceHandover, AuditError>>,
+}
+
+/// What an evidence-key rotation did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvidenceHandover {
+    /// The old key's fingerprint.
+    pub from: String,
+    /// The new key's fingerprint.
+    pub to: String,
+    /// The new public key, hex.
+    pub public_key: String,
+    /// The entry the handover checkpoint (signed by the old key) covers.
+    pub seq: u64,
 }
 
 /// A handle to the audit trail; cheap to clone.
@@ -161,6 +183,27 @@ impl AuditLog {
             self.send_now(Message::KeyFile(kind, bytes))?;
         }
         Ok(())
+    }
+
+    /// Rotates the evidence key: a new one (wrapped under `current`, and
+    /// `next` during a KEK rotation) replaces `evidence.key`, after a
+    /// handover checkpoint signed by the old key names it; checkpoints and
+    /// bundles are signed by the new key from then on.
+    pub async fn rotate_evidence_key(
+        &self,
+        current: &dyn KeyProvider,
+        next: Option<&dyn KeyProvider>,
+    ) -> Result<EvidenceHandover, AuditError> {
+        let made = key::prepare_next(&self.dir, key::EVIDENCE, current, next)?;
+        let key = SigningKey::from_seed(&made.key)
+            .map_err(|e| AuditError::Key(format!("{}: {e}", key::EVIDENCE.file)))?;
+        let (done, wait) = oneshot::channel();
+        self.send_now(Message::RotateEvidence(Box::new(EvidenceRotation {
+            key,
+            file: made.file_bytes,
+            done,
+        })))?;
+        wait.await.map_err(|_| AuditError::Closed)?
     }
 
     /// Queues `message` and wakes the writer if it is gathering.
@@ -530,6 +573,7 @@ impl Writer {
         }
         let mut durable = Vec::new();
         let mut closing = None;
+        let mut rotation = None;
         let mut events = 0u64;
         for message in batch.drain(..) {
             match message {
@@ -545,6 +589,7 @@ impl Writer {
                     durable.push((self.append(&event), done));
                     events += 1;
                 }
+                Message::RotateEvidence(r) => rotation = Some(r),
                 Message::Close(done) => {
                     self.append(&Event::new(EventKind::AuditStop));
                     closing = Some(done);
@@ -556,12 +601,17 @@ impl Writer {
         let must_sync = !durable.is_empty()
             || closing.is_some()
             || checkpoint
+            || rotation.is_some()
             || (self.dirty || !self.buf.is_empty())
                 && self.last_sync.elapsed() >= self.settings.sync_interval;
         match self.commit(must_sync) {
             Ok(()) => {
                 if checkpoint && !self.dirty {
                     self.checkpoint();
+                }
+                if let Some(rotation) = rotation.take() {
+                    let EvidenceRotation { key, file, done } = *rotation;
+                    let _ = done.send(self.hand_over(key, file));
                 }
                 if lost_before > 0 {
                     tracing::warn!(lost = lost_before, "audit trail writable again");
@@ -580,6 +630,9 @@ impl Writer {
                 }
             }
             Err(e) => {
+                if let Some(rotation) = rotation.take() {
+                    let _ = rotation.done.send(Err(e.clone()));
+                }
                 self.seq = seq_before;
                 self.last_mac = mac_before;
                 if lost_before == 0 {
@@ -601,12 +654,42 @@ impl Writer {
         Some(reveals)
     }
 
+    /// Hands over to a new evidence key: a checkpoint of the synced end of
+    /// the chain, signed by the old key, names the new one; then the new
+    /// key file and public key file replace the old ones and the new key
+    /// signs from now on.
+    fn hand_over(
+        &mut self,
+        key: SigningKey,
+        file: Vec<u8>,
+    ) -> Result<EvidenceHandover, AuditError> {
+        let public = key.public();
+        let from = self.checkpointer.fingerprint().to_owned();
+        let line = self
+            .checkpointer
+            .make(self.seq, &self.last_mac, self.last_event, Some(&public));
+        if let Some(mirror) = &self.mirror {
+            mirror.send_checkpoint(&line);
+        }
+        key::replace(&self.settings.dir, key::EVIDENCE, &file)?;
+        self.evidence_file = file;
+        let _ = write_public_key(self.settings.public_key_file.as_deref(), &public);
+        self.checkpointer.switch_key(key);
+        tracing::info!(from = %from, to = %public.fingerprint(), "evidence key rotated; pin the new fingerprint");
+        Ok(EvidenceHandover {
+            from,
+            to: public.fingerprint(),
+            public_key: public.hex(),
+            seq: self.seq,
+        })
+    }
+
     /// Signs a checkpoint of the last entry (synced by the caller) and
     /// sends it to the checkpoint directory and the mirror.
     fn checkpoint(&mut self) {
         let line = self
             .checkpointer
-            .make(self.seq, &self.last_mac, self.last_event);
+            .make(self.seq, &self.last_mac, self.last_event, None);
         if let Some(mirror) = &self.mirror {
             mirror.send_checkpoint(&line);
         }

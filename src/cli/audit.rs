@@ -135,8 +135,8 @@ pub fn run(command: AuditCommand) -> CliResult {
                 );
             }
             match (&report.checkpoints, &checkpoints) {
-                (Some(proof), Some((_, key))) => say!(
-                    "checkpoints: {} signed by key {} agree with the trail; the newest ({}) is at seq {}{}",
+                (Some(proof), Some((read, key))) => say!(
+                    "checkpoints: {} signed by key {} (or keys it handed over to) agree with the trail; the newest ({}) is at seq {}{}{}",
                     proof.checkpoints,
                     key.fingerprint(),
                     proof.last_time.as_deref().unwrap_or("-"),
@@ -145,6 +145,14 @@ pub fn run(command: AuditCommand) -> CliResult {
                         format!(
                             "; the {} entries after it are not yet covered",
                             report.last_seq - proof.last_seq
+                        )
+                    } else {
+                        String::new()
+                    },
+                    if read.skipped > 0 {
+                        format!(
+                            "; {} older checkpoints, signed by keys before the pinned one, were not checked (pin the older key to check them)",
+                            read.skipped
                         )
                     } else {
                         String::new()

@@ -7,13 +7,15 @@
 //! intact and signed by the pinned key, 1 changed or signed by another
 //! key, 2 unreadable, 3 unchanged but no key pinned.
 //!
-//! The vault must be stopped (the bundle reads the store in-process; a
-//! running vault holds its directories and this exits 75). The trail is
-//! read and verified first, as a snapshot; the run's own events (opening
-//! the store) come after it and are not in the bundle, whose `created`
-//! time follows its last event. The bundle holds no PAN and no key
-//! material: the data and audit directories are scanned for card numbers
-//! and only the counts go in.
+//! A stopped vault is read in-process. A running one (it holds its data
+//! directory) is read through its admin API as an admin (`--target`, and
+//! the dev directory's admin certificate or `--cacert/--cert/--key`; exit
+//! 75 without them), and its API listener's TLS is probed live. Either
+//! way the trail is read and verified first, as a snapshot; the run's own
+//! events (opening the store, listing the keys) come after it and are not
+//! in the bundle, whose `created` time follows its last event. The bundle
+//! holds no PAN and no key material: the data and audit directories are
+//! scanned for card numbers and only the counts go in.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +45,30 @@ pub struct EvidenceArgs {
     /// config's `[supply_chain] advisory_db`).
     #[arg(long, value_name = "DIR")]
     advisory_db: Option<PathBuf>,
+    /// A running vault's API, `https://HOST:PORT`: it is read through the
+    /// admin API and its TLS probed live (without this, a running vault is
+    /// refused with exit 75).
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// With a running vault: the CA that signed its certificate (a dev
+    /// directory's own by default).
+    #[arg(long, value_name = "FILE", requires_all = ["cert", "key"])]
+    cacert: Option<PathBuf>,
+    /// With a running vault: an admin's client certificate.
+    #[arg(long, value_name = "FILE", requires = "cacert")]
+    cert: Option<PathBuf>,
+    /// With a running vault: that admin's private key.
+    #[arg(long, value_name = "FILE", requires = "cacert")]
+    key: Option<PathBuf>,
+}
+
+/// What a bundle is made of, read from a stopped or a running vault.
+struct Gathered {
+    snapshot: evidence::Snapshot,
+    inventory: Vec<serde_json::Value>,
+    inventory_source: String,
+    kek: String,
+    tls_probe: Option<serde_json::Value>,
 }
 
 /// Subcommands of `evidence`.
@@ -183,50 +209,38 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
     let config = config_of(&args.location)?;
     super::offline::refuse_postgres(&config)?;
     let provider = offline_provider(&config.kek()?)?;
-    // The trail first, before this run writes to it — and only if no
-    // running vault holds the store (75 otherwise, nothing written).
-    let snapshot = {
-        let _held = crate::dirlock::DirLock::acquire(&config.storage.data_dir, "data directory")
-            .map_err(CliError::Locked)?;
-        evidence::snapshot(&config, provider).map_err(CliError::Failed)?
-    };
-    // The store, in-process (the vault must be stopped).
-    let offline = args.location.open()?;
-    let inventory = offline
-        .vault
-        .inventory(true, 4096)
-        .await
-        .context("reading the key inventory")?
-        .into_iter()
-        .map(|k| {
-            serde_json::to_value(crate::runtime::inventory::InventoryEntry::of(
-                k,
-                &config.keys,
-            ))
-            .unwrap_or_default()
-        })
-        .collect();
-    let kek = offline.vault.describe_kek();
-    offline.close().await?;
-    // After the store was opened: a vault that never made an evidence key
-    // has one now.
+    let gathered =
+        match crate::dirlock::DirLock::acquire(&config.storage.data_dir, "data directory") {
+            // Stopped: the trail first, before this run writes to it.
+            Ok(lock) => {
+                let snapshot =
+                    evidence::snapshot(&config, provider, false).map_err(CliError::Failed)?;
+                drop(lock);
+                from_stopped(args, &config, snapshot).await?
+            }
+            Err(held @ crate::dirlock::LockError::Held { .. }) => {
+                from_running(args, &config, provider, held).await?
+            }
+            Err(e) => return Err(CliError::Locked(e)),
+        };
+    // A vault that never made an evidence key has one now.
     let signer = signer_of(&config)?;
     // Never before the last event the bundle reports.
     let created = crate::clock::rfc3339(crate::clock::now_ms());
     let parse = |t: &str| {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
     };
-    let created = match snapshot.last_event_time() {
+    let created = match gathered.snapshot.last_event_time() {
         Some(last) if parse(last) > parse(&created) => last.to_owned(),
         _ => created,
     };
     let inputs = evidence::Inputs {
-        snapshot,
+        snapshot: gathered.snapshot,
         config,
-        inventory,
-        inventory_source: "measured: the key store, opened in-process (the vault was stopped)"
-            .into(),
-        kek,
+        inventory: gathered.inventory,
+        inventory_source: gathered.inventory_source,
+        kek: gathered.kek,
+        tls_probe: gathered.tls_probe,
         dev_pki: args
             .location
             .config
@@ -254,4 +268,110 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
         signer.fingerprint()
     );
     Ok(())
+}
+
+/// The stopped vault's keys, read in-process (after the snapshot).
+async fn from_stopped(
+    args: &EvidenceArgs,
+    config: &Config,
+    snapshot: evidence::Snapshot,
+) -> Result<Gathered, CliError> {
+    let offline = args.location.open()?;
+    let inventory = offline
+        .vault
+        .inventory(true, 4096)
+        .await
+        .context("reading the key inventory")?
+        .into_iter()
+        .map(|k| {
+            serde_json::to_value(crate::runtime::inventory::InventoryEntry::of(
+                k,
+                &config.keys,
+            ))
+            .unwrap_or_default()
+        })
+        .collect();
+    let kek = offline.vault.describe_kek();
+    offline.close().await?;
+    Ok(Gathered {
+        snapshot,
+        inventory,
+        inventory_source: "measured: the key store, opened in-process (the vault was stopped)"
+            .into(),
+        kek,
+        tls_probe: None,
+    })
+}
+
+/// The running vault: its trail copied and verified first, then its keys
+/// through the admin API and its TLS probed, as an admin (exit 75 when no
+/// admin identity is at hand: the bundle is not made under a running
+/// vault without one).
+async fn from_running(
+    args: &EvidenceArgs,
+    config: &Config,
+    provider: std::sync::Arc<dyn crate::crypto::KeyProvider>,
+    held: crate::dirlock::LockError,
+) -> Result<Gathered, CliError> {
+    let identity = match (&args.cacert, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => Some((ca.clone(), cert.clone(), key.clone())),
+        _ if args.location.config.is_none() => {
+            let pki = args.location.data_dir.join("pki");
+            Some((
+                pki.join("ca.pem"),
+                pki.join("admin.pem"),
+                pki.join("admin-key.pem"),
+            ))
+        }
+        _ => None,
+    };
+    let (Some((ca, cert, key)), Some(addr)) = (identity, target_addr(args).await?) else {
+        return Err(CliError::Locked(held));
+    };
+    let snapshot = evidence::snapshot(config, provider.clone(), true).map_err(CliError::Failed)?;
+    let tls = crate::client::ClientTls::from_files(&ca, Some((&cert, &key)), false)
+        .context("loading the admin certificate")?;
+    let mut conn = tls
+        .connect(addr)
+        .await
+        .with_context(|| format!("connecting to the vault at {addr}"))?;
+    let reply = conn
+        .get("/v1/admin/keys?records=true")
+        .await
+        .context("GET /v1/admin/keys")?;
+    if reply.status != hyper::StatusCode::OK {
+        return Err(CliError::Answer(format!(
+            "the vault refused the key inventory ({}): the identity must be an admin with scope = \"global\"",
+            reply.status
+        )));
+    }
+    let inventory = reply.json()["keys"].as_array().cloned().unwrap_or_default();
+    drop(conn);
+    let probe_identity = evidence::ProbeIdentity::from_files(&ca, &cert, &key)?;
+    let tls_probe = evidence::probe_tls(addr, &probe_identity, &config.api.cert).await;
+    Ok(Gathered {
+        snapshot,
+        inventory,
+        inventory_source: format!(
+            "measured: GET /v1/admin/keys?records=true of the running vault at {addr}"
+        ),
+        kek: provider.describe(),
+        tls_probe: Some(tls_probe),
+    })
+}
+
+/// The running vault's API address, from `--target` (none without it: a
+/// running vault is read only when asked to).
+async fn target_addr(args: &EvidenceArgs) -> Result<Option<std::net::SocketAddr>, CliError> {
+    let Some(url) = &args.target else {
+        return Ok(None);
+    };
+    let hostport = url
+        .strip_prefix("https://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .ok_or_else(|| CliError::Usage("--target must look like https://HOST:PORT".into()))?;
+    Ok(tokio::net::lookup_host(hostport)
+        .await
+        .with_context(|| format!("cannot resolve {hostport}"))?
+        .next())
 }

@@ -80,6 +80,10 @@ pub enum KeysCommand {
     /// commit) while it keeps serving; the rotation finishes when the vault
     /// next opens on the new KEK (docs/keys.md).
     RotateKek(super::keys_online::RotateKekArgs),
+    /// Rotate the running vault's evidence key: a new Ed25519 key signs
+    /// checkpoints and bundles after a handover checkpoint signed by the
+    /// old one; `evidence.pub` is rewritten (pin the new fingerprint).
+    RotateEvidenceKey(super::keys_online::RotateEvidenceKeyArgs),
     /// Seal every record of a tenant under older data keys again with the
     /// active one, on the running vault, and destroy the emptied keys;
     /// follows the job with a progress bar. Resumes after a restart.
@@ -148,6 +152,9 @@ pub async fn run(command: KeysCommand) -> CliResult {
             say!("tenant {tenant}: data key version {version} is now active");
         }
         KeysCommand::RotateKek(args) => super::keys_online::rotate_kek(args).await?,
+        KeysCommand::RotateEvidenceKey(args) => {
+            super::keys_online::rotate_evidence_key(args).await?;
+        }
         KeysCommand::Reencrypt(args) => super::keys_online::reencrypt(args).await?,
         KeysCommand::Inventory(args) => super::keys_online::inventory(args).await?,
         KeysCommand::Status { vault } => {

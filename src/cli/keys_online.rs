@@ -1,6 +1,9 @@
-//! `keys rotate-kek`, `keys reencrypt` and `keys inventory`: the running
-//! vault's key lifecycle, over mTLS as an admin (`--dev` uses `admin`).
-//! `rotate-kek` wraps every key under a new KEK too; `reencrypt` starts the
+//! `keys rotate-kek`, `keys rotate-evidence-key`, `keys reencrypt` and
+//! `keys inventory`: the running vault's key lifecycle, over mTLS as an
+//! admin (`--dev` uses `admin`). `rotate-kek` wraps every key under a new
+//! KEK too; `rotate-evidence-key` hands checkpoints and bundles over to a
+//! new evidence key (either may answer with a pending approval for a
+//! second admin: `cardvault approve ID`); `reencrypt` starts the
 //! tenant's job and follows it with a progress bar (rate and ETA) until it
 //! ends; `inventory` prints every key, as a table or JSON.
 
@@ -239,5 +242,32 @@ pub async fn rotate_kek(args: RotateKekArgs) -> CliResult {
         Ok(())
     } else {
         Err(anyhow::anyhow!("the vault refused the KEK rotation (see the output)").into())
+    }
+}
+
+/// `keys rotate-evidence-key`.
+#[derive(Debug, Args)]
+pub struct RotateEvidenceKeyArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+/// `keys rotate-evidence-key`: asks the running vault (as a global admin)
+/// for a new evidence key; prints the handover (both fingerprints) or the
+/// pending approval.
+pub async fn rotate_evidence_key(args: RotateEvidenceKeyArgs) -> CliResult {
+    let mut conn = args.endpoint.connect_as("admin").await?;
+    let reply = conn
+        .send(
+            Method::POST,
+            "/v1/admin/evidence-key/rotate",
+            Some(("application/json", b"{}".to_vec())),
+        )
+        .await
+        .context("POST /v1/admin/evidence-key/rotate")?;
+    if print(&reply) {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("the vault refused the evidence-key rotation (see the output)").into())
     }
 }

@@ -28,11 +28,13 @@ dir = "audit"
 # Signed checkpoints of the trail (in production: a directory on another host).
 checkpoint_dir = "checkpoints"
 
-# The dev setup has one admin: sealing and KEK rotation need no second one
-# here. In production both wait for a second admin's approval (the default).
+# The dev setup has one admin: sealing, KEK and evidence-key rotation need no
+# second one here. In production they wait for a second admin's approval
+# (the default).
 [keys.dual_control]
 kek_rotation = false
 seal = false
+evidence_key_rotation = false
 
 # /v1/lookup needs the lookup role (it confirms "this card is on file").
 [compat]

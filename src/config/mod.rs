@@ -222,6 +222,8 @@ pub struct DualControl {
     pub kek_rotation: bool,
     /// `POST /v1/admin/seal`.
     pub seal: bool,
+    /// `POST /v1/admin/evidence-key/rotate`.
+    pub evidence_key_rotation: bool,
 }
 
 impl Default for DualControl {
@@ -229,6 +231,7 @@ impl Default for DualControl {
         DualControl {
             kek_rotation: true,
             seal: true,
+            evidence_key_rotation: true,
         }
     }
 }
@@ -302,8 +305,17 @@ pub struct AuditConfig {
     pub rotate_secs: NonZeroU64,
     /// Longest wait before a non-durable entry is synced.
     pub sync_interval_ms: NonZeroU64,
-    /// Mirror each entry to syslog (RFC 5424) over TCP: `host:port`.
+    /// Mirror each entry to syslog (RFC 5424) over plain TCP: `host:port`.
     pub syslog_tcp: Option<String>,
+    /// Mirror each entry (and each checkpoint) to syslog over TLS (RFC
+    /// 5425): `host:port`, `host` as the collector's certificate names it.
+    pub syslog_tls: Option<String>,
+    /// With `syslog_tls`: the CA file the collector's certificate chains to.
+    pub syslog_ca_file: Option<PathBuf>,
+    /// With `syslog_tls`: the vault's client certificate for the collector.
+    pub syslog_client_cert: Option<PathBuf>,
+    /// With `syslog_tls`: that certificate's private key.
+    pub syslog_client_key: Option<PathBuf>,
     /// Mirror each entry to a Unix datagram syslog socket (`/dev/log`).
     pub syslog_unix: Option<PathBuf>,
     /// This node's id in every entry and segment name (1–32 letters, digits,
@@ -336,6 +348,10 @@ impl Default for AuditConfig {
                 u64::try_from(writer.sync_interval.as_millis()).unwrap_or(u64::MAX)
             ),
             syslog_tcp: None,
+            syslog_tls: None,
+            syslog_ca_file: None,
+            syslog_client_cert: None,
+            syslog_client_key: None,
             syslog_unix: None,
             node_id: None,
             checkpoint_dir: writer.checkpoints.dir,
@@ -354,10 +370,18 @@ impl AuditConfig {
         settings.max_file_bytes = self.max_file_bytes.get();
         settings.rotate_after = std::time::Duration::from_secs(self.rotate_secs.get());
         settings.sync_interval = std::time::Duration::from_millis(self.sync_interval_ms.get());
-        settings.syslog = match (&self.syslog_tcp, &self.syslog_unix) {
-            (Some(addr), _) => Some(SyslogTarget::Tcp(addr.clone())),
-            (None, Some(path)) => Some(SyslogTarget::Unix(path.clone())),
-            (None, None) => None,
+        settings.syslog = match (&self.syslog_tls, &self.syslog_tcp, &self.syslog_unix) {
+            (Some(addr), ..) => Some(SyslogTarget::Tls(crate::audit::syslog::SyslogTls {
+                addr: addr.clone(),
+                ca_file: self.syslog_ca_file.clone().unwrap_or_default(),
+                client: self
+                    .syslog_client_cert
+                    .clone()
+                    .zip(self.syslog_client_key.clone()),
+            })),
+            (None, Some(addr), _) => Some(SyslogTarget::Tcp(addr.clone())),
+            (None, None, Some(path)) => Some(SyslogTarget::Unix(path.clone())),
+            (None, None, None) => None,
         };
         settings.node = self.node_id.clone();
         settings.checkpoints = crate::audit::checkpoint::CheckpointSettings {
@@ -430,6 +454,9 @@ impl Config {
         }
         fix(&mut self.audit.dir);
         self.audit.checkpoint_dir.iter_mut().for_each(fix);
+        self.audit.syslog_ca_file.iter_mut().for_each(fix);
+        self.audit.syslog_client_cert.iter_mut().for_each(fix);
+        self.audit.syslog_client_key.iter_mut().for_each(fix);
         match &mut self.audit.public_key_file {
             Some(path) => fix(path),
             None => self.audit.public_key_file = Some(base.join("evidence.pub")),
@@ -456,7 +483,41 @@ impl Config {
         self.validate_node_id()?;
         self.validate_collect()?;
         self.validate_custodians()?;
+        self.validate_syslog()?;
         self.validate_backends()
+    }
+
+    /// A TLS syslog mirror names its CA (and a client key with a client
+    /// certificate); one mirror at a time.
+    fn validate_syslog(&self) -> Result<(), ConfigError> {
+        let audit = &self.audit;
+        if audit.syslog_tls.is_some() && audit.syslog_tcp.is_some() {
+            return Err(ConfigError::new(
+                "audit.syslog_tls",
+                "give syslog_tls or syslog_tcp, not both",
+            ));
+        }
+        if audit.syslog_tls.is_none() {
+            return Ok(());
+        }
+        let Some(ca) = &audit.syslog_ca_file else {
+            return Err(ConfigError::new(
+                "audit.syslog_ca_file",
+                "missing: syslog_tls needs the CA file the collector's certificate chains to",
+            ));
+        };
+        existing_file("audit.syslog_ca_file", ca)?;
+        match (&audit.syslog_client_cert, &audit.syslog_client_key) {
+            (Some(cert), Some(key)) => {
+                existing_file("audit.syslog_client_cert", cert)?;
+                existing_file("audit.syslog_client_key", key)
+            }
+            (None, None) => Ok(()),
+            _ => Err(ConfigError::new(
+                "audit.syslog_client_cert",
+                "give syslog_client_cert and syslog_client_key together",
+            )),
+        }
     }
 
     /// `[custodians]` names only the vault's own keys.

@@ -216,7 +216,7 @@ pub(super) struct TrailFacts {
     pub(super) first_of_kind: BTreeMap<String, String>,
 }
 
-const KEY_EVENTS: [&str; 7] = [
+const KEY_EVENTS: [&str; 8] = [
     "key_created",
     "key_rotated",
     "key_destroyed",
@@ -224,6 +224,7 @@ const KEY_EVENTS: [&str; 7] = [
     "reencrypt",
     "tenant_shredded",
     "evidence_key_created",
+    "evidence_key_rotated",
 ];
 
 pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {

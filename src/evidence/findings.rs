@@ -52,6 +52,7 @@ pub(super) fn findings(config: &Config, development: bool, dev_pki: Option<&Path
     for (on, what) in [
         (dual.kek_rotation, "a KEK rotation"),
         (dual.seal, "sealing the vault"),
+        (dual.evidence_key_rotation, "an evidence-key rotation"),
     ] {
         if !on {
             found.push(finding(
@@ -133,14 +134,15 @@ pub(super) fn findings(config: &Config, development: bool, dev_pki: Option<&Path
         }
         Some(_) => {}
     }
-    match (&config.audit.syslog_tcp, &config.audit.syslog_unix) {
-        (Some(target), _) => found.push(finding(
+    let audit = &config.audit;
+    match (&audit.syslog_tls, &audit.syslog_tcp, &audit.syslog_unix) {
+        (None, Some(target), _) => found.push(finding(
             "10.3.3 / 4.2.1",
-            format!("the syslog mirror to {target} is plain TCP: entries can be read or changed on the way"),
+            format!("the syslog mirror to {target} is plain TCP: entries can be read or changed on the way (use syslog_tls)"),
             "declared: the config",
         )),
-        (None, Some(_)) => {}
-        (None, None) => found.push(finding(
+        (Some(_), ..) | (None, None, Some(_)) => {}
+        (None, None, None) => found.push(finding(
             "10.3.3",
             "no syslog mirror: the trail has no off-host copy but its checkpoints".into(),
             "declared: the config",

@@ -6,14 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::facts::{self, TrailFacts};
+use super::snapshot::Snapshot;
 use crate::config::{Config, Role};
-use crate::crypto::KeyProvider;
 
 /// What the caller read from the stopped vault.
 pub struct Inputs {
@@ -28,6 +26,9 @@ pub struct Inputs {
     pub kek: String,
     /// The trail as it stood before this run opened the vault.
     pub snapshot: Snapshot,
+    /// A live probe of the running vault's API listener, when collected
+    /// from a running vault.
+    pub tls_probe: Option<Value>,
     /// A dev directory's PKI, whose client certificates the bundle lists.
     pub dev_pki: Option<PathBuf>,
     /// Whether the vault is a `serve --dev` directory (the bundle says so).
@@ -38,72 +39,6 @@ pub struct Inputs {
     pub build: Value,
 }
 
-/// The audit trail read and verified before the bundle's own run touches
-/// it ([`snapshot`]): the bundle reports this, and its `created` time is
-/// after the last event in it.
-pub struct Snapshot {
-    trail: TrailFacts,
-    audit: Value,
-}
-
-impl Snapshot {
-    /// The time of the last event in the snapshot (RFC 3339), if any.
-    pub fn last_event_time(&self) -> Option<&str> {
-        self.trail.last.as_deref()
-    }
-}
-
-/// Reads and verifies the trail of the stopped vault — its chain with the
-/// KEK (`provider`), and its checkpoints when `audit.checkpoint_dir` holds
-/// any, with the vault's own evidence key — before anything else opens it.
-pub fn snapshot(config: &Config, provider: Arc<dyn KeyProvider>) -> anyhow::Result<Snapshot> {
-    use crate::audit::checkpoint::Checkpoints;
-    let dir = &config.audit.dir;
-    let trail = facts::read_trail(dir)?;
-    let key = crate::audit::key::read(dir, crate::audit::key::EVIDENCE, provider.as_ref())
-        .context("reading the evidence key")?
-        .map(|k| crate::crypto::SigningKey::from_seed(&k.key))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("the evidence key: {e}"))?;
-    let checkpoint_dir = config.audit.checkpoint_dir.as_ref().filter(|d| d.is_dir());
-    let checkpoints = match (checkpoint_dir, &key) {
-        (Some(at), Some(key)) => Some(Checkpoints::read(at, &key.public())),
-        _ => None,
-    };
-    let (checkpoints, checkpoint_problem) = match checkpoints {
-        Some(Ok(found)) if !found.is_empty() => (Some(found), None),
-        Some(Ok(_)) | None => (None, None),
-        Some(Err(e)) => (None, Some(e.to_string())),
-    };
-    let with = crate::audit::VerifyWith {
-        provider: Some(provider.as_ref()),
-        allow_anchor: true,
-        checkpoints: checkpoints.as_ref(),
-    };
-    let verdict = crate::audit::verify(dir, &with).context("verifying the audit trail")?;
-    let checked_against = match (&checkpoints, &checkpoint_problem) {
-        (Some(c), _) => {
-            json!({"checkpoints": c.len(), "directory": checkpoint_dir.map(|d| d.display().to_string())})
-        }
-        (None, Some(problem)) => json!({"checkpoints": 0, "refused": problem}),
-        (None, None) => {
-            json!({"checkpoints": 0, "note": "no signed checkpoints configured or found: entries cut from the end of the trail would leave no trace"})
-        }
-    };
-    let audit = match &verdict {
-        Ok(report) if checkpoint_problem.is_none() => {
-            json!({"intact": true, "source": "measured: audit verify over the trail as found, before this run opened the vault", "report": report, "checkpoints": checked_against})
-        }
-        Ok(report) => {
-            json!({"intact": false, "source": "measured", "report": report, "checkpoints": checked_against})
-        }
-        Err(failure) => {
-            json!({"intact": false, "source": "measured", "failure": failure, "checkpoints": checked_against})
-        }
-    };
-    Ok(Snapshot { trail, audit })
-}
-
 /// The facts the sections read, gathered once.
 struct Facts<'a> {
     config: &'a Config,
@@ -111,6 +46,7 @@ struct Facts<'a> {
     keys: &'a [Value],
     inventory_source: &'a str,
     development: bool,
+    tls_probe: Option<&'a Value>,
     tokens_per_tenant: BTreeMap<String, u64>,
     audit: &'a Value,
     trail: &'a TrailFacts,
@@ -198,6 +134,7 @@ fn gather(inputs: &Inputs) -> anyhow::Result<Facts<'_>> {
         keys: &inputs.inventory,
         inventory_source: &inputs.inventory_source,
         development: inputs.development,
+        tls_probe: inputs.tls_probe.as_ref(),
         tokens_per_tenant,
         audit: &inputs.snapshot.audit,
         trail: &inputs.snapshot.trail,
@@ -225,11 +162,27 @@ const CONFIG: &str = "declared: the config";
 /// A fact fixed in this build's code.
 const CODE: &str = "declared: this build's code (the same for every vault of this version)";
 
+/// The findings, with one more when the live probe found the vault
+/// serving at another address than its config names.
+fn served_elsewhere(s: &Facts<'_>) -> Vec<Value> {
+    let mut found = super::findings::findings(s.config, s.development, s.dev_pki);
+    if let Some(served) = s.tls_probe.and_then(|p| p["address"].as_str())
+        && served != s.config.api.listen.to_string()
+    {
+        found.push(json!({
+            "requirement": "4.2.1 / 12.5.1",
+            "finding": format!("the running vault serves its API at {served}, its config says {} (a command-line override): read the config with that in mind", s.config.api.listen),
+            "source": "measured: the live probe's address against the config",
+        }));
+    }
+    found
+}
+
 fn findings(s: &Facts<'_>) -> anyhow::Result<Value> {
     Ok(section(
         "Findings",
         "What this bundle flags against a requirement",
-        json!({"findings": super::findings::findings(s.config, s.development, s.dev_pki)}),
+        json!({ "findings": served_elsewhere(s) }),
         &[("findings", "each finding says how it was established")],
     ))
 }
@@ -379,6 +332,7 @@ fn key_lifecycle(s: &Facts<'_>) -> anyhow::Result<Value> {
             "dual_control": {
                 "kek_rotation": s.config.keys.dual_control.kek_rotation,
                 "seal": s.config.keys.dual_control.seal,
+                "evidence_key_rotation": s.config.keys.dual_control.evidence_key_rotation,
                 "tenant_shred_and_export": true,
             },
         }),
@@ -396,12 +350,26 @@ fn transit(s: &Facts<'_>) -> anyhow::Result<Value> {
     Ok(section(
         "4.2.1 / 4.2.1.1",
         "Strong cryptography in transit; certificate inventory",
-        facts::tls_inventory(s.config)?,
+        {
+            let mut facts = facts::tls_inventory(s.config)?;
+            facts["live_probe"] = s.tls_probe.cloned().unwrap_or_else(|| {
+                json!("none: the vault was stopped; collect from the running vault (evidence --target) to measure what it serves")
+            });
+            facts
+        },
         &[
+            (
+                "live_probe",
+                if s.tls_probe.is_some() {
+                    "measured: TLS handshakes with the running vault, one per protocol version, cipher suite and key-exchange group, and one without a client certificate"
+                } else {
+                    "declared: no probe was made"
+                },
+            ),
             ("listen", CONFIG),
             (
                 "protocols",
-                "declared: the config and the code that builds the listener (no live probe: the vault was stopped)",
+                "declared: the config and the code that builds the listener (live_probe measures them)",
             ),
             (
                 "cipher_suites",
@@ -504,7 +472,7 @@ fn audit_protection(s: &Facts<'_>) -> anyhow::Result<Value> {
             "file_modes": file_modes(&s.config.audit.dir),
             "segments": {"max_file_bytes": s.config.audit.max_file_bytes, "rotate_secs": s.config.audit.rotate_secs},
             "retention": "segments are never deleted by the vault; archive them off the host (audit verify --anchored checks a trail whose older segments were archived)",
-            "mirror": {"syslog_tcp": s.config.audit.syslog_tcp, "syslog_unix": s.config.audit.syslog_unix},
+            "mirror": {"syslog_tls": s.config.audit.syslog_tls, "syslog_tcp": s.config.audit.syslog_tcp, "syslog_unix": s.config.audit.syslog_unix},
             "checkpoints": {
                 "directory": s.config.audit.checkpoint_dir,
                 "every_events": s.config.audit.checkpoint_every_events,

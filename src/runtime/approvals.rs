@@ -112,6 +112,9 @@ pub enum Action {
     },
     /// Seal the vault (vault-wide: a global admin approves).
     SealVault,
+    /// Rotate the evidence-signing key (vault-wide: a global admin
+    /// approves).
+    RotateEvidenceKey,
     /// Rotate the KEK to `to` (vault-wide: a global admin approves).
     RotateKek {
         /// The KEK to rotate to, as the request named it (paths, labels;
@@ -124,7 +127,10 @@ impl Action {
     /// Whether the action acts on the whole vault (asked and approved by
     /// global admins only).
     pub fn is_vault_wide(&self) -> bool {
-        matches!(self, Action::SealVault | Action::RotateKek { .. })
+        matches!(
+            self,
+            Action::SealVault | Action::RotateKek { .. } | Action::RotateEvidenceKey
+        )
     }
 }
 

@@ -284,6 +284,13 @@ impl Vault {
         self.keys.rotate_kek(self.store.as_ref(), next).await
     }
 
+    /// Rotates the evidence key (checkpoints and bundles are signed by a
+    /// new one after a handover signed by the old).
+    pub async fn rotate_evidence_key(&self) -> Result<crate::audit::EvidenceHandover, VaultError> {
+        self.unsealed()?;
+        self.keys.rotate_evidence_key().await
+    }
+
     /// Seals: writes the exact encryption counters, then drops the KEK
     /// provider and every unwrapped key. Already sealed: nothing happens.
     pub async fn seal(&self) -> Result<(), VaultError> {

@@ -836,6 +836,92 @@ async fn entries_are_mirrored_to_syslog_over_tcp() {
     assert!(!text.contains(CANARY));
 }
 
+/// The mirror over TLS (RFC 5425): the collector's certificate is
+/// verified, the vault presents its client certificate, and every entry
+/// and signed checkpoint arrives framed as over TCP — none in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_and_checkpoints_are_mirrored_to_syslog_over_tls() {
+    use rustls::pki_types::pem::PemObject as _;
+    use std::io::Read;
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = collector.local_addr().unwrap().port();
+    let harness = Harness::with(|c| {
+        let pki = c.api.client_ca.parent().unwrap().to_path_buf();
+        c.audit.syslog_tls = Some(format!("localhost:{port}"));
+        c.audit.syslog_ca_file = Some(pki.join("ca.pem"));
+        c.audit.syslog_client_cert = Some(pki.join("cart.pem"));
+        c.audit.syslog_client_key = Some(pki.join("cart-key.pem"));
+    });
+    let pki = harness.pki();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(pki.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.join("server-key.pem")).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let received = std::thread::spawn(move || {
+        let (tcp, _) = collector.accept().unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut bytes = Vec::new();
+        // A clean end: the vault's close_notify, not a reset.
+        tls.read_to_end(&mut bytes).unwrap();
+        let client = tls.conn.peer_certificates().map(|c| c.len()).unwrap_or(0);
+        (bytes, client)
+    });
+    let service = harness.start().await;
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(cart);
+    service.stop().await.unwrap();
+    let (bytes, client_certs) = received.join().unwrap();
+    assert!(
+        client_certs >= 1,
+        "the vault presented no client certificate"
+    );
+    let text = String::from_utf8(bytes).unwrap();
+    let mut rest = text.as_str();
+    let mut frames = Vec::new();
+    while let Some((len, tail)) = rest.split_once(' ') {
+        let len: usize = len.parse().unwrap();
+        frames.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    assert!(
+        frames.iter().any(|f| f.contains("\"event\":\"tokenize\"")),
+        "{text}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains(" checkpoint - ") && f.contains("audit_stop")),
+        "{text}"
+    );
+    assert!(!text.contains(CANARY));
+}
+
 /// A reveal reason goes into the audit event; one that could hold a card
 /// number is refused (and never recorded); a principal with
 /// `require_reason` gets 400 `reason_required` without one.

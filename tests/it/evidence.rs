@@ -172,6 +172,30 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
         on_disk.len() as u64 > reported,
         "this run's own events come after the snapshot"
     );
+    // The counts re-checked against the files: every event up to the
+    // snapshot's end, by kind.
+    let by_kind = section(&bundle, "10.2.1 / 10.2.2")["events_by_kind"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut counted: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in on_disk
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() <= reported)
+    {
+        *counted
+            .entry(e["event"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let by_kind: std::collections::BTreeMap<String, u64> = by_kind
+        .into_iter()
+        .map(|(k, v)| (k, v.as_u64().unwrap()))
+        .collect();
+    assert_eq!(by_kind, counted);
+    // `audit verify --dev` uses the dev directory's checkpoints and key.
+    let (code, stdout, err) = run(&["audit", "verify", &format!("{d}/audit"), "--dev", d]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("agree with the trail"), "{stdout}");
     assert!(protection["verify"]["checkpoints"]["checkpoints"].as_u64() > Some(0));
     // The flags a dev vault earns, each against its requirement.
     let findings = section(&bundle, "Findings")["findings"].as_array().unwrap();
@@ -357,6 +381,32 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     ]);
     assert_eq!(code, Some(0), "{err}");
     assert!(stdout.contains("the expected key"), "{stdout}");
+    // The same checks without cardvault: openssl, jq, xxd and coreutils,
+    // as docs/evidence.md walks an assessor through them.
+    let by_hand = |bundle: &Path| {
+        std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/assessor-verify.sh"
+            ))
+            .arg("--pubkey")
+            .arg(&public)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--trail")
+            .arg(dir.join("audit"))
+            .arg("--checkpoints")
+            .arg(dir.join("checkpoints"))
+            .output()
+            .unwrap()
+    };
+    let hand = by_hand(&out);
+    assert!(
+        hand.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&hand.stdout),
+        String::from_utf8_lossy(&hand.stderr)
+    );
     // Edited and re-signed with another key: its own signature holds,
     // so unpinned it is only "unpinned"; pinned, it is refused.
     let forged = tmp.path().join("forged");
@@ -378,6 +428,13 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not the expected"), "{err}");
+    let hand = by_hand(&forged);
+    assert_eq!(hand.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&hand.stderr).contains("not signed by the pinned key"),
+        "{}",
+        String::from_utf8_lossy(&hand.stderr)
+    );
 
     // Relative paths (a relative --dev once resolved its config's key file
     // against `/`).
@@ -398,4 +455,281 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     let missing = tmp.path().join("nothing");
     let (code, _, _) = run(&["evidence", "verify", missing.to_str().unwrap()]);
     assert_eq!(code, Some(2));
+}
+
+/// `openssl s_client` against `addr` as the dev admin with `args`: whether
+/// a TLS session was established, and its output.
+fn openssl_connects(pki: &Path, addr: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-servername", "localhost"])
+        .arg("-CAfile")
+        .arg(pki.join("ca.pem"))
+        .arg("-cert")
+        .arg(pki.join("admin.pem"))
+        .arg("-key")
+        .arg(pki.join("admin-key.pem"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let established = out.status.success() && !text.contains("Cipher is (NONE)");
+    (established, text)
+}
+
+/// Collected from the running vault (through the admin API, its trail
+/// copied first): the bundle's measured TLS facts are what an independent
+/// scanner (openssl) finds at the address the vault really serves, which
+/// the config does not name; the run's own requests come after the
+/// snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_vault_is_read_through_its_admin_api_and_its_tls_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    let server = DevServer::start(&dir);
+    let mut conn = server.connect("cart").await;
+    common::tokenize(&mut conn, CANARY_PAN).await;
+    drop(conn);
+    let d = dir.to_str().unwrap();
+    let out = tmp.path().join("bundle");
+    let o = out.to_str().unwrap();
+    let target = server.api.clone();
+    let hostport = target.trim_start_matches("https://").to_owned();
+    let (code, stdout, err) = run(&["evidence", "--dev", d, "--out", o, "--target", &target]);
+    assert_eq!(code, Some(0), "{stdout} {err}");
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(out.join("evidence.json")).unwrap()).unwrap();
+    assert_eq!(section(&bundle, "3.2.1")["tokens_per_tenant"]["default"], 1);
+    assert!(
+        section(&bundle, "3.6.1.1")["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["purpose"] == "pan-encryption" && k["records"] == 1)
+    );
+    assert!(
+        section(&bundle, "3.6.1.1")["keys"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2,
+        "{bundle}"
+    );
+    let transit = &bundle["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["requirement"] == "4.2.1 / 4.2.1.1")
+        .unwrap();
+    assert!(
+        transit["sources"]["live_probe"]
+            .as_str()
+            .unwrap()
+            .starts_with("measured")
+    );
+    let probe = &transit["facts"]["live_probe"];
+    assert_eq!(probe["address"], hostport.as_str());
+    assert_eq!(probe["served_certificate"]["same_as_the_config_file"], true);
+    assert!(
+        probe["without_a_client_certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "{probe}"
+    );
+    // The address the vault serves is not the config's: flagged.
+    let findings = section(&bundle, "Findings")["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["finding"].as_str().unwrap().contains("serves its API at")),
+        "{findings:?}"
+    );
+
+    // The same facts, found by an independent scanner.
+    let pki = dir.join("pki");
+    let accepted = |key: &str| -> Vec<String> {
+        probe[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let protocols = accepted("protocols_accepted");
+    for (flag, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let (ok, text) = openssl_connects(&pki, &hostport, &[flag]);
+        assert_eq!(ok, protocols.contains(&name.to_owned()), "{name}: {text}");
+    }
+    let (ok, _) = openssl_connects(&pki, &hostport, &["-tls1_1"]);
+    assert!(!ok, "TLS 1.1 accepted");
+    let suites = accepted("cipher_suites_accepted");
+    assert_eq!(suites.len(), 3, "{suites:?}");
+    for suite in [
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ] {
+        let (ok, text) = openssl_connects(&pki, &hostport, &["-tls1_3", "-ciphersuites", suite]);
+        assert_eq!(ok, suites.contains(&suite.to_owned()), "{suite}: {text}");
+    }
+    let groups = accepted("key_exchange_groups_accepted");
+    for (openssl, rustls) in [
+        ("X25519", "X25519"),
+        ("P-256", "secp256r1"),
+        ("P-384", "secp384r1"),
+        ("P-521", "secp521r1"),
+    ] {
+        let (ok, text) = openssl_connects(&pki, &hostport, &["-groups", openssl]);
+        assert_eq!(ok, groups.contains(&rustls.to_owned()), "{openssl}: {text}");
+    }
+
+    // The snapshot came before this run's own requests (keys_listed), and
+    // the bundle after the snapshot's last event.
+    let protection = section(&bundle, "10.3.2 / 10.5.1");
+    assert_eq!(protection["verify"]["intact"], true, "{protection}");
+    let reported = protection["verify"]["report"]["last_seq"].as_u64().unwrap();
+    server.stop();
+    let trail = common::entries(&dir.join("audit"));
+    let listed = trail
+        .iter()
+        .find(|e| e["event"] == "keys_listed")
+        .expect("the run's inventory request is audited");
+    assert!(listed["seq"].as_u64().unwrap() > reported);
+    assert!(bundle["created"].as_str().unwrap() >= protection["last_event"].as_str().unwrap());
+    let (code, _, err) = run(&["evidence", "verify", o, "--dev", d]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// The evidence key rotated (`POST /v1/admin/evidence-key/rotate`): a
+/// handover checkpoint signed by the old key names the new one, so
+/// checkpoints verify under either pin; `evidence.pub` and the next bundle
+/// carry the new key; under dual control it waits for a second admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evidence_key_rotates_with_a_handover_the_old_key_signs() {
+    let harness = crate::common::harness::Harness::with(|c| {
+        let base = c.audit.dir.parent().unwrap().to_path_buf();
+        c.audit.checkpoint_dir = Some(base.join("checkpoints"));
+        c.audit.public_key_file = Some(base.join("evidence.pub"));
+    });
+    let base = harness.dir.path();
+    let service = harness.start().await;
+    let old_pub = std::fs::read_to_string(base.join("evidence.pub")).unwrap();
+    std::fs::write(base.join("old.pub"), &old_pub).unwrap();
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    common::tokenize(&mut cart, CANARY_PAN).await;
+    let reply = admin
+        .post_json("/v1/admin/evidence-key/rotate", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, hyper::StatusCode::OK, "{:?}", reply.json());
+    let handover = reply.json();
+    assert_ne!(handover["from"], handover["to"]);
+    let new_pub = std::fs::read_to_string(base.join("evidence.pub")).unwrap();
+    assert_ne!(old_pub, new_pub, "evidence.pub follows the new key");
+    common::tokenize(&mut cart, "4929123456781236").await;
+    drop((admin, cart));
+    service.stop().await.unwrap();
+
+    let trail = base.join("audit");
+    let checkpoints = base.join("checkpoints");
+    let verify = |pubkey: &Path| {
+        common::cardvault()
+            .args(["audit", "verify"])
+            .arg(&trail)
+            .arg("--checkpoints")
+            .arg(&checkpoints)
+            .arg("--pubkey")
+            .arg(pubkey)
+            .output()
+            .unwrap()
+    };
+    // Pinned to the old key: it follows the handover to the new one.
+    let out = verify(&base.join("old.pub"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Pinned to the new key: the old key's checkpoints are skipped, said so.
+    let out = verify(&base.join("evidence.pub"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("older checkpoints"), "{text}");
+    // A checkpoint line by a key nobody handed over to is refused.
+    let file = checkpoints.join("checkpoints.jsonl");
+    let mut lines = std::fs::read_to_string(&file).unwrap();
+    let forged = {
+        use ring::signature::{Ed25519KeyPair, KeyPair as _};
+        let pair = Ed25519KeyPair::from_seed_unchecked(&[5u8; 32]).unwrap();
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        der.extend_from_slice(pair.public_key().as_ref());
+        use sha2::Digest as _;
+        let signed = serde_json::json!({
+            "format": 1, "seq": 999, "mac": "00", "event": "audit_stop",
+            "ts": "2026-12-07T00:00:00Z", "key": hex::encode(sha2::Sha256::digest(&der)),
+        })
+        .to_string();
+        let signature = hex::encode(pair.sign(signed.as_bytes()).as_ref());
+        serde_json::json!({"signed": signed, "signature": signature}).to_string()
+    };
+    lines.push_str(&forged);
+    lines.push('\n');
+    std::fs::write(&file, lines).unwrap();
+    let out = verify(&base.join("old.pub"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("neither pinned nor handed over"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The trail names both keys.
+    let rotated: Vec<_> = common::entries(&trail)
+        .into_iter()
+        .filter(|e| e["event"] == "evidence_key_rotated")
+        .collect();
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    assert_eq!(rotated[0]["principal"], "admin");
+    let to = handover["to"].as_str().unwrap();
+    assert!(rotated[0]["detail"].as_str().unwrap().contains(to));
+}
+
+/// Under dual control the evidence-key rotation waits for a second admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evidence_key_rotation_waits_for_a_second_admin() {
+    let harness = crate::common::harness::Harness::with(|c| {
+        c.keys.dual_control = cardvault::config::DualControl::default();
+    });
+    let service = harness.start().await;
+    let before = std::fs::read(harness.config.audit.dir.join("evidence.key")).unwrap();
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    let reply = admin
+        .post_json("/v1/admin/evidence-key/rotate", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        hyper::StatusCode::ACCEPTED,
+        "{:?}",
+        reply.json()
+    );
+    assert_eq!(reply.json()["action"], "rotate_evidence_key");
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let reply = admin
+        .post_json(&format!("/v1/admin/approvals/{id}"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, hyper::StatusCode::FORBIDDEN);
+    let after = std::fs::read(harness.config.audit.dir.join("evidence.key")).unwrap();
+    assert_eq!(before, after, "nothing rotated without a second admin");
+    drop(admin);
+    service.stop().await.unwrap();
 }

@@ -3,7 +3,8 @@
 //! `POST /v1/admin/approvals/{id}` by a **different** admin who also
 //! reaches the tenant carries a shred out (keys destroyed, records deleted,
 //! files compacted), releases an export to the admin who asked, or — a
-//! different *global* admin — seals the vault or rotates its KEK. And the
+//! different *global* admin — seals the vault or rotates its KEK or its
+//! evidence key. And the
 //! helpers the asking routes share (`tenants`, `portable`): the requested
 //! tenant, the pending approval's 202, the refusals. Audited as
 //! `approvals_listed`, `tenant_shredded` (naming both admins),
@@ -161,6 +162,14 @@ pub async fn approve(call: Call, Path(id): Path<String>) -> Result<Response, Api
                     approval.id, approval.requested_by, approval.approved_by
                 );
                 super::custody::seal_now(state, audited, detail).await
+            }
+            Action::RotateEvidenceKey => {
+                audited.event().tenant = None;
+                let lead = format!(
+                    "approval {}: requested by {}, approved by {}; ",
+                    approval.id, approval.requested_by, approval.approved_by
+                );
+                super::custody::rotate_evidence_now(state, audited, lead).await
             }
             Action::RotateKek { to } => {
                 audited.event().tenant = None;

@@ -4,9 +4,11 @@
 //! `POST /v1/admin/seal` (role `admin` with `scope = "global"`, audited as
 //! `sealed`) — both answer the seal status `{"sealed", "shares_received",
 //! "threshold"}` — and `POST /v1/admin/kek/rotate` (global admin, audited
-//! as `kek_rotated` naming both KEKs). Under `[keys.dual_control]` (the
-//! default) seal and rotation wait for a second global admin's approval
-//! (`approval_requested`; carried out by `POST /v1/admin/approvals/{id}`).
+//! as `kek_rotated` naming both KEKs), `POST /v1/admin/evidence-key/rotate`
+//! (global admin, audited as `evidence_key_rotated` naming both keys).
+//! Under `[keys.dual_control]` (the default) seal and both rotations wait
+//! for a second global admin's approval (`approval_requested`; carried out
+//! by `POST /v1/admin/approvals/{id}`).
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -206,6 +208,61 @@ pub(super) async fn rotate_now(
                 tracing::error!(error = %e, "KEK rotation failed");
             }
             Err(api_error(&e))
+        }
+    }
+}
+
+/// `POST /v1/admin/evidence-key/rotate` (admin, global scope): a new
+/// evidence key signs checkpoints and bundles after a handover checkpoint
+/// signed by the old one — at once, or, under `[keys.dual_control]
+/// evidence_key_rotation`, once a second global admin approves.
+pub async fn rotate_evidence_key(call: Call) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::EvidenceKeyRotated, async |audited| {
+        caller.require(Role::Admin)?;
+        if !caller.is_global_admin() {
+            audited.event().detail =
+                Some("an evidence-key rotation needs scope = \"global\"".into());
+            return Err(ApiError::Forbidden);
+        }
+        if state.keys.dual_control.evidence_key_rotation {
+            audited.event().event = EventKind::ApprovalRequested;
+            return ask(
+                &state.approvals,
+                caller,
+                audited,
+                Action::RotateEvidenceKey,
+                TenantId::system(),
+                "rotate_evidence_key",
+            );
+        }
+        rotate_evidence_now(state, audited, String::new()).await
+    })
+    .await
+}
+
+/// Rotates the evidence key; `approval` (empty, or "approval ID: …; ")
+/// leads the `evidence_key_rotated` event's detail.
+pub(super) async fn rotate_evidence_now(
+    state: &AppState,
+    audited: &mut Audited<'_>,
+    approval: String,
+) -> Result<Response, ApiError> {
+    audited.event().event = EventKind::EvidenceKeyRotated;
+    match state.vault.rotate_evidence_key().await {
+        Ok(handover) => {
+            audited.event().detail = Some(format!(
+                "{approval}from key {} to key {} (public key {}); the handover checkpoint at seq {} is signed by the old key",
+                handover.from, handover.to, handover.public_key, handover.seq
+            ));
+            Ok(json(StatusCode::OK, &handover))
+        }
+        Err(e) => {
+            audited.event().detail = Some(format!("{approval}not done: {e}"));
+            Err(crate::server::error::admin_key_error(
+                "evidence-key rotation",
+                &e,
+            ))
         }
     }
 }

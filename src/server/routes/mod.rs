@@ -48,6 +48,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/unseal", post(custody::unseal))
         .route("/v1/admin/seal", post(custody::seal))
         .route("/v1/admin/kek/rotate", post(custody::rotate_kek))
+        .route(
+            "/v1/admin/evidence-key/rotate",
+            post(custody::rotate_evidence_key),
+        )
         .route("/v1/admin/keys", get(keys::inventory))
         .route("/v1/admin/tenants/{tenant}", delete(tenants::shred_request))
         .route("/v1/admin/approvals", get(approvals::list))

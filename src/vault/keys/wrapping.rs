@@ -133,6 +133,25 @@ impl Keyring {
         tracing::info!(keys = count, to = %next.describe(), "every key is wrapped under the next KEK too");
         Ok(count)
     }
+
+    /// Rotates the evidence key: a new one, wrapped under the KEK (and the
+    /// next KEK too while a KEK rotation is under way), handed over to by
+    /// the trail's writer ([`crate::audit::AuditLog::rotate_evidence_key`]).
+    pub(in crate::vault) async fn rotate_evidence_key(
+        &self,
+    ) -> Result<crate::audit::EvidenceHandover, VaultError> {
+        let _admin = self.admin.lock().await;
+        let current = self.provider()?;
+        let next = self.next.read().ok().and_then(|n| n.clone());
+        let audit = self
+            .audit
+            .as_ref()
+            .ok_or_else(|| KeyError::Provider("no audit trail, so no evidence key".into()))?;
+        Ok(audit
+            .rotate_evidence_key(current.as_ref(), next.as_deref())
+            .await
+            .map_err(|e| KeyError::Provider(format!("evidence key: {e}")))?)
+    }
 }
 
 /// Which wrapping of a key record `provider` opened.

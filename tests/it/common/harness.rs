@@ -79,6 +79,7 @@ impl Harness {
                 dual_control: cardvault::config::DualControl {
                     kek_rotation: false,
                     seal: false,
+                    evidence_key_rotation: false,
                 },
                 ..Default::default()
             },
