@@ -65,11 +65,18 @@ struct Line {
     signature: String,
 }
 
-/// The name of the checkpoint file of `node` inside a checkpoint directory.
-pub fn file_name(node: Option<&str>) -> String {
+/// The name of `node`'s checkpoint file for the UTC day of `ms` inside a
+/// checkpoint directory: one file a day, so each stays small (at most
+/// about 330 bytes × 86,400 s × rate / `every_events`) and their names
+/// sort in time.
+pub fn file_name(node: Option<&str>, ms: u64) -> String {
+    let day = crate::clock::rfc3339(ms)
+        .get(..10)
+        .unwrap_or("0000-00-00")
+        .replace('-', "");
     match node {
-        Some(node) => format!("checkpoints-{node}.jsonl"),
-        None => "checkpoints.jsonl".into(),
+        Some(node) => format!("checkpoints-{node}-{day}.jsonl"),
+        None => format!("checkpoints-{day}.jsonl"),
     }
 }
 
@@ -86,11 +93,11 @@ pub struct CheckpointSettings {
 }
 
 impl Default for CheckpointSettings {
-    /// No directory; every 1,000 events or 60 seconds.
+    /// No directory; every 10,000 events or 60 seconds.
     fn default() -> CheckpointSettings {
         CheckpointSettings {
             dir: None,
-            every_events: 1000,
+            every_events: 10_000,
             interval: Duration::from_secs(60),
         }
     }
@@ -147,13 +154,14 @@ impl Checkpointer {
         event: &str,
         next_key: Option<&PublicKey>,
     ) -> Vec<u8> {
+        let now = crate::clock::now_ms();
         let checkpoint = Checkpoint {
             format: 1,
             node: self.node.clone(),
             seq,
             mac: hex::encode(mac),
             event: event.to_owned(),
-            ts: crate::clock::rfc3339(crate::clock::now_ms()),
+            ts: crate::clock::rfc3339(now),
             key: self.fingerprint.clone(),
             next_key: next_key.map(PublicKey::hex),
         };
@@ -165,7 +173,7 @@ impl Checkpointer {
         self.last_seq = seq;
         self.last_at = Instant::now();
         if let Some(dir) = &self.settings.dir {
-            match append(dir, &file_name(self.node.as_deref()), &line) {
+            match append(dir, &file_name(self.node.as_deref(), now), &line) {
                 Ok(()) => {
                     metrics::counter!("cardvault_audit_checkpoints_total").increment(1);
                     if self.warned {
@@ -268,7 +276,8 @@ impl Checkpoints {
     /// evidence-key rotation). A line that is not a checkpoint, or is
     /// signed by a key not trusted that way, fails, naming the file and
     /// line; only lines of older keys before the first trusted one are
-    /// skipped (and counted).
+    /// skipped (and counted). Files are read in name order (a directory's
+    /// daily files in time order), trust carrying from one to the next.
     pub fn read(path: &Path, key: &PublicKey) -> Result<Checkpoints, CheckpointError> {
         let io = |p: &Path, e: std::io::Error| CheckpointError::Io(format!("{}: {e}", p.display()));
         let files: Vec<PathBuf> = if path.is_dir() {
@@ -296,11 +305,11 @@ impl Checkpoints {
             files: files.len(),
             ..Checkpoints::default()
         };
+        // Trust starts with the pinned key and grows with each handover.
+        let mut trusted: BTreeMap<String, PublicKey> = BTreeMap::new();
+        trusted.insert(key.fingerprint(), key.clone());
+        let mut vouched = false;
         for file in &files {
-            // Trust starts with the pinned key, in each file.
-            let mut trusted: BTreeMap<String, PublicKey> = BTreeMap::new();
-            trusted.insert(key.fingerprint(), key.clone());
-            let mut vouched = false;
             let meta = fs::metadata(file).map_err(|e| io(file, e))?;
             if meta.len() > MAX_FILE_BYTES {
                 return Err(CheckpointError::Io(format!(

@@ -424,6 +424,19 @@ async fn checkpointed(dir: &Path, kek: &Path, checkpoints: &Path, public: &Path,
     audit.close().await.unwrap();
 }
 
+/// Every checkpoint line in `dir`'s daily files, oldest first.
+fn all_checkpoints(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
 /// The last `n` lines of the trail in `dir` removed (from its last segments).
 fn cut_tail(dir: &Path, mut n: usize) {
     for (_, segment) in cardvault::audit::segments(dir).unwrap().into_iter().rev() {
@@ -472,14 +485,8 @@ async fn checkpoints_catch_a_cut_tail_a_removed_segment_and_a_rollback() {
     );
     // Each checkpoint line verifies with plain openssl, as docs/evidence.md
     // tells an assessor without cardvault.
-    let line: Value = serde_json::from_str(
-        std::fs::read_to_string(spool.join("checkpoints.jsonl"))
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let line: Value =
+        serde_json::from_str(all_checkpoints(&spool).lines().last().unwrap()).unwrap();
     let message = tmp.path().join("checkpoint.msg");
     let signature = tmp.path().join("checkpoint.sig");
     std::fs::write(&message, line["signed"].as_str().unwrap()).unwrap();
@@ -552,7 +559,7 @@ async fn checkpoints_catch_a_cut_tail_a_removed_segment_and_a_rollback() {
 
     // A checkpoint edited, or checked against another key, is refused.
     let forged = tmp.path().join("forged.jsonl");
-    let lines = std::fs::read_to_string(spool.join("checkpoints.jsonl")).unwrap();
+    let lines = all_checkpoints(&spool);
     std::fs::write(&forged, lines.replacen("\\\"seq\\\":", "\\\"seq\\\":1", 1)).unwrap();
     let (code, text) = verify_with(
         &trail,

@@ -662,7 +662,11 @@ async fn the_evidence_key_rotates_with_a_handover_the_old_key_signs() {
     );
     assert!(text.contains("older checkpoints"), "{text}");
     // A checkpoint line by a key nobody handed over to is refused.
-    let file = checkpoints.join("checkpoints.jsonl");
+    let file = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
     let mut lines = std::fs::read_to_string(&file).unwrap();
     let forged = {
         use ring::signature::{Ed25519KeyPair, KeyPair as _};
