@@ -378,13 +378,6 @@ impl Checkpoints {
             .collect()
     }
 
-    /// The nodes the checkpoints name.
-    pub fn nodes(&self) -> Vec<Option<String>> {
-        let mut nodes: Vec<Option<String>> = self.by_entry.keys().map(|(n, _)| n.clone()).collect();
-        nodes.dedup();
-        nodes
-    }
-
     /// How many checkpoints were read.
     pub fn len(&self) -> usize {
         self.by_entry.len()

@@ -25,19 +25,7 @@ const CANARY: &str = "4929123456781236";
 
 /// Runs `cardvault audit verify PATH --key-file KEK`: (exit code, stdout + stderr).
 fn verify(path: &Path, kek: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cardvault"))
-        .args(["audit", "verify"])
-        .arg(path)
-        .arg("--key-file")
-        .arg(kek)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    verify_with(path, &["--key-file", kek.to_str().unwrap()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,6 +759,32 @@ async fn a_detokenization_outside_configured_hours_raises_an_alert() {
     assert_eq!(alert[0]["principal"], "payments");
 }
 
+/// Starts the harness's vault, tokenizes the canary once, stops it (the
+/// mirror thread then ends, closing its stream).
+async fn tokenize_once_and_stop(harness: &Harness) {
+    let service = harness.start().await;
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    let reply = cart
+        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(cart);
+    service.stop().await.unwrap();
+}
+
+/// Splits octet-counted syslog frames (RFC 6587): "LEN MSG…".
+fn octet_counted(text: &str) -> Vec<&str> {
+    let mut rest = text;
+    let mut frames = Vec::new();
+    while let Some((len, tail)) = rest.split_once(' ') {
+        let len: usize = len.parse().unwrap();
+        frames.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    frames
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_are_mirrored_to_syslog_over_tcp() {
     use std::io::Read;
@@ -786,26 +800,12 @@ async fn entries_are_mirrored_to_syslog_over_tcp() {
         bytes
     });
     let harness = Harness::with(|c| c.audit.syslog_tcp = Some(collector_addr.to_string()));
-    let service = harness.start().await;
-    let mut cart = harness.connect("cart", service.api_addr).await;
-    let reply = cart
-        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, StatusCode::OK);
-    drop(cart);
-    service.stop().await.unwrap();
+    tokenize_once_and_stop(&harness).await;
     // The mirror thread ends when the trail closes, closing the stream.
     let bytes = received.join().unwrap();
     let text = String::from_utf8(bytes).unwrap();
     // Octet-counted frames: "LEN <85>1 TS HOST cardvault PID audit - {entry}".
-    let mut rest = text.as_str();
-    let mut frames = Vec::new();
-    while let Some((len, tail)) = rest.split_once(' ') {
-        let len: usize = len.parse().unwrap();
-        frames.push(&tail[..len]);
-        rest = &tail[len..];
-    }
+    let frames = octet_counted(&text);
     assert!(frames.len() >= 4, "{text}");
     // Entries (msgid audit) and signed checkpoints (msgid checkpoint).
     let (mut entries_seen, mut checkpoints) = (Vec::new(), Vec::new());
@@ -894,28 +894,14 @@ async fn entries_and_checkpoints_are_mirrored_to_syslog_over_tls() {
         let client = tls.conn.peer_certificates().map(|c| c.len()).unwrap_or(0);
         (bytes, client)
     });
-    let service = harness.start().await;
-    let mut cart = harness.connect("cart", service.api_addr).await;
-    let reply = cart
-        .post_json("/v1/tokenize", &json!({ "pan": CANARY }))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, StatusCode::OK);
-    drop(cart);
-    service.stop().await.unwrap();
+    tokenize_once_and_stop(&harness).await;
     let (bytes, client_certs) = received.join().unwrap();
     assert!(
         client_certs >= 1,
         "the vault presented no client certificate"
     );
     let text = String::from_utf8(bytes).unwrap();
-    let mut rest = text.as_str();
-    let mut frames = Vec::new();
-    while let Some((len, tail)) = rest.split_once(' ') {
-        let len: usize = len.parse().unwrap();
-        frames.push(&tail[..len]);
-        rest = &tail[len..];
-    }
+    let frames = octet_counted(&text);
     assert!(
         frames.iter().any(|f| f.contains("\"event\":\"tokenize\"")),
         "{text}"

@@ -64,6 +64,16 @@ fn resign(dir: &Path) {
     .unwrap();
 }
 
+/// A dev vault in `tmp/vault`, serving, that tokenized the canary PAN.
+async fn vault_with_a_card(tmp: &Path) -> (DevServer, std::path::PathBuf) {
+    let dir = tmp.join("vault");
+    let server = DevServer::start(&dir);
+    let mut conn = server.connect("cart").await;
+    common::tokenize(&mut conn, CANARY_PAN).await;
+    drop(conn);
+    (server, dir)
+}
+
 fn bundle_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -80,11 +90,7 @@ fn bundle_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    let server = DevServer::start(&dir);
-    let mut conn = server.connect("cart").await;
-    common::tokenize(&mut conn, CANARY_PAN).await;
-    drop(conn);
+    let (server, dir) = vault_with_a_card(tmp.path()).await;
     let d = dir.to_str().unwrap();
 
     // Running: the store is not read under the vault.
@@ -485,11 +491,7 @@ fn openssl_connects(pki: &Path, addr: &str, args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_vault_is_read_through_its_admin_api_and_its_tls_measured() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    let server = DevServer::start(&dir);
-    let mut conn = server.connect("cart").await;
-    common::tokenize(&mut conn, CANARY_PAN).await;
-    drop(conn);
+    let (server, dir) = vault_with_a_card(tmp.path()).await;
     let d = dir.to_str().unwrap();
     let out = tmp.path().join("bundle");
     let o = out.to_str().unwrap();

@@ -157,27 +157,16 @@ pub async fn approve(call: Call, Path(id): Path<String>) -> Result<Response, Api
             Action::ShredTenant { .. } => shred(state, audited, approval).await,
             Action::SealVault => {
                 audited.event().tenant = None;
-                let detail = format!(
-                    "approval {}: requested by {}, approved by {}; seal: KEK and every key dropped",
-                    approval.id, approval.requested_by, approval.approved_by
-                );
+                let detail = format!("{}seal: KEK and every key dropped", approval.lead());
                 super::custody::seal_now(state, audited, detail).await
             }
             Action::RotateEvidenceKey => {
                 audited.event().tenant = None;
-                let lead = format!(
-                    "approval {}: requested by {}, approved by {}; ",
-                    approval.id, approval.requested_by, approval.approved_by
-                );
-                super::custody::rotate_evidence_now(state, audited, lead).await
+                super::custody::rotate_evidence_now(state, audited, approval.lead()).await
             }
             Action::RotateKek { to } => {
                 audited.event().tenant = None;
-                let lead = format!(
-                    "approval {}: requested by {}, approved by {}; ",
-                    approval.id, approval.requested_by, approval.approved_by
-                );
-                super::custody::rotate_now(state, audited, to, lead).await
+                super::custody::rotate_now(state, audited, to, approval.lead()).await
             }
         }
     })
@@ -190,6 +179,17 @@ struct Approved<'a> {
     tenant: TenantId,
     requested_by: String,
     approved_by: String,
+}
+
+impl Approved<'_> {
+    /// "approval ID: requested by A, approved by B; " — what leads the
+    /// event of a vault-wide action carried out on approval.
+    fn lead(&self) -> String {
+        format!(
+            "approval {}: requested by {}, approved by {}; ",
+            self.id, self.requested_by, self.approved_by
+        )
+    }
 }
 
 /// Hands an approved export to the admin who asked for it (only they may

@@ -99,27 +99,51 @@ pub async fn unseal(call: Call, req: Request) -> Result<Response, ApiError> {
     response
 }
 
+/// Refuses (403, said in the audit event) a caller that is not an admin
+/// with `scope = "global"`: `what` acts on the whole vault.
+fn global_admin(
+    caller: &crate::server::identity::Caller,
+    audited: &mut Audited<'_>,
+    what: &str,
+) -> Result<(), ApiError> {
+    caller.require(Role::Admin)?;
+    if caller.is_global_admin() {
+        Ok(())
+    } else {
+        audited.event().detail = Some(format!("{what} needs scope = \"global\""));
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// Under `[keys.dual_control]`: records the vault-wide `action` for a
+/// second global admin and answers 202 (audited `approval_requested`).
+fn ask_second_admin(
+    state: &AppState,
+    caller: &crate::server::identity::Caller,
+    audited: &mut Audited<'_>,
+    action: Action,
+    what: &str,
+) -> Result<Response, ApiError> {
+    audited.event().event = EventKind::ApprovalRequested;
+    ask(
+        &state.approvals,
+        caller,
+        audited,
+        action,
+        TenantId::system(),
+        what,
+    )
+}
+
 /// `POST /v1/admin/seal` (admin, global scope): drops the KEK and every
 /// key — at once, or, under `[keys.dual_control] seal`, once a second
 /// global admin approves (202 with the pending approval).
 pub async fn seal(call: Call) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
     call.audited(EventKind::Sealed, async |audited| {
-        caller.require(Role::Admin)?;
-        if !caller.is_global_admin() {
-            audited.event().detail = Some("sealing needs scope = \"global\"".into());
-            return Err(ApiError::Forbidden);
-        }
+        global_admin(caller, audited, "sealing")?;
         if state.keys.dual_control.seal {
-            audited.event().event = EventKind::ApprovalRequested;
-            return ask(
-                &state.approvals,
-                caller,
-                audited,
-                Action::SealVault,
-                TenantId::system(),
-                "seal_vault",
-            );
+            return ask_second_admin(state, caller, audited, Action::SealVault, "seal_vault");
         }
         seal_now(state, audited, "KEK and every key dropped".into()).await
     })
@@ -156,23 +180,12 @@ pub(super) async fn seal_now(
 pub async fn rotate_kek(call: Call, req: Request) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
     call.audited(EventKind::KekRotated, async |audited| {
-        caller.require(Role::Admin)?;
-        if !caller.is_global_admin() {
-            audited.event().detail = Some("a KEK rotation needs scope = \"global\"".into());
-            return Err(ApiError::Forbidden);
-        }
+        global_admin(caller, audited, "a KEK rotation")?;
         let body: RotateKekRequest =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         if state.keys.dual_control.kek_rotation {
-            audited.event().event = EventKind::ApprovalRequested;
-            return ask(
-                &state.approvals,
-                caller,
-                audited,
-                Action::RotateKek { to: body },
-                TenantId::system(),
-                "rotate_kek",
-            );
+            let action = Action::RotateKek { to: body };
+            return ask_second_admin(state, caller, audited, action, "rotate_kek");
         }
         rotate_now(state, audited, body, String::new()).await
     })
@@ -219,22 +232,10 @@ pub(super) async fn rotate_now(
 pub async fn rotate_evidence_key(call: Call) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
     call.audited(EventKind::EvidenceKeyRotated, async |audited| {
-        caller.require(Role::Admin)?;
-        if !caller.is_global_admin() {
-            audited.event().detail =
-                Some("an evidence-key rotation needs scope = \"global\"".into());
-            return Err(ApiError::Forbidden);
-        }
+        global_admin(caller, audited, "an evidence-key rotation")?;
         if state.keys.dual_control.evidence_key_rotation {
-            audited.event().event = EventKind::ApprovalRequested;
-            return ask(
-                &state.approvals,
-                caller,
-                audited,
-                Action::RotateEvidenceKey,
-                TenantId::system(),
-                "rotate_evidence_key",
-            );
+            let action = Action::RotateEvidenceKey;
+            return ask_second_admin(state, caller, audited, action, "rotate_evidence_key");
         }
         rotate_evidence_now(state, audited, String::new()).await
     })
