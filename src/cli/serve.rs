@@ -235,6 +235,20 @@ fn dev_banner(dir: &Path, config: &Config) -> String {
         ),
         Err(e) => writeln!(out, "    KEK:    {e}"),
     };
+    // Written when the trail opened (a sealed vault writes it at unseal).
+    if let Some(public) = &config.audit.public_key_file
+        && let Ok(key) = crate::crypto::PublicKey::parse_or_read(&public.display().to_string())
+    {
+        let _ = writeln!(
+            out,
+            "    evidence key: {} (fingerprint {}; pin it to verify checkpoints and bundles)",
+            public.display(),
+            key.fingerprint()
+        );
+    }
+    if let Some(checkpoints) = &config.audit.checkpoint_dir {
+        let _ = writeln!(out, "    checkpoints:  {}", checkpoints.display());
+    }
     let _ = writeln!(out, "    PKI:    {}", dir.join("pki").display());
     let _ = writeln!(out, "    principals (client certificate → tenant: roles):");
     for (name, p) in &config.principals {
