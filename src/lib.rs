@@ -10,8 +10,8 @@
 //! re-encryption, cryptoperiods, approvals, the oracle guard, sweeps),
 //! [`server`] (the mTLS API and ops listeners and the routes) and [`cli`].
 //! Beside them: [`peer`] (what a peer sends, parsed; pure), `scan` (finding
-//! card numbers in files), `evidence` and `rewrite` (the engines of
-//! `cardvault evidence` and `tokenize-file`), [`pki`], [`client`] and
+//! card numbers in files), `evidence`, `rewrite` and `watch` (the engines
+//! of `cardvault evidence`, `tokenize-file` and `watch`), [`pki`], [`client`] and
 //! [`load`]. Domain, crypto, the codec and the audit chain build without
 //! RocksDB or tokio (`--no-default-features`), which is how the fuzz
 //! targets build.
@@ -50,12 +50,16 @@ pub(crate) mod rewrite;
 pub(crate) mod runtime;
 pub(crate) mod scan;
 #[cfg(feature = "vault")]
+pub(crate) mod scratch;
+#[cfg(feature = "vault")]
 pub mod server;
 pub mod store;
 #[cfg(feature = "vault")]
 pub(crate) mod supply_chain;
 #[cfg(feature = "vault")]
 pub mod vault;
+#[cfg(feature = "vault")]
+pub(crate) mod watch;
 pub mod zero_on_free;
 
 pub use domain::{Brand, Expiry, Pan, TenantId, Token};

@@ -45,6 +45,7 @@ mod scan;
 mod serve;
 mod tokenize_file;
 mod version;
+mod watch;
 
 pub use error::{CliError, EXIT_USAGE};
 
@@ -130,6 +131,14 @@ enum Command {
         #[command(subcommand)]
         command: collect::CollectCommand,
     },
+    /// Watch the payment page (PCI DSS 6.4.3, 11.6.1): `watch baseline`
+    /// takes its inventory in headless Chromium, `watch check` compares a
+    /// fresh one with the approved baseline (exit 0 same, 1 changed, 2
+    /// cannot check).
+    Watch {
+        #[command(subcommand)]
+        command: watch::WatchCommand,
+    },
     /// Copy a stopped vault's data between RocksDB and PostgreSQL as it is
     /// stored (resumable with --resume), then check counts and a sample.
     Migrate(Box<migrate::MigrateArgs>),
@@ -198,6 +207,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Approve(args) => portable::approve(args).await,
         Command::Collect { command } => collect::run(command),
         Command::Migrate(args) => migrate::run(*args).await,
+        Command::Watch { command } => watch::run(command).await,
         Command::Demo { data_dir, config } => demo::run(&data_dir, config.as_deref()).await,
         Command::Client(command) => client::run(command).await,
         Command::Custody(command) => custody::run(command).await,

@@ -5,7 +5,7 @@
 //! vault's evidence key. The bundle's `created` time follows the last
 //! event of this snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -29,49 +29,30 @@ impl Snapshot {
     }
 }
 
-/// A private copy of a live trail's segments and key files, removed when
-/// dropped.
-struct TrailCopy(PathBuf);
-
-impl TrailCopy {
-    /// Copies the segments and key files of `dir`, each segment cut back
-    /// to its last complete line (a running writer may be mid-write).
-    fn take(dir: &Path) -> anyhow::Result<TrailCopy> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let mut random = [0u8; 8];
-        crate::random::fill(&mut random).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let to = std::env::temp_dir().join(format!("cardvault-trail-{}", hex::encode(random)));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&to)
-            .with_context(|| format!("creating {}", to.display()))?;
-        let copy = TrailCopy(to);
-        for name in [
-            crate::audit::key::AUDIT.file,
-            crate::audit::key::EVIDENCE.file,
-        ] {
-            let from = dir.join(name);
-            if from.exists() {
-                std::fs::copy(&from, copy.0.join(name))
-                    .with_context(|| format!("copying {}", from.display()))?;
-            }
+/// Copies the segments and key files of `dir` into a scratch directory,
+/// each segment cut back to its last complete line (a running writer may
+/// be mid-write).
+fn copy_trail(dir: &Path) -> anyhow::Result<crate::scratch::ScratchDir> {
+    let copy = crate::scratch::ScratchDir::new("cardvault-trail").context("a scratch directory")?;
+    for name in [
+        crate::audit::key::AUDIT.file,
+        crate::audit::key::EVIDENCE.file,
+    ] {
+        let from = dir.join(name);
+        if from.exists() {
+            std::fs::copy(&from, copy.path().join(name))
+                .with_context(|| format!("copying {}", from.display()))?;
         }
-        for (_, segment) in crate::audit::segments(dir)? {
-            let bytes = std::fs::read(&segment)
-                .with_context(|| format!("reading {}", segment.display()))?;
-            let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            let name = segment.file_name().unwrap_or_default();
-            std::fs::write(copy.0.join(name), &bytes[..complete])
-                .with_context(|| format!("copying {}", segment.display()))?;
-        }
-        Ok(copy)
     }
-}
-
-impl Drop for TrailCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    for (_, segment) in crate::audit::segments(dir)? {
+        let bytes =
+            std::fs::read(&segment).with_context(|| format!("reading {}", segment.display()))?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let name = segment.file_name().unwrap_or_default();
+        std::fs::write(copy.path().join(name), &bytes[..complete])
+            .with_context(|| format!("copying {}", segment.display()))?;
     }
+    Ok(copy)
 }
 
 /// Reads and verifies the trail of the vault of `config`: in place when
@@ -99,8 +80,8 @@ pub fn snapshot(
         Some(Ok(_)) | None => (None, None),
         Some(Err(e)) => (None, Some(e.to_string())),
     };
-    let copy = live.then(|| TrailCopy::take(dir)).transpose()?;
-    let read_from = copy.as_ref().map_or(dir.as_path(), |c| c.0.as_path());
+    let copy = live.then(|| copy_trail(dir)).transpose()?;
+    let read_from = copy.as_ref().map_or(dir.as_path(), |c| c.path());
     let trail = facts::read_trail(read_from)?;
     let with = crate::audit::VerifyWith {
         provider: Some(provider.as_ref()),

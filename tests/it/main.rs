@@ -30,3 +30,4 @@ mod store_suite;
 mod tokenize_file;
 mod vault;
 mod version;
+mod watch;

@@ -1,0 +1,191 @@
+//! `cardvault watch`: the payment page checked in a real browser (PCI DSS
+//! 6.4.3 and 11.6.1). `watch baseline URL --out FILE` writes the page's
+//! inventory as a baseline to justify and approve; `watch check [URL]
+//! --baseline FILE [--json]` compares one fresh check with it: exit 0
+//! when it matches, 1 naming every difference, 2 when the page (or the
+//! baseline) cannot be checked. A process of its own: it holds no key of
+//! the vault and reads none of its files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::error::{CliError, CliResult};
+use crate::watch::{self, BrowserSettings, Budget, WatchError};
+
+/// Subcommands of `watch`.
+#[derive(Debug, Subcommand)]
+pub enum WatchCommand {
+    /// Check the page once and write its inventory as a baseline: every
+    /// script then needs a `justification` (6.4.3) before `check` takes it.
+    Baseline {
+        /// The payment page (http or https).
+        url: String,
+        /// The baseline file to write (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The origin the vault's card frame comes from (the origin of its
+        /// `frame_url`): `check` then also reports the frame missing.
+        #[arg(long, value_name = "ORIGIN")]
+        collect_origin: Option<String>,
+        #[command(flatten)]
+        browser: BrowserArgs,
+    },
+    /// Check the page once against its baseline: exit 0 same, 1 every
+    /// difference named, 2 the page or the baseline cannot be checked.
+    Check {
+        /// The page (default: the baseline's).
+        url: Option<String>,
+        /// The approved baseline.
+        #[arg(long, value_name = "FILE")]
+        baseline: PathBuf,
+        /// Print one JSON object (differences and the inventory).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        browser: BrowserArgs,
+    },
+}
+
+/// The browser and the bounds of one check.
+#[derive(Debug, Args)]
+pub struct BrowserArgs {
+    /// The chromedriver binary.
+    #[arg(long, default_value = "chromedriver", value_name = "PATH")]
+    chromedriver: PathBuf,
+    /// The Chromium binary (default: Debian's).
+    #[arg(long, value_name = "PATH")]
+    chromium: Option<PathBuf>,
+    /// Longest the page may take to load, seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    load_timeout_s: u64,
+    /// How long after load to wait for scripts inserted late, milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    settle_ms: u64,
+    /// Largest the page and its resources may be together, MiB.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_mib: u64,
+}
+
+impl BrowserArgs {
+    fn settings(&self) -> BrowserSettings {
+        BrowserSettings {
+            chromedriver: self.chromedriver.clone(),
+            chromium: self.chromium.clone(),
+            budget: Budget {
+                load: Duration::from_secs(self.load_timeout_s),
+                settle: Duration::from_millis(self.settle_ms),
+                max_bytes: self.max_mib << 20,
+                ..Budget::default()
+            },
+        }
+    }
+}
+
+/// A page URL the watcher will load: http or https only.
+fn page_url(url: &str) -> Result<String, CliError> {
+    match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+            Ok(parsed.to_string())
+        }
+        _ => Err(CliError::Usage(
+            "the page must be an http:// or https:// URL".into(),
+        )),
+    }
+}
+
+/// One check: the inventory, or exit 2 naming why not.
+async fn check(url: &str, browser: &BrowserArgs) -> Result<watch::Inventory, CliError> {
+    watch::check_page(url, &browser.settings())
+        .await
+        .map_err(|e| match e {
+            WatchError::Browser(_) | WatchError::Page(_) => CliError::Unreadable(e.to_string()),
+        })
+}
+
+/// Runs a `watch` subcommand.
+pub async fn run(command: WatchCommand) -> CliResult {
+    match command {
+        WatchCommand::Baseline {
+            url,
+            out,
+            collect_origin,
+            browser,
+        } => {
+            let url = page_url(&url)?;
+            if out.exists() {
+                return Err(CliError::Usage(format!(
+                    "{} exists: a baseline is never overwritten (approve changes by editing it)",
+                    out.display()
+                )));
+            }
+            let collect_origin = collect_origin
+                .map(|o| page_url(&o).map(|u| crate::watch::origin_of(&u)))
+                .transpose()?;
+            let inventory = check(&url, &browser).await?;
+            let created = crate::clock::rfc3339(crate::clock::now_ms());
+            let text = watch::render_baseline(&inventory, collect_origin.as_deref(), &created);
+            std::fs::write(&out, text)
+                .map_err(|e| CliError::Unreadable(format!("{}: {e}", out.display())))?;
+            say!(
+                "baseline of {} written to {}: {} scripts, {} inline scripts, {} frames, {} forms, {} security headers; write a justification for every script before checking against it",
+                inventory.url,
+                out.display(),
+                inventory.scripts.len(),
+                inventory.inline_scripts.len(),
+                inventory.frames.len(),
+                inventory.forms.len(),
+                inventory.headers.len()
+            );
+            Ok(())
+        }
+        WatchCommand::Check {
+            url,
+            baseline,
+            json,
+            browser,
+        } => {
+            let approved =
+                watch::read_baseline(&baseline).map_err(|e| CliError::Unreadable(e.to_string()))?;
+            let url = page_url(url.as_deref().unwrap_or(&approved.page))?;
+            let found = check(&url, &browser).await?;
+            let differences = watch::compare(&approved, &found);
+            if json {
+                say!(
+                    "{}",
+                    serde_json::json!({
+                        "page": found.url,
+                        "matches": differences.is_empty(),
+                        "differences": differences,
+                        "inventory": found,
+                        "justifications": approved.justifications,
+                    })
+                );
+            } else if differences.is_empty() {
+                say!(
+                    "page {} matches its baseline: {} scripts, {} inline scripts, {} frames, {} forms, {} security headers",
+                    found.url,
+                    found.scripts.len(),
+                    found.inline_scripts.len(),
+                    found.frames.len(),
+                    found.forms.len(),
+                    found.headers.len()
+                );
+            } else {
+                say!("page {} differs from its baseline:", found.url);
+                for d in &differences {
+                    say!("  {}: {}", d.kind, d.detail);
+                }
+            }
+            if differences.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::Answer(format!(
+                    "{} difference(s) from the approved page",
+                    differences.len()
+                )))
+            }
+        }
+    }
+}

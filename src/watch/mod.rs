@@ -1,0 +1,16 @@
+//! The payment-page watch (PCI DSS 6.4.3 and 11.6.1): `cardvault watch`
+//! loads a payment page in headless Chromium (`browser`), takes the
+//! inventory of what the browser received and ran (`inventory`), and
+//! compares it with an approved, justified baseline (`baseline`, `diff`),
+//! naming every difference. It runs as its own process, with no access to
+//! the vault's KEK, data or audit key.
+
+mod baseline;
+mod browser;
+mod diff;
+mod inventory;
+
+pub use baseline::{read as read_baseline, render as render_baseline};
+pub use browser::{BrowserSettings, Budget, WatchError, check_page};
+pub use diff::compare;
+pub use inventory::{Inventory, origin_of};

@@ -1,0 +1,447 @@
+//! `cardvault watch` against a fixture shop served on loopback by the
+//! test, checked in Debian's real headless Chromium (through chromedriver):
+//! an untouched page checked three times matches (its CSP nonce changes
+//! every time), and each of the six ways a payment page is tampered with
+//! is reported naming the culprit — a script inserted at run time by an
+//! approved one, an approved script's bytes, an inline script, the CSP
+//! removed or loosened, the card frame moved to a look-alike origin, a
+//! form posting elsewhere. A hostile page (endless load, redirect loop,
+//! 100 MB) ends within its budget with exit 2.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+
+use crate::common;
+
+/// One resource of the shop: content type, body (with `{nonce}` replaced
+/// by a fresh nonce per request), and the CSP to send (same).
+#[derive(Clone)]
+struct Resource {
+    content_type: &'static str,
+    body: String,
+    csp: Option<String>,
+}
+
+/// A loopback web server whose resources the test edits while it runs.
+#[derive(Default)]
+struct Site {
+    resources: Mutex<HashMap<String, Resource>>,
+    served: Mutex<u64>,
+}
+
+impl Site {
+    fn set(&self, path: &str, content_type: &'static str, body: &str) {
+        self.resources.lock().unwrap().insert(
+            path.to_owned(),
+            Resource {
+                content_type,
+                body: body.to_owned(),
+                csp: None,
+            },
+        );
+    }
+
+    fn set_csp(&self, path: &str, csp: Option<&str>) {
+        if let Some(r) = self.resources.lock().unwrap().get_mut(path) {
+            r.csp = csp.map(str::to_owned);
+        }
+    }
+}
+
+async fn handle(
+    axum::extract::State(site): axum::extract::State<Arc<Site>>,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    match uri.path() {
+        // Hostile pages.
+        "/endless" => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        "/loop" => {
+            return (StatusCode::FOUND, [("location", "/loop")]).into_response();
+        }
+        "/huge" => {
+            let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
+            let stream = futures_util::stream::iter(
+                (0..100).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            return (
+                [("content-type", "text/html")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
+        _ => {}
+    }
+    let found = site.resources.lock().unwrap().get(uri.path()).cloned();
+    *site.served.lock().unwrap() += 1;
+    let Some(resource) = found else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut nonce = [0u8; 12];
+    for (i, b) in nonce.iter_mut().enumerate() {
+        *b = (std::process::id() as u8)
+            .wrapping_add(i as u8)
+            .wrapping_add(*site.served.lock().unwrap() as u8);
+    }
+    let nonce = hex::encode(nonce);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static(resource.content_type),
+    );
+    if let Some(csp) = &resource.csp {
+        headers.insert(
+            "content-security-policy",
+            HeaderValue::from_str(&csp.replace("{nonce}", &nonce)).unwrap(),
+        );
+        headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    }
+    (headers, resource.body.replace("{nonce}", &nonce)).into_response()
+}
+
+async fn start_site() -> (Arc<Site>, SocketAddr) {
+    let site = Arc::new(Site::default());
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::clone(&site));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (site, addr)
+}
+
+const APP_JS: &str = "window.shop = { ready: true };\n";
+const CSP: &str = "default-src 'self'; script-src 'self' 'nonce-{nonce}'; frame-src http://localhost:*; form-action 'self'";
+
+fn checkout(vault: &str, inline: &str, form_action: &str) -> String {
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Checkout</title>
+<script src="/app.js"></script>
+<script nonce="{{nonce}}">{inline}</script>
+</head><body><h1>Checkout</h1>
+<iframe src="{vault}/frame" title="card"></iframe>
+<form action="{form_action}" method="post"><button>Pay</button></form>
+</body></html>"#
+    )
+}
+
+/// `cardvault watch ARGS`: (exit code, stdout, stderr), and how long it took.
+fn watch(args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let started = Instant::now();
+    let out = common::cardvault()
+        .arg("watch")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_not() {
+    let (shop, shop_addr) = start_site().await;
+    let (vault, vault_addr) = start_site().await;
+    let (lookalike, lookalike_addr) = start_site().await;
+    // The vault's card frame and a look-alike on another origin (frames
+    // allowed from any localhost port by the CSP: only the watch tells).
+    let vault_origin = format!("http://localhost:{}", vault_addr.port());
+    let lookalike_origin = format!("http://localhost:{}", lookalike_addr.port());
+    vault.set("/frame", "text/html", "<p>card fields</p>");
+    lookalike.set("/frame", "text/html", "<p>card fields</p>");
+    let shop_origin = format!("http://127.0.0.1:{}", shop_addr.port());
+    let page = format!("{shop_origin}/checkout");
+    let inline = "window.handle = { mounted: true };";
+    let pay = format!("{shop_origin}/pay");
+    let original = checkout(&vault_origin, inline, &pay);
+    shop.set("/checkout", "text/html", &original);
+    shop.set_csp("/checkout", Some(CSP));
+    shop.set("/app.js", "text/javascript", APP_JS);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let baseline = tmp.path().join("checkout.toml");
+    let b = baseline.to_str().unwrap();
+    let (code, out, err, _) = watch(&[
+        "baseline",
+        &page,
+        "--out",
+        b,
+        "--collect-origin",
+        &vault_origin,
+        "--settle-ms",
+        "300",
+    ]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    // Unjustified, it is refused naming the line.
+    let (code, _, err, _) = watch(&["check", "--baseline", b]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("has no justification") && err.contains("line "),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&baseline).unwrap();
+    assert!(
+        text.contains("/app.js") && text.contains("content-security-policy"),
+        "{text}"
+    );
+    std::fs::write(
+        &baseline,
+        text.replace(
+            "justification = \"\"",
+            "justification = \"the shop's checkout code, reviewed in PR 12\"",
+        ),
+    )
+    .unwrap();
+    let check = || watch(&["check", "--baseline", b, "--settle-ms", "300", "--json"]);
+
+    // Untouched, three times (a fresh CSP nonce each time): no change.
+    for round in 0..3 {
+        let (code, out, err, _) = check();
+        assert_eq!(code, Some(0), "round {round}: {out} {err}");
+        let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(result["matches"], true);
+    }
+
+    // Each tampering, then put back; the differences it must name.
+    type Tamper = Box<dyn Fn()>;
+    /// Each difference a case must name: kind and subject ("" for any).
+    type Expected<'a> = Vec<(&'a str, String)>;
+    let cases: Vec<(&str, Tamper, Tamper, Expected)> = vec![
+        (
+            "a skimmer inserted at run time by app.js",
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || {
+                    shop.set(
+                        "/app.js",
+                        "text/javascript",
+                        &format!(
+                            "{APP_JS}var s = document.createElement('script'); s.src = '/skim.js'; document.head.appendChild(s); setTimeout(function () {{ s.remove(); }}, 0);\n"
+                        ),
+                    );
+                    shop.set("/skim.js", "text/javascript", "window.stolen = [];\n");
+                }
+            }),
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || shop.set("/app.js", "text/javascript", APP_JS)
+            }),
+            vec![
+                ("script_added", format!("{shop_origin}/skim.js")),
+                ("script_changed", format!("{shop_origin}/app.js")),
+            ],
+        ),
+        (
+            "app.js keeps its URL, its bytes change",
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || {
+                    shop.set(
+                        "/app.js",
+                        "text/javascript",
+                        "window.shop = { ready: 1 };\n",
+                    )
+                }
+            }),
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || shop.set("/app.js", "text/javascript", APP_JS)
+            }),
+            vec![("script_changed", format!("{shop_origin}/app.js"))],
+        ),
+        (
+            "an inline script changes",
+            Box::new({
+                let (shop, vault_origin, pay) =
+                    (Arc::clone(&shop), vault_origin.clone(), pay.clone());
+                move || {
+                    shop.set(
+                        "/checkout",
+                        "text/html",
+                        &checkout(
+                            &vault_origin,
+                            "window.handle = { mounted: true }; fetch('/x');",
+                            &pay,
+                        ),
+                    );
+                    shop.set_csp("/checkout", Some(CSP));
+                }
+            }),
+            Box::new({
+                let (shop, original) = (Arc::clone(&shop), original.clone());
+                move || {
+                    shop.set("/checkout", "text/html", &original);
+                    shop.set_csp("/checkout", Some(CSP));
+                }
+            }),
+            vec![
+                ("inline_script_added", String::new()),
+                ("inline_script_removed", String::new()),
+            ],
+        ),
+        (
+            "the CSP header removed",
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || shop.set_csp("/checkout", None)
+            }),
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || shop.set_csp("/checkout", Some(CSP))
+            }),
+            vec![("header_removed", "content-security-policy".into())],
+        ),
+        (
+            "the CSP loosened",
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || {
+                    shop.set_csp(
+                        "/checkout",
+                        Some(&CSP.replace(
+                            "script-src 'self'",
+                            "script-src 'self' 'unsafe-inline' https:",
+                        )),
+                    )
+                }
+            }),
+            Box::new({
+                let shop = Arc::clone(&shop);
+                move || shop.set_csp("/checkout", Some(CSP))
+            }),
+            vec![("header_weakened", "content-security-policy".into())],
+        ),
+        (
+            "the card frame moved to a look-alike origin",
+            Box::new({
+                let (shop, lookalike_origin, pay) =
+                    (Arc::clone(&shop), lookalike_origin.clone(), pay.clone());
+                move || {
+                    shop.set(
+                        "/checkout",
+                        "text/html",
+                        &checkout(&lookalike_origin, inline, &pay),
+                    );
+                    shop.set_csp("/checkout", Some(CSP));
+                }
+            }),
+            Box::new({
+                let (shop, original) = (Arc::clone(&shop), original.clone());
+                move || {
+                    shop.set("/checkout", "text/html", &original);
+                    shop.set_csp("/checkout", Some(CSP));
+                }
+            }),
+            vec![
+                ("frame_added", lookalike_origin.clone()),
+                ("collect_frame_missing", vault_origin.clone()),
+            ],
+        ),
+        (
+            "a form posting to another origin",
+            Box::new({
+                let (shop, vault_origin) = (Arc::clone(&shop), vault_origin.clone());
+                move || {
+                    shop.set(
+                        "/checkout",
+                        "text/html",
+                        &checkout(&vault_origin, inline, "https://collector.example/pay"),
+                    );
+                    shop.set_csp("/checkout", Some(CSP));
+                }
+            }),
+            Box::new({
+                let (shop, original) = (Arc::clone(&shop), original.clone());
+                move || {
+                    shop.set("/checkout", "text/html", &original);
+                    shop.set_csp("/checkout", Some(CSP));
+                }
+            }),
+            vec![
+                ("form_added", "https://collector.example/pay".into()),
+                ("form_removed", pay.clone()),
+            ],
+        ),
+    ];
+    for (what, tamper, restore, expected) in cases {
+        tamper();
+        let (code, out, err, _) = check();
+        assert_eq!(code, Some(1), "{what}: {out} {err}");
+        let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let differences = result["differences"].as_array().unwrap();
+        for (kind, subject) in &expected {
+            assert!(
+                differences.iter().any(|d| d["kind"] == *kind
+                    && (subject.is_empty() || d["subject"] == subject.as_str())),
+                "{what}: no {kind} {subject} in {differences:#?}"
+            );
+        }
+        if what.starts_with("a skimmer") {
+            let added = differences
+                .iter()
+                .find(|d| d["kind"] == "script_added")
+                .unwrap();
+            assert!(
+                added["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("inserted by the script"),
+                "{added}"
+            );
+        }
+        restore();
+    }
+    let (code, out, err, _) = check();
+    assert_eq!(code, Some(0), "restored: {out} {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_page_ends_within_its_budget() {
+    let (_site, addr) = start_site().await;
+    // A redirect loop ends in Chromium's own refusal, or — when the
+    // browser is slow to give up — in the load budget; either is exit 2.
+    for (path, reasons) in [
+        ("/endless", &["did not finish loading within 5 s"][..]),
+        (
+            "/loop",
+            &[
+                "ERR_TOO_MANY_REDIRECTS",
+                "did not finish loading within 5 s",
+            ][..],
+        ),
+        ("/huge", &["over the budget"][..]),
+    ] {
+        let url = format!("http://127.0.0.1:{}{path}", addr.port());
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("b.toml");
+        let (code, stdout, err, took) = watch(&[
+            "baseline",
+            &url,
+            "--out",
+            file.to_str().unwrap(),
+            "--load-timeout-s",
+            "5",
+            "--settle-ms",
+            "0",
+            "--max-mib",
+            "20",
+        ]);
+        assert_eq!(code, Some(2), "{path}: {stdout} {err}");
+        assert!(reasons.iter().any(|r| err.contains(r)), "{path}: {err}");
+        assert!(took < Duration::from_secs(40), "{path} took {took:?}");
+        assert!(!Path::new(&file).exists());
+    }
+}
