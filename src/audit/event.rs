@@ -130,6 +130,13 @@ pub enum EventKind {
     /// The evidence-signing key was rotated (`detail`: both fingerprints,
     /// the new public key, the handover checkpoint's seq, the approval).
     EvidenceKeyRotated,
+    /// A watcher reported a payment page that matched its baseline, or
+    /// could not be checked (`detail`: page, URL, outcome, reason).
+    PageChecked,
+    /// A watcher reported a payment page that differs from its baseline
+    /// (`count`; `detail`: page, URL and each difference's kind and
+    /// subject — URLs, hashes, header names, origins; never page content).
+    PageChanged,
 }
 
 impl EventKind {
@@ -186,6 +193,8 @@ impl EventKind {
             EventKind::CollectSessionsSwept => "collect_sessions_swept",
             EventKind::EvidenceKeyCreated => "evidence_key_created",
             EventKind::EvidenceKeyRotated => "evidence_key_rotated",
+            EventKind::PageChecked => "page_checked",
+            EventKind::PageChanged => "page_changed",
         }
     }
 }

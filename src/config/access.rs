@@ -30,6 +30,9 @@ pub enum Role {
     /// `POST /v1/lookup`: "is this card on file?" — a separate grant,
     /// because the answer confirms a guessed card number.
     Lookup,
+    /// Reporting payment-page checks (`POST /v1/admin/watch/reports`,
+    /// `cardvault watch run`); nothing else.
+    Watcher,
 }
 
 impl Role {
@@ -43,6 +46,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Custodian => "custodian",
             Role::Lookup => "lookup",
+            Role::Watcher => "watcher",
         }
     }
 }

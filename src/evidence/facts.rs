@@ -214,6 +214,9 @@ pub(super) struct TrailFacts {
     pub(super) last_of_kind: BTreeMap<String, String>,
     /// The first event of each kind: its time.
     pub(super) first_of_kind: BTreeMap<String, String>,
+    /// Payment-page checks the watcher reported (`page_checked`,
+    /// `page_changed`), oldest first.
+    pub(super) page_checks: Vec<Value>,
 }
 
 const KEY_EVENTS: [&str; 8] = [
@@ -239,6 +242,7 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
         chain_started: None,
         last_of_kind: BTreeMap::new(),
         first_of_kind: BTreeMap::new(),
+        page_checks: Vec::new(),
     };
     let segments = crate::audit::segments(dir).context("listing the audit trail")?;
     for (_, path) in segments {
@@ -295,6 +299,16 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
                     "outcome",
                     "tenant",
                     "principal",
+                    "detail",
+                ]));
+            }
+            if kind == "page_checked" || kind == "page_changed" {
+                facts.page_checks.push(pick(&[
+                    "seq",
+                    "ts",
+                    "event",
+                    "principal",
+                    "count",
                     "detail",
                 ]));
             }

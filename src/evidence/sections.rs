@@ -75,6 +75,7 @@ pub fn collect(inputs: &Inputs, created: &str) -> anyhow::Result<Value> {
         alerts,
         vulnerabilities,
         hosted_fields,
+        page_watch,
     ]
     .iter()
     .map(|section| section(&facts))
@@ -265,6 +266,7 @@ fn masking(s: &Facts<'_>) -> anyhow::Result<Value> {
                 "delete": "deletes tokens",
                 "admin": "keys, alerts, approvals; never a PAN in the clear, but two admins together (one requests, another approves) can export a tenant's tokens and PANs encrypted to an age recipient",
                 "custodian": "hands in a KEK share — never PANs",
+                "watcher": "reports payment-page checks (cardvault watch) — never PANs",
             },
             "principals_who_see_full_pan": holding(s.config, Role::Detokenize),
             "logs_and_errors": "never carry a PAN: errors have fixed messages, logs and metrics labels carry tokens or masked values",
@@ -409,6 +411,55 @@ fn hosted_fields(s: &Facts<'_>) -> anyhow::Result<Value> {
                 "declared: the config and the code that builds the listener",
             ),
             ("in_the_audit_trail", "measured: the audit trail"),
+        ],
+    ))
+}
+
+/// The most recent page checks the section lists.
+const PAGE_CHECKS_LISTED: usize = 50;
+
+fn page_watch(s: &Facts<'_>) -> anyhow::Result<Value> {
+    let checks = &s.trail.page_checks;
+    let changes: Vec<&Value> = checks
+        .iter()
+        .filter(|c| c["event"] == "page_changed")
+        .collect();
+    let recent = |list: Vec<&Value>| -> Vec<Value> {
+        let skip = list.len().saturating_sub(PAGE_CHECKS_LISTED);
+        list.into_iter().skip(skip).cloned().collect()
+    };
+    Ok(section(
+        "6.4.3 / 11.6.1",
+        "Payment page scripts and security headers watched (cardvault watch)",
+        json!({
+            "reports": checks.len(),
+            "changes_reported": changes.len(),
+            "last_report": checks.last().map(|c| c["ts"].clone()),
+            "recent_changes": recent(changes),
+            "recent_reports": recent(checks.iter().collect()),
+            "watchers": holding(s.config, Role::Watcher),
+            "baselines": "kept by each watcher beside its watch.toml: every approved script with its SHA-384 and a justification, frames, forms and security headers (docs/page-watch.md)",
+        }),
+        &[
+            (
+                "reports",
+                "measured: page_checked and page_changed events in the audit trail",
+            ),
+            (
+                "changes_reported",
+                "measured: page_changed events in the audit trail",
+            ),
+            ("last_report", "measured: the audit trail"),
+            (
+                "recent_changes",
+                "measured: the audit trail (the watcher's report: each difference's kind and subject)",
+            ),
+            ("recent_reports", "measured: the audit trail"),
+            ("watchers", CONFIG),
+            (
+                "baselines",
+                "declared: the watcher's files, not read by this bundle",
+            ),
         ],
     ))
 }

@@ -1,8 +1,8 @@
 //! Work that outlives a request, without HTTP: key custody (opening the
 //! KEK provider, the sealed state, unseal and seal, the online KEK
 //! rotation), the re-encryption runner, cryptoperiods, the reveal proxy's
-//! upstream client, dual-control approvals, the oracle guard and the
-//! background sweeps. Both the server and the CLI use it; it imports
+//! upstream client, dual-control approvals, the oracle guard, the
+//! background sweeps and the watched payment pages' gauges. Both the server and the CLI use it; it imports
 //! nothing from either.
 
 pub(crate) mod approvals;
@@ -14,3 +14,4 @@ pub(crate) mod oracle_guard;
 pub(crate) mod reencrypt;
 pub(crate) mod sweeps;
 pub(crate) mod upstream;
+pub(crate) mod watched;

@@ -287,4 +287,20 @@ fn describe() {
         "cardvault_reencrypt_remaining",
         "Records still sealed under an older data key while a tenant's re-encryption runs, by tenant"
     );
+    metrics::describe_gauge!(
+        "cardvault_page_unapproved_changes",
+        "Differences from its approved baseline in a payment page's last check (cardvault watch), by page"
+    );
+    metrics::describe_gauge!(
+        "cardvault_page_last_check_timestamp_seconds",
+        "When a payment page was last checked against its baseline, Unix seconds, by page"
+    );
+    metrics::describe_gauge!(
+        "cardvault_page_check_interval_seconds",
+        "How often a payment page is checked, seconds, by page"
+    );
+    metrics::describe_gauge!(
+        "cardvault_page_unchecked",
+        "1 while a payment page's last check attempt could not check it, by page"
+    );
 }

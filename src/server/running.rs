@@ -276,6 +276,7 @@ pub async fn start(
         guard: Arc::clone(&guard),
         lookup_compat: config.compat.lookup_via_tokenize_or_read,
         collect: public.as_ref().map(|p| Arc::clone(&p.sessions)),
+        watched: crate::runtime::watched::WatchedPages::default(),
     });
     let vault = Arc::clone(&state.vault);
     let router = routes::router(state)

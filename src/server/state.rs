@@ -55,6 +55,8 @@ pub struct AppState {
     pub lookup_compat: bool,
     /// The hosted card fields, when `[collect]` is configured.
     pub collect: Option<Arc<crate::runtime::collect::Collect>>,
+    /// The payment pages a watcher reports on.
+    pub watched: crate::runtime::watched::WatchedPages,
 }
 
 impl AppState {

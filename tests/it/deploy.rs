@@ -18,6 +18,35 @@ fn deploy(path: &str) -> std::path::PathBuf {
         .join(path)
 }
 
+/// The watcher's unit keeps the vault's directories out of its reach and
+/// stays at 4.5 or lower (Chromium needs W^X off and user namespaces for
+/// its own sandbox, so it cannot reach the vault's 2.0).
+#[test]
+fn the_watch_unit_cannot_reach_the_vault() {
+    let unit = std::fs::read_to_string(deploy("systemd/cardvault-watch.service")).unwrap();
+    assert!(unit.contains("InaccessiblePaths=-/var/lib/cardvault -/etc/cardvault"));
+    assert!(unit.contains("User=cardvault-watch"));
+    let Ok(out) = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(deploy("systemd/cardvault-watch.service"))
+        .output()
+    else {
+        eprintln!("systemd-analyze not installed; skipping the watch unit's score");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("exposure level for cardvault-watch.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in: {text}"));
+    assert!(score <= 4.5, "exposure {score}");
+}
+
 #[test]
 fn example_config_parses_with_every_section() {
     let config: Config = Figment::from(Toml::file(deploy("config/cardvault.example.toml")))
@@ -163,7 +192,8 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-/// The Prometheus rules pass `promtool check rules`, and they and the
+/// The Prometheus rules pass `promtool check rules` and their unit tests
+/// (`promtool test rules`), and they and the
 /// Grafana dashboard query only metrics the vault exports: each name is on
 /// a live vault's /metrics page or described in `server/metrics.rs` (the
 /// labelled series appear with their first event).
@@ -182,6 +212,20 @@ async fn prometheus_rules_and_grafana_dashboard_use_real_metrics() {
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(_) => eprintln!("promtool not installed: `promtool check rules` skipped"),
+    }
+    // The rules' own unit tests (the alerts fire and clear as meant).
+    match Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(deploy("prometheus/cardvault-rules.test.yml"))
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool test rules: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => eprintln!("promtool not installed: `promtool test rules` skipped"),
     }
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(deploy("grafana/cardvault.json")).unwrap())

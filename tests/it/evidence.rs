@@ -143,6 +143,7 @@ async fn the_bundle_holds_the_facts_no_secret_and_detects_any_edit() {
         "10.3.2 / 10.5.1",
         "10.4.1.1",
         "6.3.3",
+        "6.4.3 / 11.6.1",
         "Findings",
     ] {
         assert!(section(&bundle, id).is_object(), "{id}");

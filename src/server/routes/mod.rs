@@ -5,7 +5,8 @@
 //! `admin` (alert blocks), `keys` (rotation, re-encryption, inventory),
 //! `custody` (unseal, seal, KEK rotation), `tenants` (crypto-shred),
 //! `approvals` (dual control), `portable` (import, export) and `proxy`
-//! (the reveal proxy), `collect` (hosted-field sessions). Every handler takes a [`Call`] and runs through
+//! (the reveal proxy), `collect` (hosted-field sessions), `watch` (page
+//! watch reports). Every handler takes a [`Call`] and runs through
 //! [`Call::audited`].
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub(super) mod keys;
 mod portable;
 mod proxy;
 mod tenants;
+mod watch;
 
 /// Every API route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -48,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/unseal", post(custody::unseal))
         .route("/v1/admin/seal", post(custody::seal))
         .route("/v1/admin/kek/rotate", post(custody::rotate_kek))
+        .route("/v1/admin/watch/reports", post(watch::report))
         .route(
             "/v1/admin/evidence-key/rotate",
             post(custody::rotate_evidence_key),

@@ -1,0 +1,150 @@
+//! `POST /v1/admin/watch/reports` (role `watcher`): one check of one
+//! payment page, as `cardvault watch run` sends it — its name, URL,
+//! interval, outcome and the differences it found (kind and subject:
+//! script URLs, hashes, header names, origins; never page content). Every
+//! field is bounded and checked; the page name becomes a metrics label, so
+//! it is a short plain name.
+
+use serde::Deserialize;
+
+use super::body::BodyError;
+
+/// Most differences one report may carry.
+pub const MAX_DIFFERENCES: usize = 256;
+
+/// The longest interval a page may be checked at: PCI DSS 11.6.1 asks
+/// for weekly at least.
+pub const MAX_INTERVAL_S: u64 = 7 * 86_400;
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The page matched its baseline.
+    Matches,
+    /// The page differed (`differences` names how).
+    Changed,
+    /// The page could not be checked (`reason` says why).
+    Unchecked,
+}
+
+/// One difference, as reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedDifference {
+    /// `script_added`, `header_weakened`, …
+    pub kind: String,
+    /// The script URL, hash, header, origin or form action.
+    pub subject: String,
+}
+
+/// One report.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchReport {
+    /// The page's name: 1–64 of `a-z 0-9 . _ -`.
+    pub page: String,
+    /// Its URL (http or https, at most 2,048 bytes).
+    pub url: String,
+    /// How often it is checked, seconds (60 to a week).
+    pub interval_s: u64,
+    /// How the check ended.
+    pub outcome: Outcome,
+    /// What differed.
+    #[serde(default)]
+    pub differences: Vec<ReportedDifference>,
+    /// Why it could not be checked (at most 500 bytes).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl WatchReport {
+    /// Checks every field's shape and bounds (the messages are fixed).
+    pub fn validate(&self) -> Result<(), BodyError> {
+        let name_ok = !self.page.is_empty()
+            && self.page.len() <= 64
+            && self
+                .page
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !name_ok {
+            return Err(BodyError::Invalid(
+                "page must be 1-64 characters of a-z, 0-9, '.', '_' and '-'",
+            ));
+        }
+        let url_ok = self.url.len() <= 2048
+            && (self.url.starts_with("https://") || self.url.starts_with("http://"))
+            && !self.url.bytes().any(|b| b.is_ascii_control());
+        if !url_ok {
+            return Err(BodyError::Invalid(
+                "url must be an http(s) URL of at most 2048 bytes",
+            ));
+        }
+        if !(60..=MAX_INTERVAL_S).contains(&self.interval_s) {
+            return Err(BodyError::Invalid(
+                "interval_s must be between 60 and 604800 (PCI DSS 11.6.1: at least weekly)",
+            ));
+        }
+        if self.differences.len() > MAX_DIFFERENCES {
+            return Err(BodyError::Invalid("at most 256 differences per report"));
+        }
+        for d in &self.differences {
+            let kind_ok = !d.kind.is_empty()
+                && d.kind.len() <= 32
+                && d.kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            if !kind_ok || d.subject.len() > 2048 || d.subject.bytes().any(|b| b.is_ascii_control())
+            {
+                return Err(BodyError::Invalid(
+                    "each difference needs a kind (a-z and '_') and a subject of at most 2048 bytes",
+                ));
+            }
+        }
+        if self
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > 500 || r.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(BodyError::Invalid(
+                "reason must be at most 500 bytes, one line",
+            ));
+        }
+        let consistent = match self.outcome {
+            Outcome::Matches => self.differences.is_empty(),
+            Outcome::Changed => !self.differences.is_empty(),
+            Outcome::Unchecked => self.reason.is_some() && self.differences.is_empty(),
+        };
+        if !consistent {
+            return Err(BodyError::Invalid(
+                "outcome matches has no differences, changed has some, unchecked has a reason",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(json: &str) -> Result<(), BodyError> {
+        serde_json::from_str::<WatchReport>(json)
+            .map_err(|_| BodyError::Invalid("shape"))?
+            .validate()
+    }
+
+    #[test]
+    fn reports_are_bounded_and_consistent() {
+        assert!(report(r#"{"page":"checkout","url":"https://shop.example/pay","interval_s":3600,"outcome":"matches"}"#).is_ok());
+        assert!(report(r#"{"page":"checkout","url":"https://shop.example/pay","interval_s":3600,"outcome":"changed","differences":[{"kind":"script_added","subject":"https://evil.example/s.js"}]}"#).is_ok());
+        for bad in [
+            r#"{"page":"Check Out","url":"https://shop.example/pay","interval_s":3600,"outcome":"matches"}"#,
+            r#"{"page":"checkout","url":"javascript:alert(1)","interval_s":3600,"outcome":"matches"}"#,
+            r#"{"page":"checkout","url":"https://shop.example/pay","interval_s":700000,"outcome":"matches"}"#,
+            r#"{"page":"checkout","url":"https://shop.example/pay","interval_s":3600,"outcome":"changed"}"#,
+            r#"{"page":"checkout","url":"https://shop.example/pay","interval_s":3600,"outcome":"unchecked"}"#,
+            r#"{"page":"checkout","url":"https://shop.example/pay","interval_s":3600,"outcome":"matches","extra":1}"#,
+        ] {
+            assert!(report(bad).is_err(), "{bad}");
+        }
+    }
+}

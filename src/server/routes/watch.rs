@@ -1,0 +1,86 @@
+//! `POST /v1/admin/watch/reports` (role `watcher`, which can do nothing
+//! else): one check of one payment page from `cardvault watch run`. The
+//! vault audits it — `page_checked` when the page matched or could not be
+//! checked, `page_changed` with every difference's kind and subject
+//! (never page content) — and exports its gauges
+//! ([`crate::runtime::watched`]) for the alert rules.
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use crate::audit::EventKind;
+use crate::config::Role;
+use crate::peer::report::{Outcome, WatchReport};
+use crate::server::audited::Call;
+use crate::server::error::ApiError;
+use crate::server::request::read_json;
+use crate::server::response::json;
+
+/// Longest `detail` a report's event carries.
+const MAX_DETAIL: usize = 4000;
+
+/// `{"page", "recorded": true}`.
+#[derive(Serialize)]
+struct Recorded {
+    page: String,
+    recorded: bool,
+}
+
+/// `POST /v1/admin/watch/reports` (watcher).
+pub async fn report(call: Call, req: Request) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::PageChecked, async |audited| {
+        caller.require(Role::Watcher)?;
+        let body: WatchReport =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        body.validate()?;
+        let now_s = crate::clock::now_ms() as f64 / 1000.0;
+        state.watched.record(&body, now_s).map_err(|_| {
+            ApiError::InvalidRequest("at most 64 pages are watched; this would be one more")
+        })?;
+        let mut detail = match body.outcome {
+            Outcome::Matches => format!("page {} ({}): matches its baseline", body.page, body.url),
+            Outcome::Unchecked => format!(
+                "page {} ({}): could not be checked: {}",
+                body.page,
+                body.url,
+                body.reason.as_deref().unwrap_or("-")
+            ),
+            Outcome::Changed => {
+                audited.event().event = EventKind::PageChanged;
+                audited.event().count = Some(body.differences.len() as u64);
+                let listed: Vec<String> = body
+                    .differences
+                    .iter()
+                    .map(|d| format!("{} {}", d.kind, d.subject))
+                    .collect();
+                format!(
+                    "page {} ({}): {} difference(s) from its baseline: {}",
+                    body.page,
+                    body.url,
+                    body.differences.len(),
+                    listed.join("; ")
+                )
+            }
+        };
+        if detail.len() > MAX_DETAIL {
+            let mut cut = MAX_DETAIL;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push_str(" …");
+        }
+        audited.event().detail = Some(detail);
+        Ok(json(
+            StatusCode::OK,
+            &Recorded {
+                page: body.page,
+                recorded: true,
+            },
+        ))
+    })
+    .await
+}
