@@ -9,12 +9,10 @@
 //! A process of its own: it holds no key of the vault and reads none of
 //! its files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde::Deserialize;
 
 use super::error::{CliError, CliResult};
 use crate::watch::{self, BrowserSettings, Budget, WatchError};
@@ -66,87 +64,6 @@ pub enum WatchCommand {
         #[command(flatten)]
         browser: BrowserArgs,
     },
-}
-
-/// `watch.toml`: where the vault is, who the watcher is, which pages.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunFile {
-    watch: RunConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunConfig {
-    /// The vault's API, `https://HOST:PORT`.
-    vault: String,
-    /// The CA that signed the vault's certificate.
-    ca: PathBuf,
-    /// The watcher's client certificate (a principal with role `watcher`).
-    cert: PathBuf,
-    /// Its private key.
-    key: PathBuf,
-    /// The pages.
-    #[serde(rename = "page")]
-    pages: Vec<PageConfig>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageConfig {
-    /// Its name in reports, metrics and the trail (a-z, 0-9, `.`, `_`, `-`).
-    name: String,
-    /// Its approved baseline (read again before each check, so an approved
-    /// change takes effect at the next one).
-    baseline: PathBuf,
-    /// The page (default: the baseline's).
-    #[serde(default)]
-    url: Option<String>,
-    /// How often to check it, seconds (default an hour; at most a week).
-    #[serde(default = "default_interval")]
-    interval_s: u64,
-}
-
-fn default_interval() -> u64 {
-    3600
-}
-
-/// Reads `watch.toml`: relative paths against its directory; intervals
-/// between a minute and a week (PCI DSS 11.6.1: weekly at least).
-fn read_run_config(path: &Path) -> Result<RunConfig, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    let file: RunFile =
-        toml::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    let mut config = file.watch;
-    let base = path.parent().unwrap_or(Path::new("."));
-    for p in [&mut config.ca, &mut config.cert, &mut config.key] {
-        if p.is_relative() {
-            *p = base.join(&*p);
-        }
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for page in &mut config.pages {
-        if page.baseline.is_relative() {
-            page.baseline = base.join(&page.baseline);
-        }
-        if !(60..=crate::peer::report::MAX_INTERVAL_S).contains(&page.interval_s) {
-            return Err(CliError::Usage(format!(
-                "page {}: interval_s must be between 60 and 604800 (PCI DSS 11.6.1 asks for at least weekly)",
-                page.name
-            )));
-        }
-        if !names.insert(page.name.clone()) {
-            return Err(CliError::Usage(format!(
-                "page {} is named twice",
-                page.name
-            )));
-        }
-    }
-    if config.pages.is_empty() {
-        return Err(CliError::Usage("no [[watch.page]] to watch".into()));
-    }
-    Ok(config)
 }
 
 /// The browser and the bounds of one check.
@@ -212,7 +129,23 @@ pub async fn run(command: WatchCommand) -> CliResult {
             config,
             once,
             browser,
-        } => run_pages(&read_run_config(&config)?, once, &browser).await,
+        } => {
+            let config = watch::read_run_config(&config).map_err(CliError::Usage)?;
+            let (checked, changed, failed) =
+                watch::run_pages(&config, once, &browser.settings()).await;
+            say!(
+                "{checked} page(s) checked: {changed} changed, {failed} not checked or not reported"
+            );
+            match (failed, changed) {
+                (0, 0) => Ok(()),
+                (0, _) => Err(CliError::Answer(format!(
+                    "{changed} page(s) differ from their baselines"
+                ))),
+                _ => Err(CliError::Unreadable(format!(
+                    "{failed} page check(s) not done or not reported"
+                ))),
+            }
+        }
         WatchCommand::Baseline {
             url,
             out,
@@ -293,170 +226,5 @@ pub async fn run(command: WatchCommand) -> CliResult {
                 )))
             }
         }
-    }
-}
-
-/// What one page's check came to.
-enum Verdict {
-    Matched,
-    Changed,
-    NotChecked,
-}
-
-/// Checks `page` once and builds its report.
-async fn check_one(page: &PageConfig, browser: &BrowserArgs) -> (serde_json::Value, Verdict) {
-    let approved = match watch::read_baseline(&page.baseline) {
-        Ok(b) => b,
-        Err(e) => {
-            let url = page.url.clone().unwrap_or_default();
-            return (unchecked(page, &url, &e.to_string()), Verdict::NotChecked);
-        }
-    };
-    let url = page.url.clone().unwrap_or_else(|| approved.page.clone());
-    match check(&url, browser).await {
-        Err(e) => (unchecked(page, &url, &e.to_string()), Verdict::NotChecked),
-        Ok(found) => {
-            let differences = watch::compare(&approved, &found);
-            let outcome = if differences.is_empty() {
-                Verdict::Matched
-            } else {
-                Verdict::Changed
-            };
-            let report = serde_json::json!({
-                "page": page.name,
-                "url": url,
-                "interval_s": page.interval_s,
-                "outcome": if differences.is_empty() { "matches" } else { "changed" },
-                "differences": differences
-                    .iter()
-                    .take(crate::peer::report::MAX_DIFFERENCES)
-                    .map(|d| serde_json::json!({"kind": d.kind, "subject": d.subject.chars().take(2048).collect::<String>()}))
-                    .collect::<Vec<_>>(),
-            });
-            (report, outcome)
-        }
-    }
-}
-
-fn unchecked(page: &PageConfig, url: &str, why: &str) -> serde_json::Value {
-    let reason: String = why.chars().filter(|c| !c.is_control()).take(480).collect();
-    serde_json::json!({
-        "page": page.name,
-        "url": if url.is_empty() { "https://unknown.invalid/" } else { url },
-        "interval_s": page.interval_s,
-        "outcome": "unchecked",
-        "reason": reason,
-    })
-}
-
-/// Sends `report` to the vault as the watcher.
-async fn send(config: &RunConfig, report: &serde_json::Value) -> anyhow::Result<()> {
-    let tls =
-        crate::client::ClientTls::from_files(&config.ca, Some((&config.cert, &config.key)), false)
-            .context("loading the watcher's certificate")?;
-    let hostport = config
-        .vault
-        .strip_prefix("https://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .context("[watch] vault must look like https://HOST:PORT")?;
-    let addr = tokio::net::lookup_host(hostport)
-        .await
-        .with_context(|| format!("resolving {hostport}"))?
-        .next()
-        .with_context(|| format!("{hostport} resolves to no address"))?;
-    let mut conn = tls.connect(addr).await.context("connecting to the vault")?;
-    let reply = conn
-        .post_json("/v1/admin/watch/reports", report)
-        .await
-        .context("POST /v1/admin/watch/reports")?;
-    anyhow::ensure!(
-        reply.status == hyper::StatusCode::OK,
-        "the vault refused the report: {} {}",
-        reply.status,
-        reply.json()["error"]["code"]
-    );
-    Ok(())
-}
-
-/// Checks each page at its interval (or once) and reports every result.
-async fn run_pages(config: &RunConfig, once: bool, browser: &BrowserArgs) -> CliResult {
-    let start = tokio::time::Instant::now();
-    let mut due: Vec<tokio::time::Instant> = vec![start; config.pages.len()];
-    let (mut changed, mut failed) = (0usize, 0usize);
-    let mut done = vec![false; config.pages.len()];
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    // The page due soonest (with --once, among those not yet checked).
-    let next = |due: &[tokio::time::Instant], done: &[bool]| {
-        due.iter()
-            .enumerate()
-            .filter(|(i, _)| !(once && done[*i]))
-            .min_by_key(|(_, at)| **at)
-            .map(|(i, at)| (i, *at))
-    };
-    while let Some((i, at)) = next(&due, &done) {
-        tokio::select! {
-            () = tokio::time::sleep_until(at) => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
-        }
-        let page = &config.pages[i];
-        let (report, result) = check_one(page, browser).await;
-        match result {
-            Verdict::Matched => tracing::info!(page = %page.name, "page matches its baseline"),
-            Verdict::Changed => {
-                changed += 1;
-                tracing::warn!(page = %page.name, "page differs from its baseline");
-            }
-            Verdict::NotChecked => {
-                failed += 1;
-                tracing::warn!(page = %page.name, "page could not be checked");
-            }
-        }
-        if let Err(e) = send(config, &report).await {
-            failed += 1;
-            tracing::error!(page = %page.name, error = %e, "report not delivered to the vault");
-        }
-        done[i] = true;
-        due[i] = tokio::time::Instant::now() + Duration::from_secs(page.interval_s);
-    }
-    say!(
-        "{} page(s) checked: {} changed, {} not checked or not reported",
-        done.iter().filter(|d| **d).count(),
-        changed,
-        failed
-    );
-    match (failed, changed) {
-        (0, 0) => Ok(()),
-        (0, _) => Err(CliError::Answer(format!(
-            "{changed} page(s) differ from their baselines"
-        ))),
-        _ => Err(CliError::Unreadable(format!(
-            "{failed} page check(s) not done or not reported"
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_example_config_reads_and_bad_intervals_are_refused() {
-        let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/watch.example.toml");
-        let config = read_run_config(&example).unwrap();
-        assert_eq!(config.pages.len(), 1);
-        assert_eq!(config.pages[0].interval_s, 3600);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("watch.toml");
-        let text = std::fs::read_to_string(&example).unwrap();
-        std::fs::write(
-            &path,
-            text.replace("interval_s = 3600", "interval_s = 1209600"),
-        )
-        .unwrap();
-        let err = read_run_config(&path).unwrap_err().to_string();
-        assert!(err.contains("at least weekly"), "{err}");
     }
 }

@@ -2,15 +2,18 @@
 //! loads a payment page in headless Chromium (`browser`), takes the
 //! inventory of what the browser received and ran (`inventory`), and
 //! compares it with an approved, justified baseline (`baseline`, `diff`),
-//! naming every difference. It runs as its own process, with no access to
+//! naming every difference; `runner` checks pages at their intervals and
+//! reports to the vault. It runs as its own process, with no access to
 //! the vault's KEK, data or audit key.
 
 mod baseline;
 mod browser;
 mod diff;
 mod inventory;
+mod runner;
 
 pub use baseline::{read as read_baseline, render as render_baseline};
 pub use browser::{BrowserSettings, Budget, WatchError, check_page};
 pub use diff::compare;
 pub use inventory::{Inventory, origin_of};
+pub use runner::{read_run_config, run_pages};
