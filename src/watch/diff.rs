@@ -43,23 +43,38 @@ pub fn compare(baseline: &Baseline, found: &Inventory) -> Vec<Difference> {
     inline_scripts(approved, found, &mut out);
     headers(&approved.headers, &found.headers, &mut out);
     frames(baseline, found, &mut out);
-    let before: BTreeSet<&str> = approved.forms.iter().map(|f| f.action.as_str()).collect();
-    let now: BTreeSet<&str> = found.forms.iter().map(|f| f.action.as_str()).collect();
-    for action in now.difference(&before) {
-        out.push(diff(
-            "form_added",
-            *action,
-            format!("a form now submits to {action}"),
-        ));
-    }
-    for action in before.difference(&now) {
-        out.push(diff(
-            "form_removed",
-            *action,
-            format!("no form submits to {action} any more"),
-        ));
-    }
+    let before = approved.forms.iter().map(|f| f.action.as_str()).collect();
+    let now = found.forms.iter().map(|f| f.action.as_str()).collect();
+    set_changes(
+        &before,
+        &now,
+        ("form_added", |a| format!("a form now submits to {a}")),
+        ("form_removed", |a| {
+            format!("no form submits to {a} any more")
+        }),
+        &mut out,
+    );
     out
+}
+
+/// A kind of difference and how it reads for one member.
+type Named = (&'static str, fn(&str) -> String);
+
+/// The members of `now` not in `before` (`added`) and of `before` not in
+/// `now` (`removed`).
+fn set_changes(
+    before: &BTreeSet<&str>,
+    now: &BTreeSet<&str>,
+    added: Named,
+    removed: Named,
+    out: &mut Vec<Difference>,
+) {
+    for member in now.difference(before) {
+        out.push(diff(added.0, *member, (added.1)(member)));
+    }
+    for member in before.difference(now) {
+        out.push(diff(removed.0, *member, (removed.1)(member)));
+    }
 }
 
 fn scripts(approved: &Inventory, found: &Inventory, out: &mut Vec<Difference>) {
@@ -213,20 +228,15 @@ fn frames(baseline: &Baseline, found: &Inventory, out: &mut Vec<Difference>) {
         .map(|f| f.origin.as_str())
         .collect();
     let now: BTreeSet<&str> = found.frames.iter().map(|f| f.origin.as_str()).collect();
-    for origin in now.difference(&before) {
-        out.push(diff(
-            "frame_added",
-            *origin,
-            format!("a frame from {origin} is not approved"),
-        ));
-    }
-    for origin in before.difference(&now) {
-        out.push(diff(
-            "frame_removed",
-            *origin,
-            format!("no frame from {origin} any more"),
-        ));
-    }
+    set_changes(
+        &before,
+        &now,
+        ("frame_added", |o| {
+            format!("a frame from {o} is not approved")
+        }),
+        ("frame_removed", |o| format!("no frame from {o} any more")),
+        out,
+    );
     if let Some(collect) = &baseline.collect_origin
         && !now.contains(collect.as_str())
     {

@@ -135,6 +135,54 @@ fn checkout(vault: &str, inline: &str, form_action: &str) -> String {
     )
 }
 
+/// Serves `html` as the checkout page, with the approved CSP.
+fn serve_page(shop: &Arc<Site>, html: &str) -> Box<dyn Fn()> {
+    let (shop, html) = (Arc::clone(shop), html.to_owned());
+    Box::new(move || {
+        shop.set("/checkout", "text/html", &html);
+        shop.set_csp("/checkout", Some(CSP));
+    })
+}
+
+/// Puts the checkout page back as it was (with its CSP).
+fn put_back(shop: &Arc<Site>, original: &str) -> Box<dyn Fn()> {
+    serve_page(shop, original)
+}
+
+/// Puts the approved `app.js` back.
+fn put_back_app(shop: &Arc<Site>) -> Box<dyn Fn()> {
+    let shop = Arc::clone(shop);
+    Box::new(move || shop.set("/app.js", "text/javascript", APP_JS))
+}
+
+/// `cardvault watch baseline PAGE --out FILE EXTRA…`, succeeding.
+fn take_baseline(page: &str, file: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "baseline",
+        page,
+        "--out",
+        file.to_str().unwrap(),
+        "--settle-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err, _) = watch(&args);
+    assert_eq!(code, Some(0), "{out} {err}");
+}
+
+/// Writes `why` as every script's justification in the baseline `file`.
+fn justify(file: &Path, why: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(
+        file,
+        text.replace(
+            "justification = \"\"",
+            &format!("justification = \"{why}\""),
+        ),
+    )
+    .unwrap();
+}
+
 /// `cardvault watch ARGS`: (exit code, stdout, stderr), and how long it took.
 fn watch(args: &[&str]) -> (Option<i32>, String, String, Duration) {
     let started = Instant::now();
@@ -174,17 +222,7 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
     let tmp = tempfile::tempdir().unwrap();
     let baseline = tmp.path().join("checkout.toml");
     let b = baseline.to_str().unwrap();
-    let (code, out, err, _) = watch(&[
-        "baseline",
-        &page,
-        "--out",
-        b,
-        "--collect-origin",
-        &vault_origin,
-        "--settle-ms",
-        "300",
-    ]);
-    assert_eq!(code, Some(0), "{out} {err}");
+    take_baseline(&page, &baseline, &["--collect-origin", &vault_origin]);
     // Unjustified, it is refused naming the line.
     let (code, _, err, _) = watch(&["check", "--baseline", b]);
     assert_eq!(code, Some(2), "{err}");
@@ -197,14 +235,7 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
         text.contains("/app.js") && text.contains("content-security-policy"),
         "{text}"
     );
-    std::fs::write(
-        &baseline,
-        text.replace(
-            "justification = \"\"",
-            "justification = \"the shop's checkout code, reviewed in PR 12\"",
-        ),
-    )
-    .unwrap();
+    justify(&baseline, "the shop's checkout code, reviewed in PR 12");
     let check = || watch(&["check", "--baseline", b, "--settle-ms", "300", "--json"]);
 
     // Untouched, three times (a fresh CSP nonce each time): no change.
@@ -235,10 +266,7 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
                     shop.set("/skim.js", "text/javascript", "window.stolen = [];\n");
                 }
             }),
-            Box::new({
-                let shop = Arc::clone(&shop);
-                move || shop.set("/app.js", "text/javascript", APP_JS)
-            }),
+            put_back_app(&shop),
             vec![
                 ("script_added", format!("{shop_origin}/skim.js")),
                 ("script_changed", format!("{shop_origin}/app.js")),
@@ -256,37 +284,20 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
                     )
                 }
             }),
-            Box::new({
-                let shop = Arc::clone(&shop);
-                move || shop.set("/app.js", "text/javascript", APP_JS)
-            }),
+            put_back_app(&shop),
             vec![("script_changed", format!("{shop_origin}/app.js"))],
         ),
         (
             "an inline script changes",
-            Box::new({
-                let (shop, vault_origin, pay) =
-                    (Arc::clone(&shop), vault_origin.clone(), pay.clone());
-                move || {
-                    shop.set(
-                        "/checkout",
-                        "text/html",
-                        &checkout(
-                            &vault_origin,
-                            "window.handle = { mounted: true }; fetch('/x');",
-                            &pay,
-                        ),
-                    );
-                    shop.set_csp("/checkout", Some(CSP));
-                }
-            }),
-            Box::new({
-                let (shop, original) = (Arc::clone(&shop), original.clone());
-                move || {
-                    shop.set("/checkout", "text/html", &original);
-                    shop.set_csp("/checkout", Some(CSP));
-                }
-            }),
+            serve_page(
+                &shop,
+                &checkout(
+                    &vault_origin,
+                    "window.handle = { mounted: true }; fetch('/x');",
+                    &pay,
+                ),
+            ),
+            put_back(&shop, &original),
             vec![
                 ("inline_script_added", String::new()),
                 ("inline_script_removed", String::new()),
@@ -298,10 +309,7 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
                 let shop = Arc::clone(&shop);
                 move || shop.set_csp("/checkout", None)
             }),
-            Box::new({
-                let shop = Arc::clone(&shop);
-                move || shop.set_csp("/checkout", Some(CSP))
-            }),
+            put_back(&shop, &original),
             vec![("header_removed", "content-security-policy".into())],
         ),
         (
@@ -318,33 +326,13 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
                     )
                 }
             }),
-            Box::new({
-                let shop = Arc::clone(&shop);
-                move || shop.set_csp("/checkout", Some(CSP))
-            }),
+            put_back(&shop, &original),
             vec![("header_weakened", "content-security-policy".into())],
         ),
         (
             "the card frame moved to a look-alike origin",
-            Box::new({
-                let (shop, lookalike_origin, pay) =
-                    (Arc::clone(&shop), lookalike_origin.clone(), pay.clone());
-                move || {
-                    shop.set(
-                        "/checkout",
-                        "text/html",
-                        &checkout(&lookalike_origin, inline, &pay),
-                    );
-                    shop.set_csp("/checkout", Some(CSP));
-                }
-            }),
-            Box::new({
-                let (shop, original) = (Arc::clone(&shop), original.clone());
-                move || {
-                    shop.set("/checkout", "text/html", &original);
-                    shop.set_csp("/checkout", Some(CSP));
-                }
-            }),
+            serve_page(&shop, &checkout(&lookalike_origin, inline, &pay)),
+            put_back(&shop, &original),
             vec![
                 ("frame_added", lookalike_origin.clone()),
                 ("collect_frame_missing", vault_origin.clone()),
@@ -352,24 +340,11 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
         ),
         (
             "a form posting to another origin",
-            Box::new({
-                let (shop, vault_origin) = (Arc::clone(&shop), vault_origin.clone());
-                move || {
-                    shop.set(
-                        "/checkout",
-                        "text/html",
-                        &checkout(&vault_origin, inline, "https://collector.example/pay"),
-                    );
-                    shop.set_csp("/checkout", Some(CSP));
-                }
-            }),
-            Box::new({
-                let (shop, original) = (Arc::clone(&shop), original.clone());
-                move || {
-                    shop.set("/checkout", "text/html", &original);
-                    shop.set_csp("/checkout", Some(CSP));
-                }
-            }),
+            serve_page(
+                &shop,
+                &checkout(&vault_origin, inline, "https://collector.example/pay"),
+            ),
+            put_back(&shop, &original),
             vec![
                 ("form_added", "https://collector.example/pay".into()),
                 ("form_removed", pay.clone()),
@@ -493,21 +468,8 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
     shop.set("/app.js", "text/javascript", APP_JS);
     let tmp = tempfile::tempdir().unwrap();
     let baseline = tmp.path().join("checkout.toml");
-    let (code, out, err, _) = watch(&[
-        "baseline",
-        &page,
-        "--out",
-        baseline.to_str().unwrap(),
-        "--settle-ms",
-        "300",
-    ]);
-    assert_eq!(code, Some(0), "{out} {err}");
-    let text = std::fs::read_to_string(&baseline).unwrap();
-    std::fs::write(
-        &baseline,
-        text.replace("justification = \"\"", "justification = \"checkout\""),
-    )
-    .unwrap();
+    take_baseline(&page, &baseline, &[]);
+    justify(&baseline, "checkout");
     let pki = harness.pki();
     let config = tmp.path().join("watch.toml");
     std::fs::write(
