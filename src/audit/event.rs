@@ -137,6 +137,10 @@ pub enum EventKind {
     /// (`count`; `detail`: page, URL and each difference's kind and
     /// subject — URLs, hashes, header names, origins; never page content).
     PageChanged,
+    /// The approved baseline a watcher checks a page against, when it is
+    /// new to the watcher's run (`count`; `detail`: page, the file's
+    /// SHA-256, each approved script with its hash and justification).
+    PageBaseline,
 }
 
 impl EventKind {
@@ -195,6 +199,7 @@ impl EventKind {
             EventKind::EvidenceKeyRotated => "evidence_key_rotated",
             EventKind::PageChecked => "page_checked",
             EventKind::PageChanged => "page_changed",
+            EventKind::PageBaseline => "page_baseline",
         }
     }
 }

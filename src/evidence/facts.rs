@@ -217,6 +217,9 @@ pub(super) struct TrailFacts {
     /// Payment-page checks the watcher reported (`page_checked`,
     /// `page_changed`), oldest first.
     pub(super) page_checks: Vec<Value>,
+    /// Each page's latest approved baseline as a watcher reported it
+    /// (`page_baseline`): page → the event.
+    pub(super) page_baselines: BTreeMap<String, Value>,
 }
 
 const KEY_EVENTS: [&str; 8] = [
@@ -243,6 +246,7 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
         last_of_kind: BTreeMap::new(),
         first_of_kind: BTreeMap::new(),
         page_checks: Vec::new(),
+        page_baselines: BTreeMap::new(),
     };
     let segments = crate::audit::segments(dir).context("listing the audit trail")?;
     for (_, path) in segments {
@@ -311,6 +315,18 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
                     "count",
                     "detail",
                 ]));
+            }
+            if kind == "page_baseline"
+                && let Some(page) = event
+                    .get("detail")
+                    .and_then(Value::as_str)
+                    .and_then(|d| d.strip_prefix("page "))
+                    .and_then(|d| d.split_once(':'))
+                    .map(|(page, _)| page.to_owned())
+            {
+                facts
+                    .page_baselines
+                    .insert(page, pick(&["seq", "ts", "principal", "count", "detail"]));
             }
             if kind == "alert" || kind == "alert_cleared" {
                 facts.alerts.push(pick(&[

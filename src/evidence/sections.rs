@@ -437,6 +437,7 @@ fn page_watch(s: &Facts<'_>) -> anyhow::Result<Value> {
             "last_report": checks.last().map(|c| c["ts"].clone()),
             "recent_changes": recent(changes),
             "recent_reports": recent(checks.iter().collect()),
+            "approved_inventories": s.trail.page_baselines,
             "watchers": holding(s.config, Role::Watcher),
             "baselines": "kept by each watcher beside its watch.toml: every approved script with its SHA-384 and a justification, frames, forms and security headers (docs/page-watch.md)",
         }),
@@ -455,6 +456,10 @@ fn page_watch(s: &Facts<'_>) -> anyhow::Result<Value> {
                 "measured: the audit trail (the watcher's report: each difference's kind and subject)",
             ),
             ("recent_reports", "measured: the audit trail"),
+            (
+                "approved_inventories",
+                "measured: the latest page_baseline event per page in the audit trail (the watcher's report of its baseline: each approved script, its hash and its justification)",
+            ),
             ("watchers", CONFIG),
             (
                 "baselines",

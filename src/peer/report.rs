@@ -38,6 +38,29 @@ pub struct ReportedDifference {
     pub subject: String,
 }
 
+/// One approved script of a baseline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovedScript {
+    /// Its URL, or `inline`.
+    pub script: String,
+    /// `sha384-…` of its bytes.
+    pub sha384: String,
+    /// Why the page needs it (PCI DSS 6.4.3).
+    pub justification: String,
+}
+
+/// The approved baseline a check was made against: sent with the first
+/// report after the watcher starts and whenever the file changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedBaseline {
+    /// SHA-256 of the baseline file, hex.
+    pub sha256: String,
+    /// Every approved script with its justification.
+    pub scripts: Vec<ApprovedScript>,
+}
+
 /// One report.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +79,9 @@ pub struct WatchReport {
     /// Why it could not be checked (at most 500 bytes).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The baseline, when it is new to this watcher run.
+    #[serde(default)]
+    pub baseline: Option<ReportedBaseline>,
 }
 
 impl WatchReport {
@@ -107,6 +133,25 @@ impl WatchReport {
             return Err(BodyError::Invalid(
                 "reason must be at most 500 bytes, one line",
             ));
+        }
+        if let Some(baseline) = &self.baseline {
+            let digest_ok = baseline.sha256.len() == 64
+                && baseline.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let plain =
+                |t: &str, max: usize| t.len() <= max && !t.bytes().any(|b| b.is_ascii_control());
+            let scripts_ok = baseline.scripts.len() <= MAX_DIFFERENCES
+                && baseline.scripts.iter().all(|s| {
+                    plain(&s.script, 2048)
+                        && s.sha384.starts_with("sha384-")
+                        && plain(&s.sha384, 100)
+                        && !s.justification.trim().is_empty()
+                        && plain(&s.justification, 500)
+                });
+            if !digest_ok || !scripts_ok {
+                return Err(BodyError::Invalid(
+                    "baseline needs a sha256 (64 hex digits) and at most 256 scripts, each with a sha384 and a justification of at most 500 bytes",
+                ));
+            }
         }
         let consistent = match self.outcome {
             Outcome::Matches => self.differences.is_empty(),

@@ -97,18 +97,59 @@ enum Verdict {
     NotChecked,
 }
 
-/// Checks `page` once and builds its report.
-async fn check_one(page: &PageConfig, browser: &BrowserSettings) -> (serde_json::Value, Verdict) {
+/// The baseline as reported: its file's SHA-256 and every approved
+/// script with its justification.
+fn reported_baseline(path: &Path, approved: &super::baseline::Baseline) -> serde_json::Value {
+    use sha2::Digest as _;
+    let digest = std::fs::read(path)
+        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
+        .unwrap_or_default();
+    let why = |key: &str| {
+        approved
+            .justifications
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let inventory = &approved.inventory;
+    let scripts: Vec<serde_json::Value> = inventory
+        .scripts
+        .iter()
+        .map(|s| serde_json::json!({"script": s.url, "sha384": s.sha384, "justification": why(&s.url)}))
+        .chain(inventory.inline_scripts.iter().map(|s| {
+            serde_json::json!({"script": "inline", "sha384": s.sha384, "justification": why(&s.sha384)})
+        }))
+        .take(crate::peer::report::MAX_DIFFERENCES)
+        .collect();
+    serde_json::json!({"sha256": digest, "scripts": scripts})
+}
+
+/// Checks `page` once and builds its report — with the baseline when its
+/// digest is not the one `sent` last (returned, to be remembered once the
+/// report is delivered).
+async fn check_one(
+    page: &PageConfig,
+    browser: &BrowserSettings,
+    sent: Option<&str>,
+) -> (serde_json::Value, Verdict, Option<String>) {
     let approved = match super::baseline::read(&page.baseline) {
         Ok(b) => b,
         Err(e) => {
             let url = page.url.clone().unwrap_or_default();
-            return (unchecked(page, &url, &e.to_string()), Verdict::NotChecked);
+            return (
+                unchecked(page, &url, &e.to_string()),
+                Verdict::NotChecked,
+                None,
+            );
         }
     };
     let url = page.url.clone().unwrap_or_else(|| approved.page.clone());
     match check_page(&url, browser).await {
-        Err(e) => (unchecked(page, &url, &e.to_string()), Verdict::NotChecked),
+        Err(e) => (
+            unchecked(page, &url, &e.to_string()),
+            Verdict::NotChecked,
+            None,
+        ),
         Ok(found) => {
             let differences = super::diff::compare(&approved, &found);
             let outcome = if differences.is_empty() {
@@ -116,7 +157,7 @@ async fn check_one(page: &PageConfig, browser: &BrowserSettings) -> (serde_json:
             } else {
                 Verdict::Changed
             };
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "page": page.name,
                 "url": url,
                 "interval_s": page.interval_s,
@@ -127,7 +168,13 @@ async fn check_one(page: &PageConfig, browser: &BrowserSettings) -> (serde_json:
                     .map(|d| serde_json::json!({"kind": d.kind, "subject": d.subject.chars().take(2048).collect::<String>()}))
                     .collect::<Vec<_>>(),
             });
-            (report, outcome)
+            let baseline = reported_baseline(&page.baseline, &approved);
+            let digest = baseline["sha256"].as_str().map(str::to_owned);
+            let new = (digest.as_deref() != sent).then_some(digest).flatten();
+            if new.is_some() {
+                report["baseline"] = baseline;
+            }
+            (report, outcome, new)
         }
     }
 }
@@ -193,6 +240,8 @@ pub async fn run_pages(
     let mut due: Vec<tokio::time::Instant> = vec![start; config.pages.len()];
     let (mut changed, mut failed) = (0usize, 0usize);
     let mut done = vec![false; config.pages.len()];
+    // Each page's baseline digest as last reported (sent again on change).
+    let mut sent: Vec<Option<String>> = vec![None; config.pages.len()];
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     // The page due soonest (with --once, among those not yet checked).
@@ -210,7 +259,7 @@ pub async fn run_pages(
             () = terminated(terminate.as_mut()) => break,
         }
         let page = &config.pages[i];
-        let (report, result) = check_one(page, browser).await;
+        let (report, result, new_baseline) = check_one(page, browser, sent[i].as_deref()).await;
         match result {
             Verdict::Matched => tracing::info!(page = %page.name, "page matches its baseline"),
             Verdict::Changed => {
@@ -222,9 +271,16 @@ pub async fn run_pages(
                 tracing::warn!(page = %page.name, "page could not be checked");
             }
         }
-        if let Err(e) = send(config, &report).await {
-            failed += 1;
-            tracing::error!(page = %page.name, error = %e, "report not delivered to the vault");
+        match send(config, &report).await {
+            Ok(()) => {
+                if new_baseline.is_some() {
+                    sent[i] = new_baseline;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::error!(page = %page.name, error = %e, "report not delivered to the vault");
+            }
         }
         done[i] = true;
         due[i] = tokio::time::Instant::now() + Duration::from_secs(page.interval_s);

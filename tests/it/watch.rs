@@ -620,6 +620,19 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
             .iter()
             .any(|e| e["event"] == "page_checked" && e["principal"] == "watcher")
     );
+    // The approved baseline, as the watcher reported it: each script with
+    // its justification (for the evidence bundle's 6.4.3 inventory).
+    let baselines: Vec<_> = trail
+        .iter()
+        .filter(|e| e["event"] == "page_baseline")
+        .collect();
+    assert!(!baselines.is_empty());
+    let detail = baselines[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{shop_origin}/app.js sha384-")) && detail.contains(": checkout"),
+        "{detail}"
+    );
+    assert_eq!(baselines[0]["count"], 2, "app.js and the inline script");
     let raw = std::fs::read_dir(&harness.config.audit.dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())

@@ -2,7 +2,9 @@
 //! else): one check of one payment page from `cardvault watch run`. The
 //! vault audits it — `page_checked` when the page matched or could not be
 //! checked, `page_changed` with every difference's kind and subject
-//! (never page content) — and exports its gauges
+//! (never page content), and `page_baseline` with the approved scripts and
+//! their justifications when the watcher's baseline is new — and exports
+//! its gauges
 //! ([`crate::runtime::watched`]) for the alert rules.
 
 use axum::extract::Request;
@@ -21,6 +23,22 @@ use crate::server::response::json;
 /// Longest `detail` a report's event carries.
 const MAX_DETAIL: usize = 4000;
 
+/// Longest `detail` a baseline's event carries (256 justified scripts).
+const MAX_BASELINE_DETAIL: usize = 32_000;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" …");
+    }
+    text
+}
+
 /// `{"page", "recorded": true}`.
 #[derive(Serialize)]
 struct Recorded {
@@ -31,56 +49,78 @@ struct Recorded {
 /// `POST /v1/admin/watch/reports` (watcher).
 pub async fn report(call: Call, req: Request) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
-    call.audited(EventKind::PageChecked, async |audited| {
-        caller.require(Role::Watcher)?;
-        let body: WatchReport =
-            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
-        body.validate()?;
-        let now_s = crate::clock::now_ms() as f64 / 1000.0;
-        state.watched.record(&body, now_s).map_err(|_| {
-            ApiError::InvalidRequest("at most 64 pages are watched; this would be one more")
-        })?;
-        let mut detail = match body.outcome {
-            Outcome::Matches => format!("page {} ({}): matches its baseline", body.page, body.url),
-            Outcome::Unchecked => format!(
-                "page {} ({}): could not be checked: {}",
-                body.page,
-                body.url,
-                body.reason.as_deref().unwrap_or("-")
-            ),
-            Outcome::Changed => {
-                audited.event().event = EventKind::PageChanged;
-                audited.event().count = Some(body.differences.len() as u64);
-                let listed: Vec<String> = body
-                    .differences
-                    .iter()
-                    .map(|d| format!("{} {}", d.kind, d.subject))
-                    .collect();
-                format!(
-                    "page {} ({}): {} difference(s) from its baseline: {}",
+    let mut baseline_event = None;
+    let response = call
+        .audited(EventKind::PageChecked, async |audited| {
+            caller.require(Role::Watcher)?;
+            let body: WatchReport =
+                read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+            body.validate()?;
+            let now_s = crate::clock::now_ms() as f64 / 1000.0;
+            state.watched.record(&body, now_s).map_err(|_| {
+                ApiError::InvalidRequest("at most 64 pages are watched; this would be one more")
+            })?;
+            let detail = match body.outcome {
+                Outcome::Matches => {
+                    format!("page {} ({}): matches its baseline", body.page, body.url)
+                }
+                Outcome::Unchecked => format!(
+                    "page {} ({}): could not be checked: {}",
                     body.page,
                     body.url,
-                    body.differences.len(),
-                    listed.join("; ")
-                )
+                    body.reason.as_deref().unwrap_or("-")
+                ),
+                Outcome::Changed => {
+                    audited.event().event = EventKind::PageChanged;
+                    audited.event().count = Some(body.differences.len() as u64);
+                    let listed: Vec<String> = body
+                        .differences
+                        .iter()
+                        .map(|d| format!("{} {}", d.kind, d.subject))
+                        .collect();
+                    format!(
+                        "page {} ({}): {} difference(s) from its baseline: {}",
+                        body.page,
+                        body.url,
+                        body.differences.len(),
+                        listed.join("; ")
+                    )
+                }
+            };
+            if let Some(baseline) = &body.baseline {
+                let mut event = audited.event().clone();
+                event.event = EventKind::PageBaseline;
+                event.count = Some(baseline.scripts.len() as u64);
+                let scripts: Vec<String> = baseline
+                    .scripts
+                    .iter()
+                    .map(|s| format!("{} {}: {}", s.script, s.sha384, s.justification))
+                    .collect();
+                event.detail = Some(bounded(
+                    format!(
+                        "page {}: baseline sha256 {}, {} approved script(s): {}",
+                        body.page,
+                        baseline.sha256,
+                        baseline.scripts.len(),
+                        scripts.join("; ")
+                    ),
+                    MAX_BASELINE_DETAIL,
+                ));
+                baseline_event = Some(event);
             }
-        };
-        if detail.len() > MAX_DETAIL {
-            let mut cut = MAX_DETAIL;
-            while !detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            detail.truncate(cut);
-            detail.push_str(" …");
-        }
-        audited.event().detail = Some(detail);
-        Ok(json(
-            StatusCode::OK,
-            &Recorded {
-                page: body.page,
-                recorded: true,
-            },
-        ))
-    })
-    .await
+            audited.event().detail = Some(bounded(detail, MAX_DETAIL));
+            Ok(json(
+                StatusCode::OK,
+                &Recorded {
+                    page: body.page,
+                    recorded: true,
+                },
+            ))
+        })
+        .await;
+    // The baseline's event follows the report's own.
+    if let Some(event) = baseline_event {
+        state.audit.record(event);
+    }
+    response
 }
