@@ -6,7 +6,7 @@
 //! approved one, an approved script's bytes, an inline script, the CSP
 //! removed or loosened, the card frame moved to a look-alike origin, a
 //! form posting elsewhere. A hostile page (endless load, redirect loop,
-//! 100 MB) ends within its budget with exit 2.
+//! 100 MB, 300 frames) ends within its budget with exit 2.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,6 +66,14 @@ async fn handle(
         }
         "/loop" => {
             return (StatusCode::FOUND, [("location", "/loop")]).into_response();
+        }
+        "/frames" => {
+            let frames = "<iframe src=\"about:blank\"></iframe>".repeat(300);
+            return (
+                [("content-type", "text/html")],
+                format!("<!doctype html><title>frames</title>{frames}"),
+            )
+                .into_response();
         }
         "/huge" => {
             let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
@@ -403,6 +411,7 @@ async fn a_hostile_page_ends_within_its_budget() {
             "/huge",
             &["over the budget", "did not finish loading within 5 s"][..],
         ),
+        ("/frames", &["frames, over the budget of 50"][..]),
     ] {
         let url = format!("http://127.0.0.1:{}{path}", addr.port());
         let out = tempfile::tempdir().unwrap();
