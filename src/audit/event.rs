@@ -141,6 +141,9 @@ pub enum EventKind {
     /// new to the watcher's run (`count`; `detail`: page, the file's
     /// SHA-256, each approved script with its hash and justification).
     PageBaseline,
+    /// An admin approved a page's baseline (`principal`; `detail`: page,
+    /// the baseline file's SHA-256, the justification).
+    PageBaselineApproved,
 }
 
 impl EventKind {
@@ -200,6 +203,7 @@ impl EventKind {
             EventKind::PageChecked => "page_checked",
             EventKind::PageChanged => "page_changed",
             EventKind::PageBaseline => "page_baseline",
+            EventKind::PageBaselineApproved => "page_baseline_approved",
         }
     }
 }

@@ -35,6 +35,22 @@ pub enum WatchCommand {
         #[command(flatten)]
         browser: BrowserArgs,
     },
+    /// Approve a baseline as an admin (global scope): the vault records
+    /// the file's SHA-256 with your justification (`page_baseline_approved`),
+    /// which the evidence bundle pairs with the baseline the watcher uses.
+    Approve {
+        #[command(flatten)]
+        endpoint: super::client::Endpoint,
+        /// The baseline file (every script justified).
+        #[arg(long, value_name = "FILE")]
+        baseline: PathBuf,
+        /// The page's name in `watch.toml`.
+        #[arg(long)]
+        page: String,
+        /// Why this page may run these scripts (1-200 characters).
+        #[arg(long)]
+        justification: String,
+    },
     /// Check every page of `watch.toml` at its interval and report each
     /// result to the vault (role `watcher`); `--once` checks each once and
     /// exits 0 all matched, 1 some changed, 2 some not checked or not
@@ -125,6 +141,35 @@ async fn check(url: &str, browser: &BrowserArgs) -> Result<watch::Inventory, Cli
 /// Runs a `watch` subcommand.
 pub async fn run(command: WatchCommand) -> CliResult {
     match command {
+        WatchCommand::Approve {
+            endpoint,
+            baseline,
+            page,
+            justification,
+        } => {
+            use sha2::Digest as _;
+            // Only a baseline `check` would accept is approved.
+            watch::read_baseline(&baseline).map_err(|e| CliError::Unreadable(e.to_string()))?;
+            let bytes = std::fs::read(&baseline)
+                .map_err(|e| CliError::Unreadable(format!("{}: {e}", baseline.display())))?;
+            let body = serde_json::json!({
+                "page": page,
+                "baseline_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+                "justification": justification,
+            });
+            let mut conn = endpoint.connect_as("admin").await?;
+            let reply = conn
+                .post_json("/v1/admin/watch/approvals", &body)
+                .await
+                .map_err(|e| {
+                    CliError::Unreadable(format!("POST /v1/admin/watch/approvals: {e}"))
+                })?;
+            if super::client::print(&reply) {
+                Ok(())
+            } else {
+                Err(CliError::Answer("the vault refused the approval".into()))
+            }
+        }
         WatchCommand::Run {
             config,
             once,

@@ -220,6 +220,17 @@ pub(super) struct TrailFacts {
     /// Each page's latest approved baseline as a watcher reported it
     /// (`page_baseline`): page → the event.
     pub(super) page_baselines: BTreeMap<String, Value>,
+    /// Admins' approvals of baselines (`page_baseline_approved`): the
+    /// baseline's SHA-256 → the event.
+    pub(super) page_approvals: BTreeMap<String, Value>,
+}
+
+/// The baseline digest in a `page_baseline` or `page_baseline_approved`
+/// event's detail ("page P: baseline sha256 HEX…").
+pub(super) fn baseline_digest(detail: &str) -> Option<&str> {
+    let rest = detail.split_once("baseline sha256 ")?.1;
+    rest.get(..64)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 const KEY_EVENTS: [&str; 8] = [
@@ -247,6 +258,7 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
         first_of_kind: BTreeMap::new(),
         page_checks: Vec::new(),
         page_baselines: BTreeMap::new(),
+        page_approvals: BTreeMap::new(),
     };
     let segments = crate::audit::segments(dir).context("listing the audit trail")?;
     for (_, path) in segments {
@@ -327,6 +339,18 @@ pub(super) fn read_trail(dir: &Path) -> anyhow::Result<TrailFacts> {
                 facts
                     .page_baselines
                     .insert(page, pick(&["seq", "ts", "principal", "count", "detail"]));
+            }
+            if kind == "page_baseline_approved"
+                && event.get("outcome").and_then(Value::as_str) == Some("success")
+                && let Some(digest) = event
+                    .get("detail")
+                    .and_then(Value::as_str)
+                    .and_then(baseline_digest)
+            {
+                facts.page_approvals.insert(
+                    digest.to_owned(),
+                    pick(&["seq", "ts", "principal", "detail"]),
+                );
             }
             if kind == "alert" || kind == "alert_cleared" {
                 facts.alerts.push(pick(&[

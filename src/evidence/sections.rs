@@ -415,6 +415,30 @@ fn hosted_fields(s: &Facts<'_>) -> anyhow::Result<Value> {
     ))
 }
 
+/// Each page's latest baseline as its watcher reported it, with the
+/// admin's approval of that exact file (by its SHA-256) when the trail
+/// holds one.
+fn approved_inventories(trail: &TrailFacts) -> BTreeMap<String, Value> {
+    trail
+        .page_baselines
+        .iter()
+        .map(|(page, baseline)| {
+            let approval = baseline["detail"]
+                .as_str()
+                .and_then(facts::baseline_digest)
+                .and_then(|digest| trail.page_approvals.get(digest))
+                .cloned()
+                .unwrap_or_else(|| {
+                    json!("none in the trail: no admin approved this baseline file through the vault (cardvault watch approve)")
+                });
+            (
+                page.clone(),
+                json!({"baseline": baseline, "approved": approval}),
+            )
+        })
+        .collect()
+}
+
 /// The most recent page checks the section lists.
 const PAGE_CHECKS_LISTED: usize = 50;
 
@@ -437,7 +461,7 @@ fn page_watch(s: &Facts<'_>) -> anyhow::Result<Value> {
             "last_report": checks.last().map(|c| c["ts"].clone()),
             "recent_changes": recent(changes),
             "recent_reports": recent(checks.iter().collect()),
-            "approved_inventories": s.trail.page_baselines,
+            "approved_inventories": approved_inventories(s.trail),
             "watchers": holding(s.config, Role::Watcher),
             "baselines": "kept by each watcher beside its watch.toml: every approved script with its SHA-384 and a justification, frames, forms and security headers (docs/page-watch.md)",
         }),
@@ -458,7 +482,7 @@ fn page_watch(s: &Facts<'_>) -> anyhow::Result<Value> {
             ("recent_reports", "measured: the audit trail"),
             (
                 "approved_inventories",
-                "measured: the latest page_baseline event per page in the audit trail (the watcher's report of its baseline: each approved script, its hash and its justification)",
+                "measured: the latest page_baseline event per page in the audit trail (the watcher's report of its baseline: each approved script, its hash and its justification), with the page_baseline_approved event of the same file (the admin and the justification)",
             ),
             ("watchers", CONFIG),
             (

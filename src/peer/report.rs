@@ -1,9 +1,10 @@
 //! `POST /v1/admin/watch/reports` (role `watcher`): one check of one
 //! payment page, as `cardvault watch run` sends it — its name, URL,
 //! interval, outcome and the differences it found (kind and subject:
-//! script URLs, hashes, header names, origins; never page content). Every
-//! field is bounded and checked; the page name becomes a metrics label, so
-//! it is a short plain name.
+//! script URLs, hashes, header names, origins; never page content). And
+//! `POST /v1/admin/watch/approvals` (an admin): a baseline approved, by its
+//! digest, with a justification. Every field is bounded and checked; the
+//! page name becomes a metrics label, so it is a short plain name.
 
 use serde::Deserialize;
 
@@ -84,20 +85,53 @@ pub struct WatchReport {
     pub baseline: Option<ReportedBaseline>,
 }
 
+/// An admin's approval of a page's baseline (PCI DSS 6.4.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineApproval {
+    /// The page's name.
+    pub page: String,
+    /// SHA-256 of the approved baseline file, hex.
+    pub baseline_sha256: String,
+    /// Why (1–200 characters, nothing card-number-like).
+    pub justification: String,
+}
+
+impl BaselineApproval {
+    /// Checks the fields; returns the trimmed justification.
+    pub fn validate(&self) -> Result<String, BodyError> {
+        check_page_name(&self.page)?;
+        if !is_sha256(&self.baseline_sha256) {
+            return Err(BodyError::Invalid("baseline_sha256 must be 64 hex digits"));
+        }
+        super::body::check_reason(&self.justification)
+    }
+}
+
+/// A page name: 1–64 of `a-z 0-9 . _ -`.
+fn check_page_name(page: &str) -> Result<(), BodyError> {
+    let ok = !page.is_empty()
+        && page.len() <= 64
+        && page
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BodyError::Invalid(
+            "page must be 1-64 characters of a-z, 0-9, '.', '_' and '-'",
+        ))
+    }
+}
+
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl WatchReport {
     /// Checks every field's shape and bounds (the messages are fixed).
     pub fn validate(&self) -> Result<(), BodyError> {
-        let name_ok = !self.page.is_empty()
-            && self.page.len() <= 64
-            && self
-                .page
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !name_ok {
-            return Err(BodyError::Invalid(
-                "page must be 1-64 characters of a-z, 0-9, '.', '_' and '-'",
-            ));
-        }
+        check_page_name(&self.page)?;
         let url_ok = self.url.len() <= 2048
             && (self.url.starts_with("https://") || self.url.starts_with("http://"))
             && !self.url.bytes().any(|b| b.is_ascii_control());
@@ -135,8 +169,7 @@ impl WatchReport {
             ));
         }
         if let Some(baseline) = &self.baseline {
-            let digest_ok = baseline.sha256.len() == 64
-                && baseline.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let digest_ok = is_sha256(&baseline.sha256);
             let plain =
                 |t: &str, max: usize| t.len() <= max && !t.bytes().any(|b| b.is_ascii_control());
             let scripts_ok = baseline.scripts.len() <= MAX_DIFFERENCES

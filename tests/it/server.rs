@@ -693,6 +693,7 @@ async fn openapi_document_matches_the_server() {
         "POST /v1/admin/seal",
         "POST /v1/admin/tenants/{tenant}/export",
         "POST /v1/admin/unseal",
+        "POST /v1/admin/watch/approvals",
         "POST /v1/admin/watch/reports",
         "POST /v1/collect/sessions",
         "POST /v1/detokenize",

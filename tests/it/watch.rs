@@ -495,6 +495,31 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
     let c = config.to_str().unwrap();
     let (code, out, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
     assert_eq!(code, Some(0), "{out} {err}");
+    // An admin approves that baseline file, by its digest, with a reason.
+    let api = format!("https://{}", service.api_addr);
+    let as_admin = |justification: &str| {
+        watch(&[
+            "approve",
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--page",
+            "checkout",
+            "--justification",
+            justification,
+            "--addr",
+            &api,
+            "--cacert",
+            pki.join("ca.pem").to_str().unwrap(),
+            "--cert",
+            pki.join("admin.pem").to_str().unwrap(),
+            "--key",
+            pki.join("admin-key.pem").to_str().unwrap(),
+        ])
+    };
+    let (code, out, err, _) = as_admin("reviewed by the security team, change 4711");
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (code, _, _, _) = as_admin("card 4111 1111 1111 1111");
+    assert_eq!(code, Some(1), "a card-like justification is refused");
     let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
     assert_eq!(
         gauge(&metrics, "cardvault_page_unapproved_changes", "checkout"),
@@ -560,6 +585,18 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
     }
     let reply = watcher.get("/v1/admin/keys").await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = watcher
+        .post_json(
+            "/v1/admin/watch/approvals",
+            &serde_json::json!({"page": "checkout", "baseline_sha256": "a".repeat(64), "justification": "mine"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "a watcher approves nothing"
+    );
     let report = |subject: &str| {
         serde_json::json!({
             "page": "checkout", "url": page, "interval_s": 3600, "outcome": "changed",
@@ -642,6 +679,40 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
         "{detail}"
     );
     assert_eq!(baselines[0]["count"], 2, "app.js and the inline script");
+    // The evidence bundle pairs the baseline with the admin's approval.
+    let config_file = harness.dir.path().join("cardvault.toml");
+    std::fs::write(&config_file, toml::to_string(&harness.config).unwrap()).unwrap();
+    let bundle = tmp.path().join("bundle");
+    let out = common::cardvault()
+        .args(["evidence", "--config"])
+        .arg(&config_file)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evidence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("evidence.json")).unwrap()).unwrap();
+    let section = evidence["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["requirement"] == "6.4.3 / 11.6.1")
+        .unwrap();
+    let checkout = &section["facts"]["approved_inventories"]["checkout"];
+    assert_eq!(checkout["approved"]["principal"], "admin", "{checkout}");
+    assert!(
+        checkout["approved"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reviewed by the security team"),
+        "{checkout}"
+    );
+    assert!(section["facts"]["changes_reported"].as_u64() >= Some(1));
     let raw = std::fs::read_dir(&harness.config.audit.dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())

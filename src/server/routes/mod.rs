@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/seal", post(custody::seal))
         .route("/v1/admin/kek/rotate", post(custody::rotate_kek))
         .route("/v1/admin/watch/reports", post(watch::report))
+        .route("/v1/admin/watch/approvals", post(watch::approve))
         .route(
             "/v1/admin/evidence-key/rotate",
             post(custody::rotate_evidence_key),

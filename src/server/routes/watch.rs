@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::audit::EventKind;
 use crate::config::Role;
-use crate::peer::report::{Outcome, WatchReport};
+use crate::peer::report::{BaselineApproval, Outcome, WatchReport};
 use crate::server::audited::Call;
 use crate::server::error::ApiError;
 use crate::server::request::read_json;
@@ -123,4 +123,41 @@ pub async fn report(call: Call, req: Request) -> Result<Response, ApiError> {
         state.audit.record(event);
     }
     response
+}
+
+/// `{"page", "baseline_sha256", "approved_by"}`.
+#[derive(Serialize)]
+struct Approved {
+    page: String,
+    baseline_sha256: String,
+    approved_by: String,
+}
+
+/// `POST /v1/admin/watch/approvals` (admin, global scope).
+pub async fn approve(call: Call, req: Request) -> Result<Response, ApiError> {
+    let (state, caller) = (&call.state, &call.caller);
+    call.audited(EventKind::PageBaselineApproved, async |audited| {
+        caller.require(Role::Admin)?;
+        if !caller.is_global_admin() {
+            audited.event().detail =
+                Some("approving a page baseline needs scope = \"global\"".into());
+            return Err(ApiError::Forbidden);
+        }
+        let body: BaselineApproval =
+            read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
+        let justification = body.validate()?;
+        audited.event().detail = Some(format!(
+            "page {}: baseline sha256 {} approved: {justification}",
+            body.page, body.baseline_sha256
+        ));
+        Ok(json(
+            StatusCode::OK,
+            &Approved {
+                page: body.page,
+                baseline_sha256: body.baseline_sha256,
+                approved_by: caller.principal.to_string(),
+            },
+        ))
+    })
+    .await
 }
