@@ -45,6 +45,42 @@ pub enum ClientError {
     Http(String),
 }
 
+/// Why [`resolve_https`] found no address.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Not `https://HOST:PORT` (a usage mistake).
+    #[error("must look like https://HOST:PORT")]
+    NotHttps,
+    /// The host could not be resolved.
+    #[error("cannot resolve {host}: {reason}")]
+    Lookup {
+        /// `HOST:PORT`.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// It resolved to no address.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+}
+
+/// The socket address of a vault named `https://HOST:PORT` (a trailing
+/// `/` allowed): the first address `HOST` resolves to.
+pub async fn resolve_https(url: &str) -> Result<SocketAddr, ResolveError> {
+    let hostport = url
+        .strip_prefix("https://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .ok_or(ResolveError::NotHttps)?;
+    tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| ResolveError::Lookup {
+            host: hostport.to_owned(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| ResolveError::NoAddress(hostport.to_owned()))
+}
+
 /// TLS settings of a client: trusted CA, optional client certificate.
 #[derive(Clone)]
 pub struct ClientTls {

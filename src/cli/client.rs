@@ -104,20 +104,16 @@ impl Endpoint {
                 ));
             }
         };
-        let hostport = self
-            .addr
-            .strip_prefix("https://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .ok_or_else(|| {
-                CliError::Usage("CARDVAULT_ADDR must look like https://HOST:PORT".into())
-            })?;
+        let addr = match crate::client::resolve_https(&self.addr).await {
+            Err(crate::client::ResolveError::NotHttps) => {
+                return Err(CliError::Usage(
+                    "CARDVAULT_ADDR must look like https://HOST:PORT".into(),
+                ));
+            }
+            resolved => resolved.map_err(anyhow::Error::from)?,
+        };
         let tls = ClientTls::from_files(&ca, Some((&cert, &key)), false)
             .context("loading the client certificate")?;
-        let addr = tokio::net::lookup_host(hostport)
-            .await
-            .with_context(|| format!("cannot resolve {hostport}"))?
-            .next()
-            .with_context(|| format!("{hostport} resolves to no address"))?;
         Ok(tls.connect(addr).await.context("connecting to the vault")?)
     }
 }

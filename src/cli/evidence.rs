@@ -133,11 +133,14 @@ fn config_of(location: &VaultLocation) -> Result<Config, CliError> {
     Ok(config)
 }
 
-/// The signer of the vault whose config this is: its evidence key.
-fn signer_of(config: &Config) -> Result<Signer, CliError> {
+/// The signer of the vault whose config this is: its evidence key,
+/// unwrapped by `provider` (its KEK).
+fn signer_of(
+    config: &Config,
+    provider: &dyn crate::crypto::KeyProvider,
+) -> Result<Signer, CliError> {
     use crate::audit::key;
-    let provider = offline_provider(&config.kek()?)?;
-    let evidence = key::read(&config.audit.dir, key::EVIDENCE, provider.as_ref())
+    let evidence = key::read(&config.audit.dir, key::EVIDENCE, provider)
         .context("reading the evidence key")?
         .ok_or_else(|| {
             CliError::Unreadable(format!(
@@ -147,6 +150,13 @@ fn signer_of(config: &Config) -> Result<Signer, CliError> {
             ))
         })?;
     Signer::from_seed(&evidence.key).map_err(|e| CliError::Failed(e.into()))
+}
+
+/// The evidence public key (hex) of the vault whose config this is,
+/// through its KEK.
+fn vault_public_key(config: &Config) -> Result<String, CliError> {
+    let provider = offline_provider(&config.kek()?)?;
+    Ok(signer_of(config, provider.as_ref())?.public_key())
 }
 
 fn verify(
@@ -161,14 +171,11 @@ fn verify(
                 .map_err(|e| CliError::Usage(format!("--pubkey: {e}")))?
                 .hex(),
         ),
-        (None, Some(config), _) => Some(signer_of(&Config::load(&config)?)?.public_key()),
-        (None, None, Some(dir)) => Some(
-            signer_of(&config_of(&VaultLocation {
-                config: None,
-                data_dir: dir,
-            })?)?
-            .public_key(),
-        ),
+        (None, Some(config), _) => Some(vault_public_key(&Config::load(&config)?)?),
+        (None, None, Some(dir)) => Some(vault_public_key(&config_of(&VaultLocation {
+            config: None,
+            data_dir: dir,
+        })?)?),
         (None, None, None) => None,
     };
     match evidence::verify_dir(dir, pinned.as_deref()) {
@@ -213,18 +220,18 @@ async fn collect(args: &EvidenceArgs, out: &Path) -> CliResult {
         match crate::dirlock::DirLock::acquire(&config.storage.data_dir, "data directory") {
             // Stopped: the trail first, before this run writes to it.
             Ok(lock) => {
-                let snapshot =
-                    evidence::snapshot(&config, provider, false).map_err(CliError::Failed)?;
+                let snapshot = evidence::snapshot(&config, provider.clone(), false)
+                    .map_err(CliError::Failed)?;
                 drop(lock);
                 from_stopped(args, &config, snapshot).await?
             }
             Err(held @ crate::dirlock::LockError::Held { .. }) => {
-                from_running(args, &config, provider, held).await?
+                from_running(args, &config, provider.clone(), held).await?
             }
             Err(e) => return Err(CliError::Locked(e)),
         };
     // A vault that never made an evidence key has one now.
-    let signer = signer_of(&config)?;
+    let signer = signer_of(&config, provider.as_ref())?;
     // Never before the last event the bundle reports.
     let created = crate::clock::rfc3339(crate::clock::now_ms());
     let parse = |t: &str| {
@@ -366,12 +373,13 @@ async fn target_addr(args: &EvidenceArgs) -> Result<Option<std::net::SocketAddr>
     let Some(url) = &args.target else {
         return Ok(None);
     };
-    let hostport = url
-        .strip_prefix("https://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .ok_or_else(|| CliError::Usage("--target must look like https://HOST:PORT".into()))?;
-    Ok(tokio::net::lookup_host(hostport)
-        .await
-        .with_context(|| format!("cannot resolve {hostport}"))?
-        .next())
+    use crate::client::ResolveError;
+    match crate::client::resolve_https(url).await {
+        Ok(addr) => Ok(Some(addr)),
+        Err(ResolveError::NotHttps) => Err(CliError::Usage(
+            "--target must look like https://HOST:PORT".into(),
+        )),
+        Err(ResolveError::NoAddress(_)) => Ok(None),
+        Err(e) => Err(CliError::Failed(e.into())),
+    }
 }

@@ -39,14 +39,9 @@ impl Public {
         };
         let tls = ClientTls::from_files(&ca, None, false)?;
         let origin = url.trim_end_matches('/').to_owned();
-        let hostport = origin
-            .strip_prefix("https://")
-            .context("--collect must look like https://HOST:PORT")?;
-        let addr = tokio::net::lookup_host(hostport)
+        let addr = crate::client::resolve_https(&origin)
             .await
-            .with_context(|| format!("cannot resolve {hostport}"))?
-            .next()
-            .context("--collect resolves to no address")?;
+            .context("--collect")?;
         Ok(Public {
             tls,
             addr,

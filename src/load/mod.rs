@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::client::ClientTls;
@@ -105,16 +105,12 @@ impl TargetArgs {
             _ => bail!(usage("give --dev DIR, or --ca, --cert and --key")),
         };
         let tls = ClientTls::from_files(&ca, Some((&cert, &key)), false)?;
-        let hostport = self
-            .target
-            .strip_prefix("https://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .ok_or_else(|| usage("--target must look like https://HOST:PORT"))?;
-        let addr = tokio::net::lookup_host(hostport)
-            .await
-            .with_context(|| format!("cannot resolve {hostport}"))?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{hostport} resolves to no address"))?;
+        let addr = match crate::client::resolve_https(&self.target).await {
+            Err(crate::client::ResolveError::NotHttps) => {
+                bail!(usage("--target must look like https://HOST:PORT"))
+            }
+            resolved => resolved?,
+        };
         Ok((tls, addr))
     }
 }

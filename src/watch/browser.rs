@@ -221,7 +221,7 @@ async fn connect(
     ];
     // Chromium refuses to run as root with its sandbox; a watcher run as
     // its own user (deploy/) keeps it.
-    if rustix_uid_is_root() {
+    if rustix::process::geteuid().is_root() {
         args.push("--no-sandbox".into());
     }
     let budget = &settings.budget;
@@ -243,19 +243,6 @@ async fn connect(
         .await
         .map_err(|_| WatchError::Browser("Chromium did not start within 30 s".into()))?
         .map_err(|e| WatchError::Browser(format!("a WebDriver session: {e}")))
-}
-
-/// Whether this process runs as root.
-fn rustix_uid_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// What the performance log says about one request.

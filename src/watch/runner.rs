@@ -195,16 +195,9 @@ async fn send(config: &RunConfig, report: &serde_json::Value) -> anyhow::Result<
     let tls =
         crate::client::ClientTls::from_files(&config.ca, Some((&config.cert, &config.key)), false)
             .context("loading the watcher's certificate")?;
-    let hostport = config
-        .vault
-        .strip_prefix("https://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .context("[watch] vault must look like https://HOST:PORT")?;
-    let addr = tokio::net::lookup_host(hostport)
+    let addr = crate::client::resolve_https(&config.vault)
         .await
-        .with_context(|| format!("resolving {hostport}"))?
-        .next()
-        .with_context(|| format!("{hostport} resolves to no address"))?;
+        .with_context(|| format!("[watch] vault {}", config.vault))?;
     let mut conn = tls.connect(addr).await.context("connecting to the vault")?;
     let reply = conn
         .post_json("/v1/admin/watch/reports", report)
