@@ -193,3 +193,23 @@ pub fn scan_detect(data: &[u8]) {
         assert!(!f.masked().contains(&*String::from_utf8_lossy(&digits[6..])));
     });
 }
+
+/// The payment page's markup as `watch check --http-only` reads it, on
+/// arbitrary bytes: it ends, keeps each list within its bound, and every
+/// inline script's text and every attribute it reports without a
+/// character reference come from the page itself.
+pub fn markup_scan(data: &[u8]) {
+    use crate::peer::markup::{MAX_ITEMS, scan};
+    let html = String::from_utf8_lossy(data);
+    let found = scan(&html);
+    assert!(found.scripts.len() <= MAX_ITEMS);
+    assert!(found.frames.len() <= MAX_ITEMS && found.forms.len() <= MAX_ITEMS);
+    for script in &found.scripts {
+        assert!(html.contains(&script.text));
+        if let Some(src) = &script.src
+            && !html.contains('&')
+        {
+            assert!(html.contains(src.as_str()));
+        }
+    }
+}

@@ -103,6 +103,15 @@ impl Default for CheckpointSettings {
     }
 }
 
+/// A statement signed by the evidence key.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The Ed25519 signature (64 bytes).
+    pub signature: Vec<u8>,
+    /// The signing key's fingerprint.
+    pub key: String,
+}
+
 /// The writer's side: decides when a checkpoint is due and makes it.
 pub struct Checkpointer {
     settings: CheckpointSettings,
@@ -198,6 +207,20 @@ impl Checkpointer {
     /// The signing key's fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The signing key's public half.
+    pub fn public(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// `statement` signed by the current key (not a checkpoint: an
+    /// admin's approval the vault checks later).
+    pub fn sign(&self, statement: &[u8]) -> Signed {
+        Signed {
+            signature: self.key.sign(statement),
+            key: self.fingerprint.clone(),
+        }
     }
 
     /// Signs with `key` from now on (after a handover).

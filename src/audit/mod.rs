@@ -28,6 +28,8 @@ pub(crate) mod writer;
 use std::path::{Path, PathBuf};
 
 #[cfg(feature = "vault")]
+pub use checkpoint::Signed;
+#[cfg(feature = "vault")]
 pub use event::{Event, EventKind, Outcome};
 #[cfg(feature = "vault")]
 pub use verify::{VerifyFailure, VerifyReport, VerifyWith, verify};

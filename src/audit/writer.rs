@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::chain::{self, Chain, GENESIS, MAC_LEN};
-use super::checkpoint::{CheckpointSettings, Checkpointer};
+use super::checkpoint::{CheckpointSettings, Checkpointer, Signed};
 use super::event::{Event, EventKind};
 use super::syslog::{Mirror, SyslogTarget};
 use super::{AuditError, key, segment_name, segments};
@@ -99,6 +99,8 @@ enum Message {
     Durable(Event, oneshot::Sender<Result<u64, AuditError>>),
     /// A new evidence key and its wrapped file: hand over to it.
     RotateEvidence(Box<EvidenceRotation>),
+    /// A statement to sign with the evidence key, or to check against it.
+    Statement(Statement),
     Close(oneshot::Sender<Result<(), AuditError>>),
 }
 
@@ -107,6 +109,12 @@ struct EvidenceRotation {
     key: SigningKey,
     file: Vec<u8>,
     done: oneshot::Sender<Result<EvidenceHandover, AuditError>>,
+}
+
+/// A statement for the evidence key: answered at once, written nowhere.
+enum Statement {
+    Sign(Vec<u8>, oneshot::Sender<Signed>),
+    Verify(Vec<u8>, Vec<u8>, oneshot::Sender<bool>),
 }
 
 /// What an evidence-key rotation did.
@@ -204,6 +212,28 @@ impl AuditLog {
             done,
         })))?;
         wait.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Signs `statement` with the vault's current evidence key (an
+    /// admin's approval the vault later checks with [`AuditLog::verifies`]).
+    pub async fn sign(&self, statement: &[u8]) -> Result<Signed, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.send_now(Message::Statement(Statement::Sign(
+            statement.to_vec(),
+            done,
+        )))?;
+        wait.await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Whether `signature` is the current evidence key's over `statement`.
+    pub async fn verifies(&self, statement: &[u8], signature: &[u8]) -> Result<bool, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.send_now(Message::Statement(Statement::Verify(
+            statement.to_vec(),
+            signature.to_vec(),
+            done,
+        )))?;
+        wait.await.map_err(|_| AuditError::Closed)
     }
 
     /// Queues `message` and wakes the writer if it is gathering.
@@ -590,6 +620,12 @@ impl Writer {
                     events += 1;
                 }
                 Message::RotateEvidence(r) => rotation = Some(r),
+                Message::Statement(Statement::Sign(bytes, done)) => {
+                    let _ = done.send(self.checkpointer.sign(&bytes));
+                }
+                Message::Statement(Statement::Verify(bytes, signature, done)) => {
+                    let _ = done.send(self.checkpointer.public().verifies(&bytes, &signature));
+                }
                 Message::Close(done) => {
                     self.append(&Event::new(EventKind::AuditStop));
                     closing = Some(done);

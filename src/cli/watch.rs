@@ -50,6 +50,11 @@ pub enum WatchCommand {
         /// Why this page may run these scripts (1-200 characters).
         #[arg(long)]
         justification: String,
+        /// Where to keep the vault's signed approval (default: the
+        /// baseline's path with `.approval.json` added, where `watch run`
+        /// looks for it).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Check every page of `watch.toml` at its interval and report each
     /// result to the vault (role `watcher`); `--once` checks each once and
@@ -100,6 +105,23 @@ pub struct BrowserArgs {
     /// Largest the page and its resources may be together, MiB.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_mib: u64,
+    /// No browser: fetch the page and its scripts over plain HTTP(S) and
+    /// read the markup. Blind to scripts inserted at run time (how
+    /// skimmers arrive), and says so; not for `watch run`.
+    #[arg(long, conflicts_with = "webdriver")]
+    http_only: bool,
+    /// Trust anchors for https pages with `--http-only`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    trust: PathBuf,
+    /// Use this running chromedriver (`http://127.0.0.1:PORT`, run as a
+    /// user of its own) instead of starting one (`watch run`: overrides
+    /// `[watch] webdriver`).
+    #[arg(long, value_name = "URL")]
+    webdriver: Option<String>,
 }
 
 impl BrowserArgs {
@@ -113,6 +135,7 @@ impl BrowserArgs {
                 max_bytes: self.max_mib << 20,
                 ..Budget::default()
             },
+            webdriver: self.webdriver.clone(),
         }
     }
 }
@@ -129,13 +152,40 @@ fn page_url(url: &str) -> Result<String, CliError> {
     }
 }
 
-/// One check: the inventory, or exit 2 naming why not.
+/// One check: the inventory, or exit 2 naming why not. An http-only
+/// check first says (on stderr) what it cannot see.
 async fn check(url: &str, browser: &BrowserArgs) -> Result<watch::Inventory, CliError> {
-    watch::check_page(url, &browser.settings())
-        .await
-        .map_err(|e| match e {
-            WatchError::Browser(_) | WatchError::Page(_) => CliError::Unreadable(e.to_string()),
-        })
+    let settings = browser.settings();
+    let found = if browser.http_only {
+        eprintln!("{}", watch::BLIND_SPOTS);
+        watch::check_page_http_only(url, &settings.budget, &browser.trust).await
+    } else {
+        watch::check_page(url, &settings).await
+    };
+    found.map_err(|e| match e {
+        WatchError::Browser(_) | WatchError::Page(_) => CliError::Unreadable(e.to_string()),
+    })
+}
+
+/// Writes `signed` into the approvals file `path` (created 0644): it
+/// replaces any approval of another version of the baseline and any by the
+/// same evidence key; the watcher sends them all and each vault node
+/// accepts the one its own key signed.
+fn keep_approval(path: &std::path::Path, signed: crate::peer::report::SignedApproval) -> CliResult {
+    let mut kept: Vec<_> = watch::read_approvals(path)
+        .into_iter()
+        .filter(|a| a.baseline_sha256 == signed.baseline_sha256 && a.key != signed.key)
+        .take(crate::peer::report::MAX_APPROVALS - 1)
+        .collect();
+    kept.push(signed);
+    let text = serde_json::to_string_pretty(&kept).unwrap_or_default();
+    std::fs::write(path, text + "\n")
+        .map_err(|e| CliError::Unreadable(format!("{}: {e}", path.display())))?;
+    say!(
+        "signed approval kept in {} (the watcher sends it with each report)",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Runs a `watch` subcommand.
@@ -146,6 +196,7 @@ pub async fn run(command: WatchCommand) -> CliResult {
             baseline,
             page,
             justification,
+            out,
         } => {
             use sha2::Digest as _;
             // Only a baseline `check` would accept is approved.
@@ -164,20 +215,37 @@ pub async fn run(command: WatchCommand) -> CliResult {
                 .map_err(|e| {
                     CliError::Unreadable(format!("POST /v1/admin/watch/approvals: {e}"))
                 })?;
-            if super::client::print(&reply) {
-                Ok(())
-            } else {
-                Err(CliError::Answer("the vault refused the approval".into()))
+            if !super::client::print(&reply) {
+                return Err(CliError::Answer("the vault refused the approval".into()));
             }
+            let signed: crate::peer::report::SignedApproval =
+                serde_json::from_value(reply.json()["approval"].clone()).map_err(|_| {
+                    CliError::Answer("the vault's answer carries no signed approval".into())
+                })?;
+            keep_approval(
+                &out.unwrap_or_else(|| watch::approval_path(&baseline)),
+                signed,
+            )
         }
         WatchCommand::Run {
             config,
             once,
             browser,
         } => {
+            if browser.http_only {
+                return Err(CliError::Usage(
+                    "watch run needs a browser (PCI DSS 11.6.1 is about what the consumer's browser receives); --http-only is for watch check and watch baseline".into(),
+                ));
+            }
             let config = watch::read_run_config(&config).map_err(CliError::Usage)?;
-            let (checked, changed, failed) =
-                watch::run_pages(&config, once, &browser.settings()).await;
+            let mut settings = browser.settings();
+            settings.webdriver = settings
+                .webdriver
+                .or_else(|| config.webdriver().map(str::to_owned));
+            watch::browser_kept_from_key(&config, &settings)
+                .await
+                .map_err(CliError::Usage)?;
+            let (checked, changed, failed) = watch::run_pages(&config, once, &settings).await;
             say!(
                 "{checked} page(s) checked: {changed} changed, {failed} not checked or not reported"
             );
@@ -234,13 +302,18 @@ pub async fn run(command: WatchCommand) -> CliResult {
                 watch::read_baseline(&baseline).map_err(|e| CliError::Unreadable(e.to_string()))?;
             let url = page_url(url.as_deref().unwrap_or(&approved.page))?;
             let found = check(&url, &browser).await?;
-            let differences = watch::compare(&approved, &found);
+            let differences = if browser.http_only {
+                watch::compare_static(&approved, &found)
+            } else {
+                watch::compare(&approved, &found)
+            };
             if json {
                 say!(
                     "{}",
                     serde_json::json!({
                         "page": found.url,
                         "matches": differences.is_empty(),
+                        "http_only": browser.http_only,
                         "differences": differences,
                         "inventory": found,
                         "justifications": approved.justifications,

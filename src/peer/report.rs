@@ -6,7 +6,7 @@
 //! digest, with a justification. Every field is bounded and checked; the
 //! page name becomes a metrics label, so it is a short plain name.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::body::BodyError;
 
@@ -83,6 +83,69 @@ pub struct WatchReport {
     /// The baseline, when it is new to this watcher run.
     #[serde(default)]
     pub baseline: Option<ReportedBaseline>,
+    /// SHA-256 of the baseline file checked against (every checked report).
+    #[serde(default)]
+    pub baseline_sha256: Option<String>,
+    /// The admins' signed approvals found beside that baseline (at most
+    /// [`MAX_APPROVALS`]).
+    #[serde(default)]
+    pub approvals: Vec<SignedApproval>,
+}
+
+/// Most signed approvals one report may carry (one per vault node).
+pub const MAX_APPROVALS: usize = 8;
+
+/// An admin's approval of a baseline file, signed by the vault's evidence
+/// key when it was given (`POST /v1/admin/watch/approvals` answers it;
+/// `cardvault watch approve` keeps it beside the baseline; the watcher
+/// sends it with every report, and the vault checks the signature).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedApproval {
+    /// The page's name.
+    pub page: String,
+    /// SHA-256 of the approved baseline file, hex.
+    pub baseline_sha256: String,
+    /// Why (as the admin gave it).
+    pub justification: String,
+    /// The admin principal.
+    pub approved_by: String,
+    /// When (RFC 3339).
+    pub approved_at: String,
+    /// The evidence key's fingerprint.
+    pub key: String,
+    /// Ed25519 signature of [`SignedApproval::statement`], hex.
+    pub signature: String,
+}
+
+impl SignedApproval {
+    /// The bytes signed: one field per line, each a single line already
+    /// (checked when approved and when reported); the key is the one whose
+    /// signature verifies, so it is not among them.
+    pub fn statement(&self) -> Vec<u8> {
+        format!(
+            "cardvault page baseline approval v1\npage={}\nbaseline_sha256={}\njustification={}\napproved_by={}\napproved_at={}\n",
+            self.page, self.baseline_sha256, self.justification, self.approved_by, self.approved_at
+        )
+        .into_bytes()
+    }
+
+    /// Every field bounded and on one line.
+    fn well_formed(&self) -> bool {
+        let plain = |t: &str| t.len() <= 500 && !t.chars().any(char::is_control);
+        [
+            &self.page,
+            &self.justification,
+            &self.approved_by,
+            &self.approved_at,
+            &self.key,
+        ]
+        .iter()
+        .all(|t| plain(t))
+            && is_sha256(&self.baseline_sha256)
+            && self.signature.len() == 128
+            && self.signature.bytes().all(|b| b.is_ascii_hexdigit())
+    }
 }
 
 /// An admin's approval of a page's baseline (PCI DSS 6.4.3).
@@ -185,6 +248,20 @@ impl WatchReport {
                     "baseline needs a sha256 (64 hex digits) and at most 256 scripts, each with a sha384 and a justification of at most 500 bytes",
                 ));
             }
+        }
+        if self
+            .baseline_sha256
+            .as_deref()
+            .is_some_and(|d| !is_sha256(d))
+        {
+            return Err(BodyError::Invalid("baseline_sha256 must be 64 hex digits"));
+        }
+        if self.approvals.len() > MAX_APPROVALS
+            || !self.approvals.iter().all(SignedApproval::well_formed)
+        {
+            return Err(BodyError::Invalid(
+                "approvals: at most 8, each as the vault signed it (fields of at most 500 bytes, one line, a 128-hex-digit signature)",
+            ));
         }
         let consistent = match self.outcome {
             Outcome::Matches => self.differences.is_empty(),

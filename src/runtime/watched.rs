@@ -3,7 +3,9 @@
 //! gauges labelled by the page's name — `cardvault_page_unapproved_changes`
 //! (differences in its last check), `cardvault_page_last_check_timestamp_seconds`
 //! (its last completed check), `cardvault_page_check_interval_seconds` and
-//! `cardvault_page_unchecked` (1 while its last attempt could not check it).
+//! `cardvault_page_unchecked` (1 while its last attempt could not check it)
+//! and `cardvault_page_baseline_unapproved` (1 while the baseline it was
+//! last checked against carries no approval the vault signed).
 //! The alert rules read them: a change, and a page not checked within
 //! twice its interval. In memory: a restart forgets them until the next
 //! report.
@@ -28,8 +30,14 @@ pub struct TooManyPages;
 
 impl WatchedPages {
     /// Records `report` (validated) made at `now_s` (seconds since the
-    /// epoch) in the gauges; a new page beyond [`MAX_PAGES`] is refused.
-    pub fn record(&self, report: &WatchReport, now_s: f64) -> Result<(), TooManyPages> {
+    /// epoch) in the gauges, with whether its baseline is approved (`None`:
+    /// not checked, so unknown); a new page beyond [`MAX_PAGES`] is refused.
+    pub fn record(
+        &self,
+        report: &WatchReport,
+        baseline_approved: Option<bool>,
+        now_s: f64,
+    ) -> Result<(), TooManyPages> {
         {
             let mut names = self.names.lock().map_err(|_| TooManyPages)?;
             if !names.contains(&report.page) {
@@ -40,6 +48,10 @@ impl WatchedPages {
             }
         }
         let page = report.page.clone();
+        if let Some(approved) = baseline_approved {
+            metrics::gauge!("cardvault_page_baseline_unapproved", "page" => page.clone())
+                .set(if approved { 0.0 } else { 1.0 });
+        }
         metrics::gauge!("cardvault_page_check_interval_seconds", "page" => page.clone())
             .set(report.interval_s as f64);
         match report.outcome {

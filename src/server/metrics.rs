@@ -303,4 +303,8 @@ fn describe() {
         "cardvault_page_unchecked",
         "1 while a payment page's last check attempt could not check it, by page"
     );
+    metrics::describe_gauge!(
+        "cardvault_page_baseline_unapproved",
+        "1 while the baseline a payment page was last checked against carries no approval the vault's evidence key signed, by page"
+    );
 }

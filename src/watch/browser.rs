@@ -70,6 +70,12 @@ pub struct BrowserSettings {
     pub chromium: Option<PathBuf>,
     /// The bounds of a check.
     pub budget: Budget,
+    /// An already running chromedriver (`http://127.0.0.1:PORT`), run as
+    /// a user of its own, instead of one started for each check as this
+    /// process's user: the browser then cannot read what this process
+    /// can (the watcher's key). Each session still gets a fresh profile,
+    /// which chromedriver makes and removes.
+    pub webdriver: Option<String>,
 }
 
 impl Default for BrowserSettings {
@@ -78,6 +84,7 @@ impl Default for BrowserSettings {
             chromedriver: PathBuf::from("chromedriver"),
             chromium: None,
             budget: Budget::default(),
+            webdriver: None,
         }
     }
 }
@@ -185,23 +192,112 @@ impl WebDriverCompatibleCommand for Raw {
     }
 }
 
+/// A browser session: Chromium, and the chromedriver and profile started
+/// for it (none when the chromedriver is the configured one's).
+struct Session {
+    client: Client,
+    _driver: Option<(Driver, ScratchDir)>,
+}
+
+impl Session {
+    /// A fresh headless Chromium.
+    async fn start(settings: &BrowserSettings) -> Result<Session, WatchError> {
+        let session = if let Some(address) = &settings.webdriver {
+            Session {
+                client: connect(settings, None, address).await?,
+                _driver: None,
+            }
+        } else {
+            let profile = ScratchDir::new("cardvault-watch")
+                .map_err(|e| WatchError::Browser(format!("a scratch profile: {e}")))?;
+            let (driver, port) = start_driver(settings, profile.path())?;
+            let address = format!("http://127.0.0.1:{port}");
+            Session {
+                client: connect(settings, Some(profile.path()), &address).await?,
+                _driver: Some((driver, profile)),
+            }
+        };
+        Ok(session)
+    }
+
+    /// Ends the session (Chromium goes with it), then its driver.
+    async fn end(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.client.close()).await;
+    }
+}
+
 /// Loads `url` in a fresh headless Chromium and takes its inventory.
 pub async fn check_page(url: &str, settings: &BrowserSettings) -> Result<Inventory, WatchError> {
-    let profile = ScratchDir::new("cardvault-watch")
-        .map_err(|e| WatchError::Browser(format!("a scratch profile: {e}")))?;
-    let (driver, port) = start_driver(settings, profile.path())?;
-    let client = connect(settings, profile.path(), port).await?;
-    let found = inspect(&client, url, &settings.budget).await;
-    // The session's end takes Chromium down; the driver goes with `driver`.
-    let _ = tokio::time::timeout(Duration::from_secs(10), client.close()).await;
-    drop(driver);
+    let session = Session::start(settings).await?;
+    let found = inspect(&session.client, url, &settings.budget)
+        .await
+        .map_err(crashed);
+    session.end().await;
     found
 }
 
+/// A check cut short by the browser dying under it says so.
+fn crashed(e: WatchError) -> WatchError {
+    const GONE: [&str; 6] = [
+        "session deleted",
+        "not connected to DevTools",
+        "chrome not reachable",
+        "disconnected",
+        "crashed",
+        "target window already closed",
+    ];
+    match e {
+        WatchError::Page(why) if GONE.iter().any(|g| why.contains(g)) => WatchError::Page(format!(
+            "the browser crashed or was killed during the check ({})",
+            why.chars().take(200).collect::<String>()
+        )),
+        other => other,
+    }
+}
+
+/// Whether the browser can read the file at `path` (it must not, when
+/// `path` is the watcher's key): a fresh session (downloads refused) loads it
+/// as a `file:` URL. Only Chromium's own error page ("access denied", "not
+/// found") counts as unreadable; a page shown or a download refused means
+/// the browser opened the file. Its text is never fetched.
+pub async fn browser_reads(
+    path: &std::path::Path,
+    settings: &BrowserSettings,
+) -> Result<bool, WatchError> {
+    let path = path
+        .canonicalize()
+        .map_err(|e| WatchError::Browser(format!("{}: {e}", path.display())))?;
+    let url = url::Url::from_file_path(&path)
+        .map_err(|()| WatchError::Browser(format!("{}: not a file path", path.display())))?;
+    let session = Session::start(settings).await?;
+    let client = &session.client;
+    let read = async {
+        // A refused download may end the navigation with an error: the
+        // page's address says what happened either way.
+        let _ = client.goto(url.as_str()).await;
+        client
+            .execute("return location.href;", Vec::new())
+            .await
+            .map(|href| href != "chrome-error://chromewebdata/")
+            .map_err(|e| WatchError::Browser(format!("opening {url}: {e}")))
+    };
+    let read = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(WatchError::Browser(
+                "the browser did not answer within 30 s".into(),
+            ))
+        });
+    session.end().await;
+    read
+}
+
+/// A WebDriver session at `address`, in a fresh profile: `profile`'s, or
+/// (a configured chromedriver) one chromedriver makes and removes.
 async fn connect(
     settings: &BrowserSettings,
-    profile: &std::path::Path,
-    port: u16,
+    profile: Option<&std::path::Path>,
+    address: &str,
 ) -> Result<Client, WatchError> {
     let binary = chromium_binary(settings)
         .ok_or_else(|| WatchError::Browser("Chromium not found (apt install chromium)".into()))?;
@@ -216,19 +312,28 @@ async fn connect(
         "--disable-component-update".into(),
         "--disable-sync".into(),
         "--disable-features=Translate,OptimizationHints,MediaRouter".into(),
-        format!("--user-data-dir={}", profile.join("chromium").display()),
         "--window-size=1280,900".into(),
     ];
-    // Chromium refuses to run as root with its sandbox; a watcher run as
-    // its own user (deploy/) keeps it.
-    if rustix::process::geteuid().is_root() {
-        args.push("--no-sandbox".into());
+    if let Some(profile) = profile {
+        args.push(format!(
+            "--user-data-dir={}",
+            profile.join("chromium").display()
+        ));
+        // Chromium refuses to run as root with its sandbox; a watcher run
+        // as its own user (deploy/) keeps it. A configured chromedriver's
+        // browser always keeps it: one run as root does not start.
+        if rustix::process::geteuid().is_root() {
+            args.push("--no-sandbox".into());
+        }
     }
     let budget = &settings.budget;
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({"binary": binary, "args": args}),
+        // Downloads refused (Chromium's DownloadRestrictions = 3): a hostile
+        // page fills no disk, and a file the browser could open is not
+        // copied anywhere.
+        json!({"binary": binary, "args": args, "prefs": {"download_restrictions": 3}}),
     );
     caps.insert("goog:loggingPrefs".into(), json!({"performance": "ALL"}));
     caps.insert(
@@ -238,8 +343,7 @@ async fn connect(
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let mut builder = ClientBuilder::new(connector);
     builder.capabilities(caps);
-    let address = format!("http://127.0.0.1:{port}");
-    tokio::time::timeout(Duration::from_secs(30), builder.connect(&address))
+    tokio::time::timeout(Duration::from_secs(30), builder.connect(address))
         .await
         .map_err(|_| WatchError::Browser("Chromium did not start within 30 s".into()))?
         .map_err(|e| WatchError::Browser(format!("a WebDriver session: {e}")))

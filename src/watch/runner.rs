@@ -31,6 +31,11 @@ pub struct RunConfig {
     cert: PathBuf,
     /// Its private key.
     key: PathBuf,
+    /// The chromedriver to check with (`http://127.0.0.1:PORT`), run as a
+    /// user of its own so that the browser cannot read `key`
+    /// (deploy/systemd/cardvault-watch-browser.service). Required.
+    #[serde(default)]
+    webdriver: Option<String>,
     /// The pages.
     #[serde(rename = "page")]
     pages: Vec<PageConfig>,
@@ -50,6 +55,27 @@ struct PageConfig {
     /// How often to check it, seconds (default an hour; at most a week).
     #[serde(default = "default_interval")]
     interval_s: u64,
+    /// The admins' signed approvals of the baseline (default: the
+    /// baseline's path with `.approval.json` added, as `watch approve`
+    /// writes it).
+    #[serde(default)]
+    approval: Option<PathBuf>,
+}
+
+/// Where `watch approve` keeps the signed approvals of `baseline`.
+pub fn approval_path(baseline: &Path) -> PathBuf {
+    let mut name = baseline.as_os_str().to_owned();
+    name.push(".approval.json");
+    PathBuf::from(name)
+}
+
+/// The signed approvals in `path` (none when it is missing or unreadable:
+/// the vault then reports the baseline unapproved).
+pub fn read_approvals(path: &Path) -> Vec<crate::peer::report::SignedApproval> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<_>>(&bytes).ok())
+        .unwrap_or_default()
 }
 
 fn default_interval() -> u64 {
@@ -74,6 +100,11 @@ pub fn read_run_config(path: &Path) -> Result<RunConfig, String> {
         if page.baseline.is_relative() {
             page.baseline = base.join(&page.baseline);
         }
+        page.approval = Some(match page.approval.take() {
+            Some(p) if p.is_relative() => base.join(p),
+            Some(p) => p,
+            None => approval_path(&page.baseline),
+        });
         if !(60..=crate::peer::report::MAX_INTERVAL_S).contains(&page.interval_s) {
             return Err(format!(
                 "page {}: interval_s must be between 60 and 604800 (PCI DSS 11.6.1 asks for at least weekly)",
@@ -88,6 +119,42 @@ pub fn read_run_config(path: &Path) -> Result<RunConfig, String> {
         return Err("no [[watch.page]] to watch".into());
     }
     Ok(config)
+}
+
+impl RunConfig {
+    /// The configured chromedriver.
+    pub fn webdriver(&self) -> Option<&str> {
+        self.webdriver.as_deref()
+    }
+}
+
+/// Refuses to run unless the browser is kept from the watcher's key: a
+/// chromedriver of its own is configured, and a browser it starts cannot
+/// read the key file. The error says what to do.
+pub async fn browser_kept_from_key(
+    config: &RunConfig,
+    browser: &BrowserSettings,
+) -> Result<(), String> {
+    if browser.webdriver.is_none() {
+        return Err(format!(
+            "[watch] webdriver is not set: a browser started by the watcher would run as its user and could read its key {}; run chromedriver as a user of its own (deploy/systemd/cardvault-watch-browser.service) and name it",
+            config.key.display()
+        ));
+    }
+    match super::browser::browser_reads(&config.key, browser).await {
+        Ok(false) => {
+            tracing::info!(key = %config.key.display(), "the browser cannot read the watcher's key");
+            Ok(())
+        }
+        Ok(true) => Err(format!(
+            "the browser behind {} can read the watcher's key {}: run chromedriver as a user of its own, one that cannot read that file",
+            browser.webdriver.as_deref().unwrap_or(""),
+            config.key.display()
+        )),
+        Err(e) => Err(format!(
+            "cannot check that the browser is kept from the key: {e}"
+        )),
+    }
 }
 
 /// What one page's check came to.
@@ -170,6 +237,17 @@ async fn check_one(
             });
             let baseline = reported_baseline(&page.baseline, &approved);
             let digest = baseline["sha256"].as_str().map(str::to_owned);
+            report["baseline_sha256"] = baseline["sha256"].clone();
+            let approvals: Vec<_> = page
+                .approval
+                .as_deref()
+                .map(read_approvals)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| Some(&a.baseline_sha256) == digest.as_ref())
+                .take(crate::peer::report::MAX_APPROVALS)
+                .collect();
+            report["approvals"] = serde_json::json!(approvals);
             let new = (digest.as_deref() != sent).then_some(digest).flatten();
             if new.is_some() {
                 report["baseline"] = baseline;
@@ -190,8 +268,8 @@ fn unchecked(page: &PageConfig, url: &str, why: &str) -> serde_json::Value {
     })
 }
 
-/// Sends `report` to the vault as the watcher.
-async fn send(config: &RunConfig, report: &serde_json::Value) -> anyhow::Result<()> {
+/// Sends `report` to the vault as the watcher; the vault's answer.
+async fn send(config: &RunConfig, report: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let tls =
         crate::client::ClientTls::from_files(&config.ca, Some((&config.cert, &config.key)), false)
             .context("loading the watcher's certificate")?;
@@ -209,7 +287,7 @@ async fn send(config: &RunConfig, report: &serde_json::Value) -> anyhow::Result<
         reply.status,
         reply.json()["error"]["code"]
     );
-    Ok(())
+    Ok(reply.json())
 }
 
 /// Resolves at SIGTERM (never, when it could not be listened for).
@@ -265,9 +343,12 @@ pub async fn run_pages(
             }
         }
         match send(config, &report).await {
-            Ok(()) => {
+            Ok(answer) => {
                 if new_baseline.is_some() {
                     sent[i] = new_baseline;
+                }
+                if answer["baseline_approved"] == false {
+                    tracing::warn!(page = %page.name, "no admin's approval of this baseline reached the vault (cardvault watch approve); the vault alerts on it");
                 }
             }
             Err(e) => {

@@ -18,18 +18,34 @@ fn deploy(path: &str) -> std::path::PathBuf {
         .join(path)
 }
 
-/// The watcher's unit keeps the vault's directories out of its reach and
-/// stays at 4.5 or lower (Chromium needs W^X off and user namespaces for
-/// its own sandbox, so it cannot reach the vault's 2.0).
+/// The watcher's unit keeps the vault's directories out of its reach and,
+/// with no browser inside it, scores 2.0 or lower; the browser's unit
+/// (Chromium needs W^X off and user namespaces for its own sandbox) runs
+/// as a user of its own that cannot reach the watcher's files, at 4.5 or
+/// lower.
 #[test]
-fn the_watch_unit_cannot_reach_the_vault() {
+fn the_watch_units_keep_the_browser_from_the_watcher_and_the_vault() {
     let unit = std::fs::read_to_string(deploy("systemd/cardvault-watch.service")).unwrap();
     assert!(unit.contains("InaccessiblePaths=-/var/lib/cardvault -/etc/cardvault"));
     assert!(unit.contains("User=cardvault-watch"));
-    let Some(score) = exposure("cardvault-watch.service") else {
+    assert!(unit.contains("Requires=cardvault-watch-browser.service"));
+    assert!(unit.contains("MemoryDenyWriteExecute=yes"));
+    let browser =
+        std::fs::read_to_string(deploy("systemd/cardvault-watch-browser.service")).unwrap();
+    assert!(browser.contains("DynamicUser=yes"));
+    assert!(browser.contains(
+        "InaccessiblePaths=-/etc/cardvault-watch -/var/lib/cardvault-watch -/var/lib/cardvault -/etc/cardvault"
+    ));
+    let example = std::fs::read_to_string(deploy("config/watch.example.toml")).unwrap();
+    assert!(example.contains("webdriver = \"http://127.0.0.1:9515\""));
+    let (Some(watcher), Some(browser)) = (
+        exposure("cardvault-watch.service"),
+        exposure("cardvault-watch-browser.service"),
+    ) else {
         return;
     };
-    assert!(score <= 4.5, "exposure {score}");
+    assert!(watcher <= 2.0, "watcher exposure {watcher}");
+    assert!(browser <= 4.5, "browser exposure {browser}");
 }
 
 #[test]

@@ -22,7 +22,7 @@ use rustls_pki_types::pem::PemObject;
 /// A fuzz target: its name and its entry point.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 9] = [
+const TARGETS: [Target; 10] = [
     ("pan_parse", fuzzing::pan_parse),
     ("token_parse", fuzzing::token_parse),
     ("record_open", fuzzing::record_open),
@@ -32,6 +32,7 @@ const TARGETS: [Target; 9] = [
     ("kek_share", fuzzing::kek_share),
     ("scan_detect", fuzzing::scan_detect),
     ("session_record", fuzzing::session_record),
+    ("markup_scan", fuzzing::markup_scan),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {

@@ -6,7 +6,10 @@
 //! approved one, an approved script's bytes, an inline script, the CSP
 //! removed or loosened, the card frame moved to a look-alike origin, a
 //! form posting elsewhere. A hostile page (endless load, redirect loop,
-//! 100 MB, 300 frames) ends within its budget with exit 2.
+//! 100 MB, 300 frames) ends within its budget with exit 2, and so does a
+//! check whose browser is killed under it. `watch run` drives a
+//! chromedriver run as another user (`nobody`), whose browser cannot read
+//! the watcher's key, and refuses to run otherwise.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,6 +69,16 @@ async fn handle(
         }
         "/loop" => {
             return (StatusCode::FOUND, [("location", "/loop")]).into_response();
+        }
+        "/download" => {
+            return (
+                [
+                    ("content-type", "application/octet-stream"),
+                    ("content-disposition", "attachment; filename=evil.bin"),
+                ],
+                vec![b'x'; 4096],
+            )
+                .into_response();
         }
         "/frames" => {
             let frames = "<iframe src=\"about:blank\"></iframe>".repeat(300);
@@ -246,6 +259,10 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
     justify(&baseline, "the shop's checkout code, reviewed in PR 12");
     let check = || watch(&["check", "--baseline", b, "--settle-ms", "300", "--json"]);
 
+    // Without a browser, against the browser's baseline: what the markup
+    // asks for, hashed the same way; it says what it cannot see.
+    let http_check = || watch(&["check", "--baseline", b, "--http-only", "--json"]);
+
     // Untouched, three times (a fresh CSP nonce each time): no change.
     for round in 0..3 {
         let (code, out, err, _) = check();
@@ -253,6 +270,13 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
         let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(result["matches"], true);
     }
+    let (code, out, err, _) = http_check();
+    assert_eq!(code, Some(0), "http-only, untouched: {out} {err}");
+    assert!(
+        err.contains("scripts inserted at run time by other scripts (how skimmers arrive)")
+            && err.contains("NOT seen"),
+        "{err}"
+    );
 
     // Each tampering, then put back; the differences it must name.
     type Tamper = Box<dyn Fn()>;
@@ -385,6 +409,32 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
                 "{added}"
             );
         }
+        // Without a browser: the same, but for what only a browser sees —
+        // the skimmer app.js inserts (app.js's own bytes still changed),
+        // the card frame's absence, and what is no longer in the markup.
+        let (code, out, err, _) = http_check();
+        assert_eq!(code, Some(1), "{what}, http-only: {out} {err}");
+        let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let differences = result["differences"].as_array().unwrap();
+        for (kind, subject) in expected.iter().filter(|(k, s)| {
+            ![
+                "collect_frame_missing",
+                "inline_script_removed",
+                "form_removed",
+            ]
+            .contains(k)
+                && !s.ends_with("/skim.js")
+        }) {
+            assert!(
+                differences.iter().any(|d| d["kind"] == *kind
+                    && (subject.is_empty() || d["subject"] == subject.as_str())),
+                "{what}, http-only: no {kind} {subject} in {differences:#?}"
+            );
+        }
+        assert!(
+            !out.contains("skim.js"),
+            "http-only cannot see a script inserted at run time: {out}"
+        );
         restore();
     }
     let (code, out, err, _) = check();
@@ -433,6 +483,237 @@ async fn a_hostile_page_ends_within_its_budget() {
         assert!(took < Duration::from_secs(40), "{path} took {took:?}");
         assert!(!Path::new(&file).exists());
     }
+    // Without a browser, the same bounds.
+    for (path, reason) in [
+        ("/endless", "did not finish loading within 5 s"),
+        ("/loop", "more than 10 redirects"),
+        ("/huge", "over the budget of 20 MiB"),
+    ] {
+        let url = format!("http://127.0.0.1:{}{path}", addr.port());
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("b.toml");
+        let (code, stdout, err, took) = watch(&[
+            "baseline",
+            &url,
+            "--out",
+            file.to_str().unwrap(),
+            "--http-only",
+            "--load-timeout-s",
+            "5",
+        ]);
+        assert_eq!(code, Some(2), "http-only {path}: {stdout} {err}");
+        assert!(err.contains(reason), "http-only {path}: {err}");
+        assert!(
+            took < Duration::from_secs(40),
+            "http-only {path} took {took:?}"
+        );
+    }
+}
+
+/// chromedriver run as `nobody`, as a deployment runs it as a user of its
+/// own (deploy/systemd/cardvault-watch-browser.service): the browsers it
+/// starts cannot read the watcher's (root's, 0600) files. Killed when
+/// dropped.
+struct SeparateDriver {
+    child: std::process::Child,
+    url: String,
+    home: tempfile::TempDir,
+}
+
+/// `nobody`'s uid and gid on Debian.
+const NOBODY: u32 = 65_534;
+
+impl SeparateDriver {
+    fn start() -> SeparateDriver {
+        use std::os::unix::process::CommandExt as _;
+        let home = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(home.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", home.path())
+            .env("TMPDIR", home.path())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt install chromium-driver)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SeparateDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            home,
+        }
+    }
+
+    /// The processes chromedriver started (the browsers), with their real
+    /// uids: (pid, uid).
+    fn browsers(&self) -> Vec<(i32, u32)> {
+        let mut parents: HashMap<i32, i32> = HashMap::new();
+        let mut uids: HashMap<i32, u32> = HashMap::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+                continue;
+            };
+            for line in status.lines() {
+                if let Some(v) = line.strip_prefix("PPid:") {
+                    parents.insert(pid, v.trim().parse().unwrap_or(0));
+                }
+                if let Some(v) = line.strip_prefix("Uid:") {
+                    uids.insert(pid, v.split_whitespace().next().unwrap().parse().unwrap());
+                }
+            }
+        }
+        let root = self.child.id() as i32;
+        let descends = |mut pid: i32| {
+            for _ in 0..64 {
+                match parents.get(&pid) {
+                    Some(&p) if p == root => return true,
+                    Some(&p) if p > 1 => pid = p,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        parents
+            .keys()
+            .filter(|pid| descends(**pid))
+            .map(|pid| (*pid, uids[pid]))
+            .collect()
+    }
+}
+
+impl Drop for SeparateDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A check whose browser is killed under it (as a crash would end it)
+/// ends at once with exit 2 naming why, not at its load budget; the
+/// browser ran as chromedriver's user, and the next check works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_killed_mid_check_ends_the_check_and_the_next_one_works() {
+    let driver = SeparateDriver::start();
+    let (shop, addr) = start_site().await;
+    let origin = format!("http://127.0.0.1:{}", addr.port());
+    shop.set(
+        "/checkout",
+        "text/html",
+        &checkout(
+            "http://localhost:9",
+            "window.handle = 1;",
+            &format!("{origin}/pay"),
+        ),
+    );
+    shop.set("/app.js", "text/javascript", APP_JS);
+    let tmp = tempfile::tempdir().unwrap();
+    let baseline = tmp.path().join("b.toml");
+    let page = format!("{origin}/checkout");
+    take_baseline(&page, &baseline, &["--webdriver", &driver.url]);
+    justify(&baseline, "checkout");
+    let started = Instant::now();
+    let check = common::cardvault()
+        .args(["watch", "check", &format!("{origin}/endless"), "--baseline"])
+        .arg(&baseline)
+        .args(["--webdriver", &driver.url, "--load-timeout-s", "90"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The browser, once it is up: every process of it runs as nobody.
+    let mut browsers = Vec::new();
+    while browsers.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no browser started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        browsers = driver.browsers();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    browsers = driver.browsers();
+    assert!(
+        browsers.iter().all(|(_, uid)| *uid == NOBODY),
+        "{browsers:?}"
+    );
+    for (pid, _) in &browsers {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(*pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    let out = check.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the browser crashed or was killed during the check"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(80),
+        "ended by the crash, not the budget of 90 s"
+    );
+    // A page that is a download: refused, nothing lands in the browser
+    // user's directories.
+    let (code, _, err, _) = watch(&[
+        "baseline",
+        &format!("{origin}/download"),
+        "--out",
+        tmp.path().join("d.toml").to_str().unwrap(),
+        "--webdriver",
+        &driver.url,
+        "--load-timeout-s",
+        "10",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    let mut pending = vec![driver.home.path().to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = pending.pop() {
+        seen += 1;
+        assert!(seen < 100_000);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains("evil") && !name.ends_with(".crdownload"),
+                "downloaded: {name}"
+            );
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+    // The next check, through the same chromedriver, works.
+    let (code, out, err, _) = watch(&[
+        "check",
+        &page,
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--webdriver",
+        &driver.url,
+        "--settle-ms",
+        "300",
+    ]);
+    assert_eq!(code, Some(0), "{out} {err}");
 }
 
 /// The value of the gauge `name{page="PAGE"}` on a /metrics page.
@@ -480,21 +761,65 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
     take_baseline(&page, &baseline, &[]);
     justify(&baseline, "checkout");
     let pki = harness.pki();
+    let key = pki.join("watcher-key.pem");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let driver = SeparateDriver::start();
     let config = tmp.path().join("watch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[watch]\nvault = \"https://{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[[watch.page]]\nname = \"checkout\"\nbaseline = \"checkout.toml\"\ninterval_s = 3600\n",
-            service.api_addr,
-            pki.join("ca.pem").display(),
-            pki.join("watcher.pem").display(),
-            pki.join("watcher-key.pem").display(),
-        ),
+    let write_config = |key: &Path, webdriver: Option<&str>| {
+        let webdriver = webdriver
+            .map(|w| format!("webdriver = \"{w}\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "[watch]\nvault = \"https://{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{webdriver}\n[[watch.page]]\nname = \"checkout\"\nbaseline = \"checkout.toml\"\ninterval_s = 3600\n",
+                service.api_addr,
+                pki.join("ca.pem").display(),
+                pki.join("watcher.pem").display(),
+                key.display(),
+            ),
+        )
+        .unwrap();
+    };
+    let c = config.to_str().unwrap();
+    // Refused: a browser the watcher would start itself (its own user), and
+    // one whose user can read the key.
+    write_config(&key, None);
+    let (code, _, err, _) = watch(&["run", "--config", c, "--once"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("[watch] webdriver is not set"), "{err}");
+    let open_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        open_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let c = config.to_str().unwrap();
+    let readable = open_dir.path().join("readable-key.pem");
+    std::fs::copy(&key, &readable).unwrap();
+    std::fs::set_permissions(
+        &readable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    write_config(&readable, Some(&driver.url));
+    let (code, _, err, _) = watch(&["run", "--config", c, "--once"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("can read the watcher's key"), "{err}");
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+    std::fs::remove_file(&readable).unwrap();
+    write_config(&key, Some(&driver.url));
     let (code, out, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
     assert_eq!(code, Some(0), "{out} {err}");
+    assert!(
+        err.contains("no admin's approval of this baseline"),
+        "{err}"
+    );
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert_eq!(
+        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
+        Some(1.0),
+        "a baseline no admin approved: {metrics}"
+    );
     // An admin approves that baseline file, by its digest, with a reason.
     let api = format!("https://{}", service.api_addr);
     let as_admin = |justification: &str| {
@@ -520,6 +845,22 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
     assert_eq!(code, Some(0), "{out} {err}");
     let (code, _, _, _) = as_admin("card 4111 1111 1111 1111");
     assert_eq!(code, Some(1), "a card-like justification is refused");
+    // The vault's signed approval, kept beside the baseline: the next run
+    // carries it and the vault takes it.
+    let approvals = tmp.path().join("checkout.toml.approval.json");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&approvals).unwrap()).unwrap();
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    assert_eq!(kept[0]["approved_by"], "admin");
+    let (code, out, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert!(!err.contains("no admin's approval"), "{err}");
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert_eq!(
+        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
+        Some(0.0),
+        "{metrics}"
+    );
     let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
     assert_eq!(
         gauge(&metrics, "cardvault_page_unapproved_changes", "checkout"),
@@ -564,6 +905,44 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
         )
         .unwrap()
             >= checked
+    );
+
+    // A baseline edited after its approval (a script waved through by
+    // whoever can write the file), and a forged signature: unapproved.
+    let approved_baseline = std::fs::read_to_string(&baseline).unwrap();
+    std::fs::write(
+        &baseline,
+        approved_baseline.replace(
+            "justification = \"checkout\"",
+            "justification = \"whatever\"",
+        ),
+    )
+    .unwrap();
+    let (_, _, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
+    assert!(
+        err.contains("no admin's approval of this baseline"),
+        "{err}"
+    );
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert_eq!(
+        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
+        Some(1.0)
+    );
+    std::fs::write(&baseline, &approved_baseline).unwrap();
+    let mut forged = kept.clone();
+    let signature = forged[0]["signature"].as_str().unwrap().to_owned();
+    let flipped = if signature.starts_with('0') { "1" } else { "0" };
+    forged[0]["signature"] = format!("{flipped}{}", &signature[1..]).into();
+    std::fs::write(&approvals, forged.to_string()).unwrap();
+    let (_, _, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
+    assert!(
+        err.contains("no admin's approval of this baseline"),
+        "{err}"
+    );
+    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
+    assert_eq!(
+        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
+        Some(1.0)
     );
 
     // The watcher role reports, and nothing else.

@@ -5,7 +5,9 @@
 //! (never page content), and `page_baseline` with the approved scripts and
 //! their justifications when the watcher's baseline is new — and exports
 //! its gauges
-//! ([`crate::runtime::watched`]) for the alert rules.
+//! ([`crate::runtime::watched`]) for the alert rules, with whether the
+//! baseline carries an approval the vault's evidence key signed. A sealed
+//! vault answers 503 `sealed` to both routes.
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -14,7 +16,7 @@ use serde::Serialize;
 
 use crate::audit::EventKind;
 use crate::config::Role;
-use crate::peer::report::{BaselineApproval, Outcome, WatchReport};
+use crate::peer::report::{BaselineApproval, Outcome, SignedApproval, WatchReport};
 use crate::server::audited::Call;
 use crate::server::error::ApiError;
 use crate::server::request::read_json;
@@ -39,11 +41,40 @@ fn bounded(mut text: String, max: usize) -> String {
     text
 }
 
-/// `{"page", "recorded": true}`.
+/// `{"page", "recorded": true, "baseline_approved"}` (the last for a
+/// checked page).
 #[derive(Serialize)]
 struct Recorded {
     page: String,
     recorded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_approved: Option<bool>,
+}
+
+/// The first of `approvals` for `page`'s baseline `digest` that the
+/// vault's evidence key signed.
+async fn approval_of<'a>(
+    audit: &crate::audit::AuditLog,
+    page: &str,
+    digest: &str,
+    approvals: &'a [SignedApproval],
+) -> Option<&'a SignedApproval> {
+    for approval in approvals {
+        if approval.page != page || approval.baseline_sha256 != digest {
+            continue;
+        }
+        let Ok(signature) = hex::decode(&approval.signature) else {
+            continue;
+        };
+        if audit
+            .verifies(&approval.statement(), &signature)
+            .await
+            .unwrap_or(false)
+        {
+            return Some(approval);
+        }
+    }
+    None
 }
 
 /// `POST /v1/admin/watch/reports` (watcher).
@@ -53,11 +84,23 @@ pub async fn report(call: Call, req: Request) -> Result<Response, ApiError> {
     let response = call
         .audited(EventKind::PageChecked, async |audited| {
             caller.require(Role::Watcher)?;
+            // Approvals are checked with the evidence key, which a sealed
+            // vault does not have yet.
+            if state.vault.is_sealed() {
+                return Err(ApiError::Sealed);
+            }
             let body: WatchReport =
                 read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
             body.validate()?;
             let now_s = crate::clock::now_ms() as f64 / 1000.0;
-            state.watched.record(&body, now_s).map_err(|_| {
+            let approval = match &body.baseline_sha256 {
+                Some(digest) => {
+                    approval_of(&state.audit, &body.page, digest, &body.approvals).await
+                }
+                None => None,
+            };
+            let approved = (body.outcome != Outcome::Unchecked).then_some(approval.is_some());
+            state.watched.record(&body, approved, now_s).map_err(|_| {
                 ApiError::InvalidRequest("at most 64 pages are watched; this would be one more")
             })?;
             let detail = match body.outcome {
@@ -108,12 +151,24 @@ pub async fn report(call: Call, req: Request) -> Result<Response, ApiError> {
                 ));
                 baseline_event = Some(event);
             }
+            let detail = match (approved, approval) {
+                (Some(true), Some(a)) => format!(
+                    "{detail}; baseline approved by {} at {}",
+                    a.approved_by, a.approved_at
+                ),
+                (Some(false), _) => format!(
+                    "{detail}; baseline sha256 {} not approved by an admin",
+                    body.baseline_sha256.as_deref().unwrap_or("(not reported)")
+                ),
+                _ => detail,
+            };
             audited.event().detail = Some(bounded(detail, MAX_DETAIL));
             Ok(json(
                 StatusCode::OK,
                 &Recorded {
                     page: body.page,
                     recorded: true,
+                    baseline_approved: approved,
                 },
             ))
         })
@@ -125,12 +180,14 @@ pub async fn report(call: Call, req: Request) -> Result<Response, ApiError> {
     response
 }
 
-/// `{"page", "baseline_sha256", "approved_by"}`.
+/// `{"page", "baseline_sha256", "approved_by", "approval"}`: the last
+/// signed by the vault's evidence key, for the watcher to carry.
 #[derive(Serialize)]
 struct Approved {
     page: String,
     baseline_sha256: String,
     approved_by: String,
+    approval: SignedApproval,
 }
 
 /// `POST /v1/admin/watch/approvals` (admin, global scope).
@@ -143,12 +200,30 @@ pub async fn approve(call: Call, req: Request) -> Result<Response, ApiError> {
                 Some("approving a page baseline needs scope = \"global\"".into());
             return Err(ApiError::Forbidden);
         }
+        if state.vault.is_sealed() {
+            return Err(ApiError::Sealed);
+        }
         let body: BaselineApproval =
             read_json(req, state.limits.body_limit_bytes.get(), &state.bodies).await?;
         let justification = body.validate()?;
+        let mut approval = SignedApproval {
+            page: body.page.clone(),
+            baseline_sha256: body.baseline_sha256.clone(),
+            justification: justification.clone(),
+            approved_by: caller.principal.to_string(),
+            approved_at: crate::clock::rfc3339(crate::clock::now_ms()),
+            key: String::new(),
+            signature: String::new(),
+        };
+        let signed = state.audit.sign(&approval.statement()).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a page approval");
+            ApiError::Unavailable("the audit trail is closed")
+        })?;
+        approval.key = signed.key;
+        approval.signature = hex::encode(signed.signature);
         audited.event().detail = Some(format!(
-            "page {}: baseline sha256 {} approved: {justification}",
-            body.page, body.baseline_sha256
+            "page {}: baseline sha256 {} approved: {justification} (signed by evidence key {})",
+            body.page, body.baseline_sha256, approval.key
         ));
         Ok(json(
             StatusCode::OK,
@@ -156,6 +231,7 @@ pub async fn approve(call: Call, req: Request) -> Result<Response, ApiError> {
                 page: body.page,
                 baseline_sha256: body.baseline_sha256,
                 approved_by: caller.principal.to_string(),
+                approval,
             },
         ))
     })
