@@ -27,10 +27,7 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
-use super::inventory::{
-    ExternalScript, Form, Frame, InlineScript, Inventory, SECURITY_HEADERS, normalize_header,
-    origin_of, sri,
-};
+use super::inventory::{ExternalScript, InlineScript, Inventory, sri};
 use crate::scratch::ScratchDir;
 
 /// Bounds of one check.
@@ -489,37 +486,20 @@ async fn inspect(client: &Client, url: &str, budget: &Budget) -> Result<Inventor
             starts_with: text.trim().chars().take(40).collect(),
         })
         .collect();
-    let mut frame_origins: Vec<String> = child_frames.iter().map(|u| origin_of(u)).collect();
-    frame_origins.sort();
-    frame_origins.dedup();
-    let mut forms: Vec<String> = dom["forms"]
+    let forms = dom["forms"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
-    forms.sort();
-    forms.dedup();
-    let headers = SECURITY_HEADERS
-        .iter()
-        .filter_map(|name| {
-            main.headers
-                .get(*name)
-                .map(|v| ((*name).to_owned(), normalize_header(name, v)))
-        })
-        .collect();
-    Ok(Inventory {
-        url: page_url,
+        .map(str::to_owned);
+    Ok(Inventory::assemble(
+        page_url,
         scripts,
         inline_scripts,
-        frames: frame_origins
-            .into_iter()
-            .map(|origin| Frame { origin })
-            .collect(),
-        forms: forms.into_iter().map(|action| Form { action }).collect(),
-        headers,
-    })
+        child_frames,
+        forms,
+        &main.headers,
+    ))
 }
 
 /// Every frame's URL: the page's own frame tree (frames in its process)

@@ -23,10 +23,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 
 use super::browser::{Budget, WatchError};
-use super::inventory::{
-    ExternalScript, Form, Frame, InlineScript, Inventory, SECURITY_HEADERS, normalize_header,
-    origin_of, sri,
-};
+use super::inventory::{ExternalScript, InlineScript, Inventory, sri};
 
 /// What a plain client cannot see, as the check reports it.
 pub const BLIND_SPOTS: &str = "http-only: scripts inserted at run time by other scripts (how skimmers arrive), frames and forms built by scripts, whether the vault's card frame is on the page, and content served only to browsers are NOT seen; only the markup's scripts, inline scripts, frames and forms and the page's security headers are checked";
@@ -249,41 +246,27 @@ pub async fn check_page_http_only(
                 starts_with: s.text.trim().chars().take(40).collect(),
             })
             .collect();
-        let mut frames: Vec<String> = markup
+        let frames = markup
             .frames
             .iter()
             .filter_map(|src| resolve(src))
-            .map(|u| origin_of(u.as_str()))
-            .collect();
-        frames.sort();
-        frames.dedup();
-        let mut forms: Vec<String> = markup
+            .map(String::from);
+        let forms = markup
             .forms
             .iter()
             .filter_map(|action| match action.as_deref() {
                 None | Some("") => Some(page.url.clone()),
                 Some(a) => resolve(a),
             })
-            .map(String::from)
-            .collect();
-        forms.sort();
-        forms.dedup();
-        let headers = SECURITY_HEADERS
-            .iter()
-            .filter_map(|name| {
-                page.headers
-                    .get(*name)
-                    .map(|v| ((*name).to_owned(), normalize_header(name, v)))
-            })
-            .collect();
-        Ok(Inventory {
-            url: page.url.to_string(),
+            .map(String::from);
+        Ok(Inventory::assemble(
+            page.url.to_string(),
             scripts,
             inline_scripts,
-            frames: frames.into_iter().map(|origin| Frame { origin }).collect(),
-            forms: forms.into_iter().map(|action| Form { action }).collect(),
-            headers,
-        })
+            frames,
+            forms,
+            &page.headers,
+        ))
     };
     tokio::time::timeout(budget.load + Duration::from_secs(5), check)
         .await

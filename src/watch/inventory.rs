@@ -40,6 +40,40 @@ pub struct Inventory {
     pub headers: BTreeMap<String, String>,
 }
 
+impl Inventory {
+    /// One check's findings as an inventory: frames by origin (from their
+    /// URLs) and form actions, each sorted and listed once; the security
+    /// headers picked from all the page's headers (lower-case names) and
+    /// normalized.
+    pub fn assemble(
+        url: String,
+        scripts: Vec<ExternalScript>,
+        inline_scripts: Vec<InlineScript>,
+        frame_urls: impl IntoIterator<Item = String>,
+        form_actions: impl IntoIterator<Item = String>,
+        all_headers: &BTreeMap<String, String>,
+    ) -> Inventory {
+        let origins: std::collections::BTreeSet<String> =
+            frame_urls.into_iter().map(|u| origin_of(&u)).collect();
+        let actions: std::collections::BTreeSet<String> = form_actions.into_iter().collect();
+        Inventory {
+            url,
+            scripts,
+            inline_scripts,
+            frames: origins.into_iter().map(|origin| Frame { origin }).collect(),
+            forms: actions.into_iter().map(|action| Form { action }).collect(),
+            headers: SECURITY_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    all_headers
+                        .get(*name)
+                        .map(|v| ((*name).to_owned(), normalize_header(name, v)))
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A script loaded from a URL.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -156,6 +156,25 @@ fn checkout(vault: &str, inline: &str, form_action: &str) -> String {
     )
 }
 
+/// A shop serving the checkout page (no card frame of a live vault) with
+/// its CSP, and `app.js`; its origin.
+async fn plain_shop() -> (Arc<Site>, String) {
+    let (shop, addr) = start_site().await;
+    let origin = format!("http://127.0.0.1:{}", addr.port());
+    shop.set(
+        "/checkout",
+        "text/html",
+        &checkout(
+            "http://localhost:9",
+            "window.handle = 1;",
+            &format!("{origin}/pay"),
+        ),
+    );
+    shop.set_csp("/checkout", Some(CSP));
+    shop.set("/app.js", "text/javascript", APP_JS);
+    (shop, origin)
+}
+
 /// Serves `html` as the checkout page, with the approved CSP.
 fn serve_page(shop: &Arc<Site>, html: &str) -> Box<dyn Fn()> {
     let (shop, html) = (Arc::clone(shop), html.to_owned());
@@ -441,6 +460,31 @@ async fn every_tampering_of_the_payment_page_is_named_and_an_untouched_page_is_n
     assert_eq!(code, Some(0), "restored: {out} {err}");
 }
 
+/// `watch baseline` of the shop's hostile `path` with a 5 s load budget and
+/// 20 MiB (and `extra`): it must end with exit 2 within its budget and
+/// write nothing; its stderr.
+fn baseline_fails(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
+    let url = format!("http://127.0.0.1:{}{path}", addr.port());
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("b.toml");
+    let mut args = vec![
+        "baseline",
+        &url,
+        "--out",
+        file.to_str().unwrap(),
+        "--load-timeout-s",
+        "5",
+        "--max-mib",
+        "20",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, err, took) = watch(&args);
+    assert_eq!(code, Some(2), "{path} {extra:?}: {stdout} {err}");
+    assert!(took < Duration::from_secs(40), "{path} took {took:?}");
+    assert!(!Path::new(&file).exists());
+    err
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_page_ends_within_its_budget() {
     let (_site, addr) = start_site().await;
@@ -463,25 +507,8 @@ async fn a_hostile_page_ends_within_its_budget() {
         ),
         ("/frames", &["frames, over the budget of 50"][..]),
     ] {
-        let url = format!("http://127.0.0.1:{}{path}", addr.port());
-        let out = tempfile::tempdir().unwrap();
-        let file = out.path().join("b.toml");
-        let (code, stdout, err, took) = watch(&[
-            "baseline",
-            &url,
-            "--out",
-            file.to_str().unwrap(),
-            "--load-timeout-s",
-            "5",
-            "--settle-ms",
-            "0",
-            "--max-mib",
-            "20",
-        ]);
-        assert_eq!(code, Some(2), "{path}: {stdout} {err}");
+        let err = baseline_fails(addr, path, &["--settle-ms", "0"]);
         assert!(reasons.iter().any(|r| err.contains(r)), "{path}: {err}");
-        assert!(took < Duration::from_secs(40), "{path} took {took:?}");
-        assert!(!Path::new(&file).exists());
     }
     // Without a browser, the same bounds.
     for (path, reason) in [
@@ -489,24 +516,8 @@ async fn a_hostile_page_ends_within_its_budget() {
         ("/loop", "more than 10 redirects"),
         ("/huge", "over the budget of 20 MiB"),
     ] {
-        let url = format!("http://127.0.0.1:{}{path}", addr.port());
-        let out = tempfile::tempdir().unwrap();
-        let file = out.path().join("b.toml");
-        let (code, stdout, err, took) = watch(&[
-            "baseline",
-            &url,
-            "--out",
-            file.to_str().unwrap(),
-            "--http-only",
-            "--load-timeout-s",
-            "5",
-        ]);
-        assert_eq!(code, Some(2), "http-only {path}: {stdout} {err}");
+        let err = baseline_fails(addr, path, &["--http-only"]);
         assert!(err.contains(reason), "http-only {path}: {err}");
-        assert!(
-            took < Duration::from_secs(40),
-            "http-only {path} took {took:?}"
-        );
     }
 }
 
@@ -614,18 +625,7 @@ impl Drop for SeparateDriver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_killed_mid_check_ends_the_check_and_the_next_one_works() {
     let driver = SeparateDriver::start();
-    let (shop, addr) = start_site().await;
-    let origin = format!("http://127.0.0.1:{}", addr.port());
-    shop.set(
-        "/checkout",
-        "text/html",
-        &checkout(
-            "http://localhost:9",
-            "window.handle = 1;",
-            &format!("{origin}/pay"),
-        ),
-    );
-    shop.set("/app.js", "text/javascript", APP_JS);
+    let (_shop, origin) = plain_shop().await;
     let tmp = tempfile::tempdir().unwrap();
     let baseline = tmp.path().join("b.toml");
     let page = format!("{origin}/checkout");
@@ -716,6 +716,21 @@ async fn a_browser_killed_mid_check_ends_the_check_and_the_next_one_works() {
     assert_eq!(code, Some(0), "{out} {err}");
 }
 
+/// `watch run --config CONFIG --once`, after which the watcher says, and
+/// the vault's gauge shows, that the baseline has no admin's approval.
+async fn run_finds_baseline_unapproved(config: &str, ops: SocketAddr) {
+    let (_, _, err, _) = watch(&["run", "--config", config, "--once", "--settle-ms", "300"]);
+    assert!(
+        err.contains("no admin's approval of this baseline"),
+        "{err}"
+    );
+    let (_, metrics) = crate::common::harness::ops_get(ops, "/metrics").await;
+    assert_eq!(
+        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
+        Some(1.0)
+    );
+}
+
 /// The value of the gauge `name{page="PAGE"}` on a /metrics page.
 fn gauge(metrics: &str, name: &str, page: &str) -> Option<f64> {
     metrics
@@ -742,20 +757,8 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
         c.principals.insert("watcher".into(), watcher);
     });
     let service = harness.start().await;
-    let (shop, shop_addr) = start_site().await;
-    let shop_origin = format!("http://127.0.0.1:{}", shop_addr.port());
+    let (shop, shop_origin) = plain_shop().await;
     let page = format!("{shop_origin}/checkout");
-    shop.set(
-        "/checkout",
-        "text/html",
-        &checkout(
-            "http://localhost:9",
-            "window.handle = 1;",
-            &format!("{shop_origin}/pay"),
-        ),
-    );
-    shop.set_csp("/checkout", Some(CSP));
-    shop.set("/app.js", "text/javascript", APP_JS);
     let tmp = tempfile::tempdir().unwrap();
     let baseline = tmp.path().join("checkout.toml");
     take_baseline(&page, &baseline, &[]);
@@ -808,18 +811,8 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
     assert!(!err.contains("PRIVATE KEY"), "{err}");
     std::fs::remove_file(&readable).unwrap();
     write_config(&key, Some(&driver.url));
-    let (code, out, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
-    assert_eq!(code, Some(0), "{out} {err}");
-    assert!(
-        err.contains("no admin's approval of this baseline"),
-        "{err}"
-    );
-    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
-    assert_eq!(
-        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
-        Some(1.0),
-        "a baseline no admin approved: {metrics}"
-    );
+    // A baseline no admin approved yet.
+    run_finds_baseline_unapproved(c, service.ops_addr).await;
     // An admin approves that baseline file, by its digest, with a reason.
     let api = format!("https://{}", service.api_addr);
     let as_admin = |justification: &str| {
@@ -861,7 +854,6 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
         Some(0.0),
         "{metrics}"
     );
-    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
     assert_eq!(
         gauge(&metrics, "cardvault_page_unapproved_changes", "checkout"),
         Some(0.0),
@@ -918,32 +910,14 @@ async fn reports_reach_the_vault_and_the_watcher_can_do_nothing_else() {
         ),
     )
     .unwrap();
-    let (_, _, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
-    assert!(
-        err.contains("no admin's approval of this baseline"),
-        "{err}"
-    );
-    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
-    assert_eq!(
-        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
-        Some(1.0)
-    );
+    run_finds_baseline_unapproved(c, service.ops_addr).await;
     std::fs::write(&baseline, &approved_baseline).unwrap();
     let mut forged = kept.clone();
     let signature = forged[0]["signature"].as_str().unwrap().to_owned();
     let flipped = if signature.starts_with('0') { "1" } else { "0" };
     forged[0]["signature"] = format!("{flipped}{}", &signature[1..]).into();
     std::fs::write(&approvals, forged.to_string()).unwrap();
-    let (_, _, err, _) = watch(&["run", "--config", c, "--once", "--settle-ms", "300"]);
-    assert!(
-        err.contains("no admin's approval of this baseline"),
-        "{err}"
-    );
-    let (_, metrics) = ops_get(service.ops_addr, "/metrics").await;
-    assert_eq!(
-        gauge(&metrics, "cardvault_page_baseline_unapproved", "checkout"),
-        Some(1.0)
-    );
+    run_finds_baseline_unapproved(c, service.ops_addr).await;
 
     // The watcher role reports, and nothing else.
     let mut watcher = harness.connect("watcher", service.api_addr).await;
