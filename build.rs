@@ -17,8 +17,14 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let commit =
-        output("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // An image build has no .git: it passes the commit in
+    // (`--build-arg CARDVAULT_COMMIT=…`, deploy/Containerfile).
+    println!("cargo:rerun-if-env-changed=CARDVAULT_COMMIT");
+    let commit = std::env::var("CARDVAULT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty() && c != "unknown")
+        .or_else(|| output("git", &["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let rustc_version = output(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
     let date = output("date", &["-u", "+%Y-%m-%d"]).unwrap_or_else(|| "unknown".into());

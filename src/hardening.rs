@@ -21,7 +21,7 @@ pub fn install_panic_hook() {
 
 #[cfg(feature = "vault")]
 pub use process::{
-    harden_process, lower_thread_priority, raise_open_files_limit, refuse_unsafe_files,
+    MemoryLock, harden_process, lower_thread_priority, raise_open_files_limit, refuse_unsafe_files,
 };
 
 #[cfg(feature = "vault")]

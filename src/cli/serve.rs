@@ -13,6 +13,23 @@ use super::dev::{self, DEV_DIR, DevKek};
 use super::error::CliResult;
 use crate::config::{Config, KekSource};
 
+/// systemd Type=notify: while the vault starts, asks every 10 s for 30 s
+/// more (`EXTEND_TIMEOUT_USEC`), so a long start — a large store's first
+/// open after a format upgrade, a slow HSM, a database that answers late —
+/// is not killed at `TimeoutStartSec`; at most an hour, after which
+/// systemd's own timeout applies (and `CardvaultStartingTooLong` has
+/// fired). A no-op without `NOTIFY_SOCKET`.
+async fn extend_start_timeout() {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    for _ in 0..360 {
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000),
+            sd_notify::NotifyState::Status("starting"),
+        ]);
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
 /// Descriptors kept beyond the connection caps for RocksDB's files, the
 /// audit segments and everything else the process opens.
 const OPEN_FILES_RESERVE: u64 = 512;
@@ -89,7 +106,8 @@ pub async fn run(args: ServeArgs) -> CliResult {
             }
         }
     }
-    crate::hardening::harden_process(dev_dir.is_some());
+    let hardening = crate::hardening::harden_process(dev_dir.is_some());
+    crate::server::record_memory_lock(hardening.memory == crate::hardening::MemoryLock::Locked);
     // Descriptors for both listeners' caps, plus a reserve for the
     // database's files, the audit trail and the PKI.
     crate::hardening::raise_open_files_limit(
@@ -102,7 +120,10 @@ pub async fn run(args: ServeArgs) -> CliResult {
             + OPEN_FILES_RESERVE,
     );
     let mut signals = StopSignals::install();
-    let service = crate::server::Service::launch(&config).await?;
+    let extend = tokio::spawn(extend_start_timeout());
+    let service = crate::server::Service::launch(&config).await;
+    extend.abort();
+    let service = service?;
     say!(
         "cardvault is serving: API https://{} (mTLS), ops http://{}",
         service.api_addr,

@@ -1,4 +1,4 @@
-//! Cryptoperiods (PCI DSS 3.6.1, 3.7.4): every `[keys]
+//! Cryptoperiods (PCI DSS 3.6.1, 3.7.4): at start (once unsealed) and every `[keys]
 //! cryptoperiod_check_s` the watcher reads the key inventory, publishes how
 //! long each active key has left (`cardvault_key_cryptoperiod_remaining_seconds
 //! {tenant,purpose}`), raises the `cryptoperiod_ending` alert once per key
@@ -48,17 +48,23 @@ pub fn spawn(
         warned: HashSet::new(),
     };
     tokio::spawn(async move {
+        // The first check at once (its gauge is there from the start), or
+        // as soon as a sealed vault is unsealed; then every interval.
         let every = Duration::from_secs(watch.settings.cryptoperiod_check_s.get());
+        let sealed_poll = every.min(Duration::from_secs(5));
         loop {
+            let next = if watch.vault.is_sealed() {
+                sealed_poll
+            } else {
+                watch.check().await;
+                every
+            };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
-            }
-            if !watch.vault.is_sealed() {
-                watch.check().await;
             }
         }
     })

@@ -33,6 +33,13 @@ pub fn handle() -> PrometheusHandle {
 /// Every counter with its HELP text. Those without labels are registered
 /// at 0 when the recorder is installed, so a dashboard sees every series
 /// from the start.
+/// Records whether the process's memory is locked against swap
+/// (`cardvault_memory_locked`, 1 or 0), installing the recorder first.
+pub fn record_memory_lock(locked: bool) {
+    let _ = handle();
+    metrics::gauge!("cardvault_memory_locked").set(if locked { 1.0 } else { 0.0 });
+}
+
 const COUNTERS: [(&str, &str); 25] = [
     ("cardvault_tokens_created_total", "New tokens issued"),
     (
@@ -302,6 +309,42 @@ fn describe() {
     metrics::describe_gauge!(
         "cardvault_page_unchecked",
         "1 while a payment page's last check attempt could not check it, by page"
+    );
+    metrics::describe_counter!(
+        "cardvault_reloads_total",
+        "Configuration reloads (SIGHUP), by outcome (ok, failed)"
+    );
+    for outcome in ["ok", "failed"] {
+        metrics::counter!("cardvault_reloads_total", "outcome" => outcome).increment(0);
+    }
+    metrics::describe_gauge!(
+        "cardvault_memory_locked",
+        "1 when the process's memory is locked against swap (mlockall), else 0"
+    );
+    metrics::describe_gauge!(
+        "cardvault_starting",
+        "1 while the vault is starting (its ops port answers before the KEK, the trail and the store are open), else 0"
+    );
+    metrics::describe_gauge!(
+        "cardvault_start_progress_ratio",
+        "How far the start is, 0 to 1 (steps done: the KEK, the audit trail, the store, the listeners)"
+    );
+    metrics::describe_gauge!(
+        "cardvault_ready",
+        "1 when /readyz answers 200 (serving, unsealed, the store able to commit), else 0"
+    );
+    metrics::describe_gauge!("cardvault_sealed", "1 while the vault is sealed, else 0");
+    metrics::describe_gauge!(
+        "cardvault_store_free_bytes",
+        "Bytes available to the vault on the RocksDB data directory's file system"
+    );
+    metrics::describe_gauge!(
+        "cardvault_store_reserve_bytes",
+        "The reserve below which writes are refused ([storage] min_free_bytes)"
+    );
+    metrics::describe_gauge!(
+        "cardvault_key_filter_progress_ratio",
+        "How much of a RocksDB key filter is loaded at start, 0 to 1, by filter (lookups read the database until 1)"
     );
     metrics::describe_gauge!(
         "cardvault_page_baseline_unapproved",

@@ -1,14 +1,14 @@
-//! The plain-HTTP ops listener: `/healthz` (the process answers),
-//! `/readyz` (503 once shutdown has begun, through the drain delay), both
-//! with a small JSON body, and `/metrics` (Prometheus
-//! text). Keep it on loopback or a management network. It has its own
+//! The plain-HTTP ops listener, open from the start of `serve` (before the
+//! KEK and the store): `/healthz` (the process answers; starting, serving
+//! or draining), `/readyz` (200 only when serving: 503 while starting,
+//! sealed, with the store unable to commit, and once shutdown has begun,
+//! through the drain delay), both with a small JSON body, and `/metrics`
+//! (Prometheus text). Keep it on loopback or a management network. It has its own
 //! small connection cap and the API's header, request and idle timeouts, so
 //! idle or half-sent connections to it can neither pile up nor take the
 //! file descriptors the API listener needs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use std::time::Duration;
 
 use axum::Router;
@@ -23,71 +23,44 @@ use tokio::sync::watch;
 
 use super::accept;
 use super::connection::{self, Activity};
+use super::phase::Phase;
 use crate::config::LimitsConfig;
-use crate::runtime::custody::{Custody, SealStatus};
-use crate::store::Readiness;
-use crate::vault::Vault;
 
-/// What `/healthz` and `/readyz` answer: `{"state": "serving" |
-/// "draining", "storage": "ready" | "unreachable" | "commit_stalled",
-/// "sealed", "shares_received", "threshold", "version"}`.
-fn status(ready: bool, storage: Readiness, seal: SealStatus) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "state": if ready { "serving" } else { "draining" },
-        "storage": storage.as_str(),
-        "sealed": seal.sealed,
-        "shares_received": seal.shares_received,
-        "threshold": seal.threshold,
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
-}
-
-/// The ops routes; `ready` turns false when shutdown begins (then
-/// `/readyz` answers 503, `/healthz` still 200). A sealed vault is alive
-/// (`/healthz` 200) but not ready (`/readyz` 503 with the seal status);
-/// so is one whose store cannot commit (a database unreachable or a
-/// commit stalled), until it can again.
-pub fn router(
-    ready: Arc<AtomicBool>,
-    custody: Arc<Custody>,
-    vault: Arc<Vault>,
-    metrics: PrometheusHandle,
-) -> Router {
-    let live = Arc::clone(&ready);
-    let live_custody = Arc::clone(&custody);
-    let live_vault = Arc::clone(&vault);
+/// The ops routes, answering from the moment the port opens (see
+/// [`Phase`]): `/healthz` 200 while the process runs — starting, serving
+/// or draining — with the state; `/readyz` 200 only when serving, unsealed
+/// and the store can commit (503 while starting, sealed, draining or with
+/// the database unreachable or a commit stalled); `/metrics` with the
+/// state gauges set at each scrape.
+pub fn router(phase: Arc<Phase>, metrics: PrometheusHandle) -> Router {
+    let live = Arc::clone(&phase);
+    let ready = Arc::clone(&phase);
     let process = metrics_process::Collector::default();
     process.describe();
     Router::new()
         .route(
             "/healthz",
-            get(move || {
-                std::future::ready(status(
-                    live.load(Ordering::SeqCst),
-                    live_vault.store_readiness(),
-                    live_custody.status(),
-                ))
-            }),
+            get(move || std::future::ready(axum::Json(live.status().body))),
         )
         .route(
             "/readyz",
             get(move || {
-                let ready = ready.load(Ordering::SeqCst);
-                let storage = vault.store_readiness();
-                let seal = custody.status();
-                let code = if ready && !seal.sealed && storage == Readiness::Ready {
+                let status = ready.status();
+                let code = if status.ready {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                std::future::ready((code, status(ready, storage, seal)))
+                std::future::ready((code, axum::Json(status.body)))
             }),
         )
         .route(
             "/metrics",
             get(move || {
-                // CPU, memory and descriptors of the process, read now.
+                // CPU, memory and descriptors of the process, and the
+                // vault's state, read now.
                 process.collect();
+                phase.publish();
                 std::future::ready(metrics.render())
             }),
         )

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::budget::BodyBudget;
 use super::listener::ApiListener;
 use super::monitor::Monitor;
+use super::phase::Phase;
 use super::reload::Reloadable;
 use super::state::AppState;
 use super::{collect, linger, metrics, observe, ops, ratelimit, routes, tls};
@@ -216,13 +217,19 @@ pub async fn start(
     custody: Arc<Custody>,
     reseals: Arc<Reseals>,
     audit: AuditLog,
+    ops: OpsListener,
 ) -> Result<Running, ServerError> {
-    // The recorder first: loading the TLS files publishes certificate expiry.
-    let metrics = metrics::handle();
+    // The recorder is up (the ops listener installed it) before loading the
+    // TLS files publishes certificate expiry.
     let reloadable = Reloadable::new(config)?;
     let (api_listener, api_addr) = bind(config.api.listen).await?;
-    let (ops_listener, ops_addr) = bind(config.ops.listen).await?;
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let OpsListener {
+        addr: ops_addr,
+        phase,
+        task: ops,
+        shutdown,
+    } = ops;
+    let shutdown_rx = shutdown.subscribe();
     let ready = Arc::new(AtomicBool::new(true));
     let monitor = Arc::new(Monitor::new(config, audit.clone()));
     let cvcs = Arc::new(CvcHold::new(config.cvc.max_held.get()).map_err(ServerError::Cvc)?);
@@ -290,14 +297,7 @@ pub async fn start(
         monitor,
     };
     let api = tokio::spawn(listener.run(api_listener, shutdown_rx.clone()));
-    let ops_router = ops::router(Arc::clone(&ready), custody, vault, metrics);
-    let ops = tokio::spawn(ops::run(
-        ops_listener,
-        ops_router,
-        config.ops.max_connections.get(),
-        config.limits.clone(),
-        shutdown_rx,
-    ));
+    phase.serve(Arc::clone(&ready), custody, vault);
     let (collect_at, public_runtime) = listening(api_addr, ops_addr, public);
     Ok(Running {
         api_addr,
@@ -368,6 +368,52 @@ fn warn_deprecated(config: &Config) {
             principal,
             "deprecated: this principal may call /v1/lookup only through its tokenize or read role; grant it the lookup role (or set [compat] lookup_via_tokenize_or_read = false to refuse)"
         );
+    }
+}
+
+/// The ops listener, started before the vault opens (it reports the start:
+/// [`Phase`]); [`start`] takes it over. Dropped, it stops.
+pub struct OpsListener {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    phase: Arc<Phase>,
+    task: JoinHandle<()>,
+    /// Stops every listener (the others subscribe to it).
+    shutdown: watch::Sender<bool>,
+}
+
+impl OpsListener {
+    /// Binds `[ops] listen` and serves the ops routes at once, reporting
+    /// a vault that is starting.
+    pub async fn start(config: &Config) -> Result<OpsListener, ServerError> {
+        let metrics = metrics::handle();
+        let (listener, addr) = bind(config.ops.listen).await?;
+        let disk = (config.storage.backend == crate::config::StorageBackend::Rocksdb).then(|| {
+            (
+                config.storage.data_dir.clone(),
+                config.storage.min_free_bytes,
+            )
+        });
+        let phase = Phase::starting(disk);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(ops::run(
+            listener,
+            ops::router(Arc::clone(&phase), metrics),
+            config.ops.max_connections.get(),
+            config.limits.clone(),
+            shutdown_rx,
+        ));
+        Ok(OpsListener {
+            addr,
+            phase,
+            task,
+            shutdown,
+        })
+    }
+
+    /// The start has reached step `index` of [`super::phase::STEPS`].
+    pub fn step(&self, index: usize) {
+        self.phase.step(index);
     }
 }
 

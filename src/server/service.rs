@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::running::{Running, start};
+use super::running::{OpsListener, Running, start};
 use crate::audit::{AuditLog, Event, EventKind, PendingAudit};
 use crate::config::{Config, KekSource};
 use crate::dirlock::DirLock;
@@ -82,18 +82,25 @@ impl Service {
         // First of all: one vault per data directory. A second process stops
         // here, before it touches the KEK, the trail or the database.
         let data_lock = DirLock::acquire(&config.storage.data_dir, "data directory")?;
+        // Then the ops port, so that a long start is seen as one.
+        let ops = OpsListener::start(config).await?;
+        ops.step(0);
         let kek = open_kek(&source)?;
+        ops.step(1);
         let (audit, pending) = AuditLog::prepare(config.node_audit_settings())?;
         let options = vault_options(config, &audit);
+        ops.step(2);
         let (vault, custody) = open_vault(config, kek, &source, pending, options).await?;
         let custody = Arc::new(custody);
         let reseals = Reseals::new(Arc::clone(&vault), audit.clone(), config.keys);
+        ops.step(3);
         let running = start(
             config,
             Arc::clone(&vault),
             Arc::clone(&custody),
             Arc::clone(&reseals),
             audit.clone(),
+            ops,
         )
         .await?;
         let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);

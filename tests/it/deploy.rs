@@ -87,6 +87,31 @@ fn exposure(unit: &str) -> Option<f64> {
     Some(score)
 }
 
+/// The vault's unit: notify from the main process only (each setting
+/// once: a later `NotifyAccess=none` would silence READY=1 and systemd
+/// would kill every start), a config error (exit 64) not restarted, and a
+/// start timeout the vault can extend.
+#[test]
+fn the_vault_unit_keeps_its_notify_and_restart_settings() {
+    let unit = std::fs::read_to_string(deploy("systemd/cardvault.service")).unwrap();
+    let settings: Vec<&str> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    let once = |key: &str| {
+        let found: Vec<&&str> = settings
+            .iter()
+            .filter(|l| l.starts_with(&format!("{key}=")))
+            .collect();
+        assert_eq!(found.len(), 1, "{key}: {found:?}");
+        found[0].split_once('=').unwrap().1.to_owned()
+    };
+    assert_eq!(once("Type"), "notify");
+    assert_eq!(once("NotifyAccess"), "main");
+    assert_eq!(once("RestartPreventExitStatus"), "64");
+    assert_eq!(once("TimeoutStartSec"), "90s");
+}
+
 #[test]
 fn systemd_unit_scores_two_or_lower() {
     let Some(score) = exposure("cardvault.service") else {
@@ -200,6 +225,56 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
         i = end;
     }
     names
+}
+
+/// Every alert rule has a `runbook_url` whose section exists in
+/// docs/runbook.md, and fires in at least one promtool unit test (the
+/// tests also show each quiet before its `for:` and after its window).
+#[test]
+fn every_alert_has_a_runbook_section_and_a_test_that_fires_it() {
+    let rules = std::fs::read_to_string(deploy("prometheus/cardvault-rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(deploy("prometheus/cardvault-rules.test.yml")).unwrap();
+    let runbook =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbook.md"))
+            .unwrap();
+    let anchors: std::collections::BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let lines: Vec<&str> = rules.lines().map(str::trim).collect();
+    let mut alerts = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.strip_prefix("- alert: ") else {
+            continue;
+        };
+        alerts.push(name.to_owned());
+        let url = lines[i..]
+            .iter()
+            .skip(1)
+            .take_while(|l| !l.starts_with("- alert: "))
+            .find_map(|l| l.strip_prefix("runbook_url: "))
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        let anchor = url
+            .trim_matches('"')
+            .strip_prefix("docs/runbook.md#")
+            .unwrap();
+        assert_eq!(anchor, name.to_lowercase(), "{name}: {url}");
+        assert!(
+            anchors.contains(anchor),
+            "docs/runbook.md has no section {name}"
+        );
+    }
+    assert!(alerts.len() >= 29, "{alerts:?}");
+    let test_lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    for name in &alerts {
+        let fires = test_lines.windows(3).any(|w| {
+            w[0] == format!("alertname: {name}")
+                && w[1] == "exp_alerts:"
+                && w[2].starts_with("- exp_labels:")
+        });
+        assert!(fires, "no promtool test makes {name} fire");
+    }
 }
 
 /// The Prometheus rules pass `promtool check rules` and their unit tests

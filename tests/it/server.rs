@@ -529,6 +529,23 @@ async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
         .unwrap();
     let (status, metrics) = ops_get(running.ops_addr, "/metrics").await;
     assert_eq!(status, 200);
+    // The state gauges, from the first scrape.
+    for (gauge, value) in [
+        ("cardvault_ready", "1"),
+        ("cardvault_sealed", "0"),
+        ("cardvault_starting", "0"),
+        ("cardvault_start_progress_ratio", "1"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == format!("{gauge} {value}")),
+            "{gauge} {value}: {metrics}"
+        );
+    }
+    assert!(metrics.contains("cardvault_store_free_bytes "), "{metrics}");
+    assert!(
+        metrics.contains("cardvault_store_reserve_bytes "),
+        "{metrics}"
+    );
     assert!(metrics.contains("cardvault_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/v1/tokenize\""), "{metrics}");
     assert!(
@@ -551,6 +568,19 @@ async fn tokens_survive_a_server_restart_and_ops_endpoints_work() {
     running.stop().await.unwrap();
 
     let running = harness.start().await;
+    // The keys' cryptoperiods, checked at start (not an interval later).
+    let started = std::time::Instant::now();
+    loop {
+        let (_, metrics) = ops_get(running.ops_addr, "/metrics").await;
+        if metrics.contains("cardvault_key_cryptoperiod_remaining_seconds{") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no cryptoperiod gauge after a restart: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let mut payments = harness.connect("payments", running.api_addr).await;
     let reply = payments
         .post_json("/v1/detokenize", &json!({ "token": token }))
@@ -986,4 +1016,85 @@ async fn security_codes_are_held_in_memory_and_delivered_once() {
     assert!(common::files_containing(harness.dir.path(), needle.as_bytes()).is_empty());
     let held = common::of_kind(&common::entries(&harness.config.audit.dir), "cvc_held").len();
     assert!(held >= 3, "{held}");
+}
+
+/// The ops port answers from the start of `serve`, before the store is
+/// open: a vault whose database accepts connections and never answers (a
+/// hung PostgreSQL) is seen *starting* — `/healthz` 200 with the step it is
+/// on, `/readyz` 503, `cardvault_starting 1` — not as a port that refuses
+/// connections until an orchestrator kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_hung_on_its_database_is_seen_starting() {
+    // A database that takes connections and never says a word.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db = hung.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for conn in hung.incoming().take(8) {
+            kept.push(conn);
+        }
+        kept
+    });
+    let ops = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // systemd's notify socket, played by the test: the start asks for more
+    // time while it waits.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut child = common::cardvault()
+        .env("NOTIFY_SOCKET", &notify_path)
+        .args(["serve", "--dev", "--data-dir"])
+        .arg(dir.path().join("dev"))
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", &ops.to_string()])
+        .env("CARDVAULT_STORAGE__BACKEND", "postgres")
+        .env(
+            "CARDVAULT_STORAGE__URL",
+            format!("postgres://cardvault@{db}/cardvault?sslmode=disable"),
+        )
+        .env("CARDVAULT_STORAGE__COMMIT_BOUND_MS", "600000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let health = loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the ops port never answered"
+        );
+        if std::net::TcpStream::connect(ops).is_ok() {
+            let (status, body) = ops_get(ops, "/healthz").await;
+            if body.contains("opening the store") {
+                assert_eq!(status, 200, "{body}");
+                break body;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(health.contains(r#""state":"starting""#), "{health}");
+    assert!(health.contains(r#""progress":0.5"#), "{health}");
+    let (status, ready) = ops_get(ops, "/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    let (_, metrics) = ops_get(ops, "/metrics").await;
+    for line in [
+        "cardvault_starting 1",
+        "cardvault_start_progress_ratio 0.5",
+        "cardvault_ready 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
+    let mut datagram = [0u8; 256];
+    let len = notify.recv(&mut datagram).unwrap();
+    let said = String::from_utf8_lossy(&datagram[..len]);
+    assert!(said.contains("EXTEND_TIMEOUT_USEC=30000000"), "{said}");
+    assert!(!said.contains("READY=1"), "{said}");
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(held);
 }

@@ -204,6 +204,12 @@ pub(super) fn build(
     options.set_readahead_size(4 << 20);
     let mut keys = db.raw_iterator_cf_opt(cf(db, cf_name)?, options);
     keys.seek_to_first();
+    // How far the scan is (`cardvault_key_filter_progress_ratio`): keys
+    // added over RocksDB's estimate, below 1 until the scan ends.
+    let estimate = estimated_keys(db, cf_name)?.max(1) as f64;
+    let progress =
+        metrics::gauge!("cardvault_key_filter_progress_ratio", "filter" => cf_name.to_owned());
+    progress.set(0.0);
     let mut chunk = Vec::with_capacity(SCAN_CHUNK);
     let mut added = 0u64;
     while let Some(key) = keys.key() {
@@ -212,6 +218,7 @@ pub(super) fn build(
             filter.insert(&chunk);
             added += chunk.len() as u64;
             chunk.clear();
+            progress.set((added as f64 / estimate).min(0.99));
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
@@ -222,6 +229,7 @@ pub(super) fn build(
     filter.insert(&chunk);
     added += chunk.len() as u64;
     filter.set_ready();
+    progress.set(1.0);
     Ok(Some(added))
 }
 
