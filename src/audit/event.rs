@@ -144,6 +144,12 @@ pub enum EventKind {
     /// An admin approved a page's baseline (`principal`; `detail`: page,
     /// the baseline file's SHA-256, the justification).
     PageBaselineApproved,
+    /// A backup was taken (`detail`: where; the trail in the backup ends
+    /// at or after this entry).
+    BackupTaken,
+    /// The vault was restored from a backup (`detail`: the backup's
+    /// manifest digest and when it was taken).
+    VaultRestored,
 }
 
 impl EventKind {
@@ -204,6 +210,8 @@ impl EventKind {
             EventKind::PageChanged => "page_changed",
             EventKind::PageBaseline => "page_baseline",
             EventKind::PageBaselineApproved => "page_baseline_approved",
+            EventKind::BackupTaken => "backup_taken",
+            EventKind::VaultRestored => "vault_restored",
         }
     }
 }

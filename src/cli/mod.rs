@@ -26,6 +26,7 @@ macro_rules! say_raw {
 }
 
 mod audit;
+mod backup;
 mod client;
 mod collect;
 mod custody;
@@ -110,6 +111,13 @@ enum Command {
     /// Find card numbers (and cardvault tokens) in files, directories and
     /// `.gz` dumps: exit 0 clean, 1 PANs found, 2 a path could not be read.
     Scan(scan::ScanArgs),
+    /// Back up a stopped vault: its store (a RocksDB checkpoint), its audit
+    /// trail and wrapped keys, with a manifest of checksums (never a
+    /// production KEK).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into new or empty directories, then open the vault
+    /// with its KEK and verify the whole trail.
+    Restore(backup::RestoreArgs),
     /// A signed PCI DSS evidence bundle from the (stopped) vault's config,
     /// keys, audit trail and files; `evidence verify DIR` checks one.
     Evidence(evidence::EvidenceArgs),
@@ -201,6 +209,8 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Audit { command } => audit::run(command),
         Command::Scan(args) => scan::run(args).await,
         Command::Evidence(args) => evidence::run(args).await,
+        Command::Backup(args) => backup::run_backup(args).await,
+        Command::Restore(args) => backup::run_restore(args).await,
         Command::TokenizeFile(args) => tokenize_file::run(args).await,
         Command::Import(args) => portable::import(args).await,
         Command::Export(args) => portable::export(args).await,

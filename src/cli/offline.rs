@@ -97,10 +97,19 @@ pub struct OfflineVault {
     /// The vault core.
     pub vault: Vault,
     audit: AuditLog,
+    /// The trail's directory.
+    pub audit_dir: PathBuf,
+    /// The KEK (for verifying the trail).
+    pub provider: Arc<dyn KeyProvider>,
     _lock: DirLock,
 }
 
 impl OfflineVault {
+    /// Its audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     /// Closes the vault (exact counters, clean-shutdown marker), then its
     /// audit trail (`audit_stop`), then releases the directories.
     pub async fn close(self) -> anyhow::Result<()> {
@@ -165,10 +174,13 @@ fn open(layout: &Layout) -> Result<OfflineVault, CliError> {
         audit: Some(audit.clone()),
         ..VaultOptions::default()
     };
-    let vault = Vault::open(&layout.db, provider, options).map_err(anyhow::Error::from)?;
+    let vault =
+        Vault::open(&layout.db, Arc::clone(&provider), options).map_err(anyhow::Error::from)?;
     Ok(OfflineVault {
         vault,
         audit,
+        audit_dir: layout.audit.dir.clone(),
+        provider,
         _lock: lock,
     })
 }

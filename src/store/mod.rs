@@ -248,6 +248,18 @@ pub trait Store: Send + Sync {
     /// Where the data lives, for logs (never a secret: no password).
     fn describe(&self) -> String;
 
+    /// Writes a consistent copy of the store's files into `dir` (which
+    /// must not exist) while it serves: every write acknowledged before the
+    /// call is in it. Blocking. A store with tools of its own (PostgreSQL:
+    /// `pg_basebackup`) refuses.
+    fn checkpoint_into(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        let _ = dir;
+        Err(StoreError::Backend(format!(
+            "{} is backed up with its own tools (docs/runbook.md: backups)",
+            self.describe()
+        )))
+    }
+
     /// Whether other processes (vault nodes) write this store too, so keys
     /// may appear or change behind this one's back. `false` (the default):
     /// this process owns it, and its keyring is always current.

@@ -224,6 +224,12 @@ impl Vault {
         })
     }
 
+    /// Writes a consistent copy of the store's files into `dir` (which
+    /// must not exist) while the vault serves (a backup). Blocking.
+    pub fn checkpoint_store(&self, dir: &std::path::Path) -> Result<(), VaultError> {
+        self.store.checkpoint_into(dir).map_err(VaultError::from)
+    }
+
     /// Whether the store takes writes now (`/readyz`).
     pub fn store_readiness(&self) -> crate::store::Readiness {
         self.store.readiness()

@@ -207,6 +207,13 @@ impl Store for RocksStore {
         format!("rocksdb at {}", self.path.display())
     }
 
+    /// RocksDB's checkpoint: the live files hard-linked (copied across
+    /// file systems), the memtables flushed first, a consistent point.
+    fn checkpoint_into(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
     fn was_clean_shutdown(&self) -> bool {
         self.was_clean
     }
