@@ -23,8 +23,6 @@
 
 pub mod audit;
 #[cfg(feature = "vault")]
-pub(crate) mod backup;
-#[cfg(feature = "vault")]
 pub mod cli;
 #[cfg(feature = "vault")]
 pub mod client;

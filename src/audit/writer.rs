@@ -214,6 +214,11 @@ impl AuditLog {
         wait.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// The trail's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Signs `statement` with the vault's current evidence key (an
     /// admin's approval the vault later checks with [`AuditLog::verifies`]).
     pub async fn sign(&self, statement: &[u8]) -> Result<Signed, AuditError> {

@@ -1,7 +1,10 @@
 //! `cardvault backup (--dev DIR | --config FILE) --out BACKUP` and
 //! `cardvault restore BACKUP (--dev NEWDIR | --config FILE)`: the engine is
-//! [`crate::backup`]. A backup of a stopped vault is taken here, in
-//! process; a running vault holds its directories (exit 75). A restore
+//! [`crate::runtime::backup`]. A backup of a stopped vault is taken here, in
+//! process; a running vault (it holds its directories) is asked to take it
+//! itself (`POST /v1/admin/backup`, as an admin: `--target`), which it
+//! writes into its `[storage] backup_dir`, and the backup is then moved to
+//! `--out` (without `--target`, exit 75). A restore
 //! checks the manifest, copies into new or empty directories, opens the
 //! vault (its KEK must unwrap the keys), records `vault_restored` and
 //! verifies the whole trail.
@@ -13,7 +16,7 @@ use clap::Args;
 use super::error::{CliError, CliResult};
 use super::offline::VaultLocation;
 use crate::audit::{Event, EventKind, VerifyWith};
-use crate::backup::{self, Manifest, Sources, Targets};
+use crate::runtime::backup::{self, Manifest, Sources, Targets};
 
 /// `backup`.
 #[derive(Debug, Args)]
@@ -24,6 +27,9 @@ pub struct BackupArgs {
     /// The backup directory to create (must not exist).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// A running vault: asked through its admin API.
+    #[command(flatten)]
+    running: super::running::RunningVault,
 }
 
 /// `restore`.
@@ -71,22 +77,33 @@ fn dev_files(dir: &std::path::Path) -> Result<Vec<(PathBuf, PathBuf)>, CliError>
 
 /// Runs `backup`.
 pub async fn run_backup(args: BackupArgs) -> CliResult {
+    if args.out.exists() {
+        return Err(CliError::Usage(format!(
+            "{} exists: a backup is written into a new directory",
+            args.out.display()
+        )));
+    }
     let dev = args.location.config.is_none();
     let extra = if dev {
         dev_files(&args.location.data_dir)?
     } else {
         Vec::new()
     };
-    let opened = args.location.open()?;
-    let sources = Sources {
-        vault: &opened.vault,
-        audit: opened.audit(),
-        audit_dir: &opened.audit_dir,
-        extra,
+    let manifest = match args.location.open() {
+        Ok(opened) => {
+            let sources = Sources {
+                vault: &opened.vault,
+                audit: opened.audit(),
+                audit_dir: &opened.audit_dir,
+                extra,
+            };
+            let taken = backup::take(&sources, &args.out, dev).await;
+            opened.close().await?;
+            taken.map_err(|e| CliError::Unreadable(e.to_string()))?
+        }
+        Err(CliError::Locked(held)) => from_running(&args, extra, dev, held).await?,
+        Err(e) => return Err(e),
     };
-    let taken = backup::take(&sources, &args.out, dev).await;
-    opened.close().await?;
-    let manifest = taken.map_err(|e| CliError::Unreadable(e.to_string()))?;
     let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
     say!(
         "backup written to {}: {} files, {} bytes, the trail to entry {} (backup_taken){}",
@@ -101,6 +118,58 @@ pub async fn run_backup(args: BackupArgs) -> CliResult {
         }
     );
     Ok(())
+}
+
+/// The running vault takes the backup into its `backup_dir`; the dev
+/// files are added (the manifest made again) and it moves to `--out`.
+async fn from_running(
+    args: &BackupArgs,
+    extra: Vec<(PathBuf, PathBuf)>,
+    dev: bool,
+    held: crate::dirlock::LockError,
+) -> Result<Manifest, CliError> {
+    let Some((mut conn, _, _)) = args.running.connect(&args.location).await? else {
+        return Err(CliError::Locked(held));
+    };
+    // A plain name from the time (letters between its digit runs: the
+    // vault refuses a name that could hold a card number).
+    let name = format!(
+        "cli-{}",
+        crate::clock::rfc3339(crate::clock::now_ms())
+            .to_lowercase()
+            .replace([':', '.'], "-")
+    );
+    let reply = conn
+        .post_json("/v1/admin/backup", &serde_json::json!({ "name": name }))
+        .await
+        .map_err(|e| CliError::Unreadable(format!("POST /v1/admin/backup: {e}")))?;
+    let answer = reply.json();
+    if reply.status != hyper::StatusCode::OK {
+        return Err(CliError::Answer(format!(
+            "the vault refused the backup ({}): {}",
+            reply.status, answer["error"]["message"]
+        )));
+    }
+    let taken = PathBuf::from(answer["path"].as_str().unwrap_or_default());
+    let seq = answer["audit_seq"].as_u64().unwrap_or_default();
+    if !extra.is_empty() {
+        let unreadable = |e: backup::BackupError| CliError::Unreadable(e.to_string());
+        backup::add_files(&taken, &extra).map_err(unreadable)?;
+        std::fs::remove_file(taken.join(backup::manifest::FILE))
+            .map_err(|e| CliError::Unreadable(format!("{}: {e}", taken.display())))?;
+        Manifest::of_dir(&taken, seq, dev)
+            .map_err(|e| CliError::Unreadable(e.to_string()))?
+            .write(&taken)
+            .map_err(unreadable)?;
+    }
+    std::fs::rename(&taken, &args.out).map_err(|e| {
+        CliError::Unreadable(format!(
+            "moving {} to {}: {e} (it stays in the vault's backup_dir)",
+            taken.display(),
+            args.out.display()
+        ))
+    })?;
+    Manifest::read(&args.out).map_err(|e| CliError::Unreadable(e.to_string()))
 }
 
 /// Runs `restore`.

@@ -45,21 +45,10 @@ pub struct EvidenceArgs {
     /// config's `[supply_chain] advisory_db`).
     #[arg(long, value_name = "DIR")]
     advisory_db: Option<PathBuf>,
-    /// A running vault's API, `https://HOST:PORT`: it is read through the
-    /// admin API and its TLS probed live (without this, a running vault is
-    /// refused with exit 75).
-    #[arg(long, value_name = "URL")]
-    target: Option<String>,
-    /// With a running vault: the CA that signed its certificate (a dev
-    /// directory's own by default).
-    #[arg(long, value_name = "FILE", requires_all = ["cert", "key"])]
-    cacert: Option<PathBuf>,
-    /// With a running vault: an admin's client certificate.
-    #[arg(long, value_name = "FILE", requires = "cacert")]
-    cert: Option<PathBuf>,
-    /// With a running vault: that admin's private key.
-    #[arg(long, value_name = "FILE", requires = "cacert")]
-    key: Option<PathBuf>,
+    /// A running vault, read through the admin API with its TLS probed
+    /// live.
+    #[command(flatten)]
+    running: super::running::RunningVault,
 }
 
 /// What a bundle is made of, read from a stopped or a running vault.
@@ -320,28 +309,11 @@ async fn from_running(
     provider: std::sync::Arc<dyn crate::crypto::KeyProvider>,
     held: crate::dirlock::LockError,
 ) -> Result<Gathered, CliError> {
-    let identity = match (&args.cacert, &args.cert, &args.key) {
-        (Some(ca), Some(cert), Some(key)) => Some((ca.clone(), cert.clone(), key.clone())),
-        _ if args.location.config.is_none() => {
-            let pki = args.location.data_dir.join("pki");
-            Some((
-                pki.join("ca.pem"),
-                pki.join("admin.pem"),
-                pki.join("admin-key.pem"),
-            ))
-        }
-        _ => None,
-    };
-    let (Some((ca, cert, key)), Some(addr)) = (identity, target_addr(args).await?) else {
+    let Some((mut conn, (ca, cert, key), addr)) = args.running.connect(&args.location).await?
+    else {
         return Err(CliError::Locked(held));
     };
     let snapshot = evidence::snapshot(config, provider.clone(), true).map_err(CliError::Failed)?;
-    let tls = crate::client::ClientTls::from_files(&ca, Some((&cert, &key)), false)
-        .context("loading the admin certificate")?;
-    let mut conn = tls
-        .connect(addr)
-        .await
-        .with_context(|| format!("connecting to the vault at {addr}"))?;
     let reply = conn
         .get("/v1/admin/keys?records=true")
         .await
@@ -365,21 +337,4 @@ async fn from_running(
         kek: provider.describe(),
         tls_probe: Some(tls_probe),
     })
-}
-
-/// The running vault's API address, from `--target` (none without it: a
-/// running vault is read only when asked to).
-async fn target_addr(args: &EvidenceArgs) -> Result<Option<std::net::SocketAddr>, CliError> {
-    let Some(url) = &args.target else {
-        return Ok(None);
-    };
-    use crate::client::ResolveError;
-    match crate::client::resolve_https(url).await {
-        Ok(addr) => Ok(Some(addr)),
-        Err(ResolveError::NotHttps) => Err(CliError::Usage(
-            "--target must look like https://HOST:PORT".into(),
-        )),
-        Err(ResolveError::NoAddress(_)) => Ok(None),
-        Err(e) => Err(CliError::Failed(e.into())),
-    }
 }

@@ -42,6 +42,7 @@ mod migrate;
 mod offline;
 mod pki;
 mod portable;
+mod running;
 mod scan;
 mod serve;
 mod tokenize_file;

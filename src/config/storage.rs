@@ -39,6 +39,12 @@ pub struct StorageConfig {
     /// RocksDB directory; with PostgreSQL, the node's own state (its lock,
     /// the custodian set file).
     pub data_dir: PathBuf,
+    /// Where a running vault writes the backups an admin asks for
+    /// (`POST /v1/admin/backup`, `cardvault backup`); default: `backups`
+    /// beside `data_dir`. Keep it on the data's file system (RocksDB's
+    /// checkpoint then hard-links instead of copying).
+    #[serde(default)]
+    pub backup_dir: Option<PathBuf>,
     /// KEK file (32 bytes, mode 0600) for the file provider.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
@@ -94,6 +100,16 @@ fn default_pool_size() -> NonZeroUsize {
 }
 
 impl StorageConfig {
+    /// Where a running vault writes backups.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir.clone().unwrap_or_else(|| {
+            self.data_dir
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("backups")
+        })
+    }
+
     /// The PostgreSQL settings (`backend = "postgres"`).
     pub fn postgres(&self) -> Result<crate::store::postgres::PgSettings, ConfigError> {
         let url = self.url.clone().ok_or_else(|| {

@@ -2,10 +2,12 @@
 //! KEK provider, the sealed state, unseal and seal, the online KEK
 //! rotation), the re-encryption runner, cryptoperiods, the reveal proxy's
 //! upstream client, dual-control approvals, the oracle guard, the
-//! background sweeps and the watched payment pages' gauges. Both the server and the CLI use it; it imports
-//! nothing from either.
+//! background sweeps, the watched payment pages' gauges and backups
+//! (taken from a vault and its trail, restored elsewhere). Both the server
+//! and the CLI use it; it imports nothing from either.
 
 pub(crate) mod approvals;
+pub(crate) mod backup;
 pub(crate) mod collect;
 pub(crate) mod cryptoperiod;
 pub(crate) mod custody;

@@ -284,6 +284,8 @@ pub async fn start(
         lookup_compat: config.compat.lookup_via_tokenize_or_read,
         collect: public.as_ref().map(|p| Arc::clone(&p.sessions)),
         watched: crate::runtime::watched::WatchedPages::default(),
+        backup_dir: (config.storage.backend == crate::config::StorageBackend::Rocksdb)
+            .then(|| config.storage.backup_dir()),
     });
     let vault = Arc::clone(&state.vault);
     let router = routes::router(state)

@@ -57,6 +57,8 @@ pub struct AppState {
     pub collect: Option<Arc<crate::runtime::collect::Collect>>,
     /// The payment pages a watcher reports on.
     pub watched: crate::runtime::watched::WatchedPages,
+    /// Where `POST /v1/admin/backup` writes (none: a PostgreSQL store).
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl AppState {

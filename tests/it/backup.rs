@@ -1,8 +1,9 @@
 //! `cardvault backup` and `cardvault restore` on a real dev vault (RocksDB,
-//! its trail, its KEK): a backup of a vault that took tokens under load,
-//! restored into a new directory, serves every acknowledged token and its
-//! trail verifies; a running vault is refused; a damaged or altered backup
-//! and a non-empty target are refused.
+//! its trail, its KEK): a backup the running vault takes of itself under
+//! load, and one of the stopped vault, each restored into a new directory,
+//! serve every token acknowledged before the backup began and their trails
+//! verify; without `--target` a running vault is refused; a damaged or
+//! altered backup and a non-empty target are refused.
 
 use std::path::Path;
 
@@ -40,12 +41,38 @@ fn a_backup_restores_elsewhere_with_every_token_and_a_whole_trail() {
         "--op",
         "tokenize",
         "--duration",
-        "2s",
+        "4s",
         "--concurrency",
         "4",
         "--ack-log",
         acks.to_str().unwrap(),
     ]);
+    let d = dev.to_str().unwrap();
+    // Without --target a running vault is refused: it holds its directories.
+    let running_out = tmp.path().join("while-running");
+    let (code, _, err) = run(&["backup", "--dev", d, "--out", running_out.to_str().unwrap()]);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(!running_out.exists());
+    // Under load, the running vault backs itself up: every token
+    // acknowledged before the backup began must be in it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let logged = std::fs::read_to_string(&acks).unwrap();
+    let before = &logged[..logged.rfind('\n').map_or(0, |i| i + 1)];
+    let acks_before = tmp.path().join("acks-before.log");
+    std::fs::write(&acks_before, before).unwrap();
+    let acknowledged_before = before.lines().count() as u64;
+    assert!(acknowledged_before > 100, "{acknowledged_before}");
+    let live = tmp.path().join("live-backup");
+    let (code, out, err) = run(&[
+        "backup",
+        "--dev",
+        d,
+        "--out",
+        live.to_str().unwrap(),
+        "--target",
+        &server.api,
+    ]);
+    assert_eq!(code, Some(0), "{out} {err}");
     let out = load.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -53,14 +80,10 @@ fn a_backup_restores_elsewhere_with_every_token_and_a_whole_trail() {
         String::from_utf8_lossy(&out.stderr)
     );
     let acknowledged = std::fs::read_to_string(&acks).unwrap().lines().count() as u64;
-    assert!(acknowledged > 100, "{acknowledged}");
-    let d = dev.to_str().unwrap();
-
-    // A running vault holds its directories: refused, nothing written.
-    let running_out = tmp.path().join("while-running");
-    let (code, _, err) = run(&["backup", "--dev", d, "--out", running_out.to_str().unwrap()]);
-    assert_eq!(code, Some(75), "{err}");
-    assert!(!running_out.exists());
+    assert!(
+        acknowledged > acknowledged_before,
+        "the load went on during the backup"
+    );
     assert!(server.stop().success());
 
     let backup = tmp.path().join("backup");
@@ -129,30 +152,94 @@ fn a_backup_restores_elsewhere_with_every_token_and_a_whole_trail() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("not empty"), "{err}");
 
-    // Restored elsewhere: it opens with its KEK and its trail verifies...
-    let restored = tmp.path().join("restored");
-    let r = restored.to_str().unwrap();
-    let (code, out, err) = run(&["restore", b, "--dev", r]);
-    assert_eq!(code, Some(0), "{out} {err}");
-    assert!(out.contains("its audit trail verifies"), "{out}");
-    // ... and serves every token acknowledged before the backup.
-    let server = DevServer::start(&restored);
-    let report = server.verify_acks(&acks);
-    assert_eq!(report["verified"].as_u64(), Some(acknowledged), "{report}");
-    assert_eq!(report["lost"], 0, "{report}");
-    assert_eq!(report["mismatched"], 0, "{report}");
-    assert!(server.stop().success());
-    let (code, out, err) = run(&[
-        "audit",
-        "verify",
-        restored.join("audit").to_str().unwrap(),
-        "--dev",
-        r,
-    ]);
-    assert_eq!(code, Some(0), "{out} {err}");
-    let trail = common::entries(&restored.join("audit"));
-    let kinds: Vec<&str> = trail.iter().filter_map(|e| e["event"].as_str()).collect();
-    let taken = kinds.iter().position(|k| *k == "backup_taken").unwrap();
-    let back = kinds.iter().position(|k| *k == "vault_restored").unwrap();
-    assert!(taken < back, "{kinds:?}");
+    // Restored elsewhere: each opens with its KEK and its trail verifies,
+    // and serves every token acknowledged before its backup.
+    for (from, acks, expected) in [
+        (&live, &acks_before, acknowledged_before),
+        (&backup, &acks, acknowledged),
+    ] {
+        let restored = tmp.path().join(format!(
+            "restored-{}",
+            from.file_name().unwrap().to_string_lossy()
+        ));
+        let r = restored.to_str().unwrap();
+        let (code, out, err) = run(&["restore", from.to_str().unwrap(), "--dev", r]);
+        assert_eq!(code, Some(0), "{out} {err}");
+        assert!(out.contains("its audit trail verifies"), "{out}");
+        let server = DevServer::start(&restored);
+        let report = server.verify_acks(acks);
+        assert_eq!(report["verified"].as_u64(), Some(expected), "{report}");
+        assert_eq!(report["lost"], 0, "{report}");
+        assert_eq!(report["mismatched"], 0, "{report}");
+        assert!(server.stop().success());
+        let (code, out, err) = run(&[
+            "audit",
+            "verify",
+            restored.join("audit").to_str().unwrap(),
+            "--dev",
+            r,
+        ]);
+        assert_eq!(code, Some(0), "{out} {err}");
+        let trail = common::entries(&restored.join("audit"));
+        let kinds: Vec<&str> = trail.iter().filter_map(|e| e["event"].as_str()).collect();
+        let taken = kinds.iter().position(|k| *k == "backup_taken").unwrap();
+        let back = kinds.iter().position(|k| *k == "vault_restored").unwrap();
+        assert!(taken < back, "{kinds:?}");
+    }
+}
+
+/// `POST /v1/admin/backup`: a global admin only; a name that is not a
+/// plain name (a path, too long, a dot first) or is taken is refused with
+/// 400; the backup lands in `[storage] backup_dir` with its manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_route_takes_names_only_and_admins_only() {
+    use crate::common::harness::Harness;
+    use hyper::StatusCode;
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let mut cart = harness.connect("cart", service.api_addr).await;
+    let reply = cart
+        .post_json("/v1/admin/backup", &serde_json::json!({"name": "nightly"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    for bad in [
+        "../escape",
+        ".hidden",
+        "Upper",
+        "",
+        &"a".repeat(65),
+        "a/b",
+        "x4111111111111111y",
+        "6011-1111-1111-1117",
+    ] {
+        let reply = admin
+            .post_json("/v1/admin/backup", &serde_json::json!({ "name": bad }))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    let reply = admin
+        .post_json("/v1/admin/backup", &serde_json::json!({"name": "nightly"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json());
+    let path = std::path::PathBuf::from(reply.json()["path"].as_str().unwrap());
+    assert_eq!(path, harness.config.storage.backup_dir().join("nightly"));
+    assert!(path.join("manifest.json").is_file());
+    let reply = admin
+        .post_json("/v1/admin/backup", &serde_json::json!({"name": "nightly"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "a name taken");
+    drop((cart, admin));
+    service.stop().await.unwrap();
+    let trail = common::entries(&harness.config.audit.dir);
+    assert!(trail.iter().any(|e| e["event"] == "backup_taken"
+        && e["principal"] == "admin"
+        && e["outcome"] == "success"));
+    assert!(trail.iter().any(|e| e["event"] == "access_denied"
+        && e["principal"] == "cart"
+        && e["outcome"] == "denied"));
 }

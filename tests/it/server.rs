@@ -715,6 +715,7 @@ async fn openapi_document_matches_the_server() {
         "GET /v1/tokens/{token}",
         "POST /v1/admin/alerts/clear",
         "POST /v1/admin/approvals/{id}",
+        "POST /v1/admin/backup",
         "POST /v1/admin/evidence-key/rotate",
         "POST /v1/admin/import",
         "POST /v1/admin/kek/rotate",

@@ -21,6 +21,7 @@ use super::state::AppState;
 
 mod admin;
 mod approvals;
+mod backup;
 pub(super) mod cards;
 mod collect;
 mod custody;
@@ -52,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/kek/rotate", post(custody::rotate_kek))
         .route("/v1/admin/watch/reports", post(watch::report))
         .route("/v1/admin/watch/approvals", post(watch::approve))
+        .route("/v1/admin/backup", post(backup::take))
         .route(
             "/v1/admin/evidence-key/rotate",
             post(custody::rotate_evidence_key),

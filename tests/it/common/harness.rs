@@ -56,6 +56,7 @@ impl Harness {
                 ca_file: None,
                 commit_bound_ms: std::num::NonZeroU64::new(5000).unwrap(),
                 data_dir: dir.path().join("db"),
+                backup_dir: None,
                 key_file: Some(dir.path().join("kek.key")),
                 min_free_bytes: 1 << 20,
                 block_cache_bytes: std::num::NonZeroUsize::new(8 << 20).unwrap(),

@@ -78,9 +78,8 @@ pub async fn take(sources: &Sources<'_>, out: &Path, dev: bool) -> Result<Manife
         .create(out)
         .map_err(io(out))?;
     let db = out.join("db");
-    sources
-        .vault
-        .checkpoint_store(&db)
+    // Blocking (a flush and the links): off the runtime's other tasks.
+    tokio::task::block_in_place(|| sources.vault.checkpoint_store(&db))
         .map_err(|e| BackupError::Store(e.to_string()))?;
     let seq = sources
         .audit
@@ -90,20 +89,32 @@ pub async fn take(sources: &Sources<'_>, out: &Path, dev: bool) -> Result<Manife
         .await
         .map_err(|e| BackupError::Audit(e.to_string()))?;
     copy_trail(sources.audit_dir, &out.join("audit"))?;
-    for (inside, source) in &sources.extra {
-        let to = out.join(inside);
-        if let Some(parent) = to.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io(parent))?;
-        }
-        fs::copy(source, &to).map_err(io(source))?;
-    }
+    add_files(out, &sources.extra)?;
     let manifest = Manifest::of_dir(out, seq, dev)?;
     manifest.write(out)?;
     Ok(manifest)
+}
+
+/// Copies `extra` (path in the backup, source) into the backup `out`.
+pub fn add_files(out: &Path, extra: &[(PathBuf, PathBuf)]) -> Result<(), BackupError> {
+    for (inside, source) in extra {
+        let to = out.join(inside);
+        make_parent(&to)?;
+        fs::copy(source, &to).map_err(io(source))?;
+    }
+    Ok(())
+}
+
+/// Makes `path`'s parent directories (0700).
+fn make_parent(path: &Path) -> Result<(), BackupError> {
+    match path.parent() {
+        Some(parent) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io(parent)),
+        None => Ok(()),
+    }
 }
 
 /// Copies the trail in `from` into `to`: the wrapped keys whole, each
@@ -189,13 +200,7 @@ pub fn restore(backup: &Path, targets: &Targets) -> Result<Manifest, BackupError
                 (Err(_), None) => continue,
             },
         };
-        if let Some(parent) = to.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io(parent))?;
-        }
+        make_parent(&to)?;
         let bytes = fs::read(backup.join(relative)).map_err(io(relative))?;
         write_private(&to, &bytes)?;
     }
