@@ -317,6 +317,32 @@ async fn prometheus_rules_and_grafana_dashboard_use_real_metrics() {
             .unwrap();
     let panels = dashboard["panels"].as_array().unwrap();
     assert!(panels.len() >= 6);
+    // What an operator looks at first: up, ready/sealed, the error ratio and
+    // latency against their objectives, the version running.
+    let titled = |t: &str| {
+        panels
+            .iter()
+            .find(|p| p["title"].as_str().unwrap().starts_with(t))
+            .unwrap_or_else(|| panic!("no panel {t}"))
+    };
+    for t in [
+        "Up",
+        "Ready / sealed",
+        "5xx ratio",
+        "Version",
+        "p99 latency by route",
+    ] {
+        let _ = titled(t);
+    }
+    let steps = &titled("p99 latency by route")["fieldConfig"]["defaults"]["thresholds"]["steps"];
+    assert_eq!(steps[1]["value"], 0.25, "the latency objective drawn");
+    assert!(
+        titled("p99 latency by route")["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("by (route, le)"),
+        "latency per route, not summed over routes"
+    );
     let mut queries = String::new();
     for panel in panels {
         for target in panel["targets"].as_array().unwrap() {

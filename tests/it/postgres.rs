@@ -386,6 +386,80 @@ async fn a_schema_2_database_is_raised_to_short_fingerprints() {
     assert_eq!(row.get::<_, Option<i32>>(1), Some(16));
 }
 
+/// An upgrade, then a rollback, on PostgreSQL: the next release's additive
+/// migration (schema one higher, a column of its own, the compat floor
+/// left at this schema) is used by this build as it is, and left as it
+/// was; a newer schema whose floor is above this build is refused.
+/// docs/upgrade.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_uses_the_next_releases_additive_schema_unchanged() {
+    use cardvault::store::Store as _;
+    use cardvault::store::postgres::{SCHEMA_READABLE_BY, SCHEMA_VERSION};
+    let pg = Postgres::start();
+    Box::new(pg.store(2).await).close(Vec::new()).await.unwrap();
+    let client = pg.client().await;
+    let floor: i32 = client
+        .query_one("SELECT max(readable_by) FROM cardvault_schema_compat", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(floor, SCHEMA_READABLE_BY);
+    let next = SCHEMA_VERSION + 1;
+    client
+        .execute(
+            "INSERT INTO cardvault_schema (version) VALUES ($1)",
+            &[&next],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER TABLE cardvault_tokens ADD COLUMN next_release text")
+        .await
+        .unwrap();
+    let store = pg.store(2).await;
+    assert!(
+        store.describe().contains("postgres"),
+        "{}",
+        store.describe()
+    );
+    Box::new(store).close(Vec::new()).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT max(version), (SELECT max(readable_by) FROM cardvault_schema_compat) FROM cardvault_schema",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<i32>>(0),
+        Some(next),
+        "the rollback left the schema as it was"
+    );
+    assert_eq!(row.get::<_, Option<i32>>(1), Some(SCHEMA_READABLE_BY));
+    // A next release that old builds cannot use: refused, clearly.
+    client
+        .execute(
+            "UPDATE cardvault_schema_compat SET readable_by = $1",
+            &[&next],
+        )
+        .await
+        .unwrap();
+    let settings = cardvault::store::postgres::PgSettings {
+        url: pg.url().into(),
+        pool_size: 2,
+        ca_file: None,
+        commit_bound: std::time::Duration::from_secs(5),
+        node_dir: None,
+    };
+    let Err(err) = cardvault::store::postgres::PgStore::connect(&settings).await else {
+        panic!("a schema this build cannot use was opened");
+    };
+    assert!(
+        err.to_string().contains("newer than this build supports"),
+        "{err}"
+    );
+}
+
 /// A point lookup prepared while its table was small still uses the
 /// primary key once the table has grown. PostgreSQL may cache a generic
 /// plan for a prepared statement after five executions; made from the

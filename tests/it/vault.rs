@@ -431,8 +431,12 @@ async fn a_newer_on_disk_format_is_refused_with_a_clear_message() {
     {
         let db = raw_db(&dir.db_path());
         let meta = db.cf_handle("meta").unwrap();
+        // A newer format that old builds cannot read: its reader floor is
+        // itself.
         let newer = u64::from(cardvault::store::rocksdb::FORMAT_VERSION) + 1;
         db.put_cf(meta, b"format_version", newer.to_be_bytes())
+            .unwrap();
+        db.put_cf(meta, b"format_readable_by", newer.to_be_bytes())
             .unwrap();
     }
     let provider = KeyFileProvider::open(&dir.dir.path().join("kek.key")).unwrap();
@@ -452,6 +456,82 @@ async fn a_newer_on_disk_format_is_refused_with_a_clear_message() {
         err.to_string().contains("newer than this build supports"),
         "{err}"
     );
+}
+
+/// An upgrade, then a rollback: the next release's additive format change
+/// (its format marker one higher, the reader floor left at this format, a
+/// column family of its own with data in it) is opened by this build as it
+/// is — every token made before serves, new ones are made — and is still
+/// the next release's after: the markers and its column family untouched.
+/// docs/upgrade.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_opens_the_next_releases_additive_format_unchanged() {
+    use cardvault::store::rocksdb::{FORMAT_READABLE_BY, FORMAT_VERSION};
+    let dir = TestVaultDir::new();
+    let t = tenant("default");
+    let mut issued = Vec::new();
+    {
+        let vault = dir.open();
+        for i in 0..50 {
+            issued.push((
+                i,
+                vault
+                    .tokenize(&t, &synthetic_pan(i), None)
+                    .await
+                    .unwrap()
+                    .token,
+            ));
+        }
+        vault.close().await.unwrap();
+    }
+    let next = u64::from(FORMAT_VERSION) + 1;
+    {
+        // What the next release leaves behind, as it would write it.
+        let mut db = raw_db(&dir.db_path());
+        let meta = db.cf_handle("meta").unwrap();
+        let floor = db.get_cf(meta, b"format_readable_by").unwrap().unwrap();
+        assert_eq!(floor, u64::from(FORMAT_READABLE_BY).to_be_bytes());
+        db.put_cf(meta, b"format_version", next.to_be_bytes())
+            .unwrap();
+        db.create_cf("next_release", &rocksdb::Options::default())
+            .unwrap();
+        let added = db.cf_handle("next_release").unwrap();
+        db.put_cf(added, b"its own key", b"its own value").unwrap();
+        drop(db);
+    }
+    {
+        let vault = dir.open();
+        assert_all_reveal(&vault, &t, &issued).await;
+        for i in 50..60 {
+            issued.push((
+                i,
+                vault
+                    .tokenize(&t, &synthetic_pan(i), None)
+                    .await
+                    .unwrap()
+                    .token,
+            ));
+        }
+        vault.close().await.unwrap();
+    }
+    {
+        let db = raw_db(&dir.db_path());
+        let meta = db.cf_handle("meta").unwrap();
+        assert_eq!(
+            db.get_cf(meta, b"format_version").unwrap().unwrap(),
+            next.to_be_bytes(),
+            "the rollback left the next release's format as it was"
+        );
+        let added = db.cf_handle("next_release").unwrap();
+        assert_eq!(
+            db.get_cf(added, b"its own key").unwrap().as_deref(),
+            Some(&b"its own value"[..])
+        );
+    }
+    // And forward again: the same build reopens it, tokens intact.
+    let vault = dir.open();
+    assert_all_reveal(&vault, &t, &issued).await;
+    vault.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

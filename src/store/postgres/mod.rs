@@ -39,8 +39,8 @@ use crate::crypto::{Fingerprint, KeyLabel};
 use crate::domain::{Expiry, TenantId, Token};
 pub use connect::PgSettings;
 use counters::Baselines;
-pub use schema::SCHEMA_VERSION;
 use schema::pg;
+pub use schema::{SCHEMA_READABLE_BY, SCHEMA_VERSION};
 
 /// The PostgreSQL store.
 pub struct PgStore {

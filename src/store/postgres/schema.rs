@@ -1,7 +1,9 @@
 //! The PostgreSQL schema and its versioned migrations, applied at open
 //! under an advisory lock (so nodes starting together apply each once). A
-//! database whose schema is newer than this build is refused with the same
-//! clear error as a newer RocksDB format.
+//! database whose schema is newer than this build opens as it is when it
+//! says this build can still use it (`cardvault_schema_compat`: the next
+//! release's additive change — a rollback); any other newer one is refused
+//! with the same clear error as a newer RocksDB format. docs/upgrade.md.
 //!
 //! Nothing stored is plaintext card data: keys are tokens and HMACs,
 //! entries are the codec's bytes (metadata + AES-GCM ciphertext), key
@@ -13,6 +15,12 @@ use crate::store::StoreError;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = 6;
+
+/// The oldest schema whose builds can use a database of this build's
+/// schema (recorded in `cardvault_schema_compat`): an additive migration
+/// (a column or table old builds do not read) keeps the previous value,
+/// one that changes what old builds read raises it.
+pub const SCHEMA_READABLE_BY: i32 = 6;
 
 /// Migration `n` (1-based) brings the schema from `n - 1` to `n`.
 const MIGRATIONS: [&str; 6] = [
@@ -108,12 +116,33 @@ pub async fn migrate(client: &mut Object, describe: &str) -> Result<(), StoreErr
         .map_err(pg)?
         .get(0);
     let found = found.unwrap_or(0);
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS cardvault_schema_compat (readable_by integer NOT NULL)",
+    )
+    .await
+    .map_err(pg)?;
+    let floor: Option<i32> = tx
+        .query_one("SELECT max(readable_by) FROM cardvault_schema_compat", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
     if found > SCHEMA_VERSION {
-        return Err(StoreError::NewerFormat {
-            path: describe.into(),
-            found: found as u32,
-            supported: SCHEMA_VERSION as u32,
-        });
+        // Before the compat table, each schema was its own floor.
+        let readable_by = floor.unwrap_or(found);
+        if readable_by > SCHEMA_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: describe.into(),
+                found: found as u32,
+                supported: SCHEMA_VERSION as u32,
+            });
+        }
+        tracing::warn!(
+            found,
+            readable_by,
+            this = SCHEMA_VERSION,
+            "the database schema was written by a newer build that keeps it usable by this one (a rollback): used as it is"
+        );
+        return tx.commit().await.map_err(pg);
     }
     for version in found + 1..=SCHEMA_VERSION {
         tx.batch_execute(MIGRATIONS[(version - 1) as usize])
@@ -126,6 +155,17 @@ pub async fn migrate(client: &mut Object, describe: &str) -> Result<(), StoreErr
         .await
         .map_err(pg)?;
         tracing::info!(version, "applied a database schema migration");
+    }
+    if floor != Some(SCHEMA_READABLE_BY) {
+        tx.batch_execute("DELETE FROM cardvault_schema_compat")
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO cardvault_schema_compat (readable_by) VALUES ($1)",
+            &[&SCHEMA_READABLE_BY],
+        )
+        .await
+        .map_err(pg)?;
     }
     tx.commit().await.map_err(pg)
 }

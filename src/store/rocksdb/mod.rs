@@ -50,6 +50,14 @@ use writer::{Command, Written};
 /// format-1 entries read as they are until rewritten.
 pub const FORMAT_VERSION: u32 = 4;
 
+/// The oldest format whose builds can read and write a database of this
+/// build's format, recorded in it (`format_readable_by`): a rollback to
+/// such a build opens the database unchanged. A format change that only
+/// adds (a column family, a meta key, an entry flag old builds ignore)
+/// keeps the previous value, so one release can always be rolled back;
+/// one that changes what old builds read raises it. docs/upgrade.md.
+pub const FORMAT_READABLE_BY: u32 = 4;
+
 /// The first format with 128-bit fingerprint keys.
 const FORMAT_SHORT_FINGERPRINTS: u32 = 4;
 
@@ -71,6 +79,7 @@ const COLUMN_FAMILIES: [&str; 6] = [
 ];
 
 const META_FORMAT_VERSION: &[u8] = b"format_version";
+const META_READABLE_BY: &[u8] = b"format_readable_by";
 const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
 
 impl From<rocksdb::Error> for StoreError {

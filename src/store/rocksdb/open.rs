@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use super::key_filter::{self, KeyFilter};
 use super::writer::{self, Command, Written};
 use super::{
-    CF_FINGERPRINTS, CF_META, CF_TOKENS, COLUMN_FAMILIES, FORMAT_SHORT_FINGERPRINTS,
-    FORMAT_VERSION, META_CLEAN_SHUTDOWN, META_FORMAT_VERSION, RocksStore, cf, synced,
+    CF_FINGERPRINTS, CF_META, CF_TOKENS, COLUMN_FAMILIES, FORMAT_READABLE_BY,
+    FORMAT_SHORT_FINGERPRINTS, FORMAT_VERSION, META_CLEAN_SHUTDOWN, META_FORMAT_VERSION,
+    META_READABLE_BY, RocksStore, cf, synced,
 };
 use crate::store::StoreError;
 use crate::store::codec::{self, CodecError};
@@ -129,6 +130,18 @@ impl RocksStore {
     /// Opens (creating if needed) the database in `path` and starts the writer.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<RocksStore, StoreError> {
         let (db_opts, descriptors) = db_options(options);
+        // Column families a newer build added (an additive format change)
+        // are opened with default options and left alone: RocksDB refuses
+        // to open a database without all of them, and a rollback must.
+        let mut descriptors = Vec::from(descriptors);
+        for name in DB::list_cf(&db_opts, path).unwrap_or_default() {
+            if name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+                && !COLUMN_FAMILIES.contains(&name.as_str())
+            {
+                tracing::info!(column_family = %name, "a column family of a newer build: opened, not used");
+                descriptors.push(ColumnFamilyDescriptor::new(name, Options::default()));
+            }
+        }
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, descriptors)?);
         check_format(&db, path)?;
         let was_clean = take_clean_marker(&db)?;
@@ -228,7 +241,8 @@ fn db_options(
     (db_opts, descriptors)
 }
 
-/// Records this build's format version in `meta`, synced.
+/// Records this build's format version, and the oldest format that can
+/// read it, in `meta`, synced.
 fn stamp_format(
     db: &DB,
     meta: &rocksdb::ColumnFamily,
@@ -240,41 +254,72 @@ fn stamp_format(
         META_FORMAT_VERSION,
         u64::from(FORMAT_VERSION).to_be_bytes(),
     );
+    batch.put_cf(
+        meta,
+        META_READABLE_BY,
+        u64::from(FORMAT_READABLE_BY).to_be_bytes(),
+    );
     Ok(db.write_opt(batch, sync)?)
 }
 
-/// Refuses a database of a newer format; raises an older one to this
-/// build's format (rewriting what must be rewritten first); stamps a new
-/// one.
+/// A version number stored in `meta`.
+fn meta_version(
+    db: &DB,
+    meta: &rocksdb::ColumnFamily,
+    key: &[u8],
+) -> Result<Option<u32>, StoreError> {
+    db.get_cf(meta, key)?
+        .map(|bytes| {
+            codec::decode_counter(&bytes)
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or(StoreError::Corrupt(CodecError::InvalidField {
+                    what: "meta",
+                    field: "format version",
+                }))
+        })
+        .transpose()
+}
+
+/// Opens a database of this build's format or an older one (raising it to
+/// this build's format, rewriting what must be rewritten first), and a
+/// newer one that says this build can still read it (`format_readable_by`:
+/// a rollback; it is left as it is); refuses any other newer one. Stamps a
+/// new one.
 fn check_format(db: &DB, path: &Path) -> Result<(), StoreError> {
     let meta = cf(db, CF_META)?;
     let sync = synced();
-    match db.get_cf(meta, META_FORMAT_VERSION)? {
-        Some(bytes) => {
-            let found = codec::decode_counter(&bytes)
-                .ok()
-                .and_then(|v| u32::try_from(v).ok())
-                .ok_or(CodecError::InvalidField {
-                    what: "meta",
-                    field: "format version",
-                })?;
-            if found > FORMAT_VERSION {
-                return Err(StoreError::NewerFormat {
-                    path: path.to_owned(),
-                    found,
-                    supported: FORMAT_VERSION,
-                });
-            }
-            if found < FORMAT_VERSION {
-                if found < FORMAT_SHORT_FINGERPRINTS {
-                    shorten_fingerprint_keys(db, path)?;
-                }
-                // Everything else reads as is; the marker moves.
-                stamp_format(db, meta, &sync)?;
-                tracing::info!(from = found, to = FORMAT_VERSION, path = %path.display(), "raised the database's format version");
-            }
+    let Some(found) = meta_version(db, meta, META_FORMAT_VERSION)? else {
+        return stamp_format(db, meta, &sync);
+    };
+    if found > FORMAT_VERSION {
+        // Before format markers had a reader floor, each format was its own.
+        let readable_by = meta_version(db, meta, META_READABLE_BY)?.unwrap_or(found);
+        if readable_by > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: path.to_owned(),
+                found,
+                supported: FORMAT_VERSION,
+            });
         }
-        None => stamp_format(db, meta, &sync)?,
+        tracing::warn!(
+            found,
+            readable_by,
+            this = FORMAT_VERSION,
+            path = %path.display(),
+            "the database was written by a newer build that keeps it readable by this one (a rollback): opened as it is"
+        );
+        return Ok(());
+    }
+    if found < FORMAT_VERSION {
+        if found < FORMAT_SHORT_FINGERPRINTS {
+            shorten_fingerprint_keys(db, path)?;
+        }
+        // Everything else reads as is; the marker moves.
+        stamp_format(db, meta, &sync)?;
+        tracing::info!(from = found, to = FORMAT_VERSION, path = %path.display(), "raised the database's format version");
+    } else if meta_version(db, meta, META_READABLE_BY)?.is_none() {
+        stamp_format(db, meta, &sync)?;
     }
     Ok(())
 }
