@@ -29,6 +29,20 @@ async fn assert_all_reveal(vault: &Vault, t: &TenantId, issued: &[(u64, Token)])
     }
 }
 
+/// Tokenizes `synthetic_pan(i)` for each `i` of `range`: `(i, token)`.
+async fn issue(vault: &Vault, t: &TenantId, range: std::ops::Range<u64>) -> Vec<(u64, Token)> {
+    let mut issued = Vec::new();
+    for i in range {
+        let token = vault
+            .tokenize(t, &synthetic_pan(i), None)
+            .await
+            .unwrap()
+            .token;
+        issued.push((i, token));
+    }
+    issued
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_survive_reopen_after_close_and_after_drop() {
     let dir = TestVaultDir::new();
@@ -228,27 +242,9 @@ async fn rotation_keeps_old_records_readable_and_survives_reopen() {
     let mut issued = Vec::new();
     {
         let vault = dir.open();
-        for i in 0..10 {
-            issued.push((
-                i,
-                vault
-                    .tokenize(&t, &synthetic_pan(i), None)
-                    .await
-                    .unwrap()
-                    .token,
-            ));
-        }
+        issued.extend(issue(&vault, &t, 0..10).await);
         assert_eq!(vault.rotate_keys(&t).await.unwrap(), 2);
-        for i in 10..20 {
-            issued.push((
-                i,
-                vault
-                    .tokenize(&t, &synthetic_pan(i), None)
-                    .await
-                    .unwrap()
-                    .token,
-            ));
-        }
+        issued.extend(issue(&vault, &t, 10..20).await);
         assert_eq!(vault.key_status(), vec![(t.clone(), 2, 10)]);
         assert!(matches!(
             vault.rotate_keys(&tenant("nobody")).await,
@@ -472,16 +468,7 @@ async fn a_rollback_opens_the_next_releases_additive_format_unchanged() {
     let mut issued = Vec::new();
     {
         let vault = dir.open();
-        for i in 0..50 {
-            issued.push((
-                i,
-                vault
-                    .tokenize(&t, &synthetic_pan(i), None)
-                    .await
-                    .unwrap()
-                    .token,
-            ));
-        }
+        issued.extend(issue(&vault, &t, 0..50).await);
         vault.close().await.unwrap();
     }
     let next = u64::from(FORMAT_VERSION) + 1;
@@ -502,16 +489,7 @@ async fn a_rollback_opens_the_next_releases_additive_format_unchanged() {
     {
         let vault = dir.open();
         assert_all_reveal(&vault, &t, &issued).await;
-        for i in 50..60 {
-            issued.push((
-                i,
-                vault
-                    .tokenize(&t, &synthetic_pan(i), None)
-                    .await
-                    .unwrap()
-                    .token,
-            ));
-        }
+        issued.extend(issue(&vault, &t, 50..60).await);
         vault.close().await.unwrap();
     }
     {
