@@ -285,7 +285,8 @@ pub async fn start(
         collect: public.as_ref().map(|p| Arc::clone(&p.sessions)),
         watched: crate::runtime::watched::WatchedPages::default(),
         backup_dir: (config.storage.backend == crate::config::StorageBackend::Rocksdb)
-            .then(|| config.storage.backup_dir()),
+            .then(|| (config.storage.backup_dir(), config.storage.min_free_bytes)),
+        backup_running: tokio::sync::Mutex::new(()),
     });
     let vault = Arc::clone(&state.vault);
     let router = routes::router(state)

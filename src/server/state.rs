@@ -57,8 +57,11 @@ pub struct AppState {
     pub collect: Option<Arc<crate::runtime::collect::Collect>>,
     /// The payment pages a watcher reports on.
     pub watched: crate::runtime::watched::WatchedPages,
-    /// Where `POST /v1/admin/backup` writes (none: a PostgreSQL store).
-    pub backup_dir: Option<std::path::PathBuf>,
+    /// Where `POST /v1/admin/backup` writes (none: a PostgreSQL store),
+    /// and the free space it must leave there (`[storage] min_free_bytes`).
+    pub backup_dir: Option<(std::path::PathBuf, u64)>,
+    /// Held while a backup is taken: one at a time.
+    pub backup_running: tokio::sync::Mutex<()>,
 }
 
 impl AppState {

@@ -243,3 +243,29 @@ async fn the_backup_route_takes_names_only_and_admins_only() {
         && e["principal"] == "cart"
         && e["outcome"] == "denied"));
 }
+
+/// A backup that would leave the disk below `[storage] min_free_bytes` is
+/// refused (503) and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_would_fill_the_disk_is_refused() {
+    use crate::common::harness::Harness;
+    let harness = Harness::with(|c| c.storage.min_free_bytes = 1 << 62);
+    let service = harness.start().await;
+    let mut admin = harness.connect("admin", service.api_addr).await;
+    let reply = admin
+        .post_json("/v1/admin/backup", &serde_json::json!({"name": "nightly"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, hyper::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enough free space"),
+        "{:?}",
+        reply.json()
+    );
+    assert!(!harness.config.storage.backup_dir().join("nightly").exists());
+    drop(admin);
+    service.stop().await.unwrap();
+}

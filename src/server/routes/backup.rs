@@ -3,8 +3,11 @@
 //! under the name asked for — a RocksDB checkpoint taken while it serves,
 //! its trail after a synced `backup_taken` entry, its wrapped keys and a
 //! manifest — and answers where. `cardvault backup` calls it when the
-//! vault runs. A PostgreSQL vault is refused (its database has its own
-//! backups: docs/runbook.md).
+//! vault runs. One at a time (503 `unavailable` while one runs), and only
+//! when the backup directory's file system keeps `[storage]
+//! min_free_bytes` free after the copy of the trail (the store's files are
+//! hard links there). A PostgreSQL vault is refused (its database has its
+//! own backups: docs/runbook.md).
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -60,6 +63,21 @@ fn valid_name(name: &str) -> bool {
     plain
 }
 
+/// Whether the file system of `root` keeps `reserve` bytes free after a
+/// copy of the trail in `audit_dir` (the store's files are hard-linked).
+fn room_for(root: &std::path::Path, audit_dir: &std::path::Path, reserve: u64) -> bool {
+    let trail: u64 = std::fs::read_dir(audit_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    rustix::fs::statvfs(root)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .is_ok_and(|free| free >= trail.saturating_add(reserve))
+}
+
 /// `POST /v1/admin/backup` (global admin).
 pub async fn take(call: Call, req: Request) -> Result<Response, ApiError> {
     let (state, caller) = (&call.state, &call.caller);
@@ -76,7 +94,7 @@ pub async fn take(call: Call, req: Request) -> Result<Response, ApiError> {
                 "name must be 1-64 characters of a-z, 0-9, '.', '_' and '-', not starting with '.', and nothing like a card number",
             ));
         }
-        let Some(root) = &state.backup_dir else {
+        let Some((root, reserve)) = &state.backup_dir else {
             return Err(ApiError::InvalidRequest(
                 "this vault's data is in PostgreSQL: back the database up with its own tools (docs/runbook.md)",
             ));
@@ -84,10 +102,18 @@ pub async fn take(call: Call, req: Request) -> Result<Response, ApiError> {
         if state.vault.is_sealed() {
             return Err(ApiError::Sealed);
         }
+        let Ok(_one_at_a_time) = state.backup_running.try_lock() else {
+            return Err(ApiError::Unavailable("a backup is being taken; try again when it is done"));
+        };
         std::fs::create_dir_all(root).map_err(|e| {
             tracing::error!(dir = %root.display(), error = %e, "cannot create the backup directory");
             ApiError::Unavailable("the backup directory cannot be created")
         })?;
+        if !room_for(root, state.audit.dir(), *reserve) {
+            return Err(ApiError::Unavailable(
+                "not enough free space for a backup: it would leave less than [storage] min_free_bytes",
+            ));
+        }
         let out = root.join(&body.name);
         if out.exists() {
             return Err(ApiError::InvalidRequest("a backup of that name exists"));
