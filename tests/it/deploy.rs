@@ -151,10 +151,38 @@ fn kubernetes_manifest_defines_what_it_mounts() {
     ] {
         assert!(text.contains(needle), "manifest lacks {needle:?}");
     }
-    let config = embedded_config(&text).1;
+    let (block, config) = embedded_config(&text);
     assert_eq!(config.principals.len(), 2);
     assert_eq!(config.log.format, cardvault::config::LogFormat::Json);
     assert_eq!(config.ops.drain_delay.as_millis(), 5000);
+    // A sealed or starting pod is reachable for unseal and admin: a
+    // headless Service that publishes not-ready addresses, the operators'
+    // namespace admitted.
+    for needle in [
+        "name: cardvault-internal",
+        "publishNotReadyAddresses: true",
+        "serviceName: cardvault-internal",
+        "namespaceSelector: { matchLabels: { cardvault.io/operators: \"true\" } }",
+        "startupProbe:",
+        "- metadata: { name: audit }",
+        "- metadata: { name: checkpoints }",
+    ] {
+        assert!(text.contains(needle), "manifest lacks {needle:?}");
+    }
+    // The trail and its checkpoints are off the data's volume.
+    assert!(config.audit.dir.starts_with("/var/lib/cardvault-audit"));
+    assert!(!config.audit.dir.starts_with(&config.storage.data_dir));
+    assert_eq!(
+        config.audit.checkpoint_dir.as_deref(),
+        Some(Path::new("/var/lib/cardvault-checkpoints"))
+    );
+    // The pod carries its config's digest: a changed config rolls it.
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(block.as_bytes()));
+    assert!(
+        text.contains(&format!("cardvault.io/config-sha256: \"{digest}\"")),
+        "the config-sha256 annotation is not the ConfigMap's ({digest})"
+    );
 }
 
 /// The manifest for several replicas on CloudNativePG: its config parses
