@@ -121,7 +121,7 @@ pub async fn run_backup(args: BackupArgs) -> CliResult {
 }
 
 /// The running vault takes the backup into its `backup_dir`; the dev
-/// files are added (the manifest made again) and it moves to `--out`.
+/// files are added (and listed in its manifest) and it moves to `--out`.
 async fn from_running(
     args: &BackupArgs,
     extra: Vec<(PathBuf, PathBuf)>,
@@ -151,17 +151,12 @@ async fn from_running(
         )));
     }
     let taken = PathBuf::from(answer["path"].as_str().unwrap_or_default());
-    let seq = answer["audit_seq"].as_u64().unwrap_or_default();
-    if !extra.is_empty() {
-        let unreadable = |e: backup::BackupError| CliError::Unreadable(e.to_string());
-        backup::add_files(&taken, &extra).map_err(unreadable)?;
-        std::fs::remove_file(taken.join(backup::manifest::FILE))
-            .map_err(|e| CliError::Unreadable(format!("{}: {e}", taken.display())))?;
-        Manifest::of_dir(&taken, seq, dev)
-            .map_err(|e| CliError::Unreadable(e.to_string()))?
-            .write(&taken)
-            .map_err(unreadable)?;
+    let manifest = if dev {
+        backup::add_dev_files(&taken, &extra)
+    } else {
+        Manifest::read(&taken).map_err(backup::BackupError::from)
     }
+    .map_err(|e| CliError::Unreadable(e.to_string()))?;
     std::fs::rename(&taken, &args.out).map_err(|e| {
         CliError::Unreadable(format!(
             "moving {} to {}: {e} (it stays in the vault's backup_dir)",
@@ -169,7 +164,7 @@ async fn from_running(
             args.out.display()
         ))
     })?;
-    Manifest::read(&args.out).map_err(|e| CliError::Unreadable(e.to_string()))
+    Ok(manifest)
 }
 
 /// Runs `restore`.

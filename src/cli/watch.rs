@@ -198,14 +198,13 @@ pub async fn run(command: WatchCommand) -> CliResult {
             justification,
             out,
         } => {
-            use sha2::Digest as _;
-            // Only a baseline `check` would accept is approved.
-            watch::read_baseline(&baseline).map_err(|e| CliError::Unreadable(e.to_string()))?;
-            let bytes = std::fs::read(&baseline)
-                .map_err(|e| CliError::Unreadable(format!("{}: {e}", baseline.display())))?;
+            // Only a baseline `check` would accept is approved, by the
+            // digest of the very bytes read.
+            let approved =
+                watch::read_baseline(&baseline).map_err(|e| CliError::Unreadable(e.to_string()))?;
             let body = serde_json::json!({
                 "page": page,
-                "baseline_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+                "baseline_sha256": approved.sha256,
                 "justification": justification,
             });
             let mut conn = endpoint.connect_as("admin").await?;

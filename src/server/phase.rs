@@ -45,6 +45,8 @@ pub struct Status {
     pub state: &'static str,
     /// Whether `/readyz` answers 200.
     pub ready: bool,
+    /// Whether the vault is sealed (false while starting: not yet known).
+    pub sealed: bool,
     /// The body of `/healthz` and `/readyz`.
     pub body: serde_json::Value,
 }
@@ -86,6 +88,7 @@ impl Phase {
             return Status {
                 state: "starting",
                 ready: false,
+                sealed: false,
                 body: serde_json::json!({
                     "state": "starting",
                     "step": STEPS[step],
@@ -101,6 +104,7 @@ impl Phase {
         Status {
             state,
             ready: live && !seal.sealed && storage == Readiness::Ready,
+            sealed: seal.sealed,
             body: serde_json::json!({
                 "state": state,
                 "storage": storage.as_str(),
@@ -123,16 +127,11 @@ impl Phase {
     /// Sets the state gauges (called on every scrape).
     pub fn publish(&self) {
         let status = self.status();
-        let starting = status.state == "starting";
-        let sealed = self
-            .serving
-            .get()
-            .is_some_and(|s| s.custody.status().sealed);
         let flag = |on: bool| if on { 1.0 } else { 0.0 };
-        metrics::gauge!("cardvault_starting").set(flag(starting));
+        metrics::gauge!("cardvault_starting").set(flag(status.state == "starting"));
         metrics::gauge!("cardvault_start_progress_ratio").set(self.progress());
         metrics::gauge!("cardvault_ready").set(flag(status.ready));
-        metrics::gauge!("cardvault_sealed").set(flag(sealed));
+        metrics::gauge!("cardvault_sealed").set(flag(status.sealed));
         if let Some((dir, reserve)) = &self.disk
             && let Ok(stat) = rustix::fs::statvfs(dir)
         {

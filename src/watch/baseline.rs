@@ -42,6 +42,9 @@ pub struct Baseline {
     pub inventory: Inventory,
     /// Each approved script's justification, by URL or inline hash.
     pub justifications: BTreeMap<String, String>,
+    /// SHA-256 of the file's bytes as read, hex: what an admin approves
+    /// and the watcher reports.
+    pub sha256: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -194,6 +197,10 @@ pub fn read(path: &Path) -> Result<Baseline, BaselineError> {
         });
     }
     Ok(Baseline {
+        sha256: {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        },
         collect_origin: file.collect_origin,
         inventory: Inventory {
             url: file.page.clone(),

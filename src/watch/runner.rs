@@ -166,11 +166,7 @@ enum Verdict {
 
 /// The baseline as reported: its file's SHA-256 and every approved
 /// script with its justification.
-fn reported_baseline(path: &Path, approved: &super::baseline::Baseline) -> serde_json::Value {
-    use sha2::Digest as _;
-    let digest = std::fs::read(path)
-        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
-        .unwrap_or_default();
+fn reported_baseline(approved: &super::baseline::Baseline) -> serde_json::Value {
     let why = |key: &str| {
         approved
             .justifications
@@ -188,7 +184,7 @@ fn reported_baseline(path: &Path, approved: &super::baseline::Baseline) -> serde
         }))
         .take(crate::peer::report::MAX_DIFFERENCES)
         .collect();
-    serde_json::json!({"sha256": digest, "scripts": scripts})
+    serde_json::json!({"sha256": approved.sha256, "scripts": scripts})
 }
 
 /// Checks `page` once and builds its report — with the baseline when its
@@ -235,22 +231,21 @@ async fn check_one(
                     .map(|d| serde_json::json!({"kind": d.kind, "subject": d.subject.chars().take(2048).collect::<String>()}))
                     .collect::<Vec<_>>(),
             });
-            let baseline = reported_baseline(&page.baseline, &approved);
-            let digest = baseline["sha256"].as_str().map(str::to_owned);
-            report["baseline_sha256"] = baseline["sha256"].clone();
+            let digest = &approved.sha256;
+            report["baseline_sha256"] = digest.as_str().into();
             let approvals: Vec<_> = page
                 .approval
                 .as_deref()
                 .map(read_approvals)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|a| Some(&a.baseline_sha256) == digest.as_ref())
+                .filter(|a| &a.baseline_sha256 == digest)
                 .take(crate::peer::report::MAX_APPROVALS)
                 .collect();
             report["approvals"] = serde_json::json!(approvals);
-            let new = (digest.as_deref() != sent).then_some(digest).flatten();
+            let new = (Some(digest.as_str()) != sent).then(|| digest.clone());
             if new.is_some() {
-                report["baseline"] = baseline;
+                report["baseline"] = reported_baseline(&approved);
             }
             (report, outcome, new)
         }

@@ -129,6 +129,23 @@ impl Manifest {
         })
     }
 
+    /// Lists `added` (paths relative to the backup `dir`, just copied in)
+    /// beside what it lists already, hashing only them.
+    pub fn add(&mut self, dir: &Path, added: &[&Path]) -> Result<(), ManifestError> {
+        for relative in added {
+            let path = relative.to_string_lossy().into_owned();
+            let (sha256, bytes) = digest(&dir.join(relative))
+                .map_err(|e| ManifestError::Unreadable(path.clone(), e.to_string()))?;
+            self.files.push(FileEntry {
+                path,
+                bytes,
+                sha256,
+            });
+        }
+        self.files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(())
+    }
+
     /// Writes it into the backup `dir` (0600).
     pub fn write(&self, dir: &Path) -> Result<(), super::BackupError> {
         let text = serde_json::to_vec_pretty(self).unwrap_or_default();

@@ -95,8 +95,24 @@ pub async fn take(sources: &Sources<'_>, out: &Path, dev: bool) -> Result<Manife
     Ok(manifest)
 }
 
+/// Adds a dev vault's `extra` files (path in the backup, source) to the
+/// backup `out` a running vault took, and lists them in its manifest,
+/// which then says it is a dev backup (its other files are not hashed
+/// again).
+pub fn add_dev_files(out: &Path, extra: &[(PathBuf, PathBuf)]) -> Result<Manifest, BackupError> {
+    let mut manifest = Manifest::read(out)?;
+    add_files(out, extra)?;
+    let added: Vec<&Path> = extra.iter().map(|(inside, _)| inside.as_path()).collect();
+    manifest.add(out, &added)?;
+    manifest.dev = true;
+    let path = out.join(manifest::FILE);
+    fs::remove_file(&path).map_err(io(&path))?;
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
 /// Copies `extra` (path in the backup, source) into the backup `out`.
-pub fn add_files(out: &Path, extra: &[(PathBuf, PathBuf)]) -> Result<(), BackupError> {
+fn add_files(out: &Path, extra: &[(PathBuf, PathBuf)]) -> Result<(), BackupError> {
     for (inside, source) in extra {
         let to = out.join(inside);
         make_parent(&to)?;
@@ -142,16 +158,30 @@ fn copy_trail(from: &Path, to: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// Writes `bytes` to a new file `path`, mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    let mut file = fs::OpenOptions::new()
+/// A new file `path`, mode 0600.
+fn create_private(path: &Path) -> Result<fs::File, BackupError> {
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(io(path))?;
+        .map_err(io(path))
+}
+
+/// Writes `bytes` to a new file `path`, mode 0600, synced.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    let mut file = create_private(path)?;
     file.write_all(bytes).map_err(io(path))?;
     file.sync_all().map_err(io(path))
+}
+
+/// Copies the file `from` to a new file `to`, mode 0600, synced, without
+/// holding it in memory (a store file may be large).
+fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
+    let mut source = fs::File::open(from).map_err(io(from))?;
+    let mut file = create_private(to)?;
+    std::io::copy(&mut source, &mut file).map_err(io(to))?;
+    file.sync_all().map_err(io(to))
 }
 
 /// Where a restore puts each part of a backup.
@@ -201,8 +231,7 @@ pub fn restore(backup: &Path, targets: &Targets) -> Result<Manifest, BackupError
             },
         };
         make_parent(&to)?;
-        let bytes = fs::read(backup.join(relative)).map_err(io(relative))?;
-        write_private(&to, &bytes)?;
+        copy_private(&backup.join(relative), &to)?;
     }
     Ok(manifest)
 }
