@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use crate::common::harness::{Harness, ops_get};
-use crate::common::{entries, of_kind};
+use crate::common::{copy_dir, entries, of_kind};
 use cardvault::audit::{AuditLog, AuditSettings, Event, EventKind};
 use cardvault::client::ClientTls;
 use cardvault::config::{BurstRule, Config};
@@ -260,14 +260,6 @@ fn rewrite_lines(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     edit(&mut lines);
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

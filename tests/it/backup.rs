@@ -5,31 +5,7 @@
 //! verify; without `--target` a running vault is refused; a damaged or
 //! altered backup and a non-empty target are refused.
 
-use std::path::Path;
-
-use crate::common::{self, DevServer};
-
-/// `cardvault ARGS`: (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = common::cardvault().args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use crate::common::{self, DevServer, copy_dir, run};
 
 #[test]
 fn a_backup_restores_elsewhere_with_every_token_and_a_whole_trail() {

@@ -51,18 +51,13 @@ fn share_path(dir: &Path, custodian: &str) -> PathBuf {
 
 /// `cardvault unseal --dev DIR --addr API --share FILE`: exit code, stdout.
 fn unseal(server: &DevServer, share: &Path) -> (Option<i32>, String, String) {
-    let out = cardvault()
-        .arg("unseal")
-        .arg("--dev")
-        .arg(&server.data_dir)
-        .args(["--addr", &server.api, "--share"])
-        .arg(share)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    crate::common::outcome(
+        cardvault()
+            .arg("unseal")
+            .arg("--dev")
+            .arg(&server.data_dir)
+            .args(["--addr", &server.api, "--share"])
+            .arg(share),
     )
 }
 

@@ -8,18 +8,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{self, DevServer};
+use crate::common::{self, DevServer, run};
 
 const CANARY_PAN: &str = "4929361425631237";
-
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = common::cardvault().args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn section<'a>(bundle: &'a Value, id: &str) -> &'a Value {
     &bundle["sections"]

@@ -8,16 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{self, DevServer, luhn_complete};
-
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = common::cardvault().args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::common::{self, DevServer, luhn_complete, run};
 
 fn pan(i: usize) -> String {
     luhn_complete(&format!("45{i:013}"))

@@ -7,16 +7,7 @@
 use std::path::Path;
 
 fn version(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = crate::common::cardvault()
-        .arg("version")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::common::outcome(crate::common::cardvault().arg("version").args(args))
 }
 
 /// An advisory database whose only advisory flags `hex` below 99.0.0 (the

@@ -226,17 +226,8 @@ fn justify(file: &Path, why: &str) {
 /// `cardvault watch ARGS`: (exit code, stdout, stderr), and how long it took.
 fn watch(args: &[&str]) -> (Option<i32>, String, String, Duration) {
     let started = Instant::now();
-    let out = common::cardvault()
-        .arg("watch")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        started.elapsed(),
-    )
+    let (code, out, err) = common::outcome(common::cardvault().arg("watch").args(args));
+    (code, out, err, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,34 @@ pub fn cardvault() -> std::process::Command {
     command
 }
 
+/// What a finished command said: (exit code, stdout, stderr).
+pub fn outcome(command: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = command.output().expect("run the command");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `cardvault ARGS`: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    outcome(cardvault().args(args))
+}
+
+/// Copies the directory `from` (and those under it) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// A `cardvault serve --dev` child process on ports chosen by the OS, with
 /// the lines it printed up to and including the curl commands.
 pub struct DevServer {
