@@ -21,7 +21,8 @@ pub fn install_panic_hook() {
 
 #[cfg(feature = "vault")]
 pub use process::{
-    MemoryLock, harden_process, lower_thread_priority, raise_open_files_limit, refuse_unsafe_files,
+    MemoryLock, harden_process, lower_thread_priority, raise_open_files_limit, read_secret_text,
+    refuse_unsafe_files,
 };
 
 #[cfg(feature = "vault")]
@@ -224,5 +225,44 @@ mod process {
             }
         }
         Ok(())
+    }
+
+    /// Reads a small secret text file (a PIN, a database password) as the
+    /// private keys are checked: a regular file owned by this user that
+    /// group and others cannot access, at most `max_len` bytes of UTF-8;
+    /// trailing newlines are dropped and an empty secret is refused. The
+    /// error says what is wrong with the file, never what it holds.
+    pub fn read_secret_text(
+        path: &Path,
+        max_len: u64,
+    ) -> Result<zeroize::Zeroizing<String>, String> {
+        use std::io::Read as _;
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "mode {:04o}; it must not be accessible to group or others (chmod 600)",
+                meta.mode() & 0o7777
+            ));
+        }
+        if meta.uid() != geteuid().as_raw() {
+            return Err("owned by another user".into());
+        }
+        if meta.len() > max_len {
+            return Err(format!("longer than {max_len} bytes"));
+        }
+        let mut text = zeroize::Zeroizing::new(String::new());
+        file.take(max_len + 1)
+            .read_to_string(&mut text)
+            .map_err(|_| "not UTF-8 text".to_owned())?;
+        let end = text.trim_end_matches(['\n', '\r']).len();
+        text.truncate(end);
+        if text.is_empty() {
+            return Err("empty".into());
+        }
+        Ok(text)
     }
 }

@@ -299,6 +299,7 @@ async fn open_pg(url: &str, plan: &Plan) -> anyhow::Result<Side> {
         url: url.to_owned().into(),
         pool_size: 2,
         ca_file: plan.ca_file.clone(),
+        password_file: None,
         commit_bound: std::time::Duration::from_secs(10),
         node_dir: None,
     };

@@ -29,6 +29,7 @@ mod audit;
 mod backup;
 mod client;
 mod collect;
+mod copy_secrets;
 mod custody;
 mod demo;
 mod dev;
@@ -45,6 +46,7 @@ mod portable;
 mod running;
 mod scan;
 mod serve;
+mod tls_watch;
 mod tokenize_file;
 mod version;
 mod watch;
@@ -148,6 +150,10 @@ enum Command {
         #[command(subcommand)]
         command: watch::WatchCommand,
     },
+    /// Copy a mounted secret's files into a directory as files the vault
+    /// owns (mode 0600); with --every, again whenever they change (a
+    /// Kubernetes init container or sidecar).
+    CopySecrets(copy_secrets::CopySecretsArgs),
     /// Copy a stopped vault's data between RocksDB and PostgreSQL as it is
     /// stored (resumable with --resume), then check counts and a sample.
     Migrate(Box<migrate::MigrateArgs>),
@@ -211,6 +217,7 @@ async fn run(cli: Cli) -> error::CliResult {
         Command::Scan(args) => scan::run(args).await,
         Command::Evidence(args) => evidence::run(args).await,
         Command::Backup(args) => backup::run_backup(args).await,
+        Command::CopySecrets(args) => copy_secrets::run(args).await,
         Command::Restore(args) => backup::run_restore(args).await,
         Command::TokenizeFile(args) => tokenize_file::run(args).await,
         Command::Import(args) => portable::import(args).await,

@@ -143,14 +143,32 @@ pub async fn run(args: ServeArgs) -> CliResult {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot notify systemd that the vault is ready");
     }
-    // SIGHUP reloads certificates, CRLs and principals; SIGTERM/SIGINT stop.
-    while signals.wait().await == Signal::Reload {
+    // SIGHUP (or, with `[api] tls_check_s`, changed TLS files) reloads
+    // certificates, CRLs and principals; SIGTERM/SIGINT stop.
+    let mut tls_files = super::tls_watch::TlsFiles::new(&config.api);
+    loop {
+        let signal = tokio::select! {
+            signal = signals.wait() => signal,
+            () = tls_files.changed() => {
+                tracing::info!("the API's TLS files changed: reloading");
+                Signal::Reload
+            }
+        };
+        if signal == Signal::Stop {
+            break;
+        }
         if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
         }
         match Config::load(&config_path) {
-            Ok(new) => service.reload(Ok(&new)),
-            Err(e) => service.reload(Err(&e)),
+            Ok(new) => {
+                service.reload(Ok(&new));
+                tls_files.reloaded(&new.api);
+            }
+            Err(e) => {
+                service.reload(Err(&e));
+                tls_files.reloaded(&config.api);
+            }
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }

@@ -26,6 +26,13 @@ pub struct ApiConfig {
     /// Also accept TLS 1.2 (TLS 1.3 only by default).
     #[serde(default)]
     pub allow_tls12: bool,
+    /// Every this many seconds, read `cert`, `key`, `client_ca` and `crls`
+    /// and reload as on SIGHUP once they have changed and then stayed the
+    /// same for one more check (a certificate renewed by cert-manager, a
+    /// key copied by `cardvault copy-secrets`). 0, the default: on SIGHUP
+    /// only.
+    #[serde(default)]
+    pub tls_check_s: u64,
 }
 
 /// The ops listener.

@@ -30,6 +30,12 @@ pub struct StorageConfig {
     /// says `sslmode=disable`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: a file holding the database password (mode 0600, owned
+    /// by the vault; a trailing newline is dropped), for a URL without
+    /// one: a Kubernetes Secret or a systemd credential instead of the
+    /// environment. Read at each start.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// PostgreSQL: a node whose probe commit (one a second, waiting for the
     /// synchronous standby like every insert) has not completed within
     /// this many milliseconds answers `/readyz` 503 until one does; also
@@ -119,6 +125,7 @@ impl StorageConfig {
             url: url.0,
             pool_size: self.pool_size.get(),
             ca_file: self.ca_file.clone(),
+            password_file: self.password_file.clone(),
             commit_bound: std::time::Duration::from_millis(self.commit_bound_ms.get()),
             node_dir: Some(self.data_dir.clone()),
         })

@@ -10,9 +10,6 @@
 //! retried on a fresh session; if that fails too the operation reports
 //! [`KeyError::Unavailable`], which the service answers with 503.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -99,35 +96,12 @@ fn ck(e: CkError) -> String {
 /// Reads a PIN file as the key files are checked: a regular file that
 /// only its owner (this user) may read. Trailing newlines are dropped.
 fn read_pin(path: &Path) -> Result<AuthPin, Pkcs11Error> {
-    let fail = |why: String| Pkcs11Error::PinFile {
-        path: path.to_owned(),
-        why,
-    };
-    let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(fail(format!(
-            "mode {:04o}; it must not be accessible to group or others (chmod 600)",
-            meta.mode() & 0o7777
-        )));
-    }
-    if meta.uid() != rustix::process::geteuid().as_raw() {
-        return Err(fail("owned by another user".into()));
-    }
-    if meta.len() > 256 {
-        return Err(fail("longer than 256 bytes".into()));
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.read_to_string(&mut text)
-        .map_err(|_| fail("not UTF-8 text".into()))?;
-    let pin = text.trim_end_matches(['\n', '\r']);
-    if pin.is_empty() {
-        return Err(fail("empty".into()));
-    }
-    Ok(AuthPin::from(pin))
+    let pin =
+        crate::hardening::read_secret_text(path, 256).map_err(|why| Pkcs11Error::PinFile {
+            path: path.to_owned(),
+            why,
+        })?;
+    Ok(AuthPin::from(pin.as_str()))
 }
 
 fn load_module(path: &Path) -> Result<Pkcs11, Pkcs11Error> {

@@ -26,6 +26,7 @@ mod postgres;
 mod postgres_faults;
 mod proxy;
 mod scan;
+mod secret_files;
 mod server;
 mod store_suite;
 mod tokenize_file;

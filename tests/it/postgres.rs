@@ -448,6 +448,7 @@ async fn a_rollback_uses_the_next_releases_additive_schema_unchanged() {
         url: pg.url().into(),
         pool_size: 2,
         ca_file: None,
+        password_file: None,
         commit_bound: std::time::Duration::from_secs(5),
         node_dir: None,
     };
@@ -618,4 +619,109 @@ async fn concurrent_reads_of_the_same_token_each_get_it() {
         }
     }
     assert_eq!(answered, 300);
+}
+
+/// `storage.password_file`: a database that asks for a password (SCRAM)
+/// is reached with the password read from a private file, and a token
+/// round-trips. A missing or wrong password is refused by the server, a
+/// file group or others can read is refused before connecting, and a URL
+/// that holds a password as well is refused; no error quotes the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_password_comes_from_a_private_file() {
+    use cardvault::store::Store as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    const PASSWORD: &str = "canary-pw-7f3a9c41e2";
+    let pg = Postgres::start();
+    let client = pg.client().await;
+    for statement in [
+        "SET password_encryption = 'scram-sha-256'".to_owned(),
+        format!("CREATE ROLE vaulter LOGIN PASSWORD '{PASSWORD}'"),
+        "CREATE DATABASE cardvault OWNER vaulter".to_owned(),
+    ] {
+        client.batch_execute(&statement).await.unwrap();
+    }
+    // The vault's role must give its password; the trust line for the
+    // test's own `postgres` user stays after it.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all vaulter 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
+    client
+        .query_one("SELECT pg_reload_conf()", &[])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!(
+        "host=127.0.0.1 port={} user=vaulter dbname=cardvault sslmode=disable",
+        pg.port()
+    );
+    let settings = |url: &str, password_file: Option<&std::path::Path>| {
+        cardvault::store::postgres::PgSettings {
+            url: url.to_owned().into(),
+            pool_size: 2,
+            ca_file: None,
+            password_file: password_file.map(std::path::Path::to_path_buf),
+            commit_bound: std::time::Duration::from_secs(5),
+            node_dir: None,
+        }
+    };
+    let refused = |result: Result<cardvault::store::postgres::PgStore, _>| match result {
+        Ok(_) => panic!("connected"),
+        Err(e) => {
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains(PASSWORD), "the password in an error: {text}");
+            text
+        }
+    };
+    // The server asks for the password: without the file, refused.
+    refused(cardvault::store::postgres::PgStore::connect(&settings(&url, None)).await);
+    // With it, the vault's store works.
+    let store = cardvault::store::postgres::PgStore::connect(&settings(&url, Some(&file)))
+        .await
+        .unwrap();
+    assert!(
+        store.describe().contains("postgres"),
+        "{}",
+        store.describe()
+    );
+    Box::new(store).close(Vec::new()).await.unwrap();
+    let (owner, connection) = tokio_postgres::connect(
+        &pg.url().replace("dbname=postgres", "dbname=cardvault"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let made: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'cardvault_tokens' AND tableowner = 'vaulter'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(made, 1, "the vault's schema was not made as its role");
+    // A wrong password: the server refuses it.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(cardvault::store::postgres::PgStore::connect(&settings(&url, Some(&wrong))).await);
+    // A file others can read: refused before any connection.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text =
+        refused(cardvault::store::postgres::PgStore::connect(&settings(&url, Some(&file))).await);
+    assert!(text.contains("mode 0644"), "{text}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A password in the URL as well: which one is meant? Refused.
+    let with_password = format!("{url} password={PASSWORD}x");
+    let text = refused(
+        cardvault::store::postgres::PgStore::connect(&settings(&with_password, Some(&file))).await,
+    );
+    assert!(text.contains("keep one"), "{text}");
 }

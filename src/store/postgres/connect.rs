@@ -28,6 +28,9 @@ pub struct PgSettings {
     /// CA bundle for TLS to the database; required unless the URL says
     /// `sslmode=disable`.
     pub ca_file: Option<PathBuf>,
+    /// A file holding the password (for a URL without one): owned by this
+    /// user, mode 0600, read when connecting.
+    pub password_file: Option<PathBuf>,
     /// A node whose probe commit has not completed within this long is not
     /// ready (`/readyz` 503); also the connect timeout per host when the
     /// URL sets none.
@@ -58,6 +61,18 @@ impl PgStore {
         let mut config = tokio_postgres::Config::from_str(&url).map_err(|_| {
             StoreError::Backend("storage.url is not a PostgreSQL connection string".into())
         })?;
+        if let Some(path) = &settings.password_file {
+            if config.get_password().is_some() {
+                return Err(StoreError::Backend(
+                    "storage.url holds a password and storage.password_file is set: keep one"
+                        .into(),
+                ));
+            }
+            let password = crate::hardening::read_secret_text(path, 1024).map_err(|why| {
+                StoreError::Backend(format!("storage.password_file {}: {why}", path.display()))
+            })?;
+            config.password(password.as_bytes());
+        }
         // Statements are prepared once per connection (`prepare_cached`);
         // the server still plans each execution for the table as it is.
         // PostgreSQL's default may switch a statement to a generic plan

@@ -43,6 +43,7 @@ impl Harness {
                 client_ca: pki_dir.join("ca.pem"),
                 crls: Vec::new(),
                 allow_tls12: false,
+                tls_check_s: 0,
             },
             ops: OpsConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -54,6 +55,7 @@ impl Harness {
                 url: None,
                 pool_size: std::num::NonZeroUsize::new(4).unwrap(),
                 ca_file: None,
+                password_file: None,
                 commit_bound_ms: std::num::NonZeroU64::new(5000).unwrap(),
                 data_dir: dir.path().join("db"),
                 backup_dir: None,

@@ -156,6 +156,7 @@ impl Postgres {
             url: self.url().into(),
             pool_size,
             ca_file: None,
+            password_file: None,
             commit_bound: std::time::Duration::from_secs(5),
             node_dir: None,
         };
