@@ -16,6 +16,7 @@ mod evidence;
 mod expiring;
 mod fuzz_corpus;
 mod hostile;
+mod kubernetes;
 mod leak;
 mod lifecycle;
 mod load;
