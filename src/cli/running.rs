@@ -52,8 +52,8 @@ impl RunningVault {
         }
     }
 
-    /// The API's address: none without `--target`, or when its name
-    /// resolves to no address.
+    /// The API's address: none without `--target`; a name that resolves
+    /// to nothing is an error that says so (not "the vault is running").
     pub async fn addr(&self) -> Result<Option<SocketAddr>, CliError> {
         let Some(url) = &self.target else {
             return Ok(None);
@@ -64,8 +64,7 @@ impl RunningVault {
             Err(ResolveError::NotHttps) => Err(CliError::Usage(
                 "--target must look like https://HOST:PORT".into(),
             )),
-            Err(ResolveError::NoAddress(_)) => Ok(None),
-            Err(e) => Err(CliError::Failed(e.into())),
+            Err(e) => Err(CliError::Failed(anyhow::anyhow!("--target {url}: {e}"))),
         }
     }
 

@@ -491,6 +491,24 @@ async fn a_running_vault_is_read_through_its_admin_api_and_its_tls_measured() {
     let hostport = target.trim_start_matches("https://").to_owned();
     let (code, stdout, err) = run(&["evidence", "--dev", d, "--out", o, "--target", &target]);
     assert_eq!(code, Some(0), "{stdout} {err}");
+    // A target whose name resolves to nothing says so (exit 1), rather
+    // than taking the held directory for a vault with no way in (75).
+    let elsewhere = tmp.path().join("elsewhere");
+    let (code, _, err) = run(&[
+        "evidence",
+        "--dev",
+        d,
+        "--out",
+        elsewhere.to_str().unwrap(),
+        "--target",
+        "https://nothing.invalid:8443",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--target https://nothing.invalid:8443"),
+        "{err}"
+    );
+    assert!(!elsewhere.exists());
     let bundle: Value =
         serde_json::from_slice(&std::fs::read(out.join("evidence.json")).unwrap()).unwrap();
     assert_eq!(section(&bundle, "3.2.1")["tokens_per_tenant"]["default"], 1);
