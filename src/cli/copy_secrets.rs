@@ -5,8 +5,9 @@
 //! requires of its keys. Run once (an init container), or every SECONDS as
 //! a sidecar so a rotated key reaches the vault (`[api] tls_check_s`
 //! notices it) without a restart. Each file is replaced by a rename, never
-//! rewritten in place; a file is copied only when its content changed.
-//! Names, never contents, are printed.
+//! rewritten in place; a file is copied only when its content changed (a
+//! file removed from the secret stays as last copied). Names, never
+//! contents, are printed.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};

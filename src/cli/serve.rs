@@ -146,6 +146,8 @@ pub async fn run(args: ServeArgs) -> CliResult {
     // SIGHUP (or, with `[api] tls_check_s`, changed TLS files) reloads
     // certificates, CRLs and principals; SIGTERM/SIGINT stop.
     let mut tls_files = super::tls_watch::TlsFiles::new(&config.api);
+    // The API settings in force: the last config a reload took.
+    let mut api = config.api.clone();
     loop {
         let signal = tokio::select! {
             signal = signals.wait() => signal,
@@ -162,12 +164,14 @@ pub async fn run(args: ServeArgs) -> CliResult {
         }
         match Config::load(&config_path) {
             Ok(new) => {
-                service.reload(Ok(&new));
-                tls_files.reloaded(&new.api);
+                if service.reload(Ok(&new)) {
+                    api = new.api.clone();
+                }
+                tls_files.reloaded(&api);
             }
             Err(e) => {
                 service.reload(Err(&e));
-                tls_files.reloaded(&config.api);
+                tls_files.reloaded(&api);
             }
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

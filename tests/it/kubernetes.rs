@@ -63,6 +63,29 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// The element of the list `list` whose `name` is `name`.
+fn by_name<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {list}"))
+}
+
+/// Where `container` mounts the volume `volume`.
+fn mount_path<'a>(container: &'a Value, volume: &str) -> &'a str {
+    by_name(&container["volumeMounts"], volume)["mountPath"]
+        .as_str()
+        .unwrap()
+}
+
+/// The egress rules of the vault's NetworkPolicy.
+fn vault_egress(objects: &[Value]) -> &Vec<Value> {
+    find(objects, "NetworkPolicy", "cardvault")["spec"]["egress"]
+        .as_array()
+        .unwrap()
+}
+
 fn strs(value: &Value) -> Vec<&str> {
     value
         .as_array()
@@ -81,12 +104,7 @@ fn containers(pod: &Value) -> Vec<&Value> {
 /// The pod spec's projected secret volume `secrets`: each source's
 /// Secret name and the file names it projects.
 fn projected(pod: &Value) -> Vec<(String, Vec<String>)> {
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "secrets")
-        .unwrap();
+    let volume = by_name(&pod["volumes"], "secrets");
     match volume["projected"]["sources"].as_array() {
         Some(sources) => sources
             .iter()
@@ -168,12 +186,7 @@ fn vault_overlay(overlay: &str) -> (Vec<Value>, Config) {
         map_name.starts_with("cardvault-config-") && map_name.len() > "cardvault-config-".len(),
         "{map_name}"
     );
-    let mounted = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "config")
-        .unwrap();
+    let mounted = by_name(&pod["volumes"], "config");
     assert_eq!(mounted["configMap"]["name"], map_name);
     let toml = config_map["data"]["cardvault.toml"].as_str().unwrap();
     assert_eq!(
@@ -186,20 +199,8 @@ fn vault_overlay(overlay: &str) -> (Vec<Value>, Config) {
     let config: Config = Figment::from(Toml::string(toml)).extract().unwrap();
     // Every private file the config names is a copy in the keys volume,
     // of a file the projected Secret volume provides.
-    let vault = pod["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "cardvault")
-        .unwrap();
-    let keys_at = vault["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "keys")
-        .unwrap()["mountPath"]
-        .as_str()
-        .unwrap();
+    let vault = by_name(&pod["containers"], "cardvault");
+    let keys_at = mount_path(vault, "keys");
     let provided: Vec<String> = projected(pod).into_iter().flat_map(|(_, f)| f).collect();
     let mut private = vec![config.api.key.clone(), config.api.cert.clone()];
     private.extend(config.storage.key_file.clone());
@@ -219,14 +220,10 @@ fn vault_overlay(overlay: &str) -> (Vec<Value>, Config) {
     }
     // Copied before the vault starts, and again as a sidecar; the vault
     // reloads the TLS files when they change.
-    let inits = pod["initContainers"].as_array().unwrap();
-    let once = inits.iter().find(|c| c["name"] == "copy-secrets").unwrap();
+    let once = by_name(&pod["initContainers"], "copy-secrets");
     assert_eq!(strs(&once["args"])[0], "copy-secrets");
     assert!(once["restartPolicy"].is_null());
-    let sidecar = inits
-        .iter()
-        .find(|c| c["name"] == "follow-secrets")
-        .unwrap();
+    let sidecar = by_name(&pod["initContainers"], "follow-secrets");
     assert_eq!(sidecar["restartPolicy"], "Always");
     assert!(strs(&sidecar["args"]).contains(&"--every"));
     assert!(
@@ -310,9 +307,7 @@ fn vault_overlay(overlay: &str) -> (Vec<Value>, Config) {
     let mirror_port: u16 = mirror.rsplit_once(':').unwrap().1.parse().unwrap();
     assert!(config.audit.syslog_tcp.is_none());
     assert!(
-        policy["spec"]["egress"]
-            .as_array()
-            .unwrap()
+        vault_egress(&objects)
             .iter()
             .any(|rule| rule["ports"][0]["port"] == mirror_port),
         "{overlay}: the audit mirror's port is not let out"
@@ -360,11 +355,8 @@ fn the_hsm_and_shamir_overlays_keep_the_kek_out_of_secrets() {
         }
         match (overlay, &config.kek) {
             ("hsm", Some(cardvault::config::KekConfig::Pkcs11 { .. })) => {
-                let policy = find(&objects, "NetworkPolicy", "cardvault");
                 assert!(
-                    policy["spec"]["egress"]
-                        .as_array()
-                        .unwrap()
+                    vault_egress(&objects)
                         .iter()
                         .any(|rule| rule["to"][0]["ipBlock"]["cidr"].is_string()),
                     "the HSM is not let out"
@@ -412,10 +404,7 @@ fn the_postgres_overlay_keeps_the_guarantees() {
     );
     let vault = &pod["containers"][0];
     let env = vault["env"].as_array().unwrap();
-    let node = env
-        .iter()
-        .find(|e| e["name"] == "CARDVAULT_AUDIT__NODE_ID")
-        .unwrap();
+    let node = by_name(&vault["env"], "CARDVAULT_AUDIT__NODE_ID");
     assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
     for e in env {
         assert!(
@@ -450,11 +439,8 @@ fn the_postgres_overlay_keeps_the_guarantees() {
     );
     let db_policy = find(&objects, "NetworkPolicy", "cardvault-db");
     assert_eq!(db_policy["spec"]["ingress"][0]["ports"][0]["port"], 5432);
-    let policy = find(&objects, "NetworkPolicy", "cardvault");
     assert!(
-        policy["spec"]["egress"]
-            .as_array()
-            .unwrap()
+        vault_egress(&objects)
             .iter()
             .any(|r| r["ports"][0]["port"] == 5432)
     );
@@ -505,14 +491,7 @@ fn the_watch_overlay_keeps_the_key_from_the_browser() {
         Some("http://127.0.0.1:9515")
     );
     let key = text["watch"]["key"].as_str().unwrap();
-    let keys_at = watcher["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "keys")
-        .unwrap()["mountPath"]
-        .as_str()
-        .unwrap();
+    let keys_at = mount_path(watcher, "keys");
     assert!(key.starts_with(keys_at), "{key}");
     let policy = find(&objects, "NetworkPolicy", "cardvault-watch");
     assert_eq!(policy["spec"]["ingress"], serde_json::json!([]));
@@ -540,12 +519,7 @@ fn a_changed_config_renames_its_configmap_and_rolls_the_pods() {
     crate::common::copy_dir(&kubernetes(), &copy);
     let name = |objects: &[Value]| {
         let set = find(objects, "StatefulSet", "cardvault");
-        set["spec"]["template"]["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == "config")
-            .unwrap()["configMap"]["name"]
+        by_name(&set["spec"]["template"]["spec"]["volumes"], "config")["configMap"]["name"]
             .as_str()
             .unwrap()
             .to_owned()
