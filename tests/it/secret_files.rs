@@ -213,3 +213,98 @@ async fn changed_tls_files_are_reloaded_and_a_mismatched_key_is_refused() {
     let log = std::fs::read_to_string(data.join("serve.log")).unwrap();
     assert!(log.contains("TLS files changed"), "{log}");
 }
+
+/// The whole Kubernetes rotation path on the real binaries: the vault's
+/// TLS pair is the copy `copy-secrets --every` keeps of a kubelet-style
+/// secret volume; the kubelet swaps in a renewed pair; the sidecar copies
+/// it (two renames) and the vault serves it, with no reload failing on a
+/// half-copied pair and no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_secret_reaches_the_running_vault_through_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    // A first start makes the dev PKI; its server pair becomes the Secret.
+    assert!(common::DevServer::start(&data).stop().success());
+    let pki = data.join("pki");
+    let (volume, keys) = (dir.path().join("secret"), dir.path().join("keys"));
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let pair =
+        |cert: &[u8], key: &[u8]| vec![("tls.crt", cert.to_vec()), ("tls.key", key.to_vec())];
+    let publish = |version: &str, files: Vec<(&str, Vec<u8>)>| {
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        kubelet_publish(&volume, version, &files);
+    };
+    publish(
+        "v1",
+        pair(
+            &std::fs::read(pki.join("server.pem")).unwrap(),
+            &std::fs::read(pki.join("server-key.pem")).unwrap(),
+        ),
+    );
+    let copy = |extra: &[&str]| {
+        let mut command = cardvault();
+        command.args([
+            "copy-secrets",
+            "--from",
+            volume.to_str().unwrap(),
+            "--to",
+            keys.to_str().unwrap(),
+        ]);
+        command.args(extra);
+        command
+    };
+    // The init container, then the sidecar.
+    assert_eq!(outcome(&mut copy(&[])).0, Some(0));
+    let mut sidecar = copy(&["--every", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (cert, key) = (keys.join("tls.crt"), keys.join("tls.key"));
+    let server = common::DevServer::start_with(
+        &data,
+        &[
+            ("CARDVAULT_API__CERT", cert.to_str().unwrap()),
+            ("CARDVAULT_API__KEY", key.to_str().unwrap()),
+            ("CARDVAULT_API__TLS_CHECK_S", "1"),
+        ],
+    );
+    let first = presented(&server).await;
+    assert_eq!(
+        first,
+        der(&std::fs::read_to_string(pki.join("server.pem")).unwrap())
+    );
+    // cert-manager renews: the kubelet publishes the new pair.
+    let renewed = cardvault::pki::Ca::load(&pki)
+        .unwrap()
+        .issue_server()
+        .unwrap();
+    publish(
+        "v2",
+        pair(renewed.cert_pem.as_bytes(), renewed.key_pem.as_bytes()),
+    );
+    let mut served = first.clone();
+    let start = Instant::now();
+    while served != der(&renewed.cert_pem) && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        served = presented(&server).await;
+    }
+    assert_eq!(
+        served,
+        der(&renewed.cert_pem),
+        "the renewed certificate was not served within 20 s"
+    );
+    let (_, metrics) = ops_get(server.ops_addr(), "/metrics").await;
+    assert_eq!(
+        counter(&metrics, "cardvault_reloads_total{outcome=\"failed\"}"),
+        0.0,
+        "a half-copied pair was loaded"
+    );
+    assert_eq!(
+        counter(&metrics, "cardvault_reloads_total{outcome=\"ok\"}"),
+        1.0
+    );
+    let _ = sidecar.kill();
+    let _ = sidecar.wait();
+    assert!(server.stop().success());
+}
