@@ -145,6 +145,19 @@ async fn presented(server: &common::DevServer) -> Vec<u8> {
     raw.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
+/// Waits (at most `limit`) until new handshakes present `cert_pem`.
+async fn await_served(server: &common::DevServer, cert_pem: &str, limit: Duration) {
+    let wanted = der(cert_pem);
+    let start = Instant::now();
+    while presented(server).await != wanted {
+        assert!(
+            start.elapsed() < limit,
+            "the renewed certificate was not served within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn der(pem: &str) -> Vec<u8> {
     use rustls_pki_types::pem::PemObject as _;
     rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
@@ -161,7 +174,10 @@ async fn changed_tls_files_are_reloaded_and_a_mismatched_key_is_refused() {
         &[("CARDVAULT_API__TLS_CHECK_S", "1"), ("RUST_LOG", "info")],
     );
     let pki = data.join("pki");
-    let first = presented(&server).await;
+    assert_eq!(
+        presented(&server).await,
+        der(&std::fs::read_to_string(pki.join("server.pem")).unwrap())
+    );
     // A renewed certificate: key first, then the certificate, as two
     // separate writes; the vault waits until both have held still.
     let ca = cardvault::pki::Ca::load(&pki).unwrap();
@@ -169,17 +185,7 @@ async fn changed_tls_files_are_reloaded_and_a_mismatched_key_is_refused() {
     cardvault::pki::write_file(&pki.join("server-key.pem"), &renewed.key_pem, true).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     cardvault::pki::write_file(&pki.join("server.pem"), &renewed.cert_pem, false).unwrap();
-    let mut served = first.clone();
-    let start = Instant::now();
-    while served != der(&renewed.cert_pem) && start.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        served = presented(&server).await;
-    }
-    assert_ne!(
-        served, first,
-        "the renewed certificate was not served within 15 s"
-    );
-    assert_eq!(served, der(&renewed.cert_pem));
+    await_served(&server, &renewed.cert_pem, Duration::from_secs(15)).await;
     // A key that is not the certificate's: refused, the pair in force kept.
     let other = ca.issue_server().unwrap();
     cardvault::pki::write_file(&pki.join("server-key.pem"), &other.key_pem, true).unwrap();
@@ -283,17 +289,7 @@ async fn a_renewed_secret_reaches_the_running_vault_through_the_sidecar() {
         "v2",
         pair(renewed.cert_pem.as_bytes(), renewed.key_pem.as_bytes()),
     );
-    let mut served = first.clone();
-    let start = Instant::now();
-    while served != der(&renewed.cert_pem) && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        served = presented(&server).await;
-    }
-    assert_eq!(
-        served,
-        der(&renewed.cert_pem),
-        "the renewed certificate was not served within 20 s"
-    );
+    await_served(&server, &renewed.cert_pem, Duration::from_secs(20)).await;
     let (_, metrics) = ops_get(server.ops_addr(), "/metrics").await;
     assert_eq!(
         counter(&metrics, "cardvault_reloads_total{outcome=\"failed\"}"),
