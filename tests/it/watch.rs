@@ -36,6 +36,8 @@ struct Resource {
 struct Site {
     resources: Mutex<HashMap<String, Resource>>,
     served: Mutex<u64>,
+    /// Requests for `/endless` received (a browser is mid-load).
+    endless: std::sync::atomic::AtomicU64,
 }
 
 impl Site {
@@ -64,6 +66,8 @@ async fn handle(
     match uri.path() {
         // Hostile pages.
         "/endless" => {
+            site.endless
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(120)).await;
             return StatusCode::NO_CONTENT.into_response();
         }
@@ -624,7 +628,7 @@ impl Drop for SeparateDriver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_killed_mid_check_ends_the_check_and_the_next_one_works() {
     let driver = SeparateDriver::start();
-    let (_shop, origin) = plain_shop().await;
+    let (shop, origin) = plain_shop().await;
     let tmp = tempfile::tempdir().unwrap();
     let baseline = tmp.path().join("b.toml");
     let page = format!("{origin}/checkout");
@@ -639,18 +643,17 @@ async fn a_browser_killed_mid_check_ends_the_check_and_the_next_one_works() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The browser, once it is up: every process of it runs as nobody.
-    let mut browsers = Vec::new();
-    while browsers.len() < 2 {
+    // The browser, once it is loading the page (not while its session is
+    // still being made): every process of it runs as nobody.
+    while shop.endless.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "no browser started"
+            "the browser did not start loading the page"
         );
-        std::thread::sleep(Duration::from_millis(200));
-        browsers = driver.browsers();
+        std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    browsers = driver.browsers();
+    let browsers = driver.browsers();
+    assert!(browsers.len() >= 2, "{browsers:?}");
     assert!(
         browsers.iter().all(|(_, uid)| *uid == NOBODY),
         "{browsers:?}"
