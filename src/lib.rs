@@ -42,6 +42,7 @@ pub mod load;
 pub mod peer;
 #[cfg(feature = "vault")]
 pub mod pki;
+pub(crate) mod private_file;
 pub(crate) mod random;
 pub(crate) mod redact;
 #[cfg(feature = "vault")]

@@ -57,8 +57,9 @@ pub enum EventKind {
     /// A caller asked whether a PAN has a token (never creating one);
     /// `token` is set when it has.
     Lookup,
-    /// The TLS configuration and principals were reloaded (SIGHUP); on
-    /// failure `detail` says why and the old configuration stays.
+    /// The TLS configuration and principals were reloaded (SIGHUP, or TLS
+    /// files changed under `[api] tls_check_s`); on failure `detail` says
+    /// why and the old configuration stays.
     ConfigReloaded,
     /// A connection was refused after the handshake because its
     /// principal's connection share was used up; `detail` says which share.

@@ -10,8 +10,6 @@
 //! vault's key records do).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -192,14 +190,8 @@ pub fn rewrap(
 /// Replaces the key file with `bytes` atomically (a synced temporary file
 /// renamed over it, then the directory synced).
 fn replace_key_file(dir: &Path, kind: KeyKind, bytes: &[u8]) -> Result<(), AuditError> {
-    let tmp = format!("{}.tmp", kind.file);
-    let _ = fs::remove_file(dir.join(&tmp));
-    write_new_file(dir, &tmp, bytes)?;
     let path = dir.join(kind.file);
-    fs::rename(dir.join(&tmp), &path).map_err(|e| AuditError::io(&path, e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AuditError::io(dir, e))
+    crate::private_file::replace(&path, bytes).map_err(|e| AuditError::io(&path, e))
 }
 
 /// The next version of the key of `kind` in `dir`: a fresh key, wrapped
@@ -272,15 +264,7 @@ pub fn write_key_file(dir: &Path, kind: KeyKind, bytes: &[u8]) -> Result<(), Aud
 /// Writes `bytes` as the new file `DIR/NAME` (mode 0600), syncs it and `DIR`.
 fn write_new_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
     let path = dir.join(name);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| AuditError::io(&path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| AuditError::io(&path, e))?;
+    crate::private_file::write_new(&path, bytes).map_err(|e| AuditError::io(&path, e))?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| AuditError::io(dir, e))

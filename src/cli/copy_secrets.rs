@@ -9,8 +9,7 @@
 //! file removed from the secret stays as last copied). Names, never
 //! contents, are printed.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,10 +94,10 @@ fn copy_all(from: &Path, to: &Path) -> Result<Vec<String>, CliError> {
             .map_err(|e| unreadable(&entry.path(), e.to_string()))?;
         if meta.is_file() {
             names.push(name);
+            if names.len() > MAX_FILES {
+                return Err(unreadable(from, format!("more than {MAX_FILES} files")));
+            }
         }
-    }
-    if names.len() > MAX_FILES {
-        return Err(unreadable(from, format!("more than {MAX_FILES} files")));
     }
     names.sort();
     let mut copied = Vec::new();
@@ -106,16 +105,15 @@ fn copy_all(from: &Path, to: &Path) -> Result<Vec<String>, CliError> {
         let source = from.join(&name);
         let bytes = read_bounded(&source).map_err(|why| unreadable(&source, why))?;
         let target = to.join(&name);
-        let same = std::fs::read(&target)
-            .map(|held| Zeroizing::new(held) == bytes)
-            .unwrap_or(false);
+        let same = read_bounded(&target).is_ok_and(|held| held == bytes);
         let private = std::fs::metadata(&target)
             .map(|m| m.permissions().mode() & 0o777 == 0o600)
             .unwrap_or(false);
         if same && private {
             continue;
         }
-        replace(to, &name, &bytes).map_err(|e| unreadable(&target, e.to_string()))?;
+        crate::private_file::replace(&target, &bytes)
+            .map_err(|e| unreadable(&target, e.to_string()))?;
         copied.push(name);
     }
     Ok(copied)
@@ -133,22 +131,4 @@ fn read_bounded(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
     }
     Ok(bytes)
-}
-
-/// Writes `bytes` to `dir/.name.new` (mode 0600, synced), then renames it
-/// over `dir/name` and syncs the directory.
-fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = dir.join(format!(".{name}.new"));
-    let _ = std::fs::remove_file(&temporary);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -165,15 +165,14 @@ pub async fn run(args: ServeArgs) -> CliResult {
         match Config::load(&config_path) {
             Ok(new) => {
                 if service.reload(Ok(&new)) {
-                    api = new.api.clone();
+                    api = new.api;
                 }
-                tls_files.reloaded(&api);
             }
             Err(e) => {
                 service.reload(Err(&e));
-                tls_files.reloaded(&api);
             }
         };
+        tls_files.reloaded(&api);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

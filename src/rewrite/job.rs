@@ -4,10 +4,9 @@
 //! empty, other), and writing a batch's rows back with their tokens —
 //! synced, then checkpointed.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -343,17 +342,8 @@ impl Checkpoint {
 
 /// Replaces `path` with the checkpoint atomically (synced temp, rename).
 pub(super) fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), JobError> {
-    let tmp = with_suffix(path, ".tmp");
     let bytes = serde_json::to_vec(checkpoint).context("encoding the checkpoint")?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(&bytes).context("writing the checkpoint")?;
-    file.sync_all().context("syncing the checkpoint")?;
-    std::fs::rename(&tmp, path).context("replacing the checkpoint")?;
+    crate::private_file::replace(path, &bytes)
+        .with_context(|| format!("replacing the checkpoint {}", path.display()))?;
     Ok(())
 }

@@ -312,7 +312,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "cardvault_reloads_total",
-        "Configuration reloads (SIGHUP), by outcome (ok, failed)"
+        "Configuration reloads (SIGHUP, or changed TLS files under [api] tls_check_s), by outcome (ok, failed)"
     );
     for outcome in ["ok", "failed"] {
         metrics::counter!("cardvault_reloads_total", "outcome" => outcome).increment(0);

@@ -15,8 +15,7 @@
 pub mod manifest;
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::audit::{AuditLog, Event, EventKind};
@@ -158,28 +157,16 @@ fn copy_trail(from: &Path, to: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// A new file `path`, mode 0600.
-fn create_private(path: &Path) -> Result<fs::File, BackupError> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))
-}
-
 /// Writes `bytes` to a new file `path`, mode 0600, synced.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    let mut file = create_private(path)?;
-    file.write_all(bytes).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+    crate::private_file::write_new(path, bytes).map_err(io(path))
 }
 
 /// Copies the file `from` to a new file `to`, mode 0600, synced, without
 /// holding it in memory (a store file may be large).
 fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
     let mut source = fs::File::open(from).map_err(io(from))?;
-    let mut file = create_private(to)?;
+    let mut file = crate::private_file::create(to).map_err(io(to))?;
     std::io::copy(&mut source, &mut file).map_err(io(to))?;
     file.sync_all().map_err(io(to))
 }
