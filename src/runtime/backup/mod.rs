@@ -115,7 +115,7 @@ fn add_files(out: &Path, extra: &[(PathBuf, PathBuf)]) -> Result<(), BackupError
     for (inside, source) in extra {
         let to = out.join(inside);
         make_parent(&to)?;
-        fs::copy(source, &to).map_err(io(source))?;
+        copy_private(source, &to)?;
     }
     Ok(())
 }
