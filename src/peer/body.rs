@@ -262,21 +262,28 @@ pub fn check_reason(reason: &str) -> Result<String, BodyError> {
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(BodyError::Invalid(REFUSED));
     }
+    if reason.chars().any(char::is_control) || holds_card_like_digits(reason, b" -") {
+        return Err(BodyError::Invalid(REFUSED));
+    }
+    Ok(reason.to_owned())
+}
+
+/// Whether `text` holds 12 or more digits in a row (the shortest card
+/// number), the bytes in `separators` between them ignored: a field that
+/// is echoed, logged or made a file name must not be able to carry one.
+pub fn holds_card_like_digits(text: &str, separators: &[u8]) -> bool {
     let mut digits = 0;
-    for c in reason.chars() {
-        if c.is_control() {
-            return Err(BodyError::Invalid(REFUSED));
-        }
-        if c.is_ascii_digit() {
+    for b in text.bytes() {
+        if b.is_ascii_digit() {
             digits += 1;
             if digits >= 12 {
-                return Err(BodyError::Invalid(REFUSED));
+                return true;
             }
-        } else if c != ' ' && c != '-' {
+        } else if !separators.contains(&b) {
             digits = 0;
         }
     }
-    Ok(reason.to_owned())
+    false
 }
 
 /// `POST /v1/admin/alerts/clear`.

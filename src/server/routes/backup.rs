@@ -43,24 +43,13 @@ struct Taken {
 /// directory name on disk and is echoed back, so 12 or more digits with
 /// only separators between them are refused.
 fn valid_name(name: &str) -> bool {
-    let plain = !name.is_empty()
+    !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    let mut digits = 0;
-    for b in name.bytes() {
-        if b.is_ascii_digit() {
-            digits += 1;
-            if digits >= 12 {
-                return false;
-            }
-        } else if !b"._-".contains(&b) {
-            digits = 0;
-        }
-    }
-    plain
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && !crate::peer::body::holds_card_like_digits(name, b"._-")
 }
 
 /// Whether the file system of `root` keeps `reserve` bytes free after a
